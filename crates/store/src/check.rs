@@ -1,0 +1,258 @@
+//! `check`: index <-> packs consistency, every snapshot's trees and blob
+//! references, and with `read_data` every blob's bytes against its hash.
+//! Damage is reported as the snapshots and paths that lose data.
+
+use crate::blob;
+use crate::datastore::Datastore;
+use crate::error::Result;
+use crate::id::{BlobId, PackId};
+use crate::pack::{pack_path, PackScanner};
+use crate::tree::NodeKind;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub packs: u64,
+    pub blobs: u64,
+    pub snapshots: u64,
+    pub bytes_read: u64,
+    /// Problems that mean lost or unreadable data.
+    pub errors: Vec<String>,
+    /// Snapshot paths whose data is lost: "snapshot <id> <time>: <path>".
+    pub affected: Vec<String>,
+    /// Packs on disk that no index entry references: left by an
+    /// interrupted backup; reclaimable, harmless.
+    pub unreferenced_packs: Vec<(String, u64)>,
+    /// Partial packs of crashed writers (removed by the next backup).
+    pub stale_partials: Vec<(PathBuf, u64)>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty() && self.affected.is_empty()
+    }
+}
+
+pub fn check(ds: &Datastore, read_data: bool, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<CheckReport> {
+    let mut rep = CheckReport::default();
+    let index = ds.index();
+
+    // Packs: index vs files.
+    let files: HashMap<PackId, (PathBuf, u64)> = ds.pack_files()?.into_iter().map(|(id, p, l)| (id, (p, l))).collect();
+    let indexed = index.packs()?;
+    let indexed_ids: HashSet<PackId> = indexed.iter().map(|(id, _)| *id).collect();
+    let mut bad_packs: HashMap<PackId, String> = HashMap::new();
+    for (id, info) in &indexed {
+        match files.get(id) {
+            None => {
+                bad_packs.insert(*id, "file missing".into());
+            }
+            Some((_, len)) if *len != info.len => {
+                bad_packs.insert(*id, format!("size {len} bytes, index says {}", info.len));
+            }
+            _ => {}
+        }
+    }
+    for (id, (_, len)) in &files {
+        if !indexed_ids.contains(id) {
+            rep.unreferenced_packs.push((id.to_hex(), *len));
+        }
+    }
+    for (p, len, live) in ds.partial_packs()? {
+        if !live {
+            rep.stale_partials.push((p, len));
+        }
+    }
+    rep.packs = indexed.len() as u64;
+
+    // Read every pack, verify each record, and remember where the damage is.
+    let mut bad_records: HashMap<PackId, (HashSet<u64>, u64)> = HashMap::new();
+    let mut confirmed: HashMap<PackId, u64> = HashMap::new();
+    if read_data {
+        let todo: Vec<PackId> = indexed.iter().map(|(id, _)| *id).filter(|id| !bad_packs.contains_key(id)).collect();
+        let next = AtomicUsize::new(0);
+        let bytes = AtomicU64::new(0);
+        let results = Mutex::new(Vec::new());
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(id) = todo.get(i) else { break };
+                    let r = verify_pack(ds, id, &bytes, on_bytes);
+                    results.lock().unwrap().push((*id, r));
+                });
+            }
+        });
+        rep.bytes_read = bytes.load(Ordering::Relaxed);
+        for (id, r) in results.into_inner().unwrap() {
+            match r {
+                Ok(v) => {
+                    if !v.bad.is_empty() || v.good_until.is_some() {
+                        for m in &v.messages {
+                            rep.errors.push(format!("pack {id}: {m}"));
+                        }
+                        bad_records.insert(id, (v.bad, v.good_until.unwrap_or(u64::MAX)));
+                    }
+                    confirmed.insert(id, v.confirmed);
+                }
+                Err(e) => {
+                    bad_packs.insert(id, e.to_string());
+                }
+            }
+        }
+    }
+    for (id, why) in &bad_packs {
+        rep.errors.push(format!("pack {id}: {why}"));
+    }
+
+    // Index entries: each must point into a healthy part of a known pack.
+    let pack_len: HashMap<PackId, u64> = indexed.iter().map(|(id, i)| (*id, i.len)).collect();
+    let mut bad_blobs: HashSet<BlobId> = HashSet::new();
+    let mut per_pack: HashMap<PackId, u64> = HashMap::new();
+    index.for_each_blob(|id, loc| {
+        rep.blobs += 1;
+        *per_pack.entry(loc.pack).or_default() += 1;
+        let end = loc.offset + blob::RECORD_HEADER_LEN as u64 + loc.stored_len as u64;
+        let bad = match pack_len.get(&loc.pack) {
+            None => {
+                rep.errors.push(format!("blob {id}: its pack {} is not in the index", loc.pack));
+                true
+            }
+            Some(len) if end > *len => {
+                rep.errors.push(format!("blob {id}: lies past the end of pack {}", loc.pack));
+                true
+            }
+            _ => {
+                bad_packs.contains_key(&loc.pack)
+                    || bad_records.get(&loc.pack).is_some_and(|(offs, until)| offs.contains(&loc.offset) || loc.offset >= *until)
+            }
+        };
+        if bad {
+            bad_blobs.insert(id);
+        }
+        Ok(())
+    })?;
+    if read_data {
+        // Every index entry must have matched a verified record.
+        for (pack, n) in &per_pack {
+            if bad_packs.contains_key(pack) || bad_records.contains_key(pack) {
+                continue;
+            }
+            if confirmed.get(pack).copied().unwrap_or(0) != *n {
+                rep.errors.push(format!("pack {pack}: index entries do not match the records in the pack"));
+                index.for_each_blob(|id, loc| {
+                    if loc.pack == *pack {
+                        bad_blobs.insert(id);
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+    }
+
+    // Snapshots: walk every tree; name what is lost. Damage found under a
+    // tree is memoized by tree id, so a tree shared by many snapshots is
+    // read once yet its damage is named for each of them.
+    let snaps = ds.snapshots()?;
+    rep.snapshots = snaps.len() as u64;
+    let mut memo: HashMap<BlobId, Vec<String>> = HashMap::new();
+    let lost = |c: &BlobId| bad_blobs.contains(c) || !index.contains_blob(c).unwrap_or(false);
+    for (sid, snap) in &snaps {
+        let label = format!("snapshot {} ({})", sid.short(), snap.time.format("%Y-%m-%d %H:%M:%S"));
+        for m in tree_damage(ds, &snap.tree, &bad_blobs, &lost, &mut memo, 0) {
+            rep.affected.push(format!("{label}: {m}"));
+        }
+    }
+    rep.errors.sort();
+    Ok(rep)
+}
+
+struct PackVerdict {
+    bad: HashSet<u64>,
+    /// Set when the pack is truncated or unreadable from this offset on.
+    good_until: Option<u64>,
+    confirmed: u64,
+    messages: Vec<String>,
+}
+
+fn verify_pack(ds: &Datastore, id: &PackId, bytes: &AtomicU64, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<PackVerdict> {
+    let path = pack_path(ds.root(), id);
+    let mut sc = PackScanner::open(&path)?;
+    let index = ds.index();
+    let mut v = PackVerdict { bad: HashSet::new(), good_until: None, confirmed: 0, messages: Vec::new() };
+    loop {
+        match sc.next_record() {
+            Ok(None) => break,
+            Ok(Some((off, h, stored))) => {
+                let n = (blob::RECORD_HEADER_LEN + stored.len()) as u64;
+                bytes.fetch_add(n, Ordering::Relaxed);
+                on_bytes(n);
+                let ok = match blob::decode(h.encoding, stored, h.plain_len as usize) {
+                    Ok(plain) => BlobId::of(&plain) == h.id,
+                    Err(_) => false,
+                };
+                if !ok {
+                    v.bad.insert(off);
+                    v.messages.push(format!("blob {} at offset {off}: content does not match its hash", h.id));
+                } else if index.blob(&h.id)?.is_some_and(|l| l.pack == *id && l.offset == off) {
+                    v.confirmed += 1;
+                }
+            }
+            Err(e) => {
+                v.messages.push(e.to_string());
+                // Everything from the first unreadable header on is lost;
+                // offsets before it were verified above.
+                v.good_until = Some(sc.offset());
+                break;
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// Paths under tree `id` (relative, starting with "/") whose data is lost.
+fn tree_damage(
+    ds: &Datastore,
+    id: &BlobId,
+    bad_blobs: &HashSet<BlobId>,
+    lost: &dyn Fn(&BlobId) -> bool,
+    memo: &mut HashMap<BlobId, Vec<String>>,
+    depth: usize,
+) -> Vec<String> {
+    if let Some(m) = memo.get(id) {
+        return m.clone();
+    }
+    let tree = if bad_blobs.contains(id) {
+        Err("directory listing is damaged".to_string())
+    } else {
+        ds.load_tree(id).map_err(|e| e.to_string())
+    };
+    let mut out = Vec::new();
+    match tree {
+        Err(m) => out.push(format!("/: {m}")),
+        Ok(_) if depth > 4096 => out.push("/: directory nesting too deep".into()),
+        Ok(tree) => {
+            for n in &tree.nodes {
+                let p = format!("/{}", n.name_lossy());
+                match n.kind {
+                    NodeKind::Dir => match &n.subtree {
+                        Some(st) => {
+                            for m in tree_damage(ds, st, bad_blobs, lost, memo, depth + 1) {
+                                out.push(if m.starts_with("/:") { format!("{p}{}", &m[1..]) } else { format!("{p}{m}") });
+                            }
+                        }
+                        None => out.push(format!("{p}: directory has no tree")),
+                    },
+                    NodeKind::File if n.content.iter().any(lost) => out.push(format!("{p}: file lost data")),
+                    _ => {}
+                }
+            }
+        }
+    }
+    memo.insert(*id, out.clone());
+    out
+}

@@ -1,0 +1,90 @@
+//! `config.json` at the top of a datastore: its format version and the
+//! parameters every writer must agree on (chunker, pack size).
+
+use crate::error::{Result, StoreError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const CONFIG_FILE: &str = "config.json";
+/// The on-disk format this code reads and writes (docs/format.md).
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DatastoreConfig {
+    pub format_version: u32,
+    /// Random id, so two datastores are never confused.
+    pub id: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// Files up to this size are stored whole as one blob.
+    pub small_file_max: u64,
+    /// FastCDC parameters for larger files (bytes).
+    pub chunk_min: u32,
+    pub chunk_avg: u32,
+    pub chunk_max: u32,
+    /// A pack is sealed once it holds this many bytes.
+    pub pack_target: u64,
+    /// zstd level for new blobs.
+    pub zstd_level: i32,
+}
+
+impl DatastoreConfig {
+    pub fn new() -> Self {
+        DatastoreConfig {
+            format_version: FORMAT_VERSION,
+            id: crate::id::PackId::random().to_hex(),
+            created: chrono::Utc::now(),
+            small_file_max: 1 << 20,
+            chunk_min: 512 << 10,
+            chunk_avg: 1 << 20,
+            chunk_max: 8 << 20,
+            pack_target: 64 << 20,
+            zstd_level: 1,
+        }
+    }
+
+    pub fn load(root: &Path) -> Result<Self> {
+        let path = root.join(CONFIG_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotADatastore { path: root.to_path_buf() })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(StoreError::NotADatastore { path: root.to_path_buf() })
+            }
+            Err(e) => return Err(StoreError::io("read", path, e)),
+        };
+        // Read the version first so a future format is refused with a clear
+        // message rather than a field error.
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let v: Version = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::BadConfig { path: path.clone(), reason: e.to_string() })?;
+        if v.format_version != FORMAT_VERSION {
+            return Err(StoreError::UnsupportedVersion {
+                path: root.to_path_buf(),
+                found: v.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let cfg: DatastoreConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::BadConfig { path: path.clone(), reason: e.to_string() })?;
+        if cfg.chunk_min == 0 || cfg.chunk_min > cfg.chunk_avg || cfg.chunk_avg > cfg.chunk_max || cfg.pack_target == 0 {
+            return Err(StoreError::BadConfig { path, reason: "chunker sizes or pack size out of range".into() });
+        }
+        Ok(cfg)
+    }
+
+    pub fn save(&self, root: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).expect("config serializes");
+        crate::fsutil::write_atomic(&root.join(CONFIG_FILE), &bytes)
+    }
+}
+
+impl Default for DatastoreConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}

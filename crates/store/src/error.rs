@@ -1,0 +1,75 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong inside the datastore. Messages name the
+/// thing that failed and, where there is one, what the admin can do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: not a Lifeboat datastore (no {file}); create one with `lifeboat datastore init {path}`", file = crate::config::CONFIG_FILE)]
+    NotADatastore { path: PathBuf },
+
+    #[error("{path}: already exists and is not empty; choose a new directory for the datastore")]
+    AlreadyExists { path: PathBuf },
+
+    #[error("{path}: datastore format version {found} is not supported by this lifeboat (supports {supported}); use a lifeboat release that knows this version")]
+    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
+
+    #[error("{path}: datastore config is damaged: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+
+    #[error("datastore disk is full while writing {path}; free space on that filesystem and run the backup again (earlier snapshots are intact; the partial pack was removed)")]
+    DiskFull { path: PathBuf },
+
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, #[source] source: std::io::Error },
+
+    #[error("datastore index {path}: {message}")]
+    Index { path: PathBuf, message: String },
+
+    #[error("datastore index {path} is locked by another lifeboat process for more than {secs} s; is a stuck process holding it?")]
+    IndexLocked { path: PathBuf, secs: u64 },
+
+    #[error("blob {id} is not in the datastore index; run `lifeboat check --read-data` to see which snapshots are affected")]
+    MissingBlob { id: String },
+
+    #[error("blob {id} in pack {pack} is corrupt: {reason}; run `lifeboat check --read-data` to see which snapshots are affected")]
+    CorruptBlob { id: String, pack: String, reason: String },
+
+    #[error("pack {pack}: {reason}")]
+    CorruptPack { pack: String, reason: String },
+
+    #[error("no snapshot matches '{query}'; list them with `lifeboat snapshots`")]
+    NoSuchSnapshot { query: String },
+
+    #[error("'{query}' matches {count} snapshots; give more characters of the id")]
+    AmbiguousSnapshot { query: String, count: usize },
+
+    #[error("the datastore has no snapshots yet")]
+    NoSnapshots,
+
+    #[error("tree {id}: cannot decode: {reason}")]
+    BadTree { id: String, reason: String },
+
+    #[error("snapshot {id}: cannot decode: {reason}")]
+    BadSnapshot { id: String, reason: String },
+
+    #[error("interrupted")]
+    Interrupted,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// Wraps an IO error, turning ENOSPC/EDQUOT into the dedicated
+    /// disk-full error so the admin sees the real cause.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreError::DiskFull { path },
+            _ => StoreError::Io { op, path, source },
+        }
+    }
+
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::DiskFull { .. })
+    }
+}

@@ -1,0 +1,42 @@
+//! Small durable-write helpers shared by the datastore's writers.
+
+use crate::error::{Result, StoreError};
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+/// fsync a directory so a rename or create inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(|e| StoreError::io("open", dir, e))?;
+    f.sync_all().map_err(|e| StoreError::io("fsync", dir, e))
+}
+
+/// Writes `path` so that after a crash it holds either the old or the new
+/// bytes, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
+    f.write_all(bytes).map_err(|e| StoreError::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| StoreError::io("fsync", &tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::io("rename", path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Tries to take an exclusive advisory lock without blocking. The lock dies
+/// with the process, which is how we tell a crashed writer's leftovers from
+/// a live writer's work.
+pub fn try_lock_exclusive(f: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        Ok(true)
+    } else {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(false)
+        } else {
+            Err(e)
+        }
+    }
+}

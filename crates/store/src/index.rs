@@ -1,0 +1,311 @@
+//! The RocksDB index. RocksDB lets one process write at a time, yet two
+//! backups must run side by side; so a writer holds the primary handle
+//! only for the moment of a commit (open, write one synced batch, close),
+//! and lookups go through a read-only handle that is reopened after each
+//! commit to see what every writer has committed so far.
+
+use crate::blob::{BlobKind, Encoding};
+use crate::error::{Result, StoreError};
+use crate::id::{BlobId, PackId};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const CF_BLOBS: &str = "blobs";
+pub const CF_PACKS: &str = "packs";
+pub const CF_SNAPSHOTS: &str = "snapshots";
+pub const CF_REFS: &str = "refs";
+pub const CF_JOBS: &str = "jobs";
+const CFS: [&str; 5] = [CF_BLOBS, CF_PACKS, CF_SNAPSHOTS, CF_REFS, CF_JOBS];
+const LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// Where a blob lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    /// Offset of the record header in the pack.
+    pub offset: u64,
+    pub stored_len: u32,
+    pub plain_len: u32,
+    pub kind: BlobKind,
+    pub encoding: Encoding,
+}
+
+impl BlobLocation {
+    pub const ENCODED_LEN: usize = 34;
+    pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut b = [0u8; Self::ENCODED_LEN];
+        b[..16].copy_from_slice(&self.pack.0);
+        b[16..24].copy_from_slice(&self.offset.to_le_bytes());
+        b[24..28].copy_from_slice(&self.stored_len.to_le_bytes());
+        b[28..32].copy_from_slice(&self.plain_len.to_le_bytes());
+        b[32] = self.kind as u8;
+        b[33] = self.encoding as u8;
+        b
+    }
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != Self::ENCODED_LEN {
+            return None;
+        }
+        let mut pack = [0u8; 16];
+        pack.copy_from_slice(&b[..16]);
+        Some(BlobLocation {
+            pack: PackId(pack),
+            offset: u64::from_le_bytes(b[16..24].try_into().ok()?),
+            stored_len: u32::from_le_bytes(b[24..28].try_into().ok()?),
+            plain_len: u32::from_le_bytes(b[28..32].try_into().ok()?),
+            kind: BlobKind::from_u8(b[32])?,
+            encoding: Encoding::from_u8(b[33])?,
+        })
+    }
+}
+
+/// What the index records per pack: its size and blob count, so `check`
+/// can compare with the file and find orphans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackInfo {
+    pub len: u64,
+    pub blobs: u32,
+}
+
+impl PackInfo {
+    fn encode(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&self.len.to_le_bytes());
+        b[8..].copy_from_slice(&self.blobs.to_le_bytes());
+        b
+    }
+    fn decode(b: &[u8]) -> Option<Self> {
+        (b.len() == 12).then(|| PackInfo {
+            len: u64::from_le_bytes(b[..8].try_into().unwrap()),
+            blobs: u32::from_le_bytes(b[8..].try_into().unwrap()),
+        })
+    }
+}
+
+fn base_options() -> Options {
+    let mut o = Options::default();
+    o.set_keep_log_file_num(2);
+    o.set_max_log_file_size(1 << 20);
+    o.set_log_level(rocksdb::LogLevel::Warn);
+    // Keys are hashes: compressing them buys nothing.
+    o.set_compression_type(rocksdb::DBCompressionType::None);
+    o.set_write_buffer_size(8 << 20);
+    o.set_max_write_buffer_number(2);
+    // Open every table file up front: a writer's compaction may delete
+    // files a reader has not opened yet, and open fds keep them alive.
+    o.set_max_open_files(-1);
+    o
+}
+
+fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
+    CFS.iter()
+        .map(|n| {
+            let mut o = base_options();
+            let mut bo = rocksdb::BlockBasedOptions::default();
+            bo.set_bloom_filter(10.0, false);
+            bo.set_block_size(16 << 10);
+            o.set_block_based_table_factory(&bo);
+            ColumnFamilyDescriptor::new(*n, o)
+        })
+        .collect()
+}
+
+fn index_err(path: &Path, e: impl ToString) -> StoreError {
+    StoreError::Index { path: path.to_path_buf(), message: e.to_string() }
+}
+
+pub fn create(path: &Path) -> Result<()> {
+    let mut o = base_options();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    let db = DB::open_cf_descriptors(&o, path, cf_descriptors()).map_err(|e| index_err(path, e))?;
+    db.flush().map_err(|e| index_err(path, e))?;
+    Ok(())
+}
+
+/// Read-only view of the index as of its opening.
+pub struct IndexReader {
+    db: DB,
+    path: PathBuf,
+}
+
+impl IndexReader {
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.join("CURRENT").exists() {
+            return Err(StoreError::Index {
+                path: path.to_path_buf(),
+                message: "index is missing; rebuild it from the packs with `lifeboat datastore repair`".into(),
+            });
+        }
+        let db = DB::open_cf_descriptors_read_only(&base_options(), path, cf_descriptors(), false)
+            .map_err(|e| index_err(path, e))?;
+        Ok(IndexReader { db, path: path.to_path_buf() })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column family created at init")
+    }
+
+    pub fn blob(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        match self.db.get_pinned_cf(self.cf(CF_BLOBS), id.0).map_err(|e| index_err(&self.path, e))? {
+            None => Ok(None),
+            Some(v) => BlobLocation::decode(&v)
+                .map(Some)
+                .ok_or_else(|| index_err(&self.path, format!("blob {id}: damaged index entry"))),
+        }
+    }
+
+    pub fn contains_blob(&self, id: &BlobId) -> Result<bool> {
+        if !self.db.key_may_exist_cf(self.cf(CF_BLOBS), id.0) {
+            return Ok(false);
+        }
+        Ok(self.db.get_pinned_cf(self.cf(CF_BLOBS), id.0).map_err(|e| index_err(&self.path, e))?.is_some())
+    }
+
+    /// Every (blob, location), in id order.
+    pub fn for_each_blob(&self, mut f: impl FnMut(BlobId, BlobLocation) -> Result<()>) -> Result<()> {
+        for item in self.db.iterator_cf(self.cf(CF_BLOBS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| index_err(&self.path, e))?;
+            let mut id = [0u8; 32];
+            if k.len() != 32 {
+                return Err(index_err(&self.path, "blob key of wrong length"));
+            }
+            id.copy_from_slice(&k);
+            let loc = BlobLocation::decode(&v).ok_or_else(|| index_err(&self.path, "damaged blob entry"))?;
+            f(BlobId(id), loc)?;
+        }
+        Ok(())
+    }
+
+    pub fn packs(&self) -> Result<Vec<(PackId, PackInfo)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_PACKS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| index_err(&self.path, e))?;
+            let mut id = [0u8; 16];
+            if k.len() != 16 {
+                return Err(index_err(&self.path, "pack key of wrong length"));
+            }
+            id.copy_from_slice(&k);
+            let info = PackInfo::decode(&v).ok_or_else(|| index_err(&self.path, "damaged pack entry"))?;
+            out.push((PackId(id), info));
+        }
+        Ok(out)
+    }
+
+    pub fn has_pack(&self, id: &PackId) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_PACKS), id.0).map_err(|e| index_err(&self.path, e))?.is_some())
+    }
+
+    /// Raw snapshot documents, keyed by snapshot id.
+    pub fn snapshots(&self) -> Result<Vec<(BlobId, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_SNAPSHOTS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| index_err(&self.path, e))?;
+            let mut id = [0u8; 32];
+            if k.len() != 32 {
+                return Err(index_err(&self.path, "snapshot key of wrong length"));
+            }
+            id.copy_from_slice(&k);
+            out.push((BlobId(id), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// One atomic change to the index.
+#[derive(Default)]
+pub struct IndexBatch {
+    pub packs: Vec<(PackId, PackInfo)>,
+    pub blobs: Vec<(BlobId, BlobLocation)>,
+    pub snapshots: Vec<(BlobId, Vec<u8>)>,
+    pub delete_snapshots: Vec<BlobId>,
+}
+
+/// Opens the primary handle (waiting while another process commits),
+/// writes the batch with fsync, and closes again.
+pub fn commit(path: &Path, batch: IndexBatch) -> Result<()> {
+    crate::failpoint::hit("index-commit")?;
+    let db = open_primary(path)?;
+    let cf = |n| db.cf_handle(n).expect("column family created at init");
+    let mut wb = WriteBatch::default();
+    for (id, info) in &batch.packs {
+        wb.put_cf(cf(CF_PACKS), id.0, info.encode());
+    }
+    for (id, loc) in &batch.blobs {
+        wb.put_cf(cf(CF_BLOBS), id.0, loc.encode());
+    }
+    for (id, doc) in &batch.snapshots {
+        wb.put_cf(cf(CF_SNAPSHOTS), id.0, doc);
+    }
+    for id in &batch.delete_snapshots {
+        wb.delete_cf(cf(CF_SNAPSHOTS), id.0);
+    }
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    db.write_opt(wb, &wo).map_err(|e| index_err(path, e))?;
+    crate::failpoint::hit("index-committed")?;
+    Ok(())
+}
+
+fn open_primary(path: &Path) -> Result<DB> {
+    let start = Instant::now();
+    let mut wait = Duration::from_millis(2);
+    loop {
+        match DB::open_cf_descriptors(&base_options(), path, cf_descriptors()) {
+            Ok(db) => return Ok(db),
+            Err(e) => {
+                let msg = e.to_string();
+                let locked = msg.contains("lock") || msg.contains("Resource temporarily unavailable");
+                if !locked {
+                    return Err(index_err(path, msg));
+                }
+                if start.elapsed() > LOCK_WAIT {
+                    return Err(StoreError::IndexLocked { path: path.to_path_buf(), secs: LOCK_WAIT.as_secs() });
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_round_trip() {
+        let loc = BlobLocation {
+            pack: PackId([7; 16]),
+            offset: 1 << 40,
+            stored_len: 5,
+            plain_len: 9,
+            kind: BlobKind::Tree,
+            encoding: Encoding::Zstd,
+        };
+        assert_eq!(BlobLocation::decode(&loc.encode()), Some(loc));
+        assert_eq!(BlobLocation::decode(&[0u8; 3]), None);
+    }
+
+    #[test]
+    fn commit_is_seen_by_a_new_reader_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index");
+        create(&p).unwrap();
+        let before = IndexReader::open(&p).unwrap();
+        let id = BlobId::of(b"abc");
+        let loc = BlobLocation {
+            pack: PackId([1; 16]),
+            offset: 32,
+            stored_len: 3,
+            plain_len: 3,
+            kind: BlobKind::SmallFile,
+            encoding: Encoding::Raw,
+        };
+        commit(&p, IndexBatch { blobs: vec![(id, loc)], ..Default::default() }).unwrap();
+        assert!(!before.contains_blob(&id).unwrap());
+        let after = IndexReader::open(&p).unwrap();
+        assert_eq!(after.blob(&id).unwrap(), Some(loc));
+    }
+}

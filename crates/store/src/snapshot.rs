@@ -1,0 +1,48 @@
+//! Snapshot documents: what was backed up, when, from where, and the root
+//! tree. Stored as a blob (so the index can be rebuilt from packs) and in
+//! the index's `snapshots` column family for fast listing.
+
+use crate::id::BlobId;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unchanged: u64,
+    pub dirs_unchanged: u64,
+    /// Total size of the files in the snapshot.
+    pub total_bytes: u64,
+    /// Bytes read from the source (unchanged files are not read).
+    pub bytes_read: u64,
+    /// Plain bytes of new blobs and what they took on disk.
+    pub bytes_added: u64,
+    pub bytes_stored: u64,
+    pub blobs_added: u64,
+    pub warnings: u64,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub hostname: String,
+    /// Absolute source paths, as given and canonicalized.
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub tree: BlobId,
+    #[serde(default)]
+    pub parent: Option<BlobId>,
+    #[serde(default)]
+    pub summary: BackupSummary,
+    pub program: String,
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("snapshot serializes")
+    }
+}
