@@ -1,1 +1,78 @@
-fn main() {}
+//! The `lifeboat` binary: a thin CLI over the crates. Each command lives
+//! in its own file under `commands/`.
+
+mod commands;
+mod ui;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes (like restic): 0 ok, 1 error, 3 backup done but some
+/// files could not be read, 130 interrupted.
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_PARTIAL: u8 = 3;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(name = "lifeboat", version, about = "Lifeboat backup and disaster-recovery appliance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct DatastoreArg {
+    /// Datastore directory
+    #[arg(long, env = "LIFEBOAT_DATASTORE", value_name = "PATH")]
+    pub datastore: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or inspect datastores
+    Datastore {
+        #[command(subcommand)]
+        cmd: commands::datastore::DatastoreCmd,
+    },
+    /// Back up files and directories into a new snapshot
+    Backup(commands::backup::BackupArgs),
+    /// List snapshots
+    Snapshots(commands::snapshots::SnapshotsArgs),
+    /// List the contents of a directory in a snapshot
+    Ls(commands::ls::LsArgs),
+    /// Restore a snapshot (or parts of it) into a directory
+    Restore(commands::restore::RestoreArgs),
+    /// Verify the datastore: index against packs, snapshots, and with
+    /// --read-data every blob's content
+    Check(commands::check::CheckArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Datastore { cmd } => commands::datastore::run(cmd),
+        Command::Backup(a) => commands::backup::run(a),
+        Command::Snapshots(a) => commands::snapshots::run(a),
+        Command::Ls(a) => commands::ls::run(a),
+        Command::Restore(a) => commands::restore::run(a),
+        Command::Check(a) => commands::check::run(a),
+    };
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if e.downcast_ref::<commands::Interrupted>().is_some() {
+                eprintln!("lifeboat: {e:#}");
+                return ExitCode::from(EXIT_INTERRUPTED);
+            }
+            eprintln!("lifeboat: error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

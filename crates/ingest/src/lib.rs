@@ -1,1 +1,22 @@
-//! placeholder
+//! Lifeboat's file backup and restore engine.
+//!
+//! `backup` walks the sources in parallel (rayon's work-stealing: wide
+//! directories split across threads, deep ones don't serialize), reads,
+//! chunks, hashes and compresses files as they are found and hands blobs
+//! to the datastore's `BlobSink`: scan and transfer overlap, and memory is
+//! bounded by the directories in flight, never by the file count. Files
+//! whose (size, mtime, ctime, inode) match the parent snapshot are not read.
+//! `restore` writes a snapshot (or parts of it) back in parallel.
+
+pub mod backup;
+pub mod error;
+pub mod exclude;
+pub mod meta;
+pub mod progress;
+pub mod restore;
+pub mod scan;
+
+pub use backup::{backup, BackupOptions, BackupOutcome};
+pub use error::{IngestError, Result};
+pub use progress::Progress;
+pub use restore::{restore, RestoreOptions, RestoreOutcome};

@@ -1,0 +1,95 @@
+use crate::commands::{hostname, open_datastore, Interrupted};
+use crate::{ui, DatastoreArg, EXIT_PARTIAL};
+use lifeboat_ingest::{backup, exclude::Excludes, BackupOptions, Progress};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub ds: DatastoreArg,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Leave out paths matching GLOB: with a '/' the absolute path, else the name (repeatable)
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Read every file even if the parent snapshot has it unchanged
+    #[arg(long)]
+    pub force: bool,
+    /// Worker threads (default: from the core count)
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Files and directories to back up
+    #[arg(required = true, value_name = "SRC")]
+    pub sources: Vec<PathBuf>,
+}
+
+pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
+    let ds = open_datastore(&a.ds.datastore)?;
+    let progress = Arc::new(Progress::new());
+    ui::install_cancel_handler(&progress.cancel);
+    let opts = BackupOptions {
+        sources: a.sources.clone(),
+        tags: a.tags.clone(),
+        excludes: a.excludes.clone(),
+        hostname: hostname(),
+        threads: a.threads,
+        force_full: a.force,
+    };
+    let bar = (!a.json && ui::stderr_is_terminal()).then(|| {
+        let (p, srcs, ex) = (progress.clone(), a.sources.clone(), Excludes::new(&a.excludes));
+        if let Ok(ex) = ex {
+            std::thread::spawn(move || lifeboat_ingest::scan::count_totals(&srcs, &ex, &p));
+        }
+        ui::Bar::start(progress.clone(), "backed up")
+    });
+    let res = backup(ds, &opts, &progress);
+    drop(bar);
+    let out = match res {
+        Ok(o) => o,
+        Err(e) if e.is_interrupted() => return Err(Interrupted("backup interrupted; no snapshot was written, earlier snapshots are intact".into()).into()),
+        Err(e) => return Err(e.into()),
+    };
+    let s = &out.snapshot.summary;
+    if a.json {
+        let v = serde_json::json!({
+            "snapshot_id": out.snapshot_id.to_hex(),
+            "short_id": out.snapshot_id.short(),
+            "parent": out.snapshot.parent.map(|p| p.to_hex()),
+            "summary": s,
+            "warnings": out.warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for w in &out.warnings {
+            eprintln!("warning: {w}");
+        }
+        if s.warnings as usize > out.warnings.len() {
+            eprintln!("warning: ... and {} more", s.warnings as usize - out.warnings.len());
+        }
+        let secs = s.duration_ms as f64 / 1000.0;
+        println!("snapshot {} saved", out.snapshot_id.short());
+        println!(
+            "files:   {} new, {} changed, {} unchanged ({} total, {} dirs, {} dirs unchanged)",
+            s.files_new, s.files_changed, s.files_unchanged, s.files, s.dirs, s.dirs_unchanged
+        );
+        println!(
+            "data:    {} in files, {} read, {} new ({} stored after compression)",
+            ui::bytes(s.total_bytes),
+            ui::bytes(s.bytes_read),
+            ui::bytes(s.bytes_added),
+            ui::bytes(s.bytes_stored)
+        );
+        let dedup = if s.bytes_read > 0 { 100.0 * (1.0 - s.bytes_added as f64 / s.bytes_read as f64) } else { 0.0 };
+        println!("dedup:   {dedup:.1}% of the bytes read were already stored");
+        println!("time:    {secs:.2} s ({}/s)", ui::bytes((s.total_bytes as f64 / secs.max(0.001)) as u64));
+        if s.warnings > 0 {
+            println!("{} files or directories could not be read (see warnings above)", s.warnings);
+        }
+    }
+    Ok(if s.warnings > 0 { EXIT_PARTIAL } else { 0 })
+}

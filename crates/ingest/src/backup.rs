@@ -1,0 +1,415 @@
+//! The backup pipeline: parallel walk + read + chunk + hash + compress,
+//! directory trees built bottom-up, one snapshot committed at the end.
+
+use crate::error::{IngestError, Result};
+use crate::exclude::Excludes;
+use crate::meta::{node_from, unchanged};
+use crate::progress::Progress;
+use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, NodeKind, Snapshot, StoreError, Tree};
+use rayon::prelude::*;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    pub sources: Vec<PathBuf>,
+    pub tags: Vec<String>,
+    pub excludes: Vec<String>,
+    pub hostname: String,
+    /// Worker threads; 0 = a default from the core count.
+    pub threads: usize,
+    /// Ignore any parent snapshot and read every file.
+    pub force_full: bool,
+}
+
+#[derive(Debug)]
+pub struct BackupOutcome {
+    pub snapshot_id: BlobId,
+    pub snapshot: Snapshot,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unchanged: AtomicU64,
+    dirs_unchanged: AtomicU64,
+    total_bytes: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+struct Archiver<'a> {
+    sink: &'a BlobSink,
+    ds: &'a Datastore,
+    excludes: Excludes,
+    progress: &'a Progress,
+    c: Counters,
+    small_file_max: u64,
+    chunk: (u32, u32, u32),
+}
+
+pub fn default_threads() -> usize {
+    // File IO blocks; a few more threads than cores keep the CPUs busy on
+    // a cold cache without thrashing a warm one.
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    (n + n / 2).clamp(2, 16)
+}
+
+/// Finds the parent: the newest snapshot of the same host and source set.
+pub fn find_parent(ds: &Datastore, hostname: &str, paths: &[String]) -> Result<Option<(BlobId, Snapshot)>> {
+    Ok(ds.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.paths == paths))
+}
+
+pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    let time = chrono::Utc::now();
+    if opts.sources.is_empty() {
+        return Err(IngestError::SourceMissing { path: PathBuf::from("(none given)") });
+    }
+    // Resolve sources up front: a missing one is an error, not a warning.
+    let mut sources = Vec::new();
+    for s in &opts.sources {
+        let abs = std::fs::canonicalize(s).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => IngestError::SourceMissing { path: s.clone() },
+            _ => IngestError::Source { path: s.clone(), source: e },
+        })?;
+        sources.push(abs);
+    }
+    sources.sort();
+    sources.dedup();
+    let mut paths: Vec<String> = sources.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    paths.sort();
+
+    let parent = if opts.force_full { None } else { find_parent(&ds, &opts.hostname, &paths)? };
+    let parent_tree = match &parent {
+        Some((_, p)) => Some(ds.load_tree(&p.tree)?),
+        None => None,
+    };
+
+    let sink = BlobSink::new(ds.clone())?;
+    let cfg = ds.config().clone();
+    let arch = Archiver {
+        sink: &sink,
+        ds: &ds,
+        excludes: Excludes::new(&opts.excludes)?,
+        progress,
+        c: Counters::default(),
+        small_file_max: cfg.small_file_max,
+        chunk: (cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max),
+    };
+    let threads = if opts.threads == 0 { default_threads() } else { opts.threads };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("backup-{i}"))
+        .build()
+        .map_err(|e| IngestError::Source { path: PathBuf::from("thread pool"), source: std::io::Error::other(e) })?;
+
+    let root = pool.install(|| arch.archive_roots(&sources, parent_tree.as_ref()));
+    let root = match root {
+        Ok(r) => r,
+        Err(e) => {
+            sink.abort();
+            return Err(e);
+        }
+    };
+    if progress.cancelled() {
+        sink.abort();
+        return Err(IngestError::Interrupted);
+    }
+
+    let stats = sink.stats();
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let summary = BackupSummary {
+        files: get(&arch.c.files),
+        dirs: get(&arch.c.dirs),
+        files_new: get(&arch.c.files_new),
+        files_changed: get(&arch.c.files_changed),
+        files_unchanged: get(&arch.c.files_unchanged),
+        dirs_unchanged: get(&arch.c.dirs_unchanged),
+        total_bytes: get(&arch.c.total_bytes),
+        bytes_read: get(&arch.c.bytes_read),
+        bytes_added: stats.bytes_added,
+        bytes_stored: stats.bytes_stored,
+        blobs_added: stats.blobs_added,
+        warnings: progress.warnings.load(Ordering::Relaxed),
+        duration_ms: start.elapsed().as_millis() as u64,
+    };
+    let snapshot = Snapshot {
+        time,
+        hostname: opts.hostname.clone(),
+        paths,
+        tags: opts.tags.clone(),
+        tree: root,
+        parent: parent.map(|(id, _)| id),
+        summary,
+        program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+    };
+    let snapshot_id = sink.commit_snapshot(snapshot.encode())?;
+    let warnings = progress.messages.lock().unwrap().clone();
+    Ok(BackupOutcome { snapshot_id, snapshot, warnings })
+}
+
+impl Archiver<'_> {
+    /// One source directory: its contents form the root. Several sources
+    /// (or a file): the root holds one entry per source, by name.
+    fn archive_roots(&self, sources: &[PathBuf], parent: Option<&Tree>) -> Result<BlobId> {
+        if sources.len() == 1 {
+            let meta = std::fs::symlink_metadata(&sources[0]).map_err(|e| IngestError::Source { path: sources[0].clone(), source: e })?;
+            if meta.is_dir() {
+                let dir = File::open(&sources[0]).map_err(|e| IngestError::Source { path: sources[0].clone(), source: e })?;
+                drop(dir);
+                return self.archive_dir(&sources[0], parent, true);
+            }
+        }
+        let mut nodes = Vec::new();
+        let mut names: Vec<(Vec<u8>, &PathBuf)> = Vec::new();
+        for s in sources {
+            let name = s.file_name().unwrap_or(OsStr::new("root")).as_bytes().to_vec();
+            if let Some((_, other)) = names.iter().find(|(n, _)| *n == name) {
+                return Err(IngestError::SourceNameClash { a: (*other).clone(), b: s.clone(), name: String::from_utf8_lossy(&name).into() });
+            }
+            names.push((name, s));
+        }
+        let results: Vec<Result<Option<Node>>> = names
+            .par_iter()
+            .map(|(name, path)| {
+                let old = parent.and_then(|t| t.find(name));
+                self.archive_entry(path, name.clone(), old)
+            })
+            .collect();
+        for r in results {
+            if let Some(n) = r? {
+                nodes.push(n);
+            }
+        }
+        self.store_tree(Tree { nodes })
+    }
+
+    fn store_tree(&self, tree: Tree) -> Result<BlobId> {
+        let bytes = tree.encode();
+        Ok(self.sink.put(BlobKind::Tree, &bytes)?.id)
+    }
+
+    /// Archives a directory's contents; returns its tree id. An unreadable
+    /// directory is a warning (stored empty) unless it is the source itself.
+    fn archive_dir(&self, path: &Path, parent: Option<&Tree>, is_source: bool) -> Result<BlobId> {
+        if self.progress.cancelled() {
+            return Err(IngestError::Interrupted);
+        }
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) if !is_source => {
+                self.progress.warn(format!("{}: cannot read directory: {e}; stored empty", path.display()));
+                return self.store_tree(Tree::default());
+            }
+            Err(e) => return Err(IngestError::Source { path: path.to_path_buf(), source: e }),
+        };
+        let mut names = Vec::new();
+        for ent in rd {
+            match ent {
+                Ok(ent) => names.push(ent.file_name()),
+                Err(e) => {
+                    self.progress.warn(format!("{}: error while listing: {e}", path.display()));
+                    break;
+                }
+            }
+        }
+        // Big directories are split across threads; small ones stay on
+        // this thread (work-stealing still takes sub-directories).
+        let results: Vec<Result<Option<Node>>> = if names.len() > 16 {
+            names
+                .par_iter()
+                .with_min_len(8)
+                .map(|name| {
+                    let bytes = name.as_bytes();
+                    self.archive_entry(&path.join(name), bytes.to_vec(), parent.and_then(|t| t.find(bytes)))
+                })
+                .collect()
+        } else {
+            names
+                .iter()
+                .map(|name| {
+                    let bytes = name.as_bytes();
+                    self.archive_entry(&path.join(name), bytes.to_vec(), parent.and_then(|t| t.find(bytes)))
+                })
+                .collect()
+        };
+        let mut nodes = Vec::with_capacity(results.len());
+        for r in results {
+            if let Some(n) = r? {
+                nodes.push(n);
+            }
+        }
+        self.progress.add(&self.progress.dirs, 1);
+        self.store_tree(Tree { nodes })
+    }
+
+    fn archive_entry(&self, path: &Path, name: Vec<u8>, old: Option<&Node>) -> Result<Option<Node>> {
+        if self.progress.cancelled() {
+            return Err(IngestError::Interrupted);
+        }
+        if self.excludes.excluded(path) {
+            return Ok(None);
+        }
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.progress.warn(format!("{}: {}; skipped", path.display(), describe(&e)));
+                return Ok(None);
+            }
+        };
+        let mut node = node_from(name, &meta);
+        match node.kind {
+            NodeKind::Dir => {
+                self.c.dirs.fetch_add(1, Ordering::Relaxed);
+                let old_tree = match old.and_then(|o| o.subtree.filter(|_| o.kind == NodeKind::Dir)) {
+                    Some(id) => match self.ds.load_tree(&id) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            self.progress.warn(format!("{}: parent snapshot's tree unreadable ({e}); reading in full", path.display()));
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let id = self.archive_dir(path, old_tree.as_ref(), false)?;
+                if old.and_then(|o| o.subtree) == Some(id) {
+                    self.c.dirs_unchanged.fetch_add(1, Ordering::Relaxed);
+                }
+                node.subtree = Some(id);
+            }
+            NodeKind::Symlink => match std::fs::read_link(path) {
+                Ok(t) => node.link_target = Some(t.as_os_str().as_bytes().to_vec()),
+                Err(e) => {
+                    self.progress.warn(format!("{}: cannot read link: {}; skipped", path.display(), describe(&e)));
+                    return Ok(None);
+                }
+            },
+            NodeKind::File => {
+                self.c.files.fetch_add(1, Ordering::Relaxed);
+                self.c.total_bytes.fetch_add(node.size, Ordering::Relaxed);
+                match old {
+                    Some(o) if unchanged(o, &node) => {
+                        node.content = o.content.clone();
+                        self.c.files_unchanged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        if old.is_some() {
+                            self.c.files_changed.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            self.c.files_new.fetch_add(1, Ordering::Relaxed);
+                        }
+                        match self.read_file(path, &mut node) {
+                            Ok(()) => {}
+                            Err(ReadError::Skip(msg)) => {
+                                self.progress.warn(msg);
+                                return Ok(None);
+                            }
+                            Err(ReadError::Fatal(e)) => return Err(e),
+                        }
+                    }
+                }
+                self.progress.add(&self.progress.files, 1);
+                self.progress.add(&self.progress.bytes, node.size);
+            }
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    /// Reads and stores a file's content into `node.content`.
+    fn read_file(&self, path: &Path, node: &mut Node) -> Result<(), ReadError> {
+        let skip = |e: std::io::Error| ReadError::Skip(format!("{}: {}; skipped", path.display(), describe(&e)));
+        let mut f = File::open(path).map_err(skip)?;
+        let read;
+        if node.size <= self.small_file_max {
+            let mut buf = Vec::with_capacity(node.size as usize + 1);
+            (&mut f).take(self.small_file_max + 1).read_to_end(&mut buf).map_err(skip)?;
+            if buf.len() as u64 > self.small_file_max {
+                // Grew past the small-file limit while we read: chunk it.
+                return self.read_chunked(path, File::open(path).map_err(skip)?, node);
+            }
+            read = buf.len() as u64;
+            if !buf.is_empty() {
+                node.content.push(self.put(BlobKind::SmallFile, &buf)?);
+            }
+        } else {
+            return self.read_chunked(path, f, node);
+        }
+        self.finish_read(path, &f, node, read)
+    }
+
+    fn read_chunked(&self, path: &Path, f: File, node: &mut Node) -> Result<(), ReadError> {
+        let (min, avg, max) = self.chunk;
+        let reader = std::io::BufReader::with_capacity(1 << 20, f.try_clone().map_err(|e| ReadError::Skip(format!("{}: {e}", path.display())))?);
+        let cdc = fastcdc::v2020::StreamCDC::new(reader, min, avg, max);
+        let mut read = 0u64;
+        node.content.clear();
+        for chunk in cdc {
+            if self.progress.cancelled() {
+                return Err(ReadError::Fatal(IngestError::Interrupted));
+            }
+            let chunk = chunk.map_err(|e| ReadError::Skip(format!("{}: read error: {e}; skipped", path.display())))?;
+            read += chunk.length as u64;
+            node.content.push(self.put(BlobKind::FileChunk, &chunk.data)?);
+            self.progress.add(&self.progress.bytes_read, chunk.length as u64);
+        }
+        self.c.bytes_read.fetch_add(read, Ordering::Relaxed);
+        self.finish_read_inner(path, &f, node, read)
+    }
+
+    fn finish_read(&self, path: &Path, f: &File, node: &mut Node, read: u64) -> Result<(), ReadError> {
+        self.c.bytes_read.fetch_add(read, Ordering::Relaxed);
+        self.progress.add(&self.progress.bytes_read, read);
+        self.finish_read_inner(path, f, node, read)
+    }
+
+    /// A file that changed while being read is stored as read, with a
+    /// warning; its recorded mtime stays the one from before the read, so
+    /// the next backup reads it again.
+    fn finish_read_inner(&self, path: &Path, f: &File, node: &mut Node, read: u64) -> Result<(), ReadError> {
+        if let Ok(after) = f.metadata() {
+            let mtime_after = after.mtime() * 1_000_000_000 + after.mtime_nsec();
+            if after.size() != read || mtime_after != node.mtime_ns {
+                self.progress.warn(format!("{}: changed while being read; stored as read ({read} bytes)", path.display()));
+            }
+        }
+        node.size = read;
+        Ok(())
+    }
+
+    fn put(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId, ReadError> {
+        self.sink.put(kind, data).map(|o| o.id).map_err(|e| ReadError::Fatal(e.into()))
+    }
+}
+
+enum ReadError {
+    /// Warn, count, leave the file out, go on.
+    Skip(String),
+    /// Stop the run (datastore error, cancel).
+    Fatal(IngestError),
+}
+
+fn describe(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "vanished during backup".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        ReadError::Fatal(e.into())
+    }
+}

@@ -1,0 +1,58 @@
+//! `--exclude` patterns: a pattern with a `/` matches the whole absolute
+//! path, one without matches the entry's name anywhere (like restic).
+
+use crate::error::{IngestError, Result};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::path::Path;
+
+#[derive(Clone)]
+pub struct Excludes {
+    by_name: GlobSet,
+    by_path: GlobSet,
+    empty: bool,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Self> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for p in patterns {
+            let bad = |e: globset::Error| IngestError::BadPattern { pattern: p.clone(), reason: e.kind().to_string() };
+            if p.contains('/') {
+                let g = globset::GlobBuilder::new(p.trim_end_matches('/')).literal_separator(true).build().map_err(bad)?;
+                paths.add(g);
+            } else {
+                names.add(Glob::new(p).map_err(bad)?);
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| IngestError::BadPattern { pattern: patterns.join(" "), reason: e.to_string() });
+        Ok(Excludes { by_name: build(names)?, by_path: build(paths)?, empty: patterns.is_empty() })
+    }
+
+    pub fn excluded(&self, path: &Path) -> bool {
+        if self.empty {
+            return false;
+        }
+        if let Some(name) = path.file_name() {
+            if self.by_name.is_match(name) {
+                return true;
+            }
+        }
+        self.by_path.is_match(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_and_path_patterns() {
+        let e = Excludes::new(&["*.tmp".into(), "/data/cache/*".into()]).unwrap();
+        assert!(e.excluded(Path::new("/x/y/a.tmp")));
+        assert!(!e.excluded(Path::new("/x/y/a.txt")));
+        assert!(e.excluded(Path::new("/data/cache/blob")));
+        assert!(!e.excluded(Path::new("/data/cache/sub/blob")));
+        assert!(Excludes::new(&["a[".into()]).is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! Restore: the snapshot's trees are walked in parallel; files are
+//! written with their modes, owners (as root), mtimes; symlinks, hard
+//! links, empty directories, non-UTF-8 names, and sparse files (all-zero
+//! chunks become holes). Directory metadata is set after its children.
+
+use crate::error::{IngestError, Result};
+use crate::progress::Progress;
+use lifeboat_store::{BlobId, Datastore, Node, NodeKind, Snapshot, Tree};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
+use std::fs::{File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Paths inside the snapshot ("/etc/hosts", "docs"); empty = all.
+    pub includes: Vec<String>,
+    /// Restore owners (uid/gid); default true when running as root.
+    pub owners: bool,
+    pub threads: usize,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RestoreOutcome {
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+struct Restorer<'a> {
+    ds: &'a Datastore,
+    opts: &'a RestoreOptions,
+    includes: Vec<Vec<Vec<u8>>>,
+    progress: &'a Progress,
+    /// (dev, ino) of a multiply-linked file -> where it was written first.
+    links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    deferred_links: Mutex<Vec<(PathBuf, (u64, u64), Node)>>,
+    files: AtomicU64,
+    dirs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+fn components(p: &str) -> Vec<Vec<u8>> {
+    p.split('/').filter(|c| !c.is_empty() && *c != ".").map(|c| c.as_bytes().to_vec()).collect()
+}
+
+pub fn restore(ds: &Datastore, snap: &Snapshot, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreOutcome> {
+    let includes: Vec<Vec<Vec<u8>>> = opts.includes.iter().map(|p| components(p)).collect();
+    let root = ds.load_tree(&snap.tree)?;
+    // An include that names nothing in the snapshot is a user error.
+    for (inc, raw) in includes.iter().zip(&opts.includes) {
+        if !path_exists(ds, &root, inc)? {
+            return Err(IngestError::NotInSnapshot { path: raw.clone() });
+        }
+    }
+    std::fs::create_dir_all(&opts.target).map_err(|e| IngestError::Target { path: opts.target.clone(), source: e })?;
+    let r = Restorer {
+        ds,
+        opts,
+        includes,
+        progress,
+        links: Mutex::new(HashMap::new()),
+        deferred_links: Mutex::new(Vec::new()),
+        files: AtomicU64::new(0),
+        dirs: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    };
+    let threads = if opts.threads == 0 { crate::backup::default_threads() } else { opts.threads };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("restore-{i}"))
+        .build()
+        .map_err(|e| IngestError::Target { path: opts.target.clone(), source: std::io::Error::other(e) })?;
+    pool.install(|| r.restore_tree(&root, &opts.target, &mut Vec::new()))?;
+    // Hard links last: their first path is written by now.
+    for (path, key, node) in r.deferred_links.lock().drain(..) {
+        let first = r.links.lock().get(&key).cloned();
+        match first {
+            Some(first) => {
+                let _ = std::fs::remove_file(&path);
+                if let Err(e) = std::fs::hard_link(&first, &path) {
+                    progress.warn(format!("{}: cannot link to {}: {e}", path.display(), first.display()));
+                }
+            }
+            None => r.write_file(&path, &node)?,
+        }
+    }
+    let warnings = progress.messages.lock().unwrap().clone();
+    Ok(RestoreOutcome {
+        files: r.files.load(Ordering::Relaxed),
+        dirs: r.dirs.load(Ordering::Relaxed),
+        bytes: r.bytes.load(Ordering::Relaxed),
+        warnings,
+    })
+}
+
+fn path_exists(ds: &Datastore, root: &Tree, comps: &[Vec<u8>]) -> Result<bool> {
+    let mut tree = root.clone();
+    for (i, c) in comps.iter().enumerate() {
+        let Some(n) = tree.find(c) else { return Ok(false) };
+        if i + 1 == comps.len() {
+            return Ok(true);
+        }
+        match (n.kind, n.subtree) {
+            (NodeKind::Dir, Some(id)) => tree = ds.load_tree(&id)?,
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+enum Wanted {
+    No,
+    /// On the way to an included path: create the directory, filter below.
+    Partly,
+    All,
+}
+
+impl Restorer<'_> {
+    fn wanted(&self, rel: &[Vec<u8>]) -> Wanted {
+        if self.includes.is_empty() {
+            return Wanted::All;
+        }
+        let mut partly = false;
+        for inc in &self.includes {
+            if rel.len() >= inc.len() && rel[..inc.len()] == inc[..] {
+                return Wanted::All;
+            }
+            if inc.len() > rel.len() && inc[..rel.len()] == rel[..] {
+                partly = true;
+            }
+        }
+        if partly {
+            Wanted::Partly
+        } else {
+            Wanted::No
+        }
+    }
+
+    fn restore_tree(&self, tree: &Tree, dir: &Path, rel: &mut Vec<Vec<u8>>) -> Result<()> {
+        let run = |n: &Node| -> Result<()> {
+            let mut rel = rel.clone();
+            rel.push(n.name.clone());
+            self.restore_node(n, &dir.join(OsStr::from_bytes(&n.name)), &mut rel)
+        };
+        if tree.nodes.len() > 8 {
+            tree.nodes.par_iter().with_min_len(4).try_for_each(run)
+        } else {
+            tree.nodes.iter().try_for_each(run)
+        }
+    }
+
+    fn restore_node(&self, n: &Node, path: &Path, rel: &mut Vec<Vec<u8>>) -> Result<()> {
+        if self.progress.cancelled() {
+            return Err(IngestError::Interrupted);
+        }
+        if n.name.is_empty() || n.name == b"." || n.name == b".." || n.name.contains(&b'/') {
+            self.progress.warn(format!("{}: unsafe name in snapshot; skipped", path.display()));
+            return Ok(());
+        }
+        let wanted = self.wanted(rel);
+        if matches!(wanted, Wanted::No) {
+            return Ok(());
+        }
+        if matches!(wanted, Wanted::Partly) && n.kind != NodeKind::Dir {
+            return Ok(());
+        }
+        let target_err = |e: std::io::Error| IngestError::Target { path: path.to_path_buf(), source: e };
+        match n.kind {
+            NodeKind::Dir => {
+                match std::fs::create_dir(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                    Err(e) => return Err(target_err(e)),
+                }
+                if let Some(id) = n.subtree {
+                    let t = self.load_tree(&id, path)?;
+                    self.restore_tree(&t, path, rel)?;
+                }
+                self.dirs.fetch_add(1, Ordering::Relaxed);
+                self.set_meta_path(path, n, false);
+            }
+            NodeKind::File => {
+                if n.nlink > 1 {
+                    let key = (n.dev, n.ino);
+                    let mut links = self.links.lock();
+                    if links.contains_key(&key) {
+                        self.deferred_links.lock().push((path.to_path_buf(), key, n.clone()));
+                        return Ok(());
+                    }
+                    links.insert(key, path.to_path_buf());
+                }
+                self.write_file(path, n)?;
+            }
+            NodeKind::Symlink => {
+                let target = OsStr::from_bytes(n.link_target.as_deref().unwrap_or_default());
+                let _ = std::fs::remove_file(path);
+                std::os::unix::fs::symlink(target, path).map_err(target_err)?;
+                self.set_meta_path(path, n, true);
+            }
+            NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
+                if n.kind == NodeKind::Socket {
+                    return Ok(()); // sockets are recreated by their servers
+                }
+                let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| target_err(std::io::ErrorKind::InvalidInput.into()))?;
+                let _ = std::fs::remove_file(path);
+                if unsafe { libc::mknod(c.as_ptr(), n.mode, n.rdev as libc::dev_t) } != 0 {
+                    self.progress.warn(format!("{}: cannot create special file: {}", path.display(), std::io::Error::last_os_error()));
+                    return Ok(());
+                }
+                self.set_meta_path(path, n, false);
+            }
+        }
+        Ok(())
+    }
+
+    fn load_tree(&self, id: &BlobId, path: &Path) -> Result<Tree> {
+        self.ds.load_tree(id).map_err(|e| {
+            tracing::error!("{}: {e}", path.display());
+            e.into()
+        })
+    }
+
+    fn write_file(&self, path: &Path, n: &Node) -> Result<()> {
+        let target_err = |e: std::io::Error| IngestError::Target { path: path.to_path_buf(), source: e };
+        let mut f = match OpenOptions::new().write(true).create(true).truncate(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // An existing read-only file from an earlier restore.
+                let _ = std::fs::remove_file(path);
+                OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(target_err)?
+            }
+            Err(e) => return Err(target_err(e)),
+        };
+        let mut off = 0u64;
+        for id in &n.content {
+            let data = self.ds.read_blob(id).map_err(IngestError::from)?;
+            write_sparse(&mut f, &data, off).map_err(target_err)?;
+            off += data.len() as u64;
+            self.progress.add(&self.progress.bytes, data.len() as u64);
+        }
+        // Extends the file over a trailing hole (no-op otherwise).
+        f.set_len(off).map_err(target_err)?;
+        self.set_meta_file(&f, path, n);
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(off, Ordering::Relaxed);
+        self.progress.add(&self.progress.files, 1);
+        Ok(())
+    }
+
+    fn set_meta_file(&self, f: &File, path: &Path, n: &Node) {
+        if self.opts.owners {
+            if let Err(e) = std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid)) {
+                self.progress.warn(format!("{}: cannot set owner: {e}", path.display()));
+            }
+        }
+        if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(n.mode & 0o7777)) {
+            self.progress.warn(format!("{}: cannot set mode: {e}", path.display()));
+        }
+        let t = std::fs::FileTimes::new().set_modified(to_systime(n.mtime_ns)).set_accessed(to_systime(n.mtime_ns));
+        if let Err(e) = f.set_times(t) {
+            self.progress.warn(format!("{}: cannot set mtime: {e}", path.display()));
+        }
+    }
+
+    fn set_meta_path(&self, path: &Path, n: &Node, symlink: bool) {
+        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return };
+        unsafe {
+            if self.opts.owners {
+                libc::lchown(c.as_ptr(), n.uid, n.gid);
+            }
+            if !symlink {
+                libc::chmod(c.as_ptr(), n.mode & 0o7777);
+            }
+            let ts = libc::timespec { tv_sec: n.mtime_ns.div_euclid(1_000_000_000), tv_nsec: n.mtime_ns.rem_euclid(1_000_000_000) };
+            let times = [ts, ts];
+            libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW);
+        }
+    }
+}
+
+fn to_systime(ns: i64) -> std::time::SystemTime {
+    if ns >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
+    } else {
+        std::time::UNIX_EPOCH - std::time::Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+const SPARSE_BLOCK: usize = 64 << 10;
+
+/// Writes `data` at `off`, leaving aligned all-zero blocks as holes so
+/// sparse files stay sparse. Small writes go out whole.
+fn write_sparse(f: &mut File, data: &[u8], off: u64) -> std::io::Result<()> {
+    if data.len() < SPARSE_BLOCK {
+        return f.write_all_at(data, off);
+    }
+    let mut run_start: Option<usize> = None;
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + SPARSE_BLOCK).min(data.len());
+        if is_zero(&data[pos..end]) {
+            if let Some(s) = run_start.take() {
+                f.write_all_at(&data[s..pos], off + s as u64)?;
+            }
+        } else if run_start.is_none() {
+            run_start = Some(pos);
+        }
+        pos = end;
+    }
+    if let Some(s) = run_start {
+        f.write_all_at(&data[s..], off + s as u64)?;
+    }
+    Ok(())
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    let (pre, mid, post) = unsafe { b.align_to::<u128>() };
+    pre.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0)
+}
