@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,6 +45,9 @@ struct Restorer<'a> {
     files: AtomicU64,
     dirs: AtomicU64,
     bytes: AtomicU64,
+    umask: u32,
+    euid: u32,
+    egid: u32,
 }
 
 fn components(p: &str) -> Vec<Vec<u8>> {
@@ -71,6 +74,9 @@ pub fn restore(ds: &Datastore, snap: &Snapshot, opts: &RestoreOptions, progress:
         files: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        umask: current_umask(),
+        euid: unsafe { libc::geteuid() },
+        egid: unsafe { libc::getegid() },
     };
     let threads = if opts.threads == 0 { crate::backup::default_threads() } else { opts.threads };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -82,6 +88,8 @@ pub fn restore(ds: &Datastore, snap: &Snapshot, opts: &RestoreOptions, progress:
     // Hard links last: their first path is written by now.
     for (path, key, node) in r.deferred_links.lock().drain(..) {
         let first = r.links.lock().get(&key).cloned();
+        // The parent's mtime is restored already; adding the entry bumps it.
+        let parent = path.parent().and_then(|p| Some((p, std::fs::metadata(p).ok()?.modified().ok()?)));
         match first {
             Some(first) => {
                 let _ = std::fs::remove_file(&path);
@@ -90,6 +98,10 @@ pub fn restore(ds: &Datastore, snap: &Snapshot, opts: &RestoreOptions, progress:
                 }
             }
             None => r.write_file(&path, &node)?,
+        }
+        if let Some((dir, mtime)) = parent {
+            let t = std::fs::FileTimes::new().set_modified(mtime).set_accessed(mtime);
+            let _ = File::open(dir).and_then(|d| d.set_times(t));
         }
     }
     let warnings = progress.messages.lock().unwrap().clone();
@@ -230,39 +242,50 @@ impl Restorer<'_> {
 
     fn write_file(&self, path: &Path, n: &Node) -> Result<()> {
         let target_err = |e: std::io::Error| IngestError::Target { path: path.to_path_buf(), source: e };
-        let mut f = match OpenOptions::new().write(true).create(true).truncate(true).open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                // An existing read-only file from an earlier restore.
+        let mode = n.mode & 0o7777;
+        // The common case, a fresh target, costs open + write + futimens:
+        // the mode goes in with the create and a new file already has our
+        // owner. Only an existing file gets chmod/chown afterwards.
+        let (f, existed) = match OpenOptions::new().write(true).create_new(true).mode(mode).open(path) {
+            Ok(f) => (f, false),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let _ = std::fs::remove_file(path);
-                OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(target_err)?
+                (OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(target_err)?, true)
             }
             Err(e) => return Err(target_err(e)),
         };
         let mut off = 0u64;
+        let mut written_end = 0u64;
         for id in &n.content {
             let data = self.ds.read_blob(id).map_err(IngestError::from)?;
-            write_sparse(&mut f, &data, off).map_err(target_err)?;
+            if let Some(end) = write_sparse(&f, &data, off).map_err(target_err)? {
+                written_end = end;
+            }
             off += data.len() as u64;
             self.progress.add(&self.progress.bytes, data.len() as u64);
         }
-        // Extends the file over a trailing hole (no-op otherwise).
-        f.set_len(off).map_err(target_err)?;
-        self.set_meta_file(&f, path, n);
+        if off > written_end {
+            // A trailing hole: extend the file over it.
+            f.set_len(off).map_err(target_err)?;
+        }
+        self.set_meta_file(&f, path, n, existed || mode & self.umask != 0);
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(off, Ordering::Relaxed);
         self.progress.add(&self.progress.files, 1);
         Ok(())
     }
 
-    fn set_meta_file(&self, f: &File, path: &Path, n: &Node) {
-        if self.opts.owners {
+    fn set_meta_file(&self, f: &File, path: &Path, n: &Node, needs_chmod: bool) {
+        if self.opts.owners && (n.uid != self.euid || n.gid != self.egid) {
             if let Err(e) = std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid)) {
                 self.progress.warn(format!("{}: cannot set owner: {e}", path.display()));
             }
         }
-        if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(n.mode & 0o7777)) {
-            self.progress.warn(format!("{}: cannot set mode: {e}", path.display()));
+        // chown clears set-id bits, so the mode goes on after it.
+        if needs_chmod || (self.opts.owners && n.mode & 0o6000 != 0) {
+            if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(n.mode & 0o7777)) {
+                self.progress.warn(format!("{}: cannot set mode: {e}", path.display()));
+            }
         }
         let t = std::fs::FileTimes::new().set_modified(to_systime(n.mtime_ns)).set_accessed(to_systime(n.mtime_ns));
         if let Err(e) = f.set_times(t) {
@@ -286,6 +309,16 @@ impl Restorer<'_> {
     }
 }
 
+/// The process umask (read by setting and restoring it; restore runs
+/// before any worker thread creates files).
+fn current_umask() -> u32 {
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m as u32
+    }
+}
+
 fn to_systime(ns: i64) -> std::time::SystemTime {
     if ns >= 0 {
         std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
@@ -297,18 +330,22 @@ fn to_systime(ns: i64) -> std::time::SystemTime {
 const SPARSE_BLOCK: usize = 64 << 10;
 
 /// Writes `data` at `off`, leaving aligned all-zero blocks as holes so
-/// sparse files stay sparse. Small writes go out whole.
-fn write_sparse(f: &mut File, data: &[u8], off: u64) -> std::io::Result<()> {
+/// sparse files stay sparse. Small writes go out whole. Returns the end
+/// offset of the last byte written, if any.
+fn write_sparse(f: &File, data: &[u8], off: u64) -> std::io::Result<Option<u64>> {
     if data.len() < SPARSE_BLOCK {
-        return f.write_all_at(data, off);
+        f.write_all_at(data, off)?;
+        return Ok(Some(off + data.len() as u64));
     }
     let mut run_start: Option<usize> = None;
+    let mut last_end = None;
     let mut pos = 0;
     while pos < data.len() {
         let end = (pos + SPARSE_BLOCK).min(data.len());
         if is_zero(&data[pos..end]) {
             if let Some(s) = run_start.take() {
                 f.write_all_at(&data[s..pos], off + s as u64)?;
+                last_end = Some(off + pos as u64);
             }
         } else if run_start.is_none() {
             run_start = Some(pos);
@@ -317,8 +354,9 @@ fn write_sparse(f: &mut File, data: &[u8], off: u64) -> std::io::Result<()> {
     }
     if let Some(s) = run_start {
         f.write_all_at(&data[s..], off + s as u64)?;
+        last_end = Some(off + data.len() as u64);
     }
-    Ok(())
+    Ok(last_end)
 }
 
 fn is_zero(b: &[u8]) -> bool {

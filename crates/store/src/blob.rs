@@ -3,6 +3,7 @@
 //! id and sizes so the index can be rebuilt from packs alone.
 
 use crate::id::BlobId;
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 /// What a blob holds. Stored in the record header and the index; it never
@@ -113,26 +114,38 @@ thread_local! {
 
 /// Compresses `plain` with zstd at `level`, keeping the result only when it
 /// saves at least 1/32 of the size; incompressible data is stored raw so
-/// reading it back costs nothing.
-pub fn encode(plain: &[u8], level: i32) -> (Encoding, Vec<u8>) {
+/// reading it back costs nothing. Large inputs are probed first: when an
+/// 8 KiB sample does not compress, the whole is stored raw without
+/// spending a full compression pass on it (a third of a typical file
+/// server is already-compressed media and archives).
+pub fn encode(plain: &[u8], level: i32) -> (Encoding, Cow<'_, [u8]>) {
     if plain.len() < 64 || level == i32::MIN {
-        return (Encoding::Raw, plain.to_vec());
+        return (Encoding::Raw, Cow::Borrowed(plain));
     }
-    let out = COMPRESSOR.with(|c| {
+    COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().map(|(l, _)| *l) != Some(level) {
             *c = Some((level, zstd::bulk::Compressor::new(level).expect("zstd context")));
         }
         let (_, comp) = c.as_mut().unwrap();
-        let bound = zstd::zstd_safe::compress_bound(plain.len());
-        let mut out = Vec::with_capacity(bound);
-        comp.compress_to_buffer(plain, &mut out).map(|_| out)
-    });
-    match out {
-        Ok(out) if out.len() + plain.len() / 32 < plain.len() => (Encoding::Zstd, out),
-        _ => (Encoding::Raw, plain.to_vec()),
-    }
+        if plain.len() > 4 * PROBE {
+            let mid = plain.len() / 2;
+            let sample = &plain[mid..mid + PROBE];
+            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(PROBE));
+            match comp.compress_to_buffer(sample, &mut out) {
+                Ok(n) if n + PROBE / 32 < PROBE => {}
+                _ => return (Encoding::Raw, Cow::Borrowed(plain)),
+            }
+        }
+        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(plain.len()));
+        match comp.compress_to_buffer(plain, &mut out) {
+            Ok(n) if n + plain.len() / 32 < plain.len() => (Encoding::Zstd, Cow::Owned(out)),
+            _ => (Encoding::Raw, Cow::Borrowed(plain)),
+        }
+    })
 }
+
+const PROBE: usize = 8 << 10;
 
 /// Decodes stored bytes back to plain bytes and checks the length.
 pub fn decode(encoding: Encoding, stored: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, String> {
@@ -185,12 +198,16 @@ mod tests {
         let text = b"hello hello hello hello hello hello hello hello hello hello hello hello".repeat(10);
         let (e, stored) = encode(&text, 3);
         assert_eq!(e, Encoding::Zstd);
-        assert_eq!(decode(e, stored, text.len()).unwrap(), text);
+        assert_eq!(decode(e, stored.into_owned(), text.len()).unwrap(), text);
         let mut noise = vec![0u8; 4096];
         blake3::Hasher::new().finalize_xof().fill(&mut noise);
         let (e, stored) = encode(&noise, 3);
         assert_eq!(e, Encoding::Raw);
-        assert_eq!(stored, noise);
+        assert_eq!(&stored[..], &noise[..]);
+        // A large mostly-random input is caught by the probe.
+        let mut big = vec![0u8; 1 << 20];
+        blake3::Hasher::new().finalize_xof().fill(&mut big);
+        assert_eq!(encode(&big, 1).0, Encoding::Raw);
     }
 
     #[test]
