@@ -114,8 +114,8 @@ thread_local! {
 
 /// Compresses `plain` with zstd at `level`, keeping the result only when it
 /// saves at least 1/32 of the size; incompressible data is stored raw so
-/// reading it back costs nothing. Large inputs are probed first: when an
-/// 8 KiB sample does not compress, the whole is stored raw without
+/// reading it back costs nothing. Inputs over 12 KiB are probed first: when a
+/// 4 KiB sample does not compress, the whole is stored raw without
 /// spending a full compression pass on it (a third of a typical file
 /// server is already-compressed media and archives).
 pub fn encode(plain: &[u8], level: i32) -> (Encoding, Cow<'_, [u8]>) {
@@ -128,7 +128,7 @@ pub fn encode(plain: &[u8], level: i32) -> (Encoding, Cow<'_, [u8]>) {
             *c = Some((level, zstd::bulk::Compressor::new(level).expect("zstd context")));
         }
         let (_, comp) = c.as_mut().unwrap();
-        if plain.len() > 4 * PROBE {
+        if plain.len() > 3 * PROBE {
             let mid = plain.len() / 2;
             let sample = &plain[mid..mid + PROBE];
             let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(PROBE));
@@ -145,7 +145,7 @@ pub fn encode(plain: &[u8], level: i32) -> (Encoding, Cow<'_, [u8]>) {
     })
 }
 
-const PROBE: usize = 8 << 10;
+const PROBE: usize = 4 << 10;
 
 /// Decodes stored bytes back to plain bytes and checks the length.
 pub fn decode(encoding: Encoding, stored: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, String> {
