@@ -46,6 +46,9 @@ enum Command {
     /// Verify the datastore: index against packs, snapshots, and with
     /// --read-data every blob's content
     Check(commands::check::CheckArgs),
+    /// Reclaim space: delete packs no snapshot needs, and leftovers of
+    /// interrupted backups
+    Gc(commands::gc::GcArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Ls(a) => commands::ls::run(a),
         Command::Restore(a) => commands::restore::run(a),
         Command::Check(a) => commands::check::run(a),
+        Command::Gc(a) => commands::gc::run(a),
     };
     match res {
         Ok(code) => ExitCode::from(code),

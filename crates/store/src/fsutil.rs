@@ -40,3 +40,46 @@ pub fn try_lock_exclusive(f: &File) -> std::io::Result<bool> {
         }
     }
 }
+
+/// The datastore-wide lock: writers (backups) hold it shared for their
+/// run, garbage collection holds it exclusive, so GC never sweeps a blob
+/// an in-flight backup has just deduplicated against.
+pub struct DatastoreLock {
+    _file: File,
+}
+
+impl DatastoreLock {
+    fn take(root: &Path, op: libc::c_int) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let path = root.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("open", &path, e))?;
+        loop {
+            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+                return Ok(DatastoreLock { _file: file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(StoreError::io("lock", &path, e));
+            }
+        }
+    }
+    pub fn shared(root: &Path) -> Result<Self> {
+        Self::take(root, libc::LOCK_SH)
+    }
+    pub fn exclusive(root: &Path) -> Result<Self> {
+        Self::take(root, libc::LOCK_EX)
+    }
+    /// Exclusive if free right now, else `None`.
+    pub fn try_exclusive(root: &Path) -> Result<Option<Self>> {
+        match Self::take(root, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(l) => Ok(Some(l)),
+            Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

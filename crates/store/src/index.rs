@@ -86,7 +86,11 @@ impl PackInfo {
 fn base_options() -> Options {
     let mut o = Options::default();
     o.set_keep_log_file_num(2);
-    o.set_max_log_file_size(1 << 20);
+    // No size-rolled info LOG: RocksDB's roller deletes old LOG files while
+    // opening and fails the open if another process deleted one first,
+    // which two backups committing side by side do. The plain logger
+    // tolerates that race; each primary open starts a new LOG anyway.
+    o.set_max_log_file_size(0);
     o.set_log_level(rocksdb::LogLevel::Warn);
     // Keys are hashes: compressing them buys nothing.
     o.set_compression_type(rocksdb::DBCompressionType::None);
@@ -220,6 +224,8 @@ pub struct IndexBatch {
     pub blobs: Vec<(BlobId, BlobLocation)>,
     pub snapshots: Vec<(BlobId, Vec<u8>)>,
     pub delete_snapshots: Vec<BlobId>,
+    pub delete_blobs: Vec<BlobId>,
+    pub delete_packs: Vec<PackId>,
 }
 
 /// Opens the primary handle (waiting while another process commits),
@@ -240,6 +246,12 @@ pub fn commit(path: &Path, batch: IndexBatch) -> Result<()> {
     }
     for id in &batch.delete_snapshots {
         wb.delete_cf(cf(CF_SNAPSHOTS), id.0);
+    }
+    for id in &batch.delete_blobs {
+        wb.delete_cf(cf(CF_BLOBS), id.0);
+    }
+    for id in &batch.delete_packs {
+        wb.delete_cf(cf(CF_PACKS), id.0);
     }
     let mut wo = WriteOptions::default();
     wo.set_sync(true);

@@ -16,6 +16,7 @@ pub mod datastore;
 pub mod error;
 pub mod failpoint;
 pub mod fsutil;
+pub mod gc;
 pub mod id;
 pub mod index;
 pub mod pack;

@@ -57,6 +57,7 @@ struct Shared {
 }
 
 pub struct BlobSink {
+    _lock: crate::fsutil::DatastoreLock,
     shared: Arc<Shared>,
     tx: Option<Sender<SealJob>>,
     sealer: Option<JoinHandle<()>>,
@@ -66,6 +67,7 @@ pub struct BlobSink {
 
 impl BlobSink {
     pub fn new(ds: Arc<Datastore>) -> Result<Self> {
+        let lock = crate::fsutil::DatastoreLock::shared(ds.root())?;
         ds.remove_stale_partials()?;
         let level = ds.config().zstd_level;
         let pack_target = ds.config().pack_target;
@@ -85,7 +87,7 @@ impl BlobSink {
             .name("pack-sealer".into())
             .spawn(move || sealer_loop(s2, rx))
             .map_err(|e| StoreError::io("spawn", "pack-sealer", e))?;
-        Ok(BlobSink { shared, tx: Some(tx), sealer: Some(sealer), level, pack_target })
+        Ok(BlobSink { _lock: lock, shared, tx: Some(tx), sealer: Some(sealer), level, pack_target })
     }
 
     pub fn datastore(&self) -> &Arc<Datastore> {
