@@ -51,7 +51,19 @@ enum Command {
     Gc(commands::gc::GcArgs),
 }
 
+/// glibc malloc tuning: big buffers (chunks, packs, trees) come from
+/// mmap and go back to the OS when freed, and few arenas are kept, so
+/// resident memory follows what is live instead of the high-water mark
+/// of every worker thread.
+fn tune_malloc() {
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_malloc();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),

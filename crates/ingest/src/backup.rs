@@ -5,6 +5,7 @@ use crate::error::{IngestError, Result};
 use crate::exclude::Excludes;
 use crate::meta::{node_from, unchanged};
 use crate::progress::Progress;
+use lifeboat_store::tree::TreeWriter;
 use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, NodeKind, Snapshot, StoreError, Tree};
 use rayon::prelude::*;
 use std::ffi::OsStr;
@@ -58,6 +59,36 @@ struct Archiver<'a> {
     chunk: (u32, u32, u32),
 }
 
+/// A directory's entry names in one buffer: a directory of 200,000
+/// entries costs its name bytes plus 8 bytes each, not 200,000 strings.
+#[derive(Default)]
+struct NameList {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl NameList {
+    fn push(&mut self, name: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.ends.push(self.bytes.len() as u32);
+    }
+    fn get(&self, i: u32) -> &[u8] {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+    /// Indices in name byte order (the order of tree entries).
+    fn sorted(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.get(a).cmp(self.get(b)));
+        order
+    }
+}
+
+/// Entries of one directory processed together; bounds the decoded nodes
+/// held per directory.
+const DIR_BATCH: usize = 1024;
+
 pub fn default_threads() -> usize {
     // File IO blocks; a few more threads than cores keep the CPUs busy on
     // a cold cache without thrashing a warm one.
@@ -91,10 +122,7 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
     paths.sort();
 
     let parent = if opts.force_full { None } else { find_parent(&ds, &opts.hostname, &paths)? };
-    let parent_tree = match &parent {
-        Some((_, p)) => Some(ds.load_tree(&p.tree)?),
-        None => None,
-    };
+    let parent_root = parent.as_ref().map(|(_, p)| p.tree);
 
     let sink = BlobSink::new(ds.clone())?;
     let cfg = ds.config().clone();
@@ -114,7 +142,7 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
         .build()
         .map_err(|e| IngestError::Source { path: PathBuf::from("thread pool"), source: std::io::Error::other(e) })?;
 
-    let root = pool.install(|| arch.archive_roots(&sources, parent_tree.as_ref()));
+    let root = pool.install(|| arch.archive_roots(&sources, parent_root));
     let root = match root {
         Ok(r) => r,
         Err(e) => {
@@ -162,16 +190,14 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
 impl Archiver<'_> {
     /// One source directory: its contents form the root. Several sources
     /// (or a file): the root holds one entry per source, by name.
-    fn archive_roots(&self, sources: &[PathBuf], parent: Option<&Tree>) -> Result<BlobId> {
+    fn archive_roots(&self, sources: &[PathBuf], parent: Option<BlobId>) -> Result<BlobId> {
         if sources.len() == 1 {
             let meta = std::fs::symlink_metadata(&sources[0]).map_err(|e| IngestError::Source { path: sources[0].clone(), source: e })?;
             if meta.is_dir() {
-                let dir = File::open(&sources[0]).map_err(|e| IngestError::Source { path: sources[0].clone(), source: e })?;
-                drop(dir);
                 return self.archive_dir(&sources[0], parent, true);
             }
         }
-        let mut nodes = Vec::new();
+        let parent = parent.and_then(|id| self.load_parent(&id, Path::new("/")));
         let mut names: Vec<(Vec<u8>, &PathBuf)> = Vec::new();
         for s in sources {
             let name = s.file_name().unwrap_or(OsStr::new("root")).as_bytes().to_vec();
@@ -180,29 +206,43 @@ impl Archiver<'_> {
             }
             names.push((name, s));
         }
+        let parent_tree = parent.as_ref().and_then(|(id, bytes)| Tree::decode(id, bytes).ok());
         let results: Vec<Result<Option<Node>>> = names
             .par_iter()
             .map(|(name, path)| {
-                let old = parent.and_then(|t| t.find(name));
+                let old = parent_tree.as_ref().and_then(|t| t.find(name));
                 self.archive_entry(path, name.clone(), old)
             })
             .collect();
+        let mut nodes = Vec::new();
         for r in results {
             if let Some(n) = r? {
                 nodes.push(n);
             }
         }
-        self.store_tree(Tree { nodes })
+        Ok(self.sink.put(BlobKind::Tree, &Tree { nodes }.encode())?.id)
     }
 
-    fn store_tree(&self, tree: Tree) -> Result<BlobId> {
-        let bytes = tree.encode();
-        Ok(self.sink.put(BlobKind::Tree, &bytes)?.id)
+    /// The parent snapshot's encoded tree for a directory; unreadable means
+    /// "no parent" (every file is read), with a warning.
+    fn load_parent(&self, id: &BlobId, path: &Path) -> Option<(BlobId, Vec<u8>)> {
+        match self.ds.read_blob(id) {
+            Ok(b) => Some((*id, b)),
+            Err(e) => {
+                self.progress.warn(format!("{}: parent snapshot's tree unreadable ({e}); reading in full", path.display()));
+                None
+            }
+        }
     }
 
     /// Archives a directory's contents; returns its tree id. An unreadable
     /// directory is a warning (stored empty) unless it is the source itself.
-    fn archive_dir(&self, path: &Path, parent: Option<&Tree>, is_source: bool) -> Result<BlobId> {
+    ///
+    /// Entries are taken in name order, in batches: the parent's nodes are
+    /// merge-joined from its encoded tree and the new nodes are encoded as
+    /// each batch completes, so a directory with a million entries holds
+    /// encoded bytes, never a million decoded nodes.
+    fn archive_dir(&self, path: &Path, parent: Option<BlobId>, is_source: bool) -> Result<BlobId> {
         if self.progress.cancelled() {
             return Err(IngestError::Interrupted);
         }
@@ -210,48 +250,82 @@ impl Archiver<'_> {
             Ok(rd) => rd,
             Err(e) if !is_source => {
                 self.progress.warn(format!("{}: cannot read directory: {e}; stored empty", path.display()));
-                return self.store_tree(Tree::default());
+                return Ok(self.sink.put(BlobKind::Tree, &Tree::default().encode())?.id);
             }
             Err(e) => return Err(IngestError::Source { path: path.to_path_buf(), source: e }),
         };
-        let mut names = Vec::new();
+        let mut names = NameList::default();
         for ent in rd {
             match ent {
-                Ok(ent) => names.push(ent.file_name()),
+                Ok(ent) => names.push(ent.file_name().as_bytes()),
                 Err(e) => {
                     self.progress.warn(format!("{}: error while listing: {e}", path.display()));
                     break;
                 }
             }
         }
-        // Big directories are split across threads; small ones stay on
-        // this thread (work-stealing still takes sub-directories).
-        let results: Vec<Result<Option<Node>>> = if names.len() > 16 {
-            names
-                .par_iter()
-                .with_min_len(8)
-                .map(|name| {
-                    let bytes = name.as_bytes();
-                    self.archive_entry(&path.join(name), bytes.to_vec(), parent.and_then(|t| t.find(bytes)))
-                })
-                .collect()
-        } else {
-            names
-                .iter()
-                .map(|name| {
-                    let bytes = name.as_bytes();
-                    self.archive_entry(&path.join(name), bytes.to_vec(), parent.and_then(|t| t.find(bytes)))
-                })
-                .collect()
+        let order = names.sorted();
+
+        let parent = parent.and_then(|id| self.load_parent(&id, path));
+        let mut cursor = match &parent {
+            Some((id, bytes)) => match Tree::cursor(id, bytes) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.progress.warn(format!("{}: parent snapshot's tree unreadable ({e}); reading in full", path.display()));
+                    None
+                }
+            },
+            None => None,
         };
-        let mut nodes = Vec::with_capacity(results.len());
-        for r in results {
-            if let Some(n) = r? {
-                nodes.push(n);
+        let mut pending_old: Option<Node> = None;
+        let mut out = TreeWriter::with_capacity(parent.as_ref().map_or(order.len() * 80, |(_, b)| b.len() + 64));
+        for batch in order.chunks(DIR_BATCH) {
+            let batch: Vec<&[u8]> = batch.iter().map(|&i| names.get(i)).collect();
+            // Merge-join with the parent's sorted nodes.
+            let mut olds = Vec::with_capacity(batch.len());
+            for &name in &batch {
+                let mut found = None;
+                loop {
+                    if pending_old.is_none() {
+                        pending_old = match cursor.as_mut().map(|c| c.next_node()) {
+                            Some(Ok(n)) => n,
+                            Some(Err(e)) => {
+                                self.progress.warn(format!("{}: parent snapshot's tree damaged ({e}); reading the rest in full", path.display()));
+                                cursor = None;
+                                None
+                            }
+                            None => None,
+                        };
+                    }
+                    match &pending_old {
+                        Some(o) if o.name.as_slice() < name => pending_old = None,
+                        Some(o) if o.name.as_slice() == name => {
+                            found = pending_old.take();
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
+                olds.push(found);
+            }
+            let run = |(name, old): (&&[u8], &Option<Node>)| {
+                self.archive_entry(&path.join(OsStr::from_bytes(name)), name.to_vec(), old.as_ref())
+            };
+            // Wide batches are split across threads; small directories stay
+            // on this thread (work-stealing still takes sub-directories).
+            let results: Vec<Result<Option<Node>>> = if batch.len() > 16 {
+                batch.par_iter().zip(olds.par_iter()).with_min_len(8).map(run).collect()
+            } else {
+                batch.iter().zip(olds.iter()).map(run).collect()
+            };
+            for r in results {
+                if let Some(n) = r? {
+                    out.push(&n);
+                }
             }
         }
         self.progress.add(&self.progress.dirs, 1);
-        self.store_tree(Tree { nodes })
+        Ok(self.sink.put(BlobKind::Tree, &out.finish())?.id)
     }
 
     fn archive_entry(&self, path: &Path, name: Vec<u8>, old: Option<&Node>) -> Result<Option<Node>> {
@@ -272,17 +346,8 @@ impl Archiver<'_> {
         match node.kind {
             NodeKind::Dir => {
                 self.c.dirs.fetch_add(1, Ordering::Relaxed);
-                let old_tree = match old.and_then(|o| o.subtree.filter(|_| o.kind == NodeKind::Dir)) {
-                    Some(id) => match self.ds.load_tree(&id) {
-                        Ok(t) => Some(t),
-                        Err(e) => {
-                            self.progress.warn(format!("{}: parent snapshot's tree unreadable ({e}); reading in full", path.display()));
-                            None
-                        }
-                    },
-                    None => None,
-                };
-                let id = self.archive_dir(path, old_tree.as_ref(), false)?;
+                let old_tree = old.filter(|o| o.kind == NodeKind::Dir).and_then(|o| o.subtree);
+                let id = self.archive_dir(path, old_tree, false)?;
                 if old.and_then(|o| o.subtree) == Some(id) {
                     self.c.dirs_unchanged.fetch_add(1, Ordering::Relaxed);
                 }

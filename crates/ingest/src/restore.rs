@@ -34,6 +34,8 @@ pub struct RestoreOutcome {
     pub warnings: Vec<String>,
 }
 
+const RESTORE_BATCH: usize = 1024;
+
 struct Restorer<'a> {
     ds: &'a Datastore,
     opts: &'a RestoreOptions,
@@ -84,7 +86,7 @@ pub fn restore(ds: &Datastore, snap: &Snapshot, opts: &RestoreOptions, progress:
         .thread_name(|i| format!("restore-{i}"))
         .build()
         .map_err(|e| IngestError::Target { path: opts.target.clone(), source: std::io::Error::other(e) })?;
-    pool.install(|| r.restore_tree(&root, &opts.target, &mut Vec::new()))?;
+    pool.install(|| r.restore_tree(&snap.tree, &opts.target, &mut Vec::new()))?;
     // Hard links last: their first path is written by now.
     for (path, key, node) in r.deferred_links.lock().drain(..) {
         let first = r.links.lock().get(&key).cloned();
@@ -156,16 +158,36 @@ impl Restorer<'_> {
         }
     }
 
-    fn restore_tree(&self, tree: &Tree, dir: &Path, rel: &mut Vec<Vec<u8>>) -> Result<()> {
+    /// Restores a directory's entries, decoding them in batches from the
+    /// encoded tree so a huge directory never sits decoded in memory.
+    fn restore_tree(&self, id: &BlobId, dir: &Path, rel: &mut Vec<Vec<u8>>) -> Result<()> {
+        let bytes = self.ds.read_blob(id).map_err(|e| {
+            tracing::error!("{}: {e}", dir.display());
+            IngestError::from(e)
+        })?;
+        let mut cursor = Tree::cursor(id, &bytes)?;
         let run = |n: &Node| -> Result<()> {
             let mut rel = rel.clone();
             rel.push(n.name.clone());
             self.restore_node(n, &dir.join(OsStr::from_bytes(&n.name)), &mut rel)
         };
-        if tree.nodes.len() > 8 {
-            tree.nodes.par_iter().with_min_len(4).try_for_each(run)
-        } else {
-            tree.nodes.iter().try_for_each(run)
+        let mut batch = Vec::with_capacity(cursor.remaining().min(RESTORE_BATCH));
+        loop {
+            batch.clear();
+            while batch.len() < RESTORE_BATCH {
+                match cursor.next_node()? {
+                    Some(n) => batch.push(n),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            if batch.len() > 8 {
+                batch.par_iter().with_min_len(4).try_for_each(run)?;
+            } else {
+                batch.iter().try_for_each(run)?;
+            }
         }
     }
 
@@ -193,8 +215,7 @@ impl Restorer<'_> {
                     Err(e) => return Err(target_err(e)),
                 }
                 if let Some(id) = n.subtree {
-                    let t = self.load_tree(&id, path)?;
-                    self.restore_tree(&t, path, rel)?;
+                    self.restore_tree(&id, path, rel)?;
                 }
                 self.dirs.fetch_add(1, Ordering::Relaxed);
                 self.set_meta_path(path, n, false);
@@ -231,13 +252,6 @@ impl Restorer<'_> {
             }
         }
         Ok(())
-    }
-
-    fn load_tree(&self, id: &BlobId, path: &Path) -> Result<Tree> {
-        self.ds.load_tree(id).map_err(|e| {
-            tracing::error!("{}: {e}", path.display());
-            e.into()
-        })
     }
 
     fn write_file(&self, path: &Path, n: &Node) -> Result<()> {

@@ -94,7 +94,7 @@ fn base_options() -> Options {
     o.set_log_level(rocksdb::LogLevel::Warn);
     // Keys are hashes: compressing them buys nothing.
     o.set_compression_type(rocksdb::DBCompressionType::None);
-    o.set_write_buffer_size(8 << 20);
+    o.set_write_buffer_size(4 << 20);
     o.set_max_write_buffer_number(2);
     // Open every table file up front: a writer's compaction may delete
     // files a reader has not opened yet, and open fds keep them alive.
@@ -103,10 +103,14 @@ fn base_options() -> Options {
 }
 
 fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
+    // One small block cache for all column families of a handle (the
+    // default is 8 MiB per family); lookups are bloom-filtered anyway.
+    let cache = rocksdb::Cache::new_lru_cache(8 << 20).expect("LRU cache");
     CFS.iter()
         .map(|n| {
             let mut o = base_options();
             let mut bo = rocksdb::BlockBasedOptions::default();
+            bo.set_block_cache(&cache);
             bo.set_bloom_filter(10.0, false);
             bo.set_block_size(16 << 10);
             o.set_block_based_table_factory(&bo);
@@ -116,7 +120,41 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
 }
 
 fn index_err(path: &Path, e: impl ToString) -> StoreError {
-    StoreError::Index { path: path.to_path_buf(), message: e.to_string() }
+    let message = e.to_string();
+    if message.contains("No space left on device") {
+        return StoreError::DiskFull { path: path.to_path_buf() };
+    }
+    StoreError::Index { path: path.to_path_buf(), message }
+}
+
+/// RocksDB writes a WAL record, table files, a MANIFEST and an OPTIONS file
+/// when a commit opens the index; on a nearly full disk the distribution's
+/// librocksdb aborts the process (a failed assertion) instead of returning
+/// an error. So a commit needs this much free space besides its own bytes.
+const COMMIT_RESERVE: u64 = 1 << 20;
+/// Deletions (gc) are how space comes back, so they ask for less.
+const DELETE_RESERVE: u64 = 128 << 10;
+
+fn ensure_space(path: &Path, batch: &IndexBatch) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let only_deletes = batch.packs.is_empty() && batch.blobs.is_empty() && batch.snapshots.is_empty();
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return Ok(()) };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Ok(());
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    // Written twice: to the WAL now, to a table file by the next open.
+    let reserve = if only_deletes { DELETE_RESERVE } else { COMMIT_RESERVE };
+    let need = reserve
+        + 2 * (batch.blobs.len() as u64 * 80
+            + batch.packs.len() as u64 * 40
+            + batch.snapshots.iter().map(|s| s.1.len() as u64 + 48).sum::<u64>()
+            + (batch.delete_blobs.len() + batch.delete_packs.len() + batch.delete_snapshots.len()) as u64 * 48);
+    if free < need {
+        return Err(StoreError::DiskFull { path: path.to_path_buf() });
+    }
+    Ok(())
 }
 
 pub fn create(path: &Path) -> Result<()> {
@@ -142,8 +180,20 @@ impl IndexReader {
                 message: "index is missing; rebuild it from the packs with `lifeboat datastore repair`".into(),
             });
         }
-        let db = DB::open_cf_descriptors_read_only(&base_options(), path, cf_descriptors(), false)
-            .map_err(|e| index_err(path, e))?;
+        // A commit in another process replaces the MANIFEST and may delete
+        // WAL and table files while we open: that open fails with "No such
+        // file or directory" and a second look sees the new state.
+        let mut attempt = 0;
+        let db = loop {
+            match DB::open_cf_descriptors_read_only(&base_options(), path, cf_descriptors(), false) {
+                Ok(db) => break db,
+                Err(e) if attempt < 50 && e.to_string().contains("No such file or directory") => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(2 * attempt));
+                }
+                Err(e) => return Err(index_err(path, e)),
+            }
+        };
         Ok(IndexReader { db, path: path.to_path_buf() })
     }
 
@@ -232,6 +282,7 @@ pub struct IndexBatch {
 /// writes the batch with fsync, and closes again.
 pub fn commit(path: &Path, batch: IndexBatch) -> Result<()> {
     crate::failpoint::hit("index-commit")?;
+    ensure_space(path, &batch)?;
     let db = open_primary(path)?;
     let cf = |n| db.cf_handle(n).expect("column family created at init");
     let mut wb = WriteBatch::default();

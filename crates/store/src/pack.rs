@@ -47,14 +47,24 @@ pub struct SealedPack {
 
 impl PackWriter {
     pub fn create(root: &Path) -> Result<Self> {
-        let id = PackId::random();
-        let part_path = partial_dir(root).join(format!("{}.pack", id.to_hex()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&part_path)
-            .map_err(|e| StoreError::io("create", &part_path, e))?;
-        fsutil::try_lock_exclusive(&file).map_err(|e| StoreError::io("lock", &part_path, e))?;
+        // Between create and lock, another run's cleaner may take the new
+        // file for a crashed writer's and delete it: then take a new name.
+        let (id, part_path, file) = loop {
+            let id = PackId::random();
+            let part_path = partial_dir(root).join(format!("{}.pack", id.to_hex()));
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&part_path)
+                .map_err(|e| StoreError::io("create", &part_path, e))?;
+            if fsutil::try_lock_exclusive(&file).map_err(|e| StoreError::io("lock", &part_path, e))? {
+                use std::os::unix::fs::MetadataExt;
+                let ours = file.metadata().map_err(|e| StoreError::io("stat", &part_path, e))?.ino();
+                if std::fs::metadata(&part_path).is_ok_and(|m| m.ino() == ours) {
+                    break (id, part_path, file);
+                }
+            }
+        };
         let mut buf = Vec::with_capacity(WRITE_BUFFER + (1 << 20));
         buf.extend_from_slice(PACK_MAGIC);
         buf.extend_from_slice(&id.0);
@@ -79,7 +89,15 @@ impl PackWriter {
         debug_assert_eq!(header.stored_len as usize, stored.len());
         let offset = self.len;
         self.buf.extend_from_slice(&header.encode());
-        self.buf.extend_from_slice(stored);
+        if stored.len() > WRITE_BUFFER / 4 {
+            // A big record goes straight to the file rather than through
+            // (and growing) the buffer.
+            self.flush_buf()?;
+            crate::failpoint::hit("pack-write")?;
+            self.file.write_all(stored).map_err(|e| StoreError::io("write", &self.part_path, e))?;
+        } else {
+            self.buf.extend_from_slice(stored);
+        }
         self.len += (RECORD_HEADER_LEN + stored.len()) as u64;
         self.blobs.push((
             header.id,

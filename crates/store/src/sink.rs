@@ -56,6 +56,11 @@ struct Shared {
     packs_committed: AtomicU64,
 }
 
+/// A pack is also sealed at this many blobs: what a run holds per pack
+/// in flight (pending ids, locations, the index batch) then stays the same
+/// for a million tiny files as for a thousand large ones.
+const PACK_MAX_BLOBS: usize = 16 * 1024;
+
 pub struct BlobSink {
     _lock: crate::fsutil::DatastoreLock,
     shared: Arc<Shared>,
@@ -144,7 +149,7 @@ impl BlobSink {
                 }
                 return Err(e);
             }
-            if w.len() >= self.pack_target {
+            if w.len() >= self.pack_target || w.blob_count() >= PACK_MAX_BLOBS {
                 p.pack.take()
             } else {
                 None

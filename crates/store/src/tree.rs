@@ -72,8 +72,85 @@ impl Tree {
         }
     }
 
+    /// Reads the nodes of an encoded tree one at a time, without holding
+    /// them all: a directory with a million entries costs its encoded
+    /// size, not a million decoded nodes.
+    pub fn cursor<'a>(id: &BlobId, bytes: &'a [u8]) -> Result<NodeCursor<'a>> {
+        let bad = |reason: String| StoreError::BadTree { id: id.to_hex(), reason };
+        match bytes.first() {
+            Some(&TREE_VERSION) => {}
+            Some(v) => return Err(bad(format!("unknown tree version {v}"))),
+            None => return Err(bad("empty".into())),
+        }
+        let (count, rest) = postcard::take_from_bytes::<usize>(&bytes[1..]).map_err(|e| bad(e.to_string()))?;
+        Ok(NodeCursor { id: *id, rest, left: count })
+    }
+
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
+    }
+}
+
+pub struct NodeCursor<'a> {
+    id: BlobId,
+    rest: &'a [u8],
+    left: usize,
+}
+
+impl NodeCursor<'_> {
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+
+    /// The next node, `Ok(None)` at the end.
+    pub fn next_node(&mut self) -> Result<Option<Node>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let (node, rest) = postcard::take_from_bytes::<Node>(self.rest)
+            .map_err(|e| StoreError::BadTree { id: self.id.to_hex(), reason: e.to_string() })?;
+        self.rest = rest;
+        self.left -= 1;
+        Ok(Some(node))
+    }
+}
+
+/// Builds an encoded tree from nodes pushed in name order, byte-identical
+/// to `Tree::encode` of the same nodes, holding only encoded bytes.
+pub struct TreeWriter {
+    body: Vec<u8>,
+    count: usize,
+    last: Option<Vec<u8>>,
+}
+
+/// Room for the version byte and the node count (a varint of at most 10
+/// bytes), filled in by `finish` so the encoding is never copied.
+const HEAD_ROOM: usize = 11;
+
+impl TreeWriter {
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut body = Vec::with_capacity(bytes + HEAD_ROOM);
+        body.resize(HEAD_ROOM, 0);
+        TreeWriter { body, count: 0, last: None }
+    }
+
+    /// Appends a node; names must come in strictly increasing byte order.
+    pub fn push(&mut self, node: &Node) {
+        debug_assert!(self.last.as_deref().map_or(true, |l| l < node.name.as_slice()), "nodes out of order");
+        postcard::to_io(node, &mut self.body).expect("node encodes");
+        self.count += 1;
+        if cfg!(debug_assertions) {
+            self.last = Some(node.name.clone());
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        let mut head = vec![TREE_VERSION];
+        postcard::to_io(&self.count, &mut head).expect("count encodes");
+        let start = HEAD_ROOM - head.len();
+        self.body[start..HEAD_ROOM].copy_from_slice(&head);
+        self.body.drain(..start);
+        self.body
     }
 }
 
@@ -111,6 +188,29 @@ mod tests {
         assert_eq!(names, vec![b"a".to_vec(), b"zz".to_vec(), b"\xff\xfe".to_vec()]);
         assert!(back.find(b"\xff\xfe").is_some());
         assert!(back.find(b"b").is_none());
+    }
+
+    #[test]
+    fn writer_and_cursor_match_whole_tree_encoding() {
+        let mut nodes: Vec<Node> = (0..300u32).map(|i| node(format!("n{i:05}").as_bytes())).collect();
+        nodes[7].link_target = Some(b"x".to_vec());
+        let whole = Tree { nodes: nodes.clone() }.encode();
+        let mut w = TreeWriter::with_capacity(0);
+        for n in &nodes {
+            w.push(n);
+        }
+        assert_eq!(w.finish(), whole);
+        let id = BlobId::of(&whole);
+        let mut c = Tree::cursor(&id, &whole).unwrap();
+        assert_eq!(c.remaining(), 300);
+        let mut back = Vec::new();
+        while let Some(n) = c.next_node().unwrap() {
+            back.push(n);
+        }
+        assert_eq!(back, nodes);
+        assert!(Tree::cursor(&id, &whole[..whole.len() - 3]).unwrap().next_node().is_ok());
+        let mut trunc = Tree::cursor(&id, &whole[..40]).unwrap();
+        assert!((0..300).any(|_| trunc.next_node().is_err()));
     }
 
     #[test]
