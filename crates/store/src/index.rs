@@ -157,6 +157,34 @@ fn ensure_space(path: &Path, batch: &IndexBatch) -> Result<()> {
     Ok(())
 }
 
+/// `index.lock` beside the index: commits hold it exclusively, read-only
+/// opens shared. A read-only open that overlaps a commit (which flushes the
+/// last WAL into a table file, deletes the WAL and switches MANIFEST) can
+/// miss committed data without any error; once open, a reader has every
+/// file it needs open and is safe. Best effort: a reader that cannot
+/// create the file (no write access) goes without.
+struct OpenLock {
+    _file: Option<std::fs::File>,
+}
+
+impl OpenLock {
+    fn take(index: &Path, exclusive: bool) -> Self {
+        use std::os::fd::AsRawFd;
+        let p = index.with_extension("lock");
+        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&p);
+        let Ok(f) = f.or_else(|_| std::fs::File::open(&p)) else { return OpenLock { _file: None } };
+        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        loop {
+            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+                return OpenLock { _file: Some(f) };
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return OpenLock { _file: None };
+            }
+        }
+    }
+}
+
 pub fn create(path: &Path) -> Result<()> {
     let mut o = base_options();
     o.create_if_missing(true);
@@ -180,6 +208,7 @@ impl IndexReader {
                 message: "index is missing; rebuild it from the packs with `lifeboat datastore repair`".into(),
             });
         }
+        let _open = OpenLock::take(path, false);
         // A commit in another process replaces the MANIFEST and may delete
         // WAL and table files while we open: that open fails with "No such
         // file or directory" and a second look sees the new state.
@@ -283,6 +312,7 @@ pub struct IndexBatch {
 pub fn commit(path: &Path, batch: IndexBatch) -> Result<()> {
     crate::failpoint::hit("index-commit")?;
     ensure_space(path, &batch)?;
+    let _open = OpenLock::take(path, true);
     let db = open_primary(path)?;
     let cf = |n| db.cf_handle(n).expect("column family created at init");
     let mut wb = WriteBatch::default();
@@ -319,7 +349,9 @@ fn open_primary(path: &Path) -> Result<DB> {
             Ok(db) => return Ok(db),
             Err(e) => {
                 let msg = e.to_string();
-                let locked = msg.contains("lock") || msg.contains("Resource temporarily unavailable");
+                // Only lock contention is waited out; any other error (permission
+                // denied on LOCK, damage) is reported at once.
+                let locked = msg.contains("lock") && msg.contains("Resource temporarily unavailable");
                 if !locked {
                     return Err(index_err(path, msg));
                 }
