@@ -143,3 +143,44 @@ fn excludes_by_name_and_absolute_path() {
     assert!(o.stderr.contains("a["), "{o}");
     assert_eq!(ds.snapshots().len(), 1);
 }
+
+/// A directory wider than one tree page (paged trees): restores exactly,
+/// a second backup finds everything unchanged, and adding one file
+/// rewrites one page of the listing, not all of it.
+#[test]
+fn wide_directory_is_paged() {
+    let t = scratch("wide");
+    let src = t.path().join("src");
+    let wide = src.join("wide");
+    fs::create_dir_all(&wide).unwrap();
+    for i in 0..12_000u32 {
+        write_file(&wide.join(format!("entry-{i:06}")), format!("content {i}\n").as_bytes());
+    }
+    let ds = Ds::init(t.path().join("ds"));
+    let b1 = ds.backup(&src, &[]);
+    assert_eq!(sum(&b1, "files"), 12_000, "{b1:#}");
+    ds.assert_restores("latest", &src, t.path());
+
+    let b2 = ds.backup(&src, &[]);
+    assert_eq!(sum(&b2, "files_unchanged"), 12_000, "{b2:#}");
+    assert_eq!(sum(&b2, "dirs_unchanged"), sum(&b2, "dirs"), "{b2:#}");
+    assert!(sum(&b2, "blobs_added") <= 1, "{b2:#}");
+
+    write_file(&wide.join("entry-005000a"), b"one more\n");
+    let b3 = ds.backup(&src, &[]);
+    assert_eq!(sum(&b3, "files_new"), 1, "{b3:#}");
+    // The new file, one or two new pages, the page list, the root tree,
+    // and the snapshot: far fewer than the 5+ pages of the listing.
+    assert!(sum(&b3, "blobs_added") <= 6, "{b3:#}");
+    // b1 added the contents (~170 KB) and the whole listing (~900 KB).
+    assert!(sum(&b3, "bytes_added") < sum(&b1, "bytes_added") / 2, "listing rewritten whole? {b3:#}");
+    ds.assert_restores("latest", &src, t.path());
+    let ls = ds.run("ls", ["latest", "/wide"]);
+    assert_eq!(ls.code(), Some(0), "{ls}");
+    assert_eq!(ls.stdout.lines().count(), 12_001);
+    ds.assert_check_clean();
+    let gc = ds.run("gc", ["--json"]);
+    assert_eq!(gc.code(), Some(0), "{gc}");
+    ds.assert_check_clean();
+    ds.assert_restores("latest", &src, t.path());
+}

@@ -197,7 +197,6 @@ impl Archiver<'_> {
                 return self.archive_dir(&sources[0], parent, true);
             }
         }
-        let parent = parent.and_then(|id| self.load_parent(&id, Path::new("/")));
         let mut names: Vec<(Vec<u8>, &PathBuf)> = Vec::new();
         for s in sources {
             let name = s.file_name().unwrap_or(OsStr::new("root")).as_bytes().to_vec();
@@ -206,7 +205,13 @@ impl Archiver<'_> {
             }
             names.push((name, s));
         }
-        let parent_tree = parent.as_ref().and_then(|(id, bytes)| Tree::decode(id, bytes).ok());
+        let parent_tree = parent.and_then(|id| match self.ds.load_tree(&id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.progress.warn(format!("parent snapshot's root tree unreadable ({e}); reading in full"));
+                None
+            }
+        });
         let results: Vec<Result<Option<Node>>> = names
             .par_iter()
             .map(|(name, path)| {
@@ -221,18 +226,6 @@ impl Archiver<'_> {
             }
         }
         Ok(self.sink.put(BlobKind::Tree, &Tree { nodes }.encode())?.id)
-    }
-
-    /// The parent snapshot's encoded tree for a directory; unreadable means
-    /// "no parent" (every file is read), with a warning.
-    fn load_parent(&self, id: &BlobId, path: &Path) -> Option<(BlobId, Vec<u8>)> {
-        match self.ds.read_blob(id) {
-            Ok(b) => Some((*id, b)),
-            Err(e) => {
-                self.progress.warn(format!("{}: parent snapshot's tree unreadable ({e}); reading in full", path.display()));
-                None
-            }
-        }
     }
 
     /// Archives a directory's contents; returns its tree id. An unreadable
@@ -266,19 +259,17 @@ impl Archiver<'_> {
         }
         let order = names.sorted();
 
-        let parent = parent.and_then(|id| self.load_parent(&id, path));
-        let mut cursor = match &parent {
-            Some((id, bytes)) => match Tree::cursor(id, bytes) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    self.progress.warn(format!("{}: parent snapshot's tree unreadable ({e}); reading in full", path.display()));
-                    None
-                }
-            },
+        let mut cursor = match parent.map(|id| self.ds.dir_cursor(&id)) {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                self.progress.warn(format!("{}: parent snapshot's tree unreadable ({e}); reading in full", path.display()));
+                None
+            }
             None => None,
         };
         let mut pending_old: Option<Node> = None;
-        let mut out = TreeWriter::with_capacity(parent.as_ref().map_or(order.len() * 80, |(_, b)| b.len() + 64));
+        let mut out = TreeWriter::new(order.len());
+        let mut store_page = |page: Vec<u8>| self.sink.put(BlobKind::Tree, &page).map(|o| o.id);
         for batch in order.chunks(DIR_BATCH) {
             let batch: Vec<&[u8]> = batch.iter().map(|&i| names.get(i)).collect();
             // Merge-join with the parent's sorted nodes.
@@ -320,12 +311,13 @@ impl Archiver<'_> {
             };
             for r in results {
                 if let Some(n) = r? {
-                    out.push(&n);
+                    out.push(&n, &mut store_page)?;
                 }
             }
         }
         self.progress.add(&self.progress.dirs, 1);
-        Ok(self.sink.put(BlobKind::Tree, &out.finish())?.id)
+        let tree = out.finish(&mut store_page)?;
+        Ok(self.sink.put(BlobKind::Tree, &tree)?.id)
     }
 
     fn archive_entry(&self, path: &Path, name: Vec<u8>, old: Option<&Node>) -> Result<Option<Node>> {

@@ -161,17 +161,16 @@ impl Restorer<'_> {
     /// Restores a directory's entries, decoding them in batches from the
     /// encoded tree so a huge directory never sits decoded in memory.
     fn restore_tree(&self, id: &BlobId, dir: &Path, rel: &mut Vec<Vec<u8>>) -> Result<()> {
-        let bytes = self.ds.read_blob(id).map_err(|e| {
+        let mut cursor = self.ds.dir_cursor(id).map_err(|e| {
             tracing::error!("{}: {e}", dir.display());
             IngestError::from(e)
         })?;
-        let mut cursor = Tree::cursor(id, &bytes)?;
         let run = |n: &Node| -> Result<()> {
             let mut rel = rel.clone();
             rel.push(n.name.clone());
             self.restore_node(n, &dir.join(OsStr::from_bytes(&n.name)), &mut rel)
         };
-        let mut batch = Vec::with_capacity(cursor.remaining().min(RESTORE_BATCH));
+        let mut batch = Vec::with_capacity(RESTORE_BATCH);
         loop {
             batch.clear();
             while batch.len() < RESTORE_BATCH {

@@ -9,7 +9,7 @@ use crate::id::{BlobId, PackId};
 use crate::index::{self, BlobLocation, IndexReader};
 use crate::pack::{self, pack_path, partial_dir};
 use crate::snapshot::Snapshot;
-use crate::tree::Tree;
+use crate::tree::{Node, Tree, TreeBlob};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,6 +17,45 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const OPEN_PACKS_MAX: usize = 256;
+
+/// Iterates a directory's nodes across its pages.
+pub struct DirCursor<'a> {
+    ds: &'a Datastore,
+    pub pages: Vec<BlobId>,
+    next_page: usize,
+    page_id: BlobId,
+    bytes: Vec<u8>,
+    pos: usize,
+    left: usize,
+}
+
+impl DirCursor<'_> {
+    fn open_page(&mut self, id: BlobId, bytes: Vec<u8>) -> Result<()> {
+        let c = Tree::cursor(&id, &bytes)?;
+        self.left = c.remaining();
+        self.pos = bytes.len() - c.rest_len();
+        self.bytes = bytes;
+        self.page_id = id;
+        Ok(())
+    }
+
+    pub fn next_node(&mut self) -> Result<Option<Node>> {
+        while self.left == 0 {
+            let Some(&id) = self.pages.get(self.next_page) else { return Ok(None) };
+            self.next_page += 1;
+            let bytes = self.ds.read_blob(&id)?;
+            if let TreeBlob::Paged(_) = Tree::parse(&id, &bytes)? {
+                return Err(StoreError::BadTree { id: id.to_hex(), reason: "a page of a paged tree is itself paged".into() });
+            }
+            self.open_page(id, bytes)?;
+        }
+        let (node, rest) = postcard::take_from_bytes::<Node>(&self.bytes[self.pos..])
+            .map_err(|e| StoreError::BadTree { id: self.page_id.to_hex(), reason: e.to_string() })?;
+        self.pos = self.bytes.len() - rest.len();
+        self.left -= 1;
+        Ok(Some(node))
+    }
+}
 
 pub struct Datastore {
     root: PathBuf,
@@ -131,8 +170,35 @@ impl Datastore {
         Ok(plain)
     }
 
+    /// A whole directory listing in memory (paged or not). For walking a
+    /// directory of any size with bounded memory use `dir_cursor`.
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
-        Tree::decode(id, &self.read_blob(id)?)
+        Ok(self.load_tree_and_pages(id)?.0)
+    }
+
+    /// The listing and the ids of its pages (empty when not paged): GC
+    /// and check must account for the pages too.
+    pub fn load_tree_and_pages(&self, id: &BlobId) -> Result<(Tree, Vec<BlobId>)> {
+        let mut c = self.dir_cursor(id)?;
+        let mut nodes = Vec::new();
+        while let Some(n) = c.next_node()? {
+            nodes.push(n);
+        }
+        Ok((Tree { nodes }, c.pages))
+    }
+
+    /// Reads a directory's entries in order, one page in memory at a time.
+    pub fn dir_cursor(&self, id: &BlobId) -> Result<DirCursor<'_>> {
+        let bytes = self.read_blob(id)?;
+        let pages = match Tree::parse(id, &bytes)? {
+            TreeBlob::Paged(p) => p,
+            TreeBlob::Page(_) => Vec::new(),
+        };
+        let mut c = DirCursor { ds: self, pages, next_page: 0, page_id: *id, bytes: Vec::new(), pos: 0, left: 0 };
+        if c.pages.is_empty() {
+            c.open_page(*id, bytes)?;
+        }
+        Ok(c)
     }
 
     /// All snapshots, oldest first.

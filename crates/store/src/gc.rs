@@ -45,7 +45,8 @@ pub fn gc(ds: &Datastore, dry_run: bool) -> Result<GcReport> {
             if !reachable.insert(t) {
                 continue;
             }
-            let tree = ds.load_tree(&t)?;
+            let (tree, pages) = ds.load_tree_and_pages(&t)?;
+            reachable.extend(pages);
             for n in tree.nodes {
                 reachable.extend(n.content.iter().copied());
                 if n.kind == NodeKind::Dir {

@@ -1,6 +1,13 @@
 //! Directory trees: one blob per directory, its entries sorted by name.
 //! A tree's id is the hash of its encoding, so an unchanged directory
 //! encodes to the same blob and costs nothing to store again.
+//!
+//! A large directory is split into pages (each an ordinary tree blob of a
+//! run of entries) listed by a small paged-tree blob. Page boundaries are
+//! content-defined (by a hash of the entry name), so adding one file to a
+//! directory of a million rewrites one page, not the whole listing, and a
+//! writer or reader holds one page at a time: memory follows tree depth,
+//! not directory width.
 
 use crate::error::{Result, StoreError};
 use crate::id::BlobId;
@@ -53,6 +60,37 @@ pub struct Tree {
 }
 
 const TREE_VERSION: u8 = 1;
+/// A paged tree: byte 2, then postcard `Vec<BlobId>` of its pages.
+pub(crate) const TREE_PAGED: u8 = 2;
+/// Page cut rules: at least `PAGE_MIN` entries, at most `PAGE_MAX`, and in
+/// between a cut after an entry whose name hash has its low 11 bits zero.
+pub const PAGE_MIN: usize = 1024;
+pub const PAGE_MAX: usize = 8192;
+const PAGE_MASK: u64 = (1 << 11) - 1;
+
+fn cut_after(name: &[u8]) -> bool {
+    // FNV-1a with murmur3's finalizer (FNV's low bits mix poorly): stable
+    // across versions and platforms, which the page boundaries (and so
+    // dedup of unchanged pages) depend on.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in name {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ceb9fe1a85ec53);
+    h ^= h >> 33;
+    h & PAGE_MASK == 0
+}
+
+/// What a tree blob is: a page of nodes, or the list of a paged tree's
+/// pages.
+pub enum TreeBlob<'a> {
+    Page(NodeCursor<'a>),
+    Paged(Vec<BlobId>),
+}
 
 impl Tree {
     /// Sorts by name and encodes: version byte + postcard.
@@ -67,9 +105,20 @@ impl Tree {
         match bytes.first() {
             Some(&TREE_VERSION) => postcard::from_bytes(&bytes[1..])
                 .map_err(|e| StoreError::BadTree { id: id.to_hex(), reason: e.to_string() }),
+            Some(&TREE_PAGED) => Err(StoreError::BadTree { id: id.to_hex(), reason: "paged tree: read it through the datastore".into() }),
             Some(v) => Err(StoreError::BadTree { id: id.to_hex(), reason: format!("unknown tree version {v}") }),
             None => Err(StoreError::BadTree { id: id.to_hex(), reason: "empty".into() }),
         }
+    }
+
+    /// Parses a tree blob: a page (read with the cursor) or a page list.
+    pub fn parse<'a>(id: &BlobId, bytes: &'a [u8]) -> Result<TreeBlob<'a>> {
+        if bytes.first() == Some(&TREE_PAGED) {
+            let pages: Vec<BlobId> = postcard::from_bytes(&bytes[1..])
+                .map_err(|e| StoreError::BadTree { id: id.to_hex(), reason: e.to_string() })?;
+            return Ok(TreeBlob::Paged(pages));
+        }
+        Ok(TreeBlob::Page(Self::cursor(id, bytes)?))
     }
 
     /// Reads the nodes of an encoded tree one at a time, without holding
@@ -102,6 +151,11 @@ impl NodeCursor<'_> {
         self.left
     }
 
+    /// Bytes not yet consumed.
+    pub fn rest_len(&self) -> usize {
+        self.rest.len()
+    }
+
     /// The next node, `Ok(None)` at the end.
     pub fn next_node(&mut self) -> Result<Option<Node>> {
         if self.left == 0 {
@@ -115,42 +169,68 @@ impl NodeCursor<'_> {
     }
 }
 
-/// Builds an encoded tree from nodes pushed in name order, byte-identical
-/// to `Tree::encode` of the same nodes, holding only encoded bytes.
+/// Builds an encoded tree from nodes pushed in name order, holding at most
+/// one page of encoded nodes. A directory that fits one page encodes
+/// byte-identical to `Tree::encode`; a larger one is stored page by page
+/// through `store_page` and encodes to its page list.
 pub struct TreeWriter {
-    body: Vec<u8>,
+    page: Vec<u8>,
     count: usize,
+    pages: Vec<BlobId>,
     last: Option<Vec<u8>>,
 }
 
 /// Room for the version byte and the node count (a varint of at most 10
-/// bytes), filled in by `finish` so the encoding is never copied.
+/// bytes), filled in when a page is finished so it is never copied.
 const HEAD_ROOM: usize = 11;
 
 impl TreeWriter {
-    pub fn with_capacity(bytes: usize) -> Self {
-        let mut body = Vec::with_capacity(bytes + HEAD_ROOM);
-        body.resize(HEAD_ROOM, 0);
-        TreeWriter { body, count: 0, last: None }
+    pub fn new(entries_hint: usize) -> Self {
+        let mut page = Vec::with_capacity(entries_hint.min(PAGE_MAX) * 80 + HEAD_ROOM);
+        page.resize(HEAD_ROOM, 0);
+        TreeWriter { page, count: 0, pages: Vec::new(), last: None }
     }
 
     /// Appends a node; names must come in strictly increasing byte order.
-    pub fn push(&mut self, node: &Node) {
+    pub fn push(&mut self, node: &Node, store_page: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>) -> Result<()> {
         debug_assert!(self.last.as_deref().map_or(true, |l| l < node.name.as_slice()), "nodes out of order");
-        postcard::to_io(node, &mut self.body).expect("node encodes");
+        postcard::to_io(node, &mut self.page).expect("node encodes");
         self.count += 1;
         if cfg!(debug_assertions) {
             self.last = Some(node.name.clone());
         }
+        if self.count >= PAGE_MAX || (self.count >= PAGE_MIN && cut_after(&node.name)) {
+            let page = self.take_page();
+            self.pages.push(store_page(page)?);
+        }
+        Ok(())
     }
 
-    pub fn finish(mut self) -> Vec<u8> {
+    fn take_page(&mut self) -> Vec<u8> {
         let mut head = vec![TREE_VERSION];
         postcard::to_io(&self.count, &mut head).expect("count encodes");
         let start = HEAD_ROOM - head.len();
-        self.body[start..HEAD_ROOM].copy_from_slice(&head);
-        self.body.drain(..start);
-        self.body
+        let mut next = Vec::with_capacity(self.page.capacity());
+        next.resize(HEAD_ROOM, 0);
+        let mut page = std::mem::replace(&mut self.page, next);
+        page[start..HEAD_ROOM].copy_from_slice(&head);
+        page.drain(..start);
+        self.count = 0;
+        page
+    }
+
+    /// The encoded tree: the nodes themselves, or the list of pages.
+    pub fn finish(mut self, store_page: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>) -> Result<Vec<u8>> {
+        if self.pages.is_empty() {
+            return Ok(self.take_page());
+        }
+        if self.count > 0 {
+            let page = self.take_page();
+            self.pages.push(store_page(page)?);
+        }
+        let mut out = vec![TREE_PAGED];
+        postcard::to_io(&self.pages, &mut out).expect("page list encodes");
+        Ok(out)
     }
 }
 
@@ -195,11 +275,12 @@ mod tests {
         let mut nodes: Vec<Node> = (0..300u32).map(|i| node(format!("n{i:05}").as_bytes())).collect();
         nodes[7].link_target = Some(b"x".to_vec());
         let whole = Tree { nodes: nodes.clone() }.encode();
-        let mut w = TreeWriter::with_capacity(0);
+        let mut w = TreeWriter::new(0);
+        let mut no_pages = |_: Vec<u8>| -> Result<BlobId> { panic!("300 nodes fit one page") };
         for n in &nodes {
-            w.push(n);
+            w.push(n, &mut no_pages).unwrap();
         }
-        assert_eq!(w.finish(), whole);
+        assert_eq!(w.finish(&mut no_pages).unwrap(), whole);
         let id = BlobId::of(&whole);
         let mut c = Tree::cursor(&id, &whole).unwrap();
         assert_eq!(c.remaining(), 300);
@@ -211,6 +292,49 @@ mod tests {
         assert!(Tree::cursor(&id, &whole[..whole.len() - 3]).unwrap().next_node().is_ok());
         let mut trunc = Tree::cursor(&id, &whole[..40]).unwrap();
         assert!((0..300).any(|_| trunc.next_node().is_err()));
+    }
+
+    #[test]
+    fn big_directories_are_paged_and_an_insert_rewrites_one_page() {
+        let write = |nodes: &[Node], store: &mut std::collections::HashMap<BlobId, Vec<u8>>| {
+            let mut put = |b: Vec<u8>| -> Result<BlobId> {
+                let id = BlobId::of(&b);
+                store.insert(id, b);
+                Ok(id)
+            };
+            let mut w = TreeWriter::new(nodes.len());
+            for n in nodes {
+                w.push(n, &mut put).unwrap();
+            }
+            w.finish(&mut put).unwrap()
+        };
+        let mut nodes: Vec<Node> = (0..40_000u32).map(|i| node(format!("f{i:07}").as_bytes())).collect();
+        let mut store = std::collections::HashMap::new();
+        let top = write(&nodes, &mut store);
+        let pages = match Tree::parse(&BlobId::of(&top), &top).unwrap() {
+            TreeBlob::Paged(p) => p,
+            TreeBlob::Page(_) => panic!("40k entries must be paged"),
+        };
+        assert!(pages.len() >= 40_000 / PAGE_MAX, "{} pages", pages.len());
+        // Reading the pages in order gives every node back.
+        let mut back = Vec::new();
+        for p in &pages {
+            let mut c = Tree::cursor(p, &store[p]).unwrap();
+            assert!(c.remaining() <= PAGE_MAX);
+            while let Some(n) = c.next_node().unwrap() {
+                back.push(n);
+            }
+        }
+        assert_eq!(back, nodes);
+        // One new entry in the middle: all pages but one are shared.
+        nodes.insert(20_000, node(b"f0019999x"));
+        let mut store2 = std::collections::HashMap::new();
+        let top2 = write(&nodes, &mut store2);
+        assert_ne!(top, top2);
+        let new_pages = store2.keys().filter(|k| !store.contains_key(*k)).count();
+        // Usually one; two when the new name is itself a cut point or a
+        // page had been cut at PAGE_MAX.
+        assert!((1..=2).contains(&new_pages), "an insert rewrote {new_pages} pages");
     }
 
     #[test]
