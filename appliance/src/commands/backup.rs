@@ -84,7 +84,8 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
             ui::bytes(s.bytes_added),
             ui::bytes(s.bytes_stored)
         );
-        let dedup = if s.bytes_read > 0 { 100.0 * (1.0 - s.bytes_added as f64 / s.bytes_read as f64) } else { 0.0 };
+        // bytes_added also counts new directory listings, so clamp at 0.
+        let dedup = if s.bytes_read > 0 { (100.0 * (1.0 - s.bytes_added as f64 / s.bytes_read as f64)).max(0.0) } else { 0.0 };
         println!("dedup:   {dedup:.1}% of the bytes read were already stored");
         println!("time:    {secs:.2} s ({}/s)", ui::bytes((s.total_bytes as f64 / secs.max(0.001)) as u64));
         if s.warnings > 0 {
