@@ -48,6 +48,7 @@ struct Pending {
 
 struct Shared {
     ds: Arc<Datastore>,
+    last_refresh: Mutex<std::time::Instant>,
     pending: Mutex<Pending>,
     failed: Mutex<Option<String>>,
     blobs_added: AtomicU64,
@@ -60,6 +61,7 @@ struct Shared {
 /// in flight (pending ids, locations, the index batch) then stays the same
 /// for a million tiny files as for a thousand large ones.
 const PACK_MAX_BLOBS: usize = 16 * 1024;
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub struct BlobSink {
     _lock: crate::fsutil::DatastoreLock,
@@ -78,6 +80,7 @@ impl BlobSink {
         let pack_target = ds.config().pack_target;
         let shared = Arc::new(Shared {
             ds,
+            last_refresh: Mutex::new(std::time::Instant::now()),
             pending: Mutex::new(Pending { pack: None, ids: HashSet::new() }),
             failed: Mutex::new(None),
             blobs_added: AtomicU64::new(0),
@@ -111,7 +114,21 @@ impl BlobSink {
         if self.shared.pending.lock().ids.contains(id) {
             return Ok(true);
         }
+        self.refresh_if_stale()?;
         self.shared.ds.index().contains_blob(id)
+    }
+
+    /// Another process's commits become visible when our reader is
+    /// reopened; besides after each of our own commits, that happens at
+    /// least every `REFRESH_EVERY`, so concurrent backups deduplicate
+    /// against each other even when one of them rarely commits.
+    fn refresh_if_stale(&self) -> Result<()> {
+        let Some(mut last) = self.shared.last_refresh.try_lock() else { return Ok(()) };
+        if last.elapsed() >= REFRESH_EVERY {
+            *last = std::time::Instant::now();
+            self.shared.ds.refresh_index()?;
+        }
+        Ok(())
     }
 
     pub fn put(&self, kind: BlobKind, data: &[u8]) -> Result<PutOutcome> {
