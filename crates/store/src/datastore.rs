@@ -235,34 +235,33 @@ impl Datastore {
     /// Removes partial packs whose writer is gone (crashed or killed); a
     /// live writer holds a lock on its file. Returns bytes freed.
     pub fn remove_stale_partials(&self) -> Result<u64> {
-        let dir = partial_dir(&self.root);
-        let mut freed = 0;
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(StoreError::io("read", &dir, e)),
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let Ok(f) = File::options().read(true).open(&path) else { continue };
-            if fsutil::try_lock_exclusive(&f).unwrap_or(false) {
-                freed += f.metadata().map(|m| m.len()).unwrap_or(0);
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-        Ok(freed)
+        Ok(self.scan_partials(true)?.iter().filter(|p| !p.2).map(|p| p.1).sum())
     }
 
     /// Partial pack files present now: (path, size, still being written).
     pub fn partial_packs(&self) -> Result<Vec<(PathBuf, u64, bool)>> {
+        self.scan_partials(false)
+    }
+
+    /// A dead writer's file is removed while we hold its lock, so a
+    /// writer that just created a file of that name cannot lose it.
+    fn scan_partials(&self, remove_dead: bool) -> Result<Vec<(PathBuf, u64, bool)>> {
         let dir = partial_dir(&self.root);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io("read", &dir, e)),
+        };
         let mut out = Vec::new();
-        let entries = std::fs::read_dir(&dir).map_err(|e| StoreError::io("read", &dir, e))?;
         for e in entries.flatten() {
             let path = e.path();
             let Ok(f) = File::options().read(true).open(&path) else { continue };
             let live = !fsutil::try_lock_exclusive(&f).unwrap_or(false);
-            out.push((path, f.metadata().map(|m| m.len()).unwrap_or(0), live));
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if !live && remove_dead {
+                let _ = std::fs::remove_file(&path);
+            }
+            out.push((path, len, live));
         }
         Ok(out)
     }
