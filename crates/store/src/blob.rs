@@ -36,9 +36,6 @@ impl BlobKind {
             _ => return None,
         })
     }
-    pub fn is_data(self) -> bool {
-        matches!(self, BlobKind::FileChunk | BlobKind::SmallFile | BlobKind::VmChunk)
-    }
 }
 
 /// How the stored bytes encode the plain bytes.

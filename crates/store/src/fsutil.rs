@@ -41,43 +41,53 @@ pub fn try_lock_exclusive(f: &File) -> std::io::Result<bool> {
     }
 }
 
-/// The datastore-wide lock: writers (backups) hold it shared for their
-/// run, garbage collection holds it exclusive, so GC never sweeps a blob
-/// an in-flight backup has just deduplicated against.
-pub struct DatastoreLock {
+/// An advisory `flock` on a file, held for the value's lifetime (and
+/// released by the kernel if the process dies).
+pub struct FileLock {
     _file: File,
 }
 
-impl DatastoreLock {
-    fn take(root: &Path, op: libc::c_int) -> Result<Self> {
+impl FileLock {
+    /// Creates the file if needed (opening it read-only when it cannot be
+    /// written) and takes the lock with `op` (`LOCK_SH`/`LOCK_EX`, maybe
+    /// `| LOCK_NB`), retrying on EINTR.
+    pub fn take(path: &Path, op: libc::c_int) -> Result<Self> {
         use std::os::fd::AsRawFd;
-        let path = root.join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::io("open", &path, e))?;
+            .open(path)
+            .or_else(|_| File::open(path))
+            .map_err(|e| StoreError::io("open", path, e))?;
         loop {
             if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-                return Ok(DatastoreLock { _file: file });
+                return Ok(FileLock { _file: file });
             }
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(StoreError::io("lock", &path, e));
+                return Err(StoreError::io("lock", path, e));
             }
         }
     }
+}
+
+/// The datastore-wide lock: writers (backups) hold it shared for their
+/// run, garbage collection holds it exclusive, so GC never sweeps a blob
+/// an in-flight backup has just deduplicated against.
+pub struct DatastoreLock(#[allow(dead_code)] FileLock);
+
+impl DatastoreLock {
     pub fn shared(root: &Path) -> Result<Self> {
-        Self::take(root, libc::LOCK_SH)
+        FileLock::take(&root.join("lock"), libc::LOCK_SH).map(DatastoreLock)
     }
     pub fn exclusive(root: &Path) -> Result<Self> {
-        Self::take(root, libc::LOCK_EX)
+        FileLock::take(&root.join("lock"), libc::LOCK_EX).map(DatastoreLock)
     }
     /// Exclusive if free right now, else `None`.
     pub fn try_exclusive(root: &Path) -> Result<Option<Self>> {
-        match Self::take(root, libc::LOCK_EX | libc::LOCK_NB) {
-            Ok(l) => Ok(Some(l)),
+        match FileLock::take(&root.join("lock"), libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(l) => Ok(Some(DatastoreLock(l))),
             Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
             Err(e) => Err(e),
         }

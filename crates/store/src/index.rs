@@ -6,6 +6,7 @@
 
 use crate::blob::{BlobKind, Encoding};
 use crate::error::{Result, StoreError};
+use crate::fsutil::FileLock;
 use crate::id::{BlobId, PackId};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::{Path, PathBuf};
@@ -161,28 +162,10 @@ fn ensure_space(path: &Path, batch: &IndexBatch) -> Result<()> {
 /// opens shared. A read-only open that overlaps a commit (which flushes the
 /// last WAL into a table file, deletes the WAL and switches MANIFEST) can
 /// miss committed data without any error; once open, a reader has every
-/// file it needs open and is safe. Best effort: a reader that cannot
-/// create the file (no write access) goes without.
-struct OpenLock {
-    _file: Option<std::fs::File>,
-}
-
-impl OpenLock {
-    fn take(index: &Path, exclusive: bool) -> Self {
-        use std::os::fd::AsRawFd;
-        let p = index.with_extension("lock");
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&p);
-        let Ok(f) = f.or_else(|_| std::fs::File::open(&p)) else { return OpenLock { _file: None } };
-        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
-        loop {
-            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-                return OpenLock { _file: Some(f) };
-            }
-            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                return OpenLock { _file: None };
-            }
-        }
-    }
+/// file it needs open and is safe. Best effort: without the lock (no
+/// access to the file) the open goes ahead.
+fn open_lock(index: &Path, op: libc::c_int) -> Option<FileLock> {
+    FileLock::take(&index.with_extension("lock"), op).ok()
 }
 
 pub fn create(path: &Path) -> Result<()> {
@@ -208,7 +191,7 @@ impl IndexReader {
                 message: "index is missing; rebuild it from the packs with `lifeboat datastore repair`".into(),
             });
         }
-        let _open = OpenLock::take(path, false);
+        let _open = open_lock(path, libc::LOCK_SH);
         // A commit in another process replaces the MANIFEST and may delete
         // WAL and table files while we open: that open fails with "No such
         // file or directory" and a second look sees the new state.
@@ -276,9 +259,6 @@ impl IndexReader {
         Ok(out)
     }
 
-    pub fn has_pack(&self, id: &PackId) -> Result<bool> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_PACKS), id.0).map_err(|e| index_err(&self.path, e))?.is_some())
-    }
 
     /// Raw snapshot documents, keyed by snapshot id.
     pub fn snapshots(&self) -> Result<Vec<(BlobId, Vec<u8>)>> {
@@ -312,7 +292,7 @@ pub struct IndexBatch {
 pub fn commit(path: &Path, batch: IndexBatch) -> Result<()> {
     crate::failpoint::hit("index-commit")?;
     ensure_space(path, &batch)?;
-    let _open = OpenLock::take(path, true);
+    let _open = open_lock(path, libc::LOCK_EX);
     let db = open_primary(path)?;
     let cf = |n| db.cf_handle(n).expect("column family created at init");
     let mut wb = WriteBatch::default();

@@ -98,10 +98,6 @@ impl BlobSink {
         Ok(BlobSink { _lock: lock, shared, tx: Some(tx), sealer: Some(sealer), level, pack_target })
     }
 
-    pub fn datastore(&self) -> &Arc<Datastore> {
-        &self.shared.ds
-    }
-
     fn check_failed(&self) -> Result<()> {
         if let Some(msg) = self.shared.failed.lock().as_ref() {
             return Err(StoreError::Index { path: self.shared.ds.index_path(), message: format!("an earlier pack commit failed: {msg}") });
@@ -290,6 +286,7 @@ fn seal_and_commit(shared: &Shared, pack: Option<PackWriter>, snapshot: Option<(
     drop(sealed); // releases the pack lock: it is in the index now
     shared.packs_committed.fetch_add(1, Ordering::Relaxed);
     shared.ds.refresh_index()?;
+    *shared.last_refresh.lock() = std::time::Instant::now();
     let mut p = shared.pending.lock();
     for id in ids {
         p.ids.remove(&id);

@@ -101,14 +101,20 @@ impl Tree {
         out
     }
 
+    /// Decodes a single-page tree whole (a paged one is read through
+    /// `Datastore::dir_cursor`).
     pub fn decode(id: &BlobId, bytes: &[u8]) -> Result<Self> {
-        match bytes.first() {
-            Some(&TREE_VERSION) => postcard::from_bytes(&bytes[1..])
-                .map_err(|e| StoreError::BadTree { id: id.to_hex(), reason: e.to_string() }),
-            Some(&TREE_PAGED) => Err(StoreError::BadTree { id: id.to_hex(), reason: "paged tree: read it through the datastore".into() }),
-            Some(v) => Err(StoreError::BadTree { id: id.to_hex(), reason: format!("unknown tree version {v}") }),
-            None => Err(StoreError::BadTree { id: id.to_hex(), reason: "empty".into() }),
+        let mut c = match Self::parse(id, bytes)? {
+            TreeBlob::Page(c) => c,
+            TreeBlob::Paged(_) => {
+                return Err(StoreError::BadTree { id: id.to_hex(), reason: "paged tree: read it through the datastore".into() })
+            }
+        };
+        let mut nodes = Vec::with_capacity(c.remaining().min(PAGE_MAX));
+        while let Some(n) = c.next_node()? {
+            nodes.push(n);
         }
+        Ok(Tree { nodes })
     }
 
     /// Parses a tree blob: a page (read with the cursor) or a page list.
