@@ -46,8 +46,10 @@ enum Command {
     /// Verify the datastore: index against packs, snapshots, and with
     /// --read-data every blob's content
     Check(commands::check::CheckArgs),
-    /// Reclaim space: delete packs no snapshot needs, and leftovers of
-    /// interrupted backups
+    /// Remove snapshots by keep rules (restic semantics) or by id
+    Forget(commands::forget::ForgetArgs),
+    /// Reclaim space: delete packs no snapshot needs, repack mostly-dead
+    /// ones, remove leftovers of interrupted backups. Safe while backups run
     Gc(commands::gc::GcArgs),
 }
 
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Ls(a) => commands::ls::run(a),
         Command::Restore(a) => commands::restore::run(a),
         Command::Check(a) => commands::check::run(a),
+        Command::Forget(a) => commands::forget::run(a),
         Command::Gc(a) => commands::gc::run(a),
     };
     match res {

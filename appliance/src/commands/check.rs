@@ -52,6 +52,9 @@ pub fn run(a: CheckArgs) -> anyhow::Result<u8> {
         if !rep.unreferenced_packs.is_empty() {
             println!("note: {} packs ({}) are not in the index (left by an interrupted backup; harmless, reclaimable)", rep.unreferenced_packs.len(), ui::bytes(unref));
         }
+        if rep.unused_damaged_records > 0 {
+            println!("note: {} damaged records in packs are not used by any snapshot (dropped by repair; harmless)", rep.unused_damaged_records);
+        }
         if !rep.stale_partials.is_empty() {
             println!("note: {} partial packs of interrupted backups (removed by the next backup)", rep.stale_partials.len());
         }

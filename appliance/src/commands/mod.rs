@@ -1,6 +1,7 @@
 pub mod backup;
 pub mod check;
 pub mod datastore;
+pub mod forget;
 pub mod gc;
 pub mod ls;
 pub mod restore;

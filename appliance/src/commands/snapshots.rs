@@ -13,6 +13,12 @@ pub struct SnapshotsArgs {
 pub fn run(a: SnapshotsArgs) -> anyhow::Result<u8> {
     let ds = open_datastore(&a.ds.datastore)?;
     let snaps = ds.snapshots()?;
+    // Snapshots `datastore repair` found losing data.
+    let mut damaged = std::collections::HashMap::new();
+    for (k, v) in ds.index().refs_with_prefix(lifeboat_store::repair::REF_DAMAGED)? {
+        let paths: Vec<String> = serde_json::from_slice(&v).unwrap_or_default();
+        damaged.insert(k[lifeboat_store::repair::REF_DAMAGED.len()..].to_vec(), paths);
+    }
     if a.json {
         let v: Vec<_> = snaps
             .iter()
@@ -27,6 +33,7 @@ pub fn run(a: SnapshotsArgs) -> anyhow::Result<u8> {
                     "tree": s.tree.to_hex(),
                     "parent": s.parent.map(|p| p.to_hex()),
                     "summary": s.summary,
+                    "damaged": damaged.get(&id.0[..]),
                 })
             })
             .collect();
@@ -45,6 +52,9 @@ pub fn run(a: SnapshotsArgs) -> anyhow::Result<u8> {
             s.tags.join(","),
             s.paths.join(" ")
         );
+        if let Some(p) = damaged.get(&id.0[..]) {
+            println!("          DAMAGED: {} paths lose data (see `lifeboat check --read-data`)", p.len());
+        }
     }
     println!("{} snapshots", snaps.len());
     Ok(0)

@@ -121,10 +121,13 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
     let mut paths: Vec<String> = sources.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     paths.sort();
 
+    // The sink registers this run as a writer and refreshes the index
+    // view first: the parent's blobs are reused without a lookup, so the
+    // parent must be chosen from a view a concurrent gc waits for.
+    let sink = BlobSink::new(ds.clone())?;
     let parent = if opts.force_full { None } else { find_parent(&ds, &opts.hostname, &paths)? };
     let parent_root = parent.as_ref().map(|(_, p)| p.tree);
 
-    let sink = BlobSink::new(ds.clone())?;
     let cfg = ds.config().clone();
     let arch = Archiver {
         sink: &sink,

@@ -161,10 +161,16 @@ impl Restorer<'_> {
     /// Restores a directory's entries, decoding them in batches from the
     /// encoded tree so a huge directory never sits decoded in memory.
     fn restore_tree(&self, id: &BlobId, dir: &Path, rel: &mut Vec<Vec<u8>>) -> Result<()> {
-        let mut cursor = self.ds.dir_cursor(id).map_err(|e| {
-            tracing::error!("{}: {e}", dir.display());
-            IngestError::from(e)
-        })?;
+        // Lost data (a damaged pack, blobs `repair` dropped) costs the
+        // paths it belongs to, named, and the rest is still restored.
+        let mut cursor = match self.ds.dir_cursor(id) {
+            Ok(c) => c,
+            Err(e) if e.is_data_loss() => {
+                self.progress.warn(format!("{}: directory listing lost: {e}", dir.display()));
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let run = |n: &Node| -> Result<()> {
             let mut rel = rel.clone();
             rel.push(n.name.clone());
@@ -174,9 +180,14 @@ impl Restorer<'_> {
         loop {
             batch.clear();
             while batch.len() < RESTORE_BATCH {
-                match cursor.next_node()? {
-                    Some(n) => batch.push(n),
-                    None => break,
+                match cursor.next_node() {
+                    Ok(Some(n)) => batch.push(n),
+                    Ok(None) => break,
+                    Err(e) if e.is_data_loss() => {
+                        self.progress.warn(format!("{}: part of the directory listing lost: {e}", dir.display()));
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             if batch.is_empty() {
@@ -270,7 +281,15 @@ impl Restorer<'_> {
         let mut off = 0u64;
         let mut written_end = 0u64;
         for id in &n.content {
-            let data = self.ds.read_blob(id).map_err(IngestError::from)?;
+            let data = match self.ds.read_blob(id) {
+                Ok(d) => d,
+                Err(e) if e.is_data_loss() => {
+                    self.progress.warn(format!("{}: data lost from offset {off}: {e}; the rest of the file is zeros", path.display()));
+                    off = n.size.max(off);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if let Some(end) = write_sparse(&f, &data, off).map_err(target_err)? {
                 written_end = end;
             }

@@ -22,6 +22,9 @@ pub enum BlobKind {
     /// A snapshot document or other metadata.
     Snapshot = 5,
     Metadata = 6,
+    /// A forget record: snapshots removed by `forget`, so an index rebuilt
+    /// from the packs does not bring them back.
+    Forget = 7,
 }
 
 impl BlobKind {
@@ -33,6 +36,7 @@ impl BlobKind {
             4 => BlobKind::VmChunk,
             5 => BlobKind::Snapshot,
             6 => BlobKind::Metadata,
+            7 => BlobKind::Forget,
             _ => return None,
         })
     }

@@ -25,6 +25,10 @@ pub struct DatastoreConfig {
     pub pack_target: u64,
     /// zstd level for new blobs.
     pub zstd_level: i32,
+    /// Refuse everything that removes data (forget, gc): protects the
+    /// backups from a compromised or careless client.
+    #[serde(default)]
+    pub append_only: bool,
 }
 
 impl DatastoreConfig {
@@ -39,6 +43,7 @@ impl DatastoreConfig {
             chunk_max: 8 << 20,
             pack_target: 64 << 20,
             zstd_level: 1,
+            append_only: false,
         }
     }
 

@@ -1,7 +1,7 @@
 //! A datastore on local disk: open/init, reading blobs, trees and
 //! snapshots, and housekeeping of crashed writers' leftovers.
 
-use crate::blob::{self};
+use crate::blob::{self, RecordHeader};
 use crate::config::DatastoreConfig;
 use crate::error::{Result, StoreError};
 use crate::fsutil;
@@ -78,7 +78,7 @@ impl Datastore {
                 return Err(StoreError::AlreadyExists { path: root.to_path_buf() });
             }
         }
-        for d in ["packs", "partial", "index"] {
+        for d in ["packs", "partial", "index", "writers"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| StoreError::io("create", &p, e))?;
         }
@@ -153,7 +153,18 @@ impl Datastore {
     /// naming the blob, never wrong bytes.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
-        self.read_blob_at(id, &loc)
+        match self.read_blob_at(id, &loc) {
+            // A garbage collector may have moved the blob (repack) and
+            // deleted the pack our older index view names: look again.
+            Err(e) if !pack_path(&self.root, &loc.pack).exists() => {
+                self.refresh_index()?;
+                match self.index().blob(id)? {
+                    Some(now) if now != loc => self.read_blob_at(id, &now),
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
     }
 
     pub fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Vec<u8>> {
@@ -163,9 +174,15 @@ impl Datastore {
         if header.id != *id {
             return Err(corrupt(format!("record at offset {} holds blob {}", loc.offset, header.id)));
         }
-        let plain = blob::decode(header.encoding, stored, header.plain_len as usize).map_err(corrupt)?;
-        if BlobId::of(&plain) != *id {
-            return Err(corrupt("content does not match its hash".into()));
+        self.verify_record(&header, stored).map_err(corrupt)
+    }
+
+    /// Decodes a record's stored bytes and checks them against the id in
+    /// its header: the one place where stored bytes become plain bytes.
+    pub fn verify_record(&self, header: &RecordHeader, stored: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+        let plain = blob::decode(header.encoding, stored, header.plain_len as usize)?;
+        if BlobId::of(&plain) != header.id {
+            return Err("content does not match its hash".into());
         }
         Ok(plain)
     }

@@ -52,6 +52,12 @@ pub enum StoreError {
     #[error("snapshot {id}: cannot decode: {reason}")]
     BadSnapshot { id: String, reason: String },
 
+    #[error("datastore {path} is append-only: {op} is refused (it would remove data); turn it off with `lifeboat datastore config --datastore {path} --append-only false` on the appliance itself")]
+    AppendOnly { path: PathBuf, op: &'static str },
+
+    #[error("garbage collection stopped before deleting anything: {reason}; run `lifeboat check --read-data`, then `lifeboat datastore repair`")]
+    GcStopped { reason: String },
+
     #[error("interrupted")]
     Interrupted,
 }
@@ -67,6 +73,15 @@ impl StoreError {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreError::DiskFull { path },
             _ => StoreError::Io { op, path, source },
         }
+    }
+
+    /// Stored data is gone or damaged (as opposed to a failure to reach
+    /// the datastore at all): callers may skip what it belongs to.
+    pub fn is_data_loss(&self) -> bool {
+        matches!(
+            self,
+            StoreError::MissingBlob { .. } | StoreError::CorruptBlob { .. } | StoreError::CorruptPack { .. } | StoreError::BadTree { .. }
+        )
     }
 
     pub fn is_disk_full(&self) -> bool {

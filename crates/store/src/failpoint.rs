@@ -1,7 +1,9 @@
 //! Named crash points for tests, in the manner of TiKV's failpoints but
 //! able to kill the whole process, which is what a crash test needs.
 //! `LIFEBOAT_FAILPOINTS="pack-sealed=abort,index-commit=error"`; a name may
-//! carry a count (`pack-sealed=abort@3` fires on the third hit).
+//! carry a count (`pack-sealed=abort@3` fires on the third hit);
+//! `sleepMS` pauses the thread (`snapshot-commit=sleep3000`), which is
+//! how a test holds a run open at a chosen point to race another one.
 //! Without the variable every hit is one relaxed atomic load.
 
 use crate::error::{Result, StoreError};
@@ -46,6 +48,10 @@ pub fn hit(name: &str) -> Result<()> {
         if n >= p.at {
             match p.action.as_str() {
                 "abort" => unsafe { libc::_exit(137) },
+                a if a.starts_with("sleep") => {
+                    let ms = a["sleep".len()..].parse().unwrap_or(1000);
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
                 "error" => {
                     return Err(StoreError::io(
                         "failpoint",

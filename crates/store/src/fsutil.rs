@@ -72,9 +72,9 @@ impl FileLock {
     }
 }
 
-/// The datastore-wide lock: writers (backups) hold it shared for their
-/// run, garbage collection holds it exclusive, so GC never sweeps a blob
-/// an in-flight backup has just deduplicated against.
+/// The datastore-wide lock: writers (backups, gc) hold it shared for
+/// their run; `datastore repair`, which rebuilds the index, holds it
+/// exclusive so no writer commits into the index it is replacing.
 pub struct DatastoreLock(#[allow(dead_code)] FileLock);
 
 impl DatastoreLock {
@@ -91,5 +91,89 @@ impl DatastoreLock {
             Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A running writer's entry under `writers/`: a file it holds an
+/// exclusive `flock` on for its whole run. Garbage collection lists these
+/// after it has dropped doomed blobs from the index and waits for each:
+/// only a writer registered by then can have seen those blobs.
+///
+/// Registration comes before the writer opens its index view, and a file
+/// is only taken for a writer's once its lock is held and the path still
+/// names the locked inode (the collector unlinks files whose lock it
+/// gets, i.e. of dead writers).
+pub struct WriterRegistration {
+    path: std::path::PathBuf,
+    _file: File,
+}
+
+impl WriterRegistration {
+    pub fn register(root: &Path) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = root.join("writers");
+        if !dir.exists() {
+            // Datastores made before writer registration lack the folder.
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("create", &dir, e))?;
+        }
+        loop {
+            let path = dir.join(format!("{}.lock", crate::id::PackId::random().to_hex()));
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| StoreError::io("create", &path, e))?;
+            if try_lock_exclusive(&file).map_err(|e| StoreError::io("lock", &path, e))? {
+                let ours = file.metadata().map_err(|e| StoreError::io("stat", &path, e))?.ino();
+                if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ours) {
+                    return Ok(WriterRegistration { path, _file: file });
+                }
+            }
+        }
+    }
+
+    /// Blocks until every writer registered now has finished; removes
+    /// the entries of writers that died. Returns how many were waited for.
+    pub fn wait_for_writers(root: &Path, mut on_wait: impl FnMut(usize)) -> Result<usize> {
+        let dir = root.join("writers");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(StoreError::io("read", &dir, e)),
+        };
+        let paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        let mut busy = Vec::new();
+        for p in paths {
+            let Ok(f) = File::open(&p) else { continue };
+            if try_lock_exclusive(&f).map_err(|e| StoreError::io("lock", &p, e))? {
+                let _ = std::fs::remove_file(&p);
+            } else {
+                busy.push((p, f));
+            }
+        }
+        let n = busy.len();
+        if n > 0 {
+            on_wait(n);
+        }
+        for (p, f) in busy {
+            use std::os::fd::AsRawFd;
+            loop {
+                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(StoreError::io("lock", &p, e));
+                }
+            }
+            let _ = std::fs::remove_file(&p);
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for WriterRegistration {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }

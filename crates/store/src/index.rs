@@ -138,7 +138,11 @@ const DELETE_RESERVE: u64 = 128 << 10;
 
 fn ensure_space(path: &Path, batch: &IndexBatch) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let only_deletes = batch.packs.is_empty() && batch.blobs.is_empty() && batch.snapshots.is_empty();
+    let only_deletes = batch.packs.is_empty()
+        && batch.blobs.is_empty()
+        && batch.snapshots.is_empty()
+        && batch.relocate_blobs.is_empty()
+        && batch.restore_blobs.is_empty();
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return Ok(()) };
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
@@ -151,7 +155,14 @@ fn ensure_space(path: &Path, batch: &IndexBatch) -> Result<()> {
         + 2 * (batch.blobs.len() as u64 * 80
             + batch.packs.len() as u64 * 40
             + batch.snapshots.iter().map(|s| s.1.len() as u64 + 48).sum::<u64>()
-            + (batch.delete_blobs.len() + batch.delete_packs.len() + batch.delete_snapshots.len()) as u64 * 48);
+            + (batch.relocate_blobs.len() + batch.restore_blobs.len()) as u64 * 80
+            + batch.refs.iter().map(|r| (r.0.len() + r.1.len()) as u64 + 16).sum::<u64>()
+            + (batch.delete_blobs.len()
+                + batch.delete_packs.len()
+                + batch.delete_snapshots.len()
+                + batch.delete_blobs_in.len()
+                + batch.delete_refs.len()) as u64
+                * 48);
     if free < need {
         return Err(StoreError::DiskFull { path: path.to_path_buf() });
     }
@@ -260,6 +271,34 @@ impl IndexReader {
     }
 
 
+    /// Entries of the `refs` column family whose key starts with `prefix`.
+    pub fn refs_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.for_each_ref(prefix, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Streams the `refs` entries under `prefix`, in key order.
+    pub fn for_each_ref(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_REFS), mode) {
+            let (k, v) = item.map_err(|e| index_err(&self.path, e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// RocksDB's estimate of the number of blobs (sizes the GC mark set).
+    pub fn estimate_blobs(&self) -> u64 {
+        self.db.property_int_value_cf(self.cf(CF_BLOBS), "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+    }
+
     /// Raw snapshot documents, keyed by snapshot id.
     pub fn snapshots(&self) -> Result<Vec<(BlobId, Vec<u8>)>> {
         let mut out = Vec::new();
@@ -277,6 +316,11 @@ impl IndexReader {
 }
 
 /// One atomic change to the index.
+///
+/// The conditional parts are decided inside the commit, under the index
+/// lock that serializes all commits, against the index as it is then: a
+/// garbage collector planning from an older view must never drop or move
+/// an entry another process has rewritten since.
 #[derive(Default)]
 pub struct IndexBatch {
     pub packs: Vec<(PackId, PackInfo)>,
@@ -285,6 +329,35 @@ pub struct IndexBatch {
     pub delete_snapshots: Vec<BlobId>,
     pub delete_blobs: Vec<BlobId>,
     pub delete_packs: Vec<PackId>,
+    /// Delete the entry only while it still points into this pack.
+    pub delete_blobs_in: Vec<(BlobId, PackId)>,
+    /// Move the entry to a new location only while it still points into
+    /// the old pack.
+    pub relocate_blobs: Vec<(BlobId, PackId, BlobLocation)>,
+    /// Add the entry only when the blob has none.
+    pub restore_blobs: Vec<(BlobId, BlobLocation)>,
+    pub refs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub delete_refs: Vec<Vec<u8>>,
+}
+
+impl IndexBatch {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.packs.len()
+            + self.blobs.len()
+            + self.snapshots.len()
+            + self.delete_snapshots.len()
+            + self.delete_blobs.len()
+            + self.delete_packs.len()
+            + self.delete_blobs_in.len()
+            + self.relocate_blobs.len()
+            + self.restore_blobs.len()
+            + self.refs.len()
+            + self.delete_refs.len()
+    }
 }
 
 /// Opens the primary handle (waiting while another process commits),
@@ -313,6 +386,30 @@ pub fn commit(path: &Path, batch: IndexBatch) -> Result<()> {
     }
     for id in &batch.delete_packs {
         wb.delete_cf(cf(CF_PACKS), id.0);
+    }
+    let current = |id: &BlobId| -> Result<Option<BlobLocation>> {
+        Ok(db.get_pinned_cf(cf(CF_BLOBS), id.0).map_err(|e| index_err(path, e))?.and_then(|v| BlobLocation::decode(&v)))
+    };
+    for (id, pack) in &batch.delete_blobs_in {
+        if current(id)?.is_some_and(|l| l.pack == *pack) {
+            wb.delete_cf(cf(CF_BLOBS), id.0);
+        }
+    }
+    for (id, old, loc) in &batch.relocate_blobs {
+        if current(id)?.is_some_and(|l| l.pack == *old) {
+            wb.put_cf(cf(CF_BLOBS), id.0, loc.encode());
+        }
+    }
+    for (id, loc) in &batch.restore_blobs {
+        if current(id)?.is_none() {
+            wb.put_cf(cf(CF_BLOBS), id.0, loc.encode());
+        }
+    }
+    for (k, v) in &batch.refs {
+        wb.put_cf(cf(CF_REFS), k, v);
+    }
+    for k in &batch.delete_refs {
+        wb.delete_cf(cf(CF_REFS), k);
     }
     let mut wo = WriteOptions::default();
     wo.set_sync(true);

@@ -65,6 +65,7 @@ const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(500)
 
 pub struct BlobSink {
     _lock: crate::fsutil::DatastoreLock,
+    _registration: crate::fsutil::WriterRegistration,
     shared: Arc<Shared>,
     tx: Option<Sender<SealJob>>,
     sealer: Option<JoinHandle<()>>,
@@ -75,6 +76,10 @@ pub struct BlobSink {
 impl BlobSink {
     pub fn new(ds: Arc<Datastore>) -> Result<Self> {
         let lock = crate::fsutil::DatastoreLock::shared(ds.root())?;
+        // Registered before the index view we deduplicate against is
+        // opened: see `WriterRegistration` and gc.rs.
+        let registration = crate::fsutil::WriterRegistration::register(ds.root())?;
+        ds.refresh_index()?;
         ds.remove_stale_partials()?;
         let level = ds.config().zstd_level;
         let pack_target = ds.config().pack_target;
@@ -95,7 +100,7 @@ impl BlobSink {
             .name("pack-sealer".into())
             .spawn(move || sealer_loop(s2, rx))
             .map_err(|e| StoreError::io("spawn", "pack-sealer", e))?;
-        Ok(BlobSink { _lock: lock, shared, tx: Some(tx), sealer: Some(sealer), level, pack_target })
+        Ok(BlobSink { _lock: lock, _registration: registration, shared, tx: Some(tx), sealer: Some(sealer), level, pack_target })
     }
 
     fn check_failed(&self) -> Result<()> {
@@ -190,6 +195,7 @@ impl BlobSink {
     /// document (stored as a blob and listed in the index).
     pub fn commit_snapshot(mut self, snapshot_doc: Vec<u8>) -> Result<BlobId> {
         let id = self.put(BlobKind::Snapshot, &snapshot_doc)?.id;
+        crate::failpoint::hit("snapshot-commit")?;
         self.finish(Some((id, snapshot_doc)))?;
         Ok(id)
     }

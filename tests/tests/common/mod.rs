@@ -727,3 +727,20 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn sum(v: &Value, key: &str) -> u64 {
     v["summary"][key].as_u64().unwrap_or_else(|| panic!("summary has no {key}: {v}"))
 }
+
+/// The records of a pack file: (offset, kind byte, stored length).
+pub fn pack_records(path: &Path) -> Vec<(u64, u8, u64)> {
+    let data = fs::read(path).unwrap();
+    assert_eq!(&data[..6], b"LBPACK");
+    let mut out = Vec::new();
+    let mut off = 32usize;
+    while off + 48 <= data.len() {
+        let kind = data[off];
+        let stored = u32::from_le_bytes(data[off + 8..off + 12].try_into().unwrap()) as usize;
+        out.push((off as u64, kind, stored as u64));
+        off += 48 + stored;
+    }
+    assert_eq!(off, data.len(), "pack records do not add up");
+    out
+}
+

@@ -1,0 +1,247 @@
+//! `datastore repair`: rebuilds the index from the packs alone.
+//!
+//! Every record in every pack is read and verified (decoded and checked
+//! against its id). Good records become index entries; snapshots come
+//! from snapshot blobs, less those named in forget records. A damaged
+//! record is left out of the index and listed as lost, under `lost/` in
+//! the index, and the snapshots that reach it are listed under
+//! `damaged/` with the paths that lose data: `snapshots` shows them,
+//! `check` names them, restore reports the files. A later backup of the
+//! same data stores the lost blobs again and heals those snapshots.
+//!
+//! A record whose header is damaged hides where the next one starts: the
+//! scan then looks for the next offset holding a header with a valid
+//! checksum whose content verifies.
+//!
+//! The new index is built beside the old one and swapped in at the end;
+//! writers and gc are locked out meanwhile.
+
+use crate::blob::{BlobKind, RecordHeader, RECORD_HEADER_LEN};
+use crate::datastore::Datastore;
+use crate::error::{Result, StoreError};
+use crate::forget::{ForgetRecord, REF_FORGET};
+use crate::fsutil::{self, DatastoreLock, FileLock};
+use crate::id::{BlobId, PackId};
+use crate::index::{self, BlobLocation, IndexBatch, PackInfo};
+use crate::pack::{PACK_HEADER_LEN, PACK_MAGIC};
+use crate::snapshot::Snapshot;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+pub const REF_LOST: &[u8] = b"lost/";
+pub const REF_DAMAGED: &[u8] = b"damaged/";
+const CHUNK: usize = 50_000;
+
+#[derive(Debug, Default, Serialize)]
+pub struct RepairReport {
+    pub packs: u64,
+    pub blobs: u64,
+    pub snapshots: u64,
+    pub forgotten: u64,
+    pub bytes_read: u64,
+    /// Records that failed verification and have no good copy elsewhere.
+    pub lost_blobs: Vec<LostBlob>,
+    /// Bytes of packs skipped because they cannot be parsed at all.
+    pub unreadable_packs: Vec<String>,
+    /// "snapshot <id> (<time>): <path>: ..." for every path losing data.
+    pub affected: Vec<String>,
+    /// Where the old index was kept, if it could not be opened.
+    pub old_index: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LostBlob {
+    pub id: String,
+    pub pack: String,
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// Makes sure `root` can be opened as a datastore even when its index is
+/// gone or damaged, by moving a bad index aside and creating an empty
+/// one. Returns where the bad index went.
+pub fn prepare(root: &Path) -> Result<Option<std::path::PathBuf>> {
+    crate::config::DatastoreConfig::load(root)?;
+    let _lock = DatastoreLock::exclusive(root)?;
+    let idx = root.join("index");
+    if idx.exists() && index::IndexReader::open(&idx).is_ok() {
+        return Ok(None);
+    }
+    let mut moved = None;
+    if idx.exists() {
+        let aside = root.join(format!("index.damaged-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")));
+        std::fs::rename(&idx, &aside).map_err(|e| StoreError::io("rename", &idx, e))?;
+        moved = Some(aside);
+    }
+    let tmp = root.join("index.new");
+    let _ = std::fs::remove_dir_all(&tmp);
+    index::create(&tmp)?;
+    std::fs::rename(&tmp, &idx).map_err(|e| StoreError::io("rename", &tmp, e))?;
+    fsutil::sync_dir(root)?;
+    Ok(moved)
+}
+
+/// Rebuilds the index of an opened datastore from its packs.
+pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairReport> {
+    let root = ds.root();
+    let _gc = FileLock::take(&root.join("gc.lock"), libc::LOCK_EX)?;
+    let _lock = DatastoreLock::exclusive(root)?;
+    ds.remove_stale_partials()?;
+    let mut rep = RepairReport::default();
+
+    let new = root.join("index.new");
+    let _ = std::fs::remove_dir_all(&new);
+    index::create(&new)?;
+
+    let files = ds.pack_files()?;
+    let total: u64 = files.iter().map(|f| f.2).sum();
+    let mut done = 0u64;
+    let mut good: HashSet<BlobId> = HashSet::new();
+    let mut bad: HashMap<BlobId, LostBlob> = HashMap::new();
+    let mut snapshots: Vec<(BlobId, Vec<u8>)> = Vec::new();
+    let mut forgotten: HashSet<BlobId> = HashSet::new();
+    let mut forget_records: Vec<BlobId> = Vec::new();
+    let mut batch = IndexBatch::default();
+    for (pack, path, len) in &files {
+        let bytes = std::fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
+        rep.bytes_read += bytes.len() as u64;
+        let mut count = 0u32;
+        if bytes.len() < PACK_HEADER_LEN as usize || &bytes[..8] != PACK_MAGIC {
+            // The records may still be fine: scan them anyway.
+            tracing::warn!("pack {pack}: damaged pack header");
+        }
+        let mut off = PACK_HEADER_LEN as usize;
+        let mut resyncing = false;
+        while off + RECORD_HEADER_LEN <= bytes.len() {
+            let parsed = RecordHeader::decode(&bytes[off..off + RECORD_HEADER_LEN])
+                .ok()
+                .filter(|h| off + RECORD_HEADER_LEN + h.stored_len as usize <= bytes.len());
+            let Some(h) = parsed else {
+                if !resyncing {
+                    note_unreadable(&mut rep, pack, off as u64, "record header damaged");
+                    resyncing = true;
+                }
+                off += 1;
+                continue;
+            };
+            let start = off + RECORD_HEADER_LEN;
+            let stored = bytes[start..start + h.stored_len as usize].to_vec();
+            match ds.verify_record(&h, stored) {
+                Ok(plain) => {
+                    resyncing = false;
+                    let loc = BlobLocation {
+                        pack: *pack,
+                        offset: off as u64,
+                        stored_len: h.stored_len,
+                        plain_len: h.plain_len,
+                        kind: h.kind,
+                        encoding: h.encoding,
+                    };
+                    if good.insert(h.id) {
+                        batch.blobs.push((h.id, loc));
+                        count += 1;
+                    }
+                    bad.remove(&h.id);
+                    match h.kind {
+                        BlobKind::Snapshot => snapshots.push((h.id, plain)),
+                        BlobKind::Forget => {
+                            if let Ok(r) = serde_json::from_slice::<ForgetRecord>(&plain) {
+                                forgotten.extend(r.snapshots);
+                                forget_records.push(h.id);
+                            }
+                        }
+                        _ => {}
+                    }
+                    off = start + h.stored_len as usize;
+                }
+                Err(reason) if resyncing => {
+                    // Most likely not a header at all, only bytes that look
+                    // like one: keep looking one byte on.
+                    let _ = reason;
+                    off += 1;
+                }
+                Err(reason) => {
+                    if !good.contains(&h.id) {
+                        bad.insert(h.id, LostBlob { id: h.id.to_hex(), pack: pack.to_hex(), offset: off as u64, reason });
+                    }
+                    off = start + h.stored_len as usize;
+                }
+            }
+            if batch.len() >= CHUNK {
+                index::commit(&new, std::mem::take(&mut batch))?;
+            }
+        }
+        if off != bytes.len() && !resyncing {
+            note_unreadable(&mut rep, pack, off as u64, "truncated record at the end");
+        }
+        batch.packs.push((*pack, PackInfo { len: *len, blobs: count }));
+        rep.packs += 1;
+        done += len;
+        on_bytes(done, total);
+    }
+
+    // Snapshots, less the forgotten ones.
+    for (id, doc) in snapshots {
+        if forgotten.contains(&id) {
+            rep.forgotten += 1;
+            continue;
+        }
+        if serde_json::from_slice::<Snapshot>(&doc).is_err() {
+            continue;
+        }
+        batch.snapshots.push((id, doc));
+        rep.snapshots += 1;
+    }
+    for rid in forget_records {
+        batch.refs.push((ref_key(REF_FORGET, &rid.0), Vec::new()));
+    }
+    rep.blobs = good.len() as u64;
+    let mut lost: Vec<LostBlob> = bad.into_values().collect();
+    lost.sort_by(|a, b| (&a.pack, a.offset).cmp(&(&b.pack, b.offset)));
+    for l in &lost {
+        let id = BlobId::from_hex(&l.id).expect("hex id");
+        batch.refs.push((ref_key(REF_LOST, &id.0), serde_json::to_vec(l).expect("serializes")));
+    }
+    rep.lost_blobs = lost;
+    index::commit(&new, batch)?;
+
+    // Swap the new index in.
+    let idx = root.join("index");
+    let old = root.join("index.old");
+    let _ = std::fs::remove_dir_all(&old);
+    if idx.exists() {
+        std::fs::rename(&idx, &old).map_err(|e| StoreError::io("rename", &idx, e))?;
+    }
+    std::fs::rename(&new, &idx).map_err(|e| StoreError::io("rename", &new, e))?;
+    fsutil::sync_dir(root)?;
+    let _ = std::fs::remove_dir_all(&old);
+    ds.refresh_index()?;
+
+    // Name what the lost blobs cost, and remember it per snapshot.
+    if !rep.lost_blobs.is_empty() || !rep.unreadable_packs.is_empty() {
+        let damage = crate::check::snapshot_damage(ds, &HashSet::new())?;
+        let mut batch = IndexBatch::default();
+        for (sid, label, paths) in damage {
+            for p in &paths {
+                rep.affected.push(format!("{label}: {p}"));
+            }
+            batch.refs.push((ref_key(REF_DAMAGED, &sid.0), serde_json::to_vec(&paths).expect("serializes")));
+        }
+        if !batch.is_empty() {
+            index::commit(&ds.index_path(), batch)?;
+            ds.refresh_index()?;
+        }
+    }
+    Ok(rep)
+}
+
+fn note_unreadable(rep: &mut RepairReport, pack: &PackId, off: u64, what: &str) {
+    rep.unreadable_packs.push(format!("pack {pack} at offset {off}: {what}"));
+}
+
+fn ref_key(prefix: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(id);
+    k
+}
