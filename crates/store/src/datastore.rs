@@ -21,6 +21,8 @@ const OPEN_PACKS_MAX: usize = 256;
 /// Iterates a directory's nodes across its pages.
 pub struct DirCursor<'a> {
     ds: &'a Datastore,
+    /// Reads blobs other than through the index (gc reads doomed ones).
+    read: Option<&'a dyn Fn(&BlobId) -> Result<Vec<u8>>>,
     pub pages: Vec<BlobId>,
     next_page: usize,
     page_id: BlobId,
@@ -43,7 +45,10 @@ impl DirCursor<'_> {
         while self.left == 0 {
             let Some(&id) = self.pages.get(self.next_page) else { return Ok(None) };
             self.next_page += 1;
-            let bytes = self.ds.read_blob(&id)?;
+            let bytes = match self.read {
+                Some(read) => read(&id)?,
+                None => self.ds.read_blob(&id)?,
+            };
             if let TreeBlob::Paged(_) = Tree::parse(&id, &bytes)? {
                 return Err(StoreError::BadTree { id: id.to_hex(), reason: "a page of a paged tree is itself paged".into() });
             }
@@ -206,12 +211,24 @@ impl Datastore {
 
     /// Reads a directory's entries in order, one page in memory at a time.
     pub fn dir_cursor(&self, id: &BlobId) -> Result<DirCursor<'_>> {
-        let bytes = self.read_blob(id)?;
+        self.dir_cursor_inner(id, None)
+    }
+
+    /// A cursor that reads the listing and its pages with `read`.
+    pub fn dir_cursor_with<'a>(&'a self, id: &BlobId, read: &'a dyn Fn(&BlobId) -> Result<Vec<u8>>) -> Result<DirCursor<'a>> {
+        self.dir_cursor_inner(id, Some(read))
+    }
+
+    fn dir_cursor_inner<'a>(&'a self, id: &BlobId, read: Option<&'a dyn Fn(&BlobId) -> Result<Vec<u8>>>) -> Result<DirCursor<'a>> {
+        let bytes = match read {
+            Some(read) => read(id)?,
+            None => self.read_blob(id)?,
+        };
         let pages = match Tree::parse(id, &bytes)? {
             TreeBlob::Paged(p) => p,
             TreeBlob::Page(_) => Vec::new(),
         };
-        let mut c = DirCursor { ds: self, pages, next_page: 0, page_id: *id, bytes: Vec::new(), pos: 0, left: 0 };
+        let mut c = DirCursor { ds: self, read, pages, next_page: 0, page_id: *id, bytes: Vec::new(), pos: 0, left: 0 };
         if c.pages.is_empty() {
             c.open_page(*id, bytes)?;
         }

@@ -142,7 +142,7 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     let snaps = ds.snapshots()?;
     let seen: HashSet<BlobId> = snaps.iter().map(|(id, _)| *id).collect();
     for (sid, snap) in &snaps {
-        mark_snapshot(ds, sid, &snap.tree, &mut marks)?;
+        mark_snapshot(ds, sid, &snap.tree, &mut marks, None)?;
     }
     mark_forget_records(&index, &mut marks)?;
     rep.snapshots = snaps.len() as u64;
@@ -240,9 +240,20 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     ds.refresh_index()?;
     let index = ds.index();
     let doomed_now = doomed_packs(&index)?;
+    // A new snapshot may share directory listings with the forgotten
+    // ones: read doomed blobs from where they were.
+    let read_any = |id: &BlobId| -> Result<Vec<u8>> {
+        if let Some(loc) = index.blob(id)? {
+            return ds.read_blob_at(id, &loc);
+        }
+        match index.get_ref(&ref_key(REF_DOOMED_BLOB, &id.0))?.and_then(|v| BlobLocation::decode(&v)) {
+            Some(loc) => ds.read_blob_at(id, &loc),
+            None => Err(StoreError::MissingBlob { id: id.to_hex() }),
+        }
+    };
     for (sid, snap) in ds.snapshots()? {
         if !seen.contains(&sid) {
-            mark_snapshot(ds, &sid, &snap.tree, &mut marks)?;
+            mark_snapshot(ds, &sid, &snap.tree, &mut marks, Some(&read_any))?;
         }
     }
     mark_forget_records(&index, &mut marks)?;
@@ -326,14 +337,24 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
 }
 
 /// Marks a snapshot document and everything under its root tree.
-fn mark_snapshot(ds: &Datastore, sid: &BlobId, root: &BlobId, marks: &mut MarkSet) -> Result<()> {
+fn mark_snapshot(
+    ds: &Datastore,
+    sid: &BlobId,
+    root: &BlobId,
+    marks: &mut MarkSet,
+    read: Option<&dyn Fn(&BlobId) -> Result<Vec<u8>>>,
+) -> Result<()> {
     marks.insert(sid);
     let mut stack = vec![*root];
     while let Some(t) = stack.pop() {
         if !marks.insert_tree(&t) {
             continue;
         }
-        let mut c = ds.dir_cursor(&t).map_err(|e| StoreError::GcStopped {
+        let c = match read {
+            Some(read) => ds.dir_cursor_with(&t, read),
+            None => ds.dir_cursor(&t),
+        };
+        let mut c = c.map_err(|e| StoreError::GcStopped {
             reason: format!("cannot read directory tree {t} of snapshot {}: {e}", sid.short()),
         })?;
         while let Some(n) = c.next_node()? {

@@ -271,6 +271,10 @@ impl IndexReader {
     }
 
 
+    pub fn get_ref(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(CF_REFS), key).map_err(|e| index_err(&self.path, e))
+    }
+
     /// Entries of the `refs` column family whose key starts with `prefix`.
     pub fn refs_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
