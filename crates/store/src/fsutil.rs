@@ -132,6 +132,22 @@ impl WriterRegistration {
         }
     }
 
+    /// When the longest-running live writer registered, if any runs.
+    pub fn oldest_live(root: &Path) -> Option<std::time::SystemTime> {
+        let entries = std::fs::read_dir(root.join("writers")).ok()?;
+        let mut oldest = None;
+        for e in entries.flatten() {
+            let Ok(f) = File::open(e.path()) else { continue };
+            if try_lock_exclusive(&f).unwrap_or(true) {
+                continue; // a dead writer's (or gone): the lock drops with `f`
+            }
+            if let Ok(t) = f.metadata().and_then(|m| m.modified()) {
+                oldest = Some(oldest.map_or(t, |o: std::time::SystemTime| o.min(t)));
+            }
+        }
+        oldest
+    }
+
     /// Blocks until every writer registered now has finished; removes
     /// the entries of writers that died. Returns how many were waited for.
     pub fn wait_for_writers(root: &Path, mut on_wait: impl FnMut(usize)) -> Result<usize> {

@@ -80,6 +80,8 @@ pub struct GcReport {
     pub damaged_blobs: u64,
     pub writers_waited: u64,
     pub resurrected: u64,
+    /// Packs written while a backup was running, left for the next run.
+    pub young_packs_skipped: u64,
     /// Unfinished work of an interrupted gc found and completed.
     pub recovered_packs: u64,
     pub dry_run: bool,
@@ -134,6 +136,16 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     let _writers = DatastoreLock::shared(root)?;
     let mut rep = GcReport { dry_run: opts.dry_run, ..Default::default() };
 
+    // Packs sealed since the oldest running writer registered may belong
+    // to a backup that has not committed its snapshot yet: their blobs
+    // look dead now and would only be doomed to be resurrected. Leave
+    // them to the next run. (An optimization: safety rests on steps 3-5.)
+    let in_flight_since = WriterRegistration::oldest_live(root);
+    let young = |p: &PackId| match in_flight_since {
+        None => false,
+        Some(since) => std::fs::metadata(pack_path(root, p)).and_then(|m| m.modified()).map_or(true, |m| m >= since),
+    };
+
     // 1. Mark, from one view of the index.
     ds.refresh_index()?;
     let index = ds.index();
@@ -169,6 +181,10 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
         // A pack an interrupted run doomed is judged afresh like any
         // other; its leftover records are settled in step 6.
         let u = usage.get(pack).copied().unwrap_or_default();
+        if (u.live == 0 || u.dead > 0) && young(pack) {
+            rep.young_packs_skipped += 1;
+            continue;
+        }
         if u.live == 0 {
             doom.insert(*pack);
             rep.blobs_deleted += u.dead;
