@@ -3,6 +3,7 @@ pub mod check;
 pub mod datastore;
 pub mod gc;
 pub mod ls;
+pub mod mount;
 pub mod restore;
 pub mod snapshots;
 
