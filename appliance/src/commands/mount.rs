@@ -28,6 +28,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<u8> {
     })?;
     match ended {
         Ended::Signal => eprintln!("unmounted {}", args.mountpoint.display()),
+        Ended::SignalDetached => eprintln!("unmounted {} (lazily: it was busy; open files there now fail)", args.mountpoint.display()),
         Ended::External => eprintln!("{} was unmounted", args.mountpoint.display()),
     }
     Ok(0)

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 const ROOT: u64 = 1;
 const SNAPSHOTS: u64 = 2;
-const LATEST: u64 = 3;
 /// Hashed ids below this are moved up: the small ones are fixed.
 const FIRST_HASHED: u64 = 16;
 
@@ -45,7 +44,11 @@ const BLKSIZE: u32 = 4096;
 enum Obj {
     Root,
     Snapshots,
-    Latest,
+    /// The `latest` symlink with its target. The kernel caches symlink
+    /// targets (FUSE_CACHE_SYMLINKS) with no attribute change to drop
+    /// them, so each target is its own node: a new newest snapshot gives
+    /// `latest` a new id once its 1 s entry TTL runs out.
+    Latest(Arc<str>),
     Node(Arc<Node>),
 }
 
@@ -124,6 +127,23 @@ fn hashed_id(parent: u64, name: &[u8]) -> u64 {
     }
 }
 
+/// What an entry's id is hashed from besides its parent: its name, and
+/// for `latest` its target too.
+fn node_key<'a>(name: &'a [u8], obj: &Obj) -> std::borrow::Cow<'a, [u8]> {
+    match obj {
+        Obj::Latest(t) => [name, b"\0", t.as_bytes()].concat().into(),
+        _ => name.into(),
+    }
+}
+
+/// The id an entry has (or will have once looked up); collisions aside.
+fn entry_id(parent: u64, name: &[u8], obj: &Obj) -> u64 {
+    match obj {
+        Obj::Snapshots => SNAPSHOTS,
+        _ => hashed_id(parent, &node_key(name, obj)),
+    }
+}
+
 fn file_type(k: NodeKind) -> FileType {
     match k {
         NodeKind::File => FileType::RegularFile,
@@ -145,7 +165,7 @@ impl Obj {
     fn kind(&self) -> FileType {
         match self {
             Obj::Root | Obj::Snapshots => FileType::Directory,
-            Obj::Latest => FileType::Symlink,
+            Obj::Latest(_) => FileType::Symlink,
             Obj::Node(n) => file_type(n.kind),
         }
     }
@@ -176,10 +196,7 @@ impl Inner {
         };
         match obj {
             Obj::Root | Obj::Snapshots => top(FileType::Directory, 0o555, 0),
-            Obj::Latest => {
-                let len = self.latest_target().map(|t| t.len()).unwrap_or(0);
-                top(FileType::Symlink, 0o777, len as u64)
-            }
+            Obj::Latest(t) => top(FileType::Symlink, 0o777, t.len() as u64),
             Obj::Node(n) => {
                 let kind = file_type(n.kind);
                 let size = match n.kind {
@@ -210,21 +227,16 @@ impl Inner {
         match ino {
             ROOT => Ok(Obj::Root),
             SNAPSHOTS => Ok(Obj::Snapshots),
-            LATEST => Ok(Obj::Latest),
             _ => self.table.lock().get(&ino).map(|e| e.obj.clone()).ok_or_else(|| Errno::from(libc::ESTALE)),
         }
     }
 
     /// Records one kernel lookup of `name` under `parent`; returns its id.
     fn remember(&self, parent: u64, name: &[u8], obj: &Obj) -> u64 {
-        let fixed = match (parent, obj) {
-            (ROOT, Obj::Snapshots) => Some(SNAPSHOTS),
-            (ROOT, Obj::Latest) => Some(LATEST),
-            _ => None,
-        };
-        if let Some(f) = fixed {
-            return f;
+        if let Obj::Snapshots = obj {
+            return SNAPSHOTS;
         }
+        let name = &*node_key(name, obj);
         let mut ino = hashed_id(parent, name);
         let mut t = self.table.lock();
         loop {
@@ -305,9 +317,9 @@ impl Inner {
         Ok(s.list.clone())
     }
 
-    fn latest_target(&self) -> Option<String> {
+    fn latest(&self) -> Option<Obj> {
         let list = self.snapshots().ok()?;
-        list.last().map(|s| format!("snapshots/{}", s.name))
+        list.last().map(|s| Obj::Latest(format!("snapshots/{}", s.name).into()))
     }
 
     /// A listed name, or a unique prefix of listed names or of ids.
@@ -400,7 +412,7 @@ impl Inner {
 
     fn parent_of(&self, ino: u64) -> u64 {
         match ino {
-            ROOT | SNAPSHOTS | LATEST => ROOT,
+            ROOT | SNAPSHOTS => ROOT,
             _ => self.table.lock().get(&ino).map(|e| e.parent).unwrap_or(ROOT),
         }
     }
@@ -409,11 +421,11 @@ impl Inner {
         match self.get(parent)? {
             Obj::Root => Ok(match name {
                 b"snapshots" => Some(Obj::Snapshots),
-                b"latest" if self.latest_target().is_some() => Some(Obj::Latest),
+                b"latest" => self.latest(),
                 _ => None,
             }),
             Obj::Snapshots => Ok(self.find_snapshot(name).map_err(eio)?.map(Obj::Node)),
-            Obj::Latest => Err(libc::ENOTDIR.into()),
+            Obj::Latest(_) => Err(libc::ENOTDIR.into()),
             Obj::Node(n) => match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(t)) => Ok(self.find_child(&t, name).map_err(eio)?.map(|c| Obj::Node(Arc::new(c)))),
                 (NodeKind::Dir, None) => Ok(None),
@@ -438,8 +450,8 @@ impl Inner {
         match obj {
             Obj::Root => {
                 let mut top = vec![(b"snapshots".to_vec(), Obj::Snapshots)];
-                if self.latest_target().is_some() {
-                    top.push((b"latest".to_vec(), Obj::Latest));
+                if let Some(l) = self.latest() {
+                    top.push((b"latest".to_vec(), l));
                 }
                 for (i, (name, obj)) in top.into_iter().enumerate().skip(pos as usize) {
                     out.push(Proto { name, obj, next: i as i64 + 3, dot: None });
@@ -451,7 +463,7 @@ impl Inner {
                     out.push(Proto { name: s.name.clone().into_bytes(), obj: Obj::Node(s.node.clone()), next: i as i64 + 3, dot: None });
                 }
             }
-            Obj::Latest => return Err(libc::ENOTDIR.into()),
+            Obj::Latest(_) => return Err(libc::ENOTDIR.into()),
             Obj::Node(n) => {
                 let Some(tree) = n.subtree else {
                     return if n.kind == NodeKind::Dir { Ok(out) } else { Err(libc::ENOTDIR.into()) };
@@ -538,14 +550,7 @@ impl Iterator for PlusEntries<'_> {
             self.inner.remember(self.parent, &name, &obj);
         }
         let p = self.items.next()?;
-        let ino = match p.dot {
-            Some(d) => d,
-            None => match (self.parent, &p.obj) {
-                (ROOT, Obj::Snapshots) => SNAPSHOTS,
-                (ROOT, Obj::Latest) => LATEST,
-                _ => hashed_id(self.parent, &p.name),
-            },
-        };
+        let ino = p.dot.unwrap_or_else(|| entry_id(self.parent, &p.name, &p.obj));
         let attr = self.inner.attr(ino, &p.obj);
         let ttl = p.obj.ttl();
         let kind = p.obj.kind();
@@ -607,7 +612,7 @@ impl Filesystem for SnapshotFs {
 
     async fn readlink(&self, _req: Request, inode: Inode) -> FResult<ReplyData> {
         self.blocking(move |inner| match inner.get(inode)? {
-            Obj::Latest => inner.latest_target().map(|t| ReplyData { data: Bytes::from(t) }).ok_or_else(|| libc::ENOENT.into()),
+            Obj::Latest(t) => Ok(ReplyData { data: Bytes::copy_from_slice(t.as_bytes()) }),
             Obj::Node(n) => match (&n.kind, &n.link_target) {
                 (NodeKind::Symlink, Some(t)) => Ok(ReplyData { data: Bytes::from(t.clone()) }),
                 _ => Err(libc::EINVAL.into()),
@@ -671,12 +676,7 @@ impl Filesystem for SnapshotFs {
     ) -> FResult<ReplyDirectory<impl Stream<Item = FResult<DirectoryEntry>> + Send + 'a>> {
         let items = self.blocking(move |inner| inner.list(parent, offset)).await?;
         let entries = items.into_iter().map(move |p| {
-            let inode = match (p.dot, parent, &p.obj) {
-                (Some(d), _, _) => d,
-                (None, ROOT, Obj::Snapshots) => SNAPSHOTS,
-                (None, ROOT, Obj::Latest) => LATEST,
-                _ => hashed_id(parent, &p.name),
-            };
+            let inode = p.dot.unwrap_or_else(|| entry_id(parent, &p.name, &p.obj));
             Ok(DirectoryEntry { inode, kind: p.obj.kind(), name: OsString::from_vec(p.name), offset: p.next })
         });
         Ok(ReplyDirectory { entries: stream::iter(entries) })

@@ -59,6 +59,9 @@ pub struct MountConfig {
 pub enum Ended {
     /// SIGINT or SIGTERM: we unmounted.
     Signal,
+    /// SIGINT or SIGTERM while the mount was busy (open files, a cwd in
+    /// it): detached lazily; the kernel drops it once the last user goes.
+    SignalDetached,
     /// Unmounted from outside (`fusermount3 -u`, `umount`).
     External,
 }
@@ -85,7 +88,7 @@ pub fn serve(ds: Arc<Datastore>, mountpoint: &Path, cfg: &MountConfig, on_mounte
         .enable_all()
         .build()
         .map_err(MountError::Runtime)?;
-    rt.block_on(async move {
+    let res = rt.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         // Install the handlers before mounting: a signal that arrives right
         // after the mount must unmount, not kill us with the mount left.
@@ -107,7 +110,12 @@ pub fn serve(ds: Arc<Datastore>, mountpoint: &Path, cfg: &MountConfig, on_mounte
             _ = int.recv() => unmount(handle, &mp).await,
             _ = term.recv() => unmount(handle, &mp).await,
         }
-    })
+    });
+    // fuse3 reads /dev/fuse on a blocking thread that only returns once
+    // the connection goes away; after a lazy unmount with files still
+    // open that is when we exit, so do not wait for it.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    res
 }
 
 async fn unmount(handle: fuse3::raw::MountHandle, mp: &Path) -> Result<Ended, MountError> {
@@ -116,9 +124,9 @@ async fn unmount(handle: fuse3::raw::MountHandle, mp: &Path) -> Result<Ended, Mo
         Err(e) => {
             // Busy (a shell's cwd inside, say): the session is already
             // stopped, so detach lazily rather than leave a dead mount.
-            tracing::warn!("unmount of {} failed ({e}); detaching lazily", mp.display());
+            tracing::info!("unmount of {} failed ({e}); detaching lazily", mp.display());
             lazy_unmount(mp).map_err(|source| MountError::Unmount { path: mp.to_path_buf(), source })?;
-            Ok(Ended::Signal)
+            Ok(Ended::SignalDetached)
         }
     }
 }
