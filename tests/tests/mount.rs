@@ -105,6 +105,10 @@ fn build_source(src: &Path) {
     chmod(&src.join("modes/owned"), 0o4750);
     let fifo = std::ffi::CString::new(src.join("modes/fifo").as_os_str().as_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    // Enough entries for a paged directory listing (pages of 1024-8192).
+    for i in 0..5000 {
+        write_file(&src.join("many").join(format!("entry-{i:05}")), format!("{i}\n").as_bytes());
+    }
     fix_times(src, 1_700_000_000);
 }
 
@@ -150,6 +154,8 @@ fn mounted_snapshot_equals_source() {
 
     // Everything, field by field, through `latest` and through the listed name.
     let opts = CompareOpts { mtime: true, dir_mtime: true, owners: true, mode: true, hard_links: false };
+    assert_eq!(fs::read_dir(mp.join("latest/many")).unwrap().count(), 5000);
+    assert_eq!(fs::read(mp.join("latest/many/entry-04999")).unwrap(), b"4999\n");
     assert_same_tree(&src, &mp.join("latest"), &opts);
     assert_same_tree(&src, &mp.join("snapshots").join(&names[0]), &opts);
 

@@ -36,6 +36,9 @@ const SNAPSHOT_REFRESH: Duration = Duration::from_secs(2);
 /// Decoded tree pages kept, counted in nodes (a page holds at most 8192).
 const PAGE_CACHE_NODES: usize = 64 * 1024;
 const DIR_CACHE_ENTRIES: usize = 4096;
+/// Entries prepared per readdir call: more than a kernel buffer takes,
+/// few enough that listing a full page is not quadratic.
+const LIST_BATCH: usize = 1024;
 /// FOPEN_KEEP_CACHE: file contents never change, keep the page cache.
 const FOPEN_KEEP_CACHE: u32 = 1 << 1;
 const BLKSIZE: u32 = 4096;
@@ -434,8 +437,8 @@ impl Inner {
         }
     }
 
-    /// Entries of directory `ino` from cookie `offset` on: the rest of one
-    /// tree page at most (the kernel asks again for more).
+    /// Entries of directory `ino` from cookie `offset` on: at most
+    /// `LIST_BATCH` from one tree page (the kernel asks again for more).
     fn list(&self, ino: u64, offset: i64) -> FResult<Vec<Proto>> {
         let obj = self.get(ino)?;
         let mut out = Vec::new();
@@ -478,7 +481,7 @@ impl Inner {
                         i = 0;
                         continue;
                     }
-                    for (j, c) in nodes.iter().enumerate().skip(i) {
+                    for (j, c) in nodes.iter().enumerate().skip(i).take(LIST_BATCH) {
                         let (npi, nj) = if j + 1 < nodes.len() { (pi, j + 1) } else { (pi + 1, 0) };
                         let next = 2 + (((npi as u64) << 32) | nj as u64) as i64;
                         out.push(Proto { name: c.name.clone(), obj: Obj::Node(Arc::new(c.clone())), next, dot: None });
@@ -708,5 +711,30 @@ impl Filesystem for SnapshotFs {
 
     async fn listxattr(&self, _req: Request, _inode: Inode, size: u32) -> FResult<ReplyXAttr> {
         Ok(if size == 0 { ReplyXAttr::Size(0) } else { ReplyXAttr::Data(Bytes::new()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_sort_by_time_and_avoid_colons() {
+        let id = BlobId::of(b"x");
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-25T09:05:17.5Z").unwrap().with_timezone(&chrono::Utc);
+        let n = snapshot_dir_name(&t, &id);
+        assert_eq!(n, format!("2026-11-25T09-05-17_{}", &id.to_hex()[..8]));
+        assert!(!n.contains(':'));
+    }
+
+    #[test]
+    fn ids_are_stable_and_clear_of_the_fixed_ones() {
+        assert_eq!(hashed_id(7, b"a"), hashed_id(7, b"a"));
+        assert_ne!(hashed_id(7, b"a"), hashed_id(8, b"a"));
+        let l1 = Obj::Latest("snapshots/a".into());
+        let l2 = Obj::Latest("snapshots/b".into());
+        assert_ne!(entry_id(ROOT, b"latest", &l1), entry_id(ROOT, b"latest", &l2));
+        assert_eq!(entry_id(ROOT, b"snapshots", &Obj::Snapshots), SNAPSHOTS);
+        assert!((0..10_000u64).all(|i| hashed_id(i, b"n") >= FIRST_HASHED));
     }
 }

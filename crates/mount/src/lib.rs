@@ -4,8 +4,10 @@
 //! space; browsing it as a file system lets a user (or `cp`, `diff`, `grep`)
 //! take exactly what they need. What it shows:
 //!
-//!     /snapshots/<time>_<short id>/...   one directory per snapshot
-//!     /latest -> snapshots/<newest>      a symlink
+//! ```text
+//! /snapshots/<time>_<short id>/...   one directory per snapshot
+//! /latest -> snapshots/<newest>      a symlink
+//! ```
 //!
 //! Entries keep their sizes, modes, owners, mtimes and symlink targets.
 //! A snapshot is also found by a unique prefix of its id or of its listed

@@ -4,6 +4,7 @@
 use lifeboat_store::{BlobId, Datastore, Node, Result};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Decoded chunks kept per open file: enough for sequential reads and
@@ -15,11 +16,13 @@ pub struct OpenFile {
     /// `ends[i]` is the file offset just past chunk `i`.
     ends: OnceLock<Arc<[u64]>>,
     chunks: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
+    /// Chunks read and decompressed through this handle.
+    pub decoded: AtomicU64,
 }
 
 impl OpenFile {
     pub fn new(node: Arc<Node>) -> Self {
-        OpenFile { node, ends: OnceLock::new(), chunks: Mutex::new(VecDeque::with_capacity(CHUNKS_KEPT)) }
+        OpenFile { node, ends: OnceLock::new(), chunks: Mutex::new(VecDeque::with_capacity(CHUNKS_KEPT)), decoded: AtomicU64::new(0) }
     }
 
     /// The offset table from the index (plain lengths; nothing is read
@@ -57,6 +60,7 @@ impl OpenFile {
         }
         // Decoded outside the lock: other readers of this handle go on.
         let data = Arc::new(ds.read_blob(id)?);
+        self.decoded.fetch_add(1, Ordering::Relaxed);
         let mut c = self.chunks.lock();
         if !c.iter().any(|(n, _)| *n == i) {
             if c.len() >= CHUNKS_KEPT {
@@ -96,5 +100,89 @@ impl OpenFile {
             i += 1;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat_store::{BlobKind, BlobSink, NodeKind};
+
+    fn bytes(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A file of ten chunks of uneven sizes in a real datastore.
+    fn setup() -> (tempfile::TempDir, Arc<Datastore>, Arc<Node>, Vec<u8>) {
+        let t = tempfile::tempdir().unwrap();
+        let ds = Arc::new(Datastore::init(&t.path().join("ds")).unwrap());
+        let sink = BlobSink::new(ds.clone()).unwrap();
+        let (mut whole, mut content) = (Vec::new(), Vec::new());
+        for i in 0..10u64 {
+            let c = bytes(i + 1, 1000 + 7919 * i as usize);
+            content.push(sink.put(BlobKind::FileChunk, &c).unwrap().id);
+            whole.extend_from_slice(&c);
+        }
+        sink.flush().unwrap();
+        ds.refresh_index().unwrap();
+        let node = Node {
+            name: b"f".to_vec(),
+            kind: NodeKind::File,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            size: whole.len() as u64,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            rdev: 0,
+            content,
+            subtree: None,
+            link_target: None,
+        };
+        (t, ds, Arc::new(node), whole)
+    }
+
+    #[test]
+    fn reads_match_and_decode_only_the_chunks_they_touch() {
+        let (_t, ds, node, whole) = setup();
+        let f = OpenFile::new(node);
+        // Inside chunk 5 only: one chunk decoded.
+        let start5: usize = (0..5).map(|i| 1000 + 7919 * i).sum();
+        assert_eq!(f.read(&ds, start5 as u64 + 10, 100).unwrap(), &whole[start5 + 10..start5 + 110]);
+        assert_eq!(f.decoded.load(Ordering::Relaxed), 1);
+        // Again: served from the handle's cache.
+        f.read(&ds, start5 as u64 + 500, 100).unwrap();
+        assert_eq!(f.decoded.load(Ordering::Relaxed), 1);
+        // Across the 5/6 boundary: one more.
+        let end5 = start5 + 1000 + 7919 * 5;
+        assert_eq!(f.read(&ds, end5 as u64 - 3, 6).unwrap(), &whole[end5 - 3..end5 + 3]);
+        assert_eq!(f.decoded.load(Ordering::Relaxed), 2);
+        // Every range, including past the end, equals the plain bytes.
+        let n = whole.len() as u64;
+        for (off, len) in [(0, 1), (0, n as u32), (n - 1, 10), (n, 5), (n + 100, 5), (999, 2), (1000, 1), (12345, 40000)] {
+            let want = &whole[(off.min(n)) as usize..((off + len as u64).min(n)) as usize];
+            assert_eq!(f.read(&ds, off, len).unwrap(), want, "{off}+{len}");
+        }
+    }
+
+    #[test]
+    fn empty_file_reads_nothing() {
+        let (_t, ds, node, _) = setup();
+        let mut n = (*node).clone();
+        n.content.clear();
+        n.size = 0;
+        let f = OpenFile::new(Arc::new(n));
+        assert!(f.read(&ds, 0, 4096).unwrap().is_empty());
     }
 }
