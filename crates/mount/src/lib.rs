@@ -40,6 +40,8 @@ pub enum MountError {
     NotADirectory(PathBuf),
     #[error("cannot mount on {}: {source}", path.display())]
     Mount { path: PathBuf, source: std::io::Error },
+    #[error("cannot mount on {} as an unprivileged user: {source}; this needs fusermount3 (setuid root) and access to /dev/fuse, or run as root", path.display())]
+    MountUnprivileged { path: PathBuf, source: std::io::Error },
     #[error("cannot start the FUSE runtime: {0}")]
     Runtime(std::io::Error),
     #[error("FUSE session on {} ended with an error: {source}", path.display())]
@@ -102,7 +104,10 @@ pub fn serve(ds: Arc<Datastore>, mountpoint: &Path, cfg: &MountConfig, on_mounte
         let session = fuse3::raw::Session::new(opts);
         let root = unsafe { libc::geteuid() } == 0;
         let mounted = if root { session.mount(fs, &mp).await } else { session.mount_with_unprivileged(fs, &mp).await };
-        let mut handle = mounted.map_err(|e| MountError::Mount { path: mp.clone(), source: e })?;
+        let mut handle = mounted.map_err(|source| match root {
+            true => MountError::Mount { path: mp.clone(), source },
+            false => MountError::MountUnprivileged { path: mp.clone(), source },
+        })?;
         on_mounted(&mp);
         tokio::select! {
             res = &mut handle => {
