@@ -601,12 +601,9 @@ impl Filesystem for SnapshotFs {
     }
 
     async fn getattr(&self, _req: Request, inode: Inode, _fh: Option<u64>, _flags: u32) -> FResult<ReplyAttr> {
-        // Only `latest` may need the snapshot list (a blocking read).
-        self.blocking(move |inner| {
-            let obj = inner.get(inode)?;
-            Ok(ReplyAttr { ttl: obj.ttl(), attr: inner.attr(inode, &obj) })
-        })
-        .await
+        // Everything needed is in the table: no datastore read.
+        let obj = self.inner.get(inode)?;
+        Ok(ReplyAttr { ttl: obj.ttl(), attr: self.inner.attr(inode, &obj) })
     }
 
     async fn setattr(&self, _req: Request, _inode: Inode, _fh: Option<u64>, _set_attr: SetAttr) -> FResult<ReplyAttr> {
