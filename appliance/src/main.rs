@@ -43,6 +43,8 @@ enum Command {
     Ls(commands::ls::LsArgs),
     /// Restore a snapshot (or parts of it) into a directory
     Restore(commands::restore::RestoreArgs),
+    /// Browse the snapshots read-only through a FUSE mount, until Ctrl-C
+    Mount(commands::mount::MountArgs),
     /// Verify the datastore: index against packs, snapshots, and with
     /// --read-data every blob's content
     Check(commands::check::CheckArgs),
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Snapshots(a) => commands::snapshots::run(a),
         Command::Ls(a) => commands::ls::run(a),
         Command::Restore(a) => commands::restore::run(a),
+        Command::Mount(a) => commands::mount::run(a),
         Command::Check(a) => commands::check::run(a),
         Command::Forget(a) => commands::forget::run(a),
         Command::Gc(a) => commands::gc::run(a),

@@ -4,6 +4,7 @@ pub mod datastore;
 pub mod forget;
 pub mod gc;
 pub mod ls;
+pub mod mount;
 pub mod restore;
 pub mod snapshots;
 
