@@ -30,7 +30,7 @@ use crate::datastore::Datastore;
 use crate::error::{Result, StoreError};
 use crate::fsutil::{DatastoreLock, FileLock, WriterRegistration};
 use crate::id::{BlobId, PackId};
-use crate::index::{self, BlobLocation, IndexBatch, IndexReader, PackInfo};
+use crate::index::{self, BlobLocation, ChunkedBatch, IndexBatch, IndexReader, PackInfo};
 use crate::markset::MarkSet;
 use crate::pack::{pack_path, PackWriter};
 use crate::tree::NodeKind;
@@ -220,27 +220,21 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     doom.extend(repack.iter().copied());
     rep.packs_repacked = repack.len() as u64;
     if !doom.is_empty() {
-        let mut batch = IndexBatch::default();
+        let index_path = ds.index_path();
+        let mut batch = ChunkedBatch::new(&index_path, CHUNK).with_failpoint("gc-doom");
         for p in &doom {
-            batch.refs.push((ref_key(REF_DOOMED_PACK, &p.0), Vec::new()));
+            batch.add(|b| b.refs.push((ref_key(REF_DOOMED_PACK, &p.0), Vec::new())))?;
         }
         index.for_each_blob(|id, loc| {
             if doom.contains(&loc.pack) && !marks.contains(&id) {
-                batch.delete_blobs_in.push((id, loc.pack));
-                batch.refs.push((ref_key(REF_DOOMED_BLOB, &id.0), loc.encode().to_vec()));
-                if batch.len() >= CHUNK {
-                    crate::failpoint::hit("gc-doom")?;
-                    index::commit(&ds.index_path(), std::mem::take(&mut batch))?;
-                }
+                batch.add(|b| {
+                    b.delete_blobs_in.push((id, loc.pack));
+                    b.refs.push((ref_key(REF_DOOMED_BLOB, &id.0), loc.encode().to_vec()));
+                })?;
             }
             Ok(())
         })?;
-        // Packs in the index that no blob entry names are doomed above
-        // with no blob to drop: the batch may hold only their records.
-        if !batch.is_empty() {
-            crate::failpoint::hit("gc-doom")?;
-            index::commit(&ds.index_path(), batch)?;
-        }
+        batch.flush()?;
     }
     drop(index);
 
@@ -273,7 +267,8 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
         }
     }
     mark_forget_records(&index, &mut marks)?;
-    let mut batch = IndexBatch::default();
+    let index_path = ds.index_path();
+    let mut batch = ChunkedBatch::new(&index_path, CHUNK);
     let mut stale_refs = Vec::new();
     index.for_each_ref(REF_DOOMED_BLOB, |k, v| {
         let (Ok(id), Some(loc)) = (<[u8; 32]>::try_from(&k[REF_DOOMED_BLOB.len()..]), BlobLocation::decode(v)) else {
@@ -282,17 +277,12 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
         };
         let id = BlobId(id);
         if doomed_now.contains(&loc.pack) && marks.contains(&id) {
-            batch.restore_blobs.push((id, loc));
             rep.resurrected += 1;
-            if batch.len() >= CHUNK {
-                index::commit(&ds.index_path(), std::mem::take(&mut batch))?;
-            }
+            batch.add(|b| b.restore_blobs.push((id, loc)))?;
         }
         Ok(())
     })?;
-    if !batch.is_empty() {
-        index::commit(&ds.index_path(), batch)?;
-    }
+    batch.flush()?;
     drop(index);
 
     // 6. Delete doomed packs that no entry names any more.
@@ -328,17 +318,12 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
         }
     }
     // The doomed-blob records have served their purpose.
-    let mut batch = IndexBatch { delete_refs: stale_refs, ..Default::default() };
-    index.for_each_ref(REF_DOOMED_BLOB, |k, _| {
-        batch.delete_refs.push(k.to_vec());
-        if batch.len() >= CHUNK {
-            index::commit(&ds.index_path(), std::mem::take(&mut batch))?;
-        }
-        Ok(())
-    })?;
-    if !batch.is_empty() {
-        index::commit(&ds.index_path(), batch)?;
+    let mut batch = ChunkedBatch::new(&index_path, CHUNK);
+    for k in stale_refs {
+        batch.add(|b| b.delete_refs.push(k))?;
     }
+    index.for_each_ref(REF_DOOMED_BLOB, |k, _| batch.add(|b| b.delete_refs.push(k.to_vec())))?;
+    batch.flush()?;
     drop(index);
 
     let (n, bytes) = remove_orphan_packs(ds)?;

@@ -364,6 +364,47 @@ impl IndexBatch {
     }
 }
 
+/// An index change too large for one batch, committed as a series of
+/// batches of at most `chunk` entries. Each batch must leave the index
+/// consistent on its own; `failpoint` fires before each commit.
+pub struct ChunkedBatch<'a> {
+    path: &'a Path,
+    batch: IndexBatch,
+    chunk: usize,
+    failpoint: Option<&'static str>,
+}
+
+impl<'a> ChunkedBatch<'a> {
+    pub fn new(path: &'a Path, chunk: usize) -> Self {
+        ChunkedBatch { path, batch: IndexBatch::default(), chunk, failpoint: None }
+    }
+
+    pub fn with_failpoint(mut self, name: &'static str) -> Self {
+        self.failpoint = Some(name);
+        self
+    }
+
+    /// Adds to the current batch, committing it once it is full.
+    pub fn add(&mut self, f: impl FnOnce(&mut IndexBatch)) -> Result<()> {
+        f(&mut self.batch);
+        if self.batch.len() >= self.chunk {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Commits what is pending, if anything.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        if let Some(name) = self.failpoint {
+            crate::failpoint::hit(name)?;
+        }
+        commit(self.path, std::mem::take(&mut self.batch))
+    }
+}
+
 /// Opens the primary handle (waiting while another process commits),
 /// writes the batch with fsync, and closes again.
 pub fn commit(path: &Path, batch: IndexBatch) -> Result<()> {

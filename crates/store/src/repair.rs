@@ -169,6 +169,7 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
                 }
             }
             if batch.len() >= CHUNK {
+                // Blob entries only: the snapshots go in last.
                 index::commit(&new, std::mem::take(&mut batch))?;
             }
         }
