@@ -1,0 +1,146 @@
+//! A running VM's hardware, read over QMP into the neutral format.
+
+use crate::qmp::{Qmp, QmpError};
+use lifeboat_vm::{Disk, Firmware, Nic, VmMetadata, METADATA_VERSION};
+use serde_json::{json, Value};
+
+/// A disk as QEMU knows it: the node to back up and the guest device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskNode {
+    /// Guest device id (`-device ...,id=`), the disk's id in the metadata.
+    pub device: String,
+    /// Block node at the top of the disk's graph (what the guest writes).
+    pub node: String,
+    pub size: u64,
+    pub format: String,
+    pub filename: String,
+}
+
+fn device_id(qdev: &str) -> String {
+    // "/machine/peripheral/vblk0/virtio-backend" -> "vblk0"
+    match qdev.strip_prefix("/machine/peripheral/") {
+        Some(rest) => rest.split('/').next().unwrap_or(rest).to_string(),
+        None => qdev.rsplit('/').next().unwrap_or(qdev).to_string(),
+    }
+}
+
+fn qom_str(q: &mut Qmp, path: &str, prop: &str) -> Option<String> {
+    q.execute("qom-get", json!({ "path": path, "property": prop })).ok().and_then(|v| v.as_str().map(String::from))
+}
+
+fn bus_of(model: &str) -> &'static str {
+    match model {
+        m if m.starts_with("virtio-blk") => "virtio",
+        m if m.starts_with("scsi-") => "scsi",
+        m if m.starts_with("nvme") => "nvme",
+        "ide-hd" | "ide-cd" => "sata",
+        m if m.starts_with("usb-") => "usb",
+        _ => "virtio",
+    }
+}
+
+/// The VM's disks: every block backend attached to a guest device with a
+/// medium inserted (CD-ROMs with media too; empty drives are skipped).
+pub fn disks(q: &mut Qmp) -> Result<Vec<DiskNode>, QmpError> {
+    let blocks = q.execute("query-block", json!({}))?;
+    let mut out = Vec::new();
+    for b in blocks.as_array().into_iter().flatten() {
+        let Some(ins) = b.get("inserted") else { continue };
+        let qdev = b["qdev"].as_str().unwrap_or("");
+        let device = if qdev.is_empty() { b["device"].as_str().unwrap_or("").to_string() } else { device_id(qdev) };
+        if device.is_empty() {
+            continue;
+        }
+        out.push(DiskNode {
+            device,
+            node: ins["node-name"].as_str().unwrap_or("").to_string(),
+            size: ins["image"]["virtual-size"].as_u64().unwrap_or(0),
+            format: ins["image"]["format"].as_str().unwrap_or("raw").to_string(),
+            filename: ins["image"]["filename"].as_str().unwrap_or("").to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads the VM's hardware into a metadata document.
+pub fn capture(q: &mut Qmp) -> Result<(VmMetadata, Vec<DiskNode>), QmpError> {
+    let name = q.execute("query-name", json!({}))?["name"].as_str().unwrap_or("").to_string();
+    let uuid = q
+        .execute("query-uuid", json!({}))?
+        .get("UUID")
+        .and_then(Value::as_str)
+        .filter(|u| *u != "00000000-0000-0000-0000-000000000000")
+        .map(String::from);
+    let cpus = q.execute("query-cpus-fast", json!({}))?.as_array().map_or(1, |a| a.len() as u32);
+    let memory_mib = q.execute("query-memory-size-summary", json!({}))?["base-memory"].as_u64().unwrap_or(0) >> 20;
+    let machine = qom_str(q, "/machine", "type").unwrap_or_default();
+    let machine = machine.strip_suffix("-machine").unwrap_or(&machine).to_string();
+    // UEFI firmware lives in a pflash device with a drive attached.
+    let firmware = match qom_str(q, "/machine/system.flash0", "drive") {
+        Some(d) if !d.is_empty() => Firmware::Uefi,
+        _ => Firmware::Bios,
+    };
+
+    let nodes = disks(q)?;
+    let mut boot: Vec<(i64, String)> = Vec::new();
+    let mut disks_md = Vec::new();
+    for d in &nodes {
+        let path = format!("/machine/peripheral/{}", d.device);
+        let model = qom_str(q, &path, "type").unwrap_or_default();
+        if let Ok(i) = q.execute("qom-get", json!({ "path": path, "property": "bootindex" })) {
+            if let Some(i) = i.as_i64().filter(|i| *i >= 0) {
+                boot.push((i, d.device.clone()));
+            }
+        }
+        disks_md.push(Disk {
+            id: d.device.clone(),
+            size: d.size,
+            bus: bus_of(&model).into(),
+            format: d.format.clone(),
+            source: Some(d.filename.clone()),
+        });
+    }
+    // NICs are the guest devices with a `mac` property (query-rx-filter
+    // only knows virtio-net).
+    let mut nics = Vec::new();
+    let children = q.execute("qom-list", json!({ "path": "/machine/peripheral" }))?;
+    for c in children.as_array().into_iter().flatten() {
+        if !c["type"].as_str().unwrap_or("").starts_with("child<") {
+            continue;
+        }
+        let id = c["name"].as_str().unwrap_or("").to_string();
+        let path = format!("/machine/peripheral/{id}");
+        let Some(mac) = qom_str(q, &path, "mac") else { continue };
+        let model = qom_str(q, &path, "type").unwrap_or_default();
+        if let Ok(i) = q.execute("qom-get", json!({ "path": path, "property": "bootindex" })) {
+            if let Some(i) = i.as_i64().filter(|i| *i >= 0) {
+                boot.push((i, id.clone()));
+            }
+        }
+        nics.push(Nic { id, mac, model });
+    }
+    boot.sort();
+    let md = VmMetadata {
+        version: METADATA_VERSION,
+        name,
+        uuid,
+        source: format!("qemu {}", q.version),
+        firmware,
+        machine,
+        cpus,
+        memory_mib,
+        disks: disks_md,
+        nics,
+        boot_order: boot.into_iter().map(|b| b.1).collect(),
+        guest_os: guest_os(q),
+        extra: Default::default(),
+    };
+    Ok((md, nodes))
+}
+
+/// qemu-ga's view of the guest OS, when an agent answers (QEMU relays
+/// `guest-*` commands only through its own chardev; over QMP we can ask
+/// whether a guest agent device exists, not what it says).
+fn guest_os(_q: &mut Qmp) -> Option<lifeboat_vm::GuestOs> {
+    None
+}

@@ -1,0 +1,22 @@
+//! The QEMU connector.
+//!
+//! - `qmp`: a small blocking QMP client (one socket, commands in order,
+//!   events kept aside). Callers in async code run it on a blocking pool.
+//! - `inventory`: reads a running VM's hardware over QMP into the neutral
+//!   `lifeboat_vm::VmMetadata`.
+//! - `fleece`: freezes a point in time of every disk of a running VM
+//!   (copy-before-write into a temporary overlay, in one QMP transaction
+//!   across all disks, together with the dirty-bitmap rotation) and
+//!   exports it over QEMU's NBD server, with the bitmap of blocks changed
+//!   since the previous backup as `qemu:dirty-bitmap:<name>`.
+//!
+//! The guest keeps running and writing the whole time; what the export
+//! shows does not change.
+
+pub mod fleece;
+pub mod inventory;
+pub mod qmp;
+
+pub use fleece::{DiskExport, FleeceSession};
+pub use inventory::{capture, DiskNode};
+pub use qmp::{Qmp, QmpError};
