@@ -132,15 +132,8 @@ pub fn capture(q: &mut Qmp) -> Result<(VmMetadata, Vec<DiskNode>), QmpError> {
         disks: disks_md,
         nics,
         boot_order: boot.into_iter().map(|b| b.1).collect(),
-        guest_os: guest_os(q),
+        guest_os: None,
         extra: Default::default(),
     };
     Ok((md, nodes))
-}
-
-/// qemu-ga's view of the guest OS, when an agent answers (QEMU relays
-/// `guest-*` commands only through its own chardev; over QMP we can ask
-/// whether a guest agent device exists, not what it says).
-fn guest_os(_q: &mut Qmp) -> Option<lifeboat_vm::GuestOs> {
-    None
 }

@@ -15,8 +15,10 @@
 
 pub mod fleece;
 pub mod inventory;
+pub mod qga;
 pub mod qmp;
 
 pub use fleece::{DiskExport, FleeceSession};
 pub use inventory::{capture, DiskNode};
+pub use qga::{AgentError, GuestAgent};
 pub use qmp::{Qmp, QmpError};
