@@ -184,6 +184,7 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
         parent: parent.map(|(id, _)| id),
         summary,
         program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        kind: Default::default(),
     };
     let snapshot_id = sink.commit_snapshot(snapshot.encode())?;
     let warnings = progress.messages.lock().unwrap().clone();

@@ -554,6 +554,7 @@ mod tests {
             parent: None,
             summary: Default::default(),
             program: "test".into(),
+            kind: Default::default(),
         };
         sink.commit_snapshot(snap.encode()).unwrap();
 

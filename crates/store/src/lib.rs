@@ -34,5 +34,5 @@ pub use datastore::Datastore;
 pub use error::{Result, StoreError};
 pub use id::{BlobId, PackId};
 pub use sink::{BlobSink, PutOutcome};
-pub use snapshot::{BackupSummary, Snapshot};
+pub use snapshot::{BackupSummary, Snapshot, SnapshotKind};
 pub use tree::{Node, NodeKind, Tree};

@@ -125,6 +125,7 @@ mod tests {
             parent: None,
             summary: Default::default(),
             program: "test".into(),
+            kind: Default::default(),
         };
         (BlobId::of(t.as_bytes()), s)
     }

@@ -25,6 +25,23 @@ pub struct BackupSummary {
     pub duration_ms: u64,
 }
 
+/// What a snapshot holds. File backups leave the field out, so their
+/// documents (and ids) are as before it existed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    #[default]
+    Files,
+    /// A VM: `vm.json` and one `<disk>.raw` per disk (crates/vm).
+    Vm,
+}
+
+impl SnapshotKind {
+    fn is_files(&self) -> bool {
+        *self == SnapshotKind::Files
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub time: chrono::DateTime<chrono::Utc>,
@@ -39,6 +56,8 @@ pub struct Snapshot {
     #[serde(default)]
     pub summary: BackupSummary,
     pub program: String,
+    #[serde(default, skip_serializing_if = "SnapshotKind::is_files")]
+    pub kind: SnapshotKind,
 }
 
 impl Snapshot {
