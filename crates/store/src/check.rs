@@ -191,13 +191,9 @@ fn verify_pack(ds: &Datastore, id: &PackId, bytes: &AtomicU64, on_bytes: &(dyn F
                 let n = (blob::RECORD_HEADER_LEN + stored.len()) as u64;
                 bytes.fetch_add(n, Ordering::Relaxed);
                 on_bytes(n);
-                let ok = match blob::decode(h.encoding, stored, h.plain_len as usize) {
-                    Ok(plain) => BlobId::of(&plain) == h.id,
-                    Err(_) => false,
-                };
-                if !ok {
+                if let Err(why) = ds.decode_record(&h, stored) {
                     v.bad.insert(off);
-                    v.messages.push(format!("blob {} at offset {off}: content does not match its hash", h.id));
+                    v.messages.push(format!("blob {} at offset {off}: {why}", h.id));
                 } else if index.blob(&h.id)?.is_some_and(|l| l.pack == *id && l.offset == off) {
                     v.confirmed += 1;
                 }
