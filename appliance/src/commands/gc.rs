@@ -14,7 +14,7 @@ pub struct GcArgs {
 }
 
 pub fn run(a: GcArgs) -> anyhow::Result<u8> {
-    let ds = open_datastore(&a.ds.datastore)?;
+    let ds = open_datastore(&a.ds)?;
     if lifeboat_store::fsutil::DatastoreLock::try_exclusive(ds.root())?.is_none() && !a.json {
         eprintln!("waiting for running backups to finish...");
     }
