@@ -285,6 +285,25 @@ fn key_files_and_key_rotation() {
     assert!(sum(&b, "bytes_added") < 4096, "{b:#}");
     pw2.assert_check_clean();
 
+    // Concurrent key changes do not lose one another's slot.
+    let kids: Vec<ChildGuard> = (0..3)
+        .map(|i| {
+            let mut c = lb_cmd();
+            c.args(args!["datastore", "key", "add", "--datastore", &dsp, "--new-key-file", t.path().join(format!("k{i}"))])
+                .env("LIFEBOAT_PASSWORD", "second passphrase");
+            ChildGuard::spawn(c)
+        })
+        .collect();
+    for k in kids {
+        k.wait().expect_ok();
+    }
+    assert_eq!(list(&[]).len(), 4);
+    for i in 0..3 {
+        let mut c = lb_cmd();
+        c.args(args!["snapshots", "--datastore", &dsp, "--key-file", t.path().join(format!("k{i}"))]);
+        run_cmd(c).expect_ok();
+    }
+
     // Without --encrypt a key option is an error, not silently ignored.
     let o = lb(args!["datastore", "init", "--key-file", &kf, t.path().join("ds2")]);
     assert!(matches!(o.code(), Some(1) | Some(2)) && o.stderr.contains("--encrypt"), "{o}");

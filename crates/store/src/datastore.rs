@@ -158,7 +158,7 @@ impl Datastore {
     /// Adds a key slot for `new_key`, unlocking the master key with `key`.
     /// Returns (new slot id, id of the slot `key` opened).
     pub fn add_key(root: &Path, key: &KeySource, new_key: &KeySource) -> Result<(String, String)> {
-        let mut config = DatastoreConfig::load(root)?;
+        let (_lock, mut config) = lock_config(root)?;
         let enc = config.encryption.as_ref().ok_or_else(|| not_encrypted(root))?;
         let (master, used) = crypto::unlock(root, &config.id, enc, key)?;
         let slot = crypto::new_slot(&config.id, &master, new_key)?;
@@ -171,7 +171,7 @@ impl Datastore {
     /// Removes key slot `slot_id`; `key` must unlock the datastore (with
     /// any slot, including the one removed). The last slot is never removed.
     pub fn remove_key(root: &Path, key: &KeySource, slot_id: &str) -> Result<()> {
-        let mut config = DatastoreConfig::load(root)?;
+        let (_lock, mut config) = lock_config(root)?;
         let enc = config.encryption.as_ref().ok_or_else(|| not_encrypted(root))?;
         crypto::unlock(root, &config.id, enc, key)?;
         let slots = &mut config.encryption.as_mut().unwrap().slots;
@@ -430,6 +430,16 @@ impl Datastore {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// The config, read under an exclusive `flock` on the datastore directory
+/// itself, so that two key changes cannot both read the old slot list and
+/// lose one's write. Nothing else locks the directory: backups and gc
+/// are not held up.
+fn lock_config(root: &Path) -> Result<(fsutil::FileLock, DatastoreConfig)> {
+    DatastoreConfig::load(root)?; // a clear error when it is not a datastore (and never a lock file created in its place)
+    let lock = fsutil::FileLock::take(root, libc::LOCK_EX)?;
+    Ok((lock, DatastoreConfig::load(root)?))
 }
 
 fn not_encrypted(root: &Path) -> StoreError {
