@@ -26,6 +26,20 @@ pub struct DatastoreArg {
     /// Datastore directory
     #[arg(long, env = "LIFEBOAT_DATASTORE", value_name = "PATH")]
     pub datastore: PathBuf,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+/// What unlocks an encrypted datastore. Without either option the
+/// passphrase comes from LIFEBOAT_PASSWORD, else (on a terminal) a prompt.
+#[derive(clap::Args, Clone, Default)]
+pub struct KeyArgs {
+    /// Encrypted datastore: read the passphrase from FILE (its first line)
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", value_name = "FILE", conflicts_with = "key_file")]
+    pub password_file: Option<PathBuf>,
+    /// Encrypted datastore: unlock it with key file FILE
+    #[arg(long, env = "LIFEBOAT_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -51,7 +51,7 @@ fn not_a_datastore_suggests_init() {
             assert!(o.stderr.contains(&format!("lifeboat datastore init {}", dir.display())), "no init hint\n{o}");
         }
     }
-    let o = Ds { path: plain.clone() }.backup_raw(&src, &[]);
+    let o = Ds::at(&plain).backup_raw(&src, &[]);
     assert_eq!(o.code(), Some(1), "{o}");
     assert!(o.stderr.contains("not a Lifeboat datastore"), "{o}");
     // Nothing was created in the non-datastore directory.
@@ -162,7 +162,7 @@ fn unreadable_file_and_dir_are_warnings_exit_3() {
     let o = as_nobody(&[ "datastore".as_ref(), "init".as_ref(), dsp.as_os_str()]);
     o.expect_ok();
     assert_eq!(fs::metadata(dsp.join("config.json")).unwrap().uid(), 65534);
-    let ds = Ds { path: dsp.clone() };
+    let ds = Ds::at(&dsp);
 
     let o = as_nobody(&["backup".as_ref(), "--json".as_ref(), "--datastore".as_ref(), dsp.as_os_str(), src.as_os_str()]);
     assert_eq!(o.code(), Some(3), "expected exit 3 (partial)\n{o}");

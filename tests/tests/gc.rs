@@ -94,7 +94,7 @@ fn prepare() -> Prepared {
     // Reference: an uninterrupted gc on a copy.
     let refds = t.join("ref");
     copy_tree(&ds.path, &refds);
-    let r = Ds { path: refds };
+    let r = Ds::at(refds);
     let o = r.run("gc", ["--json"]);
     o.expect_ok();
     assert!(o.json()["packs_repacked"].as_u64().unwrap() >= 1, "the set-up must make gc repack\n{o}");
@@ -138,7 +138,7 @@ fn gc_killed_at_every_step_loses_nothing_and_the_next_gc_finishes() {
     for spec in points {
         let dir = unique_dir(p.dir.path(), "run");
         copy_tree(&p.ds, &dir);
-        let ds = Ds { path: dir.clone() };
+        let ds = Ds::at(&dir);
         let mut c = ds.cmd("gc");
         c.env("LIFEBOAT_FAILPOINTS", spec);
         let o = run_cmd(c);
@@ -170,7 +170,7 @@ fn gc_sigkilled_at_random_moments() {
     for (i, ms) in [5u64, 60, 150, 300, 600, 1000].iter().enumerate() {
         let dir = unique_dir(p.dir.path(), "kill");
         copy_tree(&p.ds, &dir);
-        let ds = Ds { path: dir.clone() };
+        let ds = Ds::at(&dir);
         let mut c = ds.cmd("gc");
         c.env("LIFEBOAT_FAILPOINTS", slow);
         let mut child = ChildGuard::spawn(c);

@@ -106,7 +106,7 @@ fn append_only_refuses_forget_and_gc() {
     gen_tree(&src, 2, TreeSpec::small());
     let path = t.path().join("ds");
     lb(args!["datastore", "init", "--append-only", &path]).expect_ok();
-    let ds = Ds { path };
+    let ds = Ds::at(&path);
     let id = ds.backup(&src, &[])["snapshot_id"].as_str().unwrap().to_string();
     ds.backup(&src, &[]);
     for (cmd, args) in [("forget", vec!["--keep-last", "1"]), ("forget", vec![id.as_str()]), ("gc", vec![])] {
@@ -242,4 +242,26 @@ fn repair_drops_damaged_blobs_names_the_loss_and_a_new_backup_heals() {
     ds.assert_restores(&id, &src, t.path());
     // The full check has dropped the stale "damaged" mark.
     assert_eq!(ds.snapshots()[0]["damaged"], Value::Null);
+}
+
+#[test]
+fn repair_and_gc_work_on_an_encrypted_datastore() {
+    let t = scratch("repair-enc");
+    let a = t.path().join("a");
+    gen_tree(&a, 7, TreeSpec::small());
+    let ds = Ds::init_encrypted(t.path().join("ds"), "correct horse");
+    let keep = ds.backup(&a, &[])["snapshot_id"].as_str().unwrap().to_string();
+    write_random(&a.join("extra.bin"), 2 << 20, 77);
+    let gone = ds.backup(&a, &[])["snapshot_id"].as_str().unwrap().to_string();
+    ds.run("forget", [&gone]).expect_ok();
+    fs::remove_dir_all(ds.path.join("index")).unwrap();
+    let mut c = lb_cmd();
+    c.args(["datastore", "repair", "--datastore"]).arg(&ds.path).env("LIFEBOAT_PASSWORD", "correct horse");
+    let o = run_cmd(c);
+    assert_eq!(o.code(), Some(0), "{o}");
+    assert_eq!(ds.snapshot_ids(), vec![keep.clone()]);
+    ds.run("gc", Vec::<String>::new()).expect_ok();
+    ds.assert_check_clean();
+    fs::remove_file(a.join("extra.bin")).unwrap();
+    ds.assert_restores(&keep, &a, t.path());
 }

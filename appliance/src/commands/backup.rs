@@ -29,7 +29,7 @@ pub struct BackupArgs {
 }
 
 pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
-    let ds = open_datastore(&a.ds.datastore)?;
+    let ds = open_datastore(&a.ds)?;
     let progress = Arc::new(Progress::new());
     ui::install_cancel_handler(&progress.cancel);
     let opts = BackupOptions {

@@ -15,7 +15,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(a: CheckArgs) -> anyhow::Result<u8> {
-    let ds = open_datastore(&a.ds.datastore)?;
+    let ds = open_datastore(&a.ds)?;
     let pb = if a.read_data && !a.json && ui::stderr_is_terminal() {
         let total: u64 = ds.index().packs()?.iter().map(|(_, i)| i.len).sum();
         let pb = ProgressBar::new(total);

@@ -43,7 +43,7 @@ pub struct ForgetArgs {
 }
 
 pub fn run(a: ForgetArgs) -> anyhow::Result<u8> {
-    let ds = open_datastore(&a.ds.datastore)?;
+    let ds = open_datastore(&a.ds)?;
     let policy = KeepPolicy {
         last: a.keep_last,
         hourly: a.keep_hourly,

@@ -64,7 +64,7 @@ pub fn print_report(rep: &GcReport) {
 }
 
 pub fn run(a: GcArgs) -> anyhow::Result<u8> {
-    let ds = open_datastore(&a.ds.datastore)?;
+    let ds = open_datastore(&a.ds)?;
     let opts = GcOptions { dry_run: a.dry_run, repack_threshold: a.repack_threshold as f64 / 100.0 };
     let rep = lifeboat_store::gc::gc(&ds, &opts, &|e| show_event(&e, a.json))?;
     if a.json {

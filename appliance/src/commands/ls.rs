@@ -20,7 +20,7 @@ pub struct LsArgs {
 }
 
 pub fn run(a: LsArgs) -> anyhow::Result<u8> {
-    let ds = open_datastore(&a.ds.datastore)?;
+    let ds = open_datastore(&a.ds)?;
     let (_, snap) = ds.resolve_snapshot(&a.snapshot)?;
     let mut tree = ds.load_tree(&snap.tree)?;
     let mut prefix = String::new();

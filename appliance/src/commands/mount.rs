@@ -20,7 +20,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<u8> {
     // Checked before opening the datastore: a typo in the mount point is
     // the likelier mistake and deserves the plainer message.
     lifeboat_mount::check_mountpoint(&args.mountpoint)?;
-    let ds = open_datastore(&args.datastore.datastore)?;
+    let ds = open_datastore(&args.datastore)?;
     let cfg = MountConfig { allow_other: args.allow_other };
     let shown = args.datastore.datastore.display().to_string();
     let ended = serve(ds, &args.mountpoint, &cfg, |mp| {

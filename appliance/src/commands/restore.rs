@@ -25,7 +25,7 @@ pub struct RestoreArgs {
 }
 
 pub fn run(a: RestoreArgs) -> anyhow::Result<u8> {
-    let ds = open_datastore(&a.ds.datastore)?;
+    let ds = open_datastore(&a.ds)?;
     let (id, snap) = ds.resolve_snapshot(&a.snapshot)?;
     let progress = Arc::new(Progress::new());
     ui::install_cancel_handler(&progress.cancel);

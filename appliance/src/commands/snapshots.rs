@@ -11,7 +11,7 @@ pub struct SnapshotsArgs {
 }
 
 pub fn run(a: SnapshotsArgs) -> anyhow::Result<u8> {
-    let ds = open_datastore(&a.ds.datastore)?;
+    let ds = open_datastore(&a.ds)?;
     let snaps = ds.snapshots()?;
     // Snapshots `datastore repair` found losing data.
     let mut damaged = std::collections::HashMap::new();

@@ -70,14 +70,20 @@ pub struct RecordHeader {
     pub plain_len: u32,
     pub stored_len: u32,
     pub id: BlobId,
+    /// The stored bytes are sealed (encrypted datastores, `crypto.rs`).
+    pub encrypted: bool,
 }
+
+/// Record flag bit 0 (header byte 2): stored bytes are sealed.
+pub const FLAG_ENCRYPTED: u8 = 1;
 
 impl RecordHeader {
     pub fn encode(&self) -> [u8; RECORD_HEADER_LEN] {
         let mut b = [0u8; RECORD_HEADER_LEN];
         b[0] = self.kind as u8;
         b[1] = self.encoding as u8;
-        // b[2..4] reserved (flags for encryption, later)
+        b[2] = if self.encrypted { FLAG_ENCRYPTED } else { 0 };
+        // b[3] reserved (0)
         b[4..8].copy_from_slice(&self.plain_len.to_le_bytes());
         b[8..12].copy_from_slice(&self.stored_len.to_le_bytes());
         b[12..44].copy_from_slice(&self.id.0);
@@ -96,6 +102,9 @@ impl RecordHeader {
         }
         let kind = BlobKind::from_u8(b[0]).ok_or_else(|| format!("unknown blob kind {}", b[0]))?;
         let encoding = Encoding::from_u8(b[1]).ok_or_else(|| format!("unknown encoding {}", b[1]))?;
+        if b[2] & !FLAG_ENCRYPTED != 0 || b[3] != 0 {
+            return Err(format!("unknown record flags {:#04x}{:02x}", b[3], b[2]));
+        }
         let mut id = [0u8; 32];
         id.copy_from_slice(&b[12..44]);
         Ok(RecordHeader {
@@ -104,7 +113,20 @@ impl RecordHeader {
             plain_len: u32::from_le_bytes(b[4..8].try_into().unwrap()),
             stored_len: u32::from_le_bytes(b[8..12].try_into().unwrap()),
             id: BlobId(id),
+            encrypted: b[2] & FLAG_ENCRYPTED != 0,
         })
+    }
+
+    /// What a sealed record authenticates besides its bytes: kind,
+    /// encoding, flags, plain length and id (not the stored length, which
+    /// the sealed bytes themselves fix). A record cannot be moved under
+    /// another id or kind.
+    pub fn aad(&self) -> [u8; 40] {
+        let e = self.encode();
+        let mut a = [0u8; 40];
+        a[..8].copy_from_slice(&e[..8]);
+        a[8..].copy_from_slice(&e[12..44]);
+        a
     }
 }
 
@@ -187,11 +209,17 @@ mod tests {
             plain_len: 1234,
             stored_len: 99,
             id: BlobId::of(b"x"),
+            encrypted: true,
         };
         let mut b = h.encode();
         assert_eq!(RecordHeader::decode(&b).unwrap(), h);
         b[5] ^= 1;
         assert!(RecordHeader::decode(&b).unwrap_err().contains("checksum"));
+        b[5] ^= 1;
+        b[2] = 2;
+        let crc = crc32fast::hash(&b[..44]);
+        b[44..48].copy_from_slice(&crc.to_le_bytes());
+        assert!(RecordHeader::decode(&b).unwrap_err().contains("unknown record flags"));
     }
 
     #[test]

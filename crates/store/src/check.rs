@@ -246,12 +246,12 @@ fn verify_pack(ds: &Datastore, id: &PackId, bytes: &AtomicU64, on_bytes: &(dyn F
                 let n = (blob::RECORD_HEADER_LEN + stored.len()) as u64;
                 bytes.fetch_add(n, Ordering::Relaxed);
                 on_bytes(n);
-                let ok = ds.verify_record(&h, stored).is_ok();
+                let verdict = ds.decode_record(&h, stored);
                 let indexed = index.blob(&h.id)?.is_some_and(|l| l.pack == *id && l.offset == off);
-                if !ok && indexed {
+                if let (Err(why), true) = (&verdict, indexed) {
                     v.bad.insert(off);
-                    v.messages.push(format!("blob {} at offset {off}: content does not match its hash", h.id));
-                } else if !ok {
+                    v.messages.push(format!("blob {} at offset {off}: {why}", h.id));
+                } else if verdict.is_err() {
                     // Damaged, but nothing uses this copy (repair dropped
                     // it, or the blob is stored again elsewhere).
                     v.unused_damaged += 1;

@@ -29,7 +29,18 @@ pub struct DatastoreConfig {
     /// backups from a compromised or careless client.
     #[serde(default)]
     pub append_only: bool,
+    /// Optional format features this datastore uses; a reader refuses a
+    /// datastore naming one it does not know (`FEATURES`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    /// Present (with feature "encryption") when data is encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::crypto::EncryptionConfig>,
 }
+
+/// Optional features this code knows.
+pub const FEATURE_ENCRYPTION: &str = "encryption";
+pub const FEATURES: &[&str] = &[FEATURE_ENCRYPTION];
 
 impl DatastoreConfig {
     pub fn new() -> Self {
@@ -44,6 +55,8 @@ impl DatastoreConfig {
             pack_target: 64 << 20,
             zstd_level: 1,
             append_only: false,
+            features: Vec::new(),
+            encryption: None,
         }
     }
 
@@ -74,12 +87,45 @@ impl DatastoreConfig {
                 supported: FORMAT_VERSION,
             });
         }
+        // Features next: an unknown one means this code would misread the
+        // datastore (e.g. take sealed bytes for plain ones).
+        #[derive(Deserialize)]
+        struct Features {
+            #[serde(default)]
+            features: Vec<String>,
+        }
+        let f: Features = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::BadConfig { path: path.clone(), reason: e.to_string() })?;
+        if let Some(unknown) = f.features.iter().find(|f| !FEATURES.contains(&f.as_str())) {
+            return Err(StoreError::UnsupportedFeature { path: root.to_path_buf(), feature: unknown.clone() });
+        }
         let cfg: DatastoreConfig = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::BadConfig { path: path.clone(), reason: e.to_string() })?;
         if cfg.chunk_min == 0 || cfg.chunk_min > cfg.chunk_avg || cfg.chunk_avg > cfg.chunk_max || cfg.pack_target == 0 {
             return Err(StoreError::BadConfig { path, reason: "chunker sizes or pack size out of range".into() });
         }
+        let flagged = cfg.features.iter().any(|f| f == FEATURE_ENCRYPTION);
+        match &cfg.encryption {
+            Some(enc) if !flagged => {
+                let _ = enc;
+                return Err(StoreError::BadConfig { path, reason: "has an encryption section but does not list feature \"encryption\"".into() });
+            }
+            None if flagged => {
+                return Err(StoreError::BadConfig { path, reason: "lists feature \"encryption\" but has no encryption section".into() });
+            }
+            Some(enc) if enc.cipher != crate::crypto::CIPHER => {
+                return Err(StoreError::UnsupportedFeature { path: root.to_path_buf(), feature: format!("cipher {}", enc.cipher) });
+            }
+            Some(enc) if enc.slots.is_empty() => {
+                return Err(StoreError::BadConfig { path, reason: "encrypted, but no key slots".into() });
+            }
+            _ => {}
+        }
         Ok(cfg)
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some()
     }
 
     pub fn save(&self, root: &Path) -> Result<()> {

@@ -3,6 +3,7 @@
 
 use crate::blob::{self, RecordHeader};
 use crate::config::DatastoreConfig;
+use crate::crypto::{self, Crypto, EncryptionConfig, KeySource, MasterKey};
 use crate::error::{Result, StoreError};
 use crate::fsutil;
 use crate::id::{BlobId, PackId};
@@ -67,6 +68,8 @@ pub struct Datastore {
     config: DatastoreConfig,
     index: RwLock<Arc<IndexReader>>,
     open_packs: Mutex<HashMap<PackId, Arc<File>>>,
+    /// Keys of an encrypted datastore, unlocked at open.
+    crypto: Option<Crypto>,
 }
 
 impl Datastore {
@@ -77,12 +80,34 @@ impl Datastore {
     }
 
     pub fn init_with(root: &Path, config: DatastoreConfig) -> Result<Self> {
+        Self::create(root, config, None)
+    }
+
+    /// Creates a new encrypted datastore whose master key `key` unlocks.
+    pub fn init_encrypted(root: &Path, config: DatastoreConfig, key: &KeySource) -> Result<Self> {
+        Self::create(root, config, Some(key))
+    }
+
+    fn create(root: &Path, mut config: DatastoreConfig, key: Option<&KeySource>) -> Result<Self> {
         if root.exists() {
             let mut entries = std::fs::read_dir(root).map_err(|e| StoreError::io("read", root, e))?;
             if entries.next().is_some() {
                 return Err(StoreError::AlreadyExists { path: root.to_path_buf() });
             }
         }
+        // The key slot first: a bad key (empty passphrase, unreadable key
+        // file) leaves nothing behind.
+        let master = match key {
+            None => None,
+            Some(k) => {
+                let m = MasterKey::random();
+                let slot = crypto::new_slot(&config.id, &m, k)?;
+                config.features.retain(|f| f != crate::config::FEATURE_ENCRYPTION);
+                config.features.push(crate::config::FEATURE_ENCRYPTION.into());
+                config.encryption = Some(EncryptionConfig { cipher: crypto::CIPHER.into(), slots: vec![slot] });
+                Some(m)
+            }
+        };
         for d in ["packs", "partial", "index", "writers"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| StoreError::io("create", &p, e))?;
@@ -94,18 +119,136 @@ impl Datastore {
         if let Some(parent) = root.parent() {
             let _ = fsutil::sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
         }
-        Self::open(root)
+        Self::open_inner(root, config, master.as_ref().map(Crypto::new))
     }
 
+    /// Opens an unencrypted datastore; an encrypted one is refused with
+    /// `KeyRequired` (use `open_with_key`).
     pub fn open(root: &Path) -> Result<Self> {
+        Self::open_with(root, None)
+    }
+
+    /// Opens a datastore, unlocking it with `key` if it is encrypted (the
+    /// key is ignored otherwise).
+    pub fn open_with_key(root: &Path, key: &KeySource) -> Result<Self> {
+        Self::open_with(root, Some(key))
+    }
+
+    pub fn open_with(root: &Path, key: Option<&KeySource>) -> Result<Self> {
         let config = DatastoreConfig::load(root)?;
+        let crypto = match (&config.encryption, key) {
+            (None, _) => None,
+            (Some(_), None) => return Err(StoreError::KeyRequired { path: root.to_path_buf() }),
+            (Some(enc), Some(k)) => Some(Crypto::new(&crypto::unlock(root, &config.id, enc, k)?.0)),
+        };
+        Self::open_inner(root, config, crypto)
+    }
+
+    fn open_inner(root: &Path, config: DatastoreConfig, crypto: Option<Crypto>) -> Result<Self> {
         let index = IndexReader::open(&root.join("index"))?;
         Ok(Datastore {
             root: root.to_path_buf(),
             config,
             index: RwLock::new(Arc::new(index)),
             open_packs: Mutex::new(HashMap::new()),
+            crypto,
         })
+    }
+
+    /// Whether the datastore at `root` is encrypted (reads its config only).
+    pub fn is_encrypted_at(root: &Path) -> Result<bool> {
+        Ok(DatastoreConfig::load(root)?.is_encrypted())
+    }
+
+    /// Adds a key slot for `new_key`, unlocking the master key with `key`.
+    /// Returns (new slot id, id of the slot `key` opened).
+    pub fn add_key(root: &Path, key: &KeySource, new_key: &KeySource) -> Result<(String, String)> {
+        let (_lock, mut config) = lock_config(root)?;
+        let enc = config.encryption.as_ref().ok_or_else(|| not_encrypted(root))?;
+        let (master, used) = crypto::unlock(root, &config.id, enc, key)?;
+        let slot = crypto::new_slot(&config.id, &master, new_key)?;
+        let id = slot.id.clone();
+        config.encryption.as_mut().unwrap().slots.push(slot);
+        config.save(root)?;
+        Ok((id, used))
+    }
+
+    /// Removes key slot `slot_id`; `key` must unlock the datastore (with
+    /// any slot, including the one removed). The last slot is never removed.
+    pub fn remove_key(root: &Path, key: &KeySource, slot_id: &str) -> Result<()> {
+        let (_lock, mut config) = lock_config(root)?;
+        let enc = config.encryption.as_ref().ok_or_else(|| not_encrypted(root))?;
+        crypto::unlock(root, &config.id, enc, key)?;
+        let slots = &mut config.encryption.as_mut().unwrap().slots;
+        if !slots.iter().any(|s| s.id == slot_id) {
+            return Err(StoreError::KeySlot { path: root.to_path_buf(), reason: format!("no key slot {slot_id}; list them with `lifeboat datastore key list`") });
+        }
+        if slots.len() == 1 {
+            return Err(StoreError::KeySlot {
+                path: root.to_path_buf(),
+                reason: format!("key slot {slot_id} is the last one; add another key first (without a key slot the data is lost)"),
+            });
+        }
+        slots.retain(|s| s.id != slot_id);
+        config.save(root)
+    }
+
+    /// Which slot `key` opens (checks a key without opening the index).
+    pub fn unlocking_slot(root: &Path, key: &KeySource) -> Result<String> {
+        let config = DatastoreConfig::load(root)?;
+        let enc = config.encryption.as_ref().ok_or_else(|| not_encrypted(root))?;
+        Ok(crypto::unlock(root, &config.id, enc, key)?.1)
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.crypto.is_some()
+    }
+
+    /// The id of a blob with these plain bytes: BLAKE3, keyed with the
+    /// datastore's id key when it is encrypted. Every id computed for
+    /// storing or verifying content must come from here.
+    pub fn blob_id(&self, data: &[u8]) -> BlobId {
+        match &self.crypto {
+            Some(c) => c.blob_id(data),
+            None => BlobId::of(data),
+        }
+    }
+
+    /// Stored bytes for a record: sealed (and the header flagged) when
+    /// the datastore is encrypted.
+    pub(crate) fn seal_record<'a>(&self, header: &mut RecordHeader, stored: std::borrow::Cow<'a, [u8]>) -> std::borrow::Cow<'a, [u8]> {
+        match &self.crypto {
+            None => stored,
+            Some(c) => {
+                header.encrypted = true;
+                header.stored_len = (stored.len() + crypto::SEAL_OVERHEAD) as u32;
+                std::borrow::Cow::Owned(c.seal(&header.aad(), &stored))
+            }
+        }
+    }
+
+    /// A record's plain bytes: authenticated and decrypted if sealed,
+    /// decompressed, and checked against the id in its header.
+    pub fn decode_record(&self, header: &RecordHeader, stored: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+        let stored = match (&self.crypto, header.encrypted) {
+            (Some(c), true) => c.open(&header.aad(), &stored)?,
+            (Some(_), false) => return Err("record is not encrypted, but the datastore is".into()),
+            (None, true) => return Err("record is encrypted, but the datastore is not".into()),
+            (None, false) => stored,
+        };
+        let plain = blob::decode(header.encoding, stored, header.plain_len as usize)?;
+        if self.blob_id(&plain) != header.id {
+            return Err("content does not match its hash".into());
+        }
+        Ok(plain)
+    }
+
+    /// The snapshot document as kept in the index (sealed if encrypted).
+    pub(crate) fn seal_doc(&self, id: &BlobId, doc: Vec<u8>) -> Vec<u8> {
+        match &self.crypto {
+            Some(c) => c.seal_doc(id, &doc),
+            None => doc,
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -179,17 +322,7 @@ impl Datastore {
         if header.id != *id {
             return Err(corrupt(format!("record at offset {} holds blob {}", loc.offset, header.id)));
         }
-        self.verify_record(&header, stored).map_err(corrupt)
-    }
-
-    /// Decodes a record's stored bytes and checks them against the id in
-    /// its header: the one place where stored bytes become plain bytes.
-    pub fn verify_record(&self, header: &RecordHeader, stored: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-        let plain = blob::decode(header.encoding, stored, header.plain_len as usize)?;
-        if BlobId::of(&plain) != header.id {
-            return Err("content does not match its hash".into());
-        }
-        Ok(plain)
+        self.decode_record(&header, stored).map_err(corrupt)
     }
 
     /// A whole directory listing in memory (paged or not). For walking a
@@ -239,6 +372,10 @@ impl Datastore {
     pub fn snapshots(&self) -> Result<Vec<(BlobId, Snapshot)>> {
         let mut out = Vec::new();
         for (id, doc) in self.index().snapshots()? {
+            let doc = match &self.crypto {
+                Some(c) => c.open_doc(&id, &doc).map_err(|reason| StoreError::BadSnapshot { id: id.to_hex(), reason })?,
+                None => doc,
+            };
             let snap: Snapshot = serde_json::from_slice(&doc)
                 .map_err(|e| StoreError::BadSnapshot { id: id.to_hex(), reason: e.to_string() })?;
             out.push((id, snap));
@@ -320,5 +457,118 @@ impl Datastore {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+}
+
+/// The config, read under an exclusive `flock` on the datastore directory
+/// itself, so that two key changes cannot both read the old slot list and
+/// lose one's write. Nothing else locks the directory: backups and gc
+/// are not held up.
+fn lock_config(root: &Path) -> Result<(fsutil::FileLock, DatastoreConfig)> {
+    DatastoreConfig::load(root)?; // a clear error when it is not a datastore (and never a lock file created in its place)
+    let lock = fsutil::FileLock::take(root, libc::LOCK_EX)?;
+    Ok((lock, DatastoreConfig::load(root)?))
+}
+
+fn not_encrypted(root: &Path) -> StoreError {
+    StoreError::KeySlot { path: root.to_path_buf(), reason: "is not encrypted; it has no keys".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::BlobKind;
+    use crate::sink::BlobSink;
+    use crate::snapshot::Snapshot;
+    use std::os::unix::fs::FileExt;
+
+    fn noise(seed: u8, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut v);
+        v
+    }
+
+    #[test]
+    fn encrypted_round_trip_wrong_key_and_tamper() {
+        let dir = tempfile::tempdir().unwrap();
+        let kf = dir.path().join("key");
+        std::fs::write(&kf, b"a key file with enough bytes in it").unwrap();
+        let key = KeySource::KeyFile(kf.clone());
+        let root = dir.path().join("ds");
+        let ds = Arc::new(Datastore::init_encrypted(&root, DatastoreConfig::new(), &key).unwrap());
+        assert!(ds.is_encrypted());
+        let text = b"SECRET-CONTENT ".repeat(1000);
+        let sink = BlobSink::new(ds.clone()).unwrap();
+        let a = sink.put(BlobKind::SmallFile, &text).unwrap();
+        assert!(a.added);
+        assert_ne!(a.id, BlobId::of(&text), "ids are keyed");
+        assert!(!sink.put(BlobKind::SmallFile, &text).unwrap().added, "dedup");
+        let b = sink.put(BlobKind::SmallFile, &noise(3, 50_000)).unwrap().id;
+        let snap = Snapshot {
+            time: chrono::Utc::now(),
+            hostname: "secret-host".into(),
+            paths: vec!["/secret/path".into()],
+            tags: vec![],
+            tree: a.id,
+            parent: None,
+            summary: Default::default(),
+            program: "test".into(),
+            kind: Default::default(),
+        };
+        let sid = sink.commit_snapshot(snap.encode()).unwrap();
+        ds.refresh_index().unwrap();
+        assert_eq!(ds.read_blob(&a.id).unwrap(), text);
+        assert_eq!(ds.snapshots().unwrap()[0].0, sid);
+        assert_eq!(ds.snapshots().unwrap()[0].1.hostname, "secret-host");
+        // The index holds the sealed document.
+        let raw = ds.index().snapshots().unwrap();
+        assert!(!raw[0].1.windows(11).any(|w| w == b"secret-host"));
+        drop(ds);
+
+        // No key, wrong key, right key.
+        assert!(matches!(Datastore::open(&root), Err(StoreError::KeyRequired { .. })));
+        let wrong = dir.path().join("wrong");
+        std::fs::write(&wrong, b"another key").unwrap();
+        let e = Datastore::open_with_key(&root, &KeySource::KeyFile(wrong)).err().unwrap();
+        assert!(e.to_string().contains("does not unlock datastore"), "{e}");
+        assert!(matches!(Datastore::open_with_key(&root, &KeySource::passphrase("x")), Err(StoreError::WrongKey { .. })));
+        let ds = Datastore::open_with_key(&root, &key).unwrap();
+        assert_eq!(ds.read_blob(&a.id).unwrap(), text);
+
+        // A flipped byte in the sealed bytes: an error naming the blob.
+        let loc = ds.locate(&b).unwrap();
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(crate::pack::pack_path(&root, &loc.pack)).unwrap();
+        let at = loc.offset + crate::blob::RECORD_HEADER_LEN as u64 + 100;
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x20], at).unwrap();
+        let ds = Datastore::open_with_key(&root, &key).unwrap();
+        let e = ds.read_blob(&b).unwrap_err();
+        assert!(matches!(e, StoreError::CorruptBlob { .. }) && e.to_string().contains("authentication failed"), "{e}");
+        assert!(e.to_string().contains(&b.to_hex()), "{e}");
+        let rep = crate::check::check(&ds, true, &|_| {}).unwrap();
+        assert!(!rep.ok() && rep.errors.iter().any(|m| m.contains("authentication failed")), "{rep:?}");
+
+        // Key rotation: add a passphrase, remove the key file slot.
+        let (new_slot, used) = Datastore::add_key(&root, &key, &KeySource::passphrase("pw")).unwrap();
+        Datastore::remove_key(&root, &KeySource::passphrase("pw"), &used).unwrap();
+        assert!(matches!(Datastore::open_with_key(&root, &key), Err(StoreError::WrongKey { .. })));
+        let e = Datastore::remove_key(&root, &KeySource::passphrase("pw"), &new_slot).unwrap_err();
+        assert!(e.to_string().contains("last one"), "{e}");
+        let ds = Datastore::open_with_key(&root, &KeySource::passphrase("pw")).unwrap();
+        assert_eq!(ds.read_blob(&a.id).unwrap(), text);
+    }
+
+    #[test]
+    fn unknown_feature_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        Datastore::init(&root).unwrap();
+        let p = root.join("config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        v["features"] = serde_json::json!(["time-travel"]);
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+        let e = Datastore::open(&root).err().unwrap();
+        assert!(matches!(e, StoreError::UnsupportedFeature { .. }) && e.to_string().contains("time-travel"), "{e}");
     }
 }

@@ -16,6 +16,21 @@ pub enum StoreError {
     #[error("{path}: datastore config is damaged: {reason}")]
     BadConfig { path: PathBuf, reason: String },
 
+    #[error("{path}: datastore uses feature '{feature}' that this lifeboat does not support; use a lifeboat release that knows it")]
+    UnsupportedFeature { path: PathBuf, feature: String },
+
+    #[error("datastore {path} is encrypted: give --password-file, --key-file or LIFEBOAT_PASSWORD")]
+    KeyRequired { path: PathBuf },
+
+    #[error("the passphrase or key file does not unlock datastore {path}")]
+    WrongKey { path: PathBuf },
+
+    #[error("{reason}")]
+    BadKey { reason: String },
+
+    #[error("datastore {path}: {reason}")]
+    KeySlot { path: PathBuf, reason: String },
+
     #[error("datastore disk is full while writing {path}; free space on that filesystem and run the backup again (earlier snapshots are intact; the partial pack was removed)")]
     DiskFull { path: PathBuf },
 

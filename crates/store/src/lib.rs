@@ -12,6 +12,7 @@
 pub mod blob;
 pub mod check;
 pub mod config;
+pub mod crypto;
 pub mod datastore;
 pub mod error;
 pub mod failpoint;
@@ -30,6 +31,7 @@ pub mod tree;
 
 pub use blob::BlobKind;
 pub use config::DatastoreConfig;
+pub use crypto::KeySource;
 pub use datastore::Datastore;
 pub use error::{Result, StoreError};
 pub use id::{BlobId, PackId};

@@ -127,7 +127,7 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
             };
             let start = off + RECORD_HEADER_LEN;
             let stored = bytes[start..start + h.stored_len as usize].to_vec();
-            match ds.verify_record(&h, stored) {
+            match ds.decode_record(&h, stored) {
                 Ok(plain) => {
                     resyncing = false;
                     let loc = BlobLocation {
@@ -191,7 +191,8 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
         if serde_json::from_slice::<Snapshot>(&doc).is_err() {
             continue;
         }
-        batch.snapshots.push((id, doc));
+        let sealed = ds.seal_doc(&id, doc);
+        batch.snapshots.push((id, sealed));
         rep.snapshots += 1;
     }
     for rid in forget_records {

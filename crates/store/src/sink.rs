@@ -133,18 +133,21 @@ impl BlobSink {
     }
 
     pub fn put(&self, kind: BlobKind, data: &[u8]) -> Result<PutOutcome> {
-        let id = BlobId::of(data);
+        let id = self.shared.ds.blob_id(data);
         self.put_with_id(kind, id, data)
     }
 
-    /// Stores `data` under `id` (its BLAKE3 hash, already computed).
+    /// Stores `data` under `id`, which must be `Datastore::blob_id(data)`
+    /// (already computed).
     pub fn put_with_id(&self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<PutOutcome> {
         self.check_failed()?;
         if self.contains(&id)? {
             return Ok(PutOutcome { id, added: false, stored_len: 0 });
         }
         let (encoding, stored) = blob::encode(data, self.level);
-        let header = RecordHeader { kind, encoding, plain_len: data.len() as u32, stored_len: stored.len() as u32, id };
+        let mut header =
+            RecordHeader { kind, encoding, plain_len: data.len() as u32, stored_len: stored.len() as u32, id, encrypted: false };
+        let stored = self.shared.ds.seal_record(&mut header, stored);
         let full = {
             let mut p = self.shared.pending.lock();
             if !p.ids.insert(id) {
@@ -196,7 +199,8 @@ impl BlobSink {
     pub fn commit_snapshot(mut self, snapshot_doc: Vec<u8>) -> Result<BlobId> {
         let id = self.put(BlobKind::Snapshot, &snapshot_doc)?.id;
         crate::failpoint::hit("snapshot-commit")?;
-        self.finish(Some((id, snapshot_doc)))?;
+        let doc = self.shared.ds.seal_doc(&id, snapshot_doc);
+        self.finish(Some((id, doc)))?;
         Ok(id)
     }
 

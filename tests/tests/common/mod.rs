@@ -42,6 +42,9 @@ pub fn bin() -> PathBuf {
 pub fn lb_cmd() -> Command {
     let mut c = Command::new(bin());
     c.env_remove("LIFEBOAT_DATASTORE").env_remove("LIFEBOAT_FAILPOINTS").env_remove("LIFEBOAT_LOG");
+    for k in ["LIFEBOAT_PASSWORD", "LIFEBOAT_PASSWORD_FILE", "LIFEBOAT_KEY_FILE", "LIFEBOAT_NEW_PASSWORD"] {
+        c.env_remove(k);
+    }
     c.stdin(Stdio::null());
     c
 }
@@ -172,6 +175,8 @@ impl Drop for ChildGuard {
 
 pub struct Ds {
     pub path: PathBuf,
+    /// Passed as LIFEBOAT_PASSWORD to every command (encrypted datastores).
+    pub password: Option<String>,
 }
 
 impl Ds {
@@ -180,7 +185,23 @@ impl Ds {
         let path = path.as_ref().to_path_buf();
         lb(args!["datastore", "init", &path]).expect_ok();
         assert!(path.join("config.json").is_file());
-        Ds { path }
+        Ds { path, password: None }
+    }
+
+    /// A datastore at `path` (not created).
+    pub fn at(path: impl AsRef<Path>) -> Ds {
+        Ds { path: path.as_ref().to_path_buf(), password: None }
+    }
+
+    /// `lifeboat datastore init --encrypt PATH` with passphrase `pw`; every
+    /// later command gets it as LIFEBOAT_PASSWORD.
+    pub fn init_encrypted(path: impl AsRef<Path>, pw: &str) -> Ds {
+        let path = path.as_ref().to_path_buf();
+        let mut c = lb_cmd();
+        c.args(args!["datastore", "init", "--encrypt", &path]).env("LIFEBOAT_PASSWORD", pw);
+        run_cmd(c).expect_ok();
+        assert!(path.join("config.json").is_file());
+        Ds { path, password: Some(pw.to_string()) }
     }
 
     pub fn config(&self) -> Value {
@@ -202,6 +223,9 @@ impl Ds {
     pub fn cmd(&self, sub: &str) -> Command {
         let mut c = lb_cmd();
         c.arg(sub).arg("--datastore").arg(&self.path);
+        if let Some(pw) = &self.password {
+            c.env("LIFEBOAT_PASSWORD", pw);
+        }
         c
     }
 
