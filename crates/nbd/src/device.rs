@@ -39,14 +39,29 @@ pub struct Extent {
 
 impl Extent {
     pub fn data(len: u32) -> Self {
-        Extent { len, hole: false, zero: false }
+        Extent {
+            len,
+            hole: false,
+            zero: false,
+        }
     }
     pub fn hole(len: u32) -> Self {
-        Extent { len, hole: true, zero: true }
+        Extent {
+            len,
+            hole: true,
+            zero: true,
+        }
     }
     pub fn flags(&self) -> u32 {
-        (if self.hole { crate::proto::STATE_HOLE } else { 0 })
-            | (if self.zero { crate::proto::STATE_ZERO } else { 0 })
+        (if self.hole {
+            crate::proto::STATE_HOLE
+        } else {
+            0
+        }) | (if self.zero {
+            crate::proto::STATE_ZERO
+        } else {
+            0
+        })
     }
 }
 
@@ -193,7 +208,11 @@ impl FileDevice {
 
     pub fn from_file(file: File, read_only: bool) -> io::Result<Self> {
         let size = file.metadata()?.len();
-        Ok(FileDevice { file, size, read_only })
+        Ok(FileDevice {
+            file,
+            size,
+            read_only,
+        })
     }
 
     fn seek(&self, off: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
@@ -328,7 +347,12 @@ impl BlockDevice for FileDevice {
         };
         match self.fallocate(mode, off, len) {
             Ok(()) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+                ) =>
+            {
                 self.write_zero_bytes(off, len)
             }
             Err(e) => Err(e),
@@ -344,7 +368,12 @@ impl BlockDevice for FileDevice {
             off,
             len as u64,
         ) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+                ) =>
+            {
                 Ok(()) // trim is advisory
             }
             r => r,
@@ -388,7 +417,9 @@ mod tests {
         assert!(chunks.iter().any(|c| matches!(c, ReadChunk::Zero(_))));
         let flat = flatten(&chunks);
         assert_eq!(flat.len(), 4 << 20);
-        assert!(flat[(1 << 20)..(1 << 20) + 65536].iter().all(|&b| b == 0xab));
+        assert!(flat[(1 << 20)..(1 << 20) + 65536]
+            .iter()
+            .all(|&b| b == 0xab));
         assert!(flat[..1 << 20].iter().all(|&b| b == 0));
         let ext = d.block_status(0, 4 << 20).unwrap();
         assert_eq!(ext.iter().map(|e| e.len as u64).sum::<u64>(), 4 << 20);

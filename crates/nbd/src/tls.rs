@@ -29,7 +29,8 @@ impl TlsConfig {
         if certs.is_empty() {
             return Err(bad(format!("{}: no certificate found", cert.display())));
         }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(format!("{}: {e}", key.display())))?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| bad(format!("{}: {e}", key.display())))?;
         Self::from_der(certs, key, required)
     }
 
@@ -45,6 +46,9 @@ impl TlsConfig {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| bad(format!("TLS certificate/key: {e}")))?;
-        Ok(TlsConfig { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)), required })
+        Ok(TlsConfig {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+            required,
+        })
     }
 }

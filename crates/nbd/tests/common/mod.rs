@@ -25,9 +25,12 @@ impl TestServer {
             .unwrap();
         let server = Server::new(cfg);
         for (name, dev) in exports {
-            server.add_export(Export::new(name, dev).with_description(format!("test export {name}")));
+            server
+                .add_export(Export::new(name, dev).with_description(format!("test export {name}")));
         }
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let s = server.clone();
         rt.spawn(async move { s.serve_tcp(listener).await });
@@ -51,7 +54,9 @@ pub fn tool(name: &str) -> PathBuf {
         "nbdinfo" | "nbdcopy" => "libnbd-bin",
         _ => "qemu-utils",
     };
-    panic!("{name} not found in PATH: run scripts/setup.sh (installs {pkg} from bookworm-backports)");
+    panic!(
+        "{name} not found in PATH: run scripts/setup.sh (installs {pkg} from bookworm-backports)"
+    );
 }
 
 /// Run a tool under `timeout 120`, returning its output.
