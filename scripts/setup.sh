@@ -15,7 +15,8 @@ if [[ ! -e /etc/apt/sources.list.d/backports.sources ]] && [[ -e /etc/apt/source
 fi
 
 need_apt=()
-for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time; do
+# busybox-static + linux-image-amd64: the tiny guest the NBD boot test runs.
+for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time busybox-static linux-image-amd64; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
@@ -24,10 +25,11 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# NBD test peers: qemu-img/qemu-io (qemu-utils) and nbdinfo/nbdcopy
-# (libnbd-bin), both from bookworm-backports to match qemu-utils 10.
+# NBD test peers: qemu-img/qemu-io (qemu-utils), nbdinfo/nbdcopy
+# (libnbd-bin) and qemu-system-x86 (a guest booting from nbd://), from
+# bookworm-backports to match the preinstalled qemu-utils 10.
 need_bp=()
-for pkg in qemu-utils libnbd-bin; do
+for pkg in qemu-utils libnbd-bin qemu-system-x86; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_bp+=("$pkg")
 done
 if ((${#need_bp[@]})); then
