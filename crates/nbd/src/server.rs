@@ -161,7 +161,7 @@ impl Server {
         let Some((stream, sess)) = negotiated else {
             return Ok(());
         };
-        info!(export = %sess.export.name, "nbd: transmission");
+        info!(export = %sess.export.name, flags = sess.flags, "nbd: transmission");
         transmit(stream, sess, self.inner.cfg.max_in_flight).await
     }
 
@@ -486,7 +486,6 @@ async fn transmit(stream: BoxStream, sess: Session, max_in_flight: usize) -> io:
     let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let budget = Arc::new(Semaphore::new((IN_FLIGHT_BYTES / BUDGET_UNIT) as usize));
     let sess = Arc::new(sess);
-    let _ = sess.flags;
     let mut tasks = JoinSet::new();
     let mut hdr = [0u8; REQUEST_LEN];
     loop {
