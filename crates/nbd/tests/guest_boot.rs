@@ -10,22 +10,37 @@ use std::sync::Arc;
 use common::*;
 use lifeboat_nbd::{BlockDevice, CowOverlay, FileDevice, ServerConfig};
 
-const MODULES: &[&str] =
-    &["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"];
+const MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "virtio_blk",
+];
 
 /// Newest /boot/vmlinuz-* and its module directory.
 fn host_kernel() -> (PathBuf, PathBuf) {
     let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
-    kernels.retain(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-"));
+    kernels.retain(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("vmlinuz-")
+    });
     kernels.sort();
-    let k = kernels
-        .pop()
-        .expect("no /boot/vmlinuz-*: run scripts/setup.sh (installs linux-image-amd64 for guest tests)");
+    let k = kernels.pop().expect(
+        "no /boot/vmlinuz-*: run scripts/setup.sh (installs linux-image-amd64 for guest tests)",
+    );
     let ver = k.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_string();
     let mods = PathBuf::from(format!("/lib/modules/{ver}"));
-    assert!(mods.is_dir(), "{} missing: reinstall linux-image-{ver}", mods.display());
+    assert!(
+        mods.is_dir(),
+        "{} missing: reinstall linux-image-{ver}",
+        mods.display()
+    );
     (k, mods)
 }
 
@@ -54,18 +69,19 @@ struct Cpio {
 impl Cpio {
     fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
         self.ino += 1;
-        let hdr = format!(
+        let hdr =
+            format!(
             "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
             self.ino, mode, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0
         );
         self.out.extend_from_slice(hdr.as_bytes());
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(0);
-        while self.out.len() % 4 != 0 {
+        while self.out.len() & 3 != 0 {
             self.out.push(0);
         }
         self.out.extend_from_slice(data);
-        while self.out.len() % 4 != 0 {
+        while self.out.len() & 3 != 0 {
             self.out.push(0);
         }
     }
@@ -98,7 +114,10 @@ echo GUEST-DONE
 poweroff -f
 "#
     );
-    let mut c = Cpio { out: Vec::new(), ino: 0 };
+    let mut c = Cpio {
+        out: Vec::new(),
+        ino: 0,
+    };
     for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules"] {
         c.entry(d, 0o040755, &[]);
     }
@@ -139,19 +158,49 @@ fn qemu_guest_boots_from_nbd_cow_export() {
     let out = run(
         "qemu-system-x86_64",
         &[
-            "-accel", "tcg", "-m", "256", "-nodefaults", "-display", "none", "-serial", "stdio",
-            "-no-reboot", "-kernel", kernel.to_str().unwrap(), "-initrd", initrd.to_str().unwrap(),
-            "-append", "console=ttyS0 panic=-1 quiet", "-drive", &drive,
+            "-accel",
+            "tcg",
+            "-m",
+            "256",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyS0 panic=-1 quiet",
+            "-drive",
+            &drive,
         ],
     );
     let console = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(console.contains("GUEST-MARKER: LIFEBOAT-NBD-BOOT-DISK-MARKER-01"), "console:\n{console}\nstderr:\n{err}");
-    assert!(console.contains(&format!("GUEST-MD5: {md5}")), "console:\n{console}\nstderr:\n{err}");
-    assert!(console.contains("GUEST-DONE"), "console:\n{console}\nstderr:\n{err}");
+    assert!(
+        console.contains("GUEST-MARKER: LIFEBOAT-NBD-BOOT-DISK-MARKER-01"),
+        "console:\n{console}\nstderr:\n{err}"
+    );
+    assert!(
+        console.contains(&format!("GUEST-MD5: {md5}")),
+        "console:\n{console}\nstderr:\n{err}"
+    );
+    assert!(
+        console.contains("GUEST-DONE"),
+        "console:\n{console}\nstderr:\n{err}"
+    );
 
     // The guest's write is in the overlay; the base is untouched.
-    let io = run_ok("qemu-io", &["-f", "raw", "-r", "-c", "read -v 4096 16", &srv.uri("vm")]);
-    assert!(io.contains("written-by-guest") || io.contains("77 72 69 74"), "{io}");
+    let io = run_ok(
+        "qemu-io",
+        &["-f", "raw", "-r", "-c", "read -v 4096 16", &srv.uri("vm")],
+    );
+    assert!(
+        io.contains("written-by-guest") || io.contains("77 72 69 74"),
+        "{io}"
+    );
     assert_eq!(before, sha(&img), "the base image changed");
 }
