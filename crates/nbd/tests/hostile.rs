@@ -367,3 +367,86 @@ fn transmission_abuse() {
 
     still_serving(&srv);
 }
+
+/// A device whose reads at offset 0 take two seconds.
+struct Slow;
+
+impl BlockDevice for Slow {
+    fn size(&self) -> u64 {
+        1 << 20
+    }
+    fn read_at(&self, off: u64, len: u32) -> std::io::Result<Vec<lifeboat_nbd::ReadChunk>> {
+        if off == 0 {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        Ok(vec![lifeboat_nbd::ReadChunk::Data(vec![
+            off as u8;
+            len as usize
+        ])])
+    }
+}
+
+#[test]
+fn slow_read_stalls_neither_the_connection_nor_others() {
+    let dev: Arc<dyn BlockDevice> = Arc::new(Slow);
+    let srv = TestServer::start(ServerConfig::default(), vec![("slow", dev)]);
+    let mut a = Raw::connect(&srv);
+    a.go("slow", false);
+    let t0 = std::time::Instant::now();
+    a.req(CMD_READ, 0, 1, 0, 512); // slow
+    a.req(CMD_READ, 0, 2, 4096, 512); // fast, sent after
+                                      // The fast one is answered first, long before the slow one.
+    assert_eq!(a.simple(), (0, 2));
+    let mut buf = [0u8; 512];
+    a.s.read_exact(&mut buf).unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    // Another connection is served meanwhile.
+    let mut b = Raw::connect(&srv);
+    b.go("slow", false);
+    b.req(CMD_READ, 0, 3, 8192, 512);
+    assert_eq!(b.simple(), (0, 3));
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(a.simple(), (0, 1));
+}
+
+#[test]
+fn unix_socket_with_qemu_img() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("base.raw");
+    make_image(&img);
+    let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&img).unwrap());
+    let srv = TestServer::start(ServerConfig::default(), vec![]);
+    srv.server
+        .add_export(lifeboat_nbd::Export::new("disk", dev));
+    let sock = dir.path().join("nbd.sock");
+    let l = srv
+        .rt
+        .block_on(async { tokio::net::UnixListener::bind(&sock) })
+        .unwrap();
+    let s = srv.server.clone();
+    srv.rt.spawn(async move { s.serve_unix(l).await });
+    let uri = format!("nbd+unix:///disk?socket={}", sock.display());
+    run_ok(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "raw",
+            &uri,
+            img.to_str().unwrap(),
+        ],
+    );
+    // Exports come and go while the server runs.
+    assert!(srv.server.remove_export("disk").is_some());
+    assert!(!run("qemu-img", &["info", &uri]).status.success());
+}
