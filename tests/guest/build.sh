@@ -30,7 +30,7 @@ DEBIAN_SIZE_MIB=2048
 TINY_UUID=11feb0a7-0000-4000-8000-000000000001
 DEBIAN_UUID=11feb0a7-0000-4000-8000-000000000002
 DEBIAN_SUITE=bookworm
-DEBIAN_PACKAGES=systemd-sysv,udev,linux-image-amd64,qemu-guest-agent,iproute2,ifupdown,e2fsprogs,iputils-ping,procps
+DEBIAN_PACKAGES=systemd-sysv,udev,dbus,linux-image-amd64,qemu-guest-agent,iproute2,ifupdown,e2fsprogs,iputils-ping,procps
 ROOT_PASSWORD=lifeboat
 
 log() { echo "guest-build: $*" >&2; }

@@ -29,7 +29,7 @@ if installed qemu-system-x86 && ! dpkg-query -W -f='${Version}' qemu-system-x86 
 fi
 plain=()
 for p in mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common \
-         e2fsprogs fdisk iputils-ping iproute2 kmod cpio zstd; do
+         e2fsprogs fdisk iputils-ping iproute2 kmod cpio; do
   installed "$p" || plain+=("$p")
 done
 
