@@ -125,7 +125,8 @@ publish() {
   touch "$work/.complete"
   rm -rf "$dir"
   mv "$work" "$dir"
-  for old in "$CACHE/$kind"-*; do
+  # exactly KIND-<16 hex>: "debian-*" must not match "debian-rootfs-*"
+  for old in "$CACHE/$kind"-????????????????; do
     [[ $old == "$dir" || ! -d $old ]] || rm -rf "$old"
   done
 }

@@ -32,7 +32,7 @@ exec qemu-system-x86_64 \
   -m "${GUEST_MEM:-256}" -smp "${GUEST_SMP:-1}" \
   -nodefaults -no-user-config -vga std -display none \
   -drive "file=$disk,format=raw,if=virtio" \
-  "${netdev[@]}" -device "virtio-net-pci,netdev=n0,mac=${GUEST_MAC:-52:54:00:12:34:56}" \
+  "${netdev[@]}" -device "virtio-net-pci,netdev=n0,mac=${GUEST_MAC:-52:54:00:12:34:56},romfile=" \
   -device virtio-serial-pci,id=vser0 \
   -chardev "socket,id=hb,path=$run/heartbeat.sock,server=on,wait=off" \
   -device virtserialport,bus=vser0.0,chardev=hb,name=org.lifeboat.heartbeat \
