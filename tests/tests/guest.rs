@@ -222,6 +222,30 @@ fn assert_fs_clean(disk: &Path) {
     assert!(h.lines().any(|l| l.strip_prefix("Filesystem state:").map(str::trim) == Some("clean")), "file system not marked clean:\n{h}");
 }
 
+/// (width, height, pixels brighter than dark grey) of a binary PPM (P6).
+fn ppm_lit_pixels(p: &Path) -> (usize, usize, usize) {
+    let data = std::fs::read(p).unwrap_or_else(|e| panic!("read screendump {}: {e}", p.display()));
+    // header: "P6" WS width WS height WS maxval one-WS, then RGB bytes
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while fields.len() < 4 {
+        while data[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while !data[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        fields.push(String::from_utf8_lossy(&data[start..i]).into_owned());
+    }
+    assert_eq!(fields[0], "P6", "screendump is not a P6 PPM");
+    let (w, h): (usize, usize) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+    let px = &data[i + 1..];
+    assert_eq!(px.len(), w * h * 3, "screendump size");
+    let lit = px.chunks_exact(3).filter(|c| c.iter().map(|&b| b as u32).sum::<u32>() > 3 * 64).count();
+    (w, h, lit)
+}
+
 /// Reads heartbeats for a few seconds: at least `n`, numbered upwards,
 /// uptime growing.
 fn assert_heartbeats(hb: &mut Lines, n: usize, timeout: Duration) -> Vec<String> {
@@ -306,6 +330,13 @@ fn tiny_guest_boots_heartbeats_writes_and_powers_off() {
     let st = qmp.cmd("query-status", json!({}));
     assert_eq!(st["status"], "running", "{st}");
     assert_eq!(st["running"], true, "{st}");
+
+    // The screen (tty0 on VGA) is not blank: text pixels on a dark background.
+    let shot = vm.run.join("screen.ppm");
+    qmp.cmd("screendump", json!({"filename": shot.to_str().unwrap()}));
+    let (w, h, lit) = ppm_lit_pixels(&shot);
+    eprintln!("tiny guest: screendump {w}x{h}, {lit} lit pixels");
+    assert!(lit > 500 && lit < w * h / 2, "screen looks blank or garbage: {lit} of {} pixels lit", w * h);
 
     let mut hb = Lines::connect(&vm.sock("heartbeat.sock"), Duration::from_secs(10));
     let beats = assert_heartbeats(&mut hb, 3, Duration::from_secs(60));
