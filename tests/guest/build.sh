@@ -17,6 +17,7 @@
 # it. Runs as root (apt, chroot, loop mount for extlinux). See README.md.
 set -euo pipefail
 
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${LIFEBOAT_GUEST_CACHE:-/var/cache/lifeboat-test-guests}
 REBUILD=${LIFEBOAT_GUEST_REBUILD:-0}

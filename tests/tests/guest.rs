@@ -21,6 +21,18 @@ use std::time::{Duration, Instant};
 
 const PART_OFFSET: u64 = 2048 * 512;
 
+/// A command for a system tool, found in the sbin directories too (a
+/// root shell without a login PATH may lack them).
+fn tool(name: &str) -> Command {
+    for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        let p = Path::new(d).join(name);
+        if p.is_file() {
+            return Command::new(p);
+        }
+    }
+    panic!("{name} not found in /usr/sbin, /sbin, /usr/bin, /bin (tests/guest/install-deps.sh installs it)");
+}
+
 fn guest_dir() -> PathBuf {
     workspace().join("tests").join("guest")
 }
@@ -148,7 +160,7 @@ impl Vm {
         let script = guest_dir().join("run-tiny.sh");
         let mut c = match netns {
             Some(ns) => {
-                let mut c = Command::new("ip");
+                let mut c = tool("ip");
                 c.args(["netns", "exec", ns, "bash"]).arg(&script);
                 c
             }
@@ -206,19 +218,19 @@ fn fs_spec(disk: &Path) -> String {
 
 /// Copies a file out of the guest's ext4 partition with debugfs.
 fn debugfs_dump(disk: &Path, guest_path: &str, out: &Path) {
-    run_ok(Command::new("debugfs").arg("-R").arg(format!("dump {guest_path} {}", out.display())).arg(fs_spec(disk)));
+    run_ok(tool("debugfs").arg("-R").arg(format!("dump {guest_path} {}", out.display())).arg(fs_spec(disk)));
     assert!(out.is_file(), "debugfs could not dump {guest_path} from {}", disk.display());
 }
 
 fn sha256_file(p: &Path) -> String {
-    run_ok(Command::new("sha256sum").arg(p)).split_whitespace().next().unwrap().to_string()
+    run_ok(tool("sha256sum").arg(p)).split_whitespace().next().unwrap().to_string()
 }
 
 /// e2fsck -fn on the partition: the guest left its file system clean.
 fn assert_fs_clean(disk: &Path) {
-    let o = Command::new("e2fsck").arg("-fn").arg(fs_spec(disk)).output().expect("run e2fsck");
+    let o = tool("e2fsck").arg("-fn").arg(fs_spec(disk)).output().expect("run e2fsck");
     assert!(o.status.success(), "e2fsck -fn {} found problems:\n{}{}", disk.display(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    let h = run_ok(Command::new("dumpe2fs").arg("-h").arg(fs_spec(disk)));
+    let h = run_ok(tool("dumpe2fs").arg("-h").arg(fs_spec(disk)));
     assert!(h.lines().any(|l| l.strip_prefix("Filesystem state:").map(str::trim) == Some("clean")), "file system not marked clean:\n{h}");
 }
 
@@ -277,8 +289,8 @@ struct NetNs {
 impl NetNs {
     fn new(addr: &str) -> NetNs {
         let name = format!("lbguest-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
-        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let _ = tool("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        run_ok(tool("ip").args(["netns", "add", &name]));
         let ns = NetNs { name };
         for args in [
             vec!["link", "set", "lo", "up"],
@@ -289,13 +301,13 @@ impl NetNs {
             vec!["link", "set", "tap0", "master", "br0"],
             vec!["link", "set", "tap0", "up"],
         ] {
-            run_ok(Command::new("ip").arg("-n").arg(&ns.name).args(&args));
+            run_ok(tool("ip").arg("-n").arg(&ns.name).args(&args));
         }
         ns
     }
 
     fn ping(&self, ip: &str) -> bool {
-        Command::new("ip")
+        tool("ip")
             .args(["netns", "exec", &self.name, "ping", "-c", "1", "-W", "1", ip])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -307,7 +319,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = tool("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
