@@ -475,6 +475,26 @@ fn debian_guest_boots_to_qemu_guest_agent() {
     };
     assert_eq!(call("guest-ping"), json!({}));
     assert_eq!(call("guest-get-host-name")["host-name"], "lifeboat-debian");
+    // eth0 has the static address from /etc/network/interfaces.
+    // (networking.service may still be starting when the agent answers)
+    let mut ifs = Value::Null;
+    let has_ip = wait_until(Duration::from_secs(120), || {
+        ifs = call("guest-network-get-interfaces");
+        let ok = ifs.as_array().into_iter().flatten().any(|i| {
+            i["name"] == "eth0" && i["ip-addresses"].as_array().into_iter().flatten().any(|a| a["ip-address"] == "10.0.2.15")
+        });
+        if !ok {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        ok
+    });
+    assert!(has_ip, "eth0 does not have 10.0.2.15: {ifs}\n--- console\n{}", vm.console());
+    // fsfreeze (application-consistent points) works on the root fs.
+    let frozen = call("guest-fsfreeze-freeze");
+    assert!(frozen.as_u64().unwrap_or(0) >= 1, "guest-fsfreeze-freeze froze nothing: {frozen}");
+    assert_eq!(call("guest-fsfreeze-status"), "frozen");
+    assert!(call("guest-fsfreeze-thaw").as_u64().unwrap_or(0) >= 1);
+    assert_eq!(call("guest-fsfreeze-status"), "thawed");
 
     let mut hb = Lines::connect(&vm.sock("heartbeat.sock"), Duration::from_secs(10));
     assert_heartbeats(&mut hb, 2, Duration::from_secs(60));
