@@ -221,6 +221,9 @@ EOF
 
 # ---------------------------------------------------------------- debian
 
+# The tiny guest's control-port scripts serve the Debian guest too.
+DEBIAN_SHARED=("$HERE/tiny/rootfs/usr/sbin/lifeboat-control" "$HERE/tiny/rootfs/usr/sbin/lifeboat-port")
+
 build_debian() {
   local tkey tar key dir work stage t0 mirror kver initrd
   mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -E '^(URIs:|deb )' | LC_ALL=C sort -u || true)
@@ -248,7 +251,7 @@ build_debian() {
 
   key=$( {
     echo "debian v1 size=$DEBIAN_SIZE_MIB uuid=$DEBIAN_UUID rootfs=$tkey"
-    hash_files "$HERE/build.sh" $(tree_files "$HERE/debian")
+    hash_files "$HERE/build.sh" $(tree_files "$HERE/debian") "${DEBIAN_SHARED[@]}"
     pkgver syslinux-common extlinux e2fsprogs
   } | sha256sum | cut -c1-16)
   dir=$CACHE/debian-$key
@@ -264,6 +267,7 @@ build_debian() {
   mkdir -p "$stage"
   tar -C "$stage" --numeric-owner -xpf "$tar"
   cp -a "$HERE/debian/rootfs/." "$stage/"
+  install -m 0755 "${DEBIAN_SHARED[@]}" "$stage/usr/local/sbin/"
 
   kver=$(ls "$stage/lib/modules" | LC_ALL=C sort -V | tail -n1)
   [[ -f $stage/boot/vmlinuz-$kver && -f $stage/boot/initrd.img-$kver ]] || die "no kernel/initrd for $kver in the rootfs"
@@ -271,7 +275,7 @@ build_debian() {
   echo lifeboat-debian > "$stage/etc/hostname"
   printf '127.0.0.1\tlocalhost\n127.0.1.1\tlifeboat-debian\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$stage/etc/hosts"
   echo "root:$ROOT_PASSWORD" | chroot "$stage" chpasswd
-  chroot "$stage" systemctl enable lifeboat-heartbeat.service >/dev/null 2>&1 \
+  chroot "$stage" systemctl enable lifeboat-heartbeat.service lifeboat-control.service >/dev/null 2>&1 \
     || die "systemctl enable in the guest failed"
   mkdir -p "$stage/boot/extlinux"
   cat > "$stage/boot/extlinux/extlinux.conf" <<EOF

@@ -10,7 +10,9 @@
 #   RUNDIR/qga.sock        virtio-serial org.qemu.guest_agent.0
 #   RUNDIR/serial.log      the serial console (ttyS0)
 #
+# DISK is any QEMU file name (a path, or nbd://HOST:PORT/EXPORT).
 # Environment: GUEST_MEM (MiB, default 256), GUEST_SMP (1),
+# GUEST_DISK_FORMAT (raw; qcow2 for an overlay),
 # GUEST_NET=user (default; QEMU user networking, guest 10.0.2.15) or
 # GUEST_NET=tap:IFNAME (an existing tap, e.g. on a bridge in a netns),
 # GUEST_MAC (52:54:00:12:34:56). Extra arguments after RUNDIR go to QEMU.
@@ -31,7 +33,7 @@ exec qemu-system-x86_64 \
   -name lifeboat-test-guest -machine pc -accel tcg \
   -m "${GUEST_MEM:-256}" -smp "${GUEST_SMP:-1}" \
   -nodefaults -no-user-config -vga std -display none \
-  -drive "file=$disk,format=raw,if=virtio" \
+  -drive "file=$disk,format=${GUEST_DISK_FORMAT:-raw},if=virtio" \
   "${netdev[@]}" -device "virtio-net-pci,netdev=n0,mac=${GUEST_MAC:-52:54:00:12:34:56},romfile=" \
   -device virtio-serial-pci,id=vser0 \
   -chardev "socket,id=hb,path=$run/heartbeat.sock,server=on,wait=off" \

@@ -503,6 +503,17 @@ fn debian_guest_boots_to_qemu_guest_agent() {
     assert_eq!(qmp.cmd("query-status", json!({}))["status"], "running");
     vm.wait_console("lifeboat-debian login:", Duration::from_secs(120));
 
+    // The same control port as the tiny guest.
+    let mut ctl = Lines::connect(&vm.sock("control.sock"), Duration::from_secs(10));
+    ctl.send("ping");
+    assert_eq!(ctl.line(Duration::from_secs(60)).as_deref(), Some("pong lifeboat-debian"));
+    ctl.send("write 2");
+    let wrote = ctl.line(Duration::from_secs(120)).expect("answer to write 2");
+    let f: Vec<&str> = wrote.split_whitespace().collect();
+    assert!(f.len() == 4 && f[0] == "wrote" && f[1] == "2" && f[2].len() == 64, "unexpected answer {wrote:?}");
+    let (sha, path) = (f[2].to_string(), f[3].to_string());
+    drop(ctl);
+
     // guest-shutdown sends no answer on success.
     qga.send(r#"{"execute":"guest-shutdown"}"#);
     let t = Instant::now();
@@ -510,4 +521,8 @@ fn debian_guest_boots_to_qemu_guest_agent() {
     vm.wait_exit(Duration::from_secs(180));
     eprintln!("debian guest: guest-shutdown -> exit in {:.1} s", t.elapsed().as_secs_f64());
     assert_fs_clean(&disk);
+    let out = dir.path().join("written");
+    debugfs_dump(&disk, &path, &out);
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 2 << 20);
+    assert_eq!(sha256_file(&out), sha, "the data on the disk is not what the Debian guest wrote");
 }
