@@ -4,38 +4,47 @@
 set -euo pipefail
 
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+APT=($SUDO apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+export DEBIAN_FRONTEND=noninteractive
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-# bookworm-backports: qemu-utils 10 is preinstalled from there; libnbd-bin
-# (nbdinfo, nbdcopy for the NBD server tests) comes from the same suite.
-if [[ ! -e /etc/apt/sources.list.d/backports.sources ]] && [[ -e /etc/apt/sources.list.d/debian.sources ]]; then
-  URI=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$URI" \
-    | $SUDO tee /etc/apt/sources.list.d/backports.sources >/dev/null
-  $SUDO apt-get update -qq
+# bookworm-backports on the same mirror as the existing Debian source:
+# qemu-utils 10 is preinstalled from there, so QEMU, libnbd and OVMF must
+# come from there too.
+if [[ ! -e /etc/apt/sources.list.d/backports.sources ]] \
+   && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  URI=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "${URI:-http://deb.debian.org/debian}" | $SUDO tee /etc/apt/sources.list.d/backports.sources >/dev/null
+  echo "setup: added bookworm-backports" >&2
+  "${APT[@]}" update -qq
 fi
 
-need_apt=()
-# busybox-static + linux-image-amd64: the tiny guest the NBD boot test runs.
-for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time busybox-static linux-image-amd64; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+# Build: RocksDB (system library), bindgen. Tests: fuse3 (mount), time
+# (peak RSS), and what the test guests are built from (tests/guest).
+plain=()
+for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
+           mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
+           iputils-ping iproute2 kmod cpio; do
+  installed "$pkg" || plain+=("$pkg")
 done
-if ((${#need_apt[@]})); then
-  echo "setup: installing ${need_apt[*]}" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+# Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.
+bpo=()
+for pkg in qemu-utils libnbd-bin qemu-system-x86 ovmf; do
+  installed "$pkg" || bpo+=("$pkg")
+done
+if installed qemu-system-x86 && ! dpkg-query -W -f='${Version}' qemu-system-x86 | grep -q '^1:10'; then
+  bpo+=(qemu-system-x86)
 fi
-
-# NBD test peers: qemu-img/qemu-io (qemu-utils), nbdinfo/nbdcopy
-# (libnbd-bin) and qemu-system-x86 (a guest booting from nbd://), from
-# bookworm-backports to match the preinstalled qemu-utils 10.
-need_bp=()
-for pkg in qemu-utils libnbd-bin qemu-system-x86; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_bp+=("$pkg")
-done
-if ((${#need_bp[@]})); then
-  echo "setup: installing ${need_bp[*]} from bookworm-backports" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bookworm-backports "${need_bp[@]}" >/dev/null
+if ((${#plain[@]} + ${#bpo[@]})); then
+  echo "setup: installing ${plain[*]} ${bpo[*]}" >&2
+  "${APT[@]}" update -qq
+  if ((${#plain[@]})); then
+    "${APT[@]}" install -y -qq --no-install-recommends "${plain[@]}" >/dev/null
+  fi
+  if ((${#bpo[@]})); then
+    "${APT[@]}" install -y -qq -t bookworm-backports "${bpo[@]}" >/dev/null
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -1,0 +1,528 @@
+//! The test guests of tests/guest/: built by tests/guest/build.sh (cached),
+//! booted under `qemu-system-x86_64 -accel tcg` with QMP and virtio-serial
+//! ports on unix sockets. These prove the guests do what the VM backup,
+//! instant-restore and verification-lab tests rely on: banner on the
+//! console, heartbeats, the control port writing data that really lands on
+//! the disk, ping on a tap in a network namespace, clean power-off, and
+//! qemu-guest-agent in the Debian guest.
+//!
+//! Needs root (loop mounts in the build, netns/tap); missing tools are
+//! installed by the build script, never skipped.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PART_OFFSET: u64 = 2048 * 512;
+
+/// A command for a system tool, found in the sbin directories too (a
+/// root shell without a login PATH may lack them).
+fn tool(name: &str) -> Command {
+    for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        let p = Path::new(d).join(name);
+        if p.is_file() {
+            return Command::new(p);
+        }
+    }
+    panic!("{name} not found in /usr/sbin, /sbin, /usr/bin, /bin (tests/guest/install-deps.sh installs it)");
+}
+
+fn guest_dir() -> PathBuf {
+    workspace().join("tests").join("guest")
+}
+
+/// Runs build.sh for `kind` with `out` as OUTDIR; returns the fresh copy.
+fn build_guest(kind: &str, out: &Path) -> PathBuf {
+    let start = Instant::now();
+    let o = Command::new("bash")
+        .arg(guest_dir().join("build.sh"))
+        .arg(format!("--{kind}"))
+        .arg(out)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tests/guest/build.sh");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "tests/guest/build.sh --{kind} failed ({})\n--- stdout\n{stdout}\n--- stderr\n{stderr}", o.status);
+    let prefix = format!("{kind}=");
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("build.sh printed no {prefix}PATH\n{stdout}\n{stderr}"));
+    let path = PathBuf::from(path);
+    assert!(path.is_file(), "{} does not exist", path.display());
+    eprintln!("guest {kind}: build.sh took {:.1} s ({})", start.elapsed().as_secs_f64(), stderr.trim().replace('\n', "; "));
+    path
+}
+
+/// Line-oriented reading from a unix socket with deadlines; keeps partial
+/// lines between calls.
+struct Lines {
+    s: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    fn connect(path: &Path, timeout: Duration) -> Lines {
+        let mut last = None;
+        let ok = wait_until(timeout, || match UnixStream::connect(path) {
+            Ok(s) => {
+                last = Some(Ok(s));
+                true
+            }
+            Err(e) => {
+                last = Some(Err(e));
+                false
+            }
+        });
+        match last {
+            Some(Ok(s)) if ok => Lines { s, buf: Vec::new() },
+            other => panic!("cannot connect to {}: {:?}", path.display(), other.map(|r| r.err())),
+        }
+    }
+
+    /// The next complete line (without the newline), or None at EOF or
+    /// when `timeout` passes first.
+    fn line(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let l: Vec<u8> = self.buf.drain(..=i).collect();
+                return Some(String::from_utf8_lossy(&l[..i]).trim_end_matches('\r').to_string());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            self.s.set_read_timeout(Some((deadline - now).min(Duration::from_millis(250)))).unwrap();
+            let mut tmp = [0u8; 4096];
+            match self.s.read(&mut tmp) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => panic!("read from socket: {e}"),
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.s.write_all(format!("{line}\n").as_bytes()).unwrap_or_else(|e| panic!("write {line:?}: {e}"));
+    }
+}
+
+/// A QMP session.
+struct Qmp(Lines);
+
+impl Qmp {
+    fn connect(sock: &Path) -> Qmp {
+        let mut l = Lines::connect(sock, Duration::from_secs(30));
+        let greeting = l.line(Duration::from_secs(30)).expect("QMP greeting");
+        assert!(greeting.contains("\"QMP\""), "not a QMP greeting: {greeting}");
+        let mut q = Qmp(l);
+        q.cmd("qmp_capabilities", json!({}));
+        q
+    }
+
+    /// Runs a command; returns its "return" value (events are skipped).
+    fn cmd(&mut self, name: &str, args: Value) -> Value {
+        self.0.send(&json!({"execute": name, "arguments": args}).to_string());
+        loop {
+            let l = self.0.line(Duration::from_secs(60)).unwrap_or_else(|| panic!("no QMP answer to {name}"));
+            let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad QMP line {l:?}: {e}"));
+            if v.get("event").is_some() {
+                continue;
+            }
+            if let Some(r) = v.get("return") {
+                return r.clone();
+            }
+            panic!("QMP {name} failed: {l}");
+        }
+    }
+}
+
+/// QEMU running a guest disk via tests/guest/run-tiny.sh; killed on drop.
+struct Vm {
+    child: ChildGuard,
+    run: PathBuf,
+    started: Instant,
+}
+
+impl Vm {
+    /// `netns`: run QEMU inside this network namespace (with GUEST_NET=tap:..).
+    fn boot(disk: &Path, run: &Path, env: &[(&str, &str)], netns: Option<&str>) -> Vm {
+        std::fs::create_dir_all(run).unwrap();
+        let script = guest_dir().join("run-tiny.sh");
+        let mut c = match netns {
+            Some(ns) => {
+                let mut c = tool("ip");
+                c.args(["netns", "exec", ns, "bash"]).arg(&script);
+                c
+            }
+            None => {
+                let mut c = Command::new("bash");
+                c.arg(&script);
+                c
+            }
+        };
+        c.arg(disk).arg(run).stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = ChildGuard::spawn(c);
+        Vm { child, run: run.to_path_buf(), started: Instant::now() }
+    }
+
+    fn sock(&self, name: &str) -> PathBuf {
+        self.run.join(name)
+    }
+
+    fn console(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.run.join("serial.log")).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the serial console shows `needle`; panics with the log.
+    fn wait_console(&mut self, needle: &str, timeout: Duration) -> Duration {
+        let ok = wait_until(timeout, || self.console().contains(needle) || !self.child.running());
+        let ok = ok && self.console().contains(needle);
+        assert!(ok, "the console did not show {needle:?} within {timeout:?} (qemu running: {})\n--- console\n{}", self.child.running(), self.console());
+        self.started.elapsed()
+    }
+
+    /// Waits for QEMU to exit by itself; returns its exit status.
+    fn wait_exit(mut self, timeout: Duration) -> Out {
+        let ok = wait_until(timeout, || !self.child.running());
+        assert!(ok, "QEMU did not exit within {timeout:?}\n--- console\n{}", self.console());
+        let console = self.console();
+        let out = self.child.wait();
+        assert!(out.ok(), "QEMU exited with {:?}\n{out}\n--- console\n{console}", out.status);
+        out
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(o.status.success(), "{cmd:?} failed: {}\n{}{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `DISK?offset=...`: the e2fsprogs way to reach the partition, no mount.
+fn fs_spec(disk: &Path) -> String {
+    format!("{}?offset={PART_OFFSET}", disk.display())
+}
+
+/// Copies a file out of the guest's ext4 partition with debugfs.
+fn debugfs_dump(disk: &Path, guest_path: &str, out: &Path) {
+    run_ok(tool("debugfs").arg("-R").arg(format!("dump {guest_path} {}", out.display())).arg(fs_spec(disk)));
+    assert!(out.is_file(), "debugfs could not dump {guest_path} from {}", disk.display());
+}
+
+fn sha256_file(p: &Path) -> String {
+    run_ok(tool("sha256sum").arg(p)).split_whitespace().next().unwrap().to_string()
+}
+
+/// e2fsck -fn on the partition: the guest left its file system clean.
+fn assert_fs_clean(disk: &Path) {
+    let o = tool("e2fsck").arg("-fn").arg(fs_spec(disk)).output().expect("run e2fsck");
+    assert!(o.status.success(), "e2fsck -fn {} found problems:\n{}{}", disk.display(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let h = run_ok(tool("dumpe2fs").arg("-h").arg(fs_spec(disk)));
+    assert!(h.lines().any(|l| l.strip_prefix("Filesystem state:").map(str::trim) == Some("clean")), "file system not marked clean:\n{h}");
+}
+
+/// (width, height, pixels brighter than dark grey) of a binary PPM (P6).
+fn ppm_lit_pixels(p: &Path) -> (usize, usize, usize) {
+    let data = std::fs::read(p).unwrap_or_else(|e| panic!("read screendump {}: {e}", p.display()));
+    // header: "P6" WS width WS height WS maxval one-WS, then RGB bytes
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while fields.len() < 4 {
+        while data[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while !data[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        fields.push(String::from_utf8_lossy(&data[start..i]).into_owned());
+    }
+    assert_eq!(fields[0], "P6", "screendump is not a P6 PPM");
+    let (w, h): (usize, usize) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+    let px = &data[i + 1..];
+    assert_eq!(px.len(), w * h * 3, "screendump size");
+    let lit = px.chunks_exact(3).filter(|c| c.iter().map(|&b| b as u32).sum::<u32>() > 3 * 64).count();
+    (w, h, lit)
+}
+
+/// Reads heartbeats for a few seconds: at least `n`, numbered upwards,
+/// uptime growing.
+fn assert_heartbeats(hb: &mut Lines, n: usize, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut got: Vec<(u64, f64)> = Vec::new();
+    let mut lines = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        let Some(l) = hb.line(deadline.saturating_duration_since(Instant::now())) else { break };
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert!(f.len() == 3 && f[0] == "heartbeat", "not a heartbeat line: {l:?}");
+        got.push((f[1].parse().unwrap(), f[2].parse().unwrap()));
+        lines.push(l);
+    }
+    assert!(got.len() >= n, "only {} heartbeats within {timeout:?}: {lines:?}", got.len());
+    for w in got.windows(2) {
+        assert!(w[1].0 > w[0].0 && w[1].1 > w[0].1, "heartbeats do not advance: {lines:?}");
+    }
+    lines
+}
+
+// ------------------------------------------------------------ network
+
+/// A network namespace with a bridge `br0` holding `addr` and a tap
+/// `tap0` on it; deleted (with everything in it) on drop.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    fn new(addr: &str) -> NetNs {
+        let name = format!("lbguest-{}", std::process::id());
+        let _ = tool("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        run_ok(tool("ip").args(["netns", "add", &name]));
+        let ns = NetNs { name };
+        for args in [
+            vec!["link", "set", "lo", "up"],
+            vec!["link", "add", "br0", "type", "bridge"],
+            vec!["addr", "add", addr, "dev", "br0"],
+            vec!["link", "set", "br0", "up"],
+            vec!["tuntap", "add", "dev", "tap0", "mode", "tap"],
+            vec!["link", "set", "tap0", "master", "br0"],
+            vec!["link", "set", "tap0", "up"],
+        ] {
+            run_ok(tool("ip").arg("-n").arg(&ns.name).args(&args));
+        }
+        ns
+    }
+
+    fn ping(&self, ip: &str) -> bool {
+        tool("ip")
+            .args(["netns", "exec", &self.name, "ping", "-c", "1", "-W", "1", ip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = tool("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+// -------------------------------------------------------------- tests
+
+/// Tiny guest on QEMU user networking: banner, heartbeats, QMP status,
+/// `write 4` over the control port whose data and sha256 are on the disk
+/// after `poweroff`, and a clean file system.
+#[test]
+fn tiny_guest_boots_heartbeats_writes_and_powers_off() {
+    require_root();
+    let dir = scratch("guest-tiny");
+    let disk = build_guest("tiny", dir.path());
+    let mut vm = Vm::boot(&disk, &dir.path().join("run"), &[], None);
+
+    let ready = vm.wait_console("LIFEBOAT TEST GUEST lifeboat-tiny READY ip=10.0.2.15/24", Duration::from_secs(180));
+    eprintln!("tiny guest: READY on the serial console {:.1} s after QEMU start", ready.as_secs_f64());
+
+    let mut qmp = Qmp::connect(&vm.sock("qmp.sock"));
+    let st = qmp.cmd("query-status", json!({}));
+    assert_eq!(st["status"], "running", "{st}");
+    assert_eq!(st["running"], true, "{st}");
+
+    // The screen (tty0 on VGA) is not blank: text pixels on a dark background.
+    let shot = vm.run.join("screen.ppm");
+    qmp.cmd("screendump", json!({"filename": shot.to_str().unwrap()}));
+    let (w, h, lit) = ppm_lit_pixels(&shot);
+    eprintln!("tiny guest: screendump {w}x{h}, {lit} lit pixels");
+    assert!(lit > 500 && lit < w * h / 2, "screen looks blank or garbage: {lit} of {} pixels lit", w * h);
+
+    let mut hb = Lines::connect(&vm.sock("heartbeat.sock"), Duration::from_secs(10));
+    let beats = assert_heartbeats(&mut hb, 3, Duration::from_secs(60));
+    eprintln!("tiny guest: {beats:?}");
+
+    let mut ctl = Lines::connect(&vm.sock("control.sock"), Duration::from_secs(10));
+    ctl.send("ping");
+    let pong = ctl.line(Duration::from_secs(30)).expect("answer to ping");
+    assert_eq!(pong, "pong lifeboat-tiny");
+    let t = Instant::now();
+    ctl.send("write 4");
+    let wrote = ctl.line(Duration::from_secs(120)).expect("answer to write 4");
+    eprintln!("tiny guest: {wrote:?} after {:.1} s", t.elapsed().as_secs_f64());
+    let f: Vec<&str> = wrote.split_whitespace().collect();
+    assert!(f.len() == 4 && f[0] == "wrote" && f[1] == "4" && f[2].len() == 64 && f[3] == "/data/file-1", "unexpected answer {wrote:?}");
+    let sha = f[2].to_string();
+    ctl.send("sync");
+    assert_eq!(ctl.line(Duration::from_secs(30)).as_deref(), Some("synced"));
+    ctl.send("no-such-command");
+    assert!(ctl.line(Duration::from_secs(30)).unwrap_or_default().starts_with("error "));
+
+    ctl.send("poweroff");
+    assert_eq!(ctl.line(Duration::from_secs(30)).as_deref(), Some("poweroff"));
+    let t = Instant::now();
+    drop((qmp, hb, ctl));
+    let console_before = vm.console();
+    vm.wait_exit(Duration::from_secs(90));
+    eprintln!("tiny guest: powered off in {:.1} s", t.elapsed().as_secs_f64());
+    let console = std::fs::read_to_string(dir.path().join("run/serial.log")).unwrap_or(console_before);
+    assert!(console.contains("LIFEBOAT TEST GUEST lifeboat-tiny SHUTDOWN"), "no shutdown banner\n{console}");
+
+    // The data is on the disk, with the sha the guest reported.
+    let out = dir.path().join("file-1");
+    debugfs_dump(&disk, "/data/file-1", &out);
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 4 << 20);
+    assert_eq!(sha256_file(&out), sha, "the data on the disk is not what the guest wrote");
+    assert_fs_clean(&disk);
+}
+
+/// Tiny guest on a tap in a network namespace, with its address taken
+/// from /etc/lifeboat-guest/ip on its disk: answers ping from the bridge;
+/// QMP system_powerdown (ACPI power button) shuts it down cleanly.
+#[test]
+fn tiny_guest_answers_ping_on_a_tap_and_obeys_system_powerdown() {
+    require_root();
+    let dir = scratch("guest-tiny-net");
+    let disk = build_guest("tiny", dir.path());
+    run_ok(Command::new("bash").arg(guest_dir().join("set-ip.sh")).arg(&disk).arg("192.168.77.10/24 192.168.77.1"));
+
+    let ns = NetNs::new("192.168.77.1/24");
+    let mut vm = Vm::boot(&disk, &dir.path().join("run"), &[("GUEST_NET", "tap:tap0"), ("GUEST_MAC", "52:54:00:77:00:10")], Some(&ns.name));
+    let ready = vm.wait_console("LIFEBOAT TEST GUEST lifeboat-tiny READY ip=192.168.77.10/24", Duration::from_secs(180));
+    eprintln!("tiny guest (tap): READY {:.1} s after QEMU start", ready.as_secs_f64());
+
+    let t = Instant::now();
+    let pinged = wait_until(Duration::from_secs(60), || ns.ping("192.168.77.10"));
+    assert!(pinged, "192.168.77.10 does not answer ping from netns {}\n--- console\n{}", ns.name, vm.console());
+    eprintln!("tiny guest (tap): ping answered after {:.1} s", t.elapsed().as_secs_f64());
+    assert!(!ns.ping("192.168.77.11"), "an address nobody has answers ping: the check proves nothing");
+
+    let mut qmp = Qmp::connect(&vm.sock("qmp.sock"));
+    assert_eq!(qmp.cmd("query-status", json!({}))["status"], "running");
+    let t = Instant::now();
+    // acpid opens the power button's input device right after boot; retry
+    // the press in case the first one came before it listened.
+    let mut pressed = 0;
+    let off = wait_until(Duration::from_secs(90), || {
+        if !vm.child.running() {
+            return true;
+        }
+        if pressed == 0 || t.elapsed() > Duration::from_secs(20 * pressed) {
+            let _ = qmp.0.s.write_all(b"{\"execute\":\"system_powerdown\"}\n");
+            pressed += 1;
+        }
+        false
+    });
+    assert!(off, "system_powerdown did not stop the guest\n--- console\n{}", vm.console());
+    let console = vm.console();
+    drop(qmp);
+    vm.wait_exit(Duration::from_secs(5));
+    eprintln!("tiny guest (tap): system_powerdown -> exit in {:.1} s ({pressed} press(es))", t.elapsed().as_secs_f64());
+    assert!(console.contains("SHUTDOWN"), "no clean shutdown on the console\n{console}");
+    assert_fs_clean(&disk);
+    drop(ns);
+}
+
+/// Minimal Debian guest: boots from its extlinux disk to the point where
+/// qemu-guest-agent answers guest-ping over org.qemu.guest_agent.0, sends
+/// heartbeats, then shuts down cleanly through the agent.
+#[test]
+fn debian_guest_boots_to_qemu_guest_agent() {
+    require_root();
+    let dir = scratch("guest-debian");
+    let disk = build_guest("debian", dir.path());
+    let mut vm = Vm::boot(&disk, &dir.path().join("run"), &[("GUEST_MEM", "1024"), ("GUEST_SMP", "2")], None);
+
+    // guest-sync with a fresh id until the agent echoes one back.
+    let mut qga = Lines::connect(&vm.sock("qga.sock"), Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut sent = Vec::new();
+    let mut synced = false;
+    while !synced && Instant::now() < deadline && vm.child.running() {
+        let id = 1000 + sent.len() as u64;
+        qga.send(&json!({"execute": "guest-sync", "arguments": {"id": id}}).to_string());
+        sent.push(id);
+        let until = Instant::now() + Duration::from_secs(5);
+        while let Some(l) = qga.line(until.saturating_duration_since(Instant::now())) {
+            if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                if v["return"].as_u64() == Some(id) {
+                    synced = true;
+                    break;
+                }
+            }
+        }
+    }
+    assert!(synced, "qemu-guest-agent did not answer guest-sync within 300 s\n--- console\n{}", vm.console());
+    eprintln!("debian guest: qemu-guest-agent answers {:.1} s after QEMU start", vm.started.elapsed().as_secs_f64());
+
+    let mut call = |cmd: &str| -> Value {
+        qga.send(&json!({"execute": cmd}).to_string());
+        let l = qga.line(Duration::from_secs(30)).unwrap_or_else(|| panic!("no answer to {cmd}"));
+        let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad qga line {l:?}: {e}"));
+        v.get("return").cloned().unwrap_or_else(|| panic!("{cmd} failed: {l}"))
+    };
+    assert_eq!(call("guest-ping"), json!({}));
+    assert_eq!(call("guest-get-host-name")["host-name"], "lifeboat-debian");
+    // eth0 has the static address from /etc/network/interfaces.
+    // (networking.service may still be starting when the agent answers)
+    let mut ifs = Value::Null;
+    let has_ip = wait_until(Duration::from_secs(120), || {
+        ifs = call("guest-network-get-interfaces");
+        let ok = ifs.as_array().into_iter().flatten().any(|i| {
+            i["name"] == "eth0" && i["ip-addresses"].as_array().into_iter().flatten().any(|a| a["ip-address"] == "10.0.2.15")
+        });
+        if !ok {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        ok
+    });
+    assert!(has_ip, "eth0 does not have 10.0.2.15: {ifs}\n--- console\n{}", vm.console());
+    // fsfreeze (application-consistent points) works on the root fs.
+    let frozen = call("guest-fsfreeze-freeze");
+    assert!(frozen.as_u64().unwrap_or(0) >= 1, "guest-fsfreeze-freeze froze nothing: {frozen}");
+    assert_eq!(call("guest-fsfreeze-status"), "frozen");
+    assert!(call("guest-fsfreeze-thaw").as_u64().unwrap_or(0) >= 1);
+    assert_eq!(call("guest-fsfreeze-status"), "thawed");
+
+    let mut hb = Lines::connect(&vm.sock("heartbeat.sock"), Duration::from_secs(10));
+    assert_heartbeats(&mut hb, 2, Duration::from_secs(60));
+
+    let mut qmp = Qmp::connect(&vm.sock("qmp.sock"));
+    assert_eq!(qmp.cmd("query-status", json!({}))["status"], "running");
+    vm.wait_console("lifeboat-debian login:", Duration::from_secs(120));
+
+    // The same control port as the tiny guest.
+    let mut ctl = Lines::connect(&vm.sock("control.sock"), Duration::from_secs(10));
+    ctl.send("ping");
+    assert_eq!(ctl.line(Duration::from_secs(60)).as_deref(), Some("pong lifeboat-debian"));
+    ctl.send("write 2");
+    let wrote = ctl.line(Duration::from_secs(120)).expect("answer to write 2");
+    let f: Vec<&str> = wrote.split_whitespace().collect();
+    assert!(f.len() == 4 && f[0] == "wrote" && f[1] == "2" && f[2].len() == 64, "unexpected answer {wrote:?}");
+    let (sha, path) = (f[2].to_string(), f[3].to_string());
+    drop(ctl);
+
+    // guest-shutdown sends no answer on success.
+    qga.send(r#"{"execute":"guest-shutdown"}"#);
+    let t = Instant::now();
+    drop((qga, hb, qmp));
+    vm.wait_exit(Duration::from_secs(180));
+    eprintln!("debian guest: guest-shutdown -> exit in {:.1} s", t.elapsed().as_secs_f64());
+    assert_fs_clean(&disk);
+    let out = dir.path().join("written");
+    debugfs_dump(&disk, &path, &out);
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 2 << 20);
+    assert_eq!(sha256_file(&out), sha, "the data on the disk is not what the Debian guest wrote");
+}
