@@ -17,7 +17,12 @@
 //! BLOCK_STATUS, DISC; several connections per export (CAN_MULTI_CONN).
 //! Hostile input gets the protocol's error or a clean close: the pure
 //! parsers in [`proto`] decide, and are fuzzed (see `fuzz/`).
+//!
+//! [`client`] is a small blocking client (structured replies, meta
+//! contexts, READ, BLOCK_STATUS): the VM backup pulls disks from QEMU's
+//! exports with it.
 
+pub mod client;
 pub mod cow;
 pub mod device;
 pub mod proto;
