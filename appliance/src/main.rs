@@ -62,6 +62,11 @@ enum Command {
     /// Verify the datastore: index against packs, snapshots, and with
     /// --read-data every blob's content
     Check(commands::check::CheckArgs),
+    /// Virtual machines: inspect, back up, list, restore, instant-restore
+    Vm {
+        #[command(subcommand)]
+        cmd: commands::vm::VmCmd,
+    },
     /// Remove snapshots by keep rules (restic semantics) or by id
     Forget(commands::forget::ForgetArgs),
     /// Reclaim space: delete packs no snapshot needs, repack mostly-dead
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         Command::Mount(a) => commands::mount::run(a),
         Command::Check(a) => commands::check::run(a),
         Command::Forget(a) => commands::forget::run(a),
+        Command::Vm { cmd } => commands::vm::run(cmd),
         Command::Gc(a) => commands::gc::run(a),
     };
     match res {

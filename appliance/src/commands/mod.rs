@@ -7,6 +7,7 @@ pub mod ls;
 pub mod mount;
 pub mod restore;
 pub mod snapshots;
+pub mod vm;
 
 use crate::{DatastoreArg, KeyArgs};
 use lifeboat_store::{Datastore, KeySource, StoreError};

@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 pub struct DiskNode {
     /// Guest device id (`-device ...,id=`), the disk's id in the metadata.
     pub device: String,
+    /// The device's QOM path (for its model and boot index).
+    pub qom_path: String,
     /// Block node at the top of the disk's graph (what the guest writes).
     pub node: String,
     pub size: u64,
@@ -16,12 +18,21 @@ pub struct DiskNode {
     pub filename: String,
 }
 
-fn device_id(qdev: &str) -> String {
-    // "/machine/peripheral/vblk0/virtio-backend" -> "vblk0"
-    match qdev.strip_prefix("/machine/peripheral/") {
-        Some(rest) => rest.split('/').next().unwrap_or(rest).to_string(),
-        None => qdev.rsplit('/').next().unwrap_or(qdev).to_string(),
+/// The guest device's id and QOM path for a block backend: devices made
+/// with `-device ...,id=X` live under /machine/peripheral/X; anonymous
+/// ones (`-drive if=virtio`) under /machine/peripheral-anon and are
+/// named by their drive (`virtio0`).
+fn device_of(qdev: &str, drive: &str) -> (String, String) {
+    let path = qdev.strip_suffix("/virtio-backend").unwrap_or(qdev).to_string();
+    if let Some(id) = path.strip_prefix("/machine/peripheral/") {
+        return (id.to_string(), path.clone());
     }
+    if path.starts_with('/') {
+        let id = if drive.is_empty() { path.rsplit('/').next().unwrap_or("disk").to_string() } else { drive.to_string() };
+        return (id, path);
+    }
+    // A bare id (older QEMU): a named peripheral.
+    (path.clone(), format!("/machine/peripheral/{path}"))
 }
 
 fn qom_str(q: &mut Qmp, path: &str, prop: &str) -> Option<String> {
@@ -47,12 +58,14 @@ pub fn disks(q: &mut Qmp) -> Result<Vec<DiskNode>, QmpError> {
     for b in blocks.as_array().into_iter().flatten() {
         let Some(ins) = b.get("inserted") else { continue };
         let qdev = b["qdev"].as_str().unwrap_or("");
-        let device = if qdev.is_empty() { b["device"].as_str().unwrap_or("").to_string() } else { device_id(qdev) };
-        if device.is_empty() {
+        let drive = b["device"].as_str().unwrap_or("");
+        if qdev.is_empty() && drive.is_empty() {
             continue;
         }
+        let (device, qom_path) = if qdev.is_empty() { (drive.to_string(), format!("/machine/peripheral/{drive}")) } else { device_of(qdev, drive) };
         out.push(DiskNode {
             device,
+            qom_path,
             node: ins["node-name"].as_str().unwrap_or("").to_string(),
             size: ins["image"]["virtual-size"].as_u64().unwrap_or(0),
             format: ins["image"]["format"].as_str().unwrap_or("raw").to_string(),
@@ -85,7 +98,7 @@ pub fn capture(q: &mut Qmp) -> Result<(VmMetadata, Vec<DiskNode>), QmpError> {
     let mut boot: Vec<(i64, String)> = Vec::new();
     let mut disks_md = Vec::new();
     for d in &nodes {
-        let path = format!("/machine/peripheral/{}", d.device);
+        let path = d.qom_path.clone();
         let model = qom_str(q, &path, "type").unwrap_or_default();
         if let Ok(i) = q.execute("qom-get", json!({ "path": path, "property": "bootindex" })) {
             if let Some(i) = i.as_i64().filter(|i| *i >= 0) {
@@ -103,13 +116,18 @@ pub fn capture(q: &mut Qmp) -> Result<(VmMetadata, Vec<DiskNode>), QmpError> {
     // NICs are the guest devices with a `mac` property (query-rx-filter
     // only knows virtio-net).
     let mut nics = Vec::new();
-    let children = q.execute("qom-list", json!({ "path": "/machine/peripheral" }))?;
-    for c in children.as_array().into_iter().flatten() {
-        if !c["type"].as_str().unwrap_or("").starts_with("child<") {
-            continue;
+    let mut candidates = Vec::new();
+    for parent in ["/machine/peripheral", "/machine/peripheral-anon"] {
+        let Ok(children) = q.execute("qom-list", json!({ "path": parent })) else { continue };
+        for c in children.as_array().into_iter().flatten() {
+            if c["type"].as_str().unwrap_or("").starts_with("child<") {
+                candidates.push((parent, c["name"].as_str().unwrap_or("").to_string()));
+            }
         }
-        let id = c["name"].as_str().unwrap_or("").to_string();
-        let path = format!("/machine/peripheral/{id}");
+    }
+    for (parent, name) in candidates {
+        let path = format!("{parent}/{name}");
+        let id = if parent.ends_with("-anon") { format!("net{}", nics.len()) } else { name };
         let Some(mac) = qom_str(q, &path, "mac") else { continue };
         let model = qom_str(q, &path, "type").unwrap_or_default();
         if let Ok(i) = q.execute("qom-get", json!({ "path": path, "property": "bootindex" })) {

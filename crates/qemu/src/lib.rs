@@ -13,11 +13,13 @@
 //! The guest keeps running and writing the whole time; what the export
 //! shows does not change.
 
+pub mod backup;
 pub mod fleece;
 pub mod inventory;
 pub mod qga;
 pub mod qmp;
 
+pub use backup::{backup_vm, load_vm, VmBackupError, VmBackupOptions, VmBackupOutcome};
 pub use fleece::{DiskExport, FleeceSession};
 pub use inventory::{capture, DiskNode};
 pub use qga::{AgentError, GuestAgent};

@@ -10,6 +10,8 @@
 //! The document is versioned: a reader refuses a version it does not know
 //! rather than guessing.
 
+pub mod image;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

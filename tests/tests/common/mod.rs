@@ -3,6 +3,8 @@
 //! guards for mounts and child processes.
 #![allow(dead_code)]
 
+pub mod guest;
+
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CString, OsStr, OsString};

@@ -1,0 +1,296 @@
+//! `lifeboat vm ...`: VMs from QEMU into the datastore and back.
+
+use crate::commands::{hostname, open_datastore};
+use crate::{ui, DatastoreArg};
+use clap::Subcommand;
+use lifeboat_qemu::{backup_vm, load_vm, Qmp, VmBackupOptions};
+use lifeboat_store::{Datastore, Node, SnapshotKind};
+use lifeboat_vm::image::{restore_raw, DatastoreDisk};
+use lifeboat_vm::VmMetadata;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+#[derive(Subcommand)]
+pub enum VmCmd {
+    /// Show a running VM's hardware in the neutral format (from its QMP socket)
+    Inspect {
+        /// QMP socket of the VM (-qmp unix:PATH,server=on,wait=off)
+        #[arg(long, value_name = "PATH")]
+        qmp: PathBuf,
+    },
+    /// Back up a running VM: all disks at one point in time, incremental
+    /// through QEMU's dirty bitmaps after the first backup
+    Backup {
+        #[command(flatten)]
+        ds: DatastoreArg,
+        #[arg(long, value_name = "PATH")]
+        qmp: PathBuf,
+        /// qemu-ga socket: freeze the guest's filesystems at the backup point
+        #[arg(long, value_name = "PATH")]
+        agent: Option<PathBuf>,
+        #[arg(long = "tag", value_name = "T")]
+        tags: Vec<String>,
+        /// Read every chunk (ignore the changed-block bitmap)
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List VM snapshots
+    Snapshots {
+        #[command(flatten)]
+        ds: DatastoreArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a VM snapshot's disks to image files (raw or qcow2), or one
+    /// disk back into an existing image
+    Restore {
+        #[command(flatten)]
+        ds: DatastoreArg,
+        snapshot: String,
+        /// Directory for <disk>.<format> and vm.json (created)
+        #[arg(required_unless_present = "into")]
+        target: Option<PathBuf>,
+        #[arg(long, default_value = "raw", value_parser = ["raw", "qcow2"])]
+        format: String,
+        /// Only this disk
+        #[arg(long, value_name = "ID")]
+        disk: Option<String>,
+        /// Write the disk (--disk) into this existing image, any format
+        /// qemu-img knows; the VM using it must be stopped
+        #[arg(long, value_name = "IMAGE", requires = "disk")]
+        into: Option<PathBuf>,
+    },
+    /// Boot a VM straight from a snapshot: disks served over NBD with a
+    /// copy-on-write overlay (the datastore is never written), QEMU started
+    /// with the backed-up hardware. Runs until the VM stops or Ctrl-C
+    InstantRestore {
+        #[command(flatten)]
+        ds: DatastoreArg,
+        snapshot: String,
+        /// Where overlays, QMP socket and serial log go (default: under the datastore's tmp/)
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
+        /// NBD listen address
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Only export the disks; do not start QEMU
+        #[arg(long)]
+        no_boot: bool,
+        /// NICs: "user" (QEMU user networking), "none", or "tap:IFNAME"
+        #[arg(long, default_value = "user")]
+        net: String,
+        /// Extra QEMU arguments (repeatable)
+        #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+        qemu_args: Vec<String>,
+    },
+}
+
+pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
+    match cmd {
+        VmCmd::Inspect { qmp } => {
+            let mut q = Qmp::connect(&qmp)?;
+            let (md, _) = lifeboat_qemu::capture(&mut q)?;
+            println!("{}", String::from_utf8_lossy(&md.to_json()));
+            Ok(0)
+        }
+        VmCmd::Backup { ds, qmp, agent, tags, full, json } => {
+            let store = open_datastore(&ds)?;
+            let opts = VmBackupOptions { qmp, agent, tags, hostname: hostname(), full };
+            let done = AtomicU64::new(0);
+            let out = backup_vm(&store, &opts, &done)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(0);
+            }
+            println!("snapshot {} of VM {} saved ({}-consistent)", out.snapshot_id.short(), out.vm, out.consistency);
+            if let Some(e) = &out.agent_error {
+                eprintln!("warning: guest agent: {e}; the backup is crash-consistent");
+            }
+            for (id, s) in &out.disks {
+                println!(
+                    "disk {id}: {} in {} chunks: {} read, {} unchanged, {} zero; {} new ({})",
+                    ui::bytes(s.size),
+                    s.chunks,
+                    s.chunks_read,
+                    s.chunks_reused,
+                    s.chunks_zero,
+                    s.chunks_added,
+                    ui::bytes(s.bytes_added)
+                );
+                if let Some(r) = &s.full_reason {
+                    println!("  full read: {r}");
+                }
+            }
+            Ok(0)
+        }
+        VmCmd::Snapshots { ds, json } => {
+            let store = open_datastore(&ds)?;
+            let snaps: Vec<_> = store.snapshots()?.into_iter().filter(|(_, s)| s.kind == SnapshotKind::Vm).collect();
+            if json {
+                let v: Vec<_> = snaps
+                    .iter()
+                    .map(|(id, s)| serde_json::json!({ "id": id.to_hex(), "time": s.time, "vm": s.paths.first().map(|p| p.trim_start_matches("vm:")), "host": s.hostname, "tags": s.tags, "summary": s.summary }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(0);
+            }
+            println!("{:<9} {:<20} {:<20} {:>10}  host", "id", "time (UTC)", "vm", "size");
+            for (id, s) in &snaps {
+                let vm = s.paths.first().map(|p| p.trim_start_matches("vm:")).unwrap_or("");
+                println!("{:<9} {:<20} {:<20} {:>10}  {}", id.short(), s.time.format("%Y-%m-%d %H:%M:%S"), vm, ui::bytes(s.summary.total_bytes), s.hostname);
+            }
+            Ok(0)
+        }
+        VmCmd::Restore { ds, snapshot, target, format, disk, into } => {
+            let store = open_datastore(&ds)?;
+            let (_, snap) = store.resolve_snapshot(&snapshot)?;
+            let (md, disks) = load_vm(&store, &snap)?;
+            let chosen: Vec<&Node> = match &disk {
+                Some(d) => vec![lifeboat_qemu::backup::disk_node(&disks, d).ok_or_else(|| anyhow::anyhow!("VM {} has no disk {d} (disks: {})", md.name, disk_ids(&md)))?],
+                None => disks.iter().collect(),
+            };
+            if let Some(img) = into {
+                let tmp = img.with_extension("lifeboat-restore.raw");
+                let _ = std::fs::remove_file(&tmp);
+                restore_raw(&store, chosen[0], &tmp)?;
+                let r = qemu_img(&["convert", "-n", "-f", "raw"], &[&tmp, &img], &[]);
+                let _ = std::fs::remove_file(&tmp);
+                r?;
+                println!("wrote disk {} of {} into {}", disk.unwrap_or_default(), md.name, img.display());
+                return Ok(0);
+            }
+            let target = target.expect("clap requires it");
+            std::fs::create_dir_all(&target)?;
+            std::fs::write(target.join("vm.json"), md.to_json())?;
+            for n in chosen {
+                let id = String::from_utf8_lossy(&n.name).trim_end_matches(".raw").to_string();
+                let raw = target.join(format!("{id}.raw"));
+                restore_raw(&store, n, &raw)?;
+                if format == "qcow2" {
+                    let q = target.join(format!("{id}.qcow2"));
+                    qemu_img(&["convert", "-f", "raw", "-O", "qcow2"], &[&raw, &q], &[])?;
+                    std::fs::remove_file(&raw)?;
+                }
+                println!("disk {id}: {}", ui::bytes(n.size));
+            }
+            println!("restored VM {} to {} (hardware in vm.json)", md.name, target.display());
+            Ok(0)
+        }
+        VmCmd::InstantRestore { ds, snapshot, workdir, listen, no_boot, net, qemu_args } => {
+            let store = open_datastore(&ds)?;
+            instant_restore(store, &snapshot, workdir, &listen, no_boot, &net, &qemu_args)
+        }
+    }
+}
+
+fn disk_ids(md: &VmMetadata) -> String {
+    md.disks.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn qemu_img(args: &[&str], paths: &[&Path], tail: &[&str]) -> anyhow::Result<()> {
+    let o = Command::new("qemu-img").args(args).args(paths).args(tail).output().map_err(|e| anyhow::anyhow!("cannot run qemu-img: {e}"))?;
+    if !o.status.success() {
+        anyhow::bail!("qemu-img {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(())
+}
+
+fn instant_restore(
+    ds: Arc<Datastore>,
+    query: &str,
+    workdir: Option<PathBuf>,
+    listen: &str,
+    no_boot: bool,
+    net: &str,
+    qemu_args: &[String],
+) -> anyhow::Result<u8> {
+    use lifeboat_nbd::{CowOverlay, Export, Server, ServerConfig};
+    let (sid, snap) = ds.resolve_snapshot(query)?;
+    let (md, disks) = load_vm(&ds, &snap)?;
+    let work = workdir.unwrap_or_else(|| ds.root().join("tmp").join(format!("instant-{}", sid.short())));
+    std::fs::create_dir_all(&work)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let server = Server::new(ServerConfig::default());
+    for d in &md.disks {
+        let node = lifeboat_qemu::backup::disk_node(&disks, &d.id).ok_or_else(|| anyhow::anyhow!("snapshot lacks disk {}", d.id))?;
+        let base = DatastoreDisk::new(ds.clone(), node);
+        let overlay = CowOverlay::open(base, &work.join(format!("{}.overlay", d.id)))?;
+        server.add_export(Export::new(d.id.clone(), Arc::new(overlay)));
+    }
+    let listener = rt.block_on(tokio::net::TcpListener::bind(listen))?;
+    let addr = listener.local_addr()?;
+    let s2 = server.clone();
+    rt.spawn(async move { s2.serve_tcp(listener).await });
+    for d in &md.disks {
+        eprintln!("exporting disk {} as nbd://{addr}/{} (copy-on-write overlay in {})", d.id, d.id, work.display());
+    }
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    ui::install_cancel_handler(&cancel);
+    if no_boot {
+        println!("nbd://{addr}");
+        while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        return Ok(0);
+    }
+    let qmp = work.join("qmp.sock");
+    let serial = work.join("serial.log");
+    let _ = std::fs::remove_file(&qmp);
+    let mut c = Command::new("qemu-system-x86_64");
+    // KVM where it works; LIFEBOAT_QEMU_ACCEL=tcg where it does not.
+    let accel = std::env::var("LIFEBOAT_QEMU_ACCEL").unwrap_or_else(|_| "kvm:tcg".into());
+    c.args(["-accel", &accel, "-name", &format!("{}-instant", md.name)])
+        .args(["-machine", &md.machine, "-smp", &md.cpus.to_string(), "-m", &md.memory_mib.to_string()])
+        .args(["-nodefaults", "-display", "none", "-vga", "none"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
+    if md.firmware == lifeboat_vm::Firmware::Uefi {
+        c.args(["-bios", "/usr/share/ovmf/OVMF.fd"]);
+    }
+    for (i, d) in md.disks.iter().enumerate() {
+        let node = format!("d{i}");
+        c.arg("-blockdev").arg(format!("driver=nbd,node-name={node},server.type=inet,server.host={},server.port={},export={}", addr.ip(), addr.port(), d.id));
+        let boot = md.boot_order.iter().position(|b| *b == d.id).map(|p| format!(",bootindex={}", p + 1)).unwrap_or_default();
+        let dev = match d.bus.as_str() {
+            "sata" | "ide" => format!("ide-hd,drive={node},id={}{boot}", d.id),
+            "scsi" => format!("scsi-hd,drive={node},id={}{boot}", d.id),
+            _ => format!("virtio-blk-pci,drive={node},id={}{boot}", d.id),
+        };
+        if d.bus == "scsi" && i == 0 {
+            c.args(["-device", "virtio-scsi-pci,id=scsi0"]);
+        }
+        c.arg("-device").arg(dev);
+    }
+    for (i, n) in md.nics.iter().enumerate() {
+        let netdev = match net {
+            "none" => break,
+            "user" => format!("user,id=n{i}"),
+            t if t.starts_with("tap:") => format!("tap,id=n{i},ifname={},script=no,downscript=no", &t[4..]),
+            other => anyhow::bail!("--net {other}: expected user, none or tap:IFNAME"),
+        };
+        c.arg("-netdev").arg(netdev);
+        c.arg("-device").arg(format!("{},netdev=n{i},mac={},id={}", n.model, n.mac, n.id));
+    }
+    c.args(qemu_args);
+    let mut child = c.spawn().map_err(|e| anyhow::anyhow!("cannot start qemu-system-x86_64: {e}"))?;
+    println!("VM {} booting from snapshot {}: QMP {}, serial log {}", md.name, sid.short(), qmp.display(), serial.display());
+    loop {
+        if let Some(st) = child.try_wait()? {
+            eprintln!("VM stopped ({st}); the overlays stay in {}", work.display());
+            return Ok(0);
+        }
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("stopped the VM; the overlays stay in {}", work.display());
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

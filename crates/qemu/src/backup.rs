@@ -1,0 +1,256 @@
+//! Backing up a running QEMU VM into a datastore: metadata from QMP,
+//! optional guest freeze via qemu-ga, a point in time of all disks
+//! (fleecing), then each disk pulled over NBD into 4 MiB chunks. Only
+//! dirty chunks are read when a parent snapshot and its bitmap exist.
+
+use crate::fleece::{FleeceError, FleeceSession};
+use crate::inventory::capture;
+use crate::qga::GuestAgent;
+use crate::qmp::{Qmp, QmpError};
+use lifeboat_nbd::client::NbdClient;
+use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, NodeKind, Snapshot, SnapshotKind, StoreError, Tree};
+use lifeboat_vm::image::{backup_disk, DiskStats, ImageError, METADATA_FILE};
+use lifeboat_vm::VmMetadata;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmBackupError {
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    #[error(transparent)]
+    Fleece(#[from] FleeceError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct VmBackupOptions {
+    pub qmp: PathBuf,
+    /// qemu-ga socket: freeze the guest's filesystems around the point.
+    pub agent: Option<PathBuf>,
+    pub tags: Vec<String>,
+    pub hostname: String,
+    /// Read every chunk even when a bitmap could spare it.
+    pub full: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct VmBackupOutcome {
+    pub snapshot_id: BlobId,
+    pub vm: String,
+    /// "application" when qemu-ga froze the filesystems, else "crash".
+    pub consistency: String,
+    pub frozen_filesystems: u64,
+    /// Why the guest could not be frozen, when an agent was given.
+    pub agent_error: Option<String>,
+    pub disks: Vec<(String, DiskStats)>,
+    pub parent: Option<BlobId>,
+    pub duration_ms: u64,
+}
+
+/// The snapshot `paths` entry naming a VM.
+pub fn vm_path(name: &str) -> String {
+    format!("vm:{name}")
+}
+
+pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &AtomicU64) -> Result<VmBackupOutcome, VmBackupError> {
+    let start = Instant::now();
+    let time = chrono::Utc::now();
+    let mut q = Qmp::connect(&opts.qmp)?;
+    let (mut md, nodes) = capture(&mut q)?;
+    if nodes.is_empty() {
+        return Err(VmBackupError::Other(format!("VM {} has no disks to back up", md.name)));
+    }
+    let mut agent = None;
+    let mut agent_error = None;
+    if let Some(p) = &opts.agent {
+        match GuestAgent::connect(p, Duration::from_secs(5)) {
+            Ok(mut a) => {
+                md.guest_os = a.os_info();
+                agent = Some(a);
+            }
+            Err(e) => agent_error = Some(e.to_string()),
+        }
+    }
+
+    // Registered as a writer before choosing the parent (see gc.rs).
+    let sink = BlobSink::new(ds.clone())?;
+    let paths = vec![vm_path(&md.name)];
+    let parent = if opts.full {
+        None
+    } else {
+        ds.snapshots()?.into_iter().rev().find(|(_, s)| s.kind == SnapshotKind::Vm && s.hostname == opts.hostname && s.paths == paths)
+    };
+    let parent_disks: Vec<Node> = match &parent {
+        Some((_, p)) => ds.load_tree(&p.tree)?.nodes,
+        None => Vec::new(),
+    };
+
+    let work = ds.root().join("tmp").join(format!("vm-{}", lifeboat_store::PackId::random().to_hex()));
+    std::fs::create_dir_all(&work).map_err(|e| VmBackupError::Other(format!("cannot create {}: {e}", work.display())))?;
+    let _cleanup = RemoveDir(work.clone());
+
+    // The point in time: freeze, fleece, thaw at once.
+    let mut frozen = 0;
+    if let Some(a) = agent.as_mut() {
+        match a.freeze() {
+            Ok(n) => frozen = n,
+            Err(e) => agent_error = Some(e.to_string()),
+        }
+    }
+    let session = FleeceSession::start(&mut q, &nodes, &work, !opts.full && parent.is_some());
+    if frozen > 0 {
+        if let Some(a) = agent.as_mut() {
+            if let Err(e) = a.thaw() {
+                tracing::error!("thawing the guest's filesystems failed: {e}");
+            }
+        }
+    }
+    let session = session?;
+    // Tests hold the run here to let the guest write after the point.
+    if let Err(e) = lifeboat_store::failpoint::hit("vm-fleeced") {
+        let _ = session.finish(&mut q, false);
+        return Err(e.into());
+    }
+
+    let res = read_disks(ds, &sink, &session, &parent_disks, bytes_done);
+    let (disk_nodes, disk_stats) = match res {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = session.finish(&mut q, false);
+            sink.abort();
+            return Err(e);
+        }
+    };
+
+    let mut nodes_out = disk_nodes;
+    let doc = md.to_json();
+    let meta_id = sink.put(BlobKind::Metadata, &doc)?.id;
+    nodes_out.push(meta_node(doc.len() as u64, meta_id));
+    let tree = sink.put(BlobKind::Tree, &Tree { nodes: nodes_out }.encode())?.id;
+    let stats = sink.stats();
+    let total: u64 = disk_stats.iter().map(|d| d.1.size).sum();
+    let read: u64 = disk_stats.iter().map(|d| d.1.bytes_read).sum();
+    let snapshot = Snapshot {
+        time,
+        hostname: opts.hostname.clone(),
+        paths,
+        tags: opts.tags.clone(),
+        tree,
+        parent: parent.as_ref().map(|p| p.0),
+        summary: BackupSummary {
+            files: disk_stats.len() as u64,
+            total_bytes: total,
+            bytes_read: read,
+            bytes_added: stats.bytes_added,
+            bytes_stored: stats.bytes_stored,
+            blobs_added: stats.blobs_added,
+            duration_ms: start.elapsed().as_millis() as u64,
+            ..Default::default()
+        },
+        program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        kind: SnapshotKind::Vm,
+    };
+    let committed = sink.commit_snapshot(snapshot.encode());
+    let ok = committed.is_ok();
+    session.finish(&mut q, ok)?;
+    let snapshot_id = committed?;
+    Ok(VmBackupOutcome {
+        snapshot_id,
+        vm: md.name.clone(),
+        consistency: if frozen > 0 { "application".into() } else { "crash".into() },
+        frozen_filesystems: frozen,
+        agent_error,
+        disks: disk_stats,
+        parent: parent.map(|p| p.0),
+        duration_ms: start.elapsed().as_millis() as u64,
+    })
+}
+
+fn read_disks(
+    _ds: &Datastore,
+    sink: &BlobSink,
+    session: &FleeceSession,
+    parent_disks: &[Node],
+    bytes_done: &AtomicU64,
+) -> Result<(Vec<Node>, Vec<(String, DiskStats)>), VmBackupError> {
+    let mut nodes = Vec::new();
+    let mut stats = Vec::new();
+    for d in &session.disks {
+        let name = format!("{}.raw", d.device);
+        let ctx = d.bitmap.as_ref().map(|b| format!("qemu:dirty-bitmap:{b}"));
+        let mut contexts = vec!["base:allocation"];
+        if let Some(c) = &ctx {
+            contexts.push(c);
+        }
+        let mut nbd = NbdClient::connect(&session.uri(d), &contexts).map_err(ImageError::from)?;
+        let parent = parent_disks.iter().find(|n| n.name == name.as_bytes());
+        let (node, mut st) = backup_disk(sink, &mut nbd, &name, parent.filter(|_| ctx.is_some()), ctx.as_deref(), bytes_done)?;
+        nbd.disconnect();
+        if st.full_reason.is_none() {
+            st.full_reason = d.full_reason.clone();
+        }
+        nodes.push(node);
+        stats.push((d.device.clone(), st));
+    }
+    Ok((nodes, stats))
+}
+
+fn meta_node(size: u64, id: BlobId) -> Node {
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    Node {
+        name: METADATA_FILE.as_bytes().to_vec(),
+        kind: NodeKind::File,
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        size,
+        mtime_ns: now,
+        ctime_ns: now,
+        dev: 0,
+        ino: 0,
+        nlink: 1,
+        rdev: 0,
+        content: vec![id],
+        subtree: None,
+        link_target: None,
+    }
+}
+
+struct RemoveDir(PathBuf);
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A VM snapshot's metadata and disks.
+pub fn load_vm(ds: &Datastore, snap: &Snapshot) -> Result<(VmMetadata, Vec<Node>), VmBackupError> {
+    if snap.kind != SnapshotKind::Vm {
+        return Err(VmBackupError::Other("this snapshot is a file backup, not a VM; use `lifeboat restore`".into()));
+    }
+    let tree = ds.load_tree(&snap.tree)?;
+    let meta = tree
+        .nodes
+        .iter()
+        .find(|n| n.name == METADATA_FILE.as_bytes())
+        .ok_or_else(|| VmBackupError::Other(format!("VM snapshot has no {METADATA_FILE}")))?;
+    let mut doc = Vec::new();
+    for c in &meta.content {
+        doc.extend(ds.read_blob(c)?);
+    }
+    let md = VmMetadata::from_json(&doc).map_err(|e| VmBackupError::Other(e.to_string()))?;
+    let disks = tree.nodes.into_iter().filter(|n| n.name != METADATA_FILE.as_bytes()).collect();
+    Ok((md, disks))
+}
+
+pub fn disk_node<'a>(disks: &'a [Node], id: &str) -> Option<&'a Node> {
+    disks.iter().find(|n| n.name == format!("{id}.raw").as_bytes())
+}
+
