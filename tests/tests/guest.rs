@@ -20,36 +20,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PART_OFFSET: u64 = 2048 * 512;
 
-fn run_ok(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(o.status.success(), "{cmd:?} failed: {}\n{}{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// `DISK?offset=...`: the e2fsprogs way to reach the partition, no mount.
-fn fs_spec(disk: &Path) -> String {
-    format!("{}?offset={PART_OFFSET}", disk.display())
-}
-
-/// Copies a file out of the guest's ext4 partition with debugfs.
-fn debugfs_dump(disk: &Path, guest_path: &str, out: &Path) {
-    run_ok(tool("debugfs").arg("-R").arg(format!("dump {guest_path} {}", out.display())).arg(fs_spec(disk)));
-    assert!(out.is_file(), "debugfs could not dump {guest_path} from {}", disk.display());
-}
-
-fn sha256_file(p: &Path) -> String {
-    run_ok(tool("sha256sum").arg(p)).split_whitespace().next().unwrap().to_string()
-}
-
-/// e2fsck -fn on the partition: the guest left its file system clean.
-fn assert_fs_clean(disk: &Path) {
-    let o = tool("e2fsck").arg("-fn").arg(fs_spec(disk)).output().expect("run e2fsck");
-    assert!(o.status.success(), "e2fsck -fn {} found problems:\n{}{}", disk.display(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    let h = run_ok(tool("dumpe2fs").arg("-h").arg(fs_spec(disk)));
-    assert!(h.lines().any(|l| l.strip_prefix("Filesystem state:").map(str::trim) == Some("clean")), "file system not marked clean:\n{h}");
-}
 
 /// (width, height, pixels brighter than dark grey) of a binary PPM (P6).
 fn ppm_lit_pixels(p: &Path) -> (usize, usize, usize) {

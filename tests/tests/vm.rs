@@ -186,9 +186,38 @@ fn vm_backup_incremental_restore_and_instant_restore() {
     control(&mut ctl, "write 2", "wrote 2", Duration::from_secs(120));
     control(&mut ctl, "sync", "synced", Duration::from_secs(60));
     assert!(std::fs::metadata(work.join(format!("{disk_id}.overlay"))).map(|m| m.len() > 0).unwrap_or(false), "no overlay file");
+
+    // 4. Migrate back while it runs: mirror onto a local qcow2, pivot,
+    // release the export; the guest keeps running and writing.
+    let local = t.path().join("local");
+    let o = run_cmd({
+        let mut c = lb_cmd();
+        c.args(["vm", "migrate-back", "--qmp"]).arg(work.join("qmp.sock")).arg(&local).args(["--format", "qcow2"]);
+        c
+    });
+    o.expect_ok();
+    let wrote = control(&mut ctl, "write 3", "wrote 3", Duration::from_secs(120));
+    let f: Vec<&str> = wrote.split_whitespace().collect();
+    let (sha, guest_file) = (f[2].to_string(), f[3].to_string());
+    control(&mut ctl, "sync", "synced", Duration::from_secs(60));
+    // Stopping instant-restore now leaves the VM running: it needs no export.
     ir.signal(libc::SIGTERM);
     let o = ir.wait();
     assert_eq!(o.code(), Some(0), "{o}");
+    assert!(o.stderr.contains("runs from local disks"), "{o}");
+    let beat = hb.line(Duration::from_secs(30)).expect("the migrated VM stopped beating");
+    assert!(beat.starts_with("heartbeat "), "{beat}");
+    control(&mut ctl, "poweroff", "poweroff", Duration::from_secs(30));
+    assert!(wait_until(Duration::from_secs(90), || hb.line(Duration::from_secs(3)).is_none()), "the migrated VM did not power off");
+    std::thread::sleep(Duration::from_secs(1));
+    // The local image holds everything the guest wrote, the last file too.
+    let final_raw = t.path().join("final.raw");
+    let o = qemu_img(&["convert", "-U", "-f", "qcow2", "-O", "raw", local.join(format!("{disk_id}.qcow2")).to_str().unwrap(), final_raw.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_fs_clean(&final_raw);
+    let dumped = t.path().join("dumped");
+    debugfs_dump(&final_raw, &guest_file, &dumped);
+    assert_eq!(sha256_file(&dumped), sha, "the file written after migrating back differs");
     // The datastore did not change: the same snapshots, all intact.
     ds.assert_check_clean();
     let (same, why) = {

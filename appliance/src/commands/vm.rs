@@ -64,6 +64,17 @@ pub enum VmCmd {
         #[arg(long, value_name = "IMAGE", requires = "disk")]
         into: Option<PathBuf>,
     },
+    /// Move a VM running from instant restore onto local images while it
+    /// runs (blockdev-mirror, then pivot); its NBD exports are released
+    MigrateBack {
+        /// QMP socket of the running VM (instant-restore prints it)
+        #[arg(long, value_name = "PATH")]
+        qmp: PathBuf,
+        /// Directory for the new images, <disk>.<format>
+        target: PathBuf,
+        #[arg(long, default_value = "qcow2", value_parser = ["raw", "qcow2"])]
+        format: String,
+    },
     /// Boot a VM straight from a snapshot: disks served over NBD with a
     /// copy-on-write overlay (the datastore is never written), QEMU started
     /// with the backed-up hardware. Runs until the VM stops or Ctrl-C
@@ -180,6 +191,24 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             println!("restored VM {} to {} (hardware in vm.json)", md.name, target.display());
             Ok(0)
         }
+        VmCmd::MigrateBack { qmp, target, format } => {
+            let mut q = Qmp::connect(&qmp)?;
+            let disks = lifeboat_qemu::migrate::nbd_disks(&mut q)?;
+            if disks.is_empty() {
+                anyhow::bail!("the VM behind {} reads no disk over NBD: nothing to migrate", qmp.display());
+            }
+            std::fs::create_dir_all(&target)?;
+            for (id, node, size) in disks {
+                let img = target.join(format!("{id}.{format}"));
+                if img.exists() {
+                    anyhow::bail!("{} exists already; choose an empty directory", img.display());
+                }
+                eprintln!("mirroring disk {id} ({}) into {}...", ui::bytes(size), img.display());
+                lifeboat_qemu::migrate::migrate_disk(&mut q, &node, size, &img, &format)?;
+                println!("disk {id} now runs from {}", img.display());
+            }
+            Ok(0)
+        }
         VmCmd::InstantRestore { ds, snapshot, workdir, listen, no_boot, net, qemu_args } => {
             let store = open_datastore(&ds)?;
             instant_restore(store, &snapshot, workdir, &listen, no_boot, &net, &qemu_args)
@@ -278,14 +307,25 @@ fn instant_restore(
         c.arg("-device").arg(format!("{},netdev=n{i},mac={},id={}", n.model, n.mac, n.id));
     }
     c.args(qemu_args);
+    // Its own process group and its own output file: Ctrl-C on our
+    // terminal must not reach it, and a migrated VM outlives us.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let log = std::fs::File::create(work.join("qemu.log"))?;
+    c.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
     let mut child = c.spawn().map_err(|e| anyhow::anyhow!("cannot start qemu-system-x86_64: {e}"))?;
     println!("VM {} booting from snapshot {}: QMP {}, serial log {}", md.name, sid.short(), qmp.display(), serial.display());
     loop {
         if let Some(st) = child.try_wait()? {
-            eprintln!("VM stopped ({st}); the overlays stay in {}", work.display());
+            eprintln!("VM stopped ({st}); the overlays stay in {}; QEMU's output: {}", work.display(), work.join("qemu.log").display());
             return Ok(0);
         }
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            // A VM migrated back (no disk on NBD any more) keeps running.
+            let migrated = Qmp::connect(&qmp).and_then(|mut q| lifeboat_qemu::migrate::nbd_disks(&mut q)).map(|d| d.is_empty()).unwrap_or(false);
+            if migrated {
+                eprintln!("the VM runs from local disks now (pid {}); released its exports", child.id());
+                return Ok(0);
+            }
             let _ = child.kill();
             let _ = child.wait();
             eprintln!("stopped the VM; the overlays stay in {}", work.display());

@@ -16,6 +16,7 @@
 pub mod backup;
 pub mod fleece;
 pub mod inventory;
+pub mod migrate;
 pub mod qga;
 pub mod qmp;
 

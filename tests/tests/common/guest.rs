@@ -2,6 +2,8 @@
 //! they run under QEMU: QMP, virtio-serial ports, the serial console.
 
 use super::*;
+
+pub const PART_OFFSET: u64 = 2048 * 512;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -198,3 +200,31 @@ impl Vm {
     }
 }
 
+
+pub fn fs_spec(disk: &Path) -> String {
+    format!("{}?offset={PART_OFFSET}", disk.display())
+}
+
+/// Copies a file out of the guest's ext4 partition with debugfs.
+pub fn debugfs_dump(disk: &Path, guest_path: &str, out: &Path) {
+    run_ok(tool("debugfs").arg("-R").arg(format!("dump {guest_path} {}", out.display())).arg(fs_spec(disk)));
+    assert!(out.is_file(), "debugfs could not dump {guest_path} from {}", disk.display());
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    run_ok(tool("sha256sum").arg(p)).split_whitespace().next().unwrap().to_string()
+}
+
+/// e2fsck -fn on the partition: the guest left its file system clean.
+pub fn assert_fs_clean(disk: &Path) {
+    let o = tool("e2fsck").arg("-fn").arg(fs_spec(disk)).output().expect("run e2fsck");
+    assert!(o.status.success(), "e2fsck -fn {} found problems:\n{}{}", disk.display(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let h = run_ok(tool("dumpe2fs").arg("-h").arg(fs_spec(disk)));
+    assert!(h.lines().any(|l| l.strip_prefix("Filesystem state:").map(str::trim) == Some("clean")), "file system not marked clean:\n{h}");
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(o.status.success(), "{cmd:?} failed: {}\n{}{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
