@@ -238,34 +238,80 @@ pub struct DatastoreDisk {
     ds: std::sync::Arc<Datastore>,
     size: u64,
     chunks: Vec<BlobId>,
-    /// The last chunks decoded (a guest reads sequentially in small
-    /// pieces: decode each 4 MiB chunk once, not once per 4 KiB read).
-    cache: Mutex<std::collections::VecDeque<(u64, std::sync::Arc<Vec<u8>>)>>,
+    /// The chunks decoded last. A client reads in pieces far smaller than
+    /// a chunk, many at once (nbdcopy keeps 64 requests in flight): each
+    /// chunk is read and verified once, by the first request, while the
+    /// others wait on its cell instead of decoding it again.
+    cache: Mutex<std::collections::VecDeque<(u64, std::sync::Arc<ChunkCell>)>>,
+    /// Chunks to load ahead of a sequential reader, by background threads.
+    prefetch: crossbeam_channel::Sender<(BlobId, std::sync::Arc<ChunkCell>)>,
 }
 
-const CACHED_CHUNKS: usize = 8;
+/// How many chunks past the one just missed are loaded ahead.
+const READ_AHEAD: u64 = 3;
+
+type ChunkCell = std::sync::OnceLock<Result<std::sync::Arc<Vec<u8>>, String>>;
+
+const CACHED_CHUNKS: usize = 16;
 
 impl DatastoreDisk {
     pub fn new(ds: std::sync::Arc<Datastore>, disk: &Node) -> Self {
-        DatastoreDisk { ds, size: disk.size, chunks: disk.content.clone(), cache: Mutex::new(Default::default()) }
+        let (tx, rx) = crossbeam_channel::bounded::<(BlobId, std::sync::Arc<ChunkCell>)>(2 * READ_AHEAD as usize);
+        for _ in 0..2 {
+            let (rx, ds) = (rx.clone(), ds.clone());
+            // The threads end when the disk (the sender) is dropped.
+            std::thread::spawn(move || {
+                for (id, cell) in rx {
+                    cell.get_or_init(|| ds.read_blob(&id).map(std::sync::Arc::new).map_err(|e| e.to_string()));
+                }
+            });
+        }
+        DatastoreDisk { ds, size: disk.size, chunks: disk.content.clone(), cache: Mutex::new(Default::default()), prefetch: tx }
     }
 
     fn is_zero(&self, i: u64) -> bool {
         self.chunks[i as usize] == zero_id(chunk_len(self.size, i))
     }
 
-    fn chunk(&self, i: u64) -> std::io::Result<std::sync::Arc<Vec<u8>>> {
-        if let Some((_, d)) = self.cache.lock().unwrap().iter().find(|(k, _)| *k == i) {
-            return Ok(d.clone());
-        }
-        let data = self.ds.read_blob(&self.chunks[i as usize]).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let data = std::sync::Arc::new(data);
-        let mut c = self.cache.lock().unwrap();
+    fn insert(c: &mut std::collections::VecDeque<(u64, std::sync::Arc<ChunkCell>)>, i: u64, cell: std::sync::Arc<ChunkCell>) {
         if c.len() >= CACHED_CHUNKS {
             c.pop_front();
         }
-        c.push_back((i, data.clone()));
-        Ok(data)
+        c.push_back((i, cell));
+    }
+
+    fn chunk(&self, i: u64) -> std::io::Result<std::sync::Arc<Vec<u8>>> {
+        let cell = {
+            let mut c = self.cache.lock().unwrap();
+            match c.iter().find(|(k, _)| *k == i) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell = std::sync::Arc::new(ChunkCell::new());
+                    Self::insert(&mut c, i, cell.clone());
+                    // A miss: the reader is likely sequential; load ahead.
+                    let n = self.chunks.len() as u64;
+                    for j in (i + 1..=i + READ_AHEAD).filter(|j| *j < n) {
+                        if self.is_zero(j) || c.iter().any(|(k, _)| *k == j) {
+                            continue;
+                        }
+                        let ahead = std::sync::Arc::new(ChunkCell::new());
+                        if self.prefetch.try_send((self.chunks[j as usize], ahead.clone())).is_ok() {
+                            Self::insert(&mut c, j, ahead);
+                        }
+                    }
+                    cell
+                }
+            }
+        };
+        let r = cell.get_or_init(|| self.ds.read_blob(&self.chunks[i as usize]).map(std::sync::Arc::new).map_err(|e| e.to_string()));
+        match r {
+            Ok(d) => Ok(d.clone()),
+            Err(e) => {
+                // Do not keep a failure: the next read tries again.
+                self.cache.lock().unwrap().retain(|(k, _)| *k != i);
+                Err(std::io::Error::other(e.clone()))
+            }
+        }
     }
 }
 
