@@ -233,7 +233,15 @@ fn debian_guest_boots_to_qemu_guest_agent() {
     require_root();
     let dir = scratch("guest-debian");
     let disk = build_guest("debian", dir.path());
-    let mut vm = Vm::boot(&disk, &dir.path().join("run"), &[("GUEST_MEM", "1024"), ("GUEST_SMP", "2")], None);
+    // A second QMP monitor for `lifeboat vm backup` (below).
+    let run = dir.path().join("run");
+    let lb_qmp = vec![
+        "-chardev".to_string(),
+        format!("socket,id=lbqmp,path={}/lb-qmp.sock,server=on,wait=off", run.display()),
+        "-mon".into(),
+        "chardev=lbqmp,mode=control".into(),
+    ];
+    let mut vm = Vm::boot_with(&disk, &run, &[("GUEST_MEM", "1024"), ("GUEST_SMP", "2")], None, &lb_qmp);
 
     // guest-sync with a fresh id until the agent echoes one back.
     let mut qga = Lines::connect(&vm.sock("qga.sock"), Duration::from_secs(30));
@@ -303,6 +311,35 @@ fn debian_guest_boots_to_qemu_guest_agent() {
     assert!(f.len() == 4 && f[0] == "wrote" && f[1] == "2" && f[2].len() == 64, "unexpected answer {wrote:?}");
     let (sha, path) = (f[2].to_string(), f[3].to_string());
     drop(ctl);
+
+    // An application-consistent VM backup: lifeboat freezes the guest's
+    // file systems through qemu-ga around the point, and thaws them.
+    drop(qga);
+    let ds = Ds::init(dir.path().join("ds"));
+    let mut c = lb_cmd();
+    c.args(["vm", "backup", "--datastore"]).arg(&ds.path).arg("--qmp").arg(run.join("lb-qmp.sock"));
+    c.arg("--agent").arg(vm.sock("qga.sock")).arg("--json");
+    let o = run_cmd(c);
+    o.expect_ok();
+    let b = o.json();
+    assert_eq!(b["consistency"], "application", "{b}");
+    assert!(b["frozen_filesystems"].as_u64().unwrap_or(0) >= 1, "{b}");
+    let restored = dir.path().join("vm-restore");
+    let mut c = lb_cmd();
+    c.args(["vm", "restore", "--datastore"]).arg(&ds.path).arg(b["snapshot_id"].as_str().unwrap()).arg(&restored);
+    run_cmd(c).expect_ok();
+    let md: Value = serde_json::from_slice(&std::fs::read(restored.join("vm.json")).unwrap()).unwrap();
+    assert_eq!(md["guest_os"]["id"], "debian", "the agent's OS info is in the metadata: {md}");
+    // The guest is thawed and keeps working.
+    let mut qga = Lines::connect(&vm.sock("qga.sock"), Duration::from_secs(30));
+    qga.send(&json!({"execute": "guest-sync-delimited", "arguments": {"id": 4242}}).to_string());
+    let synced = wait_until(Duration::from_secs(30), || qga.line(Duration::from_secs(5)).is_some_and(|l| l.contains("4242")));
+    assert!(synced, "qemu-guest-agent does not answer after the backup");
+    qga.send(&json!({"execute": "guest-fsfreeze-status"}).to_string());
+    let st = qga.line(Duration::from_secs(30)).unwrap_or_default();
+    assert!(st.contains("thawed"), "the guest was left frozen: {st}");
+    let beats = assert_heartbeats(&mut hb, 2, Duration::from_secs(60));
+    eprintln!("debian guest: after an application-consistent backup: {beats:?}");
 
     // guest-shutdown sends no answer on success.
     qga.send(r#"{"execute":"guest-shutdown"}"#);
