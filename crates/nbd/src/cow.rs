@@ -384,17 +384,7 @@ impl<D> CowOverlay<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn flatten(chunks: &[ReadChunk]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for c in chunks {
-            match c {
-                ReadChunk::Data(d) => v.extend_from_slice(d),
-                ReadChunk::Zero(n) => v.resize(v.len() + *n as usize, 0),
-            }
-        }
-        v
-    }
+    use crate::device::flatten;
 
     fn base(dir: &Path, size: usize) -> (PathBuf, Vec<u8>) {
         let p = dir.join("base.raw");

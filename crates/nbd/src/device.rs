@@ -388,20 +388,22 @@ impl BlockDevice for FileDevice {
     }
 }
 
+/// The bytes a read returns, zero runs spelled out (for tests).
+#[cfg(test)]
+pub(crate) fn flatten(chunks: &[ReadChunk]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for c in chunks {
+        match c {
+            ReadChunk::Data(d) => v.extend_from_slice(d),
+            ReadChunk::Zero(n) => v.resize(v.len() + *n as usize, 0),
+        }
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn flatten(chunks: &[ReadChunk]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for c in chunks {
-            match c {
-                ReadChunk::Data(d) => v.extend_from_slice(d),
-                ReadChunk::Zero(n) => v.resize(v.len() + *n as usize, 0),
-            }
-        }
-        v
-    }
 
     #[test]
     fn sparse_file_reads_holes_and_data() {
