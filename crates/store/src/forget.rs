@@ -35,8 +35,7 @@ pub fn forget_snapshots(ds: &Arc<Datastore>, ids: &[BlobId]) -> Result<()> {
     // A crash here leaves an unreferenced record (gc sweeps it) and every
     // snapshot in place.
     crate::failpoint::hit("forget-commit")?;
-    let mut key = REF_FORGET.to_vec();
-    key.extend_from_slice(&rid.0);
+    let key = index::ref_key(REF_FORGET, &rid.0);
     let batch = IndexBatch { delete_snapshots: ids.to_vec(), refs: vec![(key, Vec::new())], ..Default::default() };
     index::commit(&ds.index_path(), batch)?;
     ds.refresh_index()

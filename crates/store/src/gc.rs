@@ -30,7 +30,7 @@ use crate::datastore::Datastore;
 use crate::error::{Result, StoreError};
 use crate::fsutil::{DatastoreLock, FileLock, WriterRegistration};
 use crate::id::{BlobId, PackId};
-use crate::index::{self, BlobLocation, ChunkedBatch, IndexBatch, IndexReader, PackInfo};
+use crate::index::{self, ref_key, BlobLocation, ChunkedBatch, IndexBatch, IndexReader, PackInfo};
 use crate::markset::MarkSet;
 use crate::pack::{pack_path, PackWriter};
 use crate::tree::NodeKind;
@@ -108,11 +108,6 @@ fn record_len(loc: &BlobLocation) -> u64 {
     loc.stored_len as u64 + crate::blob::RECORD_HEADER_LEN as u64
 }
 
-fn ref_key(prefix: &[u8], id: &[u8]) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(id);
-    k
-}
 
 fn doomed_packs(index: &IndexReader) -> Result<HashSet<PackId>> {
     let mut out = HashSet::new();

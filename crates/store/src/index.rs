@@ -319,6 +319,14 @@ impl IndexReader {
     }
 }
 
+/// A key of the `refs` column family: a prefix ("gc/blob/", "forget/",
+/// ...) followed by raw id bytes.
+pub fn ref_key(prefix: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(id);
+    k
+}
+
 /// One atomic change to the index.
 ///
 /// The conditional parts are decided inside the commit, under the index

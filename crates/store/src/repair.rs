@@ -22,7 +22,7 @@ use crate::error::{Result, StoreError};
 use crate::forget::{ForgetRecord, REF_FORGET};
 use crate::fsutil::{self, DatastoreLock, FileLock};
 use crate::id::{BlobId, PackId};
-use crate::index::{self, BlobLocation, IndexBatch, PackInfo};
+use crate::index::{self, ref_key, BlobLocation, IndexBatch, PackInfo};
 use crate::pack::{PACK_HEADER_LEN, PACK_MAGIC};
 use crate::snapshot::Snapshot;
 use serde::Serialize;
@@ -240,10 +240,4 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
 
 fn note_unreadable(rep: &mut RepairReport, pack: &PackId, off: u64, what: &str) {
     rep.unreadable_packs.push(format!("pack {pack} at offset {off}: {what}"));
-}
-
-fn ref_key(prefix: &[u8], id: &[u8]) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(id);
-    k
 }
