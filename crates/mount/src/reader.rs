@@ -106,7 +106,7 @@ impl OpenFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lifeboat_store::{BlobKind, BlobSink, NodeKind};
+    use lifeboat_store::{BlobKind, BlobSink};
 
     fn bytes(seed: u64, n: usize) -> Vec<u8> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -133,23 +133,7 @@ mod tests {
         }
         sink.flush().unwrap();
         ds.refresh_index().unwrap();
-        let node = Node {
-            name: b"f".to_vec(),
-            kind: NodeKind::File,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
-            size: whole.len() as u64,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            dev: 0,
-            ino: 0,
-            nlink: 1,
-            rdev: 0,
-            content,
-            subtree: None,
-            link_target: None,
-        };
+        let node = Node::file(b"f", 0o100644, whole.len() as u64, 0, content);
         (t, ds, Arc::new(node), whole)
     }
 

@@ -8,7 +8,7 @@ use crate::inventory::capture;
 use crate::qga::GuestAgent;
 use crate::qmp::{Qmp, QmpError};
 use lifeboat_nbd::client::NbdClient;
-use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, NodeKind, Snapshot, SnapshotKind, StoreError, Tree};
+use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, Snapshot, SnapshotKind, StoreError, Tree};
 use lifeboat_vm::image::{backup_disk, DiskStats, ImageError, METADATA_FILE};
 use lifeboat_vm::VmMetadata;
 use std::path::PathBuf;
@@ -204,23 +204,7 @@ fn read_disks(
 
 fn meta_node(size: u64, id: BlobId) -> Node {
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    Node {
-        name: METADATA_FILE.as_bytes().to_vec(),
-        kind: NodeKind::File,
-        mode: 0o100644,
-        uid: 0,
-        gid: 0,
-        size,
-        mtime_ns: now,
-        ctime_ns: now,
-        dev: 0,
-        ino: 0,
-        nlink: 1,
-        rdev: 0,
-        content: vec![id],
-        subtree: None,
-        link_target: None,
-    }
+    Node::file(METADATA_FILE.as_bytes(), 0o100644, size, now, vec![id])
 }
 
 struct RemoveDir(PathBuf);

@@ -505,23 +505,7 @@ mod tests {
     use std::sync::Arc;
 
     fn file_node(name: &str, content: Vec<BlobId>) -> Node {
-        Node {
-            name: name.as_bytes().to_vec(),
-            kind: NodeKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            dev: 0,
-            ino: 0,
-            nlink: 1,
-            rdev: 0,
-            content,
-            subtree: None,
-            link_target: None,
-        }
+        Node::file(name.as_bytes(), 0o644, 0, 0, content)
     }
 
     fn noise(seed: u8, n: usize) -> Vec<u8> {

@@ -49,6 +49,29 @@ pub struct Node {
 }
 
 impl Node {
+    /// A regular file that did not come from a file system walk (a VM
+    /// disk, a metadata document): owned by root, one link, `mtime_ns` as
+    /// both mtime and ctime.
+    pub fn file(name: &[u8], mode: u32, size: u64, mtime_ns: i64, content: Vec<BlobId>) -> Node {
+        Node {
+            name: name.to_vec(),
+            kind: NodeKind::File,
+            mode,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime_ns,
+            ctime_ns: mtime_ns,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            rdev: 0,
+            content,
+            subtree: None,
+            link_target: None,
+        }
+    }
+
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }

@@ -14,7 +14,7 @@
 //! and takes every other chunk id from the parent snapshot's disk.
 
 use lifeboat_nbd::client::{ClientError, NbdClient, STATE_DIRTY, STATE_ZERO};
-use lifeboat_store::{BlobId, BlobKind, BlobSink, Datastore, Node, NodeKind, StoreError};
+use lifeboat_store::{BlobId, BlobKind, BlobSink, Datastore, Node, StoreError};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -192,23 +192,7 @@ pub fn backup_disk(
     st.chunks_added = added.into_inner();
     st.bytes_added = added_bytes.into_inner();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
-    let node = Node {
-        name: name.as_bytes().to_vec(),
-        kind: NodeKind::File,
-        mode: 0o100600,
-        uid: 0,
-        gid: 0,
-        size,
-        mtime_ns: now,
-        ctime_ns: now,
-        dev: 0,
-        ino: 0,
-        nlink: 1,
-        rdev: 0,
-        content,
-        subtree: None,
-        link_target: None,
-    };
+    let node = Node::file(name.as_bytes(), 0o100600, size, now, content);
     Ok((node, st))
 }
 
