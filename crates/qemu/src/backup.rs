@@ -119,7 +119,7 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
         return Err(e.into());
     }
 
-    let res = read_disks(ds, &sink, &session, &parent_disks, bytes_done);
+    let res = read_disks(&sink, &session, &parent_disks, bytes_done);
     let (disk_nodes, disk_stats) = match res {
         Ok(v) => v,
         Err(e) => {
@@ -174,7 +174,6 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
 }
 
 fn read_disks(
-    _ds: &Datastore,
     sink: &BlobSink,
     session: &FleeceSession,
     parent_disks: &[Node],

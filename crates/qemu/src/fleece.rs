@@ -76,19 +76,6 @@ fn bitmaps(q: &mut Qmp, node: &str) -> Result<Vec<(String, bool)>, QmpError> {
     Ok(out)
 }
 
-fn qemu_img_create(path: &Path, size: u64) -> Result<(), FleeceError> {
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(path)
-        .arg(size.to_string())
-        .output()
-        .map_err(|e| FleeceError::Overlay { path: path.into(), msg: format!("cannot run qemu-img: {e}") })?;
-    if !out.status.success() {
-        return Err(FleeceError::Overlay { path: path.into(), msg: String::from_utf8_lossy(&out.stderr).trim().to_string() });
-    }
-    Ok(())
-}
-
 impl FleeceSession {
     /// Freezes the disks' current state and exports it. `incremental`
     /// asks for the changed-block bitmaps. `workdir` holds the overlays
@@ -119,7 +106,7 @@ impl FleeceSession {
             let new = if old.as_deref() == Some(BITMAPS[0]) { BITMAPS[1] } else { BITMAPS[0] };
             let fleece_node = format!("lifeboat-fleece{i}");
             let fleece_file = workdir.join(format!("fleece{i}.qcow2"));
-            qemu_img_create(&fleece_file, d.size)?;
+            crate::qemu_img_create(&fleece_file, "qcow2", d.size).map_err(|msg| FleeceError::Overlay { path: fleece_file.clone(), msg })?;
             q.execute(
                 "blockdev-add",
                 json!({

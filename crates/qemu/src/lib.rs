@@ -25,3 +25,17 @@ pub use fleece::{DiskExport, FleeceSession};
 pub use inventory::{capture, DiskNode};
 pub use qga::{AgentError, GuestAgent};
 pub use qmp::{Qmp, QmpError};
+
+/// `qemu-img create -f FMT PATH SIZE`; the error is qemu-img's own words.
+pub(crate) fn qemu_img_create(path: &std::path::Path, fmt: &str, size: u64) -> Result<(), String> {
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", fmt])
+        .arg(path)
+        .arg(size.to_string())
+        .output()
+        .map_err(|e| format!("cannot run qemu-img: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(())
+}

@@ -33,15 +33,7 @@ pub fn nbd_disks(q: &mut Qmp) -> Result<Vec<(String, String, u64)>, QmpError> {
 
 /// Mirrors `node` into a new image `target` (format `fmt`) and pivots.
 pub fn migrate_disk(q: &mut Qmp, node: &str, size: u64, target: &Path, fmt: &str) -> Result<(), MigrateError> {
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", fmt])
-        .arg(target)
-        .arg(size.to_string())
-        .output()
-        .map_err(|e| MigrateError::Other(format!("cannot run qemu-img: {e}")))?;
-    if !out.status.success() {
-        return Err(MigrateError::Other(format!("qemu-img create {}: {}", target.display(), String::from_utf8_lossy(&out.stderr).trim())));
-    }
+    crate::qemu_img_create(target, fmt, size).map_err(|e| MigrateError::Other(format!("qemu-img create {}: {e}", target.display())))?;
     let tnode = format!("lifeboat-migrate-{node}");
     let job = format!("lifeboat-migrate-{node}");
     q.execute("blockdev-add", json!({ "driver": fmt, "node-name": tnode, "file": { "driver": "file", "filename": target } }))?;

@@ -236,6 +236,10 @@ const READ_AHEAD: u64 = 3;
 
 type ChunkCell = std::sync::OnceLock<Result<std::sync::Arc<Vec<u8>>, String>>;
 
+fn load_chunk(ds: &Datastore, id: &BlobId) -> Result<std::sync::Arc<Vec<u8>>, String> {
+    ds.read_blob(id).map(std::sync::Arc::new).map_err(|e| e.to_string())
+}
+
 const CACHED_CHUNKS: usize = 16;
 
 impl DatastoreDisk {
@@ -246,7 +250,7 @@ impl DatastoreDisk {
             // The threads end when the disk (the sender) is dropped.
             std::thread::spawn(move || {
                 for (id, cell) in rx {
-                    cell.get_or_init(|| ds.read_blob(&id).map(std::sync::Arc::new).map_err(|e| e.to_string()));
+                    cell.get_or_init(|| load_chunk(&ds, &id));
                 }
             });
         }
@@ -287,7 +291,7 @@ impl DatastoreDisk {
                 }
             }
         };
-        let r = cell.get_or_init(|| self.ds.read_blob(&self.chunks[i as usize]).map(std::sync::Arc::new).map_err(|e| e.to_string()));
+        let r = cell.get_or_init(|| load_chunk(&self.ds, &self.chunks[i as usize]));
         match r {
             Ok(d) => Ok(d.clone()),
             Err(e) => {
