@@ -235,13 +235,7 @@ fn debian_guest_boots_to_qemu_guest_agent() {
     let disk = build_guest("debian", dir.path());
     // A second QMP monitor for `lifeboat vm backup` (below).
     let run = dir.path().join("run");
-    let lb_qmp = vec![
-        "-chardev".to_string(),
-        format!("socket,id=lbqmp,path={}/lb-qmp.sock,server=on,wait=off", run.display()),
-        "-mon".into(),
-        "chardev=lbqmp,mode=control".into(),
-    ];
-    let mut vm = Vm::boot_with(&disk, &run, &[("GUEST_MEM", "1024"), ("GUEST_SMP", "2")], None, &lb_qmp);
+    let mut vm = Vm::boot_with(&disk, &run, &[("GUEST_MEM", "1024"), ("GUEST_SMP", "2")], None, &lifeboat_qmp_args(&run));
 
     // guest-sync with a fresh id until the agent echoes one back.
     let mut qga = Lines::connect(&vm.sock("qga.sock"), Duration::from_secs(30));

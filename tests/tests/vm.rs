@@ -14,16 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A second QMP monitor for lifeboat (the test keeps the first).
-fn lifeboat_qmp_args(run: &Path) -> Vec<String> {
-    vec![
-        "-chardev".into(),
-        format!("socket,id=lbqmp,path={}/lb-qmp.sock,server=on,wait=off", run.display()),
-        "-mon".into(),
-        "chardev=lbqmp,mode=control".into(),
-    ]
-}
-
 fn qemu_img(args: &[&str]) -> std::process::Output {
     Command::new("qemu-img").args(args).output().expect("run qemu-img")
 }
@@ -135,7 +125,6 @@ fn vm_backup_incremental_restore_and_instant_restore() {
     assert!(read >= 5 && read <= 16 && reused + read + d["chunks_zero"].as_u64().unwrap() == chunks, "{inc}");
     let id2 = inc["snapshot_id"].as_str().unwrap().to_string();
     assert_eq!(inc["parent"].as_str(), Some(id1.as_str()));
-    let raw2 = t.path().join("restore2.raw");
     let img = t.path().join("into.raw");
     qemu_img(&["create", "-f", "raw", img.to_str().unwrap(), &md["disks"][0]["size"].to_string()]);
     let o = run_cmd({
@@ -146,7 +135,6 @@ fn vm_backup_incremental_restore_and_instant_restore() {
     o.expect_ok();
     let (same, why) = identical(&img, "raw", &ref2);
     assert!(same, "incremental restore differs: {why}");
-    let _ = raw2;
     ds.assert_check_clean();
 
     // 3. Instant restore of snapshot 2 after the original is gone.
@@ -221,14 +209,12 @@ fn vm_backup_incremental_restore_and_instant_restore() {
     // The datastore did not change: the same snapshots, all intact.
     ds.assert_check_clean();
     let (same, why) = {
-        let back = t.path().join("again.raw");
         let o = run_cmd({
             let mut c = lb_cmd();
             c.args(["vm", "restore", "--datastore"]).arg(&ds.path).arg(&id2).arg(t.path().join("again")).args(["--disk", &disk_id]);
             c
         });
         o.expect_ok();
-        let _ = back;
         identical(&t.path().join("again").join(format!("{disk_id}.raw")), "raw", &ref2)
     };
     assert!(same, "snapshot changed after instant restore: {why}");

@@ -228,3 +228,14 @@ pub fn run_ok(cmd: &mut Command) -> String {
     assert!(o.status.success(), "{cmd:?} failed: {}\n{}{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// QEMU arguments for a second QMP monitor at RUN/lb-qmp.sock, for
+/// lifeboat, while the test keeps the first.
+pub fn lifeboat_qmp_args(run: &Path) -> Vec<String> {
+    vec![
+        "-chardev".into(),
+        format!("socket,id=lbqmp,path={}/lb-qmp.sock,server=on,wait=off", run.display()),
+        "-mon".into(),
+        "chardev=lbqmp,mode=control".into(),
+    ]
+}
