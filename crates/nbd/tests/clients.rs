@@ -46,31 +46,9 @@ fn qemu_img_info_convert_compare_and_qemu_io_read() {
             out.to_str().unwrap(),
         ],
     );
-    run_ok(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            img.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-    );
+    qemu_img_compare(img.to_str().unwrap(), out.to_str().unwrap());
     // Compare straight against the export too.
-    run_ok(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            &uri,
-            img.to_str().unwrap(),
-        ],
-    );
+    qemu_img_compare(&uri, img.to_str().unwrap());
 
     let io = run_ok(
         "qemu-io",
@@ -234,18 +212,7 @@ fn cow_overlay_writes_and_base_untouched() {
         }
     }
     run_ok("nbdcopy", &["--connections=4", src.to_str().unwrap(), &uri]);
-    run_ok(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            &uri,
-            src.to_str().unwrap(),
-        ],
-    );
+    qemu_img_compare(&uri, src.to_str().unwrap());
     assert_eq!(before, sha(&img), "the base image changed");
 
     // Block status of the overlay shows where the copy zeroed things.
@@ -256,16 +223,5 @@ fn cow_overlay_writes_and_base_untouched() {
     let cow = CowOverlay::open(FileDevice::open(&img).unwrap(), &ov).unwrap();
     let dev: Arc<dyn BlockDevice> = Arc::new(cow);
     let srv = TestServer::start(ServerConfig::default(), vec![("rw", dev)]);
-    run_ok(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            &srv.uri("rw"),
-            src.to_str().unwrap(),
-        ],
-    );
+    qemu_img_compare(&srv.uri("rw"), src.to_str().unwrap());
 }

@@ -434,18 +434,7 @@ fn unix_socket_with_qemu_img() {
     let s = srv.server.clone();
     srv.rt.spawn(async move { s.serve_unix(l).await });
     let uri = format!("nbd+unix:///disk?socket={}", sock.display());
-    run_ok(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            &uri,
-            img.to_str().unwrap(),
-        ],
-    );
+    qemu_img_compare(&uri, img.to_str().unwrap());
     // Exports come and go while the server runs.
     assert!(srv.server.remove_export("disk").is_some());
     assert!(!run("qemu-img", &["info", &uri]).status.success());

@@ -120,3 +120,9 @@ pub fn sha(path: &Path) -> Vec<u8> {
     }
     out
 }
+
+/// `qemu-img compare` of two raw images (paths or NBD URIs); panics with
+/// qemu-img's output when they differ.
+pub fn qemu_img_compare(a: &str, b: &str) {
+    run_ok("qemu-img", &["compare", "-f", "raw", "-F", "raw", a, b]);
+}
