@@ -222,6 +222,9 @@ pub struct DatastoreDisk {
     ds: std::sync::Arc<Datastore>,
     size: u64,
     chunks: Vec<BlobId>,
+    /// Which chunks are the zero blob: decided once, as a short last
+    /// chunk's zero id costs a hash of its length.
+    zero: Vec<bool>,
     /// The chunks decoded last. A client reads in pieces far smaller than
     /// a chunk, many at once (nbdcopy keeps 64 requests in flight): each
     /// chunk is read and verified once, by the first request, while the
@@ -254,11 +257,12 @@ impl DatastoreDisk {
                 }
             });
         }
-        DatastoreDisk { ds, size: disk.size, chunks: disk.content.clone(), cache: Mutex::new(Default::default()), prefetch: tx }
+        let zero = (0..disk.content.len() as u64).map(|i| disk.content[i as usize] == zero_id(chunk_len(disk.size, i))).collect();
+        DatastoreDisk { ds, size: disk.size, chunks: disk.content.clone(), zero, cache: Mutex::new(Default::default()), prefetch: tx }
     }
 
     fn is_zero(&self, i: u64) -> bool {
-        self.chunks[i as usize] == zero_id(chunk_len(self.size, i))
+        self.zero[i as usize]
     }
 
     fn insert(c: &mut std::collections::VecDeque<(u64, std::sync::Arc<ChunkCell>)>, i: u64, cell: std::sync::Arc<ChunkCell>) {
