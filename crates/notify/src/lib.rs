@@ -1,0 +1,16 @@
+//! Lifeboat notifications: job report e-mails sent over SMTP with lettre.
+//!
+//! `SmtpSettings` is what an admin configures (relay, security mode,
+//! credentials, sender, recipients); `Mailer` checks them once and sends
+//! plain-text mails; `JobReport` turns a finished job into one. Sending is
+//! blocking (lettre's synchronous transport): callers in async code run it
+//! on a blocking pool. The password never appears in `Debug` output, logs
+//! or errors, and `SmtpSettings::masked` is what an API returns.
+
+mod mailer;
+mod report;
+mod settings;
+
+pub use mailer::{Mailer, NotifyError};
+pub use report::JobReport;
+pub use settings::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
