@@ -2,6 +2,8 @@
 //! in its own file under `commands/`.
 
 mod commands;
+mod logging;
+mod systemd;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +19,9 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 #[derive(Parser)]
 #[command(name = "lifeboat", version, about = "Lifeboat backup and disaster-recovery appliance")]
 struct Cli {
+    /// Log format on stderr: auto is JSON under systemd's journal, human otherwise
+    #[arg(long, global = true, value_enum, env = "LIFEBOAT_LOG_FORMAT", default_value_t = logging::LogFormat::Auto)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,13 +92,9 @@ fn tune_malloc() {
 
 fn main() -> ExitCode {
     tune_malloc();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // CLI commands print their own results; only errors are logged.
+    logging::init(cli.log_format, "error");
     let res = match cli.command {
         Command::Datastore { cmd } => commands::datastore::run(cmd),
         Command::Backup(a) => commands::backup::run(a),
