@@ -10,6 +10,8 @@
 mod mailer;
 mod report;
 mod settings;
+#[cfg(feature = "test-sink")]
+pub mod testing;
 
 pub use mailer::{Mailer, NotifyError};
 pub use report::JobReport;
