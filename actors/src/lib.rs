@@ -8,5 +8,9 @@
 //! Scheduler, Events, Ingest, Notifier and Health on top of it.
 
 pub mod datastore;
+pub mod health;
+pub mod notifier;
 
 pub use datastore::{DatastoreActor, ListSnapshots, RunBackup};
+pub use health::{GetHealth, HealthActor, SetHealthDatastores};
+pub use notifier::{JobFinished, MailOutcome, MailPolicy, NotifierActor, SendTestMail, SetSmtpSettings};
