@@ -3,6 +3,7 @@
 
 mod commands;
 mod logging;
+mod remote;
 mod systemd;
 mod ui;
 
@@ -77,6 +78,14 @@ enum Command {
     /// Reclaim space: delete packs no snapshot needs, repack mostly-dead
     /// ones, remove leftovers of interrupted backups. Safe while backups run
     Gc(commands::gc::GcArgs),
+    /// Run the appliance daemon: actors and the REST API (see also
+    /// `lifeboat --server URL --token T ...` to drive one remotely)
+    Serve(commands::serve::ServeArgs),
+    /// Offline administration of the daemon's state
+    Admin {
+        #[command(subcommand)]
+        cmd: commands::admin::AdminCmd,
+    },
 }
 
 /// glibc malloc tuning: big buffers (chunks, packs, trees) come from
@@ -92,9 +101,15 @@ fn tune_malloc() {
 
 fn main() -> ExitCode {
     tune_malloc();
+    if remote::wanted() {
+        logging::init(logging::LogFormat::Auto, "error");
+        return finish(remote::run(remote::RemoteCli::parse()));
+    }
     let cli = Cli::parse();
-    // CLI commands print their own results; only errors are logged.
-    logging::init(cli.log_format, "error");
+    // The daemon logs what it does; CLI commands print their own results
+    // and log only errors.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "error" };
+    logging::init(cli.log_format, default_level);
     let res = match cli.command {
         Command::Datastore { cmd } => commands::datastore::run(cmd),
         Command::Backup(a) => commands::backup::run(a),
@@ -106,7 +121,13 @@ fn main() -> ExitCode {
         Command::Forget(a) => commands::forget::run(a),
         Command::Vm { cmd } => commands::vm::run(cmd),
         Command::Gc(a) => commands::gc::run(a),
+        Command::Serve(a) => commands::serve::run(a),
+        Command::Admin { cmd } => commands::admin::run(cmd),
     };
+    finish(res)
+}
+
+fn finish(res: anyhow::Result<u8>) -> ExitCode {
     match res {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -5,9 +5,10 @@
 //! IO rates need two readings of /proc/diskstats: a `HealthSampler` keeps
 //! the previous one, so each `sample` reports the rates since the last
 //! (or since the sampler was made). Pure reads, no threads: the caller
-//! decides how often to sample.
+//! decides how often to sample. The report types are in
+//! lifeboat-api-types (`GET /api/health/details` serves them).
 
-use serde::{Deserialize, Serialize};
+pub use lifeboat_api_types::{DatastoreSpace, DiskIo, HealthReport, LoadAverages, Memory};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -27,61 +28,6 @@ pub enum HealthError {
 
 fn proc_err(what: &'static str) -> impl FnOnce(procfs::ProcError) -> HealthError {
     move |source| HealthError::Proc { what, source }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HealthReport {
-    /// When the sample was taken, seconds since the Unix epoch.
-    pub sampled_at: u64,
-    pub uptime_secs: u64,
-    pub load: LoadAverages,
-    pub memory: Memory,
-    /// IO rates per block device over the last `io_interval_secs`.
-    pub disks: Vec<DiskIo>,
-    pub io_interval_secs: f64,
-    pub datastores: Vec<DatastoreSpace>,
-    /// Resident memory of this process (the daemon).
-    pub daemon_rss_bytes: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoadAverages {
-    pub one: f64,
-    pub five: f64,
-    pub fifteen: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Memory {
-    pub total_bytes: u64,
-    /// What can be allocated without swapping (MemAvailable).
-    pub available_bytes: u64,
-    pub swap_total_bytes: u64,
-    pub swap_free_bytes: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DiskIo {
-    /// Kernel name, e.g. `vda`, `nvme0n1`, `loop0`.
-    pub device: String,
-    pub read_bytes_per_sec: f64,
-    pub write_bytes_per_sec: f64,
-    pub reads_per_sec: f64,
-    pub writes_per_sec: f64,
-    /// Share of the interval the device had IO in flight (0..=100).
-    pub busy_percent: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatastoreSpace {
-    pub name: String,
-    pub path: PathBuf,
-    pub total_bytes: u64,
-    /// Free for unprivileged writers (f_bavail), what backups can use.
-    pub available_bytes: u64,
-    pub used_percent: f64,
-    /// Why the numbers are missing (path gone, not mounted...), if they are.
-    pub error: Option<String>,
 }
 
 /// Counters of one block device at one moment.

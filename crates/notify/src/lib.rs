@@ -2,9 +2,10 @@
 //!
 //! `SmtpSettings` is what an admin configures (relay, security mode,
 //! credentials, sender, recipients); `Mailer` checks them once and sends
-//! plain-text mails; `JobReport` turns a finished job into one. Sending is
-//! blocking (lettre's synchronous transport): callers in async code run it
-//! on a blocking pool. The password never appears in `Debug` output, logs
+//! plain-text mails; `JobReport` turns a finished job into one. The
+//! settings type itself is in lifeboat-api-types (the API carries it).
+//! Sending is blocking (lettre's synchronous transport): callers in async
+//! code run it on a blocking pool. The password never appears in `Debug` output, logs
 //! or errors, and `SmtpSettings::masked` is what an API returns.
 
 mod mailer;
@@ -15,4 +16,5 @@ pub mod testing;
 
 pub use mailer::{Mailer, NotifyError};
 pub use report::JobReport;
-pub use settings::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
+pub use lifeboat_api_types::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
+pub use settings::validate;

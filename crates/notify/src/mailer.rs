@@ -45,7 +45,7 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn new(settings: &SmtpSettings) -> Result<Mailer, NotifyError> {
-        settings.validate().map_err(NotifyError::Invalid)?;
+        crate::validate(settings).map_err(NotifyError::Invalid)?;
         let from: Mailbox = settings.from.parse().map_err(|e| NotifyError::Invalid(format!("from: {e}")))?;
         let to = settings
             .to

@@ -13,7 +13,11 @@ pub struct JobReport {
     pub target: String,
     /// The schedule that started it, if any.
     pub schedule: Option<String>,
+    /// Whether the job did its work (a success, maybe with warnings).
     pub ok: bool,
+    /// How it ended, in a word or two for the subject: "ok", "FAILED",
+    /// "ok with warnings", "SKIPPED"...
+    pub outcome: String,
     pub started: DateTime<Utc>,
     pub finished: DateTime<Utc>,
     /// A few lines: what was done (files, bytes, snapshot id...).
@@ -26,14 +30,12 @@ pub struct JobReport {
 
 impl JobReport {
     pub fn subject(&self) -> String {
-        let outcome = if self.ok { "ok" } else { "FAILED" };
-        format!("[Lifeboat {}] {} {}: {}", self.appliance, self.kind, self.target, outcome)
+        format!("[Lifeboat {}] {} {}: {}", self.appliance, self.kind, self.target, self.outcome)
     }
 
     pub fn body(&self) -> String {
         let mut b = String::new();
-        let outcome = if self.ok { "finished successfully" } else { "FAILED" };
-        let _ = writeln!(b, "Job {} ({} of {}) {}.", self.job_id, self.kind, self.target, outcome);
+        let _ = writeln!(b, "Job {} ({} of {}): {}.", self.job_id, self.kind, self.target, self.outcome);
         b.push('\n');
         let _ = writeln!(b, "Job:       {}", self.job_id);
         let _ = writeln!(b, "Kind:      {}", self.kind);
@@ -85,6 +87,7 @@ mod tests {
             target: "/srv/data".into(),
             schedule: Some("nightly".into()),
             ok: false,
+            outcome: "FAILED".into(),
             started,
             finished: started + chrono::Duration::seconds(75),
             summary: "1200 files, 3.1 GiB read".into(),
@@ -93,7 +96,7 @@ mod tests {
         };
         assert_eq!(r.subject(), "[Lifeboat lb1] backup /srv/data: FAILED");
         let body = r.body();
-        assert!(body.starts_with("Job 42 (backup of /srv/data) FAILED."), "{body}");
+        assert!(body.starts_with("Job 42 (backup of /srv/data): FAILED."), "{body}");
         assert!(body.contains("Schedule:  nightly"));
         assert!(body.contains("took 1 min 15 s"));
         assert!(body.contains("Summary:\n  1200 files"));

@@ -1,153 +1,46 @@
-//! SMTP settings as the admin gives them, their checks, and password masking.
+//! Checks of SMTP settings that need an e-mail address parser.
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::net::IpAddr;
-use std::path::PathBuf;
+use lifeboat_api_types::{SmtpSecurity, SmtpSettings};
 
-/// What a masked password reads as. An update carrying exactly this keeps
-/// the stored password, so a client may send back what it was given.
-pub const PASSWORD_MASK: &str = "********";
-
-/// How the connection to the relay is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpSecurity {
-    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
-    #[default]
-    Starttls,
-    /// TLS from the first byte, "SMTPS" (port 465).
-    Tls,
-    /// No encryption: only for a relay on this machine (loopback), port 25.
-    None,
-}
-
-impl SmtpSecurity {
-    pub fn default_port(self) -> u16 {
-        match self {
-            SmtpSecurity::Starttls => 587,
-            SmtpSecurity::Tls => 465,
-            SmtpSecurity::None => 25,
-        }
+/// Checks everything that can be checked without a connection; the
+/// message names the field and what to do.
+pub fn validate(s: &SmtpSettings) -> Result<(), String> {
+    if s.host.trim().is_empty() || s.host.chars().any(char::is_whitespace) {
+        return Err(format!("host {:?} is not a host name or address; set the mail relay's name", s.host));
     }
-}
-
-/// The mail relay and the addresses of report mails.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SmtpSettings {
-    /// Relay host name or IP address.
-    pub host: String,
-    /// Relay port; absent means the usual port of `security`.
-    #[serde(default)]
-    pub port: Option<u16>,
-    #[serde(default)]
-    pub security: SmtpSecurity,
-    /// Login for AUTH (PLAIN or LOGIN); absent: no AUTH.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Password for AUTH. Never logged; APIs return it masked.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Sender address, e.g. `Lifeboat <lifeboat@example.org>`.
-    pub from: String,
-    /// Recipients of report mails.
-    pub to: Vec<String>,
-    /// An extra trusted CA certificate (PEM file) for a relay whose
-    /// certificate is signed by a private CA or is self-signed. The system
-    /// trust store is used as well.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-}
-
-impl fmt::Debug for SmtpSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmtpSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("security", &self.security)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| PASSWORD_MASK))
-            .field("from", &self.from)
-            .field("to", &self.to)
-            .field("ca_file", &self.ca_file)
-            .finish()
+    if s.port == Some(0) {
+        return Err("port 0 is not a port; leave it out for the usual port of the security mode".into());
     }
-}
-
-impl SmtpSettings {
-    pub fn port(&self) -> u16 {
-        self.port.unwrap_or(self.security.default_port())
+    if s.security == SmtpSecurity::None && !s.is_loopback() {
+        return Err(format!(
+            "security \"none\" sends mail unencrypted and is only allowed for a relay on this machine \
+             (localhost, 127.0.0.1, ::1), not {}; use \"starttls\" or \"tls\"",
+            s.host
+        ));
     }
-
-    /// `host:port`, how errors name the relay.
-    pub fn server(&self) -> String {
-        match self.host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(_)) => format!("[{}]:{}", self.host, self.port()),
-            _ => format!("{}:{}", self.host, self.port()),
-        }
+    match (&s.username, &s.password) {
+        (Some(u), _) if u.is_empty() => return Err("username is empty; leave it out for no login".into()),
+        (Some(_), None) => return Err("username is set but password is not; set both or neither".into()),
+        (None, Some(_)) => return Err("password is set but username is not; set both or neither".into()),
+        _ => {}
     }
-
-    /// A copy safe to show: the password, if any, replaced by `PASSWORD_MASK`.
-    pub fn masked(&self) -> SmtpSettings {
-        SmtpSettings { password: self.password.as_ref().map(|_| PASSWORD_MASK.to_string()), ..self.clone() }
+    s.from
+        .parse::<lettre::message::Mailbox>()
+        .map_err(|e| format!("from address {:?} is not an e-mail address: {e}", s.from))?;
+    if s.to.is_empty() {
+        return Err("no recipients: add at least one address to \"to\"".into());
     }
-
-    /// For an update from a client that saw only the masked settings: an
-    /// absent password or the mask itself keeps `previous`'s password (an
-    /// empty string clears it).
-    pub fn keep_password_from(&mut self, previous: Option<&SmtpSettings>) {
-        match self.password.as_deref() {
-            None | Some(PASSWORD_MASK) => self.password = previous.and_then(|p| p.password.clone()),
-            Some("") => self.password = None,
-            Some(_) => {}
-        }
+    for to in &s.to {
+        to.parse::<lettre::message::Mailbox>()
+            .map_err(|e| format!("recipient {to:?} is not an e-mail address: {e}"))?;
     }
-
-    /// Whether `host` is this machine: `localhost` or a loopback address.
-    pub fn is_loopback(&self) -> bool {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-    }
-
-    /// Checks everything that can be checked without a connection; the
-    /// message names the field and what to do.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.host.trim().is_empty() || self.host.chars().any(char::is_whitespace) {
-            return Err(format!("host {:?} is not a host name or address; set the mail relay's name", self.host));
-        }
-        if self.port == Some(0) {
-            return Err("port 0 is not a port; leave it out for the usual port of the security mode".into());
-        }
-        if self.security == SmtpSecurity::None && !self.is_loopback() {
-            return Err(format!(
-                "security \"none\" sends mail unencrypted and is only allowed for a relay on this machine \
-                 (localhost, 127.0.0.1, ::1), not {}; use \"starttls\" or \"tls\"",
-                self.host
-            ));
-        }
-        match (&self.username, &self.password) {
-            (Some(u), _) if u.is_empty() => return Err("username is empty; leave it out for no login".into()),
-            (Some(_), None) => return Err("username is set but password is not; set both or neither".into()),
-            (None, Some(_)) => return Err("password is set but username is not; set both or neither".into()),
-            _ => {}
-        }
-        self.from
-            .parse::<lettre::message::Mailbox>()
-            .map_err(|e| format!("from address {:?} is not an e-mail address: {e}", self.from))?;
-        if self.to.is_empty() {
-            return Err("no recipients: add at least one address to \"to\"".into());
-        }
-        for to in &self.to {
-            to.parse::<lettre::message::Mailbox>()
-                .map_err(|e| format!("recipient {to:?} is not an e-mail address: {e}"))?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lifeboat_api_types::SmtpSecurity;
 
     fn settings() -> SmtpSettings {
         SmtpSettings {
@@ -163,40 +56,14 @@ mod tests {
     }
 
     #[test]
-    fn debug_and_masked_never_show_the_password() {
-        let s = settings();
-        assert!(!format!("{s:?}").contains("hunter2"));
-        let m = s.masked();
-        assert_eq!(m.password.as_deref(), Some(PASSWORD_MASK));
-        assert!(!serde_json::to_string(&m).unwrap().contains("hunter2"));
-    }
-
-    #[test]
-    fn update_keeps_password_when_absent_or_masked() {
-        let old = settings();
-        let mut new = old.masked();
-        new.keep_password_from(Some(&old));
-        assert_eq!(new.password, old.password);
-        new.password = None;
-        new.keep_password_from(Some(&old));
-        assert_eq!(new.password, old.password);
-        new.password = Some("other".into());
-        new.keep_password_from(Some(&old));
-        assert_eq!(new.password.as_deref(), Some("other"));
-        new.password = Some(String::new());
-        new.keep_password_from(Some(&old));
-        assert_eq!(new.password, None);
-    }
-
-    #[test]
     fn plain_smtp_only_to_loopback() {
         let mut s = settings();
         s.security = SmtpSecurity::None;
-        let err = s.validate().unwrap_err();
+        let err = validate(&s).unwrap_err();
         assert!(err.contains("mail.example.org") && err.contains("starttls"), "{err}");
         for host in ["localhost", "127.0.0.1", "127.0.0.53", "::1", "[::1]"] {
             s.host = host.into();
-            s.validate().unwrap_or_else(|e| panic!("{host}: {e}"));
+            validate(&s).unwrap_or_else(|e| panic!("{host}: {e}"));
         }
         assert_eq!(s.port(), 25);
     }
@@ -205,24 +72,16 @@ mod tests {
     fn bad_fields_are_named() {
         let mut s = settings();
         s.to = vec!["not an address".into()];
-        assert!(s.validate().unwrap_err().contains("not an address"));
+        assert!(validate(&s).unwrap_err().contains("not an address"));
         let mut s = settings();
         s.to.clear();
-        assert!(s.validate().unwrap_err().contains("recipients"));
+        assert!(validate(&s).unwrap_err().contains("recipients"));
         let mut s = settings();
         s.password = None;
-        assert!(s.validate().unwrap_err().contains("password"));
+        assert!(validate(&s).unwrap_err().contains("password"));
         let mut s = settings();
         s.host = " ".into();
-        assert!(s.validate().unwrap_err().contains("host"));
+        assert!(validate(&s).unwrap_err().contains("host"));
     }
 
-    #[test]
-    fn defaults_from_json() {
-        let s: SmtpSettings =
-            serde_json::from_str(r#"{"host":"h","security":"tls","from":"a@b.c","to":["d@e.f"]}"#).unwrap();
-        assert_eq!(s.port(), 465);
-        assert_eq!(s.server(), "h:465");
-        assert_eq!(s.username, None);
-    }
 }

@@ -55,6 +55,12 @@ impl SmtpSink {
         SmtpSink { child, port, mails: rx }
     }
 
+    /// A mail already received, without waiting (for async tests that
+    /// must not block their runtime).
+    pub fn try_mail(&self) -> Option<Value> {
+        self.mails.try_recv().ok().map(|line| serde_json::from_str(&line).unwrap())
+    }
+
     pub fn next_mail(&self) -> Value {
         let line = self.mails.recv_timeout(Duration::from_secs(20)).expect("no mail reached the SMTP sink");
         serde_json::from_str(&line).unwrap()

@@ -29,6 +29,7 @@ fn failed_backup_report() -> JobReport {
         target: "/srv/files".into(),
         schedule: Some("nightly".into()),
         ok: false,
+        outcome: "FAILED".into(),
         started: finished - chrono::Duration::seconds(42),
         finished,
         summary: "812 files read, 3 skipped".into(),
@@ -54,7 +55,7 @@ fn starttls_with_auth_plain_delivers_the_job_report() {
     assert_eq!(mail["rcpt_tos"], serde_json::json!(["ops@example.test", "backup@example.test"]));
     assert_eq!(mail["to"], "ops@example.test, Backup Admin <backup@example.test>");
     let body = mail["body"].as_str().unwrap();
-    assert!(body.starts_with("Job 17 (backup of /srv/files) FAILED."), "{body}");
+    assert!(body.starts_with("Job 17 (backup of /srv/files): FAILED."), "{body}");
     assert!(body.contains("812 files read, 3 skipped"), "{body}");
     assert!(body.contains("reading /srv/files/db.sqlite: Permission denied (os error 13)"), "{body}");
     assert_eq!(mail["auth_user"], USER);
@@ -69,13 +70,14 @@ fn implicit_tls_with_auth_login_delivers_a_success_report() {
     let mailer = Mailer::new(&settings(sink.port, SmtpSecurity::Tls, Some(&pki), true)).unwrap();
     let mut report = failed_backup_report();
     report.ok = true;
+    report.outcome = "ok".into();
     report.error = None;
     mailer.send_report(&report).unwrap();
 
     let mail = sink.next_mail();
     assert_eq!(mail["subject"], "[Lifeboat lb-test] backup /srv/files: ok");
     let body = mail["body"].as_str().unwrap();
-    assert!(body.contains("finished successfully") && !body.contains("Error:"), "{body}");
+    assert!(body.starts_with("Job 17 (backup of /srv/files): ok.") && !body.contains("Error:"), "{body}");
     assert_eq!(mail["auth_mechanism"], "LOGIN");
     assert_eq!(mail["encrypted"], true);
 }
