@@ -86,15 +86,20 @@ impl Handler<GetHealth> for HealthActor {
     }
 }
 
-/// The datastores changed (one was created or removed).
+/// Report the free space of this datastore too (one was added); a name
+/// already watched gets the new path.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetHealthDatastores(pub Vec<(String, PathBuf)>);
+pub struct WatchDatastore {
+    pub name: String,
+    pub path: PathBuf,
+}
 
-impl Handler<SetHealthDatastores> for HealthActor {
+impl Handler<WatchDatastore> for HealthActor {
     type Result = ();
-    fn handle(&mut self, msg: SetHealthDatastores, ctx: &mut Context<Self>) {
-        self.datastores = msg.0;
+    fn handle(&mut self, msg: WatchDatastore, ctx: &mut Context<Self>) {
+        self.datastores.retain(|(name, _)| *name != msg.name);
+        self.datastores.push((msg.name, msg.path));
         self.sample(ctx);
     }
 }
@@ -121,8 +126,10 @@ mod tests {
         assert!(later.sampled_at > first.sampled_at, "{} vs {}", later.sampled_at, first.sampled_at);
         assert!(later.io_interval_secs < 1.0, "samples are 200 ms apart, rates over {} s", later.io_interval_secs);
 
-        actor.send(SetHealthDatastores(vec![])).await.unwrap();
+        let other = tempfile::tempdir().unwrap();
+        actor.send(WatchDatastore { name: "second".into(), path: other.path().to_path_buf() }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(actor.send(GetHealth).await.unwrap().unwrap().datastores.is_empty());
+        let names: Vec<String> = actor.send(GetHealth).await.unwrap().unwrap().datastores.into_iter().map(|d| d.name).collect();
+        assert_eq!(names, ["main", "second"]);
     }
 }

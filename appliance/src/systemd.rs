@@ -1,7 +1,7 @@
 //! The systemd service protocol for `lifeboat serve` (Type=notify): tell
-//! the manager when the API is up, ping the watchdog while the actor
-//! system answers, and say when stopping. Outside systemd (no
-//! NOTIFY_SOCKET) every call does nothing.
+//! the manager when the API is up, and ping the watchdog while the actor
+//! system answers. Outside systemd (no NOTIFY_SOCKET) every call does
+//! nothing.
 
 use sd_notify::NotifyState;
 use std::time::Duration;
@@ -10,11 +10,6 @@ use std::time::Duration;
 /// when clients can connect.
 pub fn notify_ready() {
     send(&[NotifyState::Ready, NotifyState::Status("serving")]);
-}
-
-/// STOPPING=1: the daemon is shutting down (jobs are being cancelled).
-pub fn notify_stopping() {
-    send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
 /// WATCHDOG=1: the daemon is alive. Send it from a place that proves the

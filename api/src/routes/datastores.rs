@@ -59,6 +59,7 @@ pub async fn create(auth: Auth, st: web::Data<ApiState>, body: web::Json<Datasto
     .await
     .map_err(ApiErr::internal)??;
     st.datastores.insert(&b.name, addr);
+    st.health.do_send(lifeboat_actors::WatchDatastore { name: b.name.clone(), path: b.path.clone().into() });
     tracing::info!(name = %b.name, path = %b.path, "datastore added");
     Ok(web::Json(usage(&st, &b.name).await?))
 }

@@ -74,7 +74,8 @@ impl std::str::FromStr for Role {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApiError {
     /// A stable machine-readable kind: `unauthorized`, `forbidden`,
-    /// `not-found`, `bad-request`, `conflict`, `internal`.
+    /// `not-found`, `bad-request`, `conflict`, `internal`, `bad-gateway`
+    /// (a server the appliance talks to, like the SMTP relay, failed).
     pub error: String,
     /// What went wrong and what to do, for a human.
     pub message: String,

@@ -13,6 +13,7 @@ import asyncio
 import email
 import email.policy
 import json
+import logging
 import ssl
 import sys
 
@@ -28,6 +29,8 @@ def main():
     ap.add_argument("--password")
     ap.add_argument("--exclude-mech", action="append", default=[])
     args = ap.parse_args()
+    # aiosmtpd warns about its own deprecated attribute on every AUTH.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
     context = None
     if args.mode != "none":
