@@ -21,11 +21,14 @@ if [[ ! -e /etc/apt/sources.list.d/backports.sources ]] \
 fi
 
 # Build: RocksDB (system library), bindgen. Tests: fuse3 (mount), time
-# (peak RSS), and what the test guests are built from (tests/guest).
+# (peak RSS), what the test guests are built from (tests/guest), and the
+# SMTP sink of the mail tests (python3-aiosmtpd, run by /usr/bin/python3);
+# systemd for systemd-analyze and systemd-tmpfiles (tests/tests/systemd.rs);
+# curl, the API client of the daemon tests.
 plain=()
 for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
-           iputils-ping iproute2 kmod cpio; do
+           iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.

@@ -14,7 +14,8 @@ use utoipa::{Modify, OpenApi};
     info(title = "Lifeboat API", description = "Backup and disaster-recovery appliance. Authenticate with `Authorization: Bearer <token>`: a session token from POST /api/login or an API token."),
     paths(
         routes::session::login, routes::session::logout, routes::session::change_password,
-        routes::health::health,
+        routes::health::health, routes::health::details,
+        routes::settings::get_smtp, routes::settings::put_smtp, routes::settings::delete_smtp, routes::settings::test_smtp,
         routes::datastores::list, routes::datastores::create, routes::datastores::get,
         routes::snapshots::list, routes::snapshots::delete, routes::snapshots::restore,
         routes::jobs::list, routes::jobs::start, routes::jobs::get, routes::jobs::cancel, routes::jobs::log,

@@ -61,7 +61,7 @@ fn every_route_refuses_missing_wrong_and_weak_tokens() {
         }
         // Read-only: may read, may not change anything nor see tokens.
         let r = d.call(method, path, Some(&ro), body);
-        let admin_only_read = path.starts_with("/api/tokens") || path.starts_with("/api/agents");
+        let admin_only_read = ["/api/tokens", "/api/agents", "/api/settings"].iter().any(|p| path.starts_with(p));
         if method != "GET" || admin_only_read {
             assert_eq!(r.status, 403, "read-only {method} {path}: {r:?}");
             assert!(r.json()["message"].as_str().unwrap().contains("role"), "{r:?}");

@@ -56,6 +56,7 @@ pub async fn create(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web
     .await
     .map_err(ApiErr::internal)??;
     st.datastores.insert(&b.name, addr);
+    st.health.do_send(lifeboat_actors::WatchDatastore { name: b.name.clone(), path: b.path.clone().into() });
     tracing::info!(name = %b.name, path = %b.path, "datastore added");
     Ok(web::Json(usage(&st, &b.name).await?))
 }

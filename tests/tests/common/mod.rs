@@ -3,6 +3,7 @@
 //! guards for mounts and child processes.
 #![allow(dead_code)]
 
+pub mod appliance;
 pub mod daemon;
 pub mod guest;
 
