@@ -47,6 +47,11 @@ impl Daemon {
     /// optional config file body and extra environment, waits until it
     /// listens, and logs in as admin.
     pub fn start(state_dir: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(state_dir, config, &[], env)
+    }
+
+    /// `start` with extra `serve` arguments.
+    pub fn start_with(state_dir: &Path, config: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         std::fs::create_dir_all(state_dir).unwrap();
         let mut c = lb_cmd();
         c.arg("serve").arg("--state-dir").arg(state_dir).args(["--listen", "127.0.0.1:0", "--listen-plain", "127.0.0.1:0"]);
@@ -55,10 +60,13 @@ impl Daemon {
             std::fs::write(&p, text).unwrap();
             c.arg("--config").arg(&p);
         }
+        c.args(args);
+        // Not run by systemd, whatever the test runner was started by.
+        c.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC").env_remove("JOURNAL_STREAM");
+        c.env("LIFEBOAT_LOG", "info");
         for (k, v) in env {
             c.env(k, v);
         }
-        c.env("LIFEBOAT_LOG", "info");
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot start {} serve: {e}", bin().display()));
         let log = Arc::new(Mutex::new(String::new()));
