@@ -410,6 +410,9 @@ fn upload_loop(retry: &Retry, shared: &Shared, rx: Receiver<PackBuf>) {
         if shared.failed.lock().is_some() {
             continue;
         }
+        // Tests hold uploads here (`agent-pack-upload=sleep500`) so that a
+        // link cut lands mid-run.
+        let _ = lifeboat_store::failpoint::hit("agent-pack-upload");
         let t = &retry.transport;
         match retry.call("upload a pack", || t.put_pack(&shared.session, &pack.id, &pack.bytes)) {
             Ok(stored) => {

@@ -32,6 +32,10 @@ pub enum RemoteError {
     BadRequest(String),
     #[error("upload session {id} is already committed")]
     Committed { id: String },
+    #[error("no datastore named {name} on the appliance; list them with GET /api/datastores")]
+    UnknownDatastore { name: String },
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -40,27 +44,29 @@ impl RemoteError {
     /// The HTTP status that fits: a route answers with it.
     pub fn http_status(&self) -> u16 {
         match self {
-            RemoteError::UnknownSession { .. } | RemoteError::NotATree { .. } => 404,
+            RemoteError::UnknownSession { .. } | RemoteError::NotATree { .. } | RemoteError::UnknownDatastore { .. } => 404,
             RemoteError::NotOwner { .. } => 403,
             RemoteError::Encrypted { .. } | RemoteError::MissingRef { .. } | RemoteError::MissingRoot { .. } | RemoteError::Committed { .. } => 409,
             RemoteError::BadPack { .. } | RemoteError::BadRequest(_) => 400,
             RemoteError::Store(e) if e.is_disk_full() => 507,
-            RemoteError::Store(_) => 500,
+            RemoteError::Store(_) | RemoteError::Internal(_) => 500,
         }
     }
 
     /// A short machine-readable kind for error documents.
     pub fn kind(&self) -> &'static str {
         match self {
-            RemoteError::UnknownSession { .. } => "unknown_session",
+            RemoteError::UnknownSession { .. } => "unknown-session",
             RemoteError::NotOwner { .. } => "forbidden",
-            RemoteError::Encrypted { .. } => "encrypted_datastore",
-            RemoteError::BadPack { .. } => "bad_pack",
-            RemoteError::MissingRef { .. } => "missing_blob",
-            RemoteError::MissingRoot { .. } => "missing_root",
-            RemoteError::NotATree { .. } => "not_a_tree",
-            RemoteError::BadRequest(_) => "bad_request",
+            RemoteError::Encrypted { .. } => "encrypted-datastore",
+            RemoteError::BadPack { .. } => "bad-pack",
+            RemoteError::MissingRef { .. } => "missing-blob",
+            RemoteError::MissingRoot { .. } => "missing-root",
+            RemoteError::NotATree { .. } => "not-a-tree",
+            RemoteError::BadRequest(_) => "bad-request",
             RemoteError::Committed { .. } => "committed",
+            RemoteError::UnknownDatastore { .. } => "not-found",
+            RemoteError::Internal(_) => "internal",
             RemoteError::Store(_) => "datastore",
         }
     }
@@ -193,7 +199,8 @@ impl IngestSessions {
         self.sessions.lock().retain(|_, s| s.owner != owner);
     }
 
-    fn expire_idle(&self) {
+    /// Drops sessions idle for longer than `SESSION_IDLE`.
+    pub fn expire_idle(&self) {
         self.sessions.lock().retain(|id, s| {
             let keep = s.last_used.lock().elapsed() < SESSION_IDLE;
             if !keep {
