@@ -253,7 +253,7 @@ pub struct AgentSink {
 
 /// Packs waiting for the uploader besides the one it sends: the upload
 /// overlaps the walk, and memory stays bounded.
-const PACKS_QUEUED: usize = 1;
+const PACKS_QUEUED: usize = 2;
 
 impl AgentSink {
     fn new(retry: Arc<Retry>, info: &SessionInfo) -> AgentSink {

@@ -3,9 +3,10 @@
 
 use lifeboat_store::BackupSummary;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Opens an upload session: the snapshot this run will commit.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct OpenSession {
     /// The datastore to back up into; the appliance's default when absent.
     #[serde(default)]
@@ -21,7 +22,7 @@ pub struct OpenSession {
 }
 
 /// How the agent must cut and encode blobs: the datastore's parameters.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct BlobParams {
     pub small_file_max: u64,
     pub chunk_min: u32,
@@ -33,7 +34,7 @@ pub struct BlobParams {
 }
 
 /// The parent snapshot an incremental run compares against.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ParentInfo {
     /// Snapshot id (hex).
     pub snapshot: String,
@@ -41,7 +42,7 @@ pub struct ParentInfo {
     pub tree: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct SessionInfo {
     pub session: String,
     pub datastore: String,
@@ -50,7 +51,7 @@ pub struct SessionInfo {
 }
 
 /// The answer to a pack upload.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct PackStored {
     pub pack: String,
     pub blobs: u32,
@@ -59,16 +60,18 @@ pub struct PackStored {
 }
 
 /// The last request of a session.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CommitRequest {
     /// Root tree (hex).
     pub tree: String,
     /// When the run started.
     pub time: chrono::DateTime<chrono::Utc>,
+    /// The run's counters, as `lifeboat backup` records them.
+    #[schema(value_type = Object)]
     pub summary: BackupSummary,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Committed {
     pub snapshot: String,
 }
