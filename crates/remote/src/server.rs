@@ -81,6 +81,10 @@ pub const AGENT_PACK_MAX: u64 = 16 << 20;
 /// stay, unreferenced until gc reclaims them).
 pub const SESSION_IDLE: Duration = Duration::from_secs(3600);
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
+/// Open sessions per agent at most: opening one more drops the agent's
+/// least recently used (a crashed run's), so a crashing agent cannot pile
+/// up writer registrations that hold gc back.
+pub const SESSIONS_PER_AGENT: usize = 8;
 
 /// All open upload sessions of the appliance.
 #[derive(Default)]
@@ -164,7 +168,16 @@ impl IngestSessions {
             last_refresh: Mutex::new(Instant::now()),
         };
         tracing::info!(session = %id, owner, hostname = %req.hostname, "upload session opened");
-        self.sessions.lock().insert(id, Arc::new(session));
+        let mut all = self.sessions.lock();
+        let mut mine: Vec<(Instant, String)> = all.values().filter(|s| s.owner == owner).map(|s| (*s.last_used.lock(), s.id.clone())).collect();
+        if mine.len() >= SESSIONS_PER_AGENT {
+            mine.sort();
+            for (_, old) in &mine[..=mine.len() - SESSIONS_PER_AGENT] {
+                tracing::info!(session = %old, owner, "upload session dropped: the agent opened too many");
+                all.remove(old);
+            }
+        }
+        all.insert(id, Arc::new(session));
         Ok(info)
     }
 

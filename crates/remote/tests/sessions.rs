@@ -224,6 +224,16 @@ fn bad_packs_trees_with_missing_blobs_and_encrypted_datastores_are_refused() {
     ds.refresh_index().unwrap();
     assert_eq!(ds.snapshots().unwrap().len(), 1);
 
+    // An agent that keeps opening sessions (crashing runs) loses its
+    // oldest ones, not its ability to open more.
+    let first = sessions.open(ds.clone(), "default", "crashy", &req).unwrap().session;
+    for _ in 0..lifeboat_remote::server::SESSIONS_PER_AGENT {
+        std::thread::sleep(Duration::from_millis(2));
+        sessions.open(ds.clone(), "default", "crashy", &req).unwrap();
+    }
+    assert!(matches!(sessions.get(&first, "crashy"), Err(RemoteError::UnknownSession { .. })));
+    assert_eq!(sessions.list().iter().filter(|s| s.1 == "crashy").count(), lifeboat_remote::server::SESSIONS_PER_AGENT);
+
     // Encrypted datastores are refused up front.
     let kf = dir.path().join("key");
     std::fs::write(&kf, b"a key file with enough bytes in it").unwrap();
