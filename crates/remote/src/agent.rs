@@ -39,7 +39,8 @@ pub trait Transport: Send + Sync {
     fn open(&self, req: &OpenSession) -> Result<SessionInfo, TransportError>;
     /// For each id, whether the appliance lacks the blob.
     fn missing(&self, session: &str, ids: &[BlobId]) -> Result<Vec<bool>, TransportError>;
-    fn put_pack(&self, session: &str, pack: &PackId, bytes: &[u8]) -> Result<PackStored, TransportError>;
+    /// Pack number `seq` of the run (0, 1, ...: the order to index them in).
+    fn put_pack(&self, session: &str, pack: &PackId, seq: u64, bytes: &[u8]) -> Result<PackStored, TransportError>;
     fn read_tree(&self, session: &str, id: &BlobId) -> Result<Vec<u8>, TransportError>;
     fn commit(&self, session: &str, req: &CommitRequest) -> Result<Committed, TransportError>;
     fn close(&self, session: &str) -> Result<(), TransportError>;
@@ -211,6 +212,8 @@ struct Queue {
 /// A pack being built in memory, in the datastore's pack format.
 struct PackBuf {
     id: PackId,
+    /// Its place in the run's order of packs, set when it is sent.
+    seq: u64,
     bytes: Vec<u8>,
     ids: Vec<BlobId>,
 }
@@ -223,7 +226,7 @@ impl PackBuf {
         bytes.extend_from_slice(&id.0);
         bytes.extend_from_slice(&[0u8; 8]);
         debug_assert_eq!(bytes.len() as u64, PACK_HEADER_LEN);
-        PackBuf { id, bytes, ids: Vec::new() }
+        PackBuf { id, seq: 0, bytes, ids: Vec::new() }
     }
 }
 
@@ -231,6 +234,8 @@ struct Appender {
     /// The batch whose turn it is to append.
     next: u64,
     pack: Option<PackBuf>,
+    /// Packs sent so far (the next one's sequence number).
+    packs_sent: u64,
 }
 
 struct Shared {
@@ -247,13 +252,16 @@ pub struct AgentSink {
     retry: Arc<Retry>,
     shared: Arc<Shared>,
     tx: Mutex<Option<Sender<PackBuf>>>,
-    uploader: Mutex<Option<std::thread::JoinHandle<()>>>,
+    uploaders: Mutex<Vec<std::thread::JoinHandle<()>>>,
     bytes_added: AtomicU64,
 }
 
-/// Packs waiting for the uploader besides the one it sends: the upload
-/// overlaps the walk, and memory stays bounded.
-const PACKS_QUEUED: usize = 2;
+/// Uploads in flight at once: the appliance verifies and writes one pack
+/// while it fsyncs and indexes the one before.
+const UPLOADERS: usize = 2;
+/// Packs waiting for an uploader: the upload overlaps the walk, and memory
+/// stays bounded (open + queued + in flight, 16 MiB each at most).
+const PACKS_QUEUED: usize = 1;
 
 impl AgentSink {
     fn new(retry: Arc<Retry>, info: &SessionInfo) -> AgentSink {
@@ -261,18 +269,22 @@ impl AgentSink {
             session: info.session.clone(),
             params: info.params,
             queue: Mutex::new(Queue { pending: HashSet::new(), open: Batch { seq: 0, items: Vec::new(), bytes: 0 }, next_seq: 1 }),
-            appender: Mutex::new(Appender { next: 0, pack: None }),
+            appender: Mutex::new(Appender { next: 0, pack: None, packs_sent: 0 }),
             turn: Condvar::new(),
             failed: Mutex::new(None),
             stats: Mutex::new(UploadStats::default()),
         });
         let (tx, rx) = bounded::<PackBuf>(PACKS_QUEUED);
-        let (r2, s2) = (retry.clone(), shared.clone());
-        let uploader = std::thread::Builder::new()
-            .name("pack-upload".into())
-            .spawn(move || upload_loop(&r2, &s2, rx))
-            .expect("spawn the pack uploader");
-        AgentSink { retry, shared, tx: Mutex::new(Some(tx)), uploader: Mutex::new(Some(uploader)), bytes_added: AtomicU64::new(0) }
+        let uploaders = (0..UPLOADERS)
+            .map(|i| {
+                let (r2, s2, rx) = (retry.clone(), shared.clone(), rx.clone());
+                std::thread::Builder::new()
+                    .name(format!("pack-upload-{i}"))
+                    .spawn(move || upload_loop(&r2, &s2, rx))
+                    .expect("spawn a pack uploader")
+            })
+            .collect();
+        AgentSink { retry, shared, tx: Mutex::new(Some(tx)), uploaders: Mutex::new(uploaders), bytes_added: AtomicU64::new(0) }
     }
 
     fn stats(&self) -> UploadStats {
@@ -353,7 +365,9 @@ impl AgentSink {
             p.bytes.extend_from_slice(&stored);
             p.ids.push(header.id);
             if p.bytes.len() >= target {
-                let full = a.pack.take().unwrap();
+                let mut full = a.pack.take().unwrap();
+                full.seq = a.packs_sent;
+                a.packs_sent += 1;
                 self.send(full)?;
             }
         }
@@ -384,12 +398,20 @@ impl AgentSink {
             std::mem::replace(&mut q.open, Batch { seq, items: Vec::new(), bytes: 0 })
         };
         self.process(last)?;
-        let pack = self.shared.appender.lock().pack.take();
+        let pack = {
+            let mut a = self.shared.appender.lock();
+            let seq = a.packs_sent;
+            a.packs_sent += 1;
+            a.pack.take().map(|mut p| {
+                p.seq = seq;
+                p
+            })
+        };
         if let Some(p) = pack {
             self.send(p)?;
         }
         self.tx.lock().take();
-        if let Some(h) = self.uploader.lock().take() {
+        for h in self.uploaders.lock().drain(..) {
             let _ = h.join();
         }
         self.check_failed()
@@ -398,13 +420,14 @@ impl AgentSink {
     fn abandon(&self) {
         self.fail(&IngestError::Interrupted);
         self.tx.lock().take();
-        if let Some(h) = self.uploader.lock().take() {
+        for h in self.uploaders.lock().drain(..) {
             let _ = h.join();
         }
     }
 }
 
-/// The uploader: packs in order, each retried until stored.
+/// An uploader: takes the next pack, sends it until it is stored. Packs
+/// are taken in order; the appliance indexes them in order.
 fn upload_loop(retry: &Retry, shared: &Shared, rx: Receiver<PackBuf>) {
     for pack in rx {
         if shared.failed.lock().is_some() {
@@ -414,7 +437,7 @@ fn upload_loop(retry: &Retry, shared: &Shared, rx: Receiver<PackBuf>) {
         // link cut lands mid-run.
         let _ = lifeboat_store::failpoint::hit("agent-pack-upload");
         let t = &retry.transport;
-        match retry.call("upload a pack", || t.put_pack(&shared.session, &pack.id, &pack.bytes)) {
+        match retry.call("upload a pack", || t.put_pack(&shared.session, &pack.id, pack.seq, &pack.bytes)) {
             Ok(stored) => {
                 let mut s = shared.stats.lock();
                 s.packs_uploaded += 1;

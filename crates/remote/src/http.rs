@@ -81,12 +81,12 @@ impl Transport for HttpTransport {
             .ok_or_else(|| TransportError::Refused { status: 200, message: format!("a missing-blob answer of {} bytes for {} ids", body.len(), ids.len()) })
     }
 
-    fn put_pack(&self, session: &str, pack: &PackId, bytes: &[u8]) -> Result<PackStored, TransportError> {
+    fn put_pack(&self, session: &str, pack: &PackId, seq: u64, bytes: &[u8]) -> Result<PackStored, TransportError> {
         // No overall timeout: a big pack on a slow link takes what it takes;
         // a dead link is noticed by the TCP user timeout.
         let rb = self
             .client
-            .raw(Method::PUT, &Self::session_path(session, &format!("/packs/{pack}")))
+            .raw(Method::PUT, &Self::session_path(session, &format!("/packs/{pack}?seq={seq}")))
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(bytes.to_vec());
         let resp = self.send(rb)?;

@@ -7,8 +7,8 @@ use crate::protocol::{BlobParams, CommitRequest, Committed, OpenSession, PackSto
 use crate::verify::verify_pack;
 use lifeboat_store::index::{self, IndexBatch, PackInfo};
 use lifeboat_store::{BlobId, BlobKind, BlobSink, Datastore, PackId, Snapshot, StoreError};
-use parking_lot::Mutex;
-use std::collections::HashMap;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,21 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// up writer registrations that hold gc back.
 pub const SESSIONS_PER_AGENT: usize = 8;
 
+/// Where a session's pack uploads stand.
+#[derive(Default)]
+struct PackOrder {
+    /// The sequence number of the next pack to index.
+    next: u64,
+    /// Packs being handled now (a retry waits for the first try).
+    busy: HashSet<PackId>,
+    /// Answers for packs indexed, by sequence number: a retry whose first
+    /// try went through gets the same answer.
+    done: HashMap<u64, PackStored>,
+}
+
+/// How long an uploaded pack waits for the packs before it to arrive.
+const TURN_WAIT: Duration = Duration::from_secs(900);
+
 /// All open upload sessions of the appliance.
 #[derive(Default)]
 pub struct IngestSessions {
@@ -103,9 +118,10 @@ pub struct UploadSession {
     tags: Vec<String>,
     parent: Option<BlobId>,
     sink: Mutex<Option<BlobSink>>,
-    /// Serializes pack imports: a retried upload may overlap the first try
-    /// still running here.
-    import: Mutex<()>,
+    /// Packs are verified and written as they come (an agent sends two at
+    /// once), but indexed in the agent's order: see `put_pack`.
+    order: Mutex<PackOrder>,
+    turn: Condvar,
     committed: Mutex<Option<BlobId>>,
     last_used: Mutex<Instant>,
     last_refresh: Mutex<Instant>,
@@ -162,7 +178,8 @@ impl IngestSessions {
             tags: req.tags.clone(),
             parent: parent.map(|(sid, _)| sid),
             sink: Mutex::new(Some(sink)),
-            import: Mutex::new(()),
+            order: Mutex::new(PackOrder::default()),
+            turn: Condvar::new(),
             committed: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
             last_refresh: Mutex::new(Instant::now()),
@@ -244,24 +261,71 @@ impl UploadSession {
         ids.iter().map(|id| Ok(!index.contains_blob(id)?)).collect()
     }
 
-    /// Verifies, writes, fsyncs and indexes an uploaded pack. Idempotent:
-    /// a pack already stored (an earlier try whose answer was lost) is
-    /// answered as stored.
-    pub fn put_pack(&self, pack: &PackId, bytes: &[u8]) -> Result<PackStored> {
+    /// Verifies, writes, fsyncs and indexes pack number `seq` of the run.
+    /// Packs are verified and written as they arrive, but indexed in `seq`
+    /// order, each only once every blob its trees name is indexed: so a
+    /// tree is never in the index before what it names, whichever upload
+    /// finishes first. Idempotent: a pack already indexed (an earlier try
+    /// whose answer was lost) gets the same answer again.
+    pub fn put_pack(&self, pack: &PackId, seq: u64, bytes: &[u8]) -> Result<PackStored> {
         if self.committed.lock().is_some() {
             return Err(RemoteError::Committed { id: self.id.clone() });
         }
+        {
+            let mut o = self.order.lock();
+            loop {
+                if let Some(done) = o.done.get(&seq) {
+                    return if done.pack == pack.to_hex() {
+                        Ok(PackStored { already_stored: true, ..done.clone() })
+                    } else {
+                        Err(RemoteError::BadPack { pack: pack.to_hex(), reason: format!("pack number {seq} of this run was pack {}", done.pack) })
+                    };
+                }
+                if !o.busy.contains(pack) {
+                    break;
+                }
+                self.turn.wait(&mut o);
+            }
+            o.busy.insert(*pack);
+        }
+        let res = self.put_pack_inner(pack, seq, bytes);
+        let mut o = self.order.lock();
+        o.busy.remove(pack);
+        if let Ok(stored) = &res {
+            o.done.insert(seq, stored.clone());
+        }
+        self.turn.notify_all();
+        res
+    }
+
+    fn put_pack_inner(&self, pack: &PackId, seq: u64, bytes: &[u8]) -> Result<PackStored> {
         let bad = |reason: String| RemoteError::BadPack { pack: pack.to_hex(), reason };
         let v = verify_pack(&self.ds, pack, bytes).map_err(bad)?;
-        let _serial = self.import.lock();
         let root = self.ds.root();
-        let stored_already = lifeboat_store::pack::pack_path(root, pack).exists();
-        if stored_already {
-            // Same id, so the same agent's same pack: its index entries
-            // were committed with it, or are committed again below.
-            let len = std::fs::metadata(lifeboat_store::pack::pack_path(root, pack)).map(|m| m.len()).unwrap_or(0);
+        let path = lifeboat_store::pack::pack_path(root, pack);
+        let stored_already = path.exists();
+        let sealed = if stored_already {
+            // Same id, so the same agent's same pack, written by an earlier
+            // try that did not get as far as the index.
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if len != bytes.len() as u64 {
                 return Err(bad(format!("a different pack {pack} is already stored")));
+            }
+            None
+        } else {
+            Some(lifeboat_store::pack::store_built(root, *pack, bytes, v.blobs.clone())?)
+        };
+        // Our turn: every earlier pack of the run is indexed.
+        {
+            let deadline = std::time::Instant::now() + TURN_WAIT;
+            let mut o = self.order.lock();
+            while o.next < seq {
+                if self.turn.wait_until(&mut o, deadline).timed_out() {
+                    return Err(RemoteError::BadRequest(format!("pack number {seq} came, but pack number {} never did", o.next)));
+                }
+            }
+            if o.next > seq {
+                return Err(RemoteError::BadRequest(format!("pack number {seq} of this run is already indexed")));
             }
         }
         self.refresh_if_stale()?;
@@ -271,17 +335,20 @@ impl UploadSession {
                 // Maybe committed by another writer a moment ago.
                 self.ds.refresh_index()?;
                 if !self.ds.index().contains_blob(blob)? {
+                    if sealed.is_some() {
+                        let _ = std::fs::remove_file(&path);
+                    }
                     return Err(RemoteError::MissingRef { pack: pack.to_hex(), tree: tree.to_hex(), blob: blob.to_hex() });
                 }
             }
         }
         let count = v.blobs.len() as u32;
-        let sealed = if stored_already { None } else { Some(lifeboat_store::pack::store_built(root, *pack, bytes, v.blobs.clone())?) };
         let batch = IndexBatch { packs: vec![(*pack, PackInfo { len: bytes.len() as u64, blobs: count })], blobs: v.blobs, ..Default::default() };
         index::commit(&self.ds.index_path(), batch)?;
         drop(sealed); // in the index now: its lock can go
         self.ds.refresh_index()?;
         *self.last_refresh.lock() = Instant::now();
+        self.order.lock().next = seq + 1;
         Ok(PackStored { pack: pack.to_hex(), blobs: count, already_stored: stored_already })
     }
 
@@ -300,8 +367,8 @@ impl UploadSession {
     /// it then is (see the crate doc). Answering again with the same id if
     /// already committed makes a retried commit safe.
     pub fn commit(&self, req: &CommitRequest) -> Result<Committed> {
-        let _serial = self.import.lock();
-        if let Some(id) = *self.committed.lock() {
+        let mut committed = self.committed.lock();
+        if let Some(id) = *committed {
             return Ok(Committed { snapshot: id.to_hex() });
         }
         let tree = BlobId::from_hex(&req.tree).ok_or_else(|| RemoteError::BadRequest(format!("tree id {:?} is not 64 hex digits", req.tree)))?;
@@ -323,7 +390,7 @@ impl UploadSession {
         };
         let sink = self.sink.lock().take().ok_or_else(|| RemoteError::Committed { id: self.id.clone() })?;
         let id = sink.commit_snapshot(snapshot.encode())?;
-        *self.committed.lock() = Some(id);
+        *committed = Some(id);
         tracing::info!(session = %self.id, snapshot = %id, hostname = %self.hostname, "agent snapshot committed");
         Ok(Committed { snapshot: id.to_hex() })
     }

@@ -50,8 +50,8 @@ impl Transport for Direct {
     fn missing(&self, session: &str, ids: &[BlobId]) -> Result<Vec<bool>, TransportError> {
         self.call(|| self.sessions.get(session, &self.owner)?.missing(ids))
     }
-    fn put_pack(&self, session: &str, pack: &PackId, bytes: &[u8]) -> Result<PackStored, TransportError> {
-        self.call(|| self.sessions.get(session, &self.owner)?.put_pack(pack, bytes))
+    fn put_pack(&self, session: &str, pack: &PackId, seq: u64, bytes: &[u8]) -> Result<PackStored, TransportError> {
+        self.call(|| self.sessions.get(session, &self.owner)?.put_pack(pack, seq, bytes))
     }
     fn read_tree(&self, session: &str, id: &BlobId) -> Result<Vec<u8>, TransportError> {
         self.call(|| self.sessions.get(session, &self.owner)?.read_tree(id))
@@ -199,24 +199,25 @@ fn bad_packs_trees_with_missing_blobs_and_encrypted_datastores_are_refused() {
     use lifeboat_store::BlobKind::*;
     // Content that does not match its id.
     let (id, b) = pack(&[(SmallFile, b"hello", Some(BlobId::of(b"other")))]);
-    let e = s.put_pack(&id, &b).unwrap_err();
+    let e = s.put_pack(&id, 0, &b).unwrap_err();
     assert!(e.to_string().contains("does not match its hash"), "{e}");
     // A tree naming a blob nobody uploaded.
     let ghost = BlobId::of(b"ghost");
     let tree = lifeboat_store::Tree { nodes: vec![lifeboat_store::Node::file(b"f", 0o644, 5, 0, vec![ghost])] }.encode();
     let (id, b) = pack(&[(Tree, &tree, None)]);
-    let e = s.put_pack(&id, &b).unwrap_err();
+    let e = s.put_pack(&id, 0, &b).unwrap_err();
+    assert!(!lifeboat_store::pack::pack_path(ds.root(), &id).exists(), "a refused pack is not left behind");
     assert!(matches!(e, RemoteError::MissingRef { .. }) && e.to_string().contains(&ghost.to_hex()), "{e}");
     // The same tree with its content in the same pack is fine, and a
     // second upload of the same pack is answered as stored.
     let tree = lifeboat_store::Tree { nodes: vec![lifeboat_store::Node::file(b"f", 0o644, 5, 0, vec![BlobId::of(b"hello")])] }.encode();
     let (id, b) = pack(&[(SmallFile, b"hello", None), (Tree, &tree, None)]);
-    assert!(!s.put_pack(&id, &b).unwrap().already_stored);
-    assert!(s.put_pack(&id, &b).unwrap().already_stored);
+    assert!(!s.put_pack(&id, 0, &b).unwrap().already_stored);
+    assert!(s.put_pack(&id, 0, &b).unwrap().already_stored);
     assert_eq!(s.missing(&[BlobId::of(b"hello"), ghost]).unwrap(), vec![false, true]);
     // Snapshots cannot be uploaded as data; the root must exist to commit.
     let (id, b) = pack(&[(Snapshot, b"{}", None)]);
-    assert!(s.put_pack(&id, &b).unwrap_err().to_string().contains("agents upload file data and trees only"));
+    assert!(s.put_pack(&id, 1, &b).unwrap_err().to_string().contains("agents upload file data and trees only"));
     let commit = |tree: BlobId| CommitRequest { tree: tree.to_hex(), time: chrono::Utc::now(), summary: Default::default() };
     assert!(matches!(s.commit(&commit(ghost)), Err(RemoteError::MissingRoot { .. })));
     let c1 = s.commit(&commit(BlobId::of(&tree))).unwrap();
