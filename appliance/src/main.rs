@@ -2,6 +2,8 @@
 //! in its own file under `commands/`.
 
 mod commands;
+mod logging;
+mod remote;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -72,6 +74,17 @@ enum Command {
     /// Reclaim space: delete packs no snapshot needs, repack mostly-dead
     /// ones, remove leftovers of interrupted backups. Safe while backups run
     Gc(commands::gc::GcArgs),
+    /// Run the appliance daemon: actors and the REST API (see also
+    /// `lifeboat --server URL --token T ...` to drive one remotely)
+    Serve(commands::serve::ServeArgs),
+    /// Back up this machine's files into an appliance over the network
+    /// (`lifeboat agent --server URL --token T PATH...`)
+    Agent(commands::agent::AgentArgs),
+    /// Offline administration of the daemon's state
+    Admin {
+        #[command(subcommand)]
+        cmd: commands::admin::AdminCmd,
+    },
 }
 
 /// glibc malloc tuning: big buffers (chunks, packs, trees) come from
@@ -93,6 +106,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // `lifeboat agent --server ...` is a command of its own, not the
+    // remote mode that `--server` otherwise selects.
+    let agent = std::env::args().nth(1).as_deref() == Some("agent");
+    if !agent && remote::wanted() {
+        return finish(remote::run(remote::RemoteCli::parse()));
+    }
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Datastore { cmd } => commands::datastore::run(cmd),
@@ -105,7 +124,14 @@ fn main() -> ExitCode {
         Command::Forget(a) => commands::forget::run(a),
         Command::Vm { cmd } => commands::vm::run(cmd),
         Command::Gc(a) => commands::gc::run(a),
+        Command::Serve(a) => commands::serve::run(a),
+        Command::Admin { cmd } => commands::admin::run(cmd),
+        Command::Agent(a) => commands::agent::run(a),
     };
+    finish(res)
+}
+
+fn finish(res: anyhow::Result<u8>) -> ExitCode {
     match res {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -57,6 +57,8 @@ pub struct AgentArgs {
 
 pub fn run(a: AgentArgs) -> anyhow::Result<u8> {
     let trust = match (&a.fingerprint, a.insecure) {
+        // A plain-HTTP loopback listener has no certificate to check.
+        _ if a.server.starts_with("http://") => TlsTrust::Insecure,
         (Some(f), _) => TlsTrust::Fingerprint(f.clone()),
         (None, true) => TlsTrust::Insecure,
         (None, false) => TlsTrust::Unset,

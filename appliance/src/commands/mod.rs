@@ -8,6 +8,9 @@ pub mod mount;
 pub mod restore;
 pub mod snapshots;
 pub mod vm;
+pub mod serve;
+pub mod admin;
+pub mod agent;
 
 use crate::{DatastoreArg, KeyArgs};
 use lifeboat_store::{Datastore, KeySource, StoreError};

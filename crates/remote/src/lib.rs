@@ -17,6 +17,7 @@
 //! `docs/agent-protocol.md`; its documents are in [`protocol`].
 
 pub mod agent;
+pub mod http;
 pub mod protocol;
 pub mod server;
 pub mod verify;
