@@ -21,11 +21,12 @@ if [[ ! -e /etc/apt/sources.list.d/backports.sources ]] \
 fi
 
 # Build: RocksDB (system library), bindgen. Tests: fuse3 (mount), time
-# (peak RSS), and what the test guests are built from (tests/guest).
+# (peak RSS), and what the test guests are built from (tests/guest);
+# nftables and curl: the agent test cuts a link and calls the API.
 plain=()
 for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
-           iputils-ping iproute2 kmod cpio; do
+           iputils-ping iproute2 kmod cpio nftables curl; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.

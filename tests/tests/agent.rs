@@ -55,13 +55,32 @@ impl Netns {
         c
     }
 
-    fn link(&self, up: bool) {
-        sh(&["ip", "link", "set", &self.host_if, if up { "up" } else { "down" }]);
+    /// Cuts the link (or mends it) the way a failing network does: every
+    /// packet between the namespace and the host silently dropped by an
+    /// nftables table of our own in the root namespace. (Taking the veth
+    /// down would not do: the agent's kernel then drops its packets itself,
+    /// which TCP rides out without ever timing out.)
+    fn cut(&self, cut: bool) {
+        let table = self.nft_table();
+        if cut {
+            sh(&["nft", "add", "table", "inet", &table]);
+            for (chain, hook, dir) in [("input", "input", "iifname"), ("output", "output", "oifname")] {
+                sh(&["nft", "add", "chain", "inet", &table, chain, &format!("{{ type filter hook {hook} priority 0; policy accept; }}")]);
+                sh(&["nft", "add", "rule", "inet", &table, chain, dir, &self.host_if, "drop"]);
+            }
+        } else {
+            sh(&["nft", "delete", "table", "inet", &table]);
+        }
+    }
+
+    fn nft_table(&self) -> String {
+        self.name.replace('-', "_")
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = Command::new("nft").args(["delete", "table", "inet", &self.nft_table()]).output();
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
     }
@@ -70,7 +89,7 @@ impl Drop for Netns {
 /// `lifeboat serve` with its own state dir, listening on every address of
 /// the root namespace (the veth host ends included).
 struct Daemon {
-    child: ChildGuard,
+    _child: ChildGuard,
     port: u16,
     ds: Ds,
     admin: String,
@@ -109,7 +128,7 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(100));
         }
         let password = std::fs::read_to_string(state.join("initial-admin-password")).unwrap().trim().to_string();
-        let mut d = Daemon { child, port, ds, admin: String::new() };
+        let mut d = Daemon { _child: child, port, ds, admin: String::new() };
         let login = d.api("POST", "/api/login", Some(&serde_json::json!({"username": "admin", "password": password})), None);
         d.admin = login["token"].as_str().expect("login token").to_string();
         d
@@ -170,24 +189,27 @@ fn two_agents_in_their_own_namespaces_back_up_into_one_datastore_through_a_link_
     let (tok_a, tok_b) = (d.register_agent("host-a"), d.register_agent("host-b"));
 
     // Both agents at once; b's uploads are held 400 ms each, and its link
-    // goes down for longer than the agent's TCP timeout once the first
-    // packs are in.
+    // is cut, once the first packs are in, for longer than the 10 s the
+    // agent waits for unacknowledged data: its connection fails for real.
     let run_a = ChildGuard::spawn(agent_cmd(&a, &d, &tok_a, "host-a", &src_a));
     let mut cb = agent_cmd(&b, &d, &tok_b, "host-b", &src_b);
-    cb.env("LIFEBOAT_FAILPOINTS", "agent-pack-upload=sleep400");
+    cb.env("LIFEBOAT_FAILPOINTS", "agent-pack-upload=sleep400").env("LIFEBOAT_LOG", "warn");
     let mut run_b = ChildGuard::spawn(cb);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while d.ds.packs().len() < 4 {
+    while d.ds.packs().len() < 6 {
         assert!(run_b.running(), "agent b ended before the cut: {}", run_b.wait());
         assert!(Instant::now() < deadline, "no packs uploaded within 60 s");
         std::thread::sleep(Duration::from_millis(50));
     }
-    b.link(false);
-    std::thread::sleep(Duration::from_secs(14));
+    eprintln!("cut at {} packs", d.ds.packs().len());
+    b.cut(true);
+    std::thread::sleep(Duration::from_secs(13));
     assert!(run_b.running(), "agent b must wait for the link, not give up");
-    b.link(true);
-    let (out_a, out_b) = (json_of(&run_a.wait()), json_of(&run_b.wait()));
-    assert!(out_b["upload"]["retries"].as_u64().unwrap() > 0, "the cut was noticed and retried: {out_b}");
+    b.cut(false);
+    let (out_a, run_b) = (json_of(&run_a.wait()), run_b.wait());
+    let out_b = json_of(&run_b);
+    assert!(out_b["upload"]["retries"].as_u64().unwrap() > 0, "the cut was noticed and retried: {run_b}");
+    assert!(run_b.stderr.contains("timed out") && run_b.stderr.contains("retrying"), "{run_b}");
     assert!(out_a["upload"]["packs_uploaded"].as_u64().unwrap() > 0);
 
     // Both snapshots restore identical to their sources, from the one
