@@ -114,6 +114,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
             .default_service(web::to(crate::not_found))
     })
     .workers(2)
+    // Agents make many small requests (missing-blob queries, parent trees):
+    // without this, Nagle and delayed ACKs hold each answer back ~40 ms.
+    .tcp_nodelay(true)
     .shutdown_timeout(5)
     .bind_rustls_0_23(config.listen, cert.config)
     .with_context(|| format!("listening on {} (TLS): is another lifeboat running? set `listen` in the config", config.listen))?;
