@@ -7,7 +7,7 @@
 use crate::auth::Auth;
 use crate::ApiState;
 use actix_web::http::StatusCode;
-use actix_web::{delete, get, post, put, web, HttpResponse, ResponseError};
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use lifeboat_actors::ingest::{CallSession, OpenAgentSession, SessionCall, SessionReply};
 use lifeboat_api_types::{ApiError, Permission};
@@ -62,8 +62,16 @@ async fn call(st: &ApiState, auth: &Auth, session: String, call: SessionCall) ->
 }
 
 /// Reads a binary body of at most `limit` bytes.
-async fn body(mut payload: web::Payload, limit: usize, what: &str) -> Result<bytes::Bytes, AgentErr> {
-    let mut buf = bytes::BytesMut::new();
+async fn body(req: &HttpRequest, mut payload: web::Payload, limit: usize, what: &str) -> Result<bytes::Bytes, AgentErr> {
+    // Sized up front from Content-Length: a 16 MiB pack is not regrown
+    // (and copied) a dozen times on its way in.
+    let announced = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut buf = bytes::BytesMut::with_capacity(announced.min(limit));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| bad(format!("reading the {what}: {e}")))?;
         if buf.len() + chunk.len() > limit {
@@ -96,9 +104,9 @@ pub async fn open(auth: Auth, st: web::Data<ApiState>, req: web::Json<OpenSessio
     responses((status = 200, body = Vec<u8>, content_type = "application/octet-stream"), (status = 400, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[post("/api/agent/sessions/{session}/missing")]
-pub async fn missing(auth: Auth, st: web::Data<ApiState>, session: web::Path<String>, payload: web::Payload) -> Reply<HttpResponse> {
+pub async fn missing(auth: Auth, st: web::Data<ApiState>, session: web::Path<String>, req: HttpRequest, payload: web::Payload) -> Reply<HttpResponse> {
     auth.require(Permission::Backup)?;
-    let b = body(payload, protocol::MISSING_QUERY_MAX * 32, "id list").await?;
+    let b = body(&req, payload, protocol::MISSING_QUERY_MAX * 32, "id list").await?;
     let ids = protocol::decode_ids(&b).ok_or_else(|| bad(format!("the id list is {} bytes, not a multiple of 32", b.len())))?;
     match call(&st, &auth, session.into_inner(), SessionCall::Missing(ids)).await? {
         SessionReply::Missing(bits) => Ok(HttpResponse::Ok().content_type("application/octet-stream").body(protocol::encode_bits(&bits))),
@@ -124,12 +132,13 @@ pub async fn put_pack(
     st: web::Data<ApiState>,
     path: web::Path<(String, String)>,
     q: web::Query<PackSeq>,
+    req: HttpRequest,
     payload: web::Payload,
 ) -> Reply<web::Json<PackStored>> {
     auth.require(Permission::Backup)?;
     let (session, pack) = path.into_inner();
     let pack = PackId::from_hex(&pack).ok_or_else(|| bad(format!("pack id {pack:?} is not 32 hex digits")))?;
-    let bytes = body(payload, protocol::PACK_UPLOAD_MAX as usize, "pack").await?;
+    let bytes = body(&req, payload, protocol::PACK_UPLOAD_MAX as usize, "pack").await?;
     match call(&st, &auth, session, SessionCall::PutPack { pack, seq: q.seq, bytes }).await? {
         SessionReply::Stored(s) => Ok(web::Json(s)),
         _ => Err(unexpected().into()),

@@ -4,7 +4,7 @@
 //! blobs its trees name. A pack from a buggy or hostile agent can never
 //! put wrong bytes under an id that other hosts deduplicate against.
 
-use lifeboat_store::blob::{BlobKind, RecordHeader, RECORD_HEADER_LEN};
+use lifeboat_store::blob::{BlobKind, Encoding, RecordHeader, RECORD_HEADER_LEN};
 use lifeboat_store::index::BlobLocation;
 use lifeboat_store::pack::{PACK_HEADER_LEN, PACK_MAGIC};
 use lifeboat_store::tree::TreeBlob;
@@ -56,8 +56,11 @@ pub fn verify_pack(ds: &Datastore, id: &PackId, bytes: &[u8]) -> Result<Verified
         .par_iter()
         .map(|(at, h)| {
             let start = (*at as usize) + RECORD_HEADER_LEN;
-            let stored = bytes[start..start + h.stored_len as usize].to_vec();
-            let plain = ds.decode_record(h, stored).map_err(|e| format!("offset {at}: blob {}: {e}", h.id))?;
+            let stored = &bytes[start..start + h.stored_len as usize];
+            let plain = plain_bytes(h, stored).map_err(|e| format!("offset {at}: blob {}: {e}", h.id))?;
+            if ds.blob_id(&plain) != h.id {
+                return Err(format!("offset {at}: blob {}: content does not match its hash", h.id));
+            }
             if h.kind != BlobKind::Tree {
                 return Ok(Vec::new());
             }
@@ -80,6 +83,36 @@ pub fn verify_pack(ds: &Datastore, id: &PackId, bytes: &[u8]) -> Result<Verified
     refs.sort_unstable_by(|a, b| a.1.cmp(&b.1));
     refs.dedup_by(|a, b| a.1 == b.1);
     Ok(VerifiedPack { blobs, external_refs: refs })
+}
+
+thread_local! {
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A record's plain bytes, read in place (raw) or decompressed: no copy
+/// of the upload per record. Sessions exist for unencrypted datastores
+/// only, so a sealed record is refused.
+fn plain_bytes<'a>(h: &RecordHeader, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+    if h.encrypted {
+        return Err("record is encrypted, but the datastore is not".into());
+    }
+    let want = h.plain_len as usize;
+    match h.encoding {
+        Encoding::Raw if stored.len() == want => Ok(std::borrow::Cow::Borrowed(stored)),
+        Encoding::Raw => Err(format!("stored {} bytes, expected {want}", stored.len())),
+        Encoding::Zstd => DECOMPRESSOR.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+            }
+            let mut out = Vec::with_capacity(want);
+            d.as_mut().unwrap().decompress_to_buffer(stored, &mut out).map_err(|e| format!("zstd: {e}"))?;
+            if out.len() != want {
+                return Err(format!("decompressed {} bytes, expected {want}", out.len()));
+            }
+            Ok(std::borrow::Cow::Owned(out))
+        }),
+    }
 }
 
 /// The blobs a tree blob names: its pages, or its nodes' contents and
