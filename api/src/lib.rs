@@ -12,8 +12,8 @@ pub mod routes;
 pub mod tls;
 
 use actix::Addr;
-use lifeboat_actors::{Datastores, EventsActor, IngestActor, JobsActor, SchedulerActor};
-use lifeboat_state::AuthStore;
+use lifeboat_actors::{Datastores, EventsActor, HealthActor, IngestActor, JobsActor, NotifierActor, SchedulerActor};
+use lifeboat_state::{AuthStore, SettingsStore};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -26,6 +26,9 @@ pub struct ApiState {
     pub events: Addr<EventsActor>,
     /// Remote agents' upload sessions.
     pub ingest: Addr<IngestActor>,
+    pub notifier: Addr<NotifierActor>,
+    pub health: Addr<HealthActor>,
+    pub settings: Arc<SettingsStore>,
     pub state_dir: PathBuf,
     pub tz: chrono_tz::Tz,
     /// Serializes datastore creation (check-then-insert).

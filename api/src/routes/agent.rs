@@ -4,13 +4,13 @@
 //! belongs to the token that opened it. Needs the backup permission
 //! (agents' tokens are backup-only).
 
-use crate::auth::Auth;
+use crate::auth::{perm, Auth};
 use crate::ApiState;
 use actix_web::http::StatusCode;
-use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{delete, post, put, web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use lifeboat_actors::ingest::{CallSession, OpenAgentSession, SessionCall, SessionReply};
-use lifeboat_api_types::{ApiError, Permission};
+use lifeboat_api_types::ApiError;
 use lifeboat_remote::protocol::{self, CommitRequest, Committed, OpenSession, PackStored, SessionInfo};
 use lifeboat_remote::RemoteError;
 use lifeboat_store::{BlobId, PackId};
@@ -57,7 +57,7 @@ fn bad(message: String) -> AgentErr {
     AgentErr(RemoteError::BadRequest(message))
 }
 
-async fn call(st: &ApiState, auth: &Auth, session: String, call: SessionCall) -> Result<SessionReply, AgentErr> {
+async fn call(st: &ApiState, auth: &Auth<perm::Backup>, session: String, call: SessionCall) -> Result<SessionReply, AgentErr> {
     Ok(st.ingest.send(CallSession { owner: auth.principal.name.clone(), session, call }).await??)
 }
 
@@ -87,25 +87,23 @@ fn unexpected() -> AgentErr {
 }
 
 /// Open an upload session: the snapshot this agent run will commit.
-#[utoipa::path(tag = "agents", security(("bearer" = [])), request_body = OpenSession,
+#[utoipa::path(tag = "agent", security(("bearer" = [])), request_body = OpenSession,
     responses((status = 201, body = SessionInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
         (status = 404, body = ApiError, description = "no such datastore"), (status = 409, body = ApiError, description = "the datastore is encrypted")))]
 #[post("/api/agent/sessions")]
-pub async fn open(auth: Auth, st: web::Data<ApiState>, req: web::Json<OpenSession>) -> Reply<HttpResponse> {
-    auth.require(Permission::Backup)?;
+pub async fn open(auth: Auth<perm::Backup>, st: web::Data<ApiState>, req: web::Json<OpenSession>) -> Reply<HttpResponse> {
     let info = st.ingest.send(OpenAgentSession { owner: auth.principal.name.clone(), req: req.into_inner() }).await.map_err(AgentErr::from)?.map_err(AgentErr)?;
     Ok(HttpResponse::Created().json(info))
 }
 
 /// Which of these blobs the datastore lacks. Body: ids, 32 raw bytes
 /// each (at most 4096); answer: one bit per id, LSB first, set = missing.
-#[utoipa::path(tag = "agents", security(("bearer" = [])), params(("session" = String, Path)),
+#[utoipa::path(tag = "agent", security(("bearer" = [])), params(("session" = String, Path)),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = Vec<u8>, content_type = "application/octet-stream"), (status = 400, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[post("/api/agent/sessions/{session}/missing")]
-pub async fn missing(auth: Auth, st: web::Data<ApiState>, session: web::Path<String>, req: HttpRequest, payload: web::Payload) -> Reply<HttpResponse> {
-    auth.require(Permission::Backup)?;
+pub async fn missing(auth: Auth<perm::Backup>, st: web::Data<ApiState>, session: web::Path<String>, req: HttpRequest, payload: web::Payload) -> Reply<HttpResponse> {
     let b = body(&req, payload, protocol::MISSING_QUERY_MAX * 32, "id list").await?;
     let ids = protocol::decode_ids(&b).ok_or_else(|| bad(format!("the id list is {} bytes, not a multiple of 32", b.len())))?;
     match call(&st, &auth, session.into_inner(), SessionCall::Missing(ids)).await? {
@@ -122,20 +120,19 @@ pub struct PackSeq {
 
 /// Upload a pack (the pack file as stored): verified record by record,
 /// written, fsynced and indexed in `seq` order. Idempotent.
-#[utoipa::path(tag = "agents", security(("bearer" = [])), params(("session" = String, Path), ("pack" = String, Path), PackSeq),
+#[utoipa::path(tag = "agent", security(("bearer" = [])), params(("session" = String, Path), ("pack" = String, Path), PackSeq),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = PackStored), (status = 400, body = ApiError, description = "the pack is damaged or not a pack"), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError, description = "a tree names a blob the datastore lacks")))]
 #[put("/api/agent/sessions/{session}/packs/{pack}")]
 pub async fn put_pack(
-    auth: Auth,
+    auth: Auth<perm::Backup>,
     st: web::Data<ApiState>,
     path: web::Path<(String, String)>,
     q: web::Query<PackSeq>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Reply<web::Json<PackStored>> {
-    auth.require(Permission::Backup)?;
     let (session, pack) = path.into_inner();
     let pack = PackId::from_hex(&pack).ok_or_else(|| bad(format!("pack id {pack:?} is not 32 hex digits")))?;
     let bytes = body(&req, payload, protocol::PACK_UPLOAD_MAX as usize, "pack").await?;
@@ -145,13 +142,14 @@ pub async fn put_pack(
     }
 }
 
-/// A tree blob's plain bytes (the agent walks its parent snapshot with them).
-#[utoipa::path(tag = "agents", security(("bearer" = [])), params(("session" = String, Path), ("id" = String, Path)),
+/// A tree blob's plain bytes (the agent walks its parent snapshot with
+/// them). POST, like every call of an upload session: it needs the backup
+/// permission, which read-only tokens lack.
+#[utoipa::path(tag = "agent", security(("bearer" = [])), params(("session" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = Vec<u8>, content_type = "application/octet-stream"), (status = 400, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, body = ApiError)))]
-#[get("/api/agent/sessions/{session}/trees/{id}")]
-pub async fn tree(auth: Auth, st: web::Data<ApiState>, path: web::Path<(String, String)>) -> Reply<HttpResponse> {
-    auth.require(Permission::Backup)?;
+#[post("/api/agent/sessions/{session}/trees/{id}")]
+pub async fn tree(auth: Auth<perm::Backup>, st: web::Data<ApiState>, path: web::Path<(String, String)>) -> Reply<HttpResponse> {
     let (session, id) = path.into_inner();
     let id = BlobId::from_hex(&id).ok_or_else(|| bad(format!("blob id {id:?} is not 64 hex digits")))?;
     match call(&st, &auth, session, SessionCall::ReadTree(id)).await? {
@@ -161,12 +159,11 @@ pub async fn tree(auth: Auth, st: web::Data<ApiState>, path: web::Path<(String, 
 }
 
 /// Commit the snapshot (the last request of a run). Safe to repeat.
-#[utoipa::path(tag = "agents", security(("bearer" = [])), params(("session" = String, Path)), request_body = CommitRequest,
+#[utoipa::path(tag = "agent", security(("bearer" = [])), params(("session" = String, Path)), request_body = CommitRequest,
     responses((status = 200, body = Committed), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
         (status = 404, body = ApiError), (status = 409, body = ApiError, description = "the root tree is not stored")))]
 #[post("/api/agent/sessions/{session}/commit")]
-pub async fn commit(auth: Auth, st: web::Data<ApiState>, session: web::Path<String>, req: web::Json<CommitRequest>) -> Reply<web::Json<Committed>> {
-    auth.require(Permission::Backup)?;
+pub async fn commit(auth: Auth<perm::Backup>, st: web::Data<ApiState>, session: web::Path<String>, req: web::Json<CommitRequest>) -> Reply<web::Json<Committed>> {
     match call(&st, &auth, session.into_inner(), SessionCall::Commit(req.into_inner())).await? {
         SessionReply::Committed(c) => Ok(web::Json(c)),
         _ => Err(unexpected().into()),
@@ -174,11 +171,10 @@ pub async fn commit(auth: Auth, st: web::Data<ApiState>, session: web::Path<Stri
 }
 
 /// End a session (after its commit, or to give up without a snapshot).
-#[utoipa::path(tag = "agents", security(("bearer" = [])), params(("session" = String, Path)),
+#[utoipa::path(tag = "agent", security(("bearer" = [])), params(("session" = String, Path)),
     responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[delete("/api/agent/sessions/{session}")]
-pub async fn close(auth: Auth, st: web::Data<ApiState>, session: web::Path<String>) -> Reply<HttpResponse> {
-    auth.require(Permission::Backup)?;
+pub async fn close(auth: Auth<perm::Backup>, st: web::Data<ApiState>, session: web::Path<String>) -> Reply<HttpResponse> {
     call(&st, &auth, session.into_inner(), SessionCall::Close).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -94,7 +94,7 @@ impl Transport for HttpTransport {
     }
 
     fn read_tree(&self, session: &str, id: &BlobId) -> Result<Vec<u8>, TransportError> {
-        let rb = self.client.raw(Method::GET, &Self::session_path(session, &format!("/trees/{id}"))).timeout(REQUEST_TIMEOUT);
+        let rb = self.client.raw(Method::POST, &Self::session_path(session, &format!("/trees/{id}"))).timeout(REQUEST_TIMEOUT);
         self.bytes(self.send(rb)?)
     }
 
