@@ -24,11 +24,12 @@ fi
 # (peak RSS), what the test guests are built from (tests/guest), and the
 # SMTP sink of the mail tests (python3-aiosmtpd, run by /usr/bin/python3);
 # systemd for systemd-analyze and systemd-tmpfiles (tests/tests/systemd.rs);
-# curl, the API client of the daemon tests.
+# curl, the API client of the daemon tests; nftables: the agent test cuts
+# a link with it.
 plain=()
 for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
-           iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl python3-venv; do
+           iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl python3-venv nftables; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.

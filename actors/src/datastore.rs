@@ -28,6 +28,19 @@ impl Actor for DatastoreActor {
     type Context = Context<Self>;
 }
 
+/// The open datastore itself, for work that runs outside this actor and
+/// needs the handle for longer than one message (agent upload sessions).
+#[derive(Message)]
+#[rtype(result = "Arc<Datastore>")]
+pub struct DatastoreHandle;
+
+impl Handler<DatastoreHandle> for DatastoreActor {
+    type Result = MessageResult<DatastoreHandle>;
+    fn handle(&mut self, _: DatastoreHandle, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.ds.clone())
+    }
+}
+
 /// All snapshots, oldest first.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<(BlobId, Snapshot)>, StoreError>")]

@@ -7,11 +7,13 @@
 //! `Datastore` (one per datastore) runs the work; `Jobs` owns job
 //! lifecycles and history; `Scheduler` starts due schedules; `Events`
 //! fans state changes out to the API's event stream and the audit log;
-//! `Notifier` mails job reports; `Health` samples the machine.
+//! `Notifier` mails job reports; `Health` samples the machine;
+//! `Ingest` owns remote agents' upload sessions.
 
 pub mod datastore;
 pub mod events;
 pub mod health;
+pub mod ingest;
 pub mod jobs;
 pub mod notifier;
 pub mod scheduler;
@@ -19,6 +21,7 @@ pub mod work;
 
 pub use datastore::{DatastoreActor, ListSnapshots, RunBackup};
 pub use events::EventsActor;
+pub use ingest::IngestActor;
 pub use health::{GetHealth, HealthActor, WatchDatastore};
 pub use jobs::JobsActor;
 pub use notifier::{MailJobReport, MailOutcome, NotifierActor, SendTestMail, SetSmtpSettings};

@@ -6,7 +6,7 @@ use crate::ApiState;
 use actix::Actor;
 use actix_web::{web, App, HttpServer};
 use anyhow::{Context, Result};
-use lifeboat_actors::{DatastoreActor, Datastores, EventsActor, HealthActor, JobsActor, NotifierActor, SchedulerActor};
+use lifeboat_actors::{DatastoreActor, Datastores, EventsActor, HealthActor, IngestActor, JobsActor, NotifierActor, SchedulerActor};
 use lifeboat_state::{AuthStore, Config, DatastoreEntry, JobStore, ScheduleStore, SettingsStore};
 use std::path::Path;
 use std::sync::Arc;
@@ -96,6 +96,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone())?.start();
     let schedules = Arc::new(ScheduleStore::open(&state_dir)?);
     let scheduler = SchedulerActor::new(schedules, tz, jobs.clone(), datastores.clone()).start();
+    let ingest = IngestActor::new(datastores.clone(), jobs.clone()).start();
 
     let hostname = lifeboat_actors::work::backup::hostname();
     let settings = Arc::new(SettingsStore::open(&state_dir)?);
@@ -113,6 +114,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
         jobs,
         scheduler,
         events,
+        ingest,
         notifier,
         health: health.clone(),
         settings,
@@ -129,6 +131,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
             .default_service(web::to(crate::not_found))
     })
     .workers(2)
+    // Agents make many small requests (missing-blob queries, parent trees):
+    // without this, Nagle and delayed ACKs hold each answer back ~40 ms.
+    .tcp_nodelay(true)
     .shutdown_timeout(5)
     .bind_rustls_0_23(config.listen, cert.config)
     .with_context(|| format!("listening on {} (TLS): is another lifeboat running? set `listen` in the config", config.listen))?;

@@ -12,7 +12,7 @@ pub mod routes;
 pub mod tls;
 
 use actix::Addr;
-use lifeboat_actors::{Datastores, EventsActor, HealthActor, JobsActor, NotifierActor, SchedulerActor};
+use lifeboat_actors::{Datastores, EventsActor, HealthActor, IngestActor, JobsActor, NotifierActor, SchedulerActor};
 use lifeboat_state::{AuthStore, SettingsStore};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +24,8 @@ pub struct ApiState {
     pub jobs: Addr<JobsActor>,
     pub scheduler: Addr<SchedulerActor>,
     pub events: Addr<EventsActor>,
+    /// Remote agents' upload sessions.
+    pub ingest: Addr<IngestActor>,
     pub notifier: Addr<NotifierActor>,
     pub health: Addr<HealthActor>,
     pub settings: Arc<SettingsStore>,

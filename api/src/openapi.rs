@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         routes::schedules::delete, routes::schedules::run_now,
         routes::tokens::list, routes::tokens::create, routes::tokens::revoke,
         routes::tokens::list_agents, routes::tokens::register_agent, routes::tokens::revoke_agent,
+        routes::agent::open, routes::agent::missing, routes::agent::put_pack, routes::agent::tree, routes::agent::commit, routes::agent::close,
         routes::events::stream,
         serve_spec,
     ),

@@ -81,6 +81,9 @@ enum Command {
     /// Run the appliance daemon: actors and the REST API (see also
     /// `lifeboat --server URL --token T ...` to drive one remotely)
     Serve(commands::serve::ServeArgs),
+    /// Back up this machine's files into an appliance over the network
+    /// (`lifeboat agent --server URL --token T PATH...`)
+    Agent(commands::agent::AgentArgs),
     /// Offline administration of the daemon's state
     Admin {
         #[command(subcommand)]
@@ -101,7 +104,10 @@ fn tune_malloc() {
 
 fn main() -> ExitCode {
     tune_malloc();
-    if remote::wanted() {
+    // `lifeboat agent --server ...` is a command of its own, not the
+    // remote mode that `--server` otherwise selects.
+    let agent = std::env::args().nth(1).as_deref() == Some("agent");
+    if !agent && remote::wanted() {
         logging::init(logging::LogFormat::Auto, "error");
         return finish(remote::run(remote::RemoteCli::parse()));
     }
@@ -123,6 +129,7 @@ fn main() -> ExitCode {
         Command::Gc(a) => commands::gc::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Admin { cmd } => commands::admin::run(cmd),
+        Command::Agent(a) => commands::agent::run(a),
     };
     finish(res)
 }

@@ -1,6 +1,7 @@
 //! One file per resource. Each handler takes `Auth` first (except login
 //! and health) and names its permission.
 
+pub mod agent;
 pub mod datastores;
 pub mod events;
 pub mod health;
@@ -46,6 +47,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(tokens::list_agents)
         .service(tokens::register_agent)
         .service(tokens::revoke_agent)
+        .service(agent::open)
+        .service(agent::missing)
+        .service(agent::put_pack)
+        .service(agent::tree)
+        .service(agent::commit)
+        .service(agent::close)
         .service(events::stream)
         .service(crate::openapi::serve_spec);
 }

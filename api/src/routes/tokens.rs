@@ -75,6 +75,9 @@ pub async fn revoke_agent(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, id:
         return Err(ApiErr::NotFound(format!("agent {id} not found")));
     }
     let a = st.auth.clone();
-    web::block(move || a.revoke_token(&id)).await.map_err(ApiErr::internal)??;
+    let t = web::block(move || a.revoke_token(&id)).await.map_err(ApiErr::internal)??;
+    // Its upload sessions end with it (the token is refused from now on);
+    // sessions belong to the principal's name (lifeboat_state::Principal).
+    st.ingest.do_send(lifeboat_actors::ingest::DropAgentSessions { owner: format!("token:{}", t.name) });
     Ok(HttpResponse::NoContent().finish())
 }

@@ -10,6 +10,7 @@ pub mod snapshots;
 pub mod vm;
 pub mod serve;
 pub mod admin;
+pub mod agent;
 
 use crate::{DatastoreArg, KeyArgs};
 use lifeboat_store::{Datastore, KeySource, StoreError};

@@ -45,8 +45,28 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(server: &str, token: Option<String>, trust: TlsTrust) -> Result<ApiClient> {
+        Self::with_builder(server, token, trust, reqwest::blocking::Client::builder())
+    }
+
+    /// A client for an ingest agent: a cut link is noticed within about
+    /// 10 s whether the agent is sending (data unacknowledged that long:
+    /// TCP user timeout) or waiting for an answer (keep-alive probes after
+    /// 4 s of silence, every 2 s), so the agent retries on a new
+    /// connection. The appliance's kernel answers the probes even while it
+    /// is busy with a request. Many requests share the connection (HTTP/2).
+    pub fn new_agent(server: &str, token: Option<String>, trust: TlsTrust) -> Result<ApiClient> {
+        let builder = reqwest::blocking::Client::builder()
+            .tcp_user_timeout(std::time::Duration::from_secs(10))
+            .tcp_keepalive(std::time::Duration::from_secs(4))
+            .tcp_keepalive_interval(std::time::Duration::from_secs(2))
+            .tcp_keepalive_retries(3)
+            .pool_max_idle_per_host(4);
+        Self::with_builder(server, token, trust, builder)
+    }
+
+    fn with_builder(server: &str, token: Option<String>, trust: TlsTrust, builder: reqwest::blocking::ClientBuilder) -> Result<ApiClient> {
         let base = server.trim_end_matches('/').to_string();
-        let builder = reqwest::blocking::Client::builder().timeout(None).connect_timeout(std::time::Duration::from_secs(10));
+        let builder = builder.timeout(None).connect_timeout(std::time::Duration::from_secs(10));
         let builder = if base.starts_with("https://") {
             builder.use_preconfigured_tls(tls::client_config(trust)?)
         } else if base.starts_with("http://") {

@@ -5,6 +5,7 @@ use crate::error::{IngestError, Result};
 use crate::exclude::Excludes;
 use crate::meta::{node_from, unchanged};
 use crate::progress::Progress;
+use lifeboat_store::datastore::DirCursor;
 use lifeboat_store::tree::TreeWriter;
 use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, NodeKind, Snapshot, StoreError, Tree};
 use rayon::prelude::*;
@@ -49,9 +50,50 @@ struct Counters {
     bytes_read: AtomicU64,
 }
 
+/// Where a backup's blobs go and where its parent's trees come from:
+/// the local datastore (`LocalTarget`, over a `BlobSink`) or an appliance
+/// across the network (`lifeboat agent`, crates/remote). The walk, chunking
+/// and hashing are the same for both.
+pub trait BackupTarget: Sync {
+    /// Stores `data` unless it is stored already; returns its id.
+    fn put(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId>;
+    /// A tree blob (plain bytes) of the parent snapshot.
+    fn read_tree(&self, id: &BlobId) -> lifeboat_store::Result<Vec<u8>>;
+}
+
+/// The local datastore as a backup target.
+pub struct LocalTarget<'a> {
+    pub sink: &'a BlobSink,
+    pub ds: &'a Datastore,
+}
+
+impl BackupTarget for LocalTarget<'_> {
+    fn put(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        Ok(self.sink.put(kind, data)?.id)
+    }
+    fn read_tree(&self, id: &BlobId) -> lifeboat_store::Result<Vec<u8>> {
+        self.ds.read_blob(id)
+    }
+}
+
+/// How files become blobs; every writer of a datastore must agree (they
+/// come from its config), or identical files would not deduplicate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkParams {
+    pub small_file_max: u64,
+    pub chunk_min: u32,
+    pub chunk_avg: u32,
+    pub chunk_max: u32,
+}
+
+impl From<&lifeboat_store::DatastoreConfig> for ChunkParams {
+    fn from(c: &lifeboat_store::DatastoreConfig) -> Self {
+        ChunkParams { small_file_max: c.small_file_max, chunk_min: c.chunk_min, chunk_avg: c.chunk_avg, chunk_max: c.chunk_max }
+    }
+}
+
 struct Archiver<'a> {
-    sink: &'a BlobSink,
-    ds: &'a Datastore,
+    target: &'a dyn BackupTarget,
     excludes: Excludes,
     progress: &'a Progress,
     c: Counters,
@@ -101,15 +143,14 @@ pub fn find_parent(ds: &Datastore, hostname: &str, paths: &[String]) -> Result<O
     Ok(ds.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.paths == paths))
 }
 
-pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
-    let start = Instant::now();
-    let time = chrono::Utc::now();
-    if opts.sources.is_empty() {
+/// Canonical, sorted, deduplicated sources and their path strings (as a
+/// snapshot records them). A missing source is an error, not a warning.
+pub fn resolve_sources(given: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    if given.is_empty() {
         return Err(IngestError::SourceMissing { path: PathBuf::from("(none given)") });
     }
-    // Resolve sources up front: a missing one is an error, not a warning.
     let mut sources = Vec::new();
-    for s in &opts.sources {
+    for s in given {
         let abs = std::fs::canonicalize(s).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => IngestError::SourceMissing { path: s.clone() },
             _ => IngestError::Source { path: s.clone(), source: e },
@@ -120,45 +161,40 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
     sources.dedup();
     let mut paths: Vec<String> = sources.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     paths.sort();
+    Ok((sources, paths))
+}
 
-    // The sink registers this run as a writer and refreshes the index
-    // view first: the parent's blobs are reused without a lookup, so the
-    // parent must be chosen from a view a concurrent gc waits for.
-    let sink = BlobSink::new(ds.clone())?;
-    let parent = if opts.force_full { None } else { find_parent(&ds, &opts.hostname, &paths)? };
-    let parent_root = parent.as_ref().map(|(_, p)| p.tree);
-
-    let cfg = ds.config().clone();
+/// Walks `sources` (from `resolve_sources`) into `target`: every file
+/// read, chunked, hashed and put, unless `parent_root`'s tree says it is
+/// unchanged. Returns the root tree and the walk's counters (the blob
+/// counters and duration are the caller's to fill in).
+pub fn archive(
+    target: &dyn BackupTarget,
+    sources: &[PathBuf],
+    parent_root: Option<BlobId>,
+    params: ChunkParams,
+    excludes: &[String],
+    threads: usize,
+    progress: &Progress,
+) -> Result<(BlobId, BackupSummary)> {
     let arch = Archiver {
-        sink: &sink,
-        ds: &ds,
-        excludes: Excludes::new(&opts.excludes)?,
+        target,
+        excludes: Excludes::new(excludes)?,
         progress,
         c: Counters::default(),
-        small_file_max: cfg.small_file_max,
-        chunk: (cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max),
+        small_file_max: params.small_file_max,
+        chunk: (params.chunk_min, params.chunk_avg, params.chunk_max),
     };
-    let threads = if opts.threads == 0 { default_threads() } else { opts.threads };
+    let threads = if threads == 0 { default_threads() } else { threads };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("backup-{i}"))
         .build()
         .map_err(|e| IngestError::Source { path: PathBuf::from("thread pool"), source: std::io::Error::other(e) })?;
-
-    let root = pool.install(|| arch.archive_roots(&sources, parent_root));
-    let root = match root {
-        Ok(r) => r,
-        Err(e) => {
-            sink.abort();
-            return Err(e);
-        }
-    };
+    let root = pool.install(|| arch.archive_roots(sources, parent_root))?;
     if progress.cancelled() {
-        sink.abort();
         return Err(IngestError::Interrupted);
     }
-
-    let stats = sink.stats();
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let summary = BackupSummary {
         files: get(&arch.c.files),
@@ -169,12 +205,39 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
         dirs_unchanged: get(&arch.c.dirs_unchanged),
         total_bytes: get(&arch.c.total_bytes),
         bytes_read: get(&arch.c.bytes_read),
-        bytes_added: stats.bytes_added,
-        bytes_stored: stats.bytes_stored,
-        blobs_added: stats.blobs_added,
         warnings: progress.warnings.load(Ordering::Relaxed),
-        duration_ms: start.elapsed().as_millis() as u64,
+        ..Default::default()
     };
+    Ok((root, summary))
+}
+
+pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    let time = chrono::Utc::now();
+    let (sources, paths) = resolve_sources(&opts.sources)?;
+
+    // The sink registers this run as a writer and refreshes the index
+    // view first: the parent's blobs are reused without a lookup, so the
+    // parent must be chosen from a view a concurrent gc waits for.
+    let sink = BlobSink::new(ds.clone())?;
+    let parent = if opts.force_full { None } else { find_parent(&ds, &opts.hostname, &paths)? };
+    let parent_root = parent.as_ref().map(|(_, p)| p.tree);
+
+    let target = LocalTarget { sink: &sink, ds: &ds };
+    let params = ChunkParams::from(ds.config());
+    let (root, mut summary) = match archive(&target, &sources, parent_root, params, &opts.excludes, opts.threads, progress) {
+        Ok(r) => r,
+        Err(e) => {
+            sink.abort();
+            return Err(e);
+        }
+    };
+
+    let stats = sink.stats();
+    summary.bytes_added = stats.bytes_added;
+    summary.bytes_stored = stats.bytes_stored;
+    summary.blobs_added = stats.blobs_added;
+    summary.duration_ms = start.elapsed().as_millis() as u64;
     let snapshot = Snapshot {
         time,
         hostname: opts.hostname.clone(),
@@ -209,7 +272,8 @@ impl Archiver<'_> {
             }
             names.push((name, s));
         }
-        let parent_tree = parent.and_then(|id| match self.ds.load_tree(&id) {
+        let read = |id: &BlobId| self.target.read_tree(id);
+        let parent_tree = parent.and_then(|id| match load_tree(&id, &read) {
             Ok(t) => Some(t),
             Err(e) => {
                 self.progress.warn(format!("parent snapshot's root tree unreadable ({e}); reading in full"));
@@ -229,7 +293,7 @@ impl Archiver<'_> {
                 nodes.push(n);
             }
         }
-        Ok(self.sink.put(BlobKind::Tree, &Tree { nodes }.encode())?.id)
+        self.target.put(BlobKind::Tree, &Tree { nodes }.encode())
     }
 
     /// Archives a directory's contents; returns its tree id. An unreadable
@@ -247,7 +311,7 @@ impl Archiver<'_> {
             Ok(rd) => rd,
             Err(e) if !is_source => {
                 self.progress.warn(format!("{}: cannot read directory: {e}; stored empty", path.display()));
-                return Ok(self.sink.put(BlobKind::Tree, &Tree::default().encode())?.id);
+                return self.target.put(BlobKind::Tree, &Tree::default().encode());
             }
             Err(e) => return Err(IngestError::Source { path: path.to_path_buf(), source: e }),
         };
@@ -263,7 +327,8 @@ impl Archiver<'_> {
         }
         let order = names.sorted();
 
-        let mut cursor = match parent.map(|id| self.ds.dir_cursor(&id)) {
+        let read = |id: &BlobId| self.target.read_tree(id);
+        let mut cursor = match parent.map(|id| DirCursor::open(&id, &read)) {
             Some(Ok(c)) => Some(c),
             Some(Err(e)) => {
                 self.progress.warn(format!("{}: parent snapshot's tree unreadable ({e}); reading in full", path.display()));
@@ -273,7 +338,18 @@ impl Archiver<'_> {
         };
         let mut pending_old: Option<Node> = None;
         let mut out = TreeWriter::new(order.len());
-        let mut store_page = |page: Vec<u8>| self.sink.put(BlobKind::Tree, &page).map(|o| o.id);
+        // TreeWriter speaks StoreError; a target's other errors (a remote
+        // appliance's) ride through it and are taken back out below.
+        let target_error = std::sync::Mutex::new(None);
+        let mut store_page = |page: Vec<u8>| {
+            self.target.put(BlobKind::Tree, &page).map_err(|e| match e {
+                IngestError::Store(e) => e,
+                other => {
+                    *target_error.lock().unwrap() = Some(other);
+                    StoreError::Interrupted
+                }
+            })
+        };
         for batch in order.chunks(DIR_BATCH) {
             let batch: Vec<&[u8]> = batch.iter().map(|&i| names.get(i)).collect();
             // Merge-join with the parent's sorted nodes.
@@ -315,13 +391,18 @@ impl Archiver<'_> {
             };
             for r in results {
                 if let Some(n) = r? {
-                    out.push(&n, &mut store_page)?;
+                    if let Err(e) = out.push(&n, &mut store_page) {
+                        return Err(target_error.lock().unwrap().take().unwrap_or(e.into()));
+                    }
                 }
             }
         }
         self.progress.add(&self.progress.dirs, 1);
-        let tree = out.finish(&mut store_page)?;
-        Ok(self.sink.put(BlobKind::Tree, &tree)?.id)
+        let tree = match out.finish(&mut store_page) {
+            Ok(t) => t,
+            Err(e) => return Err(target_error.lock().unwrap().take().unwrap_or(e.into())),
+        };
+        self.target.put(BlobKind::Tree, &tree)
     }
 
     fn archive_entry(&self, path: &Path, name: Vec<u8>, old: Option<&Node>) -> Result<Option<Node>> {
@@ -450,7 +531,7 @@ impl Archiver<'_> {
     }
 
     fn put(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId, ReadError> {
-        self.sink.put(kind, data).map(|o| o.id).map_err(|e| ReadError::Fatal(e.into()))
+        self.target.put(kind, data).map_err(ReadError::Fatal)
     }
 }
 
@@ -459,6 +540,17 @@ enum ReadError {
     Skip(String),
     /// Stop the run (datastore error, cancel).
     Fatal(IngestError),
+}
+
+/// A whole directory listing through `read` (the roots of a multi-source
+/// snapshot: one entry per source, never paged in practice).
+fn load_tree(id: &BlobId, read: &dyn Fn(&BlobId) -> lifeboat_store::Result<Vec<u8>>) -> lifeboat_store::Result<Tree> {
+    let mut c = DirCursor::open(id, read)?;
+    let mut nodes = Vec::new();
+    while let Some(n) = c.next_node()? {
+        nodes.push(n);
+    }
+    Ok(Tree { nodes })
 }
 
 fn describe(e: &std::io::Error) -> String {

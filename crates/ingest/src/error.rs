@@ -17,6 +17,9 @@ pub enum IngestError {
     NotInSnapshot { path: String },
     #[error("interrupted; nothing was committed for this run (earlier snapshots are intact)")]
     Interrupted,
+    /// The appliance a remote agent backs up to (crates/remote).
+    #[error("appliance {server}: {message}")]
+    Remote { server: String, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -16,7 +16,7 @@ pub mod progress;
 pub mod restore;
 pub mod scan;
 
-pub use backup::{backup, BackupOptions, BackupOutcome};
+pub use backup::{archive, backup, resolve_sources, BackupOptions, BackupOutcome, BackupTarget, ChunkParams, LocalTarget};
 pub use error::{IngestError, Result};
 pub use progress::Progress;
 pub use restore::{restore, RestoreOptions, RestoreOutcome};

@@ -19,11 +19,26 @@ use std::sync::Arc;
 
 const OPEN_PACKS_MAX: usize = 256;
 
+/// Where a cursor reads tree blobs from.
+enum TreeSource<'a> {
+    Datastore(&'a Datastore),
+    /// Other than through the index: gc reads doomed blobs, a remote
+    /// agent fetches its parent's trees from the appliance.
+    Fn(&'a dyn Fn(&BlobId) -> Result<Vec<u8>>),
+}
+
+impl TreeSource<'_> {
+    fn read(&self, id: &BlobId) -> Result<Vec<u8>> {
+        match self {
+            TreeSource::Datastore(ds) => ds.read_blob(id),
+            TreeSource::Fn(read) => read(id),
+        }
+    }
+}
+
 /// Iterates a directory's nodes across its pages.
 pub struct DirCursor<'a> {
-    ds: &'a Datastore,
-    /// Reads blobs other than through the index (gc reads doomed ones).
-    read: Option<&'a dyn Fn(&BlobId) -> Result<Vec<u8>>>,
+    source: TreeSource<'a>,
     pub pages: Vec<BlobId>,
     next_page: usize,
     page_id: BlobId,
@@ -32,7 +47,26 @@ pub struct DirCursor<'a> {
     left: usize,
 }
 
-impl DirCursor<'_> {
+impl<'a> DirCursor<'a> {
+    /// A cursor over tree `id` whose blobs (the listing and its pages)
+    /// come from `read`, with no datastore at hand.
+    pub fn open(id: &BlobId, read: &'a dyn Fn(&BlobId) -> Result<Vec<u8>>) -> Result<Self> {
+        Self::open_from(id, TreeSource::Fn(read))
+    }
+
+    fn open_from(id: &BlobId, source: TreeSource<'a>) -> Result<Self> {
+        let bytes = source.read(id)?;
+        let pages = match Tree::parse(id, &bytes)? {
+            TreeBlob::Paged(p) => p,
+            TreeBlob::Page(_) => Vec::new(),
+        };
+        let mut c = DirCursor { source, pages, next_page: 0, page_id: *id, bytes: Vec::new(), pos: 0, left: 0 };
+        if c.pages.is_empty() {
+            c.open_page(*id, bytes)?;
+        }
+        Ok(c)
+    }
+
     fn open_page(&mut self, id: BlobId, bytes: Vec<u8>) -> Result<()> {
         let c = Tree::cursor(&id, &bytes)?;
         self.left = c.remaining();
@@ -46,10 +80,7 @@ impl DirCursor<'_> {
         while self.left == 0 {
             let Some(&id) = self.pages.get(self.next_page) else { return Ok(None) };
             self.next_page += 1;
-            let bytes = match self.read {
-                Some(read) => read(&id)?,
-                None => self.ds.read_blob(&id)?,
-            };
+            let bytes = self.source.read(&id)?;
             if let TreeBlob::Paged(_) = Tree::parse(&id, &bytes)? {
                 return Err(StoreError::BadTree { id: id.to_hex(), reason: "a page of a paged tree is itself paged".into() });
             }
@@ -344,28 +375,12 @@ impl Datastore {
 
     /// Reads a directory's entries in order, one page in memory at a time.
     pub fn dir_cursor(&self, id: &BlobId) -> Result<DirCursor<'_>> {
-        self.dir_cursor_inner(id, None)
+        DirCursor::open_from(id, TreeSource::Datastore(self))
     }
 
     /// A cursor that reads the listing and its pages with `read`.
     pub fn dir_cursor_with<'a>(&'a self, id: &BlobId, read: &'a dyn Fn(&BlobId) -> Result<Vec<u8>>) -> Result<DirCursor<'a>> {
-        self.dir_cursor_inner(id, Some(read))
-    }
-
-    fn dir_cursor_inner<'a>(&'a self, id: &BlobId, read: Option<&'a dyn Fn(&BlobId) -> Result<Vec<u8>>>) -> Result<DirCursor<'a>> {
-        let bytes = match read {
-            Some(read) => read(id)?,
-            None => self.read_blob(id)?,
-        };
-        let pages = match Tree::parse(id, &bytes)? {
-            TreeBlob::Paged(p) => p,
-            TreeBlob::Page(_) => Vec::new(),
-        };
-        let mut c = DirCursor { ds: self, read, pages, next_page: 0, page_id: *id, bytes: Vec::new(), pos: 0, left: 0 };
-        if c.pages.is_empty() {
-            c.open_page(*id, bytes)?;
-        }
-        Ok(c)
+        DirCursor::open(id, read)
     }
 
     /// All snapshots, oldest first.

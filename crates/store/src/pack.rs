@@ -156,6 +156,39 @@ impl PackWriter {
     }
 }
 
+/// Stores a whole pack built elsewhere (a remote agent's, verified
+/// record by record by the caller): written under `partial/`, fsynced and
+/// moved into `packs/` like one of our own. `blobs` are its records'
+/// locations, for the index commit that must follow.
+pub fn store_built(root: &Path, id: PackId, bytes: &[u8], blobs: Vec<(BlobId, BlobLocation)>) -> Result<SealedPack> {
+    let part_path = partial_dir(root).join(format!("{}.pack", id.to_hex()));
+    // As in `PackWriter::create`: another run's cleaner may take the file
+    // for a crashed writer's between create and lock; then start over.
+    let file = loop {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&part_path)
+            .map_err(|e| StoreError::io("create", &part_path, e))?;
+        if !fsutil::try_lock_exclusive(&file).map_err(|e| StoreError::io("lock", &part_path, e))? {
+            return Err(StoreError::io("lock", &part_path, std::io::Error::other("locked by another writer")));
+        }
+        use std::os::unix::fs::MetadataExt;
+        let ours = file.metadata().map_err(|e| StoreError::io("stat", &part_path, e))?.ino();
+        if std::fs::metadata(&part_path).is_ok_and(|m| m.ino() == ours) {
+            break file;
+        }
+    };
+    let dup = file.try_clone().map_err(|e| StoreError::io("dup", &part_path, e))?;
+    let w = PackWriter { id, part_path, file: dup, buf: Vec::new(), len: bytes.len() as u64, blobs };
+    if let Err(e) = (&file).write_all(bytes) {
+        let err = StoreError::io("write", &w.part_path, e);
+        w.discard();
+        return Err(err);
+    }
+    w.seal(root)
+}
+
 /// Reads one record's stored bytes at a known location.
 pub fn read_record(file: &File, path: &Path, loc: &BlobLocation) -> Result<(RecordHeader, Vec<u8>)> {
     let total = RECORD_HEADER_LEN + loc.stored_len as usize;

@@ -1,0 +1,132 @@
+//! The documents agent and appliance exchange (JSON), and the binary
+//! bodies' layouts. See `docs/agent-protocol.md`.
+
+use lifeboat_store::BackupSummary;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Opens an upload session: the snapshot this run will commit.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct OpenSession {
+    /// The datastore to back up into; the appliance's default when absent.
+    #[serde(default)]
+    pub datastore: Option<String>,
+    pub hostname: String,
+    /// Absolute, canonical source paths on the agent.
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Read every file even if a parent snapshot exists.
+    #[serde(default)]
+    pub force_full: bool,
+}
+
+/// How the agent must cut and encode blobs: the datastore's parameters.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct BlobParams {
+    pub small_file_max: u64,
+    pub chunk_min: u32,
+    pub chunk_avg: u32,
+    pub chunk_max: u32,
+    pub zstd_level: i32,
+    /// Upload packs are sealed at this many bytes.
+    pub pack_target: u64,
+}
+
+/// The parent snapshot an incremental run compares against.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ParentInfo {
+    /// Snapshot id (hex).
+    pub snapshot: String,
+    /// Its root tree (hex): the agent fetches trees below it as it walks.
+    pub tree: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct SessionInfo {
+    pub session: String,
+    pub datastore: String,
+    pub params: BlobParams,
+    pub parent: Option<ParentInfo>,
+}
+
+/// The answer to a pack upload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct PackStored {
+    pub pack: String,
+    pub blobs: u32,
+    /// The pack was stored by an earlier try of the same upload.
+    pub already_stored: bool,
+}
+
+/// The last request of a session.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct CommitRequest {
+    /// Root tree (hex).
+    pub tree: String,
+    /// When the run started.
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// The run's counters, as `lifeboat backup` records them.
+    #[schema(value_type = Object)]
+    pub summary: BackupSummary,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Committed {
+    pub snapshot: String,
+}
+
+/// Ids per missing-blob query at most (the body is 32 bytes per id).
+pub const MISSING_QUERY_MAX: usize = 4096;
+/// Pack uploads at most this large are accepted.
+pub const PACK_UPLOAD_MAX: u64 = 64 << 20;
+
+/// Body of a missing-blob query: ids as 32 raw bytes each, back to back.
+pub fn encode_ids(ids: &[lifeboat_store::BlobId]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(ids.len() * 32);
+    for id in ids {
+        b.extend_from_slice(&id.0);
+    }
+    b
+}
+
+pub fn decode_ids(body: &[u8]) -> Option<Vec<lifeboat_store::BlobId>> {
+    if body.len() % 32 != 0 {
+        return None;
+    }
+    Some(body.chunks_exact(32).map(|c| lifeboat_store::BlobId(c.try_into().unwrap())).collect())
+}
+
+/// Answer of a missing-blob query: one bit per queried id, in order,
+/// least significant bit first; set = the appliance lacks the blob.
+pub fn encode_bits(bits: &[bool]) -> Vec<u8> {
+    let mut b = vec![0u8; bits.len().div_ceil(8)];
+    for (i, &m) in bits.iter().enumerate() {
+        if m {
+            b[i / 8] |= 1 << (i % 8);
+        }
+    }
+    b
+}
+
+pub fn decode_bits(body: &[u8], n: usize) -> Option<Vec<bool>> {
+    if body.len() != n.div_ceil(8) {
+        return None;
+    }
+    Some((0..n).map(|i| body[i / 8] & (1 << (i % 8)) != 0).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_bits_round_trip() {
+        let ids: Vec<_> = (0..10u8).map(|i| lifeboat_store::BlobId::of(&[i])).collect();
+        assert_eq!(decode_ids(&encode_ids(&ids)).unwrap(), ids);
+        assert!(decode_ids(&[0u8; 33]).is_none());
+        let bits: Vec<bool> = (0..13).map(|i| i % 3 == 0).collect();
+        assert_eq!(decode_bits(&encode_bits(&bits), 13).unwrap(), bits);
+        assert!(decode_bits(&[0u8; 3], 13).is_none());
+    }
+}
