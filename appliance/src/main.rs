@@ -72,6 +72,9 @@ enum Command {
     /// Reclaim space: delete packs no snapshot needs, repack mostly-dead
     /// ones, remove leftovers of interrupted backups. Safe while backups run
     Gc(commands::gc::GcArgs),
+    /// The appliance console: first-boot setup wizard, then status and
+    /// settings (network, hostname, time, admin password, data disk)
+    Console(commands::console::ConsoleArgs),
 }
 
 /// glibc malloc tuning: big buffers (chunks, packs, trees) come from
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::Forget(a) => commands::forget::run(a),
         Command::Vm { cmd } => commands::vm::run(cmd),
         Command::Gc(a) => commands::gc::run(a),
+        Command::Console(a) => commands::console::run(a),
     };
     match res {
         Ok(code) => ExitCode::from(code),
