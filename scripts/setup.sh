@@ -20,12 +20,13 @@ if [[ ! -e /etc/apt/sources.list.d/backports.sources ]] \
   "${APT[@]}" update -qq
 fi
 
-# Build: RocksDB (system library), bindgen. Tests: fuse3 (mount), time
-# (peak RSS), and what the test guests are built from (tests/guest).
+# Build: RocksDB (system library), bindgen, libblkid (crates/disks). Tests:
+# fuse3 (mount), time (peak RSS), what the test guests are built from
+# (tests/guest), tmux + xfsprogs (console tests).
 plain=()
 for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
-           iputils-ping iproute2 kmod cpio; do
+           iputils-ping iproute2 kmod cpio libblkid-dev tmux xfsprogs; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.

@@ -121,6 +121,19 @@ pub fn check_format(req: &FormatRequest) -> Result<Disk> {
             ),
         });
     }
+    // A loop number or a hot-plug slot can be reused by another disk of
+    // the same size: the model (a loop device's backing file) and serial
+    // must match too.
+    if now.model != req.disk.model || now.serial != req.disk.serial {
+        return Err(DiskError::Changed {
+            disk: req.disk.path.clone(),
+            what: format!(
+                "it was {}, now it is {}",
+                req.disk.model.as_deref().unwrap_or("an unknown model"),
+                now.model.as_deref().unwrap_or("an unknown model")
+            ),
+        });
+    }
     if let Some(reason) = now.format_refusal() {
         return Err(DiskError::Refused { reason });
     }

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod guest;
+pub mod loopdev;
+pub mod tmux;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
