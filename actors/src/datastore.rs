@@ -1,18 +1,26 @@
-//! `DatastoreActor`: owns one open datastore and serves reads and backup
-//! runs against it.
+//! `DatastoreActor`: owns one open datastore and runs the work against
+//! it (snapshot listings, usage, jobs) on the blocking pool.
 
+use crate::work::{self, JobHandle, JobResult};
 use actix::prelude::*;
+use lifeboat_api_types::{DatastoreInfo, JobSpec, KeepRules, SnapshotInfo};
 use lifeboat_ingest::{BackupOptions, BackupOutcome, IngestError, Progress};
 use lifeboat_store::{BlobId, Datastore, Snapshot, StoreError};
 use std::sync::Arc;
 
 pub struct DatastoreActor {
+    name: String,
     ds: Arc<Datastore>,
+    tz: chrono_tz::Tz,
 }
 
 impl DatastoreActor {
     pub fn new(ds: Arc<Datastore>) -> Self {
-        DatastoreActor { ds }
+        DatastoreActor { name: "default".into(), ds, tz: chrono_tz::UTC }
+    }
+
+    pub fn named(name: &str, ds: Arc<Datastore>, tz: chrono_tz::Tz) -> Self {
+        DatastoreActor { name: name.into(), ds, tz }
     }
 }
 
@@ -30,6 +38,149 @@ impl Handler<ListSnapshots> for DatastoreActor {
     fn handle(&mut self, _: ListSnapshots, _: &mut Context<Self>) -> Self::Result {
         let ds = self.ds.clone();
         Box::pin(async move { blocking(move || ds.snapshots()).await.unwrap_or(Err(StoreError::Interrupted)) })
+    }
+}
+
+/// Snapshots as the API shows them, with the DAMAGED flag of `repair`.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<SnapshotInfo>, String>")]
+pub struct SnapshotInfos;
+
+impl Handler<SnapshotInfos> for DatastoreActor {
+    type Result = ResponseFuture<Result<Vec<SnapshotInfo>, String>>;
+    fn handle(&mut self, _: SnapshotInfos, _: &mut Context<Self>) -> Self::Result {
+        let ds = self.ds.clone();
+        Box::pin(async move {
+            blocking(move || {
+                let snaps = ds.snapshots().map_err(work::err)?;
+                let damaged: std::collections::HashSet<Vec<u8>> = ds
+                    .index()
+                    .refs_with_prefix(lifeboat_store::repair::REF_DAMAGED)
+                    .map_err(work::err)?
+                    .into_iter()
+                    .map(|(k, _)| k[lifeboat_store::repair::REF_DAMAGED.len()..].to_vec())
+                    .collect();
+                Ok(snaps
+                    .into_iter()
+                    .map(|(id, s)| SnapshotInfo {
+                        id: id.to_hex(),
+                        time: s.time,
+                        hostname: s.hostname,
+                        paths: s.paths,
+                        tags: s.tags,
+                        kind: if s.kind == lifeboat_store::SnapshotKind::Vm { "vm" } else { "files" }.into(),
+                        files: s.summary.files,
+                        bytes: s.summary.total_bytes,
+                        damaged: damaged.contains(&id.0[..]),
+                    })
+                    .collect())
+            })
+            .await
+            .unwrap_or_else(Err)
+        })
+    }
+}
+
+/// Name, path, snapshot count, space used and free.
+#[derive(Message)]
+#[rtype(result = "Result<DatastoreInfo, String>")]
+pub struct Usage;
+
+impl Handler<Usage> for DatastoreActor {
+    type Result = ResponseFuture<Result<DatastoreInfo, String>>;
+    fn handle(&mut self, _: Usage, _: &mut Context<Self>) -> Self::Result {
+        let ds = self.ds.clone();
+        let name = self.name.clone();
+        Box::pin(async move {
+            blocking(move || {
+                let snapshots = ds.snapshots().map_err(work::err)?.len() as u64;
+                let used_bytes = ds.pack_files().map_err(work::err)?.iter().map(|(_, _, n)| n).sum();
+                let (free_bytes, total_bytes) = statvfs(ds.root());
+                Ok(DatastoreInfo {
+                    name,
+                    path: ds.root().display().to_string(),
+                    encrypted: ds.is_encrypted(),
+                    append_only: ds.config().append_only,
+                    snapshots,
+                    used_bytes,
+                    free_bytes,
+                    total_bytes,
+                })
+            })
+            .await
+            .unwrap_or_else(Err)
+        })
+    }
+}
+
+fn statvfs(p: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = match std::ffi::CString::new(p.as_os_str().as_bytes()) {
+        Ok(c) => c,
+        Err(_) => return (0, 0),
+    };
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return (0, 0);
+    }
+    (s.f_bavail as u64 * s.f_frsize as u64, s.f_blocks as u64 * s.f_frsize as u64)
+}
+
+/// Removes snapshots by id (the API's DELETE); space comes back with gc.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct ForgetSnapshots(pub Vec<String>);
+
+impl Handler<ForgetSnapshots> for DatastoreActor {
+    type Result = ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, msg: ForgetSnapshots, _: &mut Context<Self>) -> Self::Result {
+        let ds = self.ds.clone();
+        Box::pin(async move {
+            blocking(move || {
+                if ds.config().append_only {
+                    return Err(work::err(StoreError::AppendOnly { path: ds.root().to_path_buf(), op: "forget" }));
+                }
+                let mut ids = Vec::new();
+                for q in &msg.0 {
+                    ids.push(ds.resolve_snapshot(q).map_err(work::err)?.0);
+                }
+                lifeboat_store::forget::forget_snapshots(&ds, &ids).map_err(work::err)
+            })
+            .await
+            .unwrap_or_else(Err)
+        })
+    }
+}
+
+/// Runs one job's work; the jobs actor owns its lifecycle.
+#[derive(Message)]
+#[rtype(result = "JobResult")]
+pub struct Execute {
+    pub spec: JobSpec,
+    pub keep: KeepRules,
+    pub handle: Arc<JobHandle>,
+}
+
+impl Handler<Execute> for DatastoreActor {
+    type Result = ResponseFuture<JobResult>;
+    fn handle(&mut self, msg: Execute, _: &mut Context<Self>) -> Self::Result {
+        let ds = self.ds.clone();
+        let tz = self.tz;
+        Box::pin(async move {
+            blocking(move || {
+                let h = &msg.handle;
+                match &msg.spec {
+                    JobSpec::Backup { paths, tags, exclude, .. } => work::backup::run(&ds, paths, tags, exclude, &msg.keep, tz, h),
+                    JobSpec::Restore { snapshot, target, include, .. } => work::restore::run(&ds, snapshot, target, include, h),
+                    JobSpec::Verify { read_data, .. } => work::verify::run(&ds, *read_data, h),
+                    JobSpec::Forget { keep, .. } => work::forget::run(&ds, keep, tz, h),
+                    JobSpec::Gc { .. } => work::gc::run(&ds, h),
+                    JobSpec::AgentBackup { .. } => Err("agent backups are driven by the agent, not started as jobs".into()),
+                }
+            })
+            .await
+            .unwrap_or_else(Err)
+        })
     }
 }
 
@@ -53,10 +204,24 @@ impl Handler<RunBackup> for DatastoreActor {
     }
 }
 
-/// Runs `f` on the blocking pool; `None` if it panicked (the actor and
-/// the daemon live on).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    tokio::task::spawn_blocking(f).await.ok()
+/// Runs `f` on the blocking pool. A panic inside is caught there and
+/// comes back as `Err(message)`: the job fails, the actor and the
+/// daemon live on.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        if e.is_panic() {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            tracing::error!(panic = %msg, "a job panicked");
+            format!("internal error: the job panicked ({msg}); the daemon carries on; please report this")
+        } else {
+            "the job was cancelled".into()
+        }
+    })
 }
 
 #[cfg(test)]

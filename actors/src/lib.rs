@@ -1,12 +1,48 @@
 //! The actor layer: one actix actor per long-lived owner of state, as
 //! DESIGN.md lists them. Actors are thin: they own handles and route
-//! messages; the work is done by the crates, and anything blocking
-//! (hashing, compression, file IO, RocksDB) runs on tokio's blocking pool,
-//! never on an arbiter thread.
+//! messages; the work is done by the crates (one file per job kind under
+//! `work/`), and anything blocking (hashing, compression, file IO,
+//! RocksDB) runs on tokio's blocking pool, never on an arbiter thread.
 //!
-//! So far: `DatastoreActor`. The daemon (`lifeboat serve`) adds Jobs,
-//! Scheduler, Events, Ingest, Notifier and Health on top of it.
+//! `Datastore` (one per datastore) runs the work; `Jobs` owns job
+//! lifecycles and history; `Scheduler` starts due schedules; `Events`
+//! fans state changes out to the API's event stream and the audit log.
 
 pub mod datastore;
+pub mod events;
+pub mod jobs;
+pub mod scheduler;
+pub mod work;
 
 pub use datastore::{DatastoreActor, ListSnapshots, RunBackup};
+pub use events::EventsActor;
+pub use jobs::JobsActor;
+pub use scheduler::SchedulerActor;
+
+use actix::Addr;
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The open datastores by name. Shared by the API, the jobs and the
+/// scheduler; changed only when an admin adds a datastore.
+#[derive(Clone, Default)]
+pub struct Datastores(Arc<RwLock<BTreeMap<String, Addr<DatastoreActor>>>>);
+
+impl Datastores {
+    pub fn get(&self, name: &str) -> Option<Addr<DatastoreActor>> {
+        self.0.read().get(name).cloned()
+    }
+
+    pub fn insert(&self, name: &str, addr: Addr<DatastoreActor>) {
+        self.0.write().insert(name.to_string(), addr);
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.0.read().keys().cloned().collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.read().contains_key(name)
+    }
+}

@@ -2,6 +2,8 @@
 //! in its own file under `commands/`.
 
 mod commands;
+mod logging;
+mod remote;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -72,6 +74,14 @@ enum Command {
     /// Reclaim space: delete packs no snapshot needs, repack mostly-dead
     /// ones, remove leftovers of interrupted backups. Safe while backups run
     Gc(commands::gc::GcArgs),
+    /// Run the appliance daemon: actors and the REST API (see also
+    /// `lifeboat --server URL --token T ...` to drive one remotely)
+    Serve(commands::serve::ServeArgs),
+    /// Offline administration of the daemon's state
+    Admin {
+        #[command(subcommand)]
+        cmd: commands::admin::AdminCmd,
+    },
     /// The appliance console: first-boot setup wizard, then status and
     /// settings (network, hostname, time, admin password, data disk)
     Console(commands::console::ConsoleArgs),
@@ -96,6 +106,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if remote::wanted() {
+        return finish(remote::run(remote::RemoteCli::parse()));
+    }
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Datastore { cmd } => commands::datastore::run(cmd),
@@ -108,8 +121,14 @@ fn main() -> ExitCode {
         Command::Forget(a) => commands::forget::run(a),
         Command::Vm { cmd } => commands::vm::run(cmd),
         Command::Gc(a) => commands::gc::run(a),
+        Command::Serve(a) => commands::serve::run(a),
+        Command::Admin { cmd } => commands::admin::run(cmd),
         Command::Console(a) => commands::console::run(a),
     };
+    finish(res)
+}
+
+fn finish(res: anyhow::Result<u8>) -> ExitCode {
     match res {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -32,15 +32,13 @@ pub struct ConsoleOptions {
     pub disks: Vec<PathBuf>,
     /// The zone database time zones are checked against.
     pub zoneinfo: PathBuf,
-    /// The API's TLS port (shown in the URL).
-    pub api_port: u16,
     /// Run the first-boot wizard even when setup was done.
     pub wizard: bool,
 }
 
 impl Default for ConsoleOptions {
     fn default() -> Self {
-        ConsoleOptions { root: "/".into(), disks: Vec::new(), zoneinfo: "/usr/share/zoneinfo".into(), api_port: 8007, wizard: false }
+        ConsoleOptions { root: "/".into(), disks: Vec::new(), zoneinfo: "/usr/share/zoneinfo".into(), wizard: false }
     }
 }
 
@@ -50,8 +48,7 @@ pub fn run(opts: ConsoleOptions) -> Result<()> {
     if !opts.root.is_dir() {
         anyhow::bail!("--root {}: not a directory", opts.root.display());
     }
-    let mut daemon = system::FileDaemon::new(&opts.root);
-    daemon.api_port = opts.api_port;
+    let daemon = system::StateDaemon::open(&opts.root).context("cannot read the daemon's configuration")?;
     let env = setup::Env { root: opts.root.clone(), daemon: Box::new(daemon), only_disks: opts.disks.clone(), zoneinfo: opts.zoneinfo.clone() };
     let mut app = app::App::new(env, opts.wizard);
     if app.page == app::Page::Disks {

@@ -44,8 +44,8 @@ pub trait Daemon {
 }
 
 /// SHA-256 over the DER of the first certificate in a PEM file, as
-/// colon-separated upper-case hex: what `openssl x509 -fingerprint
-/// -sha256` prints and what clients pin.
+/// colon-separated lower-case hex, the form `lifeboat --fingerprint`
+/// (lifeboat_client::cert_fingerprint) pins.
 pub fn certificate_fingerprint(pem_path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(pem_path).with_context(|| format!("cannot read {}", pem_path.display()))?;
     let begin = "-----BEGIN CERTIFICATE-----";
@@ -55,7 +55,7 @@ pub fn certificate_fingerprint(pem_path: &Path) -> Result<String> {
     use base64::Engine;
     let der = base64::engine::general_purpose::STANDARD.decode(b64).with_context(|| format!("{}: bad base64", pem_path.display()))?;
     let digest = sha2::Sha256::digest(&der);
-    Ok(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
 }
 
 // ------------------------------------------------------------------ health
@@ -126,28 +126,32 @@ pub fn host_addresses() -> Vec<String> {
     v4
 }
 
-// ---------------------------------------------------------- the stub daemon
+// --------------------------------------------------------------- the daemon
 
-/// The daemon as files under the console's root, until the console talks
-/// to `lifeboat-state` directly: the admin password as an argon2id hash
-/// in `<state>/auth.json` (the AuthStore's file and field), datastores as
-/// `[[datastore]]` tables in `<root>/etc/lifeboat/lifeboat.toml`.
-/// STUB: jobs and failures are not readable yet (no daemon state to read).
-pub struct FileDaemon {
+/// The daemon as its files under the console's root: its configuration
+/// (`<root>/etc/lifeboat/lifeboat.toml`, lifeboat_state::Config), the
+/// admin password through its `AuthStore`, the job history its Jobs actor
+/// persists in `<state_dir>/jobs/`, and its TLS certificate. The daemon
+/// reads the password at start, so on the live system (root `/`) `reload`
+/// restarts it.
+pub struct StateDaemon {
     pub root: PathBuf,
     pub config_path: PathBuf,
+    pub config: lifeboat_state::Config,
+    /// The state directory under the root.
     pub state_dir: PathBuf,
-    pub api_port: u16,
 }
 
-impl FileDaemon {
-    pub fn new(root: &Path) -> Self {
-        FileDaemon {
-            root: root.to_path_buf(),
-            config_path: root.join("etc/lifeboat/lifeboat.toml"),
-            state_dir: root.join("var/lib/lifeboat"),
-            api_port: 8007,
-        }
+fn under_root(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+impl StateDaemon {
+    pub fn open(root: &Path) -> Result<Self> {
+        let config_path = under_root(root, Path::new(lifeboat_state::config::DEFAULT_CONFIG_PATH));
+        let config = if config_path.exists() { lifeboat_state::Config::load(Some(&config_path))? } else { lifeboat_state::Config::default() };
+        let state_dir = under_root(root, &config.state_dir);
+        Ok(StateDaemon { root: root.to_path_buf(), config_path, config, state_dir })
     }
 
     fn read_config(&self) -> Result<toml::Table> {
@@ -157,39 +161,46 @@ impl FileDaemon {
             Err(e) => Err(e).with_context(|| format!("cannot read {}", self.config_path.display())),
         }
     }
+
+    fn jobs(&self) -> std::result::Result<Vec<lifeboat_api_types::JobInfo>, String> {
+        let dir = self.state_dir.join("jobs");
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+        };
+        // Read-only: JobStore::load_all would mark running jobs interrupted.
+        let mut jobs: Vec<lifeboat_api_types::JobInfo> = rd
+            .flatten()
+            .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("json"))
+            .filter_map(|e| lifeboat_state::read_json(&e.path()).ok().flatten())
+            .collect();
+        jobs.sort_by(|a, b| b.started.cmp(&a.started));
+        Ok(jobs)
+    }
 }
 
-impl Daemon for FileDaemon {
+fn job_line(j: &lifeboat_api_types::JobInfo) -> JobLine {
+    let kind = serde_json::to_value(&j.spec).ok().and_then(|v| v["kind"].as_str().map(str::to_string)).unwrap_or_default();
+    let state = serde_json::to_value(j.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let detail = match &j.error {
+        Some(e) => format!("{} {}: {e}", j.started.format("%Y-%m-%d %H:%M"), j.spec.datastore()),
+        None => format!("{} {}", j.started.format("%Y-%m-%d %H:%M"), j.spec.datastore()),
+    };
+    JobLine { id: j.id.clone(), kind, state, detail }
+}
+
+impl Daemon for StateDaemon {
     fn has_admin_password(&self) -> bool {
-        std::fs::read(self.state_dir.join("auth.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .map(|v| v["admin_password"].is_string())
-            .unwrap_or(false)
+        lifeboat_state::AuthStore::open(&self.state_dir, 1).map(|a| a.has_admin_password()).unwrap_or(false)
     }
 
     fn set_admin_password(&self, password: &str) -> Result<()> {
-        use argon2::password_hash::{PasswordHasher, SaltString};
-        let mut salt = [0u8; 16];
-        getrandom::getrandom(&mut salt).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-        let hash = argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?
-            .to_string();
-        let path = self.state_dir.join("auth.json");
-        let mut v: serde_json::Value = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_else(|| serde_json::json!({}));
-        v["admin_password"] = serde_json::Value::String(hash);
-        let change = crate::settings::FileChange::Write {
-            path: path.strip_prefix(&self.root).unwrap_or(&path).to_path_buf(),
-            content: serde_json::to_string_pretty(&v)?,
-        };
-        change.apply(&self.root).with_context(|| format!("cannot write {}", path.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::create_dir_all(&self.state_dir).with_context(|| format!("cannot create {}", self.state_dir.display()))?;
+        let auth = lifeboat_state::AuthStore::open(&self.state_dir, self.config.session_minutes)?;
+        auth.set_admin_password(password)?;
+        // The daemon's first-start password is void now.
+        let _ = std::fs::remove_file(self.state_dir.join("initial-admin-password"));
         Ok(())
     }
 
@@ -204,7 +215,10 @@ impl Daemon for FileDaemon {
         Ok(out)
     }
 
+    /// Edits the TOML as a table, so keys and tables the console does
+    /// not know survive.
     fn add_datastore(&self, name: &str, path: &Path) -> Result<()> {
+        lifeboat_state::config::validate_name(name).map_err(anyhow::Error::msg)?;
         let mut cfg = self.read_config()?;
         let list = cfg.entry("datastore").or_insert_with(|| toml::Value::Array(Vec::new()));
         let arr = list.as_array_mut().with_context(|| format!("{}: `datastore` is not an array of tables", self.config_path.display()))?;
@@ -213,30 +227,40 @@ impl Daemon for FileDaemon {
         t.insert("name".into(), name.into());
         t.insert("path".into(), path.to_string_lossy().into_owned().into());
         arr.push(toml::Value::Table(t));
+        let text = toml::to_string(&cfg)?;
+        // What the daemon will read must load.
+        let parsed: lifeboat_state::Config =
+            toml::from_str(&text).with_context(|| format!("the new {} would not load", self.config_path.display()))?;
+        drop(parsed);
         let change = crate::settings::FileChange::Write {
             path: self.config_path.strip_prefix(&self.root).unwrap_or(&self.config_path).to_path_buf(),
-            content: toml::to_string(&cfg)?,
+            content: text,
         };
         change.apply(&self.root).with_context(|| format!("cannot write {}", self.config_path.display()))
     }
 
     fn running_jobs(&self) -> std::result::Result<Vec<JobLine>, String> {
-        Err("not available: the console cannot read the daemon's jobs yet".into())
+        Ok(self.jobs()?.iter().filter(|j| j.state == lifeboat_api_types::JobState::Running).map(job_line).collect())
     }
 
-    fn recent_failures(&self, _n: usize) -> std::result::Result<Vec<JobLine>, String> {
-        Err("not available: the console cannot read the daemon's job history yet".into())
+    fn recent_failures(&self, n: usize) -> std::result::Result<Vec<JobLine>, String> {
+        let failed = [lifeboat_api_types::JobState::Failed, lifeboat_api_types::JobState::Interrupted];
+        Ok(self.jobs()?.iter().filter(|j| failed.contains(&j.state)).take(n).map(job_line).collect())
     }
 
     fn api_port(&self) -> u16 {
-        self.api_port
+        self.config.listen.port()
     }
 
     fn tls_certificate(&self) -> PathBuf {
-        self.state_dir.join("tls/cert.pem")
+        self.state_dir.join("tls/api.crt")
     }
 
     fn reload(&self) -> Result<()> {
+        if self.root == Path::new("/") {
+            // try-restart: nothing happens when the daemon is not running.
+            let _ = std::process::Command::new("systemctl").args(["try-restart", "lifeboat.service"]).status();
+        }
         Ok(())
     }
 }
@@ -248,9 +272,9 @@ mod tests {
     #[test]
     fn datastores_are_added_to_the_daemon_config_once() {
         let dir = tempfile::tempdir().unwrap();
-        let d = FileDaemon::new(dir.path());
         std::fs::create_dir_all(dir.path().join("etc/lifeboat")).unwrap();
-        std::fs::write(&d.config_path, "session_minutes = 30\n").unwrap();
+        std::fs::write(dir.path().join("etc/lifeboat/lifeboat.toml"), "session_minutes = 30\n").unwrap();
+        let d = StateDaemon::open(dir.path()).unwrap();
         d.add_datastore("data1", Path::new("/srv/lifeboat/data-1/datastore")).unwrap();
         d.add_datastore("data1", Path::new("/srv/lifeboat/data-2/datastore")).unwrap();
         assert_eq!(d.datastores().unwrap(), vec![DatastoreLine { name: "data1".into(), path: "/srv/lifeboat/data-2/datastore".into() }]);
@@ -261,12 +285,14 @@ mod tests {
     #[test]
     fn admin_password_is_stored_hashed() {
         let dir = tempfile::tempdir().unwrap();
-        let d = FileDaemon::new(dir.path());
+        let d = StateDaemon::open(dir.path()).unwrap();
         assert!(!d.has_admin_password());
         d.set_admin_password("a long secret").unwrap();
         assert!(d.has_admin_password());
         let text = std::fs::read_to_string(d.state_dir.join("auth.json")).unwrap();
         assert!(text.contains("$argon2id$") && !text.contains("a long secret"), "{text}");
+        let auth = lifeboat_state::AuthStore::open(&d.state_dir, 1).unwrap();
+        assert!(auth.verify_admin_password("admin", "a long secret"));
     }
 
     #[test]
@@ -276,6 +302,6 @@ mod tests {
         // base64 of the bytes "abc"
         std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\nYWJj\n-----END CERTIFICATE-----\n").unwrap();
         let fp = certificate_fingerprint(&pem).unwrap();
-        assert!(fp.starts_with("BA:78:16:BF:8F:01:CF:EA"), "{fp}");
+        assert!(fp.starts_with("ba:78:16:bf:8f:01:cf:ea"), "{fp}");
     }
 }

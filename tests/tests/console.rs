@@ -61,6 +61,20 @@ fn wizard_refuses_bad_input_then_writes_settings_and_formats_a_loop_disk() {
     let root = dir.path().join("root");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/hosts"), "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n").unwrap();
+    // The daemon's certificate, as it makes one on first start.
+    let tls = root.join("var/lib/lifeboat/tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=lifeboat", "-days", "2"])
+        .arg("-keyout")
+        .arg(tls.join("api.key"))
+        .arg("-out")
+        .arg(tls.join("api.crt"))
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "openssl: {}", String::from_utf8_lossy(&st.stderr));
+    let fp = Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(tls.join("api.crt")).output().unwrap();
+    let fingerprint = String::from_utf8_lossy(&fp.stdout).trim().split_once('=').unwrap().1.to_ascii_lowercase();
     let disk = LoopDisk::new(dir.path(), "data", 330);
     let t = console(&root, &[&disk], &[]);
 
@@ -145,6 +159,7 @@ fn wizard_refuses_bad_input_then_writes_settings_and_formats_a_loop_disk() {
     t.keys(&["Enter"]);
     let s = t.wait_for("Setup complete", LONG);
     assert!(s.contains("https://192.168.50.20:8007/"), "{s}");
+    assert!(s.contains(&format!("TLS certificate SHA-256 fingerprint: {fingerprint}")), "{fingerprint}\n{s}");
 
     // The files.
     let net = read(&root, "etc/systemd/network/10-lifeboat.network");
@@ -157,7 +172,10 @@ fn wizard_refuses_bad_input_then_writes_settings_and_formats_a_loop_disk() {
     assert_eq!(read(&root, "etc/timezone"), "Europe/Berlin\n");
     assert!(read(&root, "etc/systemd/timesyncd.conf.d/lifeboat.conf").contains("NTP=ntp1.example.com 192.0.2.123\n"));
     let auth = read(&root, "var/lib/lifeboat/auth.json");
-    assert!(auth.contains("$argon2id$") && !auth.contains("correct horse"), "{auth}");
+    assert!(!auth.contains("correct horse"), "{auth}");
+    let store = lifeboat_state::AuthStore::open(&root.join("var/lib/lifeboat"), 1).unwrap();
+    assert!(store.verify_admin_password("admin", "correct horse"), "the daemon does not accept the new password");
+    assert!(!store.verify_admin_password("admin", "correct house"));
 
     // The disk: GPT, one xfs partition labelled for Lifeboat, in fstab by
     // UUID, mounted under the root, holding a datastore the daemon lists.

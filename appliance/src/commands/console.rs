@@ -16,9 +16,6 @@ pub struct ConsoleArgs {
     /// Time zone database the zone name is checked against
     #[arg(long, value_name = "DIR", default_value = "/usr/share/zoneinfo")]
     pub zoneinfo: PathBuf,
-    /// The API's TLS port, shown in the URL
-    #[arg(long, value_name = "PORT", default_value_t = 8007)]
-    pub api_port: u16,
     /// Run the first-boot wizard even when setup was done
     #[arg(long)]
     pub wizard: bool,
@@ -29,7 +26,6 @@ pub fn run(a: ConsoleArgs) -> anyhow::Result<u8> {
         root: a.root,
         disks: a.disks,
         zoneinfo: a.zoneinfo,
-        api_port: a.api_port,
         wizard: a.wizard,
     })?;
     Ok(0)

@@ -9,6 +9,8 @@ pub mod mount;
 pub mod restore;
 pub mod snapshots;
 pub mod vm;
+pub mod serve;
+pub mod admin;
 
 use crate::{DatastoreArg, KeyArgs};
 use lifeboat_store::{Datastore, KeySource, StoreError};

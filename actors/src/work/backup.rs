@@ -1,0 +1,36 @@
+//! Backup job: paths on the appliance into a datastore, then the
+//! schedule's retention on the same (host, paths) group.
+
+use super::{err, JobHandle, JobOutput, JobResult};
+use lifeboat_api_types::KeepRules;
+use lifeboat_ingest::BackupOptions;
+use lifeboat_store::Datastore;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub fn run(ds: &Arc<Datastore>, paths: &[String], tags: &[String], exclude: &[String], keep: &KeepRules, tz: chrono_tz::Tz, h: &JobHandle) -> JobResult {
+    let opts = BackupOptions {
+        sources: paths.iter().map(PathBuf::from).collect(),
+        tags: tags.to_vec(),
+        excludes: exclude.to_vec(),
+        hostname: hostname(),
+        ..Default::default()
+    };
+    h.set_phase("backing up");
+    let out = lifeboat_ingest::backup(ds.clone(), &opts, &h.progress).map_err(err)?;
+    h.log(&format!("snapshot {} committed", out.snapshot_id.to_hex()));
+    let mut result = serde_json::json!({
+        "snapshot": out.snapshot_id.to_hex(),
+        "summary": out.snapshot.summary,
+    });
+    if !keep.is_empty() {
+        h.set_phase("applying retention");
+        let removed = super::forget::apply_keep(ds, keep, Some((&out.snapshot.hostname, &out.snapshot.paths)), tz, h)?;
+        result["forgotten"] = serde_json::json!(removed);
+    }
+    Ok(JobOutput { result, warnings: out.warnings })
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}

@@ -1,0 +1,54 @@
+//! Forget job: keep rules over a datastore's snapshots (restic
+//! semantics, see docs/retention.md).
+
+use super::{err, JobHandle, JobOutput, JobResult};
+use lifeboat_api_types::KeepRules;
+use lifeboat_store::retention::{self, KeepPolicy};
+use lifeboat_store::Datastore;
+use std::sync::Arc;
+
+pub fn policy(k: &KeepRules) -> KeepPolicy {
+    KeepPolicy {
+        last: k.last.unwrap_or(0),
+        hourly: k.hourly.unwrap_or(0),
+        daily: k.daily.unwrap_or(0),
+        weekly: k.weekly.unwrap_or(0),
+        monthly: k.monthly.unwrap_or(0),
+        yearly: k.yearly.unwrap_or(0),
+    }
+}
+
+pub fn run(ds: &Arc<Datastore>, keep: &KeepRules, tz: chrono_tz::Tz, h: &JobHandle) -> JobResult {
+    h.set_phase("applying retention");
+    let removed = apply_keep(ds, keep, None, tz, h)?;
+    Ok(JobOutput { result: serde_json::json!({ "forgotten": removed }), warnings: vec![] })
+}
+
+/// Applies `keep` to every (host, paths) group, or only to `only`.
+/// Returns the ids removed.
+pub fn apply_keep(ds: &Arc<Datastore>, keep: &KeepRules, only: Option<(&String, &Vec<String>)>, tz: chrono_tz::Tz, h: &JobHandle) -> Result<Vec<String>, String> {
+    let policy = policy(keep);
+    if policy.is_empty() {
+        return Err("the keep rules are empty, so nothing would be kept: set at least one of last/hourly/daily/weekly/monthly/yearly".into());
+    }
+    if ds.config().append_only {
+        return Err(err(lifeboat_store::StoreError::AppendOnly { path: ds.root().to_path_buf(), op: "forget" }));
+    }
+    let all = ds.snapshots().map_err(err)?;
+    let mut remove = Vec::new();
+    for ((host, paths), group) in retention::group(&all) {
+        if let Some((oh, op)) = only {
+            if &host != oh || &paths != op {
+                continue;
+            }
+        }
+        for d in retention::apply(&policy, &group, &tz) {
+            if !d.keep {
+                remove.push(d.id);
+            }
+        }
+    }
+    lifeboat_store::forget::forget_snapshots(ds, &remove).map_err(err)?;
+    h.log(&format!("forgot {} snapshots", remove.len()));
+    Ok(remove.iter().map(|i| i.to_hex()).collect())
+}

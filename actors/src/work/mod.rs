@@ -1,0 +1,68 @@
+//! What each job kind does, one file per kind (as Proxmox keeps one
+//! file per job). These run on the blocking pool, never on an arbiter:
+//! they call the crates and report through a `JobHandle`.
+
+pub mod backup;
+pub mod forget;
+pub mod gc;
+pub mod restore;
+pub mod verify;
+
+use lifeboat_api_types::JobProgress;
+use lifeboat_ingest::Progress;
+use parking_lot::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A running job's live state, shared by the worker (which updates it)
+/// and the jobs actor (which samples it for events and cancels it).
+pub struct JobHandle {
+    pub progress: Arc<Progress>,
+    phase: Mutex<String>,
+    log: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl JobHandle {
+    pub fn new(log: Box<dyn Fn(&str) + Send + Sync>) -> Self {
+        JobHandle { progress: Arc::new(Progress::new()), phase: Mutex::new("starting".into()), log }
+    }
+
+    pub fn set_phase(&self, phase: &str) {
+        *self.phase.lock() = phase.to_string();
+        self.log(phase);
+    }
+
+    pub fn log(&self, line: &str) {
+        (self.log)(line)
+    }
+
+    pub fn cancel(&self) {
+        self.progress.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> JobProgress {
+        let p = &self.progress;
+        let scan_done = p.scan_done.load(Ordering::Relaxed);
+        JobProgress {
+            phase: self.phase.lock().clone(),
+            files_done: Progress::get(&p.files),
+            bytes_done: Progress::get(&p.bytes),
+            files_total: scan_done.then(|| Progress::get(&p.total_files)),
+            bytes_total: scan_done.then(|| Progress::get(&p.total_bytes)),
+        }
+    }
+}
+
+/// How a job ended, besides failing.
+pub struct JobOutput {
+    pub result: serde_json::Value,
+    /// Inputs that could not be read (the job still counts as done).
+    pub warnings: Vec<String>,
+}
+
+/// A job's failure as the admin reads it.
+pub type JobResult = Result<JobOutput, String>;
+
+pub(crate) fn err(e: impl std::fmt::Display) -> String {
+    format!("{e:#}")
+}

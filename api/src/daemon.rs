@@ -1,0 +1,129 @@
+//! `lifeboat serve`: opens the datastores, starts the actors, then
+//! serves the API until SIGINT/SIGTERM. The binary calls `run` inside an
+//! actix `System`.
+
+use crate::ApiState;
+use actix::Actor;
+use actix_web::{web, App, HttpServer};
+use anyhow::{Context, Result};
+use lifeboat_actors::{DatastoreActor, Datastores, EventsActor, JobsActor, SchedulerActor};
+use lifeboat_state::{AuthStore, Config, DatastoreEntry, JobStore, ScheduleStore};
+use std::path::Path;
+use std::sync::Arc;
+
+/// What the daemon tells its starter once it listens.
+pub struct Started {
+    pub https: std::net::SocketAddr,
+    pub http: Option<std::net::SocketAddr>,
+    pub fingerprint: String,
+}
+
+/// Opens (or, for a new or empty directory, creates) a datastore and
+/// starts its actor.
+pub async fn open_datastore(entry: &DatastoreEntry, tz: chrono_tz::Tz) -> Result<actix::Addr<DatastoreActor>, String> {
+    let e = entry.clone();
+    let ds = lifeboat_actors::datastore::blocking(move || -> Result<lifeboat_store::Datastore, String> {
+        let empty = match std::fs::read_dir(&e.path) {
+            Ok(mut rd) => rd.next().is_none(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
+            Err(err) => return Err(format!("{}: {err}", e.path.display())),
+        };
+        let key = e.key_file.clone().map(lifeboat_store::KeySource::KeyFile);
+        let r = if empty {
+            if key.is_some() {
+                return Err(format!("{}: no datastore there to unlock with the key file", e.path.display()));
+            }
+            lifeboat_store::Datastore::init(&e.path)
+        } else {
+            lifeboat_store::Datastore::open_with(&e.path, key.as_ref())
+        };
+        r.map_err(|err| format!("datastore {:?}: {err}", e.name))
+    })
+    .await??;
+    Ok(DatastoreActor::named(&entry.name, Arc::new(ds), tz).start())
+}
+
+fn ensure_private_dir(p: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(p).with_context(|| format!("creating the state directory {}", p.display()))
+}
+
+/// Sets a random admin password on first start and leaves it, readable
+/// by root only, in `initial-admin-password` (never in the log).
+fn first_start_password(auth: &AuthStore, state_dir: &Path) -> Result<()> {
+    if auth.has_admin_password() {
+        return Ok(());
+    }
+    let pw = lifeboat_state::random_hex(12);
+    auth.set_admin_password(&pw)?;
+    let p = state_dir.join("initial-admin-password");
+    lifeboat_state::write_atomic(&p, format!("{pw}\n").as_bytes(), 0o600)?;
+    tracing::warn!(path = %p.display(), "no admin password was set: a random one was written to this file; change it with `lifeboat admin password` or the console");
+    Ok(())
+}
+
+pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> {
+    let tz = lifeboat_actors::scheduler::parse_timezone(&config.timezone).map_err(anyhow::Error::msg)?;
+    let state_dir = config.state_dir.clone();
+    ensure_private_dir(&state_dir)?;
+    let auth = Arc::new(AuthStore::open(&state_dir, config.session_minutes)?);
+    first_start_password(&auth, &state_dir)?;
+
+    let datastores = Datastores::default();
+    let mut entries = config.effective_datastores();
+    entries.extend(lifeboat_state::config::added_datastores(&state_dir)?);
+    for e in &entries {
+        if datastores.contains(&e.name) {
+            tracing::error!(name = %e.name, "datastore configured twice; keeping the first");
+            continue;
+        }
+        match open_datastore(e, tz).await {
+            Ok(addr) => datastores.insert(&e.name, addr),
+            // One broken datastore must not keep the others offline.
+            Err(err) => tracing::error!(name = %e.name, path = %e.path.display(), "datastore unavailable: {err}"),
+        }
+    }
+
+    let audit = state_dir.join("audit.log");
+    let events = actix::Supervisor::start(move |_| EventsActor::new(Some(audit.clone())));
+    let job_store = Arc::new(JobStore::open(&state_dir)?);
+    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone())?.start();
+    let schedules = Arc::new(ScheduleStore::open(&state_dir)?);
+    let scheduler = SchedulerActor::new(schedules, tz, jobs.clone(), datastores.clone()).start();
+
+    let hostname = lifeboat_actors::work::backup::hostname();
+    let cert = crate::tls::load_or_create(&state_dir, &hostname)?;
+    let state = web::Data::new(ApiState {
+        auth,
+        datastores,
+        jobs,
+        scheduler,
+        events,
+        state_dir: state_dir.clone(),
+        tz,
+        datastore_create: tokio::sync::Mutex::new(()),
+    });
+    let app_state = state.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").exclude("/api/health"))
+            .configure(crate::configure)
+            .default_service(web::to(crate::not_found))
+    })
+    .workers(2)
+    .shutdown_timeout(5)
+    .bind_rustls_0_23(config.listen, cert.config)
+    .with_context(|| format!("listening on {} (TLS): is another lifeboat running? set `listen` in the config", config.listen))?;
+    if let Some(plain) = config.listen_plain {
+        server = server.bind(plain).with_context(|| format!("listening on {plain} (plain HTTP)"))?;
+    }
+    let addrs = server.addrs();
+    let https = *addrs.first().context("no listener")?;
+    let http = config.listen_plain.and_then(|_| addrs.get(1).copied());
+    let started = Started { https, http, fingerprint: cert.fingerprint };
+    tracing::info!(https = %started.https, fingerprint = %started.fingerprint, "API listening");
+    on_ready(&started);
+    server.run().await.context("the API server failed")?;
+    Ok(())
+}

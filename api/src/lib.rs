@@ -1,0 +1,40 @@
+//! Lifeboat's REST API: actix-web over the actors. TLS by default with
+//! a self-signed certificate made on first start; plain HTTP only on a
+//! loopback address. Every route but login and health wants a bearer
+//! token (see `auth`); errors are `ApiError` documents (see `error`).
+//! `daemon` starts the actor system the API sits on.
+
+pub mod auth;
+pub mod daemon;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+pub mod tls;
+
+use actix::Addr;
+use lifeboat_actors::{Datastores, EventsActor, JobsActor, SchedulerActor};
+use lifeboat_state::AuthStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What every handler can reach (actix `web::Data`).
+pub struct ApiState {
+    pub auth: Arc<AuthStore>,
+    pub datastores: Datastores,
+    pub jobs: Addr<JobsActor>,
+    pub scheduler: Addr<SchedulerActor>,
+    pub events: Addr<EventsActor>,
+    pub state_dir: PathBuf,
+    pub tz: chrono_tz::Tz,
+    /// Serializes datastore creation (check-then-insert).
+    pub datastore_create: tokio::sync::Mutex<()>,
+}
+
+/// The app: routes, JSON error handlers, a JSON 404.
+pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.app_data(error::json_config()).app_data(error::path_config()).app_data(error::query_config()).configure(routes::configure);
+}
+
+pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, error::ApiErr> {
+    Err(error::ApiErr::NotFound(format!("no such API route: {} {}", req.method(), req.path())))
+}

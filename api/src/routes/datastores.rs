@@ -1,0 +1,64 @@
+use crate::auth::Auth;
+use crate::error::ApiErr;
+use crate::ApiState;
+use actix_web::{get, post, web};
+use lifeboat_api_types::{ApiError, DatastoreCreate, DatastoreInfo, Permission};
+use lifeboat_state::DatastoreEntry;
+
+/// All datastores with their usage.
+#[utoipa::path(tag = "datastores", security(("bearer" = [])),
+    responses((status = 200, body = [DatastoreInfo]), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+#[get("/api/datastores")]
+pub async fn list(auth: Auth, st: web::Data<ApiState>) -> Result<web::Json<Vec<DatastoreInfo>>, ApiErr> {
+    auth.require(Permission::Read)?;
+    let mut out = Vec::new();
+    for name in st.datastores.names() {
+        out.push(usage(&st, &name).await?);
+    }
+    Ok(web::Json(out))
+}
+
+async fn usage(st: &ApiState, name: &str) -> Result<DatastoreInfo, ApiErr> {
+    let ds = st.datastores.get(name).ok_or_else(|| ApiErr::NotFound(format!("datastore {name:?} does not exist")))?;
+    ds.send(lifeboat_actors::datastore::Usage).await?.map_err(ApiErr::Internal)
+}
+
+/// One datastore's usage.
+#[utoipa::path(tag = "datastores", security(("bearer" = [])), params(("name" = String, Path)),
+    responses((status = 200, body = DatastoreInfo), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+#[get("/api/datastores/{name}")]
+pub async fn get(auth: Auth, st: web::Data<ApiState>, name: web::Path<String>) -> Result<web::Json<DatastoreInfo>, ApiErr> {
+    auth.require(Permission::Read)?;
+    Ok(web::Json(usage(&st, &name).await?))
+}
+
+/// Create a datastore in an empty or new directory (or add an existing one).
+#[utoipa::path(tag = "datastores", security(("bearer" = [])), request_body = DatastoreCreate,
+    responses((status = 200, body = DatastoreInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, body = ApiError)))]
+#[post("/api/datastores")]
+pub async fn create(auth: Auth, st: web::Data<ApiState>, body: web::Json<DatastoreCreate>) -> Result<web::Json<DatastoreInfo>, ApiErr> {
+    auth.require(Permission::Admin)?;
+    let b = body.into_inner();
+    lifeboat_state::config::validate_name(&b.name).map_err(ApiErr::BadRequest)?;
+    if !b.path.starts_with('/') {
+        return Err(ApiErr::BadRequest(format!("path {:?} must be absolute", b.path)));
+    }
+    let _guard = st.datastore_create.lock().await;
+    if st.datastores.contains(&b.name) {
+        return Err(ApiErr::Conflict(format!("a datastore named {:?} exists already", b.name)));
+    }
+    let entry = DatastoreEntry { name: b.name.clone(), path: b.path.clone().into(), key_file: None };
+    let addr = crate::daemon::open_datastore(&entry, st.tz).await.map_err(ApiErr::BadRequest)?;
+    let state_dir = st.state_dir.clone();
+    let e2 = entry.clone();
+    web::block(move || {
+        let mut added = lifeboat_state::config::added_datastores(&state_dir)?;
+        added.push(e2);
+        lifeboat_state::config::save_added_datastores(&state_dir, &added)
+    })
+    .await
+    .map_err(ApiErr::internal)??;
+    st.datastores.insert(&b.name, addr);
+    tracing::info!(name = %b.name, path = %b.path, "datastore added");
+    Ok(web::Json(usage(&st, &b.name).await?))
+}

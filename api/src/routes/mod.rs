@@ -1,0 +1,45 @@
+//! One file per resource. Each handler takes `Auth` first (except login
+//! and health) and names its permission.
+
+pub mod datastores;
+pub mod events;
+pub mod health;
+pub mod jobs;
+pub mod schedules;
+pub mod session;
+pub mod snapshots;
+pub mod tokens;
+
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(session::login)
+        .service(session::logout)
+        .service(session::change_password)
+        .service(health::health)
+        .service(datastores::list)
+        .service(datastores::create)
+        .service(datastores::get)
+        .service(snapshots::list)
+        .service(snapshots::delete)
+        .service(snapshots::restore)
+        .service(jobs::list)
+        .service(jobs::start)
+        .service(jobs::get)
+        .service(jobs::cancel)
+        .service(jobs::log)
+        .service(schedules::list)
+        .service(schedules::create)
+        .service(schedules::get)
+        .service(schedules::update)
+        .service(schedules::delete)
+        .service(schedules::run_now)
+        .service(tokens::list)
+        .service(tokens::create)
+        .service(tokens::revoke)
+        .service(tokens::list_agents)
+        .service(tokens::register_agent)
+        .service(tokens::revoke_agent)
+        .service(events::stream)
+        .service(crate::openapi::serve_spec);
+}

@@ -1,0 +1,53 @@
+//! `lifeboat serve`: the appliance daemon (actors + REST API).
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Configuration file (default /etc/lifeboat/lifeboat.toml; without
+    /// one every key takes its default)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Overrides `state_dir` of the config
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Overrides `listen` (the TLS listener)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Overrides `listen_plain` (loopback only)
+    #[arg(long, value_name = "ADDR")]
+    pub listen_plain: Option<SocketAddr>,
+}
+
+pub fn run(a: ServeArgs) -> anyhow::Result<u8> {
+    let mut cfg = lifeboat_state::Config::load(a.config.as_deref())?;
+    if let Some(d) = a.state_dir {
+        cfg.state_dir = d;
+    }
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    if let Some(p) = a.listen_plain {
+        if !p.ip().is_loopback() {
+            anyhow::bail!("--listen-plain {p}: plain HTTP is only allowed on a loopback address");
+        }
+        cfg.listen_plain = Some(p);
+    }
+    let state_dir = cfg.state_dir.clone();
+    actix_web::rt::System::new()
+        .block_on(lifeboat_api::daemon::run(cfg, |s| {
+            println!("lifeboat: API on https://{} (certificate SHA-256 fingerprint {})", s.https, s.fingerprint);
+            if let Some(h) = s.http {
+                println!("lifeboat: plain HTTP on http://{h} (loopback only)");
+            }
+            let pw = state_dir.join("initial-admin-password");
+            if pw.exists() {
+                println!("lifeboat: the first admin password is in {} (readable by root only)", pw.display());
+            }
+            crate::logging::notify_ready();
+        }))
+        .context("lifeboat serve")?;
+    Ok(0)
+}

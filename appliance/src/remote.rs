@@ -1,0 +1,414 @@
+//! Remote mode: `lifeboat --server URL --token T <command>` drives a
+//! daemon through its API. Datastores are named here (default
+//! `default`), paths are on the appliance, and long jobs show a progress
+//! bar fed by the server's event stream.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lifeboat_api_types::*;
+use lifeboat_client::{ApiClient, TlsTrust};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "lifeboat", version, about = "Lifeboat: drive an appliance through its API")]
+pub struct RemoteCli {
+    /// The appliance, e.g. https://backup.example:8007
+    #[arg(long, env = "LIFEBOAT_SERVER", value_name = "URL")]
+    pub server: String,
+    /// API token or session token (from `login`)
+    #[arg(long, env = "LIFEBOAT_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The appliance certificate's SHA-256 fingerprint (shown by `lifeboat serve` and the console)
+    #[arg(long, env = "LIFEBOAT_FINGERPRINT", value_name = "SHA256")]
+    pub fingerprint: Option<String>,
+    /// Do not check the appliance's certificate (tests only)
+    #[arg(long)]
+    pub insecure: bool,
+    #[command(subcommand)]
+    pub command: RemoteCmd,
+}
+
+#[derive(clap::Args)]
+pub struct DsName {
+    /// Datastore name on the appliance
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub datastore: String,
+}
+
+#[derive(clap::Args)]
+pub struct Wait {
+    /// Print the job id and return instead of following the job
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print the finished job as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum RemoteCmd {
+    /// Log in as admin and print a session token (password from stdin or a prompt)
+    Login,
+    /// Datastores: list or create
+    Datastore {
+        #[command(subcommand)]
+        cmd: RemoteDatastoreCmd,
+    },
+    /// List snapshots
+    Snapshots {
+        #[command(flatten)]
+        ds: DsName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up directories on the appliance
+    Backup {
+        #[command(flatten)]
+        ds: DsName,
+        #[arg(long = "tag", value_name = "T")]
+        tags: Vec<String>,
+        #[arg(long = "exclude", value_name = "GLOB")]
+        exclude: Vec<String>,
+        #[command(flatten)]
+        wait: Wait,
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+    },
+    /// Restore a snapshot into a directory on the appliance
+    Restore {
+        #[command(flatten)]
+        ds: DsName,
+        #[arg(long = "include", value_name = "PATH")]
+        include: Vec<String>,
+        #[command(flatten)]
+        wait: Wait,
+        snapshot: String,
+        target: String,
+    },
+    /// Verify a datastore
+    Check {
+        #[command(flatten)]
+        ds: DsName,
+        #[arg(long)]
+        read_data: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Reclaim space
+    Gc {
+        #[command(flatten)]
+        ds: DsName,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Remove a snapshot by id
+    Forget {
+        #[command(flatten)]
+        ds: DsName,
+        snapshot: String,
+    },
+    /// Jobs: list, show, log, cancel, watch
+    Jobs {
+        #[command(subcommand)]
+        cmd: Option<RemoteJobsCmd>,
+    },
+    /// Schedules: list, add, delete, run
+    Schedule {
+        #[command(subcommand)]
+        cmd: RemoteScheduleCmd,
+    },
+    /// API tokens: list, create, revoke
+    Token {
+        #[command(subcommand)]
+        cmd: RemoteTokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RemoteDatastoreCmd {
+    List,
+    Create { name: String, path: String },
+}
+
+#[derive(Subcommand)]
+pub enum RemoteJobsCmd {
+    List {
+        #[arg(long)]
+        running: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    Show { id: String },
+    Log { id: String },
+    Cancel { id: String },
+    /// Follow a running job with a progress bar until it ends
+    Watch { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum RemoteScheduleCmd {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a schedule from a JSON ScheduleSpec file (see /api/openapi.json)
+    Add { file: PathBuf },
+    Delete { id: String },
+    Run { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum RemoteTokenCmd {
+    List,
+    Create {
+        name: String,
+        /// admin, operator, read-only or backup-only
+        #[arg(long, default_value = "read-only")]
+        role: Role,
+    },
+    Revoke { id: String },
+}
+
+/// Whether the command line asks for remote mode.
+pub fn wanted() -> bool {
+    std::env::var_os("LIFEBOAT_SERVER").is_some() || std::env::args().any(|a| a == "--server" || a.starts_with("--server="))
+}
+
+pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
+    let trust = if cli.insecure {
+        TlsTrust::Insecure
+    } else if let Some(f) = cli.fingerprint.clone() {
+        TlsTrust::Fingerprint(f)
+    } else {
+        TlsTrust::Unset
+    };
+    let trust = if cli.server.starts_with("http://") { TlsTrust::Insecure } else { trust };
+    let needs_token = !matches!(cli.command, RemoteCmd::Login);
+    if needs_token && cli.token.is_none() {
+        anyhow::bail!("no token: pass --token or set LIFEBOAT_TOKEN (get one with `lifeboat --server {} login` or create an API token)", cli.server);
+    }
+    let c = ApiClient::new(&cli.server, cli.token.clone(), trust)?;
+    match cli.command {
+        RemoteCmd::Login => {
+            let pw = if std::io::stdin().is_terminal() {
+                zeroize::Zeroizing::new(rpassword::prompt_password("admin password: ")?)
+            } else {
+                let mut s = String::new();
+                std::io::stdin().read_line(&mut s)?;
+                zeroize::Zeroizing::new(s.trim_end_matches(['\r', '\n']).to_string())
+            };
+            let r: LoginResponse = c.post("/api/login", &LoginRequest { username: "admin".into(), password: pw.to_string() })?;
+            println!("{}", r.token);
+            Ok(0)
+        }
+        RemoteCmd::Datastore { cmd: RemoteDatastoreCmd::List } => {
+            let list: Vec<DatastoreInfo> = c.get("/api/datastores")?;
+            for d in list {
+                println!(
+                    "{:<16} {:>5} snapshots  {:>10} used  {:>10} free  {}{}",
+                    d.name,
+                    d.snapshots,
+                    crate::ui::bytes(d.used_bytes),
+                    crate::ui::bytes(d.free_bytes),
+                    d.path,
+                    if d.encrypted { "  (encrypted)" } else { "" }
+                );
+            }
+            Ok(0)
+        }
+        RemoteCmd::Datastore { cmd: RemoteDatastoreCmd::Create { name, path } } => {
+            let d: DatastoreInfo = c.post("/api/datastores", &DatastoreCreate { name, path })?;
+            println!("datastore {} at {}", d.name, d.path);
+            Ok(0)
+        }
+        RemoteCmd::Snapshots { ds, json } => {
+            let list: Vec<SnapshotInfo> = c.get(&format!("/api/datastores/{}/snapshots", ds.datastore))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for s in list {
+                    println!(
+                        "{:<9} {:<20} {:<16} {:>9} {:>10}  {:<12} {}{}",
+                        &s.id[..8.min(s.id.len())],
+                        s.time.format("%Y-%m-%d %H:%M:%S"),
+                        s.hostname,
+                        s.files,
+                        crate::ui::bytes(s.bytes),
+                        s.tags.join(","),
+                        s.paths.join(" "),
+                        if s.damaged { "  DAMAGED" } else { "" }
+                    );
+                }
+            }
+            Ok(0)
+        }
+        RemoteCmd::Backup { ds, tags, exclude, wait, paths } => {
+            run_job(&c, JobSpec::Backup { datastore: ds.datastore, paths, tags, exclude }, &wait)
+        }
+        RemoteCmd::Restore { ds, include, wait, snapshot, target } => {
+            run_job(&c, JobSpec::Restore { datastore: ds.datastore, snapshot, target, include }, &wait)
+        }
+        RemoteCmd::Check { ds, read_data, wait } => run_job(&c, JobSpec::Verify { datastore: ds.datastore, read_data }, &wait),
+        RemoteCmd::Gc { ds, wait } => run_job(&c, JobSpec::Gc { datastore: ds.datastore }, &wait),
+        RemoteCmd::Forget { ds, snapshot } => {
+            c.delete::<()>(&format!("/api/datastores/{}/snapshots/{}", ds.datastore, snapshot))?;
+            println!("removed snapshot {snapshot}; run gc to reclaim its space");
+            Ok(0)
+        }
+        RemoteCmd::Jobs { cmd } => match cmd.unwrap_or(RemoteJobsCmd::List { running: false, json: false }) {
+            RemoteJobsCmd::List { running, json } => {
+                let jobs: Vec<JobInfo> = c.get(&format!("/api/jobs?running={running}"))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&jobs)?);
+                } else {
+                    for j in jobs {
+                        println!("{:<26} {:<12} {:<12} {:<10} {}", j.id, j.spec.kind(), format!("{:?}", j.state).to_lowercase(), j.spec.datastore(), j.error.unwrap_or_default());
+                    }
+                }
+                Ok(0)
+            }
+            RemoteJobsCmd::Show { id } => {
+                let j: JobInfo = c.get(&format!("/api/jobs/{id}"))?;
+                println!("{}", serde_json::to_string_pretty(&j)?);
+                Ok(0)
+            }
+            RemoteJobsCmd::Log { id } => {
+                print!("{}", c.get_text(&format!("/api/jobs/{id}/log"))?);
+                Ok(0)
+            }
+            RemoteJobsCmd::Cancel { id } => {
+                let _: JobInfo = c.post(&format!("/api/jobs/{id}/cancel"), &())?;
+                println!("cancel requested for job {id}");
+                Ok(0)
+            }
+            RemoteJobsCmd::Watch { id } => {
+                let events = c.events()?;
+                let job: JobInfo = c.get(&format!("/api/jobs/{id}"))?;
+                follow(events, job, false)
+            }
+        },
+        RemoteCmd::Schedule { cmd } => match cmd {
+            RemoteScheduleCmd::List { json } => {
+                let list: Vec<ScheduleInfo> = c.get("/api/schedules")?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for s in list {
+                        println!(
+                            "{:<12} {:<20} {:<16} {:<8} next {}",
+                            s.id,
+                            s.spec.name,
+                            s.spec.cron,
+                            s.spec.job.kind(),
+                            s.next_run.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+                        );
+                    }
+                }
+                Ok(0)
+            }
+            RemoteScheduleCmd::Add { file } => {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                let spec: ScheduleSpec = serde_json::from_str(&text).with_context(|| format!("{} is not a schedule (JSON ScheduleSpec)", file.display()))?;
+                let s: ScheduleInfo = c.post("/api/schedules", &spec)?;
+                println!("schedule {} ({}) added", s.id, s.spec.name);
+                Ok(0)
+            }
+            RemoteScheduleCmd::Delete { id } => {
+                c.delete::<()>(&format!("/api/schedules/{id}"))?;
+                Ok(0)
+            }
+            RemoteScheduleCmd::Run { id } => {
+                let j: JobInfo = c.post(&format!("/api/schedules/{id}/run"), &())?;
+                println!("{}", j.id);
+                Ok(0)
+            }
+        },
+        RemoteCmd::Token { cmd } => match cmd {
+            RemoteTokenCmd::List => {
+                let list: Vec<TokenInfo> = c.get("/api/tokens")?;
+                for t in list {
+                    println!("{:<18} {:<20} {:<12} {}{}", t.id, t.name, t.role.as_str(), t.created.format("%Y-%m-%d %H:%M"), if t.agent { "  agent" } else { "" });
+                }
+                Ok(0)
+            }
+            RemoteTokenCmd::Create { name, role } => {
+                let t: TokenCreated = c.post("/api/tokens", &TokenCreate { name, role })?;
+                eprintln!("token {} ({}) created; its secret is shown only now:", t.info.name, t.info.role.as_str());
+                println!("{}", t.token);
+                Ok(0)
+            }
+            RemoteTokenCmd::Revoke { id } => {
+                c.delete::<()>(&format!("/api/tokens/{id}"))?;
+                Ok(0)
+            }
+        },
+    }
+}
+
+/// Starts a job and, unless told not to, follows it to its end. The
+/// event stream is opened first so no event of the job can be missed.
+fn run_job(c: &ApiClient, spec: JobSpec, wait: &Wait) -> anyhow::Result<u8> {
+    let events = if wait.no_wait { None } else { Some(c.events()?) };
+    let job: JobInfo = c.post("/api/jobs", &spec)?;
+    match events {
+        None => {
+            println!("{}", job.id);
+            Ok(0)
+        }
+        Some(ev) => follow(ev, job, wait.json),
+    }
+}
+
+fn follow(events: lifeboat_client::EventStream, mut job: JobInfo, json: bool) -> anyhow::Result<u8> {
+    let bar = if std::io::stderr().is_terminal() && !json {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        pb.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap());
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        Some(pb)
+    } else {
+        None
+    };
+    if !job.state.is_finished() {
+        for ev in events {
+            match ev {
+                Event::JobProgress { id, progress } if id == job.id => {
+                    if let Some(pb) = &bar {
+                        pb.set_message(progress_line(&progress));
+                    }
+                }
+                Event::JobState { job: j } if j.id == job.id && j.state.is_finished() => {
+                    job = j;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    } else {
+        println!("job {} ({}): {}", job.id, job.spec.kind(), format!("{:?}", job.state).to_lowercase());
+        if !job.result.is_null() {
+            println!("{}", serde_json::to_string_pretty(&job.result)?);
+        }
+    }
+    match job.state {
+        JobState::Succeeded => Ok(0),
+        JobState::Warnings => Ok(crate::EXIT_PARTIAL),
+        JobState::Running => anyhow::bail!("lost the event stream before job {} ended; follow it with `jobs watch {}`", job.id, job.id),
+        _ => anyhow::bail!("job {} {}: {}", job.id, format!("{:?}", job.state).to_lowercase(), job.error.unwrap_or_default()),
+    }
+}
+
+fn progress_line(p: &JobProgress) -> String {
+    let mut s = format!("{}: {} files, {}", p.phase, p.files_done, crate::ui::bytes(p.bytes_done));
+    if let (Some(ft), Some(bt)) = (p.files_total, p.bytes_total) {
+        s.push_str(&format!(" of {} files, {}", ft, crate::ui::bytes(bt)));
+    }
+    s
+}

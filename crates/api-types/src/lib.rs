@@ -1,0 +1,370 @@
+//! The types of Lifeboat's REST API: what the daemon serves, what the CLI
+//! in remote mode and the agents send. Kept apart from the server (as
+//! Proxmox keeps `pbs-api-types`) so clients link none of actix, and so
+//! the OpenAPI document is generated from the same definitions the code
+//! uses.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What a caller may do. Each API token carries one; the admin's session
+/// is `Admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything, including users, tokens, datastores and settings.
+    Admin,
+    /// Runs and cancels jobs, restores, deletes snapshots, edits schedules.
+    Operator,
+    /// Reads everything an operator sees, changes nothing.
+    ReadOnly,
+    /// Uploads backups (agents) and nothing else.
+    BackupOnly,
+}
+
+/// The permission a route needs; `Role::allows` maps roles onto them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    Read,
+    Operate,
+    Backup,
+    Admin,
+}
+
+impl Role {
+    pub fn allows(self, p: Permission) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Operator => matches!(p, Permission::Read | Permission::Operate | Permission::Backup),
+            Role::ReadOnly => p == Permission::Read,
+            Role::BackupOnly => p == Permission::Backup,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::ReadOnly => "read-only",
+            Role::BackupOnly => "backup-only",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "operator" => Ok(Role::Operator),
+            "read-only" | "readonly" => Ok(Role::ReadOnly),
+            "backup-only" | "backup" => Ok(Role::BackupOnly),
+            _ => Err(format!("unknown role {s:?}: use admin, operator, read-only or backup-only")),
+        }
+    }
+}
+
+/// An error as every route reports it (4xx and 5xx alike).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    /// A stable machine-readable kind: `unauthorized`, `forbidden`,
+    /// `not-found`, `bad-request`, `conflict`, `internal`.
+    pub error: String,
+    /// What went wrong and what to do, for a human.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    /// Bearer token for the `Authorization` header.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreate {
+    /// A name for people: the script, host or agent using it.
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created: DateTime<Utc>,
+    /// Set for tokens registered as ingest agents.
+    #[serde(default)]
+    pub agent: bool,
+}
+
+/// Returned once, when a token is made: the secret is never shown again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// `<id>.<secret>`, the value for `Authorization: Bearer`.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatastoreCreate {
+    /// Short name: letters, digits, `-` and `_`.
+    pub name: String,
+    /// Absolute directory on the appliance; created if absent.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatastoreInfo {
+    pub name: String,
+    pub path: String,
+    pub encrypted: bool,
+    pub append_only: bool,
+    pub snapshots: u64,
+    /// Bytes in pack files.
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub hostname: String,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    /// `files` or `vm`.
+    pub kind: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// Some of its data was lost (see `datastore repair`).
+    pub damaged: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RestoreRequest {
+    /// Directory on the appliance to restore into.
+    pub target: String,
+    /// Only these paths of the snapshot (default: all).
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+/// Retention rules, restic semantics (docs/retention.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeepRules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hourly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yearly: Option<u32>,
+}
+
+impl KeepRules {
+    pub fn is_empty(&self) -> bool {
+        *self == KeepRules::default()
+    }
+}
+
+/// What a job does. The daemon runs these; a schedule names one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum JobSpec {
+    /// Back up directories on the appliance into a datastore.
+    Backup {
+        datastore: String,
+        paths: Vec<String>,
+        #[serde(default)]
+        tags: Vec<String>,
+        #[serde(default)]
+        exclude: Vec<String>,
+    },
+    /// Restore a snapshot into a directory on the appliance.
+    Restore {
+        datastore: String,
+        snapshot: String,
+        target: String,
+        #[serde(default)]
+        include: Vec<String>,
+    },
+    /// `check`, with `read_data` every blob is read and hashed.
+    Verify {
+        datastore: String,
+        #[serde(default)]
+        read_data: bool,
+    },
+    /// Remove snapshots by keep rules.
+    Forget { datastore: String, keep: KeepRules },
+    /// Reclaim space.
+    Gc { datastore: String },
+    /// A backup uploaded by a remote agent (made by the agent API, not
+    /// startable through `POST /api/jobs`).
+    AgentBackup { datastore: String, agent: String, hostname: String, paths: Vec<String> },
+}
+
+impl JobSpec {
+    pub fn datastore(&self) -> &str {
+        match self {
+            JobSpec::Backup { datastore, .. }
+            | JobSpec::Restore { datastore, .. }
+            | JobSpec::Verify { datastore, .. }
+            | JobSpec::Forget { datastore, .. }
+            | JobSpec::Gc { datastore }
+            | JobSpec::AgentBackup { datastore, .. } => datastore,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::Backup { .. } => "backup",
+            JobSpec::Restore { .. } => "restore",
+            JobSpec::Verify { .. } => "verify",
+            JobSpec::Forget { .. } => "forget",
+            JobSpec::Gc { .. } => "gc",
+            JobSpec::AgentBackup { .. } => "agent-backup",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    Running,
+    Succeeded,
+    /// Finished, but some inputs could not be read (exit code 3 in the CLI).
+    Warnings,
+    Failed,
+    Cancelled,
+    /// The daemon stopped while it ran; its partial data is left for gc.
+    Interrupted,
+    /// A scheduled run that did not start because the previous run of the
+    /// same schedule was still going.
+    Skipped,
+}
+
+impl JobState {
+    pub fn is_finished(self) -> bool {
+        self != JobState::Running
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobProgress {
+    /// What the job is doing now, e.g. `scanning`, `backing up`, `committing`.
+    pub phase: String,
+    pub files_done: u64,
+    pub bytes_done: u64,
+    /// Known once the scan is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_total: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobInfo {
+    pub id: String,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// The schedule that started it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    pub started: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<DateTime<Utc>>,
+    pub progress: JobProgress,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Kind-specific result (a backup's summary, a check's report, ...).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub result: serde_json::Value,
+}
+
+/// When to mail about a schedule's runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyWhen {
+    Never,
+    #[default]
+    Failure,
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleSpec {
+    pub name: String,
+    /// Cron expression with seconds: `sec min hour day-of-month month
+    /// day-of-week [year]`, e.g. `0 30 2 * * *` (02:30 daily), in the
+    /// appliance's time zone.
+    pub cron: String,
+    pub job: JobSpec,
+    /// Applied after each successful backup run.
+    #[serde(default, skip_serializing_if = "KeepRules::is_empty")]
+    pub keep: KeepRules,
+    #[serde(default)]
+    pub notify: NotifyWhen,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleInfo {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: ScheduleSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<String>,
+}
+
+/// One item of the `/api/events` stream (server-sent events, `data:` is
+/// this as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    /// A job started or finished (or changed state otherwise).
+    JobState { job: JobInfo },
+    /// Progress of a running job, at most a few times a second.
+    JobProgress { id: String, progress: JobProgress },
+    /// A scheduled run was skipped because the previous one still runs.
+    ScheduleSkipped { schedule: String, running_job: String },
+    /// Anything else an admin should see in the audit trail.
+    Notice { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthStatus {
+    /// `ok` while the daemon serves.
+    pub status: String,
+    pub version: String,
+}

@@ -1,0 +1,179 @@
+//! A blocking client of the Lifeboat API: the CLI's remote mode
+//! (`lifeboat --server URL --token T ...`) and ingest agents use it.
+//!
+//! The appliance serves TLS with a self-signed certificate, so trust is
+//! pinned by the certificate's SHA-256 fingerprint (shown by
+//! `lifeboat serve` and the console) rather than by a CA; `--insecure`
+//! skips the check for tests and first contact.
+
+mod tls;
+
+use lifeboat_api_types::{ApiError, Event};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io::BufRead;
+
+pub use tls::{cert_fingerprint, TlsTrust};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error document.
+    #[error("{server}: {message} (HTTP {status})")]
+    Api { server: String, status: u16, kind: String, message: String },
+    #[error("{server}: {message}")]
+    Transport { server: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl ApiClient {
+    pub fn new(server: &str, token: Option<String>, trust: TlsTrust) -> Result<ApiClient> {
+        let base = server.trim_end_matches('/').to_string();
+        let builder = reqwest::blocking::Client::builder().timeout(None).connect_timeout(std::time::Duration::from_secs(10));
+        let builder = if base.starts_with("https://") {
+            builder.use_preconfigured_tls(tls::client_config(trust)?)
+        } else if base.starts_with("http://") {
+            builder
+        } else {
+            return Err(ClientError::Usage(format!("server URL {server:?} must start with https:// (or http:// for a loopback listener)")));
+        };
+        let http = builder.build().map_err(|e| ClientError::Transport { server: base.clone(), message: e.to_string() })?;
+        Ok(ApiClient { base, token, http })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    pub fn set_token(&mut self, token: String) {
+        self.token = Some(token);
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        // reqwest's Display hides the cause (e.g. the TLS verifier's message).
+        let mut message = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            message = format!("{message}: {s}");
+            src = s.source();
+        }
+        ClientError::Transport { server: self.base.clone(), message }
+    }
+
+    fn finish<T: DeserializeOwned>(&self, resp: reqwest::blocking::Response) -> Result<T> {
+        let status = resp.status();
+        let body = resp.bytes().map_err(|e| self.transport(e))?;
+        if status.is_success() {
+            let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+            return serde_json::from_slice(body).map_err(|e| ClientError::Transport {
+                server: self.base.clone(),
+                message: format!("unexpected answer: {e}"),
+            });
+        }
+        let (kind, message) = match serde_json::from_slice::<ApiError>(&body) {
+            Ok(e) => (e.error, e.message),
+            Err(_) => ("http".into(), String::from_utf8_lossy(&body).trim().to_string()),
+        };
+        Err(ClientError::Api { server: self.base.clone(), status: status.as_u16(), kind, message })
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let r = self.request(reqwest::Method::GET, path).send().map_err(|e| self.transport(e))?;
+        self.finish(r)
+    }
+
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        let r = self.request(reqwest::Method::GET, path).send().map_err(|e| self.transport(e))?;
+        if !r.status().is_success() {
+            return self.finish::<()>(r).map(|_| String::new());
+        }
+        r.text().map_err(|e| self.transport(e))
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let r = self.request(reqwest::Method::POST, path).json(body).send().map_err(|e| self.transport(e))?;
+        self.finish(r)
+    }
+
+    pub fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let r = self.request(reqwest::Method::PUT, path).json(body).send().map_err(|e| self.transport(e))?;
+        self.finish(r)
+    }
+
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let r = self.request(reqwest::Method::DELETE, path).send().map_err(|e| self.transport(e))?;
+        self.finish(r)
+    }
+
+    /// A raw request for callers that stream bodies (agents).
+    pub fn raw(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.request(method, path)
+    }
+
+    /// Checks a raw response the same way the typed calls do.
+    pub fn finish_raw<T: DeserializeOwned>(&self, resp: reqwest::blocking::Response) -> Result<T> {
+        self.finish(resp)
+    }
+
+    /// The server's event stream; blocks on `next()` until an event comes.
+    pub fn events(&self) -> Result<EventStream> {
+        let r = self.request(reqwest::Method::GET, "/api/events").send().map_err(|e| self.transport(e))?;
+        if !r.status().is_success() {
+            return Err(self.finish::<()>(r).unwrap_err());
+        }
+        Ok(EventStream { lines: std::io::BufReader::new(r) })
+    }
+}
+
+/// Server-sent events parsed into `Event`s. Ends when the server closes.
+pub struct EventStream {
+    lines: std::io::BufReader<reqwest::blocking::Response>,
+}
+
+impl Iterator for EventStream {
+    type Item = Event;
+    fn next(&mut self) -> Option<Event> {
+        let mut data = String::new();
+        loop {
+            let mut line = String::new();
+            match self.lines.read_line(&mut line) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+            } else if line.is_empty() && !data.is_empty() {
+                if let Ok(ev) = serde_json::from_str(&data) {
+                    return Some(ev);
+                }
+                data.clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Who may call the API. One admin account (password hashed with
+//! argon2id) that logs in for a session token, and API tokens with a
+//! role for agents and scripts. Token secrets are 256-bit random, so they
+//! are stored as a BLAKE3 hash (a slow KDF adds nothing against brute
+//! force there and would cost every request). Sessions live in memory: a
+//! daemon restart logs everyone out, which is what an admin expects.
+
+use crate::{random_hex, read_json, write_json, Result, StateError};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use chrono::{DateTime, Duration, Utc};
+use lifeboat_api_types::{Role, TokenCreated, TokenInfo};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const ADMIN_USER: &str = "admin";
+const MIN_PASSWORD_LEN: usize = 8;
+
+#[derive(Default, Serialize, Deserialize)]
+struct AuthFile {
+    #[serde(default)]
+    admin_password: Option<String>,
+    #[serde(default)]
+    tokens: Vec<StoredToken>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredToken {
+    id: String,
+    name: String,
+    role: Role,
+    created: DateTime<Utc>,
+    #[serde(default)]
+    agent: bool,
+    secret_blake3: String,
+}
+
+impl StoredToken {
+    fn info(&self) -> TokenInfo {
+        TokenInfo { id: self.id.clone(), name: self.name.clone(), role: self.role, created: self.created, agent: self.agent }
+    }
+}
+
+/// Who a request is from, once its token checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `admin` for a session, `token:<id>` for an API token.
+    pub name: String,
+    pub role: Role,
+    pub token_id: Option<String>,
+}
+
+struct Session {
+    expires: DateTime<Utc>,
+}
+
+pub struct AuthStore {
+    path: PathBuf,
+    file: Mutex<AuthFile>,
+    sessions: Mutex<HashMap<String, Session>>,
+    session_len: Duration,
+}
+
+impl AuthStore {
+    pub fn open(state_dir: &Path, session_minutes: u64) -> Result<AuthStore> {
+        let path = state_dir.join("auth.json");
+        let file = read_json(&path)?.unwrap_or_default();
+        Ok(AuthStore {
+            path,
+            file: Mutex::new(file),
+            sessions: Mutex::new(HashMap::new()),
+            session_len: Duration::minutes(session_minutes as i64),
+        })
+    }
+
+    pub fn has_admin_password(&self) -> bool {
+        self.file.lock().admin_password.is_some()
+    }
+
+    /// Sets the admin password (console TUI, `lifeboat admin passwd`,
+    /// the API's password change) and ends every session.
+    pub fn set_admin_password(&self, password: &str) -> Result<()> {
+        check_password_strength(password)?;
+        let mut salt = [0u8; 16];
+        getrandom::getrandom(&mut salt).expect("the OS random source works");
+        let salt = SaltString::encode_b64(&salt).map_err(|e| StateError::Invalid(format!("salt: {e}")))?;
+        let hash = argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| StateError::Invalid(format!("hashing the password: {e}")))?
+            .to_string();
+        let mut f = self.file.lock();
+        let old = f.admin_password.replace(hash);
+        if let Err(e) = write_json(&self.path, &*f, 0o600) {
+            f.admin_password = old;
+            return Err(e);
+        }
+        self.sessions.lock().clear();
+        Ok(())
+    }
+
+    pub fn verify_admin_password(&self, username: &str, password: &str) -> bool {
+        let hash = match &self.file.lock().admin_password {
+            Some(h) => h.clone(),
+            None => return false,
+        };
+        // Verify even for a wrong user name so timing does not tell.
+        let ok = PasswordHash::new(&hash)
+            .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .unwrap_or(false);
+        ok && username == ADMIN_USER
+    }
+
+    /// Checks the credentials and opens a session.
+    pub fn login(&self, username: &str, password: &str) -> Option<(String, DateTime<Utc>)> {
+        if !self.verify_admin_password(username, password) {
+            return None;
+        }
+        let token = format!("s.{}", random_hex(32));
+        let expires = Utc::now() + self.session_len;
+        let mut s = self.sessions.lock();
+        let now = Utc::now();
+        s.retain(|_, v| v.expires > now);
+        s.insert(token.clone(), Session { expires });
+        Some((token, expires))
+    }
+
+    pub fn logout(&self, token: &str) {
+        self.sessions.lock().remove(token);
+    }
+
+    /// The principal behind a bearer token, if it is valid.
+    pub fn authenticate(&self, bearer: &str) -> Option<Principal> {
+        if bearer.starts_with("s.") {
+            let s = self.sessions.lock();
+            let sess = s.get(bearer)?;
+            if sess.expires <= Utc::now() {
+                return None;
+            }
+            return Some(Principal { name: ADMIN_USER.into(), role: Role::Admin, token_id: None });
+        }
+        let (id, secret) = bearer.split_once('.')?;
+        let f = self.file.lock();
+        let t = f.tokens.iter().find(|t| t.id == id)?;
+        let h = blake3::hash(secret.as_bytes()).to_hex();
+        if constant_time_eq(h.as_bytes(), t.secret_blake3.as_bytes()) {
+            Some(Principal { name: format!("token:{}", t.name), role: t.role, token_id: Some(t.id.clone()) })
+        } else {
+            None
+        }
+    }
+
+    pub fn create_token(&self, name: &str, role: Role, agent: bool) -> Result<TokenCreated> {
+        crate::config::validate_name(name).map_err(StateError::Invalid)?;
+        let mut f = self.file.lock();
+        if f.tokens.iter().any(|t| t.name == name) {
+            return Err(StateError::Conflict(format!("a token named {name:?} exists already; revoke it first or pick another name")));
+        }
+        let id = random_hex(8);
+        let secret = random_hex(32);
+        let t = StoredToken {
+            id: id.clone(),
+            name: name.into(),
+            role,
+            created: Utc::now(),
+            agent,
+            secret_blake3: blake3::hash(secret.as_bytes()).to_hex().to_string(),
+        };
+        f.tokens.push(t.clone());
+        if let Err(e) = write_json(&self.path, &*f, 0o600) {
+            f.tokens.pop();
+            return Err(e);
+        }
+        Ok(TokenCreated { info: t.info(), token: format!("{id}.{secret}") })
+    }
+
+    pub fn tokens(&self) -> Vec<TokenInfo> {
+        self.file.lock().tokens.iter().map(StoredToken::info).collect()
+    }
+
+    pub fn revoke_token(&self, id: &str) -> Result<TokenInfo> {
+        let mut f = self.file.lock();
+        let pos = f.tokens.iter().position(|t| t.id == id).ok_or_else(|| StateError::NotFound(format!("token {id}")))?;
+        let t = f.tokens.remove(pos);
+        if let Err(e) = write_json(&self.path, &*f, 0o600) {
+            f.tokens.insert(pos, t);
+            return Err(e);
+        }
+        Ok(t.info())
+    }
+}
+
+pub fn check_password_strength(password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(StateError::Invalid(format!("the password is too short: use at least {MIN_PASSWORD_LEN} characters")));
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_sessions_and_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AuthStore::open(dir.path(), 60).unwrap();
+        assert!(a.login("admin", "whatever1").is_none(), "no password set yet");
+        assert!(a.set_admin_password("short").is_err());
+        a.set_admin_password("correct horse").unwrap();
+        assert!(a.login("admin", "wrong horse").is_none());
+        assert!(a.login("root", "correct horse").is_none());
+        let (s, _) = a.login("admin", "correct horse").unwrap();
+        assert_eq!(a.authenticate(&s).unwrap().role, Role::Admin);
+        let t = a.create_token("agent-1", Role::BackupOnly, true).unwrap();
+        assert_eq!(a.authenticate(&t.token).unwrap().role, Role::BackupOnly);
+        assert!(a.authenticate(&format!("{}.{}", t.info.id, "0".repeat(64))).is_none());
+        assert!(a.create_token("agent-1", Role::ReadOnly, false).is_err());
+        // Persisted, sessions not.
+        let b = AuthStore::open(dir.path(), 60).unwrap();
+        assert!(b.authenticate(&s).is_none());
+        assert!(b.authenticate(&t.token).is_some());
+        b.revoke_token(&t.info.id).unwrap();
+        assert!(b.authenticate(&t.token).is_none());
+        let text = std::fs::read_to_string(dir.path().join("auth.json")).unwrap();
+        assert!(!text.contains("correct horse"));
+        assert!(!text.contains(t.token.split_once('.').unwrap().1));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(dir.path().join("auth.json")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

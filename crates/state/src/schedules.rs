@@ -1,0 +1,77 @@
+//! Schedules, kept in `<state>/schedules.json`. Cron syntax and time
+//! zone are checked by the scheduler actor's crate before a schedule is
+//! stored; this file only keeps them.
+
+use crate::{random_hex, read_json, write_json, Result, StateError};
+use lifeboat_api_types::ScheduleSpec;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredSchedule {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: ScheduleSpec,
+}
+
+pub struct ScheduleStore {
+    path: PathBuf,
+    items: Mutex<Vec<StoredSchedule>>,
+}
+
+impl ScheduleStore {
+    pub fn open(state_dir: &Path) -> Result<ScheduleStore> {
+        let path = state_dir.join("schedules.json");
+        let items = read_json(&path)?.unwrap_or_default();
+        Ok(ScheduleStore { path, items: Mutex::new(items) })
+    }
+
+    pub fn list(&self) -> Vec<StoredSchedule> {
+        self.items.lock().clone()
+    }
+
+    pub fn get(&self, id: &str) -> Option<StoredSchedule> {
+        self.items.lock().iter().find(|s| s.id == id).cloned()
+    }
+
+    fn commit(&self, items: &mut Vec<StoredSchedule>, next: Vec<StoredSchedule>) -> Result<()> {
+        write_json(&self.path, &next, 0o640)?;
+        *items = next;
+        Ok(())
+    }
+
+    pub fn create(&self, spec: ScheduleSpec) -> Result<StoredSchedule> {
+        let mut items = self.items.lock();
+        if items.iter().any(|s| s.spec.name == spec.name) {
+            return Err(StateError::Conflict(format!("a schedule named {:?} exists already", spec.name)));
+        }
+        let s = StoredSchedule { id: random_hex(6), spec };
+        let mut next = items.clone();
+        next.push(s.clone());
+        self.commit(&mut items, next)?;
+        Ok(s)
+    }
+
+    pub fn update(&self, id: &str, spec: ScheduleSpec) -> Result<StoredSchedule> {
+        let mut items = self.items.lock();
+        if items.iter().any(|s| s.spec.name == spec.name && s.id != id) {
+            return Err(StateError::Conflict(format!("a schedule named {:?} exists already", spec.name)));
+        }
+        let mut next = items.clone();
+        let s = next.iter_mut().find(|s| s.id == id).ok_or_else(|| StateError::NotFound(format!("schedule {id}")))?;
+        s.spec = spec;
+        let out = s.clone();
+        self.commit(&mut items, next)?;
+        Ok(out)
+    }
+
+    pub fn delete(&self, id: &str) -> Result<()> {
+        let mut items = self.items.lock();
+        if !items.iter().any(|s| s.id == id) {
+            return Err(StateError::NotFound(format!("schedule {id}")));
+        }
+        let next = items.iter().filter(|s| s.id != id).cloned().collect();
+        self.commit(&mut items, next)
+    }
+}
