@@ -22,11 +22,14 @@ fi
 
 # Build: RocksDB (system library), bindgen, libblkid (crates/disks). Tests:
 # fuse3 (mount), time (peak RSS), what the test guests are built from
-# (tests/guest), tmux + xfsprogs (console tests).
+# (tests/guest), tmux + xfsprogs (console tests), what image-build/build.sh
+# makes the ISO with (xorriso, isolinux, squashfs-tools, grub-efi, mtools,
+# dosfstools) and openssl/curl for the image's API test.
 plain=()
 for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
-           iputils-ping iproute2 kmod cpio libblkid-dev tmux xfsprogs; do
+           iputils-ping iproute2 kmod cpio libblkid-dev tmux xfsprogs \
+           xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools dosfstools openssl curl; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.

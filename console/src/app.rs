@@ -91,6 +91,9 @@ pub struct App {
     pub pending: Option<Pending>,
     pub done: DoneInfo,
     pub quit: bool,
+    /// Ctrl-L: repaint the whole screen (kernel messages on a serial
+    /// console can overwrite it).
+    pub repaint: bool,
 }
 
 const READING_DISKS: &str = "Reading the disks...";
@@ -145,6 +148,7 @@ impl App {
             pending: None,
             done: DoneInfo::default(),
             quit: false,
+            repaint: false,
         };
         if !first {
             app.refresh_done_info();
@@ -199,6 +203,10 @@ impl App {
     pub fn key(&mut self, key: KeyEvent) {
         if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
             self.quit = true;
+            return;
+        }
+        if key.code == KeyCode::Char('l') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            self.repaint = true;
             return;
         }
         // A message stays until the next key.

@@ -223,7 +223,14 @@ fn api_lines(app: &App) -> Vec<Line<'static>> {
         l.push(Line::raw(format!("  API and web page : {u}")));
     }
     match &app.done.fingerprint {
-        Ok(fp) => l.push(Line::raw(format!("  TLS certificate SHA-256 fingerprint: {fp}"))),
+        Ok(fp) => {
+            // 16 bytes a line, so it reads whole on an 80-column console.
+            l.push(Line::raw("  TLS certificate SHA-256 fingerprint:"));
+            let bytes: Vec<&str> = fp.split(':').collect();
+            for chunk in bytes.chunks(16) {
+                l.push(Line::raw(format!("    {}", chunk.join(":"))));
+            }
+        }
         Err(why) => l.push(Line::raw(format!("  TLS certificate: {why}"))),
     }
     l

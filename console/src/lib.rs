@@ -73,6 +73,9 @@ where
     B::Error: Send + Sync + 'static,
 {
     loop {
+        if std::mem::take(&mut app.repaint) {
+            terminal.clear().context("cannot clear the screen")?;
+        }
         terminal.draw(|f| draw::draw(f, app)).context("cannot draw the console")?;
         if app.pending.is_some() {
             app.run_pending();
