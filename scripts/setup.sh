@@ -24,12 +24,13 @@ fi
 # fuse3 (mount), time (peak RSS), what the test guests are built from
 # (tests/guest), tmux + xfsprogs (console tests), what image-build/build.sh
 # makes the ISO with (xorriso, isolinux, squashfs-tools, grub-efi, mtools,
-# dosfstools) and openssl/curl for the image's API test.
+# dosfstools) and openssl/curl for the image's API test; genimage and
+# (pip) kconfiglib for buildroot/lint.sh.
 plain=()
 for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
            iputils-ping iproute2 kmod cpio libblkid-dev tmux xfsprogs \
-           xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools dosfstools openssl curl; do
+           xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools dosfstools openssl curl genimage python3-pip; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.
@@ -49,6 +50,11 @@ if ((${#plain[@]} + ${#bpo[@]})); then
   if ((${#bpo[@]})); then
     "${APT[@]}" install -y -qq -t bookworm-backports "${bpo[@]}" >/dev/null
   fi
+fi
+
+if ! python3 -c 'import kconfiglib' 2>/dev/null; then
+  echo "setup: pip install kconfiglib" >&2
+  python3 -m pip install -q kconfiglib 2>/dev/null || python3 -m pip install -q --break-system-packages kconfiglib
 fi
 
 if ! command -v cargo >/dev/null; then
