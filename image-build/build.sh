@@ -249,7 +249,7 @@ EOF
   find "$stage" -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0r touch -h -d "@$SOURCE_DATE_EPOCH"
   raw=$work/disk.raw
   truncate -s "${DISK_SIZE_MIB}M" "$raw"
-  echo "start=$PART_START, type=83, bootable" | sfdisk -q --label dos --disk-id 0x1feb0a70 "$raw"
+  printf 'label: dos\nlabel-id: 0x1feb0a70\nstart=%s, type=83, bootable\n' "$PART_START" | sfdisk -q "$raw"
   # extlinux cannot boot from 64bit or metadata_csum file systems.
   mke2fs -q -F -t ext4 -b 4096 -O ^64bit,^metadata_csum -U "$ROOT_UUID" -E hash_seed="$ROOT_UUID",offset="$PART_OFFSET" \
     -L lifeboat-root -d "$stage" "$raw" "$(( DISK_SIZE_MIB * 1024 - PART_OFFSET / 1024 ))k"

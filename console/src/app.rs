@@ -7,7 +7,7 @@ use crate::settings::{self, NetworkForm, NetworkMode, NetworkSettings, TimeSetti
 use crate::setup::{DiskChoice, Env, SetupPlan};
 use lifeboat_disks::{Disk, FsType};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Page {
@@ -49,7 +49,7 @@ pub enum DiskDialog {
 #[derive(Clone, Debug)]
 pub enum Pending {
     ListDisks,
-    ApplyDisk(DiskChoice),
+    ApplyDisk(Box<DiskChoice>),
     ApplyPlan(Box<SetupPlan>),
 }
 
@@ -64,12 +64,6 @@ pub struct DoneInfo {
 impl Default for DoneInfo {
     fn default() -> Self {
         DoneInfo { urls: Vec::new(), fingerprint: Err("unknown".into()), datastore: None }
-    }
-}
-
-impl Default for Page {
-    fn default() -> Self {
-        Page::Network
     }
 }
 
@@ -430,7 +424,7 @@ impl App {
                     }
                     KeyCode::Enter => {
                         let t = typed.trim();
-                        if t != d.name && PathBuf::from(t) != d.path {
+                        if t != d.name && d.path != Path::new(t) {
                             self.set_error(format!(
                                 "Type {} to confirm: formatting erases everything on {}.",
                                 d.name,
@@ -446,7 +440,7 @@ impl App {
                                 lifeboat_disks::human_size(fstype.min_size())
                             ));
                         }
-                        let c = DiskChoice::Format { disk: d.clone(), fstype };
+                        let c = DiskChoice::Format { disk: Box::new(d.clone()), fstype };
                         self.choose(c);
                     }
                     _ => {}
@@ -464,7 +458,7 @@ impl App {
             }
             Mode::Settings => {
                 self.set_info(format!("Working: {}...", choice.describe()));
-                self.pending = Some(Pending::ApplyDisk(choice));
+                self.pending = Some(Pending::ApplyDisk(Box::new(choice)));
             }
         }
     }

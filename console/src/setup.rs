@@ -22,7 +22,7 @@ pub enum DiskChoice {
     /// directory is used).
     Skip,
     /// Partition, mkfs, mount, and create a datastore in it.
-    Format { disk: Disk, fstype: FsType },
+    Format { disk: Box<Disk>, fstype: FsType },
     /// Mount an existing file system and serve the datastore in it.
     Import { disk: PathBuf, device: PathBuf, fstype: String, uuid: String, relative: PathBuf },
 }

@@ -175,7 +175,7 @@ impl StateDaemon {
             .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("json"))
             .filter_map(|e| lifeboat_state::read_json(&e.path()).ok().flatten())
             .collect();
-        jobs.sort_by(|a, b| b.started.cmp(&a.started));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.started));
         Ok(jobs)
     }
 }
