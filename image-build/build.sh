@@ -15,7 +15,8 @@
 # systemd/lifeboat.service is not in the tree), and the release binary
 # ($LIFEBOAT_BIN, else `cargo build --release -p lifeboat`).
 #
-# Reproducible: SOURCE_DATE_EPOCH (default: the last commit's time) fixes
+# Reproducible: SOURCE_DATE_EPOCH (default: the time of the last commit
+# that changed image-build/ or systemd/) fixes
 # file times, file-system UUIDs and hash seeds are fixed, the manifest is
 # sorted. Cached by a hash of the inputs in $LIFEBOAT_IMAGE_CACHE (default
 # /var/cache/lifeboat-image): the package root (slow, minutes) by package
@@ -58,7 +59,8 @@ done
 
 VERSION=$(awk -F'"' '/^\[workspace.package\]/{p=1} p && /^version/{print $2; exit}' "$REPO/Cargo.toml")
 [[ -n $VERSION ]] || die "no workspace version in Cargo.toml"
-: "${SOURCE_DATE_EPOCH:=$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 1700000000)}"
+: "${SOURCE_DATE_EPOCH:=$(git -C "$REPO" log -1 --format=%ct -- image-build systemd 2>/dev/null || true)}"
+: "${SOURCE_DATE_EPOCH:=1700000000}"
 export SOURCE_DATE_EPOCH
 export E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH
 

@@ -73,7 +73,12 @@ where
 {
     loop {
         if std::mem::take(&mut app.repaint) {
-            terminal.clear().context("cannot clear the screen")?;
+            // Not terminal.clear(): it asks the terminal for the cursor
+            // position, which a serial line may never answer. Clear the
+            // screen and forget the last frame, so all of it is drawn.
+            use ratatui::backend::{Backend, ClearType};
+            terminal.backend_mut().clear_region(ClearType::All).context("cannot clear the screen")?;
+            terminal.swap_buffers();
         }
         terminal.draw(|f| draw::draw(f, app)).context("cannot draw the console")?;
         if app.pending.is_some() {

@@ -198,6 +198,8 @@ fn wizard_refuses_bad_input_then_writes_settings_and_formats_a_loop_disk() {
 
     // On to the status screen, which lists the datastore with its space.
     t.keys(&["Enter"]);
+    t.wait_for("Lifeboat - Status", SHORT);
+    t.keys(&["C-l"]); // repaint: must not disturb anything
     let s = t.wait_for("Lifeboat - Status", SHORT);
     assert!(s.contains(&format!("{mount_point}/datastore")) && s.contains("free of"), "{s}");
     drop(t);
