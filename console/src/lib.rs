@@ -76,7 +76,7 @@ where
             // Not terminal.clear(): it asks the terminal for the cursor
             // position, which a serial line may never answer. Clear the
             // screen and forget the last frame, so all of it is drawn.
-            use ratatui::backend::{Backend, ClearType};
+            use ratatui::backend::ClearType;
             terminal.backend_mut().clear_region(ClearType::All).context("cannot clear the screen")?;
             terminal.swap_buffers();
         }

@@ -267,7 +267,9 @@ impl TimeSettings {
             return Err(invalid("Time zone", "type a zone like UTC or Europe/Berlin"));
         }
         let ok_chars = zone.chars().all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
-        if !ok_chars || zone.starts_with('/') || zone.split('/').any(|p| p.is_empty() || p == "..") || !zoneinfo.join(zone).is_file() {
+        // UTC needs no zone file: without /etc/localtime the system is UTC.
+        let utc = matches!(zone, "UTC" | "Etc/UTC");
+        if !utc && !ok_chars || zone.starts_with('/') || zone.split('/').any(|p| p.is_empty() || p == "..") || !zoneinfo.join(zone).is_file() {
             return Err(invalid("Time zone", format!("\"{zone}\" is not a known time zone (like UTC, Europe/Berlin, America/New_York)")));
         }
         let ntp: Vec<String> = split_list(ntp).map(str::to_string).collect();
@@ -411,6 +413,7 @@ mod tests {
         let t = TimeSettings::parse("Europe/Berlin", "ntp1.example.com 192.0.2.1", dir.path()).unwrap();
         assert_eq!(t.ntp, vec!["ntp1.example.com", "192.0.2.1"]);
         assert!(TimeSettings::parse("Mars/Olympus", "", dir.path()).is_err());
+        assert!(TimeSettings::parse("Etc/UTC", "", &dir.path().join("no-zoneinfo")).is_ok());
         assert!(TimeSettings::parse("../etc/passwd", "", dir.path()).is_err());
         assert!(TimeSettings::parse("Europe/Berlin", "bad_server!", dir.path()).is_err());
     }
