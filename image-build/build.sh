@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Lifeboat appliance images from Debian 12 packages:
 #
-#   image-build/build.sh [OUTDIR]
+#   image-build/build.sh [--rootfs-only] [OUTDIR]
 #
 #   lifeboat-<version>.qcow2   BIOS boot (extlinux), ext4 root, 8 GiB virtual
 #   lifeboat-<version>.iso     hybrid ISO (BIOS isolinux + UEFI grub), live
@@ -23,6 +23,7 @@
 # list + apt sources, the images by everything. LIFEBOAT_IMAGE_REBUILD=1
 # ignores the cache. Prints `qcow2=PATH`, `iso=PATH`, `manifest=PATH` on
 # stdout (copies in OUTDIR if given), sizes and the manifest on stderr.
+# --rootfs-only stops after the package root (to warm the cache).
 # Runs as root (mmdebstrap, loop mount for extlinux).
 set -euo pipefail
 
@@ -44,10 +45,11 @@ KERNEL_ARGS="console=tty0 console=ttyS0,115200 quiet loglevel=3 net.ifnames=0"
 log() { echo "image-build: $*" >&2; }
 die() { echo "image-build: error: $*" >&2; exit 1; }
 
-outdir=
+outdir= rootfs_only=0
 for a in "$@"; do
   case $a in
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --rootfs-only) rootfs_only=1 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $a (try --help)" ;;
     *) [[ -z $outdir ]] || die "only one OUTDIR"; outdir=$a ;;
   esac
@@ -65,7 +67,9 @@ export SOURCE_DATE_EPOCH
 export E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH
 
 # The binary.
-if [[ -z ${LIFEBOAT_BIN:-} ]]; then
+if ((rootfs_only)); then
+  LIFEBOAT_BIN=/bin/true
+elif [[ -z ${LIFEBOAT_BIN:-} ]]; then
   log "cargo build --release -p lifeboat"
   (cd "$REPO" && cargo build --release -p lifeboat >&2)
   LIFEBOAT_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/lifeboat
@@ -134,6 +138,8 @@ if [[ $REBUILD == 1 || ! -f $CACHE/rootfs-$TKEY/.complete ]]; then
 else
   log "package root cached: $TAR"
 fi
+
+((rootfs_only)) && { echo "rootfs=$TAR"; exit 0; }
 
 # ------------------------------------------------------------------ images
 
