@@ -269,7 +269,7 @@ impl TimeSettings {
         let ok_chars = zone.chars().all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
         // UTC needs no zone file: without /etc/localtime the system is UTC.
         let utc = matches!(zone, "UTC" | "Etc/UTC");
-        if !utc && !ok_chars || zone.starts_with('/') || zone.split('/').any(|p| p.is_empty() || p == "..") || !zoneinfo.join(zone).is_file() {
+        if !utc && (!ok_chars || zone.starts_with('/') || zone.split('/').any(|p| p.is_empty() || p == "..") || !zoneinfo.join(zone).is_file()) {
             return Err(invalid("Time zone", format!("\"{zone}\" is not a known time zone (like UTC, Europe/Berlin, America/New_York)")));
         }
         let ntp: Vec<String> = split_list(ntp).map(str::to_string).collect();
