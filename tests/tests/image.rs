@@ -209,8 +209,16 @@ fn qcow2_boots_to_the_console_and_the_wizard_sets_up_disk_and_password() {
     let s = a.wait_for("step 5 of 6: Datastore disk", STEP);
     let s = if s.contains("vdb") { s } else { a.wait_for("vdb", STEP) };
     assert!(s.contains("system disk (holds /)"), "{s}");
-    // vda (the system disk), vdb, skip: pick vdb, confirm by name.
-    a.send(b"\x1b[B\r");
+    // Move the selection to vdb (QEMU's empty DVD drive and vda, the
+    // system disk, are listed too), confirm by typing its name.
+    let rows: Vec<&str> = s.lines().filter(|l| (l.starts_with("> ") || l.starts_with("  ")) && l[2..].starts_with(|c: char| c.is_ascii_lowercase()) && l.contains("iB  ")).collect();
+    let selected = rows.iter().position(|l| l.starts_with("> ")).unwrap_or_else(|| panic!("no selected row:\n{s}"));
+    let vdb = rows.iter().position(|l| l[2..].starts_with("vdb ")).unwrap_or_else(|| panic!("vdb not listed:\n{s}"));
+    assert!(vdb >= selected, "{s}");
+    for _ in selected..vdb {
+        a.send(b"\x1b[B");
+    }
+    a.send(b"\r");
     a.wait_for("WILL BE ERASED", STEP);
     a.send(b"vdb\r");
     let s = a.wait_for("step 6 of 6: Summary", STEP);
