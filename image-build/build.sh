@@ -145,7 +145,7 @@ fi
 
 KEY=$( {
   echo "images v1 rootfs=$TKEY size=$DISK_SIZE_MIB uuid=$ROOT_UUID epoch=$SOURCE_DATE_EPOCH args=$KERNEL_ARGS version=$VERSION"
-  hash_files "$HERE/build.sh" $(find "$HERE/rootfs" "$HERE/units" -type f | LC_ALL=C sort) "${UNITS[@]}"
+  hash_files "$HERE/build.sh" $(find "$HERE/rootfs" "$HERE/units" "$REPO/systemd" -type f 2>/dev/null | LC_ALL=C sort) "${UNITS[@]}"
   echo "bin $(sha256sum < "$LIFEBOAT_BIN" | cut -d' ' -f1)"
   dpkg-query -W -f='${Package}=${Version}\n' extlinux syslinux-common isolinux e2fsprogs squashfs-tools xorriso grub-efi-amd64-bin qemu-utils
 } | sha256sum | cut -c1-16)
@@ -170,6 +170,9 @@ else
   for u in "${UNITS[@]}"; do
     n=$(basename "$u"); n=${n%.placeholder}
     install -m 0644 "$u" "$stage/etc/systemd/system/$n"
+  done
+  for t in "$REPO"/systemd/*.tmpfiles; do
+    [[ -f $t ]] && install -D -m 0644 "$t" "$stage/usr/lib/tmpfiles.d/$(basename "${t%.tmpfiles}").conf"
   done
   mkdir -p "$stage/etc/lifeboat" "$stage/var/lib/lifeboat" "$stage/srv/lifeboat"
   echo lifeboat > "$stage/etc/hostname"

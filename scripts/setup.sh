@@ -22,15 +22,19 @@ fi
 
 # Build: RocksDB (system library), bindgen, libblkid (crates/disks). Tests:
 # fuse3 (mount), time (peak RSS), what the test guests are built from
-# (tests/guest), tmux + xfsprogs (console tests), what image-build/build.sh
-# makes the ISO with (xorriso, isolinux, squashfs-tools, grub-efi, mtools,
-# dosfstools) and openssl/curl for the image's API test; genimage and
-# (pip) kconfiglib for buildroot/lint.sh.
+# (tests/guest), and the SMTP sink of the mail tests (python3-aiosmtpd, run
+# by /usr/bin/python3); systemd for systemd-analyze and systemd-tmpfiles
+# (tests/tests/systemd.rs); curl, the API client of the daemon and image
+# tests; tmux + xfsprogs (console tests); what image-build/build.sh makes
+# the ISO with (xorriso, isolinux, squashfs-tools, grub-efi, mtools,
+# dosfstools), openssl for the image test; genimage and (pip) kconfiglib
+# for buildroot/lint.sh.
 plain=()
 for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
-           iputils-ping iproute2 kmod cpio libblkid-dev tmux xfsprogs \
-           xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools dosfstools openssl curl genimage python3-pip; do
+           iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl python3-venv \
+           libblkid-dev tmux xfsprogs xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools \
+           dosfstools openssl genimage python3-pip; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.
@@ -50,6 +54,17 @@ if ((${#plain[@]} + ${#bpo[@]})); then
   if ((${#bpo[@]})); then
     "${APT[@]}" install -y -qq -t bookworm-backports "${bpo[@]}" >/dev/null
   fi
+fi
+
+# schemathesis (PyPI) fuzzes the REST API from its OpenAPI document
+# (tests/tests/api_fuzz.rs). Pinned: 3.39 needs a hypothesis from before
+# 6.112's internal changes.
+VENV=/opt/lifeboat-test-venv
+SCHEMATHESIS_PINS=(schemathesis==3.39.16 'hypothesis<6.112')
+if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q '3\.39\.16'; then
+  echo "setup: installing schemathesis into $VENV" >&2
+  $SUDO /usr/bin/python3 -m venv "$VENV"
+  $SUDO "$VENV/bin/pip" install -q --disable-pip-version-check "${SCHEMATHESIS_PINS[@]}"
 fi
 
 if ! python3 -c 'import kconfiglib' 2>/dev/null; then

@@ -6,17 +6,22 @@
 //!
 //! `Datastore` (one per datastore) runs the work; `Jobs` owns job
 //! lifecycles and history; `Scheduler` starts due schedules; `Events`
-//! fans state changes out to the API's event stream and the audit log.
+//! fans state changes out to the API's event stream and the audit log;
+//! `Notifier` mails job reports; `Health` samples the machine.
 
 pub mod datastore;
 pub mod events;
+pub mod health;
 pub mod jobs;
+pub mod notifier;
 pub mod scheduler;
 pub mod work;
 
 pub use datastore::{DatastoreActor, ListSnapshots, RunBackup};
 pub use events::EventsActor;
+pub use health::{GetHealth, HealthActor, WatchDatastore};
 pub use jobs::JobsActor;
+pub use notifier::{MailJobReport, MailOutcome, NotifierActor, SendTestMail, SetSmtpSettings};
 pub use scheduler::SchedulerActor;
 
 use actix::Addr;

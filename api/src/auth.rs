@@ -1,22 +1,59 @@
 //! The `Auth` extractor: every handler but login and health takes one,
 //! first among its arguments, so a missing or wrong token is refused
-//! (401) before anything else of the request is looked at, and
-//! `require` refuses a token whose role lacks the permission (403).
+//! (401) and a token whose role lacks the permission the handler names
+//! (403) before anything else of the request is looked at.
 
 use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use lifeboat_api_types::Permission;
 use lifeboat_state::Principal;
+use futures_util::StreamExt;
 use std::future::{ready, Ready};
 
-pub struct Auth {
-    pub principal: Principal,
-    pub bearer: String,
+/// Bytes of a refused request's body read before giving up on it.
+const DRAIN_LIMIT: usize = 1 << 20;
+
+/// Permission markers: a handler states what it needs in its signature,
+/// `Auth<perm::Operate>`, and the check happens in the extractor, before
+/// the body is parsed — so a weak token gets 403 whatever it sends.
+pub mod perm {
+    use lifeboat_api_types::Permission;
+
+    pub trait Need: 'static {
+        const NEEDS: Option<Permission>;
+    }
+    /// Any valid token (e.g. logout).
+    pub struct Any;
+    pub struct Read;
+    pub struct Operate;
+    pub struct Backup;
+    pub struct Admin;
+    impl Need for Any {
+        const NEEDS: Option<Permission> = None;
+    }
+    impl Need for Read {
+        const NEEDS: Option<Permission> = Some(Permission::Read);
+    }
+    impl Need for Operate {
+        const NEEDS: Option<Permission> = Some(Permission::Operate);
+    }
+    impl Need for Backup {
+        const NEEDS: Option<Permission> = Some(Permission::Backup);
+    }
+    impl Need for Admin {
+        const NEEDS: Option<Permission> = Some(Permission::Admin);
+    }
 }
 
-impl Auth {
-    pub fn require(&self, p: Permission) -> Result<(), ApiErr> {
+pub struct Auth<N: perm::Need = perm::Any> {
+    pub principal: Principal,
+    pub bearer: String,
+    _need: std::marker::PhantomData<N>,
+}
+
+impl<N: perm::Need> Auth<N> {
+    fn require(&self, p: Permission) -> Result<(), ApiErr> {
         if self.principal.role.allows(p) {
             Ok(())
         } else {
@@ -34,16 +71,40 @@ impl Auth {
     }
 }
 
-impl FromRequest for Auth {
+impl<N: perm::Need> FromRequest for Auth<N> {
     type Error = ApiErr;
-    type Future = Ready<Result<Auth, ApiErr>>;
+    type Future = Ready<Result<Auth<N>, ApiErr>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let res = authenticate(req).and_then(|a| {
+            if let Some(p) = N::NEEDS {
+                a.require(p)?;
+            }
+            Ok(a)
+        });
+        if res.is_err() {
+            drain(payload.take());
+        }
+        ready(res)
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Auth, ApiErr> {
+/// Reads (a bounded part of) a refused request's body in the background.
+/// Over HTTP/2, a request body dropped unread resets the stream, and the
+/// client sees a framing error instead of our 401/403.
+fn drain(mut body: Payload) {
+    actix_web::rt::spawn(async move {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    });
+}
+
+fn authenticate<N: perm::Need>(req: &HttpRequest) -> Result<Auth<N>, ApiErr> {
     let st = req.app_data::<web::Data<ApiState>>().ok_or_else(|| ApiErr::internal("no API state"))?;
     let header = req
         .headers()
@@ -58,5 +119,5 @@ fn authenticate(req: &HttpRequest) -> Result<Auth, ApiErr> {
         .auth
         .authenticate(bearer)
         .ok_or_else(|| ApiErr::Unauthorized("the token is invalid, revoked or expired: log in again or create a new API token".into()))?;
-    Ok(Auth { principal, bearer: bearer.to_string() })
+    Ok(Auth { principal, bearer: bearer.to_string(), _need: std::marker::PhantomData })
 }

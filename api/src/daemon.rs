@@ -6,8 +6,8 @@ use crate::ApiState;
 use actix::Actor;
 use actix_web::{web, App, HttpServer};
 use anyhow::{Context, Result};
-use lifeboat_actors::{DatastoreActor, Datastores, EventsActor, JobsActor, SchedulerActor};
-use lifeboat_state::{AuthStore, Config, DatastoreEntry, JobStore, ScheduleStore};
+use lifeboat_actors::{DatastoreActor, Datastores, EventsActor, HealthActor, JobsActor, NotifierActor, SchedulerActor};
+use lifeboat_state::{AuthStore, Config, DatastoreEntry, JobStore, ScheduleStore, SettingsStore};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +16,13 @@ pub struct Started {
     pub https: std::net::SocketAddr,
     pub http: Option<std::net::SocketAddr>,
     pub fingerprint: String,
+    /// Answers `GetHealth` while the actor system works (the service
+    /// watchdog asks it).
+    pub health: actix::Addr<HealthActor>,
 }
+
+/// How often the health actor samples procfs.
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens (or, for a new or empty directory, creates) a datastore and
 /// starts its actor.
@@ -92,6 +98,14 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let scheduler = SchedulerActor::new(schedules, tz, jobs.clone(), datastores.clone()).start();
 
     let hostname = lifeboat_actors::work::backup::hostname();
+    let settings = Arc::new(SettingsStore::open(&state_dir)?);
+    let smtp = settings.smtp();
+    let appliance = hostname.clone();
+    let notifier = actix::Supervisor::start(move |_| NotifierActor::new(smtp.clone(), appliance.clone()));
+    jobs.do_send(lifeboat_actors::jobs::SetNotifier(notifier.clone().recipient()));
+    let watched: Vec<_> = entries.iter().map(|e| (e.name.clone(), e.path.clone())).collect();
+    let health_actor = HealthActor::new(HEALTH_EVERY, watched).context("reading /proc for the health actor")?;
+    let health = actix::Supervisor::start(move |_| health_actor);
     let cert = crate::tls::load_or_create(&state_dir, &hostname)?;
     let state = web::Data::new(ApiState {
         auth,
@@ -99,6 +113,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
         jobs,
         scheduler,
         events,
+        notifier,
+        health: health.clone(),
+        settings,
         state_dir: state_dir.clone(),
         tz,
         datastore_create: tokio::sync::Mutex::new(()),
@@ -121,7 +138,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let addrs = server.addrs();
     let https = *addrs.first().context("no listener")?;
     let http = config.listen_plain.and_then(|_| addrs.get(1).copied());
-    let started = Started { https, http, fingerprint: cert.fingerprint };
+    let started = Started { https, http, fingerprint: cert.fingerprint, health };
     tracing::info!(https = %started.https, fingerprint = %started.fingerprint, "API listening");
     on_ready(&started);
     server.run().await.context("the API server failed")?;

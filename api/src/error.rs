@@ -19,6 +19,9 @@ pub enum ApiErr {
     Conflict(String),
     #[error("{0}")]
     Internal(String),
+    /// A server the appliance talks to (an SMTP relay) failed.
+    #[error("{0}")]
+    BadGateway(String),
 }
 
 impl ApiErr {
@@ -30,6 +33,7 @@ impl ApiErr {
             ApiErr::BadRequest(_) => "bad-request",
             ApiErr::Conflict(_) => "conflict",
             ApiErr::Internal(_) => "internal",
+            ApiErr::BadGateway(_) => "bad-gateway",
         }
     }
 
@@ -47,6 +51,7 @@ impl ResponseError for ApiErr {
             ApiErr::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiErr::Conflict(_) => StatusCode::CONFLICT,
             ApiErr::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiErr::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
 

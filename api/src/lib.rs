@@ -12,8 +12,8 @@ pub mod routes;
 pub mod tls;
 
 use actix::Addr;
-use lifeboat_actors::{Datastores, EventsActor, JobsActor, SchedulerActor};
-use lifeboat_state::AuthStore;
+use lifeboat_actors::{Datastores, EventsActor, HealthActor, JobsActor, NotifierActor, SchedulerActor};
+use lifeboat_state::{AuthStore, SettingsStore};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,6 +24,9 @@ pub struct ApiState {
     pub jobs: Addr<JobsActor>,
     pub scheduler: Addr<SchedulerActor>,
     pub events: Addr<EventsActor>,
+    pub notifier: Addr<NotifierActor>,
+    pub health: Addr<HealthActor>,
+    pub settings: Arc<SettingsStore>,
     pub state_dir: PathBuf,
     pub tz: chrono_tz::Tz,
     /// Serializes datastore creation (check-then-insert).

@@ -4,6 +4,7 @@
 mod commands;
 mod logging;
 mod remote;
+mod systemd;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,9 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 #[derive(Parser)]
 #[command(name = "lifeboat", version, about = "Lifeboat backup and disaster-recovery appliance")]
 struct Cli {
+    /// Log format on stderr: auto is JSON under systemd's journal, human otherwise
+    #[arg(long, global = true, value_enum, env = "LIFEBOAT_LOG_FORMAT", default_value_t = logging::LogFormat::Auto)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,16 +104,15 @@ fn tune_malloc() {
 
 fn main() -> ExitCode {
     tune_malloc();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     if remote::wanted() {
+        logging::init(logging::LogFormat::Auto, "error");
         return finish(remote::run(remote::RemoteCli::parse()));
     }
     let cli = Cli::parse();
+    // The daemon logs what it does; CLI commands print their own results
+    // and log only errors.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "error" };
+    logging::init(cli.log_format, default_level);
     let res = match cli.command {
         Command::Datastore { cmd } => commands::datastore::run(cmd),
         Command::Backup(a) => commands::backup::run(a),

@@ -1,16 +1,15 @@
-use crate::auth::Auth;
+use crate::auth::{perm, Auth};
 use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{get, post, web};
-use lifeboat_api_types::{ApiError, DatastoreCreate, DatastoreInfo, Permission};
+use lifeboat_api_types::{ApiError, DatastoreCreate, DatastoreInfo};
 use lifeboat_state::DatastoreEntry;
 
 /// All datastores with their usage.
 #[utoipa::path(tag = "datastores", security(("bearer" = [])),
     responses((status = 200, body = [DatastoreInfo]), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 #[get("/api/datastores")]
-pub async fn list(auth: Auth, st: web::Data<ApiState>) -> Result<web::Json<Vec<DatastoreInfo>>, ApiErr> {
-    auth.require(Permission::Read)?;
+pub async fn list(_auth: Auth<perm::Read>, st: web::Data<ApiState>) -> Result<web::Json<Vec<DatastoreInfo>>, ApiErr> {
     let mut out = Vec::new();
     for name in st.datastores.names() {
         out.push(usage(&st, &name).await?);
@@ -27,8 +26,7 @@ async fn usage(st: &ApiState, name: &str) -> Result<DatastoreInfo, ApiErr> {
 #[utoipa::path(tag = "datastores", security(("bearer" = [])), params(("name" = String, Path)),
     responses((status = 200, body = DatastoreInfo), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[get("/api/datastores/{name}")]
-pub async fn get(auth: Auth, st: web::Data<ApiState>, name: web::Path<String>) -> Result<web::Json<DatastoreInfo>, ApiErr> {
-    auth.require(Permission::Read)?;
+pub async fn get(_auth: Auth<perm::Read>, st: web::Data<ApiState>, name: web::Path<String>) -> Result<web::Json<DatastoreInfo>, ApiErr> {
     Ok(web::Json(usage(&st, &name).await?))
 }
 
@@ -36,8 +34,7 @@ pub async fn get(auth: Auth, st: web::Data<ApiState>, name: web::Path<String>) -
 #[utoipa::path(tag = "datastores", security(("bearer" = [])), request_body = DatastoreCreate,
     responses((status = 200, body = DatastoreInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, body = ApiError)))]
 #[post("/api/datastores")]
-pub async fn create(auth: Auth, st: web::Data<ApiState>, body: web::Json<DatastoreCreate>) -> Result<web::Json<DatastoreInfo>, ApiErr> {
-    auth.require(Permission::Admin)?;
+pub async fn create(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web::Json<DatastoreCreate>) -> Result<web::Json<DatastoreInfo>, ApiErr> {
     let b = body.into_inner();
     lifeboat_state::config::validate_name(&b.name).map_err(ApiErr::BadRequest)?;
     if !b.path.starts_with('/') {
@@ -59,6 +56,7 @@ pub async fn create(auth: Auth, st: web::Data<ApiState>, body: web::Json<Datasto
     .await
     .map_err(ApiErr::internal)??;
     st.datastores.insert(&b.name, addr);
+    st.health.do_send(lifeboat_actors::WatchDatastore { name: b.name.clone(), path: b.path.clone().into() });
     tracing::info!(name = %b.name, path = %b.path, "datastore added");
     Ok(web::Json(usage(&st, &b.name).await?))
 }

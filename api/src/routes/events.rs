@@ -1,9 +1,9 @@
-use crate::auth::Auth;
+use crate::auth::{perm, Auth};
 use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{get, web, HttpResponse};
 use futures_util::StreamExt;
-use lifeboat_api_types::{ApiError, Permission};
+use lifeboat_api_types::{ApiError};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream, IntervalStream};
 
 /// Server-sent events: job states and progress, skipped schedules,
@@ -12,8 +12,7 @@ use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream, 
     responses((status = 200, description = "text/event-stream of Event", content_type = "text/event-stream", body = lifeboat_api_types::Event),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 #[get("/api/events")]
-pub async fn stream(auth: Auth, st: web::Data<ApiState>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Read)?;
+pub async fn stream(_auth: Auth<perm::Read>, st: web::Data<ApiState>) -> Result<HttpResponse, ApiErr> {
     let rx = st.events.send(lifeboat_actors::events::Subscribe).await?;
     let events = BroadcastStream::new(rx).map(|r| match r {
         Ok(ev) => format!("data: {}\n\n", serde_json::to_string(&ev).unwrap_or_default()),

@@ -1,9 +1,9 @@
-use crate::auth::Auth;
+use crate::auth::{perm, Auth};
 use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{get, post, web, HttpResponse};
 use lifeboat_actors::jobs::{CancelJob, GetJob, GetJobLog, ListJobs, StartJob};
-use lifeboat_api_types::{ApiError, JobInfo, JobSpec, Permission};
+use lifeboat_api_types::{ApiError, JobInfo, JobSpec};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -20,8 +20,7 @@ pub struct JobQuery {
 #[utoipa::path(tag = "jobs", security(("bearer" = [])), params(JobQuery),
     responses((status = 200, body = [JobInfo]), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 #[get("/api/jobs")]
-pub async fn list(auth: Auth, st: web::Data<ApiState>, q: web::Query<JobQuery>) -> Result<web::Json<Vec<JobInfo>>, ApiErr> {
-    auth.require(Permission::Read)?;
+pub async fn list(_auth: Auth<perm::Read>, st: web::Data<ApiState>, q: web::Query<JobQuery>) -> Result<web::Json<Vec<JobInfo>>, ApiErr> {
     let limit = q.limit.unwrap_or(100).min(10_000);
     Ok(web::Json(st.jobs.send(ListJobs { running_only: q.running, limit }).await?))
 }
@@ -30,8 +29,7 @@ pub async fn list(auth: Auth, st: web::Data<ApiState>, q: web::Query<JobQuery>) 
 #[utoipa::path(tag = "jobs", security(("bearer" = [])), request_body = JobSpec,
     responses((status = 202, body = JobInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[post("/api/jobs")]
-pub async fn start(auth: Auth, st: web::Data<ApiState>, body: web::Json<JobSpec>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Operate)?;
+pub async fn start(auth: Auth<perm::Operate>, st: web::Data<ApiState>, body: web::Json<JobSpec>) -> Result<HttpResponse, ApiErr> {
     let spec = body.into_inner();
     validate(&spec)?;
     let job = st.jobs.send(StartJob::now(spec)).await??;
@@ -63,8 +61,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), ApiErr> {
 #[utoipa::path(tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = JobInfo), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[get("/api/jobs/{id}")]
-pub async fn get(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) -> Result<web::Json<JobInfo>, ApiErr> {
-    auth.require(Permission::Read)?;
+pub async fn get(_auth: Auth<perm::Read>, st: web::Data<ApiState>, id: web::Path<String>) -> Result<web::Json<JobInfo>, ApiErr> {
     Ok(web::Json(st.jobs.send(GetJob(id.into_inner())).await??))
 }
 
@@ -72,8 +69,7 @@ pub async fn get(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) -> 
 #[utoipa::path(tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 202, body = JobInfo), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 #[post("/api/jobs/{id}/cancel")]
-pub async fn cancel(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Operate)?;
+pub async fn cancel(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
     let job = st.jobs.send(CancelJob(id.into_inner())).await??;
     Ok(HttpResponse::Accepted().json(job))
 }
@@ -82,8 +78,7 @@ pub async fn cancel(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) 
 #[utoipa::path(tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = String, content_type = "text/plain"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[get("/api/jobs/{id}/log")]
-pub async fn log(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Read)?;
+pub async fn log(_auth: Auth<perm::Read>, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
     let text = st.jobs.send(GetJobLog(id.into_inner())).await??;
     Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text))
 }

@@ -7,6 +7,7 @@ pub mod health;
 pub mod jobs;
 pub mod schedules;
 pub mod session;
+pub mod settings;
 pub mod snapshots;
 pub mod tokens;
 
@@ -17,6 +18,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(session::logout)
         .service(session::change_password)
         .service(health::health)
+        .service(health::details)
+        .service(settings::get_smtp)
+        .service(settings::put_smtp)
+        .service(settings::delete_smtp)
+        .service(settings::test_smtp)
         .service(datastores::list)
         .service(datastores::create)
         .service(datastores::get)

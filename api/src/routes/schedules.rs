@@ -1,16 +1,15 @@
-use crate::auth::Auth;
+use crate::auth::{perm, Auth};
 use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{delete, get, post, put, web, HttpResponse};
 use lifeboat_actors::scheduler::{DeleteSchedule, GetSchedule, ListSchedules, PutSchedule, RunScheduleNow};
-use lifeboat_api_types::{ApiError, JobInfo, Permission, ScheduleInfo, ScheduleSpec};
+use lifeboat_api_types::{ApiError, JobInfo, ScheduleInfo, ScheduleSpec};
 
 /// All schedules with their next run.
 #[utoipa::path(tag = "schedules", security(("bearer" = [])),
     responses((status = 200, body = [ScheduleInfo]), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 #[get("/api/schedules")]
-pub async fn list(auth: Auth, st: web::Data<ApiState>) -> Result<web::Json<Vec<ScheduleInfo>>, ApiErr> {
-    auth.require(Permission::Read)?;
+pub async fn list(_auth: Auth<perm::Read>, st: web::Data<ApiState>) -> Result<web::Json<Vec<ScheduleInfo>>, ApiErr> {
     Ok(web::Json(st.scheduler.send(ListSchedules).await?))
 }
 
@@ -18,8 +17,7 @@ pub async fn list(auth: Auth, st: web::Data<ApiState>) -> Result<web::Json<Vec<S
 #[utoipa::path(tag = "schedules", security(("bearer" = [])), request_body = ScheduleSpec,
     responses((status = 201, body = ScheduleInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, body = ApiError)))]
 #[post("/api/schedules")]
-pub async fn create(auth: Auth, st: web::Data<ApiState>, body: web::Json<ScheduleSpec>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Operate)?;
+pub async fn create(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, body: web::Json<ScheduleSpec>) -> Result<HttpResponse, ApiErr> {
     crate::routes::jobs::validate(&body.job)?;
     let s = st.scheduler.send(PutSchedule { id: None, spec: body.into_inner() }).await??;
     Ok(HttpResponse::Created().json(s))
@@ -29,8 +27,7 @@ pub async fn create(auth: Auth, st: web::Data<ApiState>, body: web::Json<Schedul
 #[utoipa::path(tag = "schedules", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = ScheduleInfo), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[get("/api/schedules/{id}")]
-pub async fn get(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) -> Result<web::Json<ScheduleInfo>, ApiErr> {
-    auth.require(Permission::Read)?;
+pub async fn get(_auth: Auth<perm::Read>, st: web::Data<ApiState>, id: web::Path<String>) -> Result<web::Json<ScheduleInfo>, ApiErr> {
     Ok(web::Json(st.scheduler.send(GetSchedule(id.into_inner())).await??))
 }
 
@@ -38,8 +35,7 @@ pub async fn get(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) -> 
 #[utoipa::path(tag = "schedules", security(("bearer" = [])), params(("id" = String, Path)), request_body = ScheduleSpec,
     responses((status = 200, body = ScheduleInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 #[put("/api/schedules/{id}")]
-pub async fn update(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>, body: web::Json<ScheduleSpec>) -> Result<web::Json<ScheduleInfo>, ApiErr> {
-    auth.require(Permission::Operate)?;
+pub async fn update(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, id: web::Path<String>, body: web::Json<ScheduleSpec>) -> Result<web::Json<ScheduleInfo>, ApiErr> {
     crate::routes::jobs::validate(&body.job)?;
     Ok(web::Json(st.scheduler.send(PutSchedule { id: Some(id.into_inner()), spec: body.into_inner() }).await??))
 }
@@ -48,8 +44,7 @@ pub async fn update(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>, 
 #[utoipa::path(tag = "schedules", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[delete("/api/schedules/{id}")]
-pub async fn delete(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Operate)?;
+pub async fn delete(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
     st.scheduler.send(DeleteSchedule(id.into_inner())).await??;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -58,8 +53,7 @@ pub async fn delete(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) 
 #[utoipa::path(tag = "schedules", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 202, body = JobInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[post("/api/schedules/{id}/run")]
-pub async fn run_now(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Operate)?;
+pub async fn run_now(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
     let job: JobInfo = st.scheduler.send(RunScheduleNow(id.into_inner())).await??;
     Ok(HttpResponse::Accepted().json(job))
 }

@@ -1,8 +1,8 @@
-use crate::auth::Auth;
+use crate::auth::{perm, Auth};
 use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{post, put, web, HttpResponse};
-use lifeboat_api_types::{ApiError, LoginRequest, LoginResponse, PasswordChange, Permission, Role};
+use lifeboat_api_types::{ApiError, LoginRequest, LoginResponse, PasswordChange, Role};
 
 /// Log in as the admin; returns a session token.
 #[utoipa::path(tag = "session", request_body = LoginRequest,
@@ -27,7 +27,7 @@ pub async fn login(st: web::Data<ApiState>, body: web::Json<LoginRequest>) -> Re
 #[utoipa::path(tag = "session", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ApiError)))]
 #[post("/api/logout")]
-pub async fn logout(auth: Auth, st: web::Data<ApiState>) -> Result<HttpResponse, ApiErr> {
+pub async fn logout(auth: Auth<perm::Any>, st: web::Data<ApiState>) -> Result<HttpResponse, ApiErr> {
     st.auth.logout(&auth.bearer);
     Ok(HttpResponse::NoContent().finish())
 }
@@ -36,8 +36,7 @@ pub async fn logout(auth: Auth, st: web::Data<ApiState>) -> Result<HttpResponse,
 #[utoipa::path(tag = "session", security(("bearer" = [])), request_body = PasswordChange,
     responses((status = 204), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 #[put("/api/password")]
-pub async fn change_password(auth: Auth, st: web::Data<ApiState>, body: web::Json<PasswordChange>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Admin)?;
+pub async fn change_password(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web::Json<PasswordChange>) -> Result<HttpResponse, ApiErr> {
     let a = st.auth.clone();
     let b = body.into_inner();
     web::block(move || {

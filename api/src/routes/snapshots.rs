@@ -1,9 +1,9 @@
-use crate::auth::Auth;
+use crate::auth::{perm, Auth};
 use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{delete, get, post, web, HttpResponse};
 use lifeboat_actors::jobs::StartJob;
-use lifeboat_api_types::{ApiError, JobInfo, JobSpec, Permission, RestoreRequest, SnapshotInfo};
+use lifeboat_api_types::{ApiError, JobInfo, JobSpec, RestoreRequest, SnapshotInfo};
 
 fn datastore(st: &ApiState, name: &str) -> Result<actix::Addr<lifeboat_actors::DatastoreActor>, ApiErr> {
     st.datastores.get(name).ok_or_else(|| ApiErr::NotFound(format!("datastore {name:?} does not exist")))
@@ -13,8 +13,7 @@ fn datastore(st: &ApiState, name: &str) -> Result<actix::Addr<lifeboat_actors::D
 #[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path)),
     responses((status = 200, body = [SnapshotInfo]), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[get("/api/datastores/{name}/snapshots")]
-pub async fn list(auth: Auth, st: web::Data<ApiState>, name: web::Path<String>) -> Result<web::Json<Vec<SnapshotInfo>>, ApiErr> {
-    auth.require(Permission::Read)?;
+pub async fn list(_auth: Auth<perm::Read>, st: web::Data<ApiState>, name: web::Path<String>) -> Result<web::Json<Vec<SnapshotInfo>>, ApiErr> {
     let ds = datastore(&st, &name)?;
     Ok(web::Json(ds.send(lifeboat_actors::datastore::SnapshotInfos).await?.map_err(ApiErr::Internal)?))
 }
@@ -23,8 +22,7 @@ pub async fn list(auth: Auth, st: web::Data<ApiState>, name: web::Path<String>) 
 #[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[delete("/api/datastores/{name}/snapshots/{id}")]
-pub async fn delete(auth: Auth, st: web::Data<ApiState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Operate)?;
+pub async fn delete(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiErr> {
     let (name, id) = path.into_inner();
     let ds = datastore(&st, &name)?;
     ds.send(lifeboat_actors::datastore::ForgetSnapshots(vec![id])).await?.map_err(|e| {
@@ -41,8 +39,7 @@ pub async fn delete(auth: Auth, st: web::Data<ApiState>, path: web::Path<(String
 #[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path), ("id" = String, Path)), request_body = RestoreRequest,
     responses((status = 202, body = JobInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[post("/api/datastores/{name}/snapshots/{id}/restore")]
-pub async fn restore(auth: Auth, st: web::Data<ApiState>, path: web::Path<(String, String)>, body: web::Json<RestoreRequest>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Operate)?;
+pub async fn restore(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, path: web::Path<(String, String)>, body: web::Json<RestoreRequest>) -> Result<HttpResponse, ApiErr> {
     let (name, id) = path.into_inner();
     let b = body.into_inner();
     if !b.target.starts_with('/') {

@@ -1,11 +1,11 @@
 //! API tokens, and agents (a registered agent is a backup-only token
 //! marked as an agent).
 
-use crate::auth::Auth;
+use crate::auth::{perm, Auth};
 use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{delete, get, post, web, HttpResponse};
-use lifeboat_api_types::{ApiError, Permission, Role, TokenCreate, TokenCreated, TokenInfo};
+use lifeboat_api_types::{ApiError, Role, TokenCreate, TokenCreated, TokenInfo};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -13,8 +13,7 @@ use utoipa::ToSchema;
 #[utoipa::path(tag = "tokens", security(("bearer" = [])),
     responses((status = 200, body = [TokenInfo]), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 #[get("/api/tokens")]
-pub async fn list(auth: Auth, st: web::Data<ApiState>) -> Result<web::Json<Vec<TokenInfo>>, ApiErr> {
-    auth.require(Permission::Admin)?;
+pub async fn list(_auth: Auth<perm::Admin>, st: web::Data<ApiState>) -> Result<web::Json<Vec<TokenInfo>>, ApiErr> {
     Ok(web::Json(st.auth.tokens()))
 }
 
@@ -22,8 +21,7 @@ pub async fn list(auth: Auth, st: web::Data<ApiState>) -> Result<web::Json<Vec<T
 #[utoipa::path(tag = "tokens", security(("bearer" = [])), request_body = TokenCreate,
     responses((status = 201, body = TokenCreated), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, body = ApiError)))]
 #[post("/api/tokens")]
-pub async fn create(auth: Auth, st: web::Data<ApiState>, body: web::Json<TokenCreate>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Admin)?;
+pub async fn create(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web::Json<TokenCreate>) -> Result<HttpResponse, ApiErr> {
     let a = st.auth.clone();
     let b = body.into_inner();
     let t = web::block(move || a.create_token(&b.name, b.role, false)).await.map_err(ApiErr::internal)??;
@@ -35,8 +33,7 @@ pub async fn create(auth: Auth, st: web::Data<ApiState>, body: web::Json<TokenCr
 #[utoipa::path(tag = "tokens", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[delete("/api/tokens/{id}")]
-pub async fn revoke(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Admin)?;
+pub async fn revoke(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
     let a = st.auth.clone();
     let t = web::block(move || a.revoke_token(&id)).await.map_err(ApiErr::internal)??;
     tracing::info!(token = %t.id, name = %t.name, "API token revoked");
@@ -53,8 +50,7 @@ pub struct AgentRegister {
 #[utoipa::path(tag = "agents", security(("bearer" = [])),
     responses((status = 200, body = [TokenInfo]), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 #[get("/api/agents")]
-pub async fn list_agents(auth: Auth, st: web::Data<ApiState>) -> Result<web::Json<Vec<TokenInfo>>, ApiErr> {
-    auth.require(Permission::Admin)?;
+pub async fn list_agents(_auth: Auth<perm::Admin>, st: web::Data<ApiState>) -> Result<web::Json<Vec<TokenInfo>>, ApiErr> {
     Ok(web::Json(st.auth.tokens().into_iter().filter(|t| t.agent).collect()))
 }
 
@@ -62,8 +58,7 @@ pub async fn list_agents(auth: Auth, st: web::Data<ApiState>) -> Result<web::Jso
 #[utoipa::path(tag = "agents", security(("bearer" = [])), request_body = AgentRegister,
     responses((status = 201, body = TokenCreated), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, body = ApiError)))]
 #[post("/api/agents")]
-pub async fn register_agent(auth: Auth, st: web::Data<ApiState>, body: web::Json<AgentRegister>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Admin)?;
+pub async fn register_agent(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web::Json<AgentRegister>) -> Result<HttpResponse, ApiErr> {
     let a = st.auth.clone();
     let name = body.into_inner().name;
     let t = web::block(move || a.create_token(&name, Role::BackupOnly, true)).await.map_err(ApiErr::internal)??;
@@ -75,8 +70,7 @@ pub async fn register_agent(auth: Auth, st: web::Data<ApiState>, body: web::Json
 #[utoipa::path(tag = "agents", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[delete("/api/agents/{id}")]
-pub async fn revoke_agent(auth: Auth, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
-    auth.require(Permission::Admin)?;
+pub async fn revoke_agent(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
     if !st.auth.tokens().iter().any(|t| t.id == *id && t.agent) {
         return Err(ApiErr::NotFound(format!("agent {id} not found")));
     }

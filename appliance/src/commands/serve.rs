@@ -46,8 +46,26 @@ pub fn run(a: ServeArgs) -> anyhow::Result<u8> {
             if pw.exists() {
                 println!("lifeboat: the first admin password is in {} (readable by root only)", pw.display());
             }
-            crate::logging::notify_ready();
+            crate::systemd::notify_ready();
+            if let Some(every) = crate::systemd::watchdog_interval() {
+                start_watchdog(s.health.clone(), every);
+            }
         }))
         .context("lifeboat serve")?;
     Ok(0)
+}
+
+/// Pings systemd's watchdog each time the health actor answers, so a
+/// daemon whose actor system hangs stops pinging and is restarted.
+fn start_watchdog(health: actix::Addr<lifeboat_actors::HealthActor>, every: std::time::Duration) {
+    actix::spawn(async move {
+        loop {
+            match tokio::time::timeout(every, health.send(lifeboat_actors::GetHealth)).await {
+                Ok(Ok(_)) => crate::systemd::notify_watchdog(),
+                Ok(Err(e)) => tracing::error!("watchdog: the health actor is gone: {e}"),
+                Err(_) => tracing::error!("watchdog: the health actor did not answer within {every:?}"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
 }

@@ -8,6 +8,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod health;
+mod smtp;
+pub use health::{DatastoreSpace, DiskIo, HealthReport, LoadAverages, Memory};
+pub use smtp::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
+
 /// What a caller may do. Each API token carries one; the admin's session
 /// is `Admin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -69,7 +74,8 @@ impl std::str::FromStr for Role {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApiError {
     /// A stable machine-readable kind: `unauthorized`, `forbidden`,
-    /// `not-found`, `bad-request`, `conflict`, `internal`.
+    /// `not-found`, `bad-request`, `conflict`, `internal`, `bad-gateway`
+    /// (a server the appliance talks to, like the SMTP relay, failed).
     pub error: String,
     /// What went wrong and what to do, for a human.
     pub message: String,

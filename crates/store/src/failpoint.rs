@@ -3,7 +3,8 @@
 //! `LIFEBOAT_FAILPOINTS="pack-sealed=abort,index-commit=error"`; a name may
 //! carry a count (`pack-sealed=abort@3` fires on the third hit);
 //! `sleepMS` pauses the thread (`snapshot-commit=sleep3000`), which is
-//! how a test holds a run open at a chosen point to race another one.
+//! how a test holds a run open at a chosen point to race another one;
+//! `panic` panics once (at the given hit).
 //! Without the variable every hit is one relaxed atomic load.
 
 use crate::error::{Result, StoreError};
@@ -45,6 +46,11 @@ pub fn hit(name: &str) -> Result<()> {
     }
     if let Some(p) = pts.get(name) {
         let n = p.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        // A panic fires once, at the given hit: the daemon's tests check
+        // that the job fails and the next one runs.
+        if p.action == "panic" && n == p.at {
+            panic!("failpoint {name} fired");
+        }
         if n >= p.at {
             match p.action.as_str() {
                 "abort" => unsafe { libc::_exit(137) },

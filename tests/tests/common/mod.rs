@@ -3,6 +3,8 @@
 //! guards for mounts and child processes.
 #![allow(dead_code)]
 
+pub mod appliance;
+pub mod daemon;
 pub mod guest;
 pub mod loopdev;
 pub mod tmux;
