@@ -127,7 +127,7 @@ impl Appliance {
                 let tail: String = tail.chars().rev().collect();
                 panic!("the console did not show {text:?} within {timeout:?}; screen:\n{s}\n--- last serial output:\n{tail}");
             }
-            if last_repaint.elapsed() > Duration::from_secs(5) && self.raw.lock().unwrap().len() > 0 {
+            if last_repaint.elapsed() > Duration::from_secs(5) && !self.raw.lock().unwrap().is_empty() {
                 self.send(b"\x0c");
                 last_repaint = Instant::now();
             }
