@@ -20,16 +20,21 @@ if [[ ! -e /etc/apt/sources.list.d/backports.sources ]] \
   "${APT[@]}" update -qq
 fi
 
-# Build: RocksDB (system library), bindgen. Tests: fuse3 (mount), time
-# (peak RSS), what the test guests are built from (tests/guest), and the
-# SMTP sink of the mail tests (python3-aiosmtpd, run by /usr/bin/python3);
-# systemd for systemd-analyze and systemd-tmpfiles (tests/tests/systemd.rs);
-# curl, the API client of the daemon tests; nftables: the agent test cuts
-# a link with it.
+# Build: RocksDB (system library), bindgen, libblkid (crates/disks). Tests:
+# fuse3 (mount), time (peak RSS), what the test guests are built from
+# (tests/guest), and the SMTP sink of the mail tests (python3-aiosmtpd, run
+# by /usr/bin/python3); systemd for systemd-analyze and systemd-tmpfiles
+# (tests/tests/systemd.rs); curl, the API client of the daemon and image
+# tests; tmux + xfsprogs (console tests); what image-build/build.sh makes
+# the ISO with (xorriso, isolinux, squashfs-tools, grub-efi, mtools,
+# dosfstools), openssl for the image test; genimage and (pip) kconfiglib
+# for buildroot/lint.sh; nftables: the agent test cuts a link with it.
 plain=()
 for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
-           iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl python3-venv nftables; do
+           iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl python3-venv \
+           libblkid-dev tmux xfsprogs xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools \
+           dosfstools openssl genimage python3-pip nftables; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.
@@ -60,6 +65,11 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q '3\.39\.16'; then
   echo "setup: installing schemathesis into $VENV" >&2
   $SUDO /usr/bin/python3 -m venv "$VENV"
   $SUDO "$VENV/bin/pip" install -q --disable-pip-version-check "${SCHEMATHESIS_PINS[@]}"
+fi
+
+if ! python3 -c 'import kconfiglib' 2>/dev/null; then
+  echo "setup: pip install kconfiglib" >&2
+  python3 -m pip install -q kconfiglib 2>/dev/null || python3 -m pip install -q --break-system-packages kconfiglib
 fi
 
 if ! command -v cargo >/dev/null; then

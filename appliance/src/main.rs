@@ -89,6 +89,9 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::admin::AdminCmd,
     },
+    /// The appliance console: first-boot setup wizard, then status and
+    /// settings (network, hostname, time, admin password, data disk)
+    Console(commands::console::ConsoleArgs),
 }
 
 /// glibc malloc tuning: big buffers (chunks, packs, trees) come from
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => commands::serve::run(a),
         Command::Admin { cmd } => commands::admin::run(cmd),
         Command::Agent(a) => commands::agent::run(a),
+        Command::Console(a) => commands::console::run(a),
     };
     finish(res)
 }

@@ -1,5 +1,6 @@
 pub mod backup;
 pub mod check;
+pub mod console;
 pub mod datastore;
 pub mod forget;
 pub mod gc;

@@ -6,6 +6,8 @@
 pub mod appliance;
 pub mod daemon;
 pub mod guest;
+pub mod loopdev;
+pub mod tmux;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
