@@ -82,3 +82,15 @@ impl Drop for Bar {
         }
     }
 }
+
+/// The bar of a backup run (local or agent), with totals from a counting
+/// scan beside the run; none with --json or off a terminal.
+pub fn backup_bar(progress: &Arc<Progress>, sources: &[std::path::PathBuf], excludes: &[String], json: bool) -> Option<Bar> {
+    (!json && stderr_is_terminal()).then(|| {
+        let (p, srcs) = (progress.clone(), sources.to_vec());
+        if let Ok(ex) = lifeboat_ingest::exclude::Excludes::new(excludes) {
+            std::thread::spawn(move || lifeboat_ingest::scan::count_totals(&srcs, &ex, &p));
+        }
+        Bar::start(progress.clone(), "backed up")
+    })
+}

@@ -5,7 +5,7 @@ use crate::commands::{hostname, Interrupted};
 use crate::{ui, EXIT_PARTIAL};
 use anyhow::Context;
 use lifeboat_client::{ApiClient, TlsTrust};
-use lifeboat_ingest::{exclude::Excludes, Progress};
+use lifeboat_ingest::Progress;
 use lifeboat_remote::http::HttpTransport;
 use lifeboat_remote::{run_agent_backup, AgentOptions};
 use std::path::PathBuf;
@@ -77,13 +77,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<u8> {
         force_full: a.force,
         retry_for: Duration::from_secs(a.retry_for),
     };
-    let bar = (!a.json && ui::stderr_is_terminal()).then(|| {
-        let (p, srcs, ex) = (progress.clone(), a.sources.clone(), Excludes::new(&a.excludes));
-        if let Ok(ex) = ex {
-            std::thread::spawn(move || lifeboat_ingest::scan::count_totals(&srcs, &ex, &p));
-        }
-        ui::Bar::start(progress.clone(), "backed up")
-    });
+    let bar = ui::backup_bar(&progress, &a.sources, &a.excludes, a.json);
     let res = run_agent_backup(transport, &opts, &progress);
     drop(bar);
     let out = match res {

@@ -1,6 +1,6 @@
 use crate::commands::{hostname, open_datastore, Interrupted};
 use crate::{ui, DatastoreArg, EXIT_PARTIAL};
-use lifeboat_ingest::{backup, exclude::Excludes, BackupOptions, Progress};
+use lifeboat_ingest::{backup, BackupOptions, Progress};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -40,13 +40,7 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
         threads: a.threads,
         force_full: a.force,
     };
-    let bar = (!a.json && ui::stderr_is_terminal()).then(|| {
-        let (p, srcs, ex) = (progress.clone(), a.sources.clone(), Excludes::new(&a.excludes));
-        if let Ok(ex) = ex {
-            std::thread::spawn(move || lifeboat_ingest::scan::count_totals(&srcs, &ex, &p));
-        }
-        ui::Bar::start(progress.clone(), "backed up")
-    });
+    let bar = ui::backup_bar(&progress, &a.sources, &a.excludes, a.json);
     let res = backup(ds, &opts, &progress);
     drop(bar);
     let out = match res {
