@@ -264,6 +264,9 @@ fn instant_restore(
         while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        // Close the exports before the datastore goes: connections still
+        // being served hold its disks.
+        rt.shutdown_timeout(std::time::Duration::from_secs(5));
         return Ok(0);
     }
     let qmp = work.join("qmp.sock");

@@ -258,6 +258,14 @@ impl<D: BlockDevice> BlockDevice for CowOverlay<D> {
         Ok(out)
     }
 
+    fn read_ready(&self, off: u64, len: u32) -> Option<io::Result<Vec<ReadChunk>>> {
+        // Only a range wholly in the base: overlay reads are file I/O.
+        match self.runs(off, len as u64).as_slice() {
+            [(_, _, false)] => self.base.read_ready(off, len),
+            _ => None,
+        }
+    }
+
     fn block_status(&self, off: u64, len: u32) -> io::Result<Vec<Extent>> {
         let mut out = Vec::new();
         for (o, l, set) in self.runs(off, len as u64) {

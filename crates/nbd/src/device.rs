@@ -12,7 +12,9 @@ use std::sync::Arc;
 /// (sent to the client as a hole chunk when structured replies are on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadChunk {
-    Data(Vec<u8>),
+    /// `Bytes` so a device can hand out a slice of a buffer it keeps (a
+    /// decoded datastore chunk) without copying it per request.
+    Data(bytes::Bytes),
     Zero(u32),
 }
 
@@ -121,6 +123,15 @@ pub trait BlockDevice: Send + Sync + 'static {
     /// to `len`.
     fn read_at(&self, off: u64, len: u32) -> io::Result<Vec<ReadChunk>>;
 
+    /// The same read when it can be answered from memory at once, without
+    /// blocking; `None` sends it to `read_at` on the blocking pool. Most
+    /// reads of a datastore-backed disk hit a chunk an earlier request
+    /// decoded: answering those inline saves a thread hand-off each.
+    fn read_ready(&self, off: u64, len: u32) -> Option<io::Result<Vec<ReadChunk>>> {
+        let _ = (off, len);
+        None
+    }
+
     /// Allocation status of `[off, off+len)`. The extents must start at
     /// `off`, be non-empty, and may cover less than `len` (the client asks
     /// again) but not more.
@@ -166,6 +177,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for Arc<T> {
     }
     fn read_at(&self, off: u64, len: u32) -> io::Result<Vec<ReadChunk>> {
         (**self).read_at(off, len)
+    }
+    fn read_ready(&self, off: u64, len: u32) -> Option<io::Result<Vec<ReadChunk>>> {
+        (**self).read_ready(off, len)
     }
     fn block_status(&self, off: u64, len: u32) -> io::Result<Vec<Extent>> {
         (**self).block_status(off, len)
@@ -317,7 +331,7 @@ impl BlockDevice for FileDevice {
             if e.hole {
                 push_chunk(&mut out, ReadChunk::Zero(e.len));
             } else {
-                push_chunk(&mut out, ReadChunk::Data(self.read_exact(pos, e.len)?));
+                push_chunk(&mut out, ReadChunk::Data(self.read_exact(pos, e.len)?.into()));
             }
             pos += e.len as u64;
         }

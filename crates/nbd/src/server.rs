@@ -586,17 +586,22 @@ async fn run_request(
 ) {
     let dev = sess.export.device.clone();
     let size = sess.neg.size;
+    if req.cmd == CMD_READ {
+        if let Some(r) = dev.read_ready(req.offset, req.len) {
+            let res = match r.and_then(|c| checked_read(c, req.len)) {
+                Ok(chunks) => write_read(&wr, &sess.neg, &req, chunks).await,
+                Err(e) => reply_error(&wr, &sess, &req, e).await,
+            };
+            if let Err(e) = res {
+                debug!("nbd: reply not sent: {e}");
+            }
+            return;
+        }
+    }
     let r = tokio::task::spawn_blocking(move || -> io::Result<Outcome> {
         let fua = req.flags & CMD_FLAG_FUA != 0;
         match req.cmd {
-            CMD_READ => {
-                let chunks = dev.read_at(req.offset, req.len)?;
-                let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-                if total != req.len as u64 {
-                    return Err(io::Error::other("device returned a short read"));
-                }
-                Ok(Outcome::Read(chunks))
-            }
+            CMD_READ => Ok(Outcome::Read(checked_read(dev.read_at(req.offset, req.len)?, req.len)?)),
             CMD_WRITE => {
                 dev.write_at(req.offset, &data)?;
                 if fua {
@@ -672,15 +677,25 @@ async fn run_request(
             }
             write_all_locked(&wr, &v).await
         }
-        Err(e) => {
-            let errno = errno_of(&e);
-            warn!(export = %sess.export.name, cmd = req.cmd, offset = req.offset, len = req.len, "nbd: device error: {e}");
-            write_error(&wr, &sess.neg, &req, errno, &e.to_string()).await
-        }
+        Err(e) => reply_error(&wr, &sess, &req, e).await,
     };
     if let Err(e) = res {
         debug!("nbd: reply not sent: {e}");
     }
+}
+
+fn checked_read(chunks: Vec<ReadChunk>, len: u32) -> io::Result<Vec<ReadChunk>> {
+    let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    if total != len as u64 {
+        return Err(io::Error::other("device returned a short read"));
+    }
+    Ok(chunks)
+}
+
+async fn reply_error(wr: &Writer, sess: &Session, req: &Request, e: io::Error) -> io::Result<()> {
+    let errno = errno_of(&e);
+    warn!(export = %sess.export.name, cmd = req.cmd, offset = req.offset, len = req.len, "nbd: device error: {e}");
+    write_error(wr, &sess.neg, req, errno, &e.to_string()).await
 }
 
 async fn write_all_locked(wr: &Writer, b: &[u8]) -> io::Result<()> {

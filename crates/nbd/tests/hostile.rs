@@ -379,10 +379,9 @@ impl BlockDevice for Slow {
         if off == 0 {
             std::thread::sleep(Duration::from_secs(2));
         }
-        Ok(vec![lifeboat_nbd::ReadChunk::Data(vec![
-            off as u8;
-            len as usize
-        ])])
+        Ok(vec![lifeboat_nbd::ReadChunk::Data(
+            vec![off as u8; len as usize].into(),
+        )])
     }
 }
 

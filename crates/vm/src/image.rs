@@ -231,71 +231,131 @@ pub struct DatastoreDisk {
     /// others wait on its cell instead of decoding it again.
     cache: Mutex<std::collections::VecDeque<(u64, std::sync::Arc<ChunkCell>)>>,
     /// Chunks to load ahead of a sequential reader, by background threads.
-    prefetch: crossbeam_channel::Sender<(BlobId, std::sync::Arc<ChunkCell>)>,
+    prefetch: Option<crossbeam_channel::Sender<(BlobId, std::sync::Arc<ChunkCell>)>>,
+    loaders: Vec<std::thread::JoinHandle<()>>,
+    buffers: BufferPool,
 }
 
-/// How many chunks past the one just missed are loaded ahead.
-const READ_AHEAD: u64 = 3;
+impl Drop for DatastoreDisk {
+    /// Joins the loaders: they hold the datastore, and a process that exits
+    /// while they still do tears RocksDB down under them (an abort).
+    fn drop(&mut self) {
+        self.prefetch = None;
+        for t in self.loaders.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
 
-type ChunkCell = std::sync::OnceLock<Result<std::sync::Arc<Vec<u8>>, String>>;
+/// How many chunks past the one being read are kept loading ahead: enough
+/// that a sequential reader finds its next chunk decoded, at 4 MiB each.
+const READ_AHEAD: u64 = 4;
 
-fn load_chunk(ds: &Datastore, id: &BlobId) -> Result<std::sync::Arc<Vec<u8>>, String> {
-    ds.read_blob(id).map(std::sync::Arc::new).map_err(|e| e.to_string())
+/// Decoded chunk bytes: reads hand out slices of them without copying.
+type ChunkCell = std::sync::OnceLock<Result<bytes::Bytes, String>>;
+
+/// Chunk buffers handed back when the last reader lets go of them. A
+/// fresh 4 MiB buffer per chunk cost more in page faults (and the kernel's
+/// zeroing of new pages) than reading the chunk did.
+#[derive(Clone, Default)]
+struct BufferPool(std::sync::Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// Enough for the cached chunks, those loading ahead, and the slices in
+/// flight to clients.
+const POOLED_BUFFERS: usize = 32;
+
+struct PooledBuffer {
+    buf: Vec<u8>,
+    pool: BufferPool,
+}
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        let mut p = self.pool.0.lock().unwrap();
+        if p.len() < POOLED_BUFFERS {
+            p.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+fn load_chunk(ds: &Datastore, id: &BlobId, pool: &BufferPool) -> Result<bytes::Bytes, String> {
+    let mut buf = pool.0.lock().unwrap().pop().unwrap_or_default();
+    ds.read_blob_into(id, &mut buf).map_err(|e| e.to_string())?;
+    Ok(bytes::Bytes::from_owner(PooledBuffer { buf, pool: pool.clone() }))
 }
 
 const CACHED_CHUNKS: usize = 16;
 
+type ChunkCache = std::collections::VecDeque<(u64, std::sync::Arc<ChunkCell>)>;
+
 impl DatastoreDisk {
     pub fn new(ds: std::sync::Arc<Datastore>, disk: &Node) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<(BlobId, std::sync::Arc<ChunkCell>)>(2 * READ_AHEAD as usize);
-        for _ in 0..2 {
-            let (rx, ds) = (rx.clone(), ds.clone());
-            // The threads end when the disk (the sender) is dropped.
-            std::thread::spawn(move || {
-                for (id, cell) in rx {
-                    cell.get_or_init(|| load_chunk(&ds, &id));
-                }
-            });
-        }
+        let buffers = BufferPool::default();
+        let loaders = (0..2)
+            .map(|_| {
+                let (rx, ds, pool) = (rx.clone(), ds.clone(), buffers.clone());
+                // The threads end when the disk (the sender) is dropped.
+                std::thread::spawn(move || {
+                    for (id, cell) in rx {
+                        cell.get_or_init(|| load_chunk(&ds, &id, &pool));
+                    }
+                })
+            })
+            .collect();
         let zero = (0..disk.content.len() as u64).map(|i| disk.content[i as usize] == zero_id(chunk_len(disk.size, i))).collect();
-        DatastoreDisk { ds, size: disk.size, chunks: disk.content.clone(), zero, cache: Mutex::new(Default::default()), prefetch: tx }
+        DatastoreDisk { ds, size: disk.size, chunks: disk.content.clone(), zero, cache: Mutex::new(Default::default()), prefetch: Some(tx), loaders, buffers }
     }
 
     fn is_zero(&self, i: u64) -> bool {
         self.zero[i as usize]
     }
 
-    fn insert(c: &mut std::collections::VecDeque<(u64, std::sync::Arc<ChunkCell>)>, i: u64, cell: std::sync::Arc<ChunkCell>) {
+    fn insert(c: &mut ChunkCache, i: u64, cell: std::sync::Arc<ChunkCell>) {
         if c.len() >= CACHED_CHUNKS {
             c.pop_front();
         }
         c.push_back((i, cell));
     }
 
-    fn chunk(&self, i: u64) -> std::io::Result<std::sync::Arc<Vec<u8>>> {
+    /// Queue the chunks after `i` that are neither cached nor loading, so a
+    /// sequential reader never waits for a chunk it is about to reach.
+    fn read_ahead(&self, c: &mut ChunkCache, i: u64) {
+        let n = self.chunks.len() as u64;
+        for j in (i + 1..=i + READ_AHEAD).filter(|j| *j < n) {
+            if self.is_zero(j) || c.iter().any(|(k, _)| *k == j) {
+                continue;
+            }
+            let ahead = std::sync::Arc::new(ChunkCell::new());
+            let Some(tx) = &self.prefetch else { return };
+            if tx.try_send((self.chunks[j as usize], ahead.clone())).is_err() {
+                break; // the loaders are busy: try again on the next read
+            }
+            Self::insert(c, j, ahead);
+        }
+    }
+
+    fn chunk(&self, i: u64) -> std::io::Result<bytes::Bytes> {
         let cell = {
             let mut c = self.cache.lock().unwrap();
-            match c.iter().find(|(k, _)| *k == i) {
+            let cell = match c.iter().find(|(k, _)| *k == i) {
                 Some((_, cell)) => cell.clone(),
                 None => {
                     let cell = std::sync::Arc::new(ChunkCell::new());
                     Self::insert(&mut c, i, cell.clone());
-                    // A miss: the reader is likely sequential; load ahead.
-                    let n = self.chunks.len() as u64;
-                    for j in (i + 1..=i + READ_AHEAD).filter(|j| *j < n) {
-                        if self.is_zero(j) || c.iter().any(|(k, _)| *k == j) {
-                            continue;
-                        }
-                        let ahead = std::sync::Arc::new(ChunkCell::new());
-                        if self.prefetch.try_send((self.chunks[j as usize], ahead.clone())).is_ok() {
-                            Self::insert(&mut c, j, ahead);
-                        }
-                    }
                     cell
                 }
-            }
+            };
+            self.read_ahead(&mut c, i);
+            cell
         };
-        let r = cell.get_or_init(|| load_chunk(&self.ds, &self.chunks[i as usize]));
+        let r = cell.get_or_init(|| load_chunk(&self.ds, &self.chunks[i as usize], &self.buffers));
         match r {
             Ok(d) => Ok(d.clone()),
             Err(e) => {
@@ -305,14 +365,21 @@ impl DatastoreDisk {
             }
         }
     }
-}
 
-impl lifeboat_nbd::BlockDevice for DatastoreDisk {
-    fn size(&self) -> u64 {
-        self.size
+    /// A decoded chunk, if it is cached and done loading.
+    fn chunk_ready(&self, c: &mut ChunkCache, i: u64) -> Option<bytes::Bytes> {
+        let data = c.iter().find(|(k, _)| *k == i).and_then(|(_, cell)| match cell.get() {
+            Some(Ok(d)) => Some(d.clone()),
+            _ => None,
+        });
+        if data.is_some() {
+            self.read_ahead(c, i);
+        }
+        data
     }
 
-    fn read_at(&self, off: u64, len: u32) -> std::io::Result<Vec<lifeboat_nbd::ReadChunk>> {
+    /// The pieces of `[off, off+len)`, chunk by chunk, from `get`.
+    fn pieces(&self, off: u64, len: u32, mut get: impl FnMut(u64) -> Option<std::io::Result<bytes::Bytes>>) -> Option<std::io::Result<Vec<lifeboat_nbd::ReadChunk>>> {
         use lifeboat_nbd::ReadChunk;
         let mut out = Vec::new();
         let end = off + len as u64;
@@ -324,12 +391,30 @@ impl lifeboat_nbd::BlockDevice for DatastoreDisk {
             if self.is_zero(i) {
                 lifeboat_nbd::device::push_chunk(&mut out, ReadChunk::Zero(n as u32));
             } else {
-                let d = self.chunk(i)?;
-                out.push(ReadChunk::Data(d[in_chunk as usize..(in_chunk + n) as usize].to_vec()));
+                let d = match get(i)? {
+                    Ok(d) => d,
+                    Err(e) => return Some(Err(e)),
+                };
+                out.push(ReadChunk::Data(d.slice(in_chunk as usize..(in_chunk + n) as usize)));
             }
             pos += n;
         }
-        Ok(out)
+        Some(Ok(out))
+    }
+}
+
+impl lifeboat_nbd::BlockDevice for DatastoreDisk {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, off: u64, len: u32) -> std::io::Result<Vec<lifeboat_nbd::ReadChunk>> {
+        self.pieces(off, len, |i| Some(self.chunk(i))).expect("every chunk is loaded")
+    }
+
+    fn read_ready(&self, off: u64, len: u32) -> Option<std::io::Result<Vec<lifeboat_nbd::ReadChunk>>> {
+        let mut c = self.cache.lock().unwrap();
+        self.pieces(off, len, |i| self.chunk_ready(&mut c, i).map(Ok))
     }
 
     fn block_status(&self, off: u64, len: u32) -> std::io::Result<Vec<lifeboat_nbd::Extent>> {
@@ -345,5 +430,89 @@ impl lifeboat_nbd::BlockDevice for DatastoreDisk {
             pos += n as u64;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat_nbd::{BlockDevice, ReadChunk};
+    use std::sync::Arc;
+
+    fn flatten(chunks: &[ReadChunk]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for c in chunks {
+            match c {
+                ReadChunk::Data(d) => v.extend_from_slice(d),
+                ReadChunk::Zero(n) => v.resize(v.len() + *n as usize, 0),
+            }
+        }
+        v
+    }
+
+    /// A disk of three chunks (data, zero, short data) in a fresh datastore.
+    fn disk(dir: &Path) -> (Arc<Datastore>, Node, Vec<u8>) {
+        let ds = Arc::new(Datastore::init(&dir.join("ds")).unwrap());
+        let size = 2 * CHUNK + 12345;
+        let mut plain = vec![0u8; size as usize];
+        // Chunk 0 incompressible (stored raw, read into pooled buffers),
+        // chunk 2 compressible (stored with zstd).
+        let mut x = 0x9e3779b97f4a7c15u64;
+        for b in plain[..CHUNK as usize].iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        for (i, b) in plain[2 * CHUNK as usize..].iter_mut().enumerate() {
+            *b = (i % 13) as u8 + 1;
+        }
+        let sink = BlobSink::new(ds.clone()).unwrap();
+        let content: Vec<BlobId> = plain.chunks(CHUNK as usize).map(|c| sink.put(BlobKind::VmChunk, c).unwrap().id).collect();
+        sink.flush().unwrap();
+        ds.refresh_index().unwrap();
+        (ds.clone(), Node::file(b"disk0.raw", 0o100600, size, 0, content), plain)
+    }
+
+    #[test]
+    fn datastore_disk_reads_match_and_cached_reads_answer_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ds, node, plain) = disk(dir.path());
+        let d = DatastoreDisk::new(ds, &node);
+        // Nothing decoded yet: the fast path declines.
+        assert!(d.read_ready(0, 65536).is_none());
+        for (off, len) in [(0u64, 65536u32), (CHUNK - 100, 200), (CHUNK, 4096), (2 * CHUNK - 10, 10 + 12345), (0, (2 * CHUNK + 12345) as u32)] {
+            let got = flatten(&d.read_at(off, len).unwrap());
+            assert_eq!(got, plain[off as usize..(off + len as u64) as usize], "read at {off}+{len}");
+        }
+        // The zero chunk is a hole, not data.
+        assert!(matches!(d.read_at(CHUNK, 4096).unwrap()[..], [ReadChunk::Zero(4096)]));
+        // Decoded chunks are served without blocking, with the same bytes.
+        let fast = d.read_ready(100, 1 << 20).expect("chunk 0 is cached").unwrap();
+        assert_eq!(flatten(&fast), plain[100..100 + (1 << 20)]);
+    }
+
+    #[test]
+    fn datastore_disk_refuses_a_damaged_chunk_even_with_reused_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ds, node, plain) = disk(dir.path());
+        {
+            // Warm the buffer pool with a good read first.
+            let d = DatastoreDisk::new(ds.clone(), &node);
+            assert_eq!(flatten(&d.read_at(0, 4096).unwrap()), plain[..4096]);
+        }
+        // Flip one byte in the middle of chunk 0's raw record.
+        let (_, path, _) = ds.pack_files().unwrap().into_iter().next().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(64).position(|w| w == &plain[1 << 20..(1 << 20) + 64]).expect("chunk 0 is stored raw");
+        let mid = at + 10;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let d = DatastoreDisk::new(ds, &node);
+        let e = d.read_at(0, 4096).expect_err("a damaged chunk is never served");
+        assert!(e.to_string().contains("does not match its hash"), "{e}");
+        // And it is not cached as good: asking again fails again.
+        assert!(d.read_at(4096, 4096).is_err());
+        assert_eq!(flatten(&d.read_at(2 * CHUNK, 4096).unwrap()), plain[2 * CHUNK as usize..2 * CHUNK as usize + 4096]);
     }
 }
