@@ -123,10 +123,12 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             }
             for (id, s) in &out.disks {
                 println!(
-                    "disk {id}: {} in {} chunks: {} read, {} unchanged, {} zero; {} new ({})",
+                    "disk {id}: {} in {} chunks: {} read ({} of them in part, {} in all), {} unchanged, {} zero; {} new ({})",
                     ui::bytes(s.size),
                     s.chunks,
                     s.chunks_read,
+                    s.chunks_patched,
+                    ui::bytes(s.bytes_read),
                     s.chunks_reused,
                     s.chunks_zero,
                     s.chunks_added,

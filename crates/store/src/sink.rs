@@ -111,6 +111,11 @@ impl BlobSink {
     }
 
     /// True when the blob is already stored or being stored by this run.
+    /// The datastore this sink writes into (to read a parent's blobs).
+    pub fn datastore(&self) -> &Arc<Datastore> {
+        &self.shared.ds
+    }
+
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
         if self.shared.pending.lock().ids.contains(id) {
             return Ok(true);
