@@ -78,7 +78,7 @@ impl Libvirtd {
 
     fn logs(&self) -> String {
         let r = |n: &str| String::from_utf8_lossy(&std::fs::read(self.dir.join(n)).unwrap_or_default()).into_owned();
-        format!("--- libvirtd.out\n{}\n--- libvirtd.log (tail)\n{}", r("libvirtd.out"), r("libvirtd.log").lines().rev().take(40).collect::<Vec<_>>().join("\n"))
+        format!("--- libvirtd.out\n{}\n--- libvirtd.log (tail)\n{}", r("libvirtd.out"), { let l = r("libvirtd.log"); let v: Vec<&str> = l.lines().collect(); v[v.len().saturating_sub(40)..].join("\n") })
     }
 
     fn virsh_out(&self, args: &[&str]) -> Result<String, String> {
@@ -230,8 +230,11 @@ fn libvirt_pull_backup_incremental_restore() {
     lv.virsh(&["suspend", DOMAIN]);
     let ref1 = t.path().join("ref1.raw");
     snapshot_disk(&disk, &ref1);
-    let b = vm_backup(&ds, &lv.uri, Some("vm-fleeced=sleep4000"));
-    assert!(wait_until(Duration::from_secs(60), || export_socket(&ds.path).is_some()), "the backup never exported its point in time\n{}", lv.logs());
+    let mut b = vm_backup(&ds, &lv.uri, Some("vm-fleeced=sleep4000"));
+    if !wait_until(Duration::from_secs(60), || export_socket(&ds.path).is_some() || !b.running()) || !b.running() {
+        b.signal(libc::SIGKILL);
+        panic!("the backup never exported its point in time: {}\n{}", b.wait(), lv.logs());
+    }
     lv.virsh(&["resume", DOMAIN]);
     control(&mut ctl, "write 16", "wrote 16", Duration::from_secs(120));
     control(&mut ctl, "sync", "synced", Duration::from_secs(60));

@@ -182,16 +182,26 @@ pub fn backup_domain(ds: &Arc<Datastore>, opts: &LibvirtBackupOptions, bytes_don
     let socket = work.join("nbd.sock");
     let new_checkpoint = no_bitmap.is_none().then(|| format!("{CHECKPOINT_PREFIX}{}-{}", time.format("%Y%m%dT%H%M%S"), &lifeboat_store::PackId::random().to_hex()[..8]));
     let bxml = work.join("backup.xml");
+    let cxml = work.join("checkpoint.xml");
     let write = |p: &Path, s: String| std::fs::write(p, s).map_err(|e| LibvirtError::Other(format!("cannot write {}: {e}", p.display())));
-    write(&bxml, backup_xml(&disks, &socket, &work, incremental.as_deref()))?;
-    let begun = match &new_checkpoint {
-        Some(name) => {
-            let cxml = work.join("checkpoint.xml");
-            write(&cxml, checkpoint_xml(name, &disks))?;
-            v.run_with_file(&["backup-begin", &opts.domain], &[&bxml, &cxml])
+    if let Some(name) = &new_checkpoint {
+        write(&cxml, checkpoint_xml(name, &disks))?;
+    }
+    let begin = |incremental: Option<&str>| -> Result<String, LibvirtError> {
+        write(&bxml, backup_xml(&disks, &socket, &work, incremental))?;
+        match &new_checkpoint {
+            Some(_) => v.run_with_file(&["backup-begin", &opts.domain], &[&bxml, &cxml]),
+            None => v.run_with_file(&["backup-begin", &opts.domain], &[&bxml]),
         }
-        None => v.run_with_file(&["backup-begin", &opts.domain], &[&bxml]),
     };
+    let mut begun = begin(incremental.as_deref());
+    if let (Err(e), Some(c)) = (&begun, &incremental) {
+        // E.g. a bitmap QEMU marked inconsistent after a crash: what the
+        // checkpoint says cannot be trusted, so read everything.
+        full_reason = Some(format!("libvirt refused an incremental backup from checkpoint {c}: {e}"));
+        incremental = None;
+        begun = begin(None);
+    }
     if let Err(e) = begun {
         sink.abort();
         return Err(e);

@@ -83,9 +83,9 @@ pub fn capture(uri: &str, domain: &str) -> Result<(VmMetadata, Vec<DomainDisk>),
     parse_domain(&xml, |target| disk_capacity(&v, domain, target))
 }
 
-/// A disk's virtual size in bytes (`virsh domblkinfo --bytes`).
+/// A disk's virtual size in bytes (`virsh domblkinfo`, in bytes).
 fn disk_capacity(v: &Virsh, domain: &str, target: &str) -> Result<u64, LibvirtError> {
-    let out = v.run(&["domblkinfo", domain, target, "--bytes"])?;
+    let out = v.run(&["domblkinfo", domain, target])?;
     out.lines()
         .find_map(|l| l.strip_prefix("Capacity:").and_then(|n| n.trim().parse().ok()))
         .ok_or_else(|| LibvirtError::Other(format!("virsh domblkinfo {domain} {target} printed no capacity: {out:?}")))
