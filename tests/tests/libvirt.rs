@@ -3,8 +3,9 @@
 //! test guest defined and started as a TCG domain on a qcow2 disk, listed,
 //! backed up twice through libvirt's pull-mode backup API (the second one
 //! incremental from the first one's checkpoint), restored byte-identical to
-//! the disk at each backup point, and a deleted checkpoint falling back to
-//! a full read with the reason.
+//! the disk at each backup point; a failed backup ends its job and drops
+//! its checkpoint; a deleted checkpoint falls back to a full read with the
+//! reason.
 
 mod common;
 
@@ -287,7 +288,15 @@ fn libvirt_pull_backup_incremental_restore() {
     let cps: Vec<&str> = cps.lines().filter(|l| l.starts_with("lifeboat-")).collect();
     assert_eq!(cps.len(), 1, "the older checkpoint is deleted after a good backup: {cps:?}");
 
-    // 3. The checkpoint deleted behind our back: a full read, with why.
+    // 3. A backup failing after the point: the job is ended, its new
+    // checkpoint deleted, the previous one kept for the next incremental.
+    let o = vm_backup(&ds, &lv.uri, Some("vm-fleeced=error")).wait();
+    assert!(!o.ok() && o.stderr.contains("failpoint"), "{o}");
+    assert!(lv.virsh(&["domjobinfo", DOMAIN]).contains("None"), "the failed backup's job was not ended");
+    let after = lv.virsh(&["checkpoint-list", DOMAIN, "--name"]);
+    assert_eq!(after.lines().filter(|l| l.starts_with("lifeboat-")).collect::<Vec<_>>(), cps, "checkpoints after a failed backup");
+
+    // 4. The checkpoint deleted behind our back: a full read, with why.
     lv.virsh(&["checkpoint-delete", DOMAIN, cps[0]]);
     let o = vm_backup(&ds, &lv.uri, None).wait();
     assert!(o.ok(), "{o}\n{}", lv.logs());
