@@ -23,7 +23,8 @@
 
 use crate::domain::DomainDisk;
 use crate::virsh::Virsh;
-use crate::{capture, LibvirtError};
+use crate::domain::{parse_domain, qemu_owner};
+use crate::{disk_capacity, LibvirtError};
 use lifeboat_qemu::backup::RemoveDir;
 use lifeboat_qemu::{commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, VmBackupOutcome};
 use lifeboat_store::{BlobSink, Datastore, Node};
@@ -151,7 +152,8 @@ pub fn backup_domain(ds: &Arc<Datastore>, opts: &LibvirtBackupOptions, bytes_don
     if state != "running" && state != "paused" {
         return Err(LibvirtError::NotRunning { domain: opts.domain.clone(), state });
     }
-    let (mut md, disks) = capture(&opts.uri, &opts.domain)?;
+    let xml = v.run(&["dumpxml", &opts.domain])?;
+    let (mut md, disks) = parse_domain(&xml, |target| disk_capacity(&v, &opts.domain, target))?;
     if disks.is_empty() {
         return Err(LibvirtError::Other(format!("domain {} has no disks to back up", md.name)));
     }
@@ -179,6 +181,11 @@ pub fn backup_domain(ds: &Arc<Datastore>, opts: &LibvirtBackupOptions, bytes_don
     let work = ds.root().join("tmp").join(format!("vm-{}", lifeboat_store::PackId::random().to_hex()));
     std::fs::create_dir_all(&work).map_err(|e| LibvirtError::Other(format!("cannot create {}: {e}", work.display())))?;
     let _cleanup = RemoveDir(work.clone());
+    // QEMU creates the NBD socket and scratch files here; under libvirt it
+    // usually runs as its own user, not ours.
+    if let Some((uid, gid)) = qemu_owner(&xml) {
+        std::os::unix::fs::chown(&work, Some(uid), Some(gid)).map_err(|e| LibvirtError::Other(format!("cannot hand {} to QEMU's user {uid}:{gid}: {e}", work.display())))?;
+    }
     let socket = work.join("nbd.sock");
     let new_checkpoint = no_bitmap.is_none().then(|| format!("{CHECKPOINT_PREFIX}{}-{}", time.format("%Y%m%dT%H%M%S"), &lifeboat_store::PackId::random().to_hex()[..8]));
     let bxml = work.join("backup.xml");

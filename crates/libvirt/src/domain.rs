@@ -126,6 +126,17 @@ pub fn parse_domain(xml: &str, mut disk_size: impl FnMut(&str) -> Result<u64, Li
     Ok((md, disks))
 }
 
+/// The user and group QEMU runs as, from the live XML's DAC label
+/// (`<seclabel model='dac'><label>+64055:+64055</label>`); `None` when
+/// libvirt runs QEMU without one (as root, or labels off).
+pub fn qemu_owner(xml: &str) -> Option<(u32, u32)> {
+    let doc = Document::parse(xml).ok()?;
+    let dom = doc.root_element();
+    let label = children(dom, "seclabel").find(|s| s.attribute("model") == Some("dac")).and_then(|s| child(s, "label"))?.text()?;
+    let (u, g) = label.trim().split_once(':')?;
+    Some((u.trim_start_matches('+').parse().ok()?, g.trim_start_matches('+').parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +198,14 @@ mod tests {
                    <devices><disk device='disk'><driver type='qcow2'/><source file='/x.qcow2'/><target dev='vda' bus='virtio'/></disk></devices></domain>";
         let (md, _) = parse_domain(xml, |_| Ok(1 << 20)).unwrap();
         assert_eq!((md.firmware, md.memory_mib, md.boot_order), (Firmware::Bios, 256, vec!["vda".to_string()]));
+    }
+
+    #[test]
+    fn qemu_owner_from_the_dac_label() {
+        let xml = "<domain><name>a</name><seclabel type='dynamic' model='apparmor'><label>libvirt-x</label></seclabel>\
+                   <seclabel type='dynamic' model='dac' relabel='yes'><label>+64055:+994</label></seclabel></domain>";
+        assert_eq!(qemu_owner(xml), Some((64055, 994)));
+        assert_eq!(qemu_owner("<domain><name>a</name></domain>"), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod domain;
 pub mod virsh;
 
 pub use backup::{backup_domain, LibvirtBackupOptions, CHECKPOINT_PREFIX};
-pub use domain::{parse_domain, DomainDisk};
+pub use domain::{parse_domain, qemu_owner, DomainDisk};
 pub use lifeboat_qemu::VmBackupOutcome;
 pub use virsh::Virsh;
 
@@ -84,7 +84,7 @@ pub fn capture(uri: &str, domain: &str) -> Result<(VmMetadata, Vec<DomainDisk>),
 }
 
 /// A disk's virtual size in bytes (`virsh domblkinfo`, in bytes).
-fn disk_capacity(v: &Virsh, domain: &str, target: &str) -> Result<u64, LibvirtError> {
+pub(crate) fn disk_capacity(v: &Virsh, domain: &str, target: &str) -> Result<u64, LibvirtError> {
     let out = v.run(&["domblkinfo", domain, target])?;
     out.lines()
         .find_map(|l| l.strip_prefix("Capacity:").and_then(|n| n.trim().parse().ok()))
