@@ -56,6 +56,22 @@ if ((${#plain[@]} + ${#bpo[@]})); then
   fi
 fi
 
+# libvirt 11 from backports for the libvirt connector (tests/tests/libvirt.rs
+# starts its own libvirtd): the daemon, its QEMU driver, virsh. Each named
+# /bookworm-backports instead of -t, which would also move systemd to
+# backports; no recommends, so QEMU stays the one above.
+lv=()
+for pkg in libvirt0 libvirt-common libvirt-clients libvirt-daemon libvirt-daemon-common libvirt-daemon-log libvirt-daemon-driver-qemu; do
+  if ! installed "$pkg" || ! dpkg-query -W -f='${Version}' "$pkg" | grep -q '^11\.'; then
+    lv=(libvirt0 libvirt-common libvirt-clients libvirt-daemon libvirt-daemon-common libvirt-daemon-log libvirt-daemon-driver-qemu)
+  fi
+done
+if ((${#lv[@]})); then
+  echo "setup: installing libvirt from bookworm-backports" >&2
+  "${APT[@]}" update -qq
+  "${APT[@]}" install -y -qq --no-install-recommends "${lv[@]/%//bookworm-backports}" >/dev/null
+fi
+
 # schemathesis (PyPI) fuzzes the REST API from its OpenAPI document
 # (tests/tests/api_fuzz.rs). Pinned: 3.39 needs a hypothesis from before
 # 6.112's internal changes.

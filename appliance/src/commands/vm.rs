@@ -20,13 +20,30 @@ pub enum VmCmd {
         #[arg(long, value_name = "PATH")]
         qmp: PathBuf,
     },
+    /// List the VMs (domains) a libvirt daemon knows, with their state
+    List {
+        /// libvirt connection URI, e.g. qemu:///system
+        #[arg(long, value_name = "URI")]
+        libvirt: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Back up a running VM: all disks at one point in time, incremental
-    /// through QEMU's dirty bitmaps after the first backup
+    /// through QEMU's dirty bitmaps (or libvirt checkpoints) after the
+    /// first backup
     Backup {
         #[command(flatten)]
         ds: DatastoreArg,
-        #[arg(long, value_name = "PATH")]
-        qmp: PathBuf,
+        /// QMP socket of the VM (a VM QEMU runs without libvirt)
+        #[arg(long, value_name = "PATH", required_unless_present = "libvirt", conflicts_with = "libvirt")]
+        qmp: Option<PathBuf>,
+        /// Back up a libvirt domain (with --domain) through libvirt's
+        /// pull-mode backup API, e.g. --libvirt qemu:///system
+        #[arg(long, value_name = "URI", requires = "domain", conflicts_with = "agent")]
+        libvirt: Option<String>,
+        /// The libvirt domain to back up
+        #[arg(long, value_name = "NAME", requires = "libvirt")]
+        domain: Option<String>,
         /// qemu-ga socket: freeze the guest's filesystems at the backup point
         #[arg(long, value_name = "PATH")]
         agent: Option<PathBuf>,
@@ -108,11 +125,29 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             println!("{}", String::from_utf8_lossy(&md.to_json()));
             Ok(0)
         }
-        VmCmd::Backup { ds, qmp, agent, tags, full, json } => {
+        VmCmd::List { libvirt, json } => {
+            let domains = lifeboat_libvirt::list_domains(&libvirt)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&domains)?);
+                return Ok(0);
+            }
+            println!("{:<30} state", "domain");
+            for d in &domains {
+                println!("{:<30} {}", d.name, d.state);
+            }
+            Ok(0)
+        }
+        VmCmd::Backup { ds, qmp, libvirt, domain, agent, tags, full, json } => {
             let store = open_datastore(&ds)?;
-            let opts = VmBackupOptions { qmp, agent, tags, hostname: hostname(), full };
             let done = AtomicU64::new(0);
-            let out = backup_vm(&store, &opts, &done)?;
+            let out = match (qmp, libvirt, domain) {
+                (_, Some(uri), Some(domain)) => {
+                    let opts = lifeboat_libvirt::LibvirtBackupOptions { uri, domain, tags, hostname: hostname(), full };
+                    lifeboat_libvirt::backup_domain(&store, &opts, &done)?
+                }
+                (Some(qmp), _, _) => backup_vm(&store, &VmBackupOptions { qmp, agent, tags, hostname: hostname(), full }, &done)?,
+                _ => anyhow::bail!("give --qmp PATH, or --libvirt URI with --domain NAME"),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(0);

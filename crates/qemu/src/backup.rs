@@ -81,12 +81,7 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
 
     // Registered as a writer before choosing the parent (see gc.rs).
     let sink = BlobSink::new(ds.clone())?;
-    let paths = vec![vm_path(&md.name)];
-    let parent = if opts.full {
-        None
-    } else {
-        ds.snapshots()?.into_iter().rev().find(|(_, s)| s.kind == SnapshotKind::Vm && s.hostname == opts.hostname && s.paths == paths)
-    };
+    let parent = if opts.full { None } else { latest_vm_snapshot(ds, &opts.hostname, &md.name)? };
     let parent_disks: Vec<Node> = match &parent {
         Some((_, p)) => ds.load_tree(&p.tree)?.nodes,
         None => Vec::new(),
@@ -119,7 +114,12 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
         return Err(e.into());
     }
 
-    let res = read_disks(&sink, &session, &parent_disks, bytes_done);
+    let to_read: Vec<DiskToRead> = session
+        .disks
+        .iter()
+        .map(|d| DiskToRead { device: d.device.clone(), uri: session.uri(d), bitmap: d.bitmap.clone(), full_reason: d.full_reason.clone() })
+        .collect();
+    let res = read_disks(&sink, &to_read, &parent_disks, bytes_done);
     let (disk_nodes, disk_stats) = match res {
         Ok(v) => v,
         Err(e) => {
@@ -129,35 +129,7 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
         }
     };
 
-    let mut nodes_out = disk_nodes;
-    let doc = md.to_json();
-    let meta_id = sink.put(BlobKind::Metadata, &doc)?.id;
-    nodes_out.push(meta_node(doc.len() as u64, meta_id));
-    let tree = sink.put(BlobKind::Tree, &Tree { nodes: nodes_out }.encode())?.id;
-    let stats = sink.stats();
-    let total: u64 = disk_stats.iter().map(|d| d.1.size).sum();
-    let read: u64 = disk_stats.iter().map(|d| d.1.bytes_read).sum();
-    let snapshot = Snapshot {
-        time,
-        hostname: opts.hostname.clone(),
-        paths,
-        tags: opts.tags.clone(),
-        tree,
-        parent: parent.as_ref().map(|p| p.0),
-        summary: BackupSummary {
-            files: disk_stats.len() as u64,
-            total_bytes: total,
-            bytes_read: read,
-            bytes_added: stats.bytes_added,
-            bytes_stored: stats.bytes_stored,
-            blobs_added: stats.blobs_added,
-            duration_ms: start.elapsed().as_millis() as u64,
-            ..Default::default()
-        },
-        program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
-        kind: SnapshotKind::Vm,
-    };
-    let committed = sink.commit_snapshot(snapshot.encode());
+    let committed = commit_vm_snapshot(sink, &md, disk_nodes, &disk_stats, parent.as_ref().map(|p| p.0), &opts.hostname, &opts.tags, time, start);
     let ok = committed.is_ok();
     session.finish(&mut q, ok)?;
     let snapshot_id = committed?;
@@ -173,22 +145,46 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
     })
 }
 
-fn read_disks(
+/// The newest VM snapshot of VM `name` taken from `hostname`: the parent
+/// an incremental backup builds on.
+pub fn latest_vm_snapshot(ds: &Datastore, hostname: &str, name: &str) -> Result<Option<(BlobId, Snapshot)>, StoreError> {
+    let paths = vec![vm_path(name)];
+    Ok(ds.snapshots()?.into_iter().rev().find(|(_, s)| s.kind == SnapshotKind::Vm && s.hostname == hostname && s.paths == paths))
+}
+
+/// One disk of a point-in-time NBD export, as a connector (QMP fleecing,
+/// libvirt pull backup) hands it over to be read into the datastore.
+#[derive(Clone, Debug)]
+pub struct DiskToRead {
+    /// The disk's id in the VM metadata; the tree node is `<device>.raw`.
+    pub device: String,
+    /// `nbd+unix:///<export>?socket=<path>`
+    pub uri: String,
+    /// Name of the exported changed-block bitmap (read as the
+    /// `qemu:dirty-bitmap:<name>` meta context); `None` reads everything.
+    pub bitmap: Option<String>,
+    /// Why a full read happens although an incremental one was possible.
+    pub full_reason: Option<String>,
+}
+
+/// Reads each exported disk into chunks, reusing the parent's chunks
+/// where the bitmap says nothing changed.
+pub fn read_disks(
     sink: &BlobSink,
-    session: &FleeceSession,
+    disks: &[DiskToRead],
     parent_disks: &[Node],
     bytes_done: &AtomicU64,
 ) -> Result<(Vec<Node>, Vec<(String, DiskStats)>), VmBackupError> {
     let mut nodes = Vec::new();
     let mut stats = Vec::new();
-    for d in &session.disks {
+    for d in disks {
         let name = format!("{}.raw", d.device);
         let ctx = d.bitmap.as_ref().map(|b| format!("qemu:dirty-bitmap:{b}"));
         let mut contexts = vec!["base:allocation"];
         if let Some(c) = &ctx {
             contexts.push(c);
         }
-        let mut nbd = NbdClient::connect(&session.uri(d), &contexts).map_err(ImageError::from)?;
+        let mut nbd = NbdClient::connect(&d.uri, &contexts).map_err(ImageError::from)?;
         let parent = parent_disks.iter().find(|n| n.name == name.as_bytes());
         let (node, mut st) = backup_disk(sink, &mut nbd, &name, parent.filter(|_| ctx.is_some()), ctx.as_deref(), bytes_done)?;
         nbd.disconnect();
@@ -201,12 +197,59 @@ fn read_disks(
     Ok((nodes, stats))
 }
 
+/// Stores the metadata document next to the disks and commits the VM
+/// snapshot (kind Vm, path `vm:<name>`), the same for every connector so
+/// restore, instant restore and export work on all of them.
+#[allow(clippy::too_many_arguments)]
+pub fn commit_vm_snapshot(
+    sink: BlobSink,
+    md: &VmMetadata,
+    disk_nodes: Vec<Node>,
+    disk_stats: &[(String, DiskStats)],
+    parent: Option<BlobId>,
+    hostname: &str,
+    tags: &[String],
+    time: chrono::DateTime<chrono::Utc>,
+    start: Instant,
+) -> Result<BlobId, StoreError> {
+    let mut nodes_out = disk_nodes;
+    let doc = md.to_json();
+    let meta_id = sink.put(BlobKind::Metadata, &doc)?.id;
+    nodes_out.push(meta_node(doc.len() as u64, meta_id));
+    let tree = sink.put(BlobKind::Tree, &Tree { nodes: nodes_out }.encode())?.id;
+    let stats = sink.stats();
+    let total: u64 = disk_stats.iter().map(|d| d.1.size).sum();
+    let read: u64 = disk_stats.iter().map(|d| d.1.bytes_read).sum();
+    let snapshot = Snapshot {
+        time,
+        hostname: hostname.to_string(),
+        paths: vec![vm_path(&md.name)],
+        tags: tags.to_vec(),
+        tree,
+        parent,
+        summary: BackupSummary {
+            files: disk_stats.len() as u64,
+            total_bytes: total,
+            bytes_read: read,
+            bytes_added: stats.bytes_added,
+            bytes_stored: stats.bytes_stored,
+            blobs_added: stats.blobs_added,
+            duration_ms: start.elapsed().as_millis() as u64,
+            ..Default::default()
+        },
+        program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        kind: SnapshotKind::Vm,
+    };
+    sink.commit_snapshot(snapshot.encode())
+}
+
 fn meta_node(size: u64, id: BlobId) -> Node {
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     Node::file(METADATA_FILE.as_bytes(), 0o100644, size, now, vec![id])
 }
 
-struct RemoveDir(PathBuf);
+/// Removes a work directory when dropped (on every path out).
+pub struct RemoveDir(pub PathBuf);
 impl Drop for RemoveDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

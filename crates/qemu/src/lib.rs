@@ -20,7 +20,7 @@ pub mod migrate;
 pub mod qga;
 pub mod qmp;
 
-pub use backup::{backup_vm, load_vm, VmBackupError, VmBackupOptions, VmBackupOutcome};
+pub use backup::{backup_vm, commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, VmBackupError, VmBackupOptions, VmBackupOutcome};
 pub use fleece::{DiskExport, FleeceSession};
 pub use inventory::{capture, DiskNode};
 pub use qga::{AgentError, GuestAgent};
