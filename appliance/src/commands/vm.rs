@@ -14,6 +14,15 @@ use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub enum VmCmd {
+    /// VMs registered with the daemon (its state directory), with their
+    /// live status read over QMP
+    List {
+        /// The daemon's state directory
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/lifeboat")]
+        state_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a running VM's hardware in the neutral format (from its QMP socket)
     Inspect {
         /// QMP socket of the VM (-qmp unix:PATH,server=on,wait=off)
@@ -102,6 +111,16 @@ pub enum VmCmd {
 
 pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
     match cmd {
+        VmCmd::List { state_dir, json } => {
+            let store = lifeboat_state::VmStore::open(&state_dir)?;
+            let list: Vec<_> = store.list().iter().map(lifeboat_actors::connector::probe).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                crate::remote_vm::print_vms(&list);
+            }
+            Ok(0)
+        }
         VmCmd::Inspect { qmp } => {
             let mut q = Qmp::connect(&qmp)?;
             let (md, _) = lifeboat_qemu::capture(&mut q)?;
