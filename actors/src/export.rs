@@ -173,14 +173,9 @@ impl Handler<CreateExport> for ExportActor {
     type Result = ResponseActFuture<Self, Result<ExportInfo, ExportError>>;
     fn handle(&mut self, msg: CreateExport, _: &mut Context<Self>) -> Self::Result {
         let req = msg.0;
-        let prep = (|| {
-            let ds = self.datastores.get(&req.datastore).ok_or_else(|| ExportError::NotFound(format!("datastore {:?} does not exist: list them with GET /api/datastores", req.datastore)))?;
-            let addr = self.ensure_listening()?;
-            Ok((ds, addr))
-        })();
-        let (ds_addr, addr) = match prep {
-            Ok(v) => v,
-            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        let ds_addr = match self.datastores.get(&req.datastore) {
+            Some(a) => a,
+            None => return Box::pin(actix::fut::ready(Err(ExportError::NotFound(format!("datastore {:?} does not exist: list them with GET /api/datastores", req.datastore))))),
         };
         let id = lifeboat_state::random_hex(4);
         let overlay_dir = self.dir.join(&id);
@@ -214,6 +209,8 @@ impl Handler<CreateExport> for ExportActor {
         };
         Box::pin(fut.into_actor(self).map(move |res: Result<_, ExportError>, act, _| {
             let (ds_addr, (sid, disk, device)) = res?;
+            // Only a valid request opens the listener.
+            let addr = act.ensure_listening()?;
             let device = Arc::new(Gated { inner: device, open: AtomicBool::new(true) });
             let name = id.clone();
             act.server.add_export(Export::new(name.clone(), device.clone()).with_description(format!("{} disk {disk}", sid.short())));

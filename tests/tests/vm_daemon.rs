@@ -133,6 +133,7 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     control(&mut ctl, "write 8", "wrote 8", Duration::from_secs(120));
     control(&mut ctl, "sync", "synced", Duration::from_secs(60));
     let inc = succeeded(&d, &j2);
+    assert!(!identical(disk.to_str().unwrap(), &ref2).0, "the guest did not change its disk after the backup point");
     let id2 = inc["snapshot"].as_str().unwrap().to_string();
     let read = inc["bytes_read"].as_u64().unwrap();
     eprintln!("incremental read {read} of {disk_size} bytes");
@@ -190,6 +191,7 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     assert!(same, "the export differs from the restored disk: {why}");
     let w = qemu_io(&uri, "write -P 0xab 0 64k");
     let text = format!("{}{}", String::from_utf8_lossy(&w.stdout), String::from_utf8_lossy(&w.stderr));
+    eprintln!("qemu-io write to the read-only export: {:?} {}", w.status.code(), text.trim());
     assert!(!w.status.success() || text.contains("failed") || text.contains("ermission") || text.contains("read-only") || text.contains("read only"), "a write to a read-only export was accepted: {text}");
     let r = d.call("DELETE", &format!("/api/datastores/default/snapshots/{id2}"), Some(&d.admin), None);
     assert!((400..500).contains(&r.status) && r.body.contains("export"), "forgetting an exported snapshot: {r:?}");
@@ -217,6 +219,29 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     succeeded(&d, j["id"].as_str().unwrap());
     let (same, why) = identical(again.join(format!("{disk_id}.raw")).to_str().unwrap(), &ref2);
     assert!(same, "snapshot 2 changed after a writable export: {why}");
+
+    // A schedule's keep rules touch only this VM's snapshots: not the
+    // file backup in the same datastore.
+    let files = t.path().join("files");
+    write_file(&files.join("a.txt"), b"not a VM");
+    let fb = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "backup", "datastore": "default", "paths": [files] })));
+    let file_snap = succeeded(&d, fb["id"].as_str().unwrap())["snapshot"].as_str().unwrap().to_string();
+    let sched = d.admin_ok(
+        "POST",
+        "/api/schedules",
+        Some(&json!({ "name": "guest-nightly", "cron": "0 0 3 * * *", "job": { "kind": "vm-backup", "datastore": "default", "vm": "lifeboat-test-guest" }, "keep": { "last": 1 } })),
+    );
+    let j = d.admin_ok("POST", &format!("/api/schedules/{}/run", sched["id"].as_str().unwrap()), None);
+    let fourth = succeeded(&d, j["id"].as_str().unwrap());
+    let mut forgotten: Vec<&str> = fourth["forgotten"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    forgotten.sort();
+    let mut older = vec![id1.as_str(), id2.as_str(), id3.as_str()];
+    older.sort();
+    assert_eq!(forgotten, older, "{fourth}");
+    let snaps = d.admin_ok("GET", "/api/datastores/default/snapshots", None);
+    let left: Vec<&str> = snaps.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(left.len(), 2, "{snaps}");
+    assert!(left.contains(&file_snap.as_str()) && left.contains(&fourth["snapshot"].as_str().unwrap()), "{snaps}");
 
     // The registry is on disk: the local CLI reads it, and it can go.
     let o = run_cmd({

@@ -361,7 +361,8 @@ pub struct ScheduleSpec {
     /// appliance's time zone.
     pub cron: String,
     pub job: JobSpec,
-    /// Applied after each successful backup run.
+    /// Applied after each successful backup or vm-backup run, to the
+    /// snapshots of the same source (host and paths, or VM).
     #[serde(default, skip_serializing_if = "KeepRules::is_empty")]
     pub keep: KeepRules,
     #[serde(default)]
