@@ -57,6 +57,7 @@ pub struct VmRegistry {
 }
 
 /// Marks a VM busy until dropped.
+#[derive(Debug)]
 pub struct VmBusy {
     name: String,
     busy: Arc<Mutex<HashMap<String, String>>>,
