@@ -112,9 +112,16 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "vm-backup", "datastore": "default", "vm": "nope" })));
     assert_eq!(r.status, 404, "{r:?}");
 
-    // 1. Full backup.
-    let j1 = start_backup(&d, "lifeboat-test-guest");
-    let full = succeeded(&d, &j1);
+    // 1. Full backup, from the remote CLI (which follows the job).
+    let o = run_cmd({
+        let mut c = d.remote(&d.admin);
+        c.args(["vm", "backup", "--datastore", "default", "--json", "lifeboat-test-guest"]);
+        c
+    });
+    o.expect_ok();
+    let job1 = o.json();
+    assert_eq!((job1["state"].as_str(), job1["spec"]["kind"].as_str()), (Some("succeeded"), Some("vm-backup")), "{job1}");
+    let full = job1["result"].clone();
     let id1 = full["snapshot"].as_str().unwrap().to_string();
     assert!(full["parent"].is_null(), "{full}");
 
@@ -182,7 +189,13 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
 
     // 4. Exports of snapshot 2: read with real clients, read-only refuses
     // writes, a writable one keeps them in its overlay only.
-    let e = d.admin_ok("POST", "/api/exports", Some(&json!({ "datastore": "default", "snapshot": &id2[..12] })));
+    let o = run_cmd({
+        let mut c = d.remote(&d.admin);
+        c.args(["vm", "export", "--json", &id2[..12]]);
+        c
+    });
+    o.expect_ok();
+    let e = o.json();
     let uri = e["uri"].as_str().unwrap().to_string();
     assert_eq!((e["writable"].as_bool(), e["size"].as_u64(), e["snapshot"].as_str()), (Some(false), Some(disk_size), Some(id2.as_str())), "{e}");
     let info = Command::new("nbdinfo").arg("--size").arg(&uri).output().expect("run nbdinfo");
