@@ -230,3 +230,18 @@ impl FleeceSession {
         let _ = std::fs::remove_file(&self.socket);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_path_fits_a_unix_socket() {
+        let short = Path::new("/var/lib/lifeboat/datastores/default/tmp/vm-ab12");
+        assert_eq!(socket_path(short), short.join("nbd.sock"));
+        let deep = PathBuf::from(format!("/{}/tmp/vm-abb47901eaa60a1d54fd2e9221128d52", "d".repeat(90)));
+        let p = socket_path(&deep);
+        assert!(p.as_os_str().len() <= SUN_PATH_MAX, "{}", p.display());
+        assert!(p.to_string_lossy().contains("vm-abb47901eaa60a1d54fd2e9221128d52"), "{}", p.display());
+    }
+}
