@@ -6,21 +6,52 @@ use actix::prelude::*;
 use lifeboat_api_types::{DatastoreInfo, JobSpec, KeepRules, SnapshotInfo};
 use lifeboat_ingest::{BackupOptions, BackupOutcome, IngestError, Progress};
 use lifeboat_store::{BlobId, Datastore, Snapshot, StoreError};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 pub struct DatastoreActor {
     name: String,
     ds: Arc<Datastore>,
     tz: chrono_tz::Tz,
+    /// Snapshots served by NBD exports (with a count per snapshot):
+    /// forget refuses them and retention skips them, so gc keeps their
+    /// chunks while clients read them.
+    pinned: HashMap<BlobId, usize>,
 }
 
 impl DatastoreActor {
     pub fn new(ds: Arc<Datastore>) -> Self {
-        DatastoreActor { name: "default".into(), ds, tz: chrono_tz::UTC }
+        DatastoreActor { name: "default".into(), ds, tz: chrono_tz::UTC, pinned: HashMap::new() }
     }
 
     pub fn named(name: &str, ds: Arc<Datastore>, tz: chrono_tz::Tz) -> Self {
-        DatastoreActor { name: name.into(), ds, tz }
+        DatastoreActor { name: name.into(), ds, tz, pinned: HashMap::new() }
+    }
+
+    fn pinned_set(&self) -> HashSet<BlobId> {
+        self.pinned.keys().copied().collect()
+    }
+}
+
+/// Pins (or releases) a snapshot for an export.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PinSnapshot {
+    pub id: BlobId,
+    pub pin: bool,
+}
+
+impl Handler<PinSnapshot> for DatastoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: PinSnapshot, _: &mut Context<Self>) {
+        if msg.pin {
+            *self.pinned.entry(msg.id).or_default() += 1;
+        } else if let Some(n) = self.pinned.get_mut(&msg.id) {
+            *n -= 1;
+            if *n == 0 {
+                self.pinned.remove(&msg.id);
+            }
+        }
     }
 }
 
@@ -148,6 +179,7 @@ impl Handler<ForgetSnapshots> for DatastoreActor {
     type Result = ResponseFuture<Result<(), String>>;
     fn handle(&mut self, msg: ForgetSnapshots, _: &mut Context<Self>) -> Self::Result {
         let ds = self.ds.clone();
+        let pinned = self.pinned_set();
         Box::pin(async move {
             blocking(move || {
                 if ds.config().append_only {
@@ -155,7 +187,11 @@ impl Handler<ForgetSnapshots> for DatastoreActor {
                 }
                 let mut ids = Vec::new();
                 for q in &msg.0 {
-                    ids.push(ds.resolve_snapshot(q).map_err(work::err)?.0);
+                    let id = ds.resolve_snapshot(q).map_err(work::err)?.0;
+                    if pinned.contains(&id) {
+                        return Err(format!("snapshot {} is served by an NBD export: delete the export first (GET /api/exports)", id.short()));
+                    }
+                    ids.push(id);
                 }
                 lifeboat_store::forget::forget_snapshots(&ds, &ids).map_err(work::err)
             })
@@ -172,6 +208,8 @@ pub struct Execute {
     pub spec: JobSpec,
     pub keep: KeepRules,
     pub handle: Arc<JobHandle>,
+    /// For VM jobs: the registered VM, claimed for the job's duration.
+    pub vm: Option<(lifeboat_state::VmEntry, crate::connector::VmBusy)>,
 }
 
 impl Handler<Execute> for DatastoreActor {
@@ -179,16 +217,22 @@ impl Handler<Execute> for DatastoreActor {
     fn handle(&mut self, msg: Execute, _: &mut Context<Self>) -> Self::Result {
         let ds = self.ds.clone();
         let tz = self.tz;
+        let pinned = self.pinned_set();
         Box::pin(async move {
             blocking(move || {
                 let h = &msg.handle;
                 match &msg.spec {
-                    JobSpec::Backup { paths, tags, exclude, .. } => work::backup::run(&ds, paths, tags, exclude, &msg.keep, tz, h),
+                    JobSpec::Backup { paths, tags, exclude, .. } => work::backup::run(&ds, paths, tags, exclude, &msg.keep, &pinned, tz, h),
                     JobSpec::Restore { snapshot, target, include, .. } => work::restore::run(&ds, snapshot, target, include, h),
                     JobSpec::Verify { read_data, .. } => work::verify::run(&ds, *read_data, h),
-                    JobSpec::Forget { keep, .. } => work::forget::run(&ds, keep, tz, h),
+                    JobSpec::Forget { keep, .. } => work::forget::run(&ds, keep, &pinned, tz, h),
                     JobSpec::Gc { .. } => work::gc::run(&ds, h),
                     JobSpec::AgentBackup { .. } => Err("agent backups are driven by the agent, not started as jobs".into()),
+                    JobSpec::VmBackup { full, tags, .. } => match &msg.vm {
+                        Some((vm, _busy)) => work::vm_backup::run(&ds, vm, *full, tags, &msg.keep, &pinned, tz, h),
+                        None => Err("internal error: a VM backup without its VM".into()),
+                    },
+                    JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format, h),
                 }
             })
             .await

@@ -6,6 +6,7 @@
 use crate::datastore::Execute;
 use crate::events::{EventsActor, Publish};
 use crate::work::{JobHandle, JobResult};
+use crate::connector::VmRegistry;
 use crate::Datastores;
 use actix::prelude::*;
 use chrono::Utc;
@@ -23,12 +24,17 @@ pub enum JobError {
     UnknownDatastore(String),
     #[error("job {0} not found")]
     NotFound(String),
+    #[error("VM {0:?} is not registered: list them with GET /api/vms, register it with POST /api/vms")]
+    UnknownVm(String),
     #[error("{0}")]
     Invalid(String),
     #[error("job {0} has already finished")]
     Finished(String),
     #[error("saving the job history: {0}")]
     State(String),
+    /// What the job needs is in use by another job.
+    #[error("{0}")]
+    Busy(String),
 }
 
 struct Running {
@@ -45,6 +51,7 @@ pub struct JobsActor {
     datastores: Datastores,
     events: Addr<EventsActor>,
     notifier: Option<Recipient<JobFinished>>,
+    vms: Option<VmRegistry>,
 }
 
 impl JobsActor {
@@ -56,7 +63,7 @@ impl JobsActor {
             tracing::warn!("job history: {p}");
         }
         let history = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
-        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None })
+        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None })
     }
 
     fn log(&self, id: &str, line: &str) {
@@ -134,6 +141,18 @@ pub struct JobFinished {
 #[rtype(result = "()")]
 pub struct SetNotifier(pub Recipient<JobFinished>);
 
+/// The VM registry, for `vm-backup` jobs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetVmRegistry(pub VmRegistry);
+
+impl Handler<SetVmRegistry> for JobsActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetVmRegistry, _: &mut Context<Self>) {
+        self.vms = Some(msg.0);
+    }
+}
+
 impl Handler<SetNotifier> for JobsActor {
     type Result = ();
     fn handle(&mut self, msg: SetNotifier, _: &mut Context<Self>) {
@@ -183,13 +202,24 @@ impl Handler<StartJob> for JobsActor {
             }
         }
         let job = Self::new_job(msg.spec.clone(), msg.schedule, JobState::Running);
+        // A VM job names a registered VM and holds it for its duration
+        // (one backup per VM at a time: QMP serves one client).
+        let vm = match &msg.spec {
+            JobSpec::VmBackup { vm, .. } => {
+                let reg = self.vms.as_ref().ok_or_else(|| JobError::Invalid("this daemon has no VM connector".into()))?;
+                let entry = reg.get(vm).ok_or_else(|| JobError::UnknownVm(vm.clone()))?;
+                let busy = reg.begin(vm, &job.id).map_err(JobError::Busy)?;
+                Some((entry, busy))
+            }
+            _ => None,
+        };
         let handle = self.handle_for(&job.id);
         handle.log(&format!("started {} on datastore {}", job.spec.kind(), job.spec.datastore()));
         self.running.insert(job.id.clone(), Running { handle: handle.clone(), last: JobProgress::default(), notify: msg.notify });
         self.save_and_publish(job.clone());
         let me = ctx.address();
         let id = job.id.clone();
-        let exec = Execute { spec: msg.spec, keep: msg.keep, handle };
+        let exec = Execute { spec: msg.spec, keep: msg.keep, handle, vm };
         actix::spawn(async move {
             let result = ds.send(exec).await.unwrap_or_else(|e| Err(format!("the datastore actor is gone: {e}")));
             me.do_send(Finished { id, result });

@@ -8,10 +8,14 @@
 //! lifecycles and history; `Scheduler` starts due schedules; `Events`
 //! fans state changes out to the API's event stream and the audit log;
 //! `Notifier` mails job reports; `Health` samples the machine;
-//! `Ingest` owns remote agents' upload sessions.
+//! `Ingest` owns remote agents' upload sessions; `Connector` the
+//! registered VMs and their inventory (QMP); `Export` the NBD exports of
+//! backed-up disks.
 
+pub mod connector;
 pub mod datastore;
 pub mod events;
+pub mod export;
 pub mod health;
 pub mod ingest;
 pub mod jobs;
@@ -20,7 +24,9 @@ pub mod scheduler;
 pub mod work;
 
 pub use datastore::{DatastoreActor, ListSnapshots, RunBackup};
+pub use connector::{ConnectorActor, VmRegistry};
 pub use events::EventsActor;
+pub use export::ExportActor;
 pub use ingest::IngestActor;
 pub use health::{GetHealth, HealthActor, WatchDatastore};
 pub use jobs::JobsActor;

@@ -51,6 +51,8 @@ pub fn job_report(job: &JobInfo, appliance: &str) -> JobReport {
         JobSpec::AgentBackup { datastore, hostname, paths, .. } => format!("{hostname}:{} to {datastore}", paths.join(", ")),
         JobSpec::Restore { datastore, snapshot, target, .. } => format!("{datastore}/{snapshot} to {target}"),
         JobSpec::Verify { datastore, .. } | JobSpec::Forget { datastore, .. } | JobSpec::Gc { datastore } => datastore.clone(),
+        JobSpec::VmBackup { datastore, vm, .. } => format!("VM {vm} to {datastore}"),
+        JobSpec::VmRestore { datastore, snapshot, target, .. } => format!("VM {datastore}/{snapshot} to {target}"),
     };
     let mut summary = String::new();
     let p = &job.progress;

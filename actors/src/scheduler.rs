@@ -70,7 +70,7 @@ impl SchedulerActor {
         if self.datastores.get(spec.job.datastore()).is_none() {
             return Err(format!("datastore {:?} does not exist", spec.job.datastore()));
         }
-        if !spec.keep.is_empty() && !matches!(spec.job, JobSpec::Backup { .. }) {
+        if !spec.keep.is_empty() && !matches!(spec.job, JobSpec::Backup { .. } | JobSpec::VmBackup { .. }) {
             return Err("keep rules apply to backup schedules only; for retention alone schedule a forget job".into());
         }
         Ok(())

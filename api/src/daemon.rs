@@ -6,8 +6,8 @@ use crate::ApiState;
 use actix::Actor;
 use actix_web::{web, App, HttpServer};
 use anyhow::{Context, Result};
-use lifeboat_actors::{DatastoreActor, Datastores, EventsActor, HealthActor, IngestActor, JobsActor, NotifierActor, SchedulerActor};
-use lifeboat_state::{AuthStore, Config, DatastoreEntry, JobStore, ScheduleStore, SettingsStore};
+use lifeboat_actors::{ConnectorActor, DatastoreActor, Datastores, EventsActor, ExportActor, HealthActor, IngestActor, JobsActor, NotifierActor, SchedulerActor, VmRegistry};
+use lifeboat_state::{AuthStore, Config, DatastoreEntry, JobStore, ScheduleStore, SettingsStore, VmStore};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -97,6 +97,10 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let schedules = Arc::new(ScheduleStore::open(&state_dir)?);
     let scheduler = SchedulerActor::new(schedules, tz, jobs.clone(), datastores.clone()).start();
     let ingest = IngestActor::new(datastores.clone(), jobs.clone()).start();
+    let vms = VmRegistry::new(Arc::new(VmStore::open(&state_dir)?));
+    jobs.do_send(lifeboat_actors::jobs::SetVmRegistry(vms.clone()));
+    let connector = ConnectorActor::new(vms).start();
+    let exports = ExportActor::new(config.nbd_listen, &state_dir, datastores.clone()).context("preparing NBD exports")?.start();
 
     let hostname = lifeboat_actors::work::backup::hostname();
     let settings = Arc::new(SettingsStore::open(&state_dir)?);
@@ -117,6 +121,8 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
         ingest,
         notifier,
         health: health.clone(),
+        connector,
+        exports,
         settings,
         state_dir: state_dir.clone(),
         tz,

@@ -71,9 +71,9 @@ impl From<lifeboat_actors::jobs::JobError> for ApiErr {
     fn from(e: lifeboat_actors::jobs::JobError) -> Self {
         use lifeboat_actors::jobs::JobError as J;
         match e {
-            J::UnknownDatastore(_) | J::NotFound(_) => ApiErr::NotFound(e.to_string()),
+            J::UnknownDatastore(_) | J::NotFound(_) | J::UnknownVm(_) => ApiErr::NotFound(e.to_string()),
             J::Invalid(_) => ApiErr::BadRequest(e.to_string()),
-            J::Finished(_) => ApiErr::Conflict(e.to_string()),
+            J::Finished(_) | J::Busy(_) => ApiErr::Conflict(e.to_string()),
             J::State(_) => ApiErr::Internal(e.to_string()),
         }
     }
@@ -99,6 +99,29 @@ impl From<lifeboat_state::StateError> for ApiErr {
             S::NotFound(_) => ApiErr::NotFound(e.to_string()),
             S::Conflict(m) => ApiErr::Conflict(m),
             e => ApiErr::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<lifeboat_actors::connector::ConnectorError> for ApiErr {
+    fn from(e: lifeboat_actors::connector::ConnectorError) -> Self {
+        use lifeboat_actors::connector::ConnectorError as C;
+        match e {
+            C::Invalid(m) | C::Unreachable(m) => ApiErr::BadRequest(m),
+            C::NotFound(_) => ApiErr::NotFound(e.to_string()),
+            C::Conflict(m) => ApiErr::Conflict(m),
+            C::State(m) => ApiErr::Internal(m),
+        }
+    }
+}
+
+impl From<lifeboat_actors::export::ExportError> for ApiErr {
+    fn from(e: lifeboat_actors::export::ExportError) -> Self {
+        use lifeboat_actors::export::ExportError as X;
+        match e {
+            X::Invalid(m) => ApiErr::BadRequest(m),
+            X::NotFound(m) => ApiErr::NotFound(m),
+            X::Unavailable(m) => ApiErr::Internal(m),
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod routes;
 pub mod tls;
 
 use actix::Addr;
-use lifeboat_actors::{Datastores, EventsActor, HealthActor, IngestActor, JobsActor, NotifierActor, SchedulerActor};
+use lifeboat_actors::{ConnectorActor, Datastores, EventsActor, ExportActor, HealthActor, IngestActor, JobsActor, NotifierActor, SchedulerActor};
 use lifeboat_state::{AuthStore, SettingsStore};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +28,10 @@ pub struct ApiState {
     pub ingest: Addr<IngestActor>,
     pub notifier: Addr<NotifierActor>,
     pub health: Addr<HealthActor>,
+    /// Registered VMs and their inventory.
+    pub connector: Addr<ConnectorActor>,
+    /// NBD exports of backed-up disks.
+    pub exports: Addr<ExportActor>,
     pub settings: Arc<SettingsStore>,
     pub state_dir: PathBuf,
     pub tz: chrono_tz::Tz,

@@ -4,6 +4,7 @@
 mod commands;
 mod logging;
 mod remote;
+mod remote_vm;
 mod systemd;
 mod ui;
 

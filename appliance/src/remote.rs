@@ -124,6 +124,11 @@ pub enum RemoteCmd {
         #[command(subcommand)]
         cmd: RemoteTokenCmd,
     },
+    /// VMs: list, register, backup, snapshots, restore, export
+    Vm {
+        #[command(subcommand)]
+        cmd: crate::remote_vm::RemoteVmCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -325,6 +330,7 @@ pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
                 Ok(0)
             }
         },
+        RemoteCmd::Vm { cmd } => crate::remote_vm::run(&c, cmd),
         RemoteCmd::Token { cmd } => match cmd {
             RemoteTokenCmd::List => {
                 let list: Vec<TokenInfo> = c.get("/api/tokens")?;
@@ -349,7 +355,7 @@ pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
 
 /// Starts a job and, unless told not to, follows it to its end. The
 /// event stream is opened first so no event of the job can be missed.
-fn run_job(c: &ApiClient, spec: JobSpec, wait: &Wait) -> anyhow::Result<u8> {
+pub(crate) fn run_job(c: &ApiClient, spec: JobSpec, wait: &Wait) -> anyhow::Result<u8> {
     let events = if wait.no_wait { None } else { Some(c.events()?) };
     let job: JobInfo = c.post("/api/jobs", &spec)?;
     match events {

@@ -5,13 +5,15 @@
 //! incremental from the first one's checkpoint), restored byte-identical to
 //! the disk at each backup point; a failed backup ends its job and drops
 //! its checkpoint; a deleted checkpoint falls back to a full read with the
-//! reason.
+//! reason. Registered with the daemon, the domain is listed live and
+//! backed up by vm-backup jobs.
 
 mod common;
 
+use common::daemon::Daemon;
 use common::guest::*;
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -305,6 +307,27 @@ fn libvirt_pull_backup_incremental_restore() {
     assert!(d["full_reason"].as_str().is_some_and(|r| r.contains("no longer exists")), "{again}");
     assert_eq!(d["chunks_reused"].as_u64(), Some(0), "{again}");
     ds.assert_check_clean();
+
+    // 5. The same domain registered with the daemon: listed live, backed
+    // up by vm-backup jobs, the second one incremental.
+    let d = Daemon::start(&t.path().join("state"), None, &[]);
+    let bad = d.call("POST", "/api/vms", Some(&d.admin), Some(&json!({ "source": { "kind": "libvirt", "uri": lv.uri, "domain": "no-such-domain" } })));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.body.contains("no-such-domain"), "{bad:?}");
+    let v = d.admin_ok("POST", "/api/vms", Some(&json!({ "name": "web1", "source": { "kind": "libvirt", "uri": lv.uri, "domain": DOMAIN } })));
+    assert_eq!((v["name"].as_str(), v["status"].as_str(), v["disks"].as_array().map(Vec::len)), (Some("web1"), Some("running"), Some(1)), "{v}");
+    let job = |expect_parent: bool| {
+        let j = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-backup", "datastore": "default", "vm": "web1" })));
+        let j = d.wait_job(j["id"].as_str().unwrap(), Duration::from_secs(300));
+        assert_eq!(j["state"], "succeeded", "{j}\n{}", lv.logs());
+        assert_eq!(j["result"]["parent"].is_string(), expect_parent, "{j}");
+        j["result"].clone()
+    };
+    let first = job(false);
+    let second = job(true);
+    let (r1, r2) = (first["bytes_read"].as_u64().unwrap(), second["bytes_read"].as_u64().unwrap());
+    assert!(r2 < r1 / 4, "the second job read {r2} bytes, the first {r1}: {second}");
+    drop(d);
     drop(ctl);
     drop(lv);
     eprintln!("libvirt: whole test {:.1} s", started.elapsed().as_secs_f64());

@@ -4,11 +4,13 @@
 use super::{err, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::KeepRules;
 use lifeboat_ingest::BackupOptions;
-use lifeboat_store::Datastore;
+use lifeboat_store::{BlobId, Datastore};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub fn run(ds: &Arc<Datastore>, paths: &[String], tags: &[String], exclude: &[String], keep: &KeepRules, tz: chrono_tz::Tz, h: &JobHandle) -> JobResult {
+#[allow(clippy::too_many_arguments)]
+pub fn run(ds: &Arc<Datastore>, paths: &[String], tags: &[String], exclude: &[String], keep: &KeepRules, pinned: &HashSet<BlobId>, tz: chrono_tz::Tz, h: &JobHandle) -> JobResult {
     let opts = BackupOptions {
         sources: paths.iter().map(PathBuf::from).collect(),
         tags: tags.to_vec(),
@@ -25,7 +27,7 @@ pub fn run(ds: &Arc<Datastore>, paths: &[String], tags: &[String], exclude: &[St
     });
     if !keep.is_empty() {
         h.set_phase("applying retention");
-        let removed = super::forget::apply_keep(ds, keep, Some((&out.snapshot.hostname, &out.snapshot.paths)), tz, h)?;
+        let removed = super::forget::apply_keep(ds, keep, Some((&out.snapshot.hostname, &out.snapshot.paths)), pinned, tz, h)?;
         result["forgotten"] = serde_json::json!(removed);
     }
     Ok(JobOutput { result, warnings: out.warnings })

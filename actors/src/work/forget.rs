@@ -4,7 +4,8 @@
 use super::{err, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::KeepRules;
 use lifeboat_store::retention::{self, KeepPolicy};
-use lifeboat_store::Datastore;
+use lifeboat_store::{BlobId, Datastore};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 pub fn policy(k: &KeepRules) -> KeepPolicy {
@@ -18,15 +19,23 @@ pub fn policy(k: &KeepRules) -> KeepPolicy {
     }
 }
 
-pub fn run(ds: &Arc<Datastore>, keep: &KeepRules, tz: chrono_tz::Tz, h: &JobHandle) -> JobResult {
+pub fn run(ds: &Arc<Datastore>, keep: &KeepRules, pinned: &HashSet<BlobId>, tz: chrono_tz::Tz, h: &JobHandle) -> JobResult {
     h.set_phase("applying retention");
-    let removed = apply_keep(ds, keep, None, tz, h)?;
+    let removed = apply_keep(ds, keep, None, pinned, tz, h)?;
     Ok(JobOutput { result: serde_json::json!({ "forgotten": removed }), warnings: vec![] })
 }
 
 /// Applies `keep` to every (host, paths) group, or only to `only`.
-/// Returns the ids removed.
-pub fn apply_keep(ds: &Arc<Datastore>, keep: &KeepRules, only: Option<(&String, &Vec<String>)>, tz: chrono_tz::Tz, h: &JobHandle) -> Result<Vec<String>, String> {
+/// Snapshots in `pinned` (served by exports) are kept whatever the
+/// rules say. Returns the ids removed.
+pub fn apply_keep(
+    ds: &Arc<Datastore>,
+    keep: &KeepRules,
+    only: Option<(&String, &Vec<String>)>,
+    pinned: &HashSet<BlobId>,
+    tz: chrono_tz::Tz,
+    h: &JobHandle,
+) -> Result<Vec<String>, String> {
     let policy = policy(keep);
     if policy.is_empty() {
         return Err("the keep rules are empty, so nothing would be kept: set at least one of last/hourly/daily/weekly/monthly/yearly".into());
@@ -44,6 +53,10 @@ pub fn apply_keep(ds: &Arc<Datastore>, keep: &KeepRules, only: Option<(&String, 
         }
         for d in retention::apply(&policy, &group, &tz) {
             if !d.keep {
+                if pinned.contains(&d.id) {
+                    h.log(&format!("keeping snapshot {}: an NBD export serves it", d.id.short()));
+                    continue;
+                }
                 remove.push(d.id);
             }
         }

@@ -7,6 +7,8 @@ pub mod forget;
 pub mod gc;
 pub mod restore;
 pub mod verify;
+pub mod vm_backup;
+pub mod vm_restore;
 
 use lifeboat_api_types::JobProgress;
 use lifeboat_ingest::Progress;

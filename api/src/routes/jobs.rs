@@ -25,7 +25,7 @@ pub async fn list(_auth: Auth<perm::Read>, st: web::Data<ApiState>, q: web::Quer
     Ok(web::Json(st.jobs.send(ListJobs { running_only: q.running, limit }).await?))
 }
 
-/// Start a job (backup, restore, verify, forget, gc).
+/// Start a job (backup, restore, verify, forget, gc, vm-backup, vm-restore).
 #[utoipa::path(tag = "jobs", security(("bearer" = [])), request_body = JobSpec,
     responses((status = 202, body = JobInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[post("/api/jobs")]
@@ -52,7 +52,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), ApiErr> {
             }
             paths.iter().try_for_each(|p| abs(p, "path"))
         }
-        JobSpec::Restore { target, .. } => abs(target, "target"),
+        JobSpec::Restore { target, .. } | JobSpec::VmRestore { target, .. } => abs(target, "target"),
         _ => Ok(()),
     }
 }

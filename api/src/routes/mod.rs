@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod datastores;
 pub mod events;
+pub mod exports;
 pub mod health;
 pub mod jobs;
 pub mod schedules;
@@ -11,6 +12,7 @@ pub mod session;
 pub mod settings;
 pub mod snapshots;
 pub mod tokens;
+pub mod vms;
 
 use actix_web::web;
 
@@ -53,6 +55,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(agent::tree)
         .service(agent::commit)
         .service(agent::close)
+        .service(vms::list)
+        .service(vms::register)
+        .service(vms::unregister)
+        .service(exports::list)
+        .service(exports::create)
+        .service(exports::delete)
         .service(events::stream)
         .service(crate::openapi::serve_spec);
 }

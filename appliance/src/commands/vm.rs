@@ -14,19 +14,24 @@ use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub enum VmCmd {
+    /// VMs registered with the daemon (its state directory), with their
+    /// live status read over QMP; or, with --libvirt, the domains a
+    /// libvirt daemon knows, with their state
+    List {
+        /// The daemon's state directory
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/lifeboat", conflicts_with = "libvirt")]
+        state_dir: PathBuf,
+        /// libvirt connection URI, e.g. qemu:///system
+        #[arg(long, value_name = "URI")]
+        libvirt: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a running VM's hardware in the neutral format (from its QMP socket)
     Inspect {
         /// QMP socket of the VM (-qmp unix:PATH,server=on,wait=off)
         #[arg(long, value_name = "PATH")]
         qmp: PathBuf,
-    },
-    /// List the VMs (domains) a libvirt daemon knows, with their state
-    List {
-        /// libvirt connection URI, e.g. qemu:///system
-        #[arg(long, value_name = "URI")]
-        libvirt: String,
-        #[arg(long)]
-        json: bool,
     },
     /// Back up a running VM: all disks at one point in time, incremental
     /// through QEMU's dirty bitmaps (or libvirt checkpoints) after the
@@ -119,13 +124,7 @@ pub enum VmCmd {
 
 pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
     match cmd {
-        VmCmd::Inspect { qmp } => {
-            let mut q = Qmp::connect(&qmp)?;
-            let (md, _) = lifeboat_qemu::capture(&mut q)?;
-            println!("{}", String::from_utf8_lossy(&md.to_json()));
-            Ok(0)
-        }
-        VmCmd::List { libvirt, json } => {
+        VmCmd::List { libvirt: Some(libvirt), json, .. } => {
             let domains = lifeboat_libvirt::list_domains(&libvirt)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&domains)?);
@@ -135,6 +134,22 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             for d in &domains {
                 println!("{:<30} {}", d.name, d.state);
             }
+            Ok(0)
+        }
+        VmCmd::List { state_dir, json, libvirt: None } => {
+            let store = lifeboat_state::VmStore::open(&state_dir)?;
+            let list: Vec<_> = store.list().iter().map(lifeboat_actors::connector::probe).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                crate::remote_vm::print_vms(&list);
+            }
+            Ok(0)
+        }
+        VmCmd::Inspect { qmp } => {
+            let mut q = Qmp::connect(&qmp)?;
+            let (md, _) = lifeboat_qemu::capture(&mut q)?;
+            println!("{}", String::from_utf8_lossy(&md.to_json()));
             Ok(0)
         }
         VmCmd::Backup { ds, qmp, libvirt, domain, agent, tags, full, json } => {

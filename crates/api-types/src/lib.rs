@@ -10,8 +10,10 @@ use utoipa::ToSchema;
 
 mod health;
 mod smtp;
+mod vm;
 pub use health::{DatastoreSpace, DiskIo, HealthReport, LoadAverages, Memory};
 pub use smtp::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
+pub use vm::{ExportCreate, ExportInfo, VmDiskInfo, VmInfo, VmRegister, VmSource, VmStatus};
 
 /// What a caller may do. Each API token carries one; the admin's session
 /// is `Admin`.
@@ -230,6 +232,32 @@ pub enum JobSpec {
     /// A backup uploaded by a remote agent (made by the agent API, not
     /// startable through `POST /api/jobs`).
     AgentBackup { datastore: String, agent: String, hostname: String, paths: Vec<String> },
+    /// Back up a registered VM (see `/api/vms`): all disks at one point
+    /// in time, incremental through dirty bitmaps after the first run.
+    VmBackup {
+        datastore: String,
+        /// The VM's registered name.
+        vm: String,
+        /// Read every disk whole (ignore the changed-block bitmaps).
+        #[serde(default)]
+        full: bool,
+        #[serde(default)]
+        tags: Vec<String>,
+    },
+    /// Restore a VM snapshot's disks to image files in a directory on the
+    /// appliance (`<disk>.<format>` plus `vm.json`).
+    VmRestore {
+        datastore: String,
+        snapshot: String,
+        target: String,
+        /// `raw` (default) or `qcow2`.
+        #[serde(default = "raw_format")]
+        format: String,
+    },
+}
+
+fn raw_format() -> String {
+    "raw".into()
 }
 
 impl JobSpec {
@@ -240,7 +268,9 @@ impl JobSpec {
             | JobSpec::Verify { datastore, .. }
             | JobSpec::Forget { datastore, .. }
             | JobSpec::Gc { datastore }
-            | JobSpec::AgentBackup { datastore, .. } => datastore,
+            | JobSpec::AgentBackup { datastore, .. }
+            | JobSpec::VmBackup { datastore, .. }
+            | JobSpec::VmRestore { datastore, .. } => datastore,
         }
     }
 
@@ -252,6 +282,8 @@ impl JobSpec {
             JobSpec::Forget { .. } => "forget",
             JobSpec::Gc { .. } => "gc",
             JobSpec::AgentBackup { .. } => "agent-backup",
+            JobSpec::VmBackup { .. } => "vm-backup",
+            JobSpec::VmRestore { .. } => "vm-restore",
         }
     }
 }
@@ -329,7 +361,8 @@ pub struct ScheduleSpec {
     /// appliance's time zone.
     pub cron: String,
     pub job: JobSpec,
-    /// Applied after each successful backup run.
+    /// Applied after each successful backup or vm-backup run, to the
+    /// snapshots of the same source (host and paths, or VM).
     #[serde(default, skip_serializing_if = "KeepRules::is_empty")]
     pub keep: KeepRules,
     #[serde(default)]

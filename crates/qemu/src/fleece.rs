@@ -76,12 +76,31 @@ fn bitmaps(q: &mut Qmp, node: &str) -> Result<Vec<(String, bool)>, QmpError> {
     Ok(out)
 }
 
+/// Longest unix socket path (sun_path holds 108 bytes with the NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// `workdir/nbd.sock`, or, when that is too long for a unix socket (a
+/// datastore deep in the tree), a fresh name in the system's temp dir.
+fn socket_path(workdir: &Path) -> PathBuf {
+    let p = workdir.join("nbd.sock");
+    if p.as_os_str().len() <= SUN_PATH_MAX {
+        return p;
+    }
+    let tag = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "vm".into());
+    let short = std::env::temp_dir().join(format!("lifeboat-{}.sock", &tag[..tag.len().min(40)]));
+    if short.as_os_str().len() <= SUN_PATH_MAX {
+        short
+    } else {
+        PathBuf::from(format!("/tmp/lifeboat-{}.sock", std::process::id()))
+    }
+}
+
 impl FleeceSession {
     /// Freezes the disks' current state and exports it. `incremental`
     /// asks for the changed-block bitmaps. `workdir` holds the overlays
     /// and the socket (it must be on a filesystem QEMU can write).
     pub fn start(q: &mut Qmp, disks: &[DiskNode], workdir: &Path, incremental: bool) -> Result<Self, FleeceError> {
-        let socket = workdir.join("nbd.sock");
+        let socket = socket_path(workdir);
         let mut exports = Vec::new();
         let mut actions = Vec::new();
         for (i, d) in disks.iter().enumerate() {
@@ -209,5 +228,20 @@ impl FleeceSession {
             }
         }
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_path_fits_a_unix_socket() {
+        let short = Path::new("/var/lib/lifeboat/datastores/default/tmp/vm-ab12");
+        assert_eq!(socket_path(short), short.join("nbd.sock"));
+        let deep = PathBuf::from(format!("/{}/tmp/vm-abb47901eaa60a1d54fd2e9221128d52", "d".repeat(90)));
+        let p = socket_path(&deep);
+        assert!(p.as_os_str().len() <= SUN_PATH_MAX, "{}", p.display());
+        assert!(p.to_string_lossy().contains("vm-abb47901eaa60a1d54fd2e9221128d52"), "{}", p.display());
     }
 }

@@ -155,3 +155,9 @@ pub fn capture(q: &mut Qmp) -> Result<(VmMetadata, Vec<DiskNode>), QmpError> {
     };
     Ok((md, nodes))
 }
+
+/// The run state QEMU reports (`query-status`): `running`, `paused`,
+/// `shutdown`, `internal-error`, ...
+pub fn run_state(q: &mut Qmp) -> Result<String, QmpError> {
+    Ok(q.execute("query-status", json!({}))?["status"].as_str().unwrap_or("").to_string())
+}

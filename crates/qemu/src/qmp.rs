@@ -33,16 +33,25 @@ pub struct Qmp {
     events: VecDeque<Value>,
     /// QEMU's version, from the greeting: "10.0.2".
     pub version: String,
+    /// How long an answer may take.
+    timeout: Duration,
 }
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Qmp {
     pub fn connect(path: &Path) -> Result<Self, QmpError> {
+        Self::connect_timeout(path, COMMAND_TIMEOUT)
+    }
+
+    /// `connect` with a shorter wait for the greeting and every answer:
+    /// a QMP socket serves one client at a time, so an inventory must
+    /// not hang while a backup holds the VM's monitor.
+    pub fn connect_timeout(path: &Path, timeout: Duration) -> Result<Self, QmpError> {
         let s = UnixStream::connect(path).map_err(|e| QmpError::Connect { path: path.into(), source: e })?;
-        s.set_read_timeout(Some(COMMAND_TIMEOUT)).ok();
+        s.set_read_timeout(Some(timeout)).ok();
         let writer = s.try_clone().map_err(|e| QmpError::Io { path: path.into(), source: e })?;
-        let mut q = Qmp { path: path.into(), reader: BufReader::new(s), writer, events: VecDeque::new(), version: String::new() };
+        let mut q = Qmp { path: path.into(), reader: BufReader::new(s), writer, events: VecDeque::new(), version: String::new(), timeout };
         let greeting = q.read_message()?;
         let v = greeting.pointer("/QMP/version/qemu").ok_or_else(|| q.protocol("no QMP greeting"))?;
         q.version = format!("{}.{}.{}", v["major"], v["minor"], v["micro"]);
@@ -60,7 +69,7 @@ impl Qmp {
             line.clear();
             let n = self.reader.read_line(&mut line).map_err(|e| {
                 if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-                    QmpError::Timeout { path: self.path.clone(), what: "answer".into(), secs: COMMAND_TIMEOUT.as_secs() }
+                    QmpError::Timeout { path: self.path.clone(), what: "answer".into(), secs: self.timeout.as_secs() }
                 } else {
                     QmpError::Io { path: self.path.clone(), source: e }
                 }
@@ -121,7 +130,7 @@ impl Qmp {
             }
             self.reader.get_ref().set_read_timeout(Some(left)).ok();
             let m = self.read_message();
-            self.reader.get_ref().set_read_timeout(Some(COMMAND_TIMEOUT)).ok();
+            self.reader.get_ref().set_read_timeout(Some(self.timeout)).ok();
             let m = m?;
             if found(&m) {
                 return Ok(m);

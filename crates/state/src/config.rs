@@ -32,6 +32,11 @@ pub struct Config {
     /// Jobs kept in the history (oldest finished ones are dropped).
     #[serde(default = "default_job_history")]
     pub job_history: usize,
+    /// Where the NBD server for exports (`/api/exports`) listens; port 0
+    /// picks a free one. Loopback by default: NBD has no authentication,
+    /// so only open it to a storage network you trust.
+    #[serde(default = "default_nbd_listen")]
+    pub nbd_listen: SocketAddr,
     /// Datastores configured here; more can be added through the API
     /// (those are kept in the state directory).
     #[serde(default, rename = "datastore")]
@@ -62,6 +67,9 @@ fn default_session_minutes() -> u64 {
 }
 fn default_job_history() -> usize {
     1000
+}
+fn default_nbd_listen() -> SocketAddr {
+    "127.0.0.1:10809".parse().unwrap()
 }
 
 impl Default for Config {

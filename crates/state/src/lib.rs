@@ -1,7 +1,8 @@
 //! What the daemon keeps besides the datastores: its configuration file
 //! (TOML, every key with a default) and its state directory — the admin
 //! password and API tokens (`auth`), job history (`jobs`), schedules
-//! (`schedules`) and settings (`settings`: the SMTP relay). A pure library: the console TUI sets the
+//! (`schedules`), settings (`settings`: the SMTP relay) and registered
+//! VMs (`vms`). A pure library: the console TUI sets the
 //! admin password through the same `AuthStore` the API checks it with.
 //!
 //! Every file is written whole to a temporary name, fsynced and renamed,
@@ -12,12 +13,14 @@ pub mod config;
 pub mod jobs;
 pub mod schedules;
 pub mod settings;
+pub mod vms;
 
 pub use auth::{AuthStore, Principal};
 pub use config::{Config, DatastoreEntry};
 pub use jobs::JobStore;
 pub use schedules::ScheduleStore;
 pub use settings::SettingsStore;
+pub use vms::{VmEntry, VmStore};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

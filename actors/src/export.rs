@@ -1,0 +1,273 @@
+//! `ExportActor`: serves backed-up VM disks over NBD (`lifeboat_nbd`)
+//! straight from the datastore (`lifeboat_vm::image::DatastoreDisk`).
+//! Writable exports put a `CowOverlay` on top whose file lives in the
+//! state directory: the datastore is never written. The NBD server runs
+//! on a small runtime of its own, so disk traffic never shares the API's
+//! arbiters; device calls go to that runtime's blocking pool.
+//!
+//! An export pins its snapshot in the datastore actor (forget refuses
+//! it, retention skips it), so gc keeps its chunks while it is served.
+//! Exports do not outlive the daemon: their overlays are removed at start.
+
+use crate::datastore::{blocking, DatastoreHandle, PinSnapshot};
+use crate::Datastores;
+use actix::prelude::*;
+use chrono::Utc;
+use lifeboat_api_types::{ExportCreate, ExportInfo};
+use lifeboat_nbd::{BlockDevice, CowOverlay, Export, Extent, ReadChunk, Server, ServerConfig};
+use lifeboat_store::BlobId;
+use lifeboat_vm::image::DatastoreDisk;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A device that stops answering once its export is deleted: clients
+/// still connected get EIO instead of reading on (the server keeps a
+/// connection's device until the client leaves).
+struct Gated {
+    inner: Arc<dyn BlockDevice>,
+    open: AtomicBool,
+}
+
+impl Gated {
+    fn check(&self) -> io::Result<()> {
+        if self.open.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(io::Error::other("the export was deleted"))
+        }
+    }
+}
+
+impl BlockDevice for Gated {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
+    }
+    fn read_at(&self, off: u64, len: u32) -> io::Result<Vec<ReadChunk>> {
+        self.check()?;
+        self.inner.read_at(off, len)
+    }
+    fn block_status(&self, off: u64, len: u32) -> io::Result<Vec<Extent>> {
+        self.check()?;
+        self.inner.block_status(off, len)
+    }
+    fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
+        self.check()?;
+        self.inner.write_at(off, data)
+    }
+    fn write_zeroes(&self, off: u64, len: u32, may_trim: bool) -> io::Result<()> {
+        self.check()?;
+        self.inner.write_zeroes(off, len, may_trim)
+    }
+    fn trim(&self, off: u64, len: u32) -> io::Result<()> {
+        self.check()?;
+        self.inner.trim(off, len)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.check()?;
+        self.inner.flush()
+    }
+}
+
+struct Live {
+    info: ExportInfo,
+    device: Arc<Gated>,
+    snapshot: BlobId,
+}
+
+pub struct ExportActor {
+    listen: SocketAddr,
+    /// `<state>/exports`: one directory per writable export's overlay.
+    dir: PathBuf,
+    datastores: Datastores,
+    server: Server,
+    runtime: Option<tokio::runtime::Runtime>,
+    bound: Option<SocketAddr>,
+    exports: BTreeMap<String, Live>,
+}
+
+impl ExportActor {
+    /// Removes overlays left by a previous run (exports do not survive a
+    /// restart). The listener is opened with the first export.
+    pub fn new(listen: SocketAddr, state_dir: &std::path::Path, datastores: Datastores) -> io::Result<Self> {
+        let dir = state_dir.join("exports");
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("removing old export overlays in {}: {e}", dir.display()))),
+        }
+        Ok(ExportActor { listen, dir, datastores, server: Server::new(ServerConfig::default()), runtime: None, bound: None, exports: BTreeMap::new() })
+    }
+
+    fn ensure_listening(&mut self) -> Result<SocketAddr, ExportError> {
+        if let Some(a) = self.bound {
+            return Ok(a);
+        }
+        let fail = |e: io::Error| ExportError::Unavailable(format!("cannot serve NBD on {}: {e}; set nbd_listen in the config", self.listen));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("nbd").enable_all().build().map_err(fail)?;
+        let std_listener = std::net::TcpListener::bind(self.listen).map_err(fail)?;
+        std_listener.set_nonblocking(true).map_err(fail)?;
+        let addr = std_listener.local_addr().map_err(fail)?;
+        let listener = {
+            let _in = rt.enter();
+            tokio::net::TcpListener::from_std(std_listener).map_err(fail)?
+        };
+        let server = self.server.clone();
+        rt.spawn(async move {
+            if let Err(e) = server.serve_tcp(listener).await {
+                tracing::error!("NBD server stopped: {e}");
+            }
+        });
+        tracing::info!(%addr, "NBD server for exports listening");
+        self.runtime = Some(rt);
+        self.bound = Some(addr);
+        Ok(addr)
+    }
+
+    fn uri(addr: SocketAddr, name: &str) -> String {
+        let host = if addr.ip().is_unspecified() {
+            crate::work::backup::hostname()
+        } else if addr.is_ipv6() {
+            format!("[{}]", addr.ip())
+        } else {
+            addr.ip().to_string()
+        };
+        format!("nbd://{host}:{}/{name}", addr.port())
+    }
+}
+
+impl Actor for ExportActor {
+    type Context = Context<Self>;
+}
+
+impl Drop for ExportActor {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one panics; let it go quietly.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<ExportInfo, ExportError>")]
+pub struct CreateExport(pub ExportCreate);
+
+impl Handler<CreateExport> for ExportActor {
+    type Result = ResponseActFuture<Self, Result<ExportInfo, ExportError>>;
+    fn handle(&mut self, msg: CreateExport, _: &mut Context<Self>) -> Self::Result {
+        let req = msg.0;
+        let ds_addr = match self.datastores.get(&req.datastore) {
+            Some(a) => a,
+            None => return Box::pin(actix::fut::ready(Err(ExportError::NotFound(format!("datastore {:?} does not exist: list them with GET /api/datastores", req.datastore))))),
+        };
+        let id = lifeboat_state::random_hex(4);
+        let overlay_dir = self.dir.join(&id);
+        let req2 = req.clone();
+        let fut = async move {
+            let ds = ds_addr.send(DatastoreHandle).await.map_err(|e| ExportError::Unavailable(format!("datastore {:?}: {e}", req2.datastore)))?;
+            let r = blocking(move || -> Result<(BlobId, String, Arc<dyn BlockDevice>), ExportError> {
+                let (sid, snap) = ds.resolve_snapshot(&req2.snapshot).map_err(|e| ExportError::NotFound(format!("{e:#}")))?;
+                let (md, disks) = lifeboat_qemu::load_vm(&ds, &snap).map_err(|e| ExportError::Invalid(format!("snapshot {}: {e}", sid.short())))?;
+                let ids: Vec<&str> = md.disks.iter().map(|d| d.id.as_str()).collect();
+                let disk = match &req2.disk {
+                    Some(d) => d.clone(),
+                    None if ids.len() == 1 => ids[0].to_string(),
+                    None => return Err(ExportError::Invalid(format!("VM {} has {} disks ({}): name one in \"disk\"", md.name, ids.len(), ids.join(", ")))),
+                };
+                let node = lifeboat_qemu::backup::disk_node(&disks, &disk)
+                    .ok_or_else(|| ExportError::NotFound(format!("VM {} in snapshot {} has no disk {disk:?} (disks: {})", md.name, sid.short(), ids.join(", "))))?;
+                let base = DatastoreDisk::new(ds.clone(), node);
+                let device: Arc<dyn BlockDevice> = if req2.writable {
+                    std::fs::create_dir_all(&overlay_dir).map_err(|e| ExportError::Unavailable(format!("creating {}: {e}", overlay_dir.display())))?;
+                    let p = overlay_dir.join(format!("{disk}.overlay"));
+                    Arc::new(CowOverlay::open(base, &p).map_err(|e| ExportError::Unavailable(format!("creating the overlay {}: {e}", p.display())))?)
+                } else {
+                    Arc::new(base)
+                };
+                Ok((sid, disk, device))
+            })
+            .await
+            .unwrap_or_else(|e| Err(ExportError::Unavailable(e)))?;
+            Ok((ds_addr, r))
+        };
+        Box::pin(fut.into_actor(self).map(move |res: Result<_, ExportError>, act, _| {
+            let (ds_addr, (sid, disk, device)) = res?;
+            // Only a valid request opens the listener.
+            let addr = act.ensure_listening()?;
+            let device = Arc::new(Gated { inner: device, open: AtomicBool::new(true) });
+            let name = id.clone();
+            act.server.add_export(Export::new(name.clone(), device.clone()).with_description(format!("{} disk {disk}", sid.short())));
+            ds_addr.do_send(PinSnapshot { id: sid, pin: true });
+            let info = ExportInfo {
+                id: id.clone(),
+                datastore: req.datastore.clone(),
+                snapshot: sid.to_hex(),
+                disk,
+                writable: req.writable,
+                size: device.size(),
+                uri: Self::uri(addr, &name),
+                name,
+                created: Utc::now(),
+            };
+            tracing::info!(export = %info.id, uri = %info.uri, writable = info.writable, "export created");
+            act.exports.insert(id, Live { info: info.clone(), device, snapshot: sid });
+            Ok(info)
+        }))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<ExportInfo>")]
+pub struct ListExports;
+
+impl Handler<ListExports> for ExportActor {
+    type Result = MessageResult<ListExports>;
+    fn handle(&mut self, _: ListExports, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.exports.values().map(|l| l.info.clone()).collect())
+    }
+}
+
+/// Closes an export: new clients cannot open it, connected ones get
+/// errors, its overlay is removed, its snapshot unpinned.
+#[derive(Message)]
+#[rtype(result = "Result<(), ExportError>")]
+pub struct DeleteExport(pub String);
+
+impl Handler<DeleteExport> for ExportActor {
+    type Result = Result<(), ExportError>;
+    fn handle(&mut self, msg: DeleteExport, _: &mut Context<Self>) -> Self::Result {
+        let live = self.exports.remove(&msg.0).ok_or_else(|| ExportError::NotFound(format!("export {} not found: list them with GET /api/exports", msg.0)))?;
+        self.server.remove_export(&live.info.name);
+        live.device.open.store(false, Ordering::Release);
+        if let Some(ds) = self.datastores.get(&live.info.datastore) {
+            ds.do_send(PinSnapshot { id: live.snapshot, pin: false });
+        }
+        let dir = self.dir.join(&live.info.id);
+        actix::spawn(async move {
+            let _ = blocking(move || match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => tracing::warn!("removing {}: {e}", dir.display()),
+                _ => {}
+            })
+            .await;
+        });
+        tracing::info!(export = %live.info.id, "export deleted");
+        Ok(())
+    }
+}

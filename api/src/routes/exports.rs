@@ -1,0 +1,34 @@
+use crate::auth::{perm, Auth};
+use crate::error::ApiErr;
+use crate::ApiState;
+use actix_web::{delete, get, post, web, HttpResponse};
+use lifeboat_actors::export::{CreateExport, DeleteExport, ListExports};
+use lifeboat_api_types::{ApiError, ExportCreate, ExportInfo};
+
+/// NBD exports being served.
+#[utoipa::path(tag = "exports", security(("bearer" = [])),
+    responses((status = 200, body = [ExportInfo]), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+#[get("/api/exports")]
+pub async fn list(_auth: Auth<perm::Read>, st: web::Data<ApiState>) -> Result<web::Json<Vec<ExportInfo>>, ApiErr> {
+    Ok(web::Json(st.exports.send(ListExports).await?))
+}
+
+/// Serve one disk of a VM snapshot over NBD (read-only unless
+/// `writable`, whose writes go to an overlay, never to the datastore).
+#[utoipa::path(tag = "exports", security(("bearer" = [])), request_body = ExportCreate,
+    responses((status = 201, body = ExportInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+#[post("/api/exports")]
+pub async fn create(auth: Auth<perm::Operate>, st: web::Data<ApiState>, body: web::Json<ExportCreate>) -> Result<HttpResponse, ApiErr> {
+    let info = st.exports.send(CreateExport(body.into_inner())).await??;
+    tracing::info!(export = %info.id, by = %auth.principal.name, "export created");
+    Ok(HttpResponse::Created().json(info))
+}
+
+/// Close an export and remove its overlay.
+#[utoipa::path(tag = "exports", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+#[delete("/api/exports/{id}")]
+pub async fn delete(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiErr> {
+    st.exports.send(DeleteExport(id.into_inner())).await??;
+    Ok(HttpResponse::NoContent().finish())
+}

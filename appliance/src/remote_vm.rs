@@ -1,0 +1,191 @@
+//! Remote mode for VMs: `lifeboat --server URL --token T vm ...`. The
+//! VMs, datastores and paths are the appliance's; backups and restores
+//! are daemon jobs followed with the same progress bar as file backups.
+
+use crate::remote::{run_job, DsName, Wait};
+use clap::Subcommand;
+use lifeboat_api_types::*;
+use lifeboat_client::ApiClient;
+
+#[derive(Subcommand)]
+pub enum RemoteVmCmd {
+    /// Registered VMs with their live status and disks
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a running QEMU VM by its QMP socket on the appliance, or a
+    /// libvirt domain (--libvirt URI --domain NAME)
+    Register {
+        /// QMP socket (-qmp unix:PATH,server=on,wait=off)
+        #[arg(long, value_name = "PATH", required_unless_present = "libvirt", conflicts_with = "libvirt")]
+        qmp: Option<String>,
+        /// libvirt connection URI on the appliance, e.g. qemu:///system
+        #[arg(long, value_name = "URI", requires = "domain")]
+        libvirt: Option<String>,
+        /// The libvirt domain's name
+        #[arg(long, value_name = "NAME", requires = "libvirt")]
+        domain: Option<String>,
+        /// qemu-ga socket: freeze the guest's filesystems at backup points
+        #[arg(long, value_name = "PATH")]
+        agent: Option<String>,
+        /// Name in the appliance (default: QEMU's -name)
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Forget a registered VM (its backups stay)
+    Unregister { name: String },
+    /// Back up a registered VM (incremental after the first backup)
+    Backup {
+        #[command(flatten)]
+        ds: DsName,
+        /// Read every disk whole
+        #[arg(long)]
+        full: bool,
+        #[arg(long = "tag", value_name = "T")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        wait: Wait,
+        vm: String,
+    },
+    /// VM snapshots in a datastore
+    Snapshots {
+        #[command(flatten)]
+        ds: DsName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a VM snapshot's disks into a directory on the appliance
+    Restore {
+        #[command(flatten)]
+        ds: DsName,
+        #[arg(long, default_value = "raw", value_parser = ["raw", "qcow2"])]
+        format: String,
+        #[command(flatten)]
+        wait: Wait,
+        snapshot: String,
+        target: String,
+    },
+    /// Serve a disk of a VM snapshot over NBD; prints its nbd:// URI
+    Export {
+        #[command(flatten)]
+        ds: DsName,
+        /// Disk id (needed when the VM has several)
+        #[arg(long, value_name = "ID")]
+        disk: Option<String>,
+        /// Accept writes (into an overlay; the backup stays as it is)
+        #[arg(long)]
+        writable: bool,
+        #[arg(long)]
+        json: bool,
+        snapshot: String,
+    },
+    /// NBD exports being served
+    Exports {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close an export and remove its overlay
+    Unexport { id: String },
+}
+
+pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
+    match cmd {
+        RemoteVmCmd::List { json } => {
+            let list: Vec<VmInfo> = c.get("/api/vms")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_vms(&list);
+            }
+            Ok(0)
+        }
+        RemoteVmCmd::Register { qmp, libvirt, domain, agent, name } => {
+            let source = match (qmp, libvirt, domain) {
+                (_, Some(uri), Some(domain)) => VmSource::Libvirt { uri, domain },
+                (Some(qmp), _, _) => VmSource::Qmp { qmp, agent },
+                _ => anyhow::bail!("give --qmp PATH, or --libvirt URI with --domain NAME"),
+            };
+            let v: VmInfo = c.post("/api/vms", &VmRegister { name, source })?;
+            println!("registered VM {} ({}, {} disks)", v.name, status_word(v.status), v.disks.len());
+            Ok(0)
+        }
+        RemoteVmCmd::Unregister { name } => {
+            c.delete::<()>(&format!("/api/vms/{name}"))?;
+            println!("VM {name} unregistered; its backups stay");
+            Ok(0)
+        }
+        RemoteVmCmd::Backup { ds, full, tags, wait, vm } => run_job(c, JobSpec::VmBackup { datastore: ds.datastore, vm, full, tags }, &wait),
+        RemoteVmCmd::Snapshots { ds, json } => {
+            let list: Vec<SnapshotInfo> = c.get(&format!("/api/datastores/{}/snapshots", ds.datastore))?;
+            let list: Vec<SnapshotInfo> = list.into_iter().filter(|s| s.kind == "vm").collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(0);
+            }
+            println!("{:<9} {:<20} {:<20} {:>10}  host", "id", "time (UTC)", "vm", "size");
+            for s in list {
+                let vm = s.paths.first().map(|p| p.trim_start_matches("vm:")).unwrap_or("");
+                println!(
+                    "{:<9} {:<20} {:<20} {:>10}  {}{}",
+                    &s.id[..8.min(s.id.len())],
+                    s.time.format("%Y-%m-%d %H:%M:%S"),
+                    vm,
+                    crate::ui::bytes(s.bytes),
+                    s.hostname,
+                    if s.damaged { "  DAMAGED" } else { "" }
+                );
+            }
+            Ok(0)
+        }
+        RemoteVmCmd::Restore { ds, format, wait, snapshot, target } => run_job(c, JobSpec::VmRestore { datastore: ds.datastore, snapshot, target, format }, &wait),
+        RemoteVmCmd::Export { ds, disk, writable, json, snapshot } => {
+            let e: ExportInfo = c.post("/api/exports", &ExportCreate { datastore: ds.datastore, snapshot, disk, writable })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                eprintln!("export {}: disk {} of snapshot {} ({}, {})", e.id, e.disk, &e.snapshot[..8], crate::ui::bytes(e.size), if e.writable { "writable, copy-on-write" } else { "read-only" });
+                println!("{}", e.uri);
+            }
+            Ok(0)
+        }
+        RemoteVmCmd::Exports { json } => {
+            let list: Vec<ExportInfo> = c.get("/api/exports")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for e in list {
+                    println!("{:<10} {:<9} {:<12} {:<10} {}", e.id, &e.snapshot[..8], e.disk, if e.writable { "writable" } else { "read-only" }, e.uri);
+                }
+            }
+            Ok(0)
+        }
+        RemoteVmCmd::Unexport { id } => {
+            c.delete::<()>(&format!("/api/exports/{id}"))?;
+            println!("export {id} closed");
+            Ok(0)
+        }
+    }
+}
+
+fn status_word(s: VmStatus) -> &'static str {
+    match s {
+        VmStatus::Running => "running",
+        VmStatus::Paused => "paused",
+        VmStatus::Stopped => "stopped",
+        VmStatus::Unreachable => "unreachable",
+    }
+}
+
+/// One line per VM: name, status, CPUs, memory, disks (shared with the
+/// local `vm list`).
+pub fn print_vms(list: &[VmInfo]) {
+    println!("{:<20} {:<12} {:>4} {:>8}  disks", "name", "status", "cpus", "memory");
+    for v in list {
+        let disks: Vec<String> = v.disks.iter().map(|d| format!("{} {} {}", d.id, crate::ui::bytes(d.size), d.format)).collect();
+        println!("{:<20} {:<12} {:>4} {:>7}M  {}", v.name, status_word(v.status), v.cpus, v.memory_mib, disks.join(", "));
+        if let Some(e) = &v.error {
+            println!("  {e}");
+        }
+    }
+}

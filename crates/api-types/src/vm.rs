@@ -1,0 +1,113 @@
+//! VMs registered with the daemon (the `Connector` actor's inventory)
+//! and NBD exports of backed-up disks (the `Export` actor).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Where a registered VM is reached. Tagged by `kind` so other
+/// hypervisor connectors (libvirt) can be added beside QMP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum VmSource {
+    /// A QEMU process's QMP socket (`-qmp unix:PATH,server=on,wait=off`).
+    Qmp {
+        /// Absolute path of the QMP unix socket on the appliance.
+        qmp: String,
+        /// qemu-ga socket: freeze the guest's filesystems at backup points.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+    },
+    /// A libvirt domain, backed up through libvirt's backup API (pull
+    /// mode, checkpoints for incrementals).
+    Libvirt {
+        /// libvirt connection URI, e.g. `qemu:///system`.
+        uri: String,
+        /// The domain's name in libvirt.
+        domain: String,
+    },
+}
+
+/// `POST /api/vms`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmRegister {
+    /// Name for the VM in the API and in jobs (letters, digits, `-`, `_`);
+    /// default: the name QEMU reports (`-name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub source: VmSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmStatus {
+    Running,
+    Paused,
+    /// QEMU answers but the guest is not running (shut down, crashed, ...).
+    Stopped,
+    /// The socket does not answer: QEMU is gone or the path is wrong.
+    Unreachable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmDiskInfo {
+    /// Guest device id, the disk's id in backups.
+    pub id: String,
+    pub size: u64,
+    /// Image format QEMU reads (raw, qcow2, ...).
+    pub format: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub file: String,
+}
+
+/// A registered VM with its live inventory (empty when unreachable).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmInfo {
+    pub name: String,
+    pub source: VmSource,
+    pub registered: DateTime<Utc>,
+    pub status: VmStatus,
+    /// What went wrong when `unreachable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The name QEMU reports (`-name`); backups are grouped by it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub qemu_name: String,
+    #[serde(default)]
+    pub cpus: u32,
+    #[serde(default)]
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub disks: Vec<VmDiskInfo>,
+}
+
+/// `POST /api/exports`: serve one disk of a VM snapshot over NBD.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExportCreate {
+    pub datastore: String,
+    /// Snapshot id (or unique prefix) of a VM backup.
+    pub snapshot: String,
+    /// Disk id; may be left out when the VM has one disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// Accept writes into a copy-on-write overlay in the state directory
+    /// (the datastore is never written). Default: read-only.
+    #[serde(default)]
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExportInfo {
+    pub id: String,
+    pub datastore: String,
+    /// Full snapshot id.
+    pub snapshot: String,
+    pub disk: String,
+    pub writable: bool,
+    pub size: u64,
+    /// The NBD export name.
+    pub name: String,
+    /// `nbd://HOST:PORT/NAME`, for qemu-img, nbdinfo or QEMU's `-drive`.
+    pub uri: String,
+    pub created: DateTime<Utc>,
+}

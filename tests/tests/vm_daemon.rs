@@ -1,0 +1,275 @@
+//! VM backup through the daemon, with the tiny test guest under QEMU
+//! (TCG): the VM is registered by its QMP socket and listed with its
+//! live inventory; `vm-backup` jobs run full, then incremental (few bytes
+//! read) while the guest keeps writing after the backup point; a restore
+//! through the remote CLI is byte-identical to the disk at that point
+//! (qemu-img compare). A dirty bitmap removed behind lifeboat's back
+//! makes the next backup a full read that says why, and that restore is
+//! identical too. NBD exports of a snapshot: nbdinfo and qemu-img compare
+//! read them, a read-only one refuses writes (qemu-io), a writable one
+//! keeps writes in its overlay, and an exported snapshot cannot be
+//! forgotten.
+
+mod common;
+
+use common::daemon::Daemon;
+use common::guest::*;
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn qemu_img(args: &[&str]) -> std::process::Output {
+    Command::new("qemu-img").args(args).output().expect("run qemu-img")
+}
+
+/// Copies the (paused) guest's disk as it is now.
+fn snapshot_disk(disk: &Path, to: &Path) {
+    let o = qemu_img(&["convert", "-U", "-f", "raw", "-O", "raw", disk.to_str().unwrap(), to.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn identical(a: &str, b: &Path) -> (bool, String) {
+    let o = qemu_img(&["compare", "-U", "-f", "raw", "-F", "raw", a, b.to_str().unwrap()]);
+    (o.status.code() == Some(0), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+fn control(ctl: &mut Lines, cmd: &str, want: &str, timeout: Duration) {
+    ctl.send(cmd);
+    let l = ctl.line(timeout).unwrap_or_else(|| panic!("no answer to {cmd:?}"));
+    assert!(l.starts_with(want), "{cmd:?} answered {l:?}");
+}
+
+/// The backup's NBD socket once it has exported its point in time: in
+/// its work directory, or in /tmp when that path is too long for a socket.
+fn fleece_socket(ds: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(ds.join("tmp")).ok()?.flatten().find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        [e.path().join("nbd.sock"), std::env::temp_dir().join(format!("lifeboat-{}.sock", &name[..name.len().min(40)]))].into_iter().find(|p| p.exists())
+    })
+}
+
+fn start_backup(d: &Daemon, vm: &str) -> String {
+    let j = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-backup", "datastore": "default", "vm": vm })));
+    j["id"].as_str().unwrap().to_string()
+}
+
+#[track_caller]
+fn succeeded(d: &Daemon, id: &str) -> Value {
+    let j = d.wait_job(id, Duration::from_secs(300));
+    assert_eq!(j["state"], "succeeded", "{j}\n--- job log\n{}", d.call("GET", &format!("/api/jobs/{id}/log"), Some(&d.admin), None).body);
+    j["result"].clone()
+}
+
+fn qemu_io(uri: &str, cmd: &str) -> std::process::Output {
+    Command::new("qemu-io").args(["-f", "raw", "-c", cmd, uri]).output().expect("run qemu-io")
+}
+
+#[test]
+fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
+    require_root();
+    let t = scratch("vm-daemon");
+    let disk = build_guest("tiny", t.path());
+    let run = t.path().join("run");
+    let mut vm = Vm::boot_with(&disk, &run, &[], None, &lifeboat_qmp_args(&run));
+    vm.wait_console("LIFEBOAT TEST GUEST lifeboat-tiny READY", Duration::from_secs(180));
+    let mut ctl = Lines::connect(&vm.sock("control.sock"), Duration::from_secs(10));
+    control(&mut ctl, "write 8", "wrote 8", Duration::from_secs(120));
+    control(&mut ctl, "sync", "synced", Duration::from_secs(60));
+    let mut qmp = Qmp::connect(&vm.sock("qmp.sock"));
+    let lbqmp = run.join("lb-qmp.sock");
+
+    // Each backup holds 3 s at its point in time, for the guest to write.
+    let state = t.path().join("state");
+    let d = Daemon::start(&state, Some("nbd_listen = \"127.0.0.1:0\"\n"), &[("LIFEBOAT_FAILPOINTS", "vm-fleeced=sleep3000")]);
+    let ds = state.join("datastores/default");
+
+    // Registration: a dead socket is refused, naming it; the live one
+    // registers under QEMU's name and lists with its hardware.
+    let dead = t.path().join("nothing.sock");
+    let r = d.call("POST", "/api/vms", Some(&d.admin), Some(&json!({ "source": { "kind": "qmp", "qmp": dead } })));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.json()["message"].as_str().unwrap().contains(dead.to_str().unwrap()), "{r:?}");
+    let ro = d.token("reader", "read-only");
+    let r = d.call("POST", "/api/vms", Some(&ro), Some(&json!({ "source": { "kind": "qmp", "qmp": lbqmp } })));
+    assert_eq!(r.status, 403, "{r:?}");
+    let v = d.admin_ok("POST", "/api/vms", Some(&json!({ "source": { "kind": "qmp", "qmp": lbqmp } })));
+    assert_eq!(v["name"], "lifeboat-test-guest", "{v}");
+    let list = d.call("GET", "/api/vms", Some(&ro), None).json();
+    let g = &list[0];
+    assert_eq!((g["status"].as_str(), g["cpus"].as_u64()), (Some("running"), Some(1)), "{list}");
+    let disk_size = g["disks"][0]["size"].as_u64().unwrap();
+    assert_eq!(disk_size, std::fs::metadata(&disk).unwrap().len(), "{list}");
+    assert!(g["memory_mib"].as_u64().unwrap() > 0 && g["disks"][0]["format"] == "raw", "{list}");
+    let o = run_cmd({
+        let mut c = d.remote(&ro);
+        c.args(["vm", "list"]);
+        c
+    });
+    o.expect_ok();
+    assert!(o.stdout.contains("lifeboat-test-guest") && o.stdout.contains("running"), "{o}");
+    let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "vm-backup", "datastore": "default", "vm": "nope" })));
+    assert_eq!(r.status, 404, "{r:?}");
+
+    // 1. Full backup, from the remote CLI (which follows the job).
+    let o = run_cmd({
+        let mut c = d.remote(&d.admin);
+        c.args(["vm", "backup", "--datastore", "default", "--json", "lifeboat-test-guest"]);
+        c
+    });
+    o.expect_ok();
+    let job1 = o.json();
+    assert_eq!((job1["state"].as_str(), job1["spec"]["kind"].as_str()), (Some("succeeded"), Some("vm-backup")), "{job1}");
+    let full = job1["result"].clone();
+    let id1 = full["snapshot"].as_str().unwrap().to_string();
+    assert!(full["parent"].is_null(), "{full}");
+
+    // 2. Incremental, the guest writing after the point.
+    control(&mut ctl, "write 4", "wrote 4", Duration::from_secs(120));
+    control(&mut ctl, "sync", "synced", Duration::from_secs(60));
+    qmp.cmd("stop", json!({}));
+    let ref2 = t.path().join("ref2.raw");
+    snapshot_disk(&disk, &ref2);
+    let j2 = start_backup(&d, "lifeboat-test-guest");
+    assert!(wait_until(Duration::from_secs(60), || fleece_socket(&ds).is_some()), "the backup never exported its point in time");
+    // While the job holds the VM's monitor, listing does not wait for it.
+    let busy = d.admin_ok("GET", "/api/vms", None);
+    assert!(busy[0]["error"].as_str().unwrap_or("").contains(&j2), "{busy}");
+    qmp.cmd("cont", json!({}));
+    control(&mut ctl, "write 8", "wrote 8", Duration::from_secs(120));
+    control(&mut ctl, "sync", "synced", Duration::from_secs(60));
+    let inc = succeeded(&d, &j2);
+    assert!(!identical(disk.to_str().unwrap(), &ref2).0, "the guest did not change its disk after the backup point");
+    let id2 = inc["snapshot"].as_str().unwrap().to_string();
+    let read = inc["bytes_read"].as_u64().unwrap();
+    eprintln!("incremental read {read} of {disk_size} bytes");
+    assert_eq!(inc["parent"].as_str(), Some(id1.as_str()), "{inc}");
+    assert!(inc["full_reason"].is_null() && read >= 4 << 20 && read * 4 < disk_size, "{inc}");
+    let out2 = t.path().join("restore2");
+    let o = run_cmd({
+        let mut c = d.remote(&d.admin);
+        c.args(["vm", "restore", "--datastore", "default", &id2]).arg(&out2);
+        c
+    });
+    o.expect_ok();
+    let disk_id = inc["disks"][0]["id"].as_str().unwrap().to_string();
+    let restored2 = out2.join(format!("{disk_id}.raw"));
+    let (same, why) = identical(restored2.to_str().unwrap(), &ref2);
+    assert!(same, "restore of the incremental differs from the disk at its point: {why}");
+
+    // 3. The bitmap is lost behind lifeboat's back: a full read, reported.
+    let blocks = qmp.cmd("query-block", json!({}));
+    let ins = blocks.as_array().unwrap().iter().find_map(|b| b.get("inserted")).expect("an inserted disk").clone();
+    let node = ins["node-name"].as_str().unwrap().to_string();
+    let nodes = qmp.cmd("query-named-block-nodes", json!({ "flat": true }));
+    let this = nodes.as_array().unwrap().iter().find(|n| n["node-name"] == node.as_str()).expect("the disk's node").clone();
+    let named: Vec<String> = this["dirty-bitmaps"].as_array().into_iter().flatten().filter_map(|b| b["name"].as_str().map(String::from)).collect();
+    assert!(named.iter().any(|n| n.starts_with("lifeboat-")), "no lifeboat dirty bitmap after two backups: {this}");
+    for b in &named {
+        qmp.cmd("block-dirty-bitmap-remove", json!({ "node": node, "name": b }));
+    }
+    control(&mut ctl, "write 2", "wrote 2", Duration::from_secs(120));
+    control(&mut ctl, "sync", "synced", Duration::from_secs(60));
+    qmp.cmd("stop", json!({}));
+    let ref3 = t.path().join("ref3.raw");
+    snapshot_disk(&disk, &ref3);
+    let third = succeeded(&d, &start_backup(&d, "lifeboat-test-guest"));
+    qmp.cmd("cont", json!({}));
+    let reason = third["full_reason"].as_str().unwrap_or_else(|| panic!("no full_reason after the bitmap was removed: {third}"));
+    assert!(reason.contains("bitmap"), "{third}");
+    assert_eq!(third["parent"].as_str(), Some(id2.as_str()), "{third}");
+    assert!(third["bytes_read"].as_u64().unwrap() > read * 2 && third["disks"][0]["chunks_reused"] == 0, "{third}");
+    let id3 = third["snapshot"].as_str().unwrap().to_string();
+    let out3 = t.path().join("restore3");
+    let j = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-restore", "datastore": "default", "snapshot": id3, "target": out3 })));
+    succeeded(&d, j["id"].as_str().unwrap());
+    let (same, why) = identical(out3.join(format!("{disk_id}.raw")).to_str().unwrap(), &ref3);
+    assert!(same, "restore after the bitmap-lost fallback differs: {why}");
+
+    // 4. Exports of snapshot 2: read with real clients, read-only refuses
+    // writes, a writable one keeps them in its overlay only.
+    let o = run_cmd({
+        let mut c = d.remote(&d.admin);
+        c.args(["vm", "export", "--json", &id2[..12]]);
+        c
+    });
+    o.expect_ok();
+    let e = o.json();
+    let uri = e["uri"].as_str().unwrap().to_string();
+    assert_eq!((e["writable"].as_bool(), e["size"].as_u64(), e["snapshot"].as_str()), (Some(false), Some(disk_size), Some(id2.as_str())), "{e}");
+    let info = Command::new("nbdinfo").arg("--size").arg(&uri).output().expect("run nbdinfo");
+    assert_eq!(String::from_utf8_lossy(&info.stdout).trim(), disk_size.to_string(), "nbdinfo: {}", String::from_utf8_lossy(&info.stderr));
+    let (same, why) = identical(&uri, &restored2);
+    assert!(same, "the export differs from the restored disk: {why}");
+    let w = qemu_io(&uri, "write -P 0xab 0 64k");
+    let text = format!("{}{}", String::from_utf8_lossy(&w.stdout), String::from_utf8_lossy(&w.stderr));
+    eprintln!("qemu-io write to the read-only export: {:?} {}", w.status.code(), text.trim());
+    assert!(!w.status.success() || text.contains("failed") || text.contains("ermission") || text.contains("read-only") || text.contains("read only"), "a write to a read-only export was accepted: {text}");
+    let r = d.call("DELETE", &format!("/api/datastores/default/snapshots/{id2}"), Some(&d.admin), None);
+    assert!((400..500).contains(&r.status) && r.body.contains("export"), "forgetting an exported snapshot: {r:?}");
+
+    let wr = d.admin_ok("POST", "/api/exports", Some(&json!({ "datastore": "default", "snapshot": id2, "disk": disk_id, "writable": true })));
+    let wuri = wr["uri"].as_str().unwrap().to_string();
+    let w = qemu_io(&wuri, "write -P 0xab 1M 64k");
+    assert!(w.status.success(), "write to a writable export: {}", String::from_utf8_lossy(&w.stderr));
+    let rd = qemu_io(&wuri, "read -P 0xab 1M 64k");
+    assert!(rd.status.success() && !String::from_utf8_lossy(&rd.stdout).contains("Pattern verification failed"), "{rd:?}");
+    let overlays = state.join("exports").join(wr["id"].as_str().unwrap());
+    assert!(overlays.is_dir(), "no overlay directory {}", overlays.display());
+    let listed = d.admin_ok("GET", "/api/exports", None);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    for x in [&e, &wr] {
+        let r = d.call("DELETE", &format!("/api/exports/{}", x["id"].as_str().unwrap()), Some(&d.admin), None);
+        assert_eq!(r.status, 204, "{r:?}");
+    }
+    assert!(wait_until(Duration::from_secs(10), || !overlays.exists()), "the overlay stayed after the export was deleted");
+    assert!(!Command::new("nbdinfo").arg("--size").arg(&uri).output().unwrap().status.success(), "a deleted export still answers");
+    assert_eq!(d.admin_ok("GET", "/api/exports", None), json!([]));
+    // The datastore never saw the overlay's write.
+    let again = t.path().join("again");
+    let j = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-restore", "datastore": "default", "snapshot": id2, "target": again })));
+    succeeded(&d, j["id"].as_str().unwrap());
+    let (same, why) = identical(again.join(format!("{disk_id}.raw")).to_str().unwrap(), &ref2);
+    assert!(same, "snapshot 2 changed after a writable export: {why}");
+
+    // A schedule's keep rules touch only this VM's snapshots: not the
+    // file backup in the same datastore.
+    let files = t.path().join("files");
+    write_file(&files.join("a.txt"), b"not a VM");
+    let fb = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "backup", "datastore": "default", "paths": [files] })));
+    let file_snap = succeeded(&d, fb["id"].as_str().unwrap())["snapshot"].as_str().unwrap().to_string();
+    let sched = d.admin_ok(
+        "POST",
+        "/api/schedules",
+        Some(&json!({ "name": "guest-nightly", "cron": "0 0 3 * * *", "job": { "kind": "vm-backup", "datastore": "default", "vm": "lifeboat-test-guest" }, "keep": { "last": 1 } })),
+    );
+    let j = d.admin_ok("POST", &format!("/api/schedules/{}/run", sched["id"].as_str().unwrap()), None);
+    let fourth = succeeded(&d, j["id"].as_str().unwrap());
+    let mut forgotten: Vec<&str> = fourth["forgotten"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    forgotten.sort();
+    let mut older = vec![id1.as_str(), id2.as_str(), id3.as_str()];
+    older.sort();
+    assert_eq!(forgotten, older, "{fourth}");
+    let snaps = d.admin_ok("GET", "/api/datastores/default/snapshots", None);
+    let left: Vec<&str> = snaps.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(left.len(), 2, "{snaps}");
+    assert!(left.contains(&file_snap.as_str()) && left.contains(&fourth["snapshot"].as_str().unwrap()), "{snaps}");
+
+    // The registry is on disk: the local CLI reads it, and it can go.
+    let o = run_cmd({
+        let mut c = lb_cmd();
+        c.args(["vm", "list", "--state-dir"]).arg(&state);
+        c
+    });
+    o.expect_ok();
+    assert!(o.stdout.contains("lifeboat-test-guest"), "{o}");
+    assert_eq!(d.call("DELETE", "/api/vms/lifeboat-test-guest", Some(&d.admin), None).status, 204);
+    assert_eq!(d.admin_ok("GET", "/api/vms", None), json!([]));
+
+    control(&mut ctl, "poweroff", "poweroff", Duration::from_secs(30));
+    drop((qmp, ctl));
+    vm.wait_exit(Duration::from_secs(90));
+    let log = d.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
