@@ -15,7 +15,7 @@ use common::guest::*;
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const DOMAIN: &str = "lifeboat-libvirt-test";
@@ -141,28 +141,6 @@ fn domain_xml(disk: &Path, run: &Path) -> String {
     )
 }
 
-fn qemu_img(args: &[&str]) -> std::process::Output {
-    Command::new("qemu-img").args(args).output().expect("run qemu-img")
-}
-
-/// The (paused, hence flushed) domain's qcow2 disk as a raw file.
-fn snapshot_disk(disk: &Path, to: &Path) {
-    let o = qemu_img(&["convert", "-U", "-f", "qcow2", "-O", "raw", disk.to_str().unwrap(), to.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn identical(a: &Path, fa: &str, b: &Path) -> (bool, String) {
-    let o = qemu_img(&["compare", "-U", "-f", fa, "-F", "raw", a.to_str().unwrap(), b.to_str().unwrap()]);
-    (o.status.code() == Some(0), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
-}
-
-fn control(ctl: &mut Lines, cmd: &str, want: &str, timeout: Duration) -> String {
-    ctl.send(cmd);
-    let l = ctl.line(timeout).unwrap_or_else(|| panic!("no answer to {cmd:?}"));
-    assert!(l.starts_with(want), "{cmd:?} answered {l:?}");
-    l
-}
-
 fn vm_backup(ds: &Ds, uri: &str, failpoints: Option<&str>) -> ChildGuard {
     let mut c = lb_cmd();
     c.args(["vm", "backup", "--datastore"]).arg(&ds.path).args(["--libvirt", uri, "--domain", DOMAIN, "--json"]);
@@ -232,7 +210,7 @@ fn libvirt_pull_backup_incremental_restore() {
     // 1. Full backup; the guest writes after the point, during the read.
     lv.virsh(&["suspend", DOMAIN]);
     let ref1 = t.path().join("ref1.raw");
-    snapshot_disk(&disk, &ref1);
+    snapshot_disk(&disk, "qcow2", &ref1);
     let mut b = vm_backup(&ds, &lv.uri, Some("vm-fleeced=sleep4000"));
     if !wait_until(Duration::from_secs(60), || export_socket(&ds.path).is_some() || !b.running()) || !b.running() {
         b.signal(libc::SIGKILL);
@@ -267,7 +245,7 @@ fn libvirt_pull_backup_incremental_restore() {
     control(&mut ctl, "sync", "synced", Duration::from_secs(60));
     lv.virsh(&["suspend", DOMAIN]);
     let ref2 = t.path().join("ref2.raw");
-    snapshot_disk(&disk, &ref2);
+    snapshot_disk(&disk, "qcow2", &ref2);
     let o = vm_backup(&ds, &lv.uri, None).wait();
     lv.virsh(&["resume", DOMAIN]);
     assert!(o.ok(), "{o}\n{}", lv.logs());

@@ -11,30 +11,7 @@ use common::guest::*;
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn qemu_img(args: &[&str]) -> std::process::Output {
-    Command::new("qemu-img").args(args).output().expect("run qemu-img")
-}
-
-/// Copies the (paused) guest's disk as it is now.
-fn snapshot_disk(disk: &Path, to: &Path) {
-    let o = qemu_img(&["convert", "-U", "-f", "raw", "-O", "raw", disk.to_str().unwrap(), to.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn identical(a: &Path, fa: &str, b: &Path) -> (bool, String) {
-    let o = qemu_img(&["compare", "-U", "-f", fa, "-F", "raw", a.to_str().unwrap(), b.to_str().unwrap()]);
-    (o.status.code() == Some(0), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
-}
-
-fn control(ctl: &mut Lines, cmd: &str, want: &str, timeout: Duration) -> String {
-    ctl.send(cmd);
-    let l = ctl.line(timeout).unwrap_or_else(|| panic!("no answer to {cmd:?}"));
-    assert!(l.starts_with(want), "{cmd:?} answered {l:?}");
-    l
-}
 
 fn vm_backup(ds: &Ds, qmp: &Path, failpoints: Option<&str>) -> ChildGuard {
     let mut c2 = lb_cmd();
@@ -80,7 +57,7 @@ fn vm_backup_incremental_restore_and_instant_restore() {
     // 1. Full backup; the guest writes after the point, during the backup.
     qmp.cmd("stop", json!({}));
     let ref1 = t.path().join("ref1.raw");
-    snapshot_disk(&disk, &ref1);
+    snapshot_disk(&disk, "raw", &ref1);
     let b = vm_backup(&ds, &lbqmp, Some("vm-fleeced=sleep6000"));
     assert!(wait_until(Duration::from_secs(60), || fleece_socket(&ds.path).is_some()), "the backup never exported its point in time");
     qmp.cmd("cont", json!({}));
@@ -111,7 +88,7 @@ fn vm_backup_incremental_restore_and_instant_restore() {
     control(&mut ctl, "sync", "synced", Duration::from_secs(60));
     qmp.cmd("stop", json!({}));
     let ref2 = t.path().join("ref2.raw");
-    snapshot_disk(&disk, &ref2);
+    snapshot_disk(&disk, "raw", &ref2);
     let o = vm_backup(&ds, &lbqmp, None).wait();
     o.expect_ok();
     qmp.cmd("cont", json!({}));

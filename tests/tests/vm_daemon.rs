@@ -20,27 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn qemu_img(args: &[&str]) -> std::process::Output {
-    Command::new("qemu-img").args(args).output().expect("run qemu-img")
-}
-
-/// Copies the (paused) guest's disk as it is now.
-fn snapshot_disk(disk: &Path, to: &Path) {
-    let o = qemu_img(&["convert", "-U", "-f", "raw", "-O", "raw", disk.to_str().unwrap(), to.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn identical(a: &str, b: &Path) -> (bool, String) {
-    let o = qemu_img(&["compare", "-U", "-f", "raw", "-F", "raw", a, b.to_str().unwrap()]);
-    (o.status.code() == Some(0), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
-}
-
-fn control(ctl: &mut Lines, cmd: &str, want: &str, timeout: Duration) {
-    ctl.send(cmd);
-    let l = ctl.line(timeout).unwrap_or_else(|| panic!("no answer to {cmd:?}"));
-    assert!(l.starts_with(want), "{cmd:?} answered {l:?}");
-}
-
 /// The backup's NBD socket once it has exported its point in time: in
 /// its work directory, or in /tmp when that path is too long for a socket.
 fn fleece_socket(ds: &Path) -> Option<PathBuf> {
@@ -130,7 +109,7 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     control(&mut ctl, "sync", "synced", Duration::from_secs(60));
     qmp.cmd("stop", json!({}));
     let ref2 = t.path().join("ref2.raw");
-    snapshot_disk(&disk, &ref2);
+    snapshot_disk(&disk, "raw", &ref2);
     let j2 = start_backup(&d, "lifeboat-test-guest");
     assert!(wait_until(Duration::from_secs(60), || fleece_socket(&ds).is_some()), "the backup never exported its point in time");
     // While the job holds the VM's monitor, listing does not wait for it.
@@ -140,7 +119,7 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     control(&mut ctl, "write 8", "wrote 8", Duration::from_secs(120));
     control(&mut ctl, "sync", "synced", Duration::from_secs(60));
     let inc = succeeded(&d, &j2);
-    assert!(!identical(disk.to_str().unwrap(), &ref2).0, "the guest did not change its disk after the backup point");
+    assert!(!identical(disk.to_str().unwrap(), "raw", &ref2).0, "the guest did not change its disk after the backup point");
     let id2 = inc["snapshot"].as_str().unwrap().to_string();
     let read = inc["bytes_read"].as_u64().unwrap();
     eprintln!("incremental read {read} of {disk_size} bytes");
@@ -155,7 +134,7 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     o.expect_ok();
     let disk_id = inc["disks"][0]["id"].as_str().unwrap().to_string();
     let restored2 = out2.join(format!("{disk_id}.raw"));
-    let (same, why) = identical(restored2.to_str().unwrap(), &ref2);
+    let (same, why) = identical(restored2.to_str().unwrap(), "raw", &ref2);
     assert!(same, "restore of the incremental differs from the disk at its point: {why}");
 
     // 3. The bitmap is lost behind lifeboat's back: a full read, reported.
@@ -173,7 +152,7 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     control(&mut ctl, "sync", "synced", Duration::from_secs(60));
     qmp.cmd("stop", json!({}));
     let ref3 = t.path().join("ref3.raw");
-    snapshot_disk(&disk, &ref3);
+    snapshot_disk(&disk, "raw", &ref3);
     let third = succeeded(&d, &start_backup(&d, "lifeboat-test-guest"));
     qmp.cmd("cont", json!({}));
     let reason = third["full_reason"].as_str().unwrap_or_else(|| panic!("no full_reason after the bitmap was removed: {third}"));
@@ -184,7 +163,7 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     let out3 = t.path().join("restore3");
     let j = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-restore", "datastore": "default", "snapshot": id3, "target": out3 })));
     succeeded(&d, j["id"].as_str().unwrap());
-    let (same, why) = identical(out3.join(format!("{disk_id}.raw")).to_str().unwrap(), &ref3);
+    let (same, why) = identical(out3.join(format!("{disk_id}.raw")).to_str().unwrap(), "raw", &ref3);
     assert!(same, "restore after the bitmap-lost fallback differs: {why}");
 
     // 4. Exports of snapshot 2: read with real clients, read-only refuses
@@ -200,7 +179,7 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     assert_eq!((e["writable"].as_bool(), e["size"].as_u64(), e["snapshot"].as_str()), (Some(false), Some(disk_size), Some(id2.as_str())), "{e}");
     let info = Command::new("nbdinfo").arg("--size").arg(&uri).output().expect("run nbdinfo");
     assert_eq!(String::from_utf8_lossy(&info.stdout).trim(), disk_size.to_string(), "nbdinfo: {}", String::from_utf8_lossy(&info.stderr));
-    let (same, why) = identical(&uri, &restored2);
+    let (same, why) = identical(&uri, "raw", &restored2);
     assert!(same, "the export differs from the restored disk: {why}");
     let w = qemu_io(&uri, "write -P 0xab 0 64k");
     let text = format!("{}{}", String::from_utf8_lossy(&w.stdout), String::from_utf8_lossy(&w.stderr));
@@ -230,7 +209,7 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     let again = t.path().join("again");
     let j = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-restore", "datastore": "default", "snapshot": id2, "target": again })));
     succeeded(&d, j["id"].as_str().unwrap());
-    let (same, why) = identical(again.join(format!("{disk_id}.raw")).to_str().unwrap(), &ref2);
+    let (same, why) = identical(again.join(format!("{disk_id}.raw")).to_str().unwrap(), "raw", &ref2);
     assert!(same, "snapshot 2 changed after a writable export: {why}");
 
     // A schedule's keep rules touch only this VM's snapshots: not the

@@ -239,3 +239,28 @@ pub fn lifeboat_qmp_args(run: &Path) -> Vec<String> {
         "chardev=lbqmp,mode=control".into(),
     ]
 }
+
+pub fn qemu_img(args: &[&str]) -> std::process::Output {
+    Command::new("qemu-img").args(args).output().expect("run qemu-img")
+}
+
+/// Copies a (paused, hence flushed) guest disk of format `fmt` as raw.
+pub fn snapshot_disk(disk: &Path, fmt: &str, to: &Path) {
+    let o = qemu_img(&["convert", "-U", "-f", fmt, "-O", "raw", disk.to_str().unwrap(), to.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `qemu-img compare` of `a` (an image of format `fa`, or an nbd:// URI)
+/// with the raw image `b`: whether they are equal, and what it said.
+pub fn identical(a: impl AsRef<std::ffi::OsStr>, fa: &str, b: &Path) -> (bool, String) {
+    let o = Command::new("qemu-img").args(["compare", "-U", "-f", fa, "-F", "raw"]).arg(a).arg(b).output().expect("run qemu-img");
+    (o.status.code() == Some(0), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+/// Sends a command to the guest's control port and checks the answer.
+pub fn control(ctl: &mut Lines, cmd: &str, want: &str, timeout: Duration) -> String {
+    ctl.send(cmd);
+    let l = ctl.line(timeout).unwrap_or_else(|| panic!("no answer to {cmd:?}"));
+    assert!(l.starts_with(want), "{cmd:?} answered {l:?}");
+    l
+}
