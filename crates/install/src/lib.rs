@@ -421,21 +421,21 @@ pub fn fstab(root_uuid: &str, esp_uuid: &str) -> String {
     )
 }
 
-/// The GRUB menu both the BIOS and the UEFI GRUB read: serial and screen,
-/// one entry, the root by UUID.
+/// The GRUB configuration both the BIOS and the UEFI GRUB read: serial
+/// and screen, the root by UUID, and no menu: a menu's countdown stops at
+/// any key, and a key typed (or line noise) on the serial console while
+/// the firmware starts would leave the appliance waiting at the menu.
 pub fn grub_cfg(root_uuid: &str, kver: &str, kernel_args: &str) -> String {
     format!(
         "# Written by the Lifeboat installer.\n\
          serial --unit=0 --speed=115200\n\
          terminal_input serial console\n\
          terminal_output serial console\n\
-         set default=0\n\
-         set timeout=1\n\
          search --no-floppy --fs-uuid --set=root {root_uuid}\n\
-         menuentry \"Lifeboat\" {{\n\
-         \tlinux /boot/vmlinuz-{kver} root=UUID={root_uuid} ro {kernel_args}\n\
-         \tinitrd /boot/initrd.img-{kver}\n\
-         }}\n"
+         echo 'Booting Lifeboat'\n\
+         linux /boot/vmlinuz-{kver} root=UUID={root_uuid} ro {kernel_args}\n\
+         initrd /boot/initrd.img-{kver}\n\
+         boot\n"
     )
 }
 
