@@ -151,7 +151,16 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let http = config.listen_plain.and_then(|_| addrs.get(1).copied());
     let started = Started { https, http, fingerprint: cert.fingerprint, health };
     tracing::info!(https = %started.https, fingerprint = %started.fingerprint, "API listening");
+    // The console's read-only way in (lifeboat_state::console).
+    let access = lifeboat_state::console::ConsoleAccess {
+        url: lifeboat_state::console::ConsoleAccess::url_for(https, http),
+        fingerprint: started.fingerprint.clone(),
+        token: state.auth.issue_console_token(),
+        pid: std::process::id(),
+    };
+    access.write(&state_dir).context("writing the console's access file")?;
     on_ready(&started);
-    server.run().await.context("the API server failed")?;
-    Ok(())
+    let res = server.run().await.context("the API server failed");
+    let _ = std::fs::remove_file(lifeboat_state::console::ConsoleAccess::path(&state_dir));
+    res
 }

@@ -19,6 +19,10 @@ pub enum Page {
     Summary,
     Done,
     Status,
+    /// The live system's first page: install, or set up and run live.
+    Live,
+    /// Install to disk (live system only).
+    Install,
 }
 
 /// The wizard's pages in order.
@@ -44,6 +48,23 @@ pub enum DiskDialog {
     Format { index: usize, fstype: FsType, typed: String },
     /// Import datastore number `choice` of `disks[index]`.
     Import { index: usize, choice: usize },
+}
+
+/// Where "Install to disk" is.
+#[derive(Clone, Debug)]
+pub enum InstallStage {
+    /// Choosing the target disk (`install_row`).
+    Pick,
+    /// Typing the disk's name to confirm.
+    Confirm { index: usize, typed: String },
+    Running { disk: PathBuf, progress: lifeboat_install::Progress },
+    Done(lifeboat_install::Installed),
+    Failed(String),
+}
+
+enum InstallMsg {
+    Progress(lifeboat_install::Progress),
+    Finished(Result<lifeboat_install::Installed, String>),
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +109,22 @@ pub struct App {
     /// Ctrl-L: repaint the whole screen (kernel messages on a serial
     /// console can overwrite it).
     pub repaint: bool,
+    /// Selected row on the live page: 0 install, 1 run live.
+    pub live_row: usize,
+    pub install: InstallStage,
+    /// Selected disk on the install page.
+    pub install_row: usize,
+    install_rx: Option<std::sync::mpsc::Receiver<InstallMsg>>,
+    /// The setup lock, while this console runs the wizard or an install.
+    lock: Option<crate::lock::SetupLock>,
+    /// Another console that holds the setup lock: this one waits.
+    pub busy: Option<crate::lock::Owner>,
+    /// Switch to the status screen when another console finishes setup.
+    watch_setup: bool,
+    tty: String,
+    /// The daemon as its API last answered (status screen).
+    pub status: crate::status::DaemonStatus,
+    fetcher: crate::status::StatusFetcher,
 }
 
 const READING_DISKS: &str = "Reading the disks...";
@@ -125,10 +162,12 @@ impl App {
         let time = Form::new(vec![Field::text("Time zone", if zone.is_empty() { "UTC".into() } else { zone }), Field::text("NTP servers", ntp)]);
         let password = Form::new(vec![Field::secret("Password"), Field::secret("Repeat password")]);
         let first = force_wizard || !env.setup_done();
+        let fetcher = crate::status::StatusFetcher::new(env.daemon.state_dir());
+        let first_page = if env.live.is_some() { Page::Live } else { Page::Network };
         let mut app = App {
             env,
             mode: if first { Mode::Wizard } else { Mode::Settings },
-            page: if first { Page::Network } else { Page::Status },
+            page: if first { first_page } else { Page::Status },
             network,
             hostname,
             time,
@@ -143,7 +182,18 @@ impl App {
             done: DoneInfo::default(),
             quit: false,
             repaint: false,
+            live_row: 0,
+            install: InstallStage::Pick,
+            install_row: 0,
+            install_rx: None,
+            lock: None,
+            busy: None,
+            watch_setup: false,
+            tty: crate::lock::own_tty(),
+            status: crate::status::DaemonStatus::Unknown,
+            fetcher,
         };
+        app.watch_setup = first && !app.env.setup_done();
         if !first {
             app.refresh_done_info();
         }
@@ -165,10 +215,20 @@ impl App {
 
     fn go(&mut self, page: Page) {
         self.page = page;
-        if page == Page::Disks {
+        if page == Page::Disks || page == Page::Install {
             self.dialog = None;
+            self.install = InstallStage::Pick;
             self.set_info(READING_DISKS);
             self.pending = Some(Pending::ListDisks);
+        }
+    }
+
+    /// Where Esc leads from the first wizard page and the install page.
+    fn home(&self) -> Page {
+        if self.mode == Mode::Wizard && self.env.live.is_some() {
+            Page::Live
+        } else {
+            Page::Status
         }
     }
 
@@ -188,6 +248,8 @@ impl App {
                 let i = WIZARD.iter().position(|p| *p == self.page).unwrap_or(0);
                 if i > 0 {
                     self.go(WIZARD[i - 1]);
+                } else if self.env.live.is_some() {
+                    self.go(Page::Live);
                 }
             }
             Mode::Settings => self.go(Page::Status),
@@ -201,6 +263,10 @@ impl App {
         }
         if key.code == KeyCode::Char('l') && key.modifiers.contains(KeyModifiers::CONTROL) {
             self.repaint = true;
+            return;
+        }
+        // One console at a time runs setup.
+        if self.mode == Mode::Wizard && self.lock.is_none() && !self.take_lock("setup") {
             return;
         }
         // A message stays until the next key.
@@ -240,13 +306,26 @@ impl App {
                     self.go(Page::Status);
                 }
             }
+            Page::Live => match key.code {
+                KeyCode::Up | KeyCode::Down | KeyCode::Tab => self.live_row = 1 - self.live_row.min(1),
+                KeyCode::Char('i') => self.go(Page::Install),
+                KeyCode::Char('w') => self.go(Page::Network),
+                KeyCode::Enter if self.live_row == 0 => self.go(Page::Install),
+                KeyCode::Enter => self.go(Page::Network),
+                _ => {}
+            },
+            Page::Install => self.install_key(key),
             Page::Status => match key.code {
+                KeyCode::Char('i') if self.env.live.is_some() => self.go(Page::Install),
                 KeyCode::Char('n') => self.go(Page::Network),
                 KeyCode::Char('h') => self.go(Page::Hostname),
                 KeyCode::Char('t') => self.go(Page::Time),
                 KeyCode::Char('p') => self.go(Page::Password),
                 KeyCode::Char('d') => self.go(Page::Disks),
-                KeyCode::Char('r') => self.refresh_done_info(),
+                KeyCode::Char('r') => {
+                    self.refresh_done_info();
+                    self.fetcher.refresh();
+                }
                 KeyCode::Char('q') => self.quit = true,
                 _ => {}
             },
@@ -474,6 +553,7 @@ impl App {
                     self.disks = d;
                     self.disk_error = None;
                     self.disk_row = self.disk_row.min(self.disks.len());
+                    self.install_row = self.install_row.min(self.disks.len().saturating_sub(1));
                     if self.message == Some((Level::Info, READING_DISKS.into())) {
                         self.message = None;
                     }
@@ -502,6 +582,9 @@ impl App {
             }
             Pending::ApplyPlan(plan) => match self.env.apply_plan(&plan) {
                 Ok(ds) => {
+                    // Done: the other console may show the status now.
+                    self.mode = Mode::Settings;
+                    self.lock = None;
                     self.password.clear_secrets();
                     self.refresh_done_info();
                     self.done.datastore = ds;
@@ -510,6 +593,183 @@ impl App {
                 }
                 Err(e) => self.set_error(format!("{e:#}")),
             },
+        }
+    }
+
+    // ------------------------------------------------------------ install
+
+    fn install_key(&mut self, key: KeyEvent) {
+        match self.install.clone() {
+            InstallStage::Pick => {
+                let rows = self.disks.len().max(1);
+                match key.code {
+                    KeyCode::Up => self.install_row = (self.install_row + rows - 1) % rows,
+                    KeyCode::Down | KeyCode::Tab => self.install_row = (self.install_row + 1) % rows,
+                    KeyCode::Char('r') => self.pending = Some(Pending::ListDisks),
+                    KeyCode::Esc => self.page = self.home(),
+                    KeyCode::Enter => {
+                        let Some(d) = self.disks.get(self.install_row) else { return };
+                        if let Some(why) = d.format_refusal() {
+                            self.set_error(format!("Cannot install to this disk: {why}."));
+                        } else if d.size < lifeboat_install::MIN_DISK_SIZE {
+                            self.set_error(format!(
+                                "{} is too small: the appliance needs at least {}.",
+                                d.path.display(),
+                                lifeboat_disks::human_size(lifeboat_install::MIN_DISK_SIZE)
+                            ));
+                        } else {
+                            self.install = InstallStage::Confirm { index: self.install_row, typed: String::new() };
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            InstallStage::Confirm { index, mut typed } => match key.code {
+                KeyCode::Esc => self.install = InstallStage::Pick,
+                KeyCode::Backspace => {
+                    typed.pop();
+                    self.install = InstallStage::Confirm { index, typed };
+                }
+                KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    self.install = InstallStage::Confirm { index, typed: String::new() };
+                }
+                KeyCode::Char(c) => {
+                    typed.push(c);
+                    self.install = InstallStage::Confirm { index, typed };
+                }
+                KeyCode::Enter => {
+                    let d = &self.disks[index];
+                    let t = typed.trim();
+                    if t != d.name && d.path != Path::new(t) {
+                        return self.set_error(format!("Type {} to confirm: installing erases everything on {}.", d.name, d.path.display()));
+                    }
+                    self.start_install(index);
+                }
+                _ => {}
+            },
+            InstallStage::Running { .. } => {}
+            InstallStage::Done(_) => match key.code {
+                KeyCode::Char('r') => self.power("reboot"),
+                KeyCode::Char('p') => self.power("poweroff"),
+                KeyCode::Esc => self.page = self.home(),
+                _ => {}
+            },
+            InstallStage::Failed(_) => {
+                if matches!(key.code, KeyCode::Enter | KeyCode::Esc) {
+                    self.go(Page::Install);
+                }
+            }
+        }
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.env.root.join(crate::lock::SETUP_LOCK)
+    }
+
+    /// Takes the setup lock; false (and `busy` set) when another console
+    /// holds it.
+    fn take_lock(&mut self, activity: &str) -> bool {
+        match crate::lock::SetupLock::acquire(&self.lock_path(), &self.tty, activity) {
+            Ok(Ok(l)) => {
+                self.lock = Some(l);
+                self.busy = None;
+                true
+            }
+            Ok(Err(owner)) => {
+                self.busy = Some(owner);
+                false
+            }
+            Err(e) => {
+                // Not fatal: the wizard itself will say what cannot be written.
+                self.set_error(format!("cannot take the setup lock {}: {e}", self.lock_path().display()));
+                true
+            }
+        }
+    }
+
+    /// Runs the install on its own thread; `tick` shows its progress.
+    fn start_install(&mut self, index: usize) {
+        if self.lock.is_none() && !self.take_lock("install to disk") {
+            return;
+        }
+        let Some(live) = self.env.live.clone() else {
+            return self.set_error("This is not a live system: there is nothing to install from.");
+        };
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let req = lifeboat_install::InstallRequest {
+            disk: self.disks[index].clone(),
+            source: live,
+            kernel_args: lifeboat_install::installed_kernel_args(&cmdline),
+            system_paths: self.env.system_paths(),
+        };
+        let disk = req.disk.path.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ptx = tx.clone();
+            let res = lifeboat_install::install(&req, &mut |p| {
+                let _ = ptx.send(InstallMsg::Progress(p));
+            });
+            let _ = tx.send(InstallMsg::Finished(res.map_err(|e| e.to_string())));
+        });
+        self.install_rx = Some(rx);
+        let progress = lifeboat_install::Progress { step: lifeboat_install::Step::Check, percent: 0, detail: String::new() };
+        self.install = InstallStage::Running { disk, progress };
+    }
+
+    fn power(&mut self, verb: &str) {
+        if !self.env.live() {
+            return self.set_info(format!("Not the running system (--root): would {verb} now."));
+        }
+        match std::process::Command::new("systemctl").arg(verb).status() {
+            Ok(s) if s.success() => self.set_info(format!("{verb}...")),
+            Ok(s) => self.set_error(format!("systemctl {verb} failed ({s})")),
+            Err(e) => self.set_error(format!("cannot run systemctl {verb}: {e}")),
+        }
+    }
+
+    /// Called between key presses: follows the other console's setup,
+    /// takes in background results.
+    pub fn tick(&mut self) {
+        if self.watch_setup && self.lock.is_none() && self.mode == Mode::Wizard {
+            if self.env.setup_done() {
+                let by = self.busy.take().map(|o| format!(" on {}", o.tty)).unwrap_or_default();
+                self.mode = Mode::Settings;
+                self.go(Page::Status);
+                self.refresh_done_info();
+                self.set_info(format!("Setup was completed{by}."));
+                self.repaint = true;
+            } else {
+                let me = std::process::id();
+                let busy = crate::lock::holder(&self.lock_path()).filter(|o| o.pid != me);
+                if busy != self.busy {
+                    self.busy = busy;
+                    self.repaint = true;
+                }
+            }
+        }
+        if self.page == Page::Status && self.busy.is_none() {
+            if let Some(st) = self.fetcher.poll() {
+                self.status = st;
+            }
+        }
+        let Some(rx) = &self.install_rx else { return };
+        let mut finished = None;
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                InstallMsg::Progress(p) => {
+                    if let InstallStage::Running { progress, .. } = &mut self.install {
+                        *progress = p;
+                    }
+                }
+                InstallMsg::Finished(r) => finished = Some(r),
+            }
+        }
+        if let Some(r) = finished {
+            self.install_rx = None;
+            self.install = match r {
+                Ok(done) => InstallStage::Done(done),
+                Err(e) => InstallStage::Failed(e),
+            };
         }
     }
 

@@ -1,7 +1,7 @@
 //! Rendering the console's pages with ratatui: plain lines, so the screen
 //! reads the same on a VGA console, a serial line and in tmux.
 
-use crate::app::{App, DiskDialog, Level, Mode, Page, WIZARD};
+use crate::app::{App, DiskDialog, InstallStage, Level, Mode, Page, WIZARD};
 use crate::form::Form;
 use crate::setup::DiskChoice;
 use crate::system;
@@ -13,6 +13,9 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
 fn title(app: &App) -> String {
+    if app.busy.is_some() {
+        return " Lifeboat - setup in progress ".into();
+    }
     let name = match app.page {
         Page::Network => "Network",
         Page::Hostname => "Hostname",
@@ -22,6 +25,8 @@ fn title(app: &App) -> String {
         Page::Summary => "Summary",
         Page::Done => "Setup complete",
         Page::Status => "Status",
+        Page::Live => "live system",
+        Page::Install => "Install to disk",
     };
     match app.step() {
         Some(n) => format!(" Lifeboat setup - step {n} of {}: {name} ", WIZARD.len()),
@@ -30,6 +35,9 @@ fn title(app: &App) -> String {
 }
 
 fn help(app: &App) -> &'static str {
+    if app.busy.is_some() {
+        return "Ctrl-L: repaint";
+    }
     match app.page {
         Page::Disks if app.dialog.is_some() => match app.dialog {
             Some(DiskDialog::Format { .. }) => "Type the disk name, Enter: confirm  Left/Right: file system  Esc: cancel",
@@ -38,7 +46,16 @@ fn help(app: &App) -> &'static str {
         Page::Disks => "Up/Down: choose  Enter: select  r: rescan  Esc: back",
         Page::Summary => "Enter: apply  Esc: back",
         Page::Done => "Enter: continue to the status screen",
+        Page::Status if app.env.live.is_some() => "i: install  n: network  h: hostname  t: time  p: password  d: disks  q: quit",
         Page::Status => "n: network  h: hostname  t: time  p: password  d: disks  r: refresh  q: quit",
+        Page::Live => "Up/Down: choose  Enter: select  i: install to disk  w: set up and run live",
+        Page::Install => match app.install {
+            InstallStage::Pick => "Up/Down: choose  Enter: select  r: rescan  Esc: back",
+            InstallStage::Confirm { .. } => "Type the disk name, Enter: install  Esc: cancel",
+            InstallStage::Running { .. } => "Installing: do not switch off",
+            InstallStage::Done(_) => "r: reboot  p: power off  Esc: back",
+            InstallStage::Failed(_) => "Enter: back to the disk list",
+        },
         _ if app.mode == Mode::Wizard => "Tab/Up/Down: field  Left/Right: choice  Ctrl-U: clear  Enter: next  Esc: back",
         _ => "Tab/Up/Down: field  Left/Right: choice  Ctrl-U: clear  Enter: save  Esc: cancel",
     }
@@ -49,6 +66,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Layout::vertical([Constraint::Length(1), Constraint::Min(5), Constraint::Length(3), Constraint::Length(1)]).areas(frame.area());
     frame.render_widget(Paragraph::new(title(app)).style(Style::new().add_modifier(Modifier::REVERSED)), head);
     let lines = match app.page {
+        _ if app.busy.is_some() => busy_lines(app),
         Page::Network => network_lines(app),
         Page::Hostname => form_lines(&app.hostname, &[]),
         Page::Time => {
@@ -67,6 +85,8 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Page::Summary => summary_lines(app),
         Page::Done => done_lines(app),
         Page::Status => status_lines(app),
+        Page::Live => live_lines(app),
+        Page::Install => install_lines(app),
     };
     frame.render_widget(Paragraph::new(lines).block(Block::new().borders(Borders::NONE)).wrap(Wrap { trim: false }), body);
     if let Some((level, text)) = &app.message {
@@ -248,46 +268,103 @@ fn done_lines(app: &App) -> Vec<Line<'static>> {
 }
 
 fn status_lines(app: &App) -> Vec<Line<'static>> {
-    let h = system::read_health();
+    use crate::status::DaemonStatus;
     let mut l = Vec::new();
-    let used = h.mem_total.saturating_sub(h.mem_available);
-    l.push(Line::raw(format!(
-        "  Memory {} used of {}   Load {:.2} {:.2} {:.2}   Up {}h{:02}m",
-        human_size(used),
-        human_size(h.mem_total),
-        h.load[0],
-        h.load[1],
-        h.load[2],
-        h.uptime_secs / 3600,
-        (h.uptime_secs / 60) % 60
-    )));
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let snap = match &app.status {
+        DaemonStatus::Unknown => {
+            l.push(Line::raw("  Daemon : asking..."));
+            None
+        }
+        DaemonStatus::NotRunning(why) => {
+            l.push(Line::styled("  Daemon : NOT RUNNING", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)));
+            l.push(Line::raw(format!("    ({why})")));
+            None
+        }
+        DaemonStatus::Running(s) => {
+            l.push(Line::raw(format!("  Daemon : running ({})", s.url)));
+            Some(s)
+        }
+    };
+    match snap.map(|s| &s.health) {
+        Some(Ok(h)) => {
+            let used = h.memory.total_bytes.saturating_sub(h.memory.available_bytes);
+            l.push(Line::raw(format!(
+                "  Memory {} used of {}   Load {:.2} {:.2} {:.2}   Up {}h{:02}m   Daemon RSS {}",
+                human_size(used),
+                human_size(h.memory.total_bytes),
+                h.load.one,
+                h.load.five,
+                h.load.fifteen,
+                h.uptime_secs / 3600,
+                (h.uptime_secs / 60) % 60,
+                human_size(h.daemon_rss_bytes)
+            )));
+        }
+        Some(Err(e)) => l.push(Line::raw(format!("  Health: cannot read: {e}"))),
+        None => {
+            // The machine's own numbers still help while the daemon is down.
+            let h = system::read_health();
+            l.push(Line::raw(format!(
+                "  Memory {} used of {}   Load {:.2} {:.2} {:.2}   Up {}h{:02}m",
+                human_size(h.mem_total.saturating_sub(h.mem_available)),
+                human_size(h.mem_total),
+                h.load[0],
+                h.load[1],
+                h.load[2],
+                h.uptime_secs / 3600,
+                (h.uptime_secs / 60) % 60
+            )));
+        }
+    }
     l.extend(api_lines(app));
     l.push(Line::raw(""));
-    l.push(Line::styled("  Datastores", Style::new().add_modifier(Modifier::BOLD)));
-    match app.env.daemon.datastores() {
-        Ok(list) if list.is_empty() => l.push(Line::raw("    none configured (d: set up a data disk)")),
-        Ok(list) => {
+    l.push(Line::styled("  Datastores", bold));
+    match snap.map(|s| &s.datastores) {
+        Some(Ok(list)) if list.is_empty() => l.push(Line::raw("    none (d: set up a data disk)")),
+        Some(Ok(list)) => {
             for d in list {
-                let on_disk = app.env.root.join(d.path.strip_prefix("/").unwrap_or(&d.path));
-                let space = match system::free_space(&on_disk) {
-                    Some((total, free)) => format!("{} free of {}", human_size(free), human_size(total)),
-                    None => "not mounted".into(),
-                };
-                l.push(Line::raw(format!("    {:<16} {}  ({space})", d.name, d.path.display())));
+                l.push(Line::raw(format!(
+                    "    {:<16} {}  ({} free of {}, {} snapshots)",
+                    d.name,
+                    d.path,
+                    human_size(d.free_bytes),
+                    human_size(d.total_bytes),
+                    d.snapshots
+                )));
             }
         }
-        Err(e) => l.push(Line::raw(format!("    cannot read: {e:#}"))),
+        Some(Err(e)) => l.push(Line::raw(format!("    cannot read: {e}"))),
+        // Without the daemon: what its configuration names, with the
+        // space the file systems report.
+        None => match app.env.daemon.datastores() {
+            Ok(list) if list.is_empty() => l.push(Line::raw("    none configured (d: set up a data disk)")),
+            Ok(list) => {
+                for d in list {
+                    let on_disk = app.env.root.join(d.path.strip_prefix("/").unwrap_or(&d.path));
+                    let space = match system::free_space(&on_disk) {
+                        Some((total, free)) => format!("{} free of {}", human_size(free), human_size(total)),
+                        None => "not mounted".into(),
+                    };
+                    l.push(Line::raw(format!("    {:<16} {}  (configured; {space})", d.name, d.path.display())));
+                }
+            }
+            Err(e) => l.push(Line::raw(format!("    cannot read the configuration: {e:#}"))),
+        },
     }
     l.push(Line::raw(""));
-    l.push(Line::styled("  Running jobs", Style::new().add_modifier(Modifier::BOLD)));
-    job_lines(&mut l, app.env.daemon.running_jobs(), "none");
+    l.push(Line::styled("  Running jobs", bold));
+    job_lines(&mut l, snap.map(|s| s.running.clone()), "none");
     l.push(Line::raw(""));
-    l.push(Line::styled("  Last failures", Style::new().add_modifier(Modifier::BOLD)));
-    job_lines(&mut l, app.env.daemon.recent_failures(5), "none");
+    l.push(Line::styled("  Last failures", bold));
+    job_lines(&mut l, snap.map(|s| s.failures.clone()), "none");
     l
 }
 
-fn job_lines(l: &mut Vec<Line<'static>>, jobs: Result<Vec<system::JobLine>, String>, empty: &str) {
+fn job_lines(l: &mut Vec<Line<'static>>, jobs: Option<Result<Vec<system::JobLine>, String>>, empty: &str) {
+    let Some(jobs) = jobs else {
+        return l.push(Line::raw("    unknown: the daemon is not running"));
+    };
     match jobs {
         Ok(j) if j.is_empty() => l.push(Line::raw(format!("    {empty}"))),
         Ok(j) => {
@@ -297,4 +374,99 @@ fn job_lines(l: &mut Vec<Line<'static>>, jobs: Result<Vec<system::JobLine>, Stri
         }
         Err(why) => l.push(Line::raw(format!("    {why}"))),
     }
+}
+
+fn live_lines(app: &App) -> Vec<Line<'static>> {
+    let medium = app.env.live.as_ref().map(|l| l.medium.display().to_string()).unwrap_or_default();
+    let mut l = vec![
+        Line::raw(format!("  Lifeboat is running live from the installation medium ({medium}).")),
+        Line::raw("  Settings and backups of a live session last until power-off, unless a data"),
+        Line::raw("  disk is set up. Install Lifeboat to a disk to keep the appliance."),
+        Line::raw(""),
+    ];
+    for (i, text) in ["Install Lifeboat to a disk", "Set up and run live (the first-boot wizard)"].iter().enumerate() {
+        let selected = i == app.live_row;
+        let style = if selected { Style::new().add_modifier(Modifier::BOLD) } else { Style::new() };
+        l.push(Line::styled(format!("{}{text}", if selected { "> " } else { "  " }), style));
+    }
+    l
+}
+
+fn install_lines(app: &App) -> Vec<Line<'static>> {
+    let mut l = Vec::new();
+    match &app.install {
+        InstallStage::Pick => {
+            if let Some(e) = &app.disk_error {
+                l.push(Line::styled(format!("  Cannot list the disks: {e}"), Style::new().fg(Color::Red)));
+            }
+            l.push(Line::raw("  Pick the disk to install Lifeboat on. EVERYTHING ON IT WILL BE ERASED."));
+            l.push(Line::raw(""));
+            for (i, d) in app.disks.iter().enumerate() {
+                let selected = i == app.install_row;
+                let mut style = if selected { Style::new().add_modifier(Modifier::BOLD) } else { Style::new() };
+                let refusal = d.format_refusal().or_else(|| {
+                    (d.size < lifeboat_install::MIN_DISK_SIZE)
+                        .then(|| format!("smaller than {}", human_size(lifeboat_install::MIN_DISK_SIZE)))
+                });
+                if refusal.is_some() {
+                    style = style.add_modifier(Modifier::DIM);
+                }
+                l.push(Line::styled(format!("{}{}", if selected { "> " } else { "  " }, disk_line(d)), style));
+                match (&d.system, refusal) {
+                    (Some(why), _) => l.push(Line::styled(format!("      system or live medium ({why}): never used"), Style::new().add_modifier(Modifier::DIM))),
+                    (None, Some(why)) => l.push(Line::styled(format!("      not available: {why}"), Style::new().add_modifier(Modifier::DIM))),
+                    _ => {}
+                }
+            }
+            if app.disks.is_empty() && app.disk_error.is_none() {
+                l.push(Line::raw("  (no disks found)"));
+            }
+        }
+        InstallStage::Confirm { index, typed } => {
+            let d = &app.disks[*index];
+            l.push(Line::raw(format!("  Install Lifeboat to {}", disk_line(d))));
+            l.push(Line::raw(""));
+            l.push(Line::styled(format!("  EVERYTHING ON {} WILL BE ERASED.", d.path.display()), Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)));
+            l.push(Line::raw("  It gets a GPT with a BIOS boot, an EFI system and an ext4 root partition,"));
+            l.push(Line::raw("  a copy of this system, and GRUB for BIOS and UEFI."));
+            l.push(Line::raw(""));
+            l.push(Line::raw(format!("  Type {} to confirm: {typed}_", d.name)));
+        }
+        InstallStage::Running { disk, progress } => {
+            l.push(Line::raw(format!("  Installing Lifeboat to {}...", disk.display())));
+            l.push(Line::raw(""));
+            let width = 50usize;
+            let filled = width * progress.percent as usize / 100;
+            l.push(Line::raw(format!("  [{}{}] {:>3}%", "#".repeat(filled), "-".repeat(width - filled), progress.percent)));
+            l.push(Line::raw(""));
+            let detail = if progress.detail.is_empty() { String::new() } else { format!(": {}", progress.detail) };
+            l.push(Line::raw(format!("  Step: {}{detail}", progress.step.describe())));
+        }
+        InstallStage::Done(done) => {
+            l.push(Line::styled(format!("  Lifeboat is installed on {}.", done.disk.display()), Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)));
+            l.push(Line::raw(""));
+            l.push(Line::raw(format!("  Root file system UUID {} (kernel {}),", done.root_uuid, done.kernel_version)));
+            l.push(Line::raw(format!("  EFI system partition {}; GRUB for BIOS and UEFI.", done.esp_uuid)));
+            l.push(Line::raw(""));
+            l.push(Line::raw("  Remove the installation medium, then reboot: the installed appliance"));
+            l.push(Line::raw("  starts with the setup wizard."));
+        }
+        InstallStage::Failed(e) => {
+            l.push(Line::styled("  The install failed.", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)));
+            l.push(Line::raw(""));
+            l.push(Line::raw(format!("  {e}")));
+        }
+    }
+    l
+}
+
+fn busy_lines(app: &App) -> Vec<Line<'static>> {
+    let Some(o) = &app.busy else { return Vec::new() };
+    vec![
+        Line::raw(""),
+        Line::styled(format!("  Setup is in progress on {} ({}, pid {}).", o.tty, o.activity, o.pid), Style::new().add_modifier(Modifier::BOLD)),
+        Line::raw(""),
+        Line::raw("  This console shows the status screen when it is finished, or the wizard"),
+        Line::raw("  again if it is abandoned."),
+    ]
 }

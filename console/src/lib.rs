@@ -12,8 +12,10 @@
 pub mod app;
 mod draw;
 pub mod form;
+pub mod lock;
 pub mod settings;
 pub mod setup;
+pub mod status;
 pub mod system;
 
 use anyhow::{Context, Result};
@@ -21,6 +23,9 @@ use ratatui::crossterm::event::{self, Event, KeyEventKind};
 use ratatui::layout::Rect;
 use ratatui::{Terminal, TerminalOptions, Viewport};
 use std::path::PathBuf;
+
+/// How often the screen is refreshed without a key press.
+const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What `lifeboat console` is run with.
 #[derive(Clone, Debug)]
@@ -49,11 +54,10 @@ pub fn run(opts: ConsoleOptions) -> Result<()> {
         anyhow::bail!("--root {}: not a directory", opts.root.display());
     }
     let daemon = system::StateDaemon::open(&opts.root).context("cannot read the daemon's configuration")?;
-    let env = setup::Env { root: opts.root.clone(), daemon: Box::new(daemon), only_disks: opts.disks.clone(), zoneinfo: opts.zoneinfo.clone() };
+    // Only the running system can be a live one.
+    let live = if opts.root == std::path::Path::new("/") { lifeboat_install::LiveSource::detect() } else { None };
+    let env = setup::Env { root: opts.root.clone(), daemon: Box::new(daemon), only_disks: opts.disks.clone(), zoneinfo: opts.zoneinfo.clone(), live };
     let mut app = app::App::new(env, opts.wizard);
-    if app.page == app::Page::Disks {
-        app.run_pending();
-    }
 
     // A serial line reports no size (0x0): draw into a fixed 80x24 then.
     let size = ratatui::crossterm::terminal::size().unwrap_or((0, 0));
@@ -88,9 +92,13 @@ where
         if app.quit {
             return Ok(());
         }
-        match event::read().context("cannot read the keyboard")? {
-            Event::Key(k) if k.kind == KeyEventKind::Press => app.key(k),
-            _ => {}
+        // Polled, so background work (the install's progress) shows.
+        if event::poll(TICK).context("cannot read the keyboard")? {
+            match event::read().context("cannot read the keyboard")? {
+                Event::Key(k) if k.kind == KeyEventKind::Press => app.key(k),
+                _ => {}
+            }
         }
+        app.tick();
     }
 }

@@ -70,6 +70,10 @@ pub struct Env {
     /// Only these disks are listed (empty: all).
     pub only_disks: Vec<PathBuf>,
     pub zoneinfo: PathBuf,
+    /// The live system (ISO) this console runs in, if it does: then it
+    /// offers "Install to disk", and the live medium's disk is never
+    /// offered for anything.
+    pub live: Option<lifeboat_install::LiveSource>,
 }
 
 impl Env {
@@ -80,7 +84,9 @@ impl Env {
     }
 
     pub fn system_paths(&self) -> Vec<PathBuf> {
-        vec![self.root.clone()]
+        let mut v = vec![self.root.clone()];
+        v.extend(self.live.as_ref().map(|l| l.medium.clone()));
+        v
     }
 
     pub fn list_disks(&self) -> Result<Vec<Disk>> {

@@ -31,10 +31,9 @@ pub trait Daemon {
     fn datastores(&self) -> Result<Vec<DatastoreLine>>;
     /// Adds (or re-points) a datastore in the daemon's configuration.
     fn add_datastore(&self, name: &str, path: &Path) -> Result<()>;
-    /// Running jobs; Err says why they cannot be shown.
-    fn running_jobs(&self) -> std::result::Result<Vec<JobLine>, String>;
-    /// The most recent failed jobs, newest first.
-    fn recent_failures(&self, n: usize) -> std::result::Result<Vec<JobLine>, String>;
+    /// The daemon's state directory (as this process sees it): where it
+    /// leaves the console's way into its API (`crate::status`).
+    fn state_dir(&self) -> PathBuf;
     /// The API's TLS port.
     fn api_port(&self) -> u16;
     /// The API's certificate (PEM), once the daemon has made one.
@@ -130,8 +129,8 @@ pub fn host_addresses() -> Vec<String> {
 
 /// The daemon as its files under the console's root: its configuration
 /// (`<root>/etc/lifeboat/lifeboat.toml`, lifeboat_state::Config), the
-/// admin password through its `AuthStore`, the job history its Jobs actor
-/// persists in `<state_dir>/jobs/`, and its TLS certificate. The daemon
+/// admin password through its `AuthStore`, and its TLS certificate. What
+/// it is doing comes from its API (`crate::status`). The daemon
 /// reads the password at start, so on the live system (root `/`) `reload`
 /// restarts it.
 pub struct StateDaemon {
@@ -161,33 +160,6 @@ impl StateDaemon {
             Err(e) => Err(e).with_context(|| format!("cannot read {}", self.config_path.display())),
         }
     }
-
-    fn jobs(&self) -> std::result::Result<Vec<lifeboat_api_types::JobInfo>, String> {
-        let dir = self.state_dir.join("jobs");
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
-        };
-        // Read-only: JobStore::load_all would mark running jobs interrupted.
-        let mut jobs: Vec<lifeboat_api_types::JobInfo> = rd
-            .flatten()
-            .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("json"))
-            .filter_map(|e| lifeboat_state::read_json(&e.path()).ok().flatten())
-            .collect();
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.started));
-        Ok(jobs)
-    }
-}
-
-fn job_line(j: &lifeboat_api_types::JobInfo) -> JobLine {
-    let kind = serde_json::to_value(&j.spec).ok().and_then(|v| v["kind"].as_str().map(str::to_string)).unwrap_or_default();
-    let state = serde_json::to_value(j.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let detail = match &j.error {
-        Some(e) => format!("{} {}: {e}", j.started.format("%Y-%m-%d %H:%M"), j.spec.datastore()),
-        None => format!("{} {}", j.started.format("%Y-%m-%d %H:%M"), j.spec.datastore()),
-    };
-    JobLine { id: j.id.clone(), kind, state, detail }
 }
 
 impl Daemon for StateDaemon {
@@ -239,13 +211,8 @@ impl Daemon for StateDaemon {
         change.apply(&self.root).with_context(|| format!("cannot write {}", self.config_path.display()))
     }
 
-    fn running_jobs(&self) -> std::result::Result<Vec<JobLine>, String> {
-        Ok(self.jobs()?.iter().filter(|j| j.state == lifeboat_api_types::JobState::Running).map(job_line).collect())
-    }
-
-    fn recent_failures(&self, n: usize) -> std::result::Result<Vec<JobLine>, String> {
-        let failed = [lifeboat_api_types::JobState::Failed, lifeboat_api_types::JobState::Interrupted];
-        Ok(self.jobs()?.iter().filter(|j| failed.contains(&j.state)).take(n).map(job_line).collect())
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone()
     }
 
     fn api_port(&self) -> u16 {

@@ -11,6 +11,7 @@ use common::loopdev::{mounts_of, LoopDisk};
 use common::tmux::Tmux;
 use common::*;
 use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -202,6 +203,8 @@ fn wizard_refuses_bad_input_then_writes_settings_and_formats_a_loop_disk() {
     t.keys(&["C-l"]); // repaint: must not disturb anything
     let s = t.wait_for("Lifeboat - Status", SHORT);
     assert!(s.contains(&format!("{mount_point}/datastore")) && s.contains("free of"), "{s}");
+    // No daemon runs here: the screen says so.
+    t.wait_for("Daemon : NOT RUNNING", SHORT);
     drop(t);
 
     // A later boot starts on the status screen; settings apply one by one.
@@ -324,6 +327,131 @@ fn a_disk_that_disappears_before_formatting_changes_nothing() {
     for rel in ["etc/hostname", "etc/systemd/network/10-lifeboat.network", "etc/fstab", "var/lib/lifeboat/console-setup.done", "var/lib/lifeboat/auth.json"] {
         assert!(!root.join(rel).exists(), "{rel} was written although the disk step failed");
     }
-    let leftovers: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    // Only the console's runtime setup lock (it is still in the wizard).
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| !p.ends_with("run")).collect();
+    assert!(lock_owner(&root).is_some());
     assert!(leftovers.is_empty(), "the root was changed: {leftovers:?}");
+}
+
+/// The setup lock file's (pid, tty).
+fn lock_owner(root: &Path) -> Option<(u32, String)> {
+    let text = std::fs::read_to_string(root.join("run/lifeboat-console/setup.lock")).ok()?;
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::to_string);
+    Some((get("pid=")?.parse().ok()?, get("tty=")?))
+}
+
+/// tty1 and the serial console share one setup: two consoles on one
+/// root; the one a key is pressed on first runs the wizard, the other says
+/// where setup is in progress and switches to the status screen when it is
+/// done. A console killed mid-setup leaves a stale lock that the other
+/// takes over.
+#[test]
+fn two_consoles_share_one_setup_and_take_over_a_dead_ones_lock() {
+    let dir = scratch("console-two");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    // No disks offered (a name that matches none): the wizard skips it.
+    let a = console(&root, &[], &["--disk", "no-such-disk"]);
+    let b = console(&root, &[], &["--disk", "no-such-disk"]);
+    a.wait_for("step 1 of 6: Network", SHORT);
+    b.wait_for("step 1 of 6: Network", SHORT);
+
+    a.keys(&["Enter"]);
+    a.wait_for("step 2 of 6: Hostname", SHORT);
+    let (pid_a, tty_a) = lock_owner(&root).expect("the first console took the setup lock");
+    assert!(tty_a.starts_with("pts/"), "{tty_a}");
+    let s = b.wait_for(&format!("Setup is in progress on {tty_a} (setup, pid {pid_a})"), Duration::from_secs(3));
+    assert!(s.contains("setup in progress"), "{s}");
+    // Keys on the waiting console do nothing.
+    b.keys(&["Enter"]);
+    assert_eq!(lock_owner(&root).unwrap().0, pid_a);
+
+    a.keys(&["Enter"]);
+    a.wait_for("step 3 of 6: Time", SHORT);
+    a.keys(&["Enter"]);
+    a.wait_for("step 4 of 6: Admin password", SHORT);
+    a.type_text("swordfish-42");
+    a.keys(&["Tab"]);
+    a.type_text("swordfish-42");
+    a.keys(&["Enter"]);
+    a.wait_for("Skip: no data disk now", SHORT);
+    a.keys(&["Enter"]);
+    a.wait_for("step 6 of 6: Summary", SHORT);
+    a.keys(&["Enter"]);
+    a.wait_for("Setup complete", SHORT);
+    assert!(lock_owner(&root).is_none(), "the lock is released when setup is done");
+    // The other console follows within a second or two.
+    let s = b.wait_for("Lifeboat - Status", Duration::from_secs(3));
+    assert!(s.contains(&format!("Setup was completed on {tty_a}")), "{s}");
+    drop(a);
+    drop(b);
+
+    // A console killed mid-setup: its lock is stale, the other takes over.
+    let root = dir.path().join("root2");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let a = console(&root, &[], &["--disk", "no-such-disk"]);
+    let b = console(&root, &[], &["--disk", "no-such-disk"]);
+    a.wait_for("step 1 of 6: Network", SHORT);
+    b.wait_for("step 1 of 6: Network", SHORT);
+    a.keys(&["Enter"]);
+    a.wait_for("step 2 of 6: Hostname", SHORT);
+    let (pid_a, tty_a) = lock_owner(&root).unwrap();
+    b.wait_for(&format!("Setup is in progress on {tty_a}"), Duration::from_secs(3));
+    unsafe { libc::kill(pid_a as i32, libc::SIGKILL) };
+    a.wait_for("[console exited with status", SHORT);
+    assert_eq!(lock_owner(&root).unwrap().0, pid_a, "SIGKILL leaves the lock file behind");
+    b.wait_for("step 1 of 6: Network", Duration::from_secs(3));
+    b.keys(&["Enter"]);
+    b.wait_for("step 2 of 6: Hostname", SHORT);
+    let (pid_b, tty_b) = lock_owner(&root).unwrap();
+    assert_ne!(pid_b, pid_a);
+    assert_ne!(tty_b, tty_a);
+}
+
+/// The status screen reads the daemon's API with the read-only credential
+/// `lifeboat serve` leaves in its state directory (mode 0600): "not
+/// running" before the daemon starts and after it stops; its datastore and
+/// a failed job while it runs. The credential reads and cannot change
+/// anything.
+#[test]
+fn status_screen_reads_the_running_daemon_through_its_api() {
+    let dir = scratch("console-status");
+    let root = dir.path().join("root");
+    let state = root.join("var/lib/lifeboat");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("console-setup.done"), "1\n").unwrap();
+    let store = dir.path().join("store-main");
+    Ds::init(&store);
+    let t = console(&root, &[], &["--disk", "no-such-disk"]);
+    t.wait_for("Lifeboat - Status", SHORT);
+    t.wait_for("Daemon : NOT RUNNING", SHORT);
+
+    let config = format!("[[datastore]]\nname = \"main\"\npath = {:?}\n", store.display().to_string());
+    let d = common::daemon::Daemon::start(&state, Some(&config), &[]);
+    let access_file = state.join("console-access.json");
+    let mode = std::fs::metadata(&access_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the console's credential must be root-only");
+    let access: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&access_file).unwrap()).unwrap();
+    let token = access["token"].as_str().unwrap().to_string();
+    assert_eq!(access["url"].as_str().unwrap(), d.http, "the console uses the plain loopback listener");
+    // Read-only: it reads, it cannot start a job or make a token.
+    assert_eq!(d.call("GET", "/api/datastores", Some(&token), None).status, 200);
+    let bad = serde_json::json!({ "kind": "backup", "datastore": "main", "paths": ["/nonexistent-lifeboat-source"] });
+    assert_eq!(d.call("POST", "/api/jobs", Some(&token), Some(&bad)).status, 403);
+
+    let s = t.wait_for("Daemon : running", Duration::from_secs(6));
+    assert!(s.contains(&format!("main {}", store.display())) && s.contains("snapshots"), "{s}");
+    // A failed job shows among the last failures.
+    let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&bad));
+    assert_eq!(r.status, 202, "{r:?}");
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let job = d.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(job["state"], "failed", "{job}");
+    let s = t.wait_for(&format!("{id} backup failed"), Duration::from_secs(6));
+    assert!(s.contains("Last failures"), "{s}");
+
+    let out = d.stop();
+    assert!(out.status.success(), "{out}");
+    assert!(!access_file.exists(), "a clean stop removes the console's credential");
+    t.wait_for("Daemon : NOT RUNNING", Duration::from_secs(6));
 }

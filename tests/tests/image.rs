@@ -52,7 +52,7 @@ fn free_port() -> u16 {
 /// feeds a VT100 emulator of the console's 80x24 screen.
 struct Appliance {
     /// Killed on drop.
-    _qemu: ChildGuard,
+    qemu: ChildGuard,
     serial: UnixStream,
     screen: Arc<Mutex<vt100::Parser>>,
     raw: Arc<Mutex<Vec<u8>>>,
@@ -64,6 +64,7 @@ impl Appliance {
         let data = dir.join("data.qcow2");
         assert!(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&data).arg("4G").status().unwrap().success());
         let sock = dir.join("serial.sock");
+        let _ = std::fs::remove_file(&sock);
         let port = free_port();
         let mut c = Command::new("qemu-system-x86_64");
         c.args(["-accel", "tcg", "-m", "2048", "-smp", "2", "-display", "none", "-monitor", "none", "-no-reboot"])
@@ -99,7 +100,80 @@ impl Appliance {
                 r2.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Appliance { _qemu: qemu, serial, screen, raw, port }
+        Appliance { qemu, serial, screen, raw, port }
+    }
+
+    /// Waits for QEMU to exit (the guest powered off; -no-reboot).
+    #[track_caller]
+    fn wait_exit(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.qemu.running() {
+            assert!(Instant::now() < deadline, "QEMU did not exit within {timeout:?}; screen:\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Moves the selection (`> `) of a disk list on screen `s` down to
+    /// the row of disk `name`.
+    #[track_caller]
+    fn select_disk(&mut self, s: &str, name: &str) {
+        let rows: Vec<&str> = s
+            .lines()
+            .filter(|l| (l.starts_with("> ") || l.starts_with("  ")) && l[2..].starts_with(|c: char| c.is_ascii_lowercase()) && l.contains("iB  "))
+            .collect();
+        let selected = rows.iter().position(|l| l.starts_with("> ")).unwrap_or_else(|| panic!("no selected row:\n{s}"));
+        let want = rows.iter().position(|l| l[2..].starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} not listed:\n{s}"));
+        let n = rows.len();
+        for _ in 0..(want + n - selected) % n {
+            self.send(b"\x1b[B");
+        }
+    }
+
+    /// The first-boot wizard over the serial line: DHCP, default name
+    /// and zone, `password`, format the empty 4 GiB `vdb`. Returns the
+    /// fingerprint shown at the end.
+    fn run_wizard(&mut self, password: &str) -> String {
+        let a = self;
+        a.send(b"\r");
+        a.wait_for("step 2 of 6: Hostname", STEP);
+        a.send(b"\r");
+        a.wait_for("step 3 of 6: Time", STEP);
+        a.send(b"\r");
+        a.wait_for("step 4 of 6: Admin password", STEP);
+        a.send(format!("{password}\t{password}\r").as_bytes());
+        let s = a.wait_for("step 5 of 6: Datastore disk", STEP);
+        let s = if s.contains("vdb") { s } else { a.wait_for("vdb", STEP) };
+        assert!(s.contains("system disk (holds /)"), "{s}");
+        // vda, the system disk, (and QEMU's empty DVD drive) are listed too.
+        a.select_disk(&s, "vdb");
+        a.send(b"\r");
+        a.wait_for("WILL BE ERASED", STEP);
+        a.send(b"vdb\r");
+        let s = a.wait_for("step 6 of 6: Summary", STEP);
+        assert!(s.contains("FORMAT /dev/vdb (4.0 GiB) as ext4"), "{s}");
+        a.send(b"\r");
+        let s = a.wait_for("Setup complete", BOOT);
+        // The fingerprint: two lines of 16 bytes under its label.
+        let lines: Vec<&str> = s.lines().collect();
+        let at = lines.iter().position(|l| l.contains("SHA-256 fingerprint:")).unwrap_or_else(|| panic!("no fingerprint shown:\n{s}"));
+        format!("{}:{}", lines[at + 1].trim(), lines[at + 2].trim())
+    }
+
+    /// After the wizard: the restarted daemon takes the new password over
+    /// TLS, serves the formatted disk's datastore, and its certificate is
+    /// the one whose fingerprint the console showed.
+    fn check_api_after_wizard(&mut self, password: &str, shown_fingerprint: &str) {
+        let a = self;
+        std::thread::sleep(Duration::from_secs(2));
+        a.wait_for_api(BOOT);
+        let login = serde_json::json!({"username": "admin", "password": password}).to_string();
+        let (code, body) = a.curl(&["-H", "content-type: application/json", "-d", &login, &a.url("/api/login")]);
+        assert_eq!(code, 200, "login with the console's password failed: {body}");
+        let token = serde_json::from_str::<Value>(&body).unwrap()["token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_string();
+        let (code, body) = a.curl(&["-H", &format!("authorization: Bearer {token}"), &a.url("/api/datastores")]);
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("/srv/lifeboat/data-"), "the formatted disk's datastore is not served: {body}");
+        assert_eq!(shown_fingerprint, a.served_fingerprint());
     }
 
     fn screen(&self) -> String {
@@ -115,12 +189,21 @@ impl Appliance {
     /// (Ctrl-L) now and then in case boot messages overwrote it.
     #[track_caller]
     fn wait_for(&mut self, text: &str, timeout: Duration) -> String {
+        self.wait_for_unless(text, &[], timeout)
+    }
+
+    /// `wait_for`, failing at once when the screen shows one of `fatal`.
+    #[track_caller]
+    fn wait_for_unless(&mut self, text: &str, fatal: &[&str], timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         let mut last_repaint = Instant::now();
         loop {
             let s = self.screen();
             if s.contains(text) {
                 return s;
+            }
+            if let Some(f) = fatal.iter().find(|f| s.contains(*f)) {
+                panic!("the console shows {f:?} while waiting for {text:?}:\n{s}");
             }
             if Instant::now() > deadline {
                 let tail = String::from_utf8_lossy(&self.raw.lock().unwrap()).chars().rev().take(3000).collect::<String>();
@@ -198,51 +281,9 @@ fn qcow2_boots_to_the_console_and_the_wizard_sets_up_disk_and_password() {
     let (code, _) = a.curl(&[&a.url("/api/datastores")]);
     assert_eq!(code, 401, "the API must want a login");
 
-    // The wizard over the serial line: DHCP, default name and zone.
-    a.send(b"\r");
-    a.wait_for("step 2 of 6: Hostname", STEP);
-    a.send(b"\r");
-    a.wait_for("step 3 of 6: Time", STEP);
-    a.send(b"\r");
-    a.wait_for("step 4 of 6: Admin password", STEP);
-    a.send(b"lifeboat-serial-1\tlifeboat-serial-1\r");
-    let s = a.wait_for("step 5 of 6: Datastore disk", STEP);
-    let s = if s.contains("vdb") { s } else { a.wait_for("vdb", STEP) };
-    assert!(s.contains("system disk (holds /)"), "{s}");
-    // Move the selection to vdb (QEMU's empty DVD drive and vda, the
-    // system disk, are listed too), confirm by typing its name.
-    let rows: Vec<&str> = s.lines().filter(|l| (l.starts_with("> ") || l.starts_with("  ")) && l[2..].starts_with(|c: char| c.is_ascii_lowercase()) && l.contains("iB  ")).collect();
-    let selected = rows.iter().position(|l| l.starts_with("> ")).unwrap_or_else(|| panic!("no selected row:\n{s}"));
-    let vdb = rows.iter().position(|l| l[2..].starts_with("vdb ")).unwrap_or_else(|| panic!("vdb not listed:\n{s}"));
-    assert!(vdb >= selected, "{s}");
-    for _ in selected..vdb {
-        a.send(b"\x1b[B");
-    }
-    a.send(b"\r");
-    a.wait_for("WILL BE ERASED", STEP);
-    a.send(b"vdb\r");
-    let s = a.wait_for("step 6 of 6: Summary", STEP);
-    assert!(s.contains("FORMAT /dev/vdb (4.0 GiB) as ext4"), "{s}");
-    a.send(b"\r");
-    let s = a.wait_for("Setup complete", BOOT);
-    // The fingerprint: two lines of 16 bytes under its label.
-    let lines: Vec<&str> = s.lines().collect();
-    let at = lines.iter().position(|l| l.contains("SHA-256 fingerprint:")).unwrap_or_else(|| panic!("no fingerprint shown:\n{s}"));
-    let shown = format!("{}:{}", lines[at + 1].trim(), lines[at + 2].trim());
-
-    // The daemon restarted with the new password and the new datastore.
-    std::thread::sleep(Duration::from_secs(2));
-    a.wait_for_api(BOOT);
-    let login = serde_json::json!({"username": "admin", "password": "lifeboat-serial-1"}).to_string();
-    let (code, body) = a.curl(&["-H", "content-type: application/json", "-d", &login, &a.url("/api/login")]);
-    assert_eq!(code, 200, "login with the console's password failed: {body}");
-    let token = serde_json::from_str::<Value>(&body).unwrap()["token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_string();
-    let (code, body) = a.curl(&["-H", &format!("authorization: Bearer {token}"), &a.url("/api/datastores")]);
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("/srv/lifeboat/data-"), "the formatted disk's datastore is not served: {body}");
-
-    // The fingerprint on the console is the served certificate's.
-    assert_eq!(shown, a.served_fingerprint());
+    // The wizard over the serial line, then the API with its password.
+    let shown = a.run_wizard("lifeboat-serial-1");
+    a.check_api_after_wizard("lifeboat-serial-1", &shown);
 }
 
 #[test]
@@ -250,10 +291,79 @@ fn iso_boots_live_under_uefi_to_the_console_and_the_api() {
     require_root();
     let imgs = images();
     let dir = scratch("image-iso");
-    let ovmf = ["/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd"].into_iter().find(|p| Path::new(p).exists()).expect("OVMF (scripts/setup.sh)");
     let cdrom = format!("file={},media=cdrom,readonly=on", imgs.iso.display());
-    let mut a = Appliance::boot(dir.path(), &["-bios", ovmf, "-drive", &cdrom]);
-    a.wait_for("step 1 of 6: Network", BOOT);
+    let mut a = Appliance::boot(dir.path(), &["-bios", ovmf(), "-drive", &cdrom]);
+    a.wait_for("Install Lifeboat to a disk", BOOT);
     let health = a.wait_for_api(BOOT);
     assert_eq!(health["status"], "ok", "{health}");
+}
+
+fn ovmf() -> &'static str {
+    ["/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd"].into_iter().find(|p| Path::new(p).exists()).expect("OVMF (scripts/setup.sh)")
+}
+
+/// `count` 512-byte sectors of a qcow2 image from sector `skip`.
+fn read_sectors(image: &Path, skip: u64, count: u64) -> Vec<u8> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let st = Command::new("qemu-img")
+        .args(["dd", "-f", "qcow2", "-O", "raw", "bs=512"])
+        .arg(format!("skip={skip}"))
+        .arg(format!("count={}", skip + count))
+        .arg(format!("if={}", image.display()))
+        .arg(format!("of={}", out.path().display()))
+        .status()
+        .unwrap();
+    assert!(st.success(), "qemu-img dd of {}", image.display());
+    let data = std::fs::read(out.path()).unwrap();
+    data[..(count as usize * 512).min(data.len())].to_vec()
+}
+
+/// The ISO boots live under SeaBIOS (its BIOS path), "Install to disk"
+/// driven over the serial line installs to the empty vda, the guest powers
+/// off; then the installed disk alone boots under OVMF (UEFI, no NVRAM
+/// entry: the removable path), runs the first-boot wizard (formatting the
+/// data disk vdb) and the API takes the new password over TLS.
+#[test]
+fn iso_installs_to_disk_under_bios_and_the_installed_disk_boots_under_uefi() {
+    require_root();
+    let imgs = images();
+    let dir = scratch("image-install");
+    let target = dir.path().join("target.qcow2");
+    assert!(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&target).arg("4G").status().unwrap().success());
+    let target_drive = format!("file={},if=virtio,format=qcow2", target.display());
+    let cdrom = format!("file={},media=cdrom,readonly=on", imgs.iso.display());
+
+    {
+        let mut a = Appliance::boot(dir.path(), &["-boot", "order=d", "-drive", &target_drive, "-drive", &cdrom]);
+        a.wait_for("Install Lifeboat to a disk", BOOT);
+        a.send(b"i");
+        let s = a.wait_for("Pick the disk to install", STEP);
+        let s = if s.contains("vdb") { s } else { a.wait_for("vdb", STEP) };
+        // The live medium is listed but never a target.
+        assert!(s.contains("sr0") && s.contains("live medium"), "{s}");
+        a.select_disk(&s, "vda");
+        a.send(b"\r");
+        a.wait_for("WILL BE ERASED", STEP);
+        a.send(b"vdb\r");
+        a.wait_for("installing erases everything on /dev/vda", STEP);
+        a.send(b"\x15vda\r");
+        a.wait_for("Installing Lifeboat to /dev/vda", STEP);
+        let s = a.wait_for_unless("Lifeboat is installed on /dev/vda", &["The install failed"], BOOT);
+        assert!(s.contains("GRUB for BIOS and UEFI"), "{s}");
+        a.send(b"p");
+        a.wait_exit(STEP);
+    }
+
+    // The BIOS path on disk: GRUB's boot.img in the protective MBR, a GPT,
+    // and the core image in the BIOS boot partition (sectors 2048-4095).
+    let head = read_sectors(&target, 0, 2);
+    assert!(head[..512].windows(4).any(|w| w == b"GRUB"), "no GRUB boot code in the MBR");
+    assert_eq!(&head[512..520], b"EFI PART", "no GPT header");
+    let core = read_sectors(&target, 2048, 2048);
+    assert!(core.iter().any(|b| *b != 0), "the BIOS boot partition is empty: no GRUB core image");
+
+    let mut a = Appliance::boot(dir.path(), &["-bios", ovmf(), "-drive", &target_drive]);
+    a.wait_for("step 1 of 6: Network", BOOT);
+    let shown = a.run_wizard("lifeboat-install-1");
+    a.check_api_after_wizard("lifeboat-install-1", &shown);
 }

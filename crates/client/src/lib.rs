@@ -64,9 +64,26 @@ impl ApiClient {
         Self::with_builder(server, token, trust, builder)
     }
 
+    /// A client whose every request gives up after `timeout` (the
+    /// console's status screen asks a loopback daemon).
+    pub fn new_with_timeout(server: &str, token: Option<String>, trust: TlsTrust, timeout: std::time::Duration) -> Result<ApiClient> {
+        Self::build(server, token, trust, reqwest::blocking::Client::builder(), Some(timeout))
+    }
+
     fn with_builder(server: &str, token: Option<String>, trust: TlsTrust, builder: reqwest::blocking::ClientBuilder) -> Result<ApiClient> {
+        Self::build(server, token, trust, builder, None)
+    }
+
+    fn build(
+        server: &str,
+        token: Option<String>,
+        trust: TlsTrust,
+        builder: reqwest::blocking::ClientBuilder,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<ApiClient> {
         let base = server.trim_end_matches('/').to_string();
-        let builder = builder.timeout(None).connect_timeout(std::time::Duration::from_secs(10));
+        let connect = timeout.unwrap_or(std::time::Duration::from_secs(10)).min(std::time::Duration::from_secs(10));
+        let builder = builder.timeout(timeout).connect_timeout(connect);
         let builder = if base.starts_with("https://") {
             builder.use_preconfigured_tls(tls::client_config(trust)?)
         } else if base.starts_with("http://") {

@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub const ADMIN_USER: &str = "admin";
+/// The principal name of the console's read-only credential.
+pub const CONSOLE_USER: &str = "console";
 const MIN_PASSWORD_LEN: usize = 8;
 
 #[derive(Default, Serialize, Deserialize)]
@@ -60,6 +62,9 @@ pub struct AuthStore {
     file: Mutex<AuthFile>,
     sessions: Mutex<HashMap<String, Session>>,
     session_len: Duration,
+    /// The local console's read-only token of this daemon run (`c.` +
+    /// 256 random bits), kept in memory only: a restart makes a new one.
+    console_token: Mutex<Option<String>>,
 }
 
 impl AuthStore {
@@ -71,6 +76,7 @@ impl AuthStore {
             file: Mutex::new(file),
             sessions: Mutex::new(HashMap::new()),
             session_len: Duration::minutes(session_minutes as i64),
+            console_token: Mutex::new(None),
         })
     }
 
@@ -129,8 +135,23 @@ impl AuthStore {
         self.sessions.lock().remove(token);
     }
 
+    /// Makes this run's read-only console token (replacing any earlier
+    /// one) and returns it: the daemon hands it to `lifeboat console`
+    /// through a root-only file (`crate::console`).
+    pub fn issue_console_token(&self) -> String {
+        let token = format!("c.{}", random_hex(32));
+        *self.console_token.lock() = Some(token.clone());
+        token
+    }
+
     /// The principal behind a bearer token, if it is valid.
     pub fn authenticate(&self, bearer: &str) -> Option<Principal> {
+        if bearer.starts_with("c.") {
+            let t = self.console_token.lock();
+            let t = t.as_deref()?;
+            return constant_time_eq(t.as_bytes(), bearer.as_bytes())
+                .then(|| Principal { name: CONSOLE_USER.into(), role: Role::ReadOnly, token_id: None });
+        }
         if bearer.starts_with("s.") {
             let s = self.sessions.lock();
             let sess = s.get(bearer)?;

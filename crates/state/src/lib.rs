@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod jobs;
 pub mod schedules;
 pub mod settings;
