@@ -152,13 +152,10 @@ pub fn probe(e: &VmEntry) -> VmInfo {
                 Err(err) => info.error = Some(err.to_string()),
             }
         }
-        VmSource::Libvirt { uri, domain } => match lifeboat_libvirt::list_domains(uri).and_then(|l| {
-            let state = l.into_iter().find(|d| d.name == *domain).map(|d| d.state);
-            let md = lifeboat_libvirt::capture(uri, domain)?.0;
-            Ok((state, md))
-        }) {
-            Ok((None, _)) => info.error = Some(format!("libvirt at {uri} has no domain {domain}")),
-            Ok((Some(state), md)) => {
+        // One domain's state, not the whole list: `list_domains` asks
+        // libvirt once per domain.
+        VmSource::Libvirt { uri, domain } => match lifeboat_libvirt::domain_state(uri, domain).and_then(|state| Ok((state, lifeboat_libvirt::capture(uri, domain)?.0))) {
+            Ok((state, md)) => {
                 info.status = match state.as_str() {
                     "running" => VmStatus::Running,
                     "paused" => VmStatus::Paused,

@@ -24,7 +24,7 @@
 use crate::domain::DomainDisk;
 use crate::virsh::Virsh;
 use crate::domain::{parse_domain, qemu_owner};
-use crate::{disk_capacity, LibvirtError};
+use crate::{disk_capacity, domain_state_with, LibvirtError};
 use lifeboat_qemu::backup::RemoveDir;
 use lifeboat_qemu::{commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, VmBackupOutcome};
 use lifeboat_store::{BlobSink, Datastore, Node};
@@ -148,7 +148,7 @@ pub fn backup_domain(ds: &Arc<Datastore>, opts: &LibvirtBackupOptions, bytes_don
     let start = Instant::now();
     let time = chrono::Utc::now();
     let v = Virsh::new(&opts.uri);
-    let state = v.run(&["domstate", &opts.domain])?.trim().to_string();
+    let state = domain_state_with(&v, &opts.domain)?;
     if state != "running" && state != "paused" {
         return Err(LibvirtError::NotRunning { domain: opts.domain.clone(), state });
     }

@@ -65,14 +65,23 @@ pub fn list_domains(uri: &str) -> Result<Vec<DomainInfo>, LibvirtError> {
     let names = v.run(&["list", "--all", "--name"])?;
     let mut out = Vec::new();
     for name in names.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let state = match v.run(&["domstate", name]) {
-            Ok(s) => s.trim().to_string(),
+        let state = match domain_state_with(&v, name) {
+            Ok(s) => s,
             // Undefined between the two calls.
             Err(_) => continue,
         };
         out.push(DomainInfo { name: name.to_string(), state });
     }
     Ok(out)
+}
+
+/// One domain's state in libvirt's words (running, paused, shut off, ...).
+pub fn domain_state(uri: &str, domain: &str) -> Result<String, LibvirtError> {
+    domain_state_with(&Virsh::new(uri), domain)
+}
+
+pub(crate) fn domain_state_with(v: &Virsh, domain: &str) -> Result<String, LibvirtError> {
+    Ok(v.run(&["domstate", domain])?.trim().to_string())
 }
 
 /// The domain's hardware in the neutral format, and its disks as libvirt
