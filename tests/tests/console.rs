@@ -43,6 +43,11 @@ fn read(root: &Path, rel: &str) -> String {
 fn quick_wizard_to_disks(t: &Tmux) {
     t.wait_for("step 1 of 6: Network", SHORT);
     t.keys(&["Enter"]);
+    wizard_hostname_to_disks(t);
+}
+
+/// The rest of `quick_wizard_to_disks`, from the hostname page on.
+fn wizard_hostname_to_disks(t: &Tmux) {
     t.wait_for("step 2 of 6: Hostname", SHORT);
     t.keys(&["Enter"]);
     t.wait_for("step 3 of 6: Time", SHORT);
@@ -348,17 +353,22 @@ fn lock_owner(root: &Path) -> Option<(u32, String)> {
 #[test]
 fn two_consoles_share_one_setup_and_take_over_a_dead_ones_lock() {
     let dir = scratch("console-two");
+    // Two consoles on one fresh root; the first leaves the network page,
+    // which takes the setup lock. No disks are offered (a name that
+    // matches none): the wizard skips that page.
+    let two_consoles = |root: &Path| {
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        let a = console(root, &[], &["--disk", "no-such-disk"]);
+        let b = console(root, &[], &["--disk", "no-such-disk"]);
+        a.wait_for("step 1 of 6: Network", SHORT);
+        b.wait_for("step 1 of 6: Network", SHORT);
+        a.keys(&["Enter"]);
+        a.wait_for("step 2 of 6: Hostname", SHORT);
+        let (pid_a, tty_a) = lock_owner(root).expect("the first console took the setup lock");
+        (a, b, pid_a, tty_a)
+    };
     let root = dir.path().join("root");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    // No disks offered (a name that matches none): the wizard skips it.
-    let a = console(&root, &[], &["--disk", "no-such-disk"]);
-    let b = console(&root, &[], &["--disk", "no-such-disk"]);
-    a.wait_for("step 1 of 6: Network", SHORT);
-    b.wait_for("step 1 of 6: Network", SHORT);
-
-    a.keys(&["Enter"]);
-    a.wait_for("step 2 of 6: Hostname", SHORT);
-    let (pid_a, tty_a) = lock_owner(&root).expect("the first console took the setup lock");
+    let (a, b, pid_a, tty_a) = two_consoles(&root);
     assert!(tty_a.starts_with("pts/"), "{tty_a}");
     let s = b.wait_for(&format!("Setup is in progress on {tty_a} (setup, pid {pid_a})"), Duration::from_secs(3));
     assert!(s.contains("setup in progress"), "{s}");
@@ -366,14 +376,7 @@ fn two_consoles_share_one_setup_and_take_over_a_dead_ones_lock() {
     b.keys(&["Enter"]);
     assert_eq!(lock_owner(&root).unwrap().0, pid_a);
 
-    a.keys(&["Enter"]);
-    a.wait_for("step 3 of 6: Time", SHORT);
-    a.keys(&["Enter"]);
-    a.wait_for("step 4 of 6: Admin password", SHORT);
-    a.type_text("swordfish-42");
-    a.keys(&["Tab"]);
-    a.type_text("swordfish-42");
-    a.keys(&["Enter"]);
+    wizard_hostname_to_disks(&a);
     a.wait_for("Skip: no data disk now", SHORT);
     a.keys(&["Enter"]);
     a.wait_for("step 6 of 6: Summary", SHORT);
@@ -388,14 +391,7 @@ fn two_consoles_share_one_setup_and_take_over_a_dead_ones_lock() {
 
     // A console killed mid-setup: its lock is stale, the other takes over.
     let root = dir.path().join("root2");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    let a = console(&root, &[], &["--disk", "no-such-disk"]);
-    let b = console(&root, &[], &["--disk", "no-such-disk"]);
-    a.wait_for("step 1 of 6: Network", SHORT);
-    b.wait_for("step 1 of 6: Network", SHORT);
-    a.keys(&["Enter"]);
-    a.wait_for("step 2 of 6: Hostname", SHORT);
-    let (pid_a, tty_a) = lock_owner(&root).unwrap();
+    let (a, b, pid_a, tty_a) = two_consoles(&root);
     b.wait_for(&format!("Setup is in progress on {tty_a}"), Duration::from_secs(3));
     unsafe { libc::kill(pid_a as i32, libc::SIGKILL) };
     a.wait_for("[console exited with status", SHORT);
