@@ -9,6 +9,7 @@
 //! `restore` writes a snapshot (or parts of it) back in parallel.
 
 pub mod backup;
+pub mod chunker;
 pub mod error;
 pub mod exclude;
 pub mod meta;

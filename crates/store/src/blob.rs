@@ -142,8 +142,22 @@ thread_local! {
 /// spending a full compression pass on it (a third of a typical file
 /// server is already-compressed media and archives).
 pub fn encode(plain: &[u8], level: i32) -> (Encoding, Cow<'_, [u8]>) {
+    let mut out = Vec::new();
+    match encode_into(plain, level, &mut out) {
+        Encoding::Zstd => (Encoding::Zstd, Cow::Owned(out)),
+        Encoding::Raw => (Encoding::Raw, Cow::Borrowed(plain)),
+    }
+}
+
+/// `encode` into a caller's buffer: on `Encoding::Zstd` the stored bytes
+/// are `out`, on `Encoding::Raw` they are `plain` itself. A backup
+/// compresses millions of blobs; reusing one buffer per thread keeps the
+/// allocator from mapping and unmapping (and the kernel from faulting in
+/// and shooting down) a fresh output buffer for each of them.
+pub fn encode_into(plain: &[u8], level: i32, out: &mut Vec<u8>) -> Encoding {
+    out.clear();
     if plain.len() < 64 || level == i32::MIN {
-        return (Encoding::Raw, Cow::Borrowed(plain));
+        return Encoding::Raw;
     }
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
@@ -154,16 +168,22 @@ pub fn encode(plain: &[u8], level: i32) -> (Encoding, Cow<'_, [u8]>) {
         if plain.len() > 3 * PROBE {
             let mid = plain.len() / 2;
             let sample = &plain[mid..mid + PROBE];
-            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(PROBE));
-            match comp.compress_to_buffer(sample, &mut out) {
-                Ok(n) if n + PROBE / 32 < PROBE => {}
-                _ => return (Encoding::Raw, Cow::Borrowed(plain)),
+            out.reserve(zstd::zstd_safe::compress_bound(PROBE));
+            match comp.compress_to_buffer(sample, out) {
+                Ok(n) if n + PROBE / 32 < PROBE => out.clear(),
+                _ => {
+                    out.clear();
+                    return Encoding::Raw;
+                }
             }
         }
-        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(plain.len()));
-        match comp.compress_to_buffer(plain, &mut out) {
-            Ok(n) if n + plain.len() / 32 < plain.len() => (Encoding::Zstd, Cow::Owned(out)),
-            _ => (Encoding::Raw, Cow::Borrowed(plain)),
+        out.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        match comp.compress_to_buffer(plain, out) {
+            Ok(n) if n + plain.len() / 32 < plain.len() => Encoding::Zstd,
+            _ => {
+                out.clear();
+                Encoding::Raw
+            }
         }
     })
 }
@@ -185,10 +205,7 @@ pub fn decode(encoding: Encoding, stored: Vec<u8>, plain_len: usize) -> Result<V
                 *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
             }
             let mut out = Vec::with_capacity(plain_len);
-            d.as_mut()
-                .unwrap()
-                .decompress_to_buffer(&stored, &mut out)
-                .map_err(|e| format!("zstd: {e}"))?;
+            d.as_mut().unwrap().decompress_to_buffer(&stored, &mut out).map_err(|e| format!("zstd: {e}"))?;
             if out.len() != plain_len {
                 return Err(format!("decompressed {} bytes, expected {plain_len}", out.len()));
             }

@@ -61,6 +61,11 @@ struct Shared {
 /// in flight (pending ids, locations, the index batch) then stays the same
 /// for a million tiny files as for a thousand large ones.
 const PACK_MAX_BLOBS: usize = 16 * 1024;
+
+thread_local! {
+    /// Each putting thread's compression output, reused blob after blob.
+    static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub struct BlobSink {
@@ -129,7 +134,9 @@ impl BlobSink {
     /// least every `REFRESH_EVERY`, so concurrent backups deduplicate
     /// against each other even when one of them rarely commits.
     fn refresh_if_stale(&self) -> Result<()> {
-        let Some(mut last) = self.shared.last_refresh.try_lock() else { return Ok(()) };
+        let Some(mut last) = self.shared.last_refresh.try_lock() else {
+            return Ok(());
+        };
         if last.elapsed() >= REFRESH_EVERY {
             *last = std::time::Instant::now();
             self.shared.ds.refresh_index()?;
@@ -149,10 +156,18 @@ impl BlobSink {
         if self.contains(&id)? {
             return Ok(PutOutcome { id, added: false, stored_len: 0 });
         }
-        let (encoding, stored) = blob::encode(data, self.level);
+        ENCODED.with(|out| {
+            let mut out = out.borrow_mut();
+            let encoding = blob::encode_into(data, self.level, &mut out);
+            let stored: &[u8] = if encoding == blob::Encoding::Zstd { &out } else { data };
+            self.append_new(kind, id, data, encoding, stored)
+        })
+    }
+
+    fn append_new(&self, kind: BlobKind, id: BlobId, data: &[u8], encoding: blob::Encoding, stored: &[u8]) -> Result<PutOutcome> {
         let mut header =
             RecordHeader { kind, encoding, plain_len: data.len() as u32, stored_len: stored.len() as u32, id, encrypted: false };
-        let stored = self.shared.ds.seal_record(&mut header, stored);
+        let stored = self.shared.ds.seal_record(&mut header, std::borrow::Cow::Borrowed(stored));
         let full = {
             let mut p = self.shared.pending.lock();
             if !p.ids.insert(id) {
