@@ -6,6 +6,7 @@ use crate::error::{IngestError, Result};
 use crate::exclude::Excludes;
 use crate::meta::{node_from, unchanged};
 use crate::progress::Progress;
+use crate::readahead::Readahead;
 use lifeboat_store::datastore::DirCursor;
 use lifeboat_store::tree::TreeWriter;
 use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, NodeKind, Snapshot, StoreError, Tree};
@@ -106,20 +107,24 @@ struct Archiver<'a> {
     c: Counters,
     small_file_max: u64,
     chunker: Chunker,
+    readahead: Readahead,
 }
 
 /// A directory's entry names in one buffer: a directory of 200,000
-/// entries costs its name bytes plus 8 bytes each, not 200,000 strings.
+/// entries costs its name bytes plus 9 bytes each, not 200,000 strings.
 #[derive(Default)]
 struct NameList {
     bytes: Vec<u8>,
     ends: Vec<u32>,
+    /// The listing says the entry is a regular file (worth reading ahead).
+    regular: Vec<bool>,
 }
 
 impl NameList {
-    fn push(&mut self, name: &[u8]) {
+    fn push(&mut self, name: &[u8], regular: bool) {
         self.bytes.extend_from_slice(name);
         self.ends.push(self.bytes.len() as u32);
+        self.regular.push(regular);
     }
     fn get(&self, i: u32) -> &[u8] {
         let i = i as usize;
@@ -137,6 +142,10 @@ impl NameList {
 /// Entries of one directory processed together; bounds the decoded nodes
 /// held per directory.
 const DIR_BATCH: usize = 1024;
+
+/// Threads that read files ahead of the walk (`readahead.rs`): enough
+/// to keep a disk's queue full while they wait on inodes.
+const READAHEAD_THREADS: usize = 4;
 
 pub fn default_threads() -> usize {
     // File IO blocks; a few more threads than cores keep the CPUs busy on
@@ -191,6 +200,7 @@ pub fn archive(
         c: Counters::default(),
         small_file_max: params.small_file_max,
         chunker: Chunker::new(params.chunk_min, params.chunk_avg, params.chunk_max),
+        readahead: Readahead::start(READAHEAD_THREADS),
     };
     let threads = if threads == 0 { default_threads() } else { threads };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -329,7 +339,9 @@ impl Archiver<'_> {
         let mut names = NameList::default();
         for ent in rd {
             match ent {
-                Ok(ent) => names.push(ent.file_name().as_bytes()),
+                // d_type from the listing: no extra syscall on the usual
+                // filesystems.
+                Ok(ent) => names.push(ent.file_name().as_bytes(), ent.file_type().is_ok_and(|t| t.is_file())),
                 Err(e) => {
                     self.progress.warn(format!("{}: error while listing: {e}", path.display()));
                     break;
@@ -339,7 +351,7 @@ impl Archiver<'_> {
         let order = names.sorted();
 
         let read = |id: &BlobId| self.target.read_tree(id);
-        let mut cursor = match parent.map(|id| DirCursor::open(&id, &read)) {
+        let cursor = match parent.map(|id| DirCursor::open(&id, &read)) {
             Some(Ok(c)) => Some(c),
             Some(Err(e)) => {
                 self.progress.warn(format!("{}: parent snapshot's tree unreadable ({e}); reading in full", path.display()));
@@ -347,7 +359,7 @@ impl Archiver<'_> {
             }
             None => None,
         };
-        let mut pending_old: Option<Node> = None;
+        let mut parent = ParentListing { cursor, pending: None };
         let mut out = TreeWriter::new(order.len());
         // TreeWriter speaks StoreError; a target's other errors (a remote
         // appliance's) ride through it and are taken back out below.
@@ -361,36 +373,12 @@ impl Archiver<'_> {
                 }
             })
         };
-        for batch in order.chunks(DIR_BATCH) {
-            let batch: Vec<&[u8]> = batch.iter().map(|&i| names.get(i)).collect();
-            // Merge-join with the parent's sorted nodes.
-            let mut olds = Vec::with_capacity(batch.len());
-            for &name in &batch {
-                let mut found = None;
-                loop {
-                    if pending_old.is_none() {
-                        pending_old = match cursor.as_mut().map(|c| c.next_node()) {
-                            Some(Ok(n)) => n,
-                            Some(Err(e)) => {
-                                self.progress
-                                    .warn(format!("{}: parent snapshot's tree damaged ({e}); reading the rest in full", path.display()));
-                                cursor = None;
-                                None
-                            }
-                            None => None,
-                        };
-                    }
-                    match &pending_old {
-                        Some(o) if o.name.as_slice() < name => pending_old = None,
-                        Some(o) if o.name.as_slice() == name => {
-                            found = pending_old.take();
-                            break;
-                        }
-                        _ => break,
-                    }
-                }
-                olds.push(found);
-            }
+        // Each batch is joined with the parent's nodes one batch ahead, so
+        // its new files are read ahead while the batch before is worked on.
+        let mut batches = order.chunks(DIR_BATCH);
+        let mut next = batches.next().map(|b| self.prepare_batch(path, &names, b, &mut parent));
+        while let Some((batch, olds)) = next.take() {
+            next = batches.next().map(|b| self.prepare_batch(path, &names, b, &mut parent));
             let run =
                 |(name, old): (&&[u8], &Option<Node>)| self.archive_entry(&path.join(OsStr::from_bytes(name)), name.to_vec(), old.as_ref());
             // Wide batches are split across threads; small directories stay
@@ -414,6 +402,27 @@ impl Archiver<'_> {
             Err(e) => return Err(target_error.lock().unwrap().take().unwrap_or(e.into())),
         };
         self.target.put(BlobKind::Tree, &tree)
+    }
+
+    /// A batch's names (indices into `names`) with their nodes in the
+    /// parent snapshot, and read-ahead hints for its new files.
+    fn prepare_batch<'n>(
+        &self,
+        dir: &Path,
+        names: &'n NameList,
+        batch: &[u32],
+        parent: &mut ParentListing,
+    ) -> (Vec<&'n [u8]>, Vec<Option<Node>>) {
+        let batch_names: Vec<&[u8]> = batch.iter().map(|&i| names.get(i)).collect();
+        let olds: Vec<Option<Node>> = batch_names.iter().map(|name| parent.find(name, dir, self.progress)).collect();
+        // Files the parent knows may be unchanged and not read at all;
+        // the rest will be.
+        for ((&i, name), old) in batch.iter().zip(&batch_names).zip(&olds) {
+            if old.is_none() && names.regular[i as usize] && !self.progress.cancelled() {
+                self.readahead.hint(dir.join(OsStr::from_bytes(name)));
+            }
+        }
+        (batch_names, olds)
     }
 
     fn archive_entry(&self, path: &Path, name: Vec<u8>, old: Option<&Node>) -> Result<Option<Node>> {
@@ -537,6 +546,37 @@ impl Archiver<'_> {
 
     fn put(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId, ReadError> {
         self.target.put(kind, data).map_err(ReadError::Fatal)
+    }
+}
+
+/// A directory's nodes in the parent snapshot, merge-joined in name order
+/// with the directory's sorted entries.
+struct ParentListing<'r> {
+    cursor: Option<DirCursor<'r>>,
+    pending: Option<Node>,
+}
+
+impl ParentListing<'_> {
+    /// The parent's node named `name`; names must come in ascending order.
+    fn find(&mut self, name: &[u8], dir: &Path, progress: &Progress) -> Option<Node> {
+        loop {
+            if self.pending.is_none() {
+                self.pending = match self.cursor.as_mut().map(|c| c.next_node()) {
+                    Some(Ok(n)) => n,
+                    Some(Err(e)) => {
+                        progress.warn(format!("{}: parent snapshot's tree damaged ({e}); reading the rest in full", dir.display()));
+                        self.cursor = None;
+                        None
+                    }
+                    None => None,
+                };
+            }
+            match &self.pending {
+                Some(o) if o.name.as_slice() < name => self.pending = None,
+                Some(o) if o.name.as_slice() == name => return self.pending.take(),
+                _ => return None,
+            }
+        }
     }
 }
 

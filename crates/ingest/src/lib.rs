@@ -14,6 +14,7 @@ pub mod error;
 pub mod exclude;
 pub mod meta;
 pub mod progress;
+pub mod readahead;
 pub mod restore;
 pub mod scan;
 
