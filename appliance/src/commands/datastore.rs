@@ -1,7 +1,7 @@
 use crate::commands::{new_key, open_datastore, unlock_key};
 use crate::{ui, DatastoreArg, KeyArgs, EXIT_ERROR};
 use clap::Subcommand;
-use lifeboat_store::{Datastore, DatastoreConfig};
+use lifeboat_store::{Compression, Datastore, DatastoreConfig};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -19,6 +19,8 @@ pub enum DatastoreCmd {
         /// Refuse forget and gc from the start (see `datastore config`)
         #[arg(long)]
         append_only: bool,
+        #[command(flatten)]
+        compression: CompressionArgs,
     },
     /// Rebuild the index from the packs: after the index was lost or
     /// damaged, or to drop damaged blobs and record what they cost
@@ -37,12 +39,44 @@ pub enum DatastoreCmd {
         /// compromised client)
         #[arg(long, value_name = "BOOL")]
         append_only: Option<bool>,
+        #[command(flatten)]
+        compression: CompressionArgs,
     },
     /// Manage the keys of an encrypted datastore
     Key {
         #[command(subcommand)]
         cmd: KeyCmd,
     },
+}
+
+/// How new blobs are compressed; blobs already stored stay as they are.
+#[derive(clap::Args)]
+pub struct CompressionArgs {
+    /// lz4 (fastest backup and restore), zstd (smaller; see --zstd-level) or none
+    #[arg(long, value_name = "lz4|zstd|none")]
+    compression: Option<Compression>,
+    /// zstd level (negative = faster, up to 19 = smaller)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    zstd_level: Option<i32>,
+}
+
+impl CompressionArgs {
+    /// Applies the flags to `cfg`; true if anything changed.
+    fn apply(&self, cfg: &mut DatastoreConfig) -> anyhow::Result<bool> {
+        if self.compression.is_none() && self.zstd_level.is_none() {
+            return Ok(false);
+        }
+        let compression = match (self.compression, self.zstd_level) {
+            (Some(c), _) => c,
+            (None, Some(_)) => Compression::Zstd,
+            (None, None) => cfg.compression,
+        };
+        if compression != Compression::Zstd && self.zstd_level.is_some() {
+            anyhow::bail!("--zstd-level goes with --compression zstd");
+        }
+        cfg.set_compression(compression, self.zstd_level).map_err(anyhow::Error::msg)?;
+        Ok(true)
+    }
 }
 
 /// The new key for `key add` / `key passwd`.
@@ -90,8 +124,9 @@ pub enum KeyCmd {
 
 pub fn run(cmd: DatastoreCmd) -> anyhow::Result<u8> {
     match cmd {
-        DatastoreCmd::Init { path, encrypt, key, append_only } => {
-            let cfg = DatastoreConfig { append_only, ..DatastoreConfig::new() };
+        DatastoreCmd::Init { path, encrypt, key, append_only, compression } => {
+            let mut cfg = DatastoreConfig { append_only, ..DatastoreConfig::new() };
+            compression.apply(&mut cfg)?;
             let ds = if encrypt {
                 let k = new_key(key.key_file.as_ref(), key.password_file.as_ref(), "LIFEBOAT_PASSWORD", "passphrase for the new datastore")?;
                 Datastore::init_encrypted(&path, cfg, &k)?
@@ -112,11 +147,15 @@ pub fn run(cmd: DatastoreCmd) -> anyhow::Result<u8> {
         }
         DatastoreCmd::Key { cmd } => key(cmd),
         DatastoreCmd::Repair { ds, json } => repair(&ds, json),
-        DatastoreCmd::Config { ds, append_only } => {
+        DatastoreCmd::Config { ds, append_only, compression } => {
             let store = open_datastore(&ds)?;
             let mut cfg = store.config().clone();
+            let mut changed = compression.apply(&mut cfg)?;
             if let Some(v) = append_only {
                 cfg.append_only = v;
+                changed = true;
+            }
+            if changed {
                 cfg.save(&ds.datastore)?;
             }
             let mut shown = serde_json::to_value(&cfg)?;

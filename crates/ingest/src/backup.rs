@@ -381,13 +381,13 @@ impl Archiver<'_> {
             next = batches.next().map(|b| self.prepare_batch(path, &names, b, &mut parent));
             let run =
                 |(name, old): (&&[u8], &Option<Node>)| self.archive_entry(&path.join(OsStr::from_bytes(name)), name.to_vec(), old.as_ref());
-            // Wide batches are split across threads; small directories stay
-            // on this thread (work-stealing still takes sub-directories).
-            let results: Vec<Result<Option<Node>>> = if batch.len() > 16 {
-                batch.par_iter().zip(olds.par_iter()).with_min_len(8).map(run).collect()
-            } else {
-                batch.iter().zip(olds.iter()).map(run).collect()
-            };
+            // Every entry may go to another thread: a sub-directory kept on
+            // this one would wait for its siblings, and a whole subtree could
+            // hold up the walk while the other threads sit idle (a root of
+            // four directories was walked one directory at a time). Rayon
+            // only splits when a thread is idle, so small directories cost
+            // next to nothing extra.
+            let results: Vec<Result<Option<Node>>> = batch.par_iter().zip(olds.par_iter()).map(run).collect();
             for r in results {
                 if let Some(n) = r? {
                     if let Err(e) = out.push(&n, &mut store_page) {

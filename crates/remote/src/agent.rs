@@ -342,7 +342,7 @@ impl AgentSink {
                 present.push(*id);
                 continue;
             }
-            let (encoding, stored) = blob::encode(data, self.shared.params.zstd_level);
+            let (encoding, stored) = blob::encode(data, self.shared.params.codec());
             let header = RecordHeader { kind: *kind, encoding, plain_len: data.len() as u32, stored_len: stored.len() as u32, id: *id, encrypted: false };
             self.bytes_added.fetch_add(data.len() as u64, Ordering::Relaxed);
             records.push((header, stored.into_owned()));

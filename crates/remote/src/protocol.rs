@@ -28,9 +28,28 @@ pub struct BlobParams {
     pub chunk_min: u32,
     pub chunk_avg: u32,
     pub chunk_max: u32,
+    /// "auto", "lz4", "zstd" or "none"; absent from appliances older than the
+    /// setting, which compress with zstd.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub compression: lifeboat_store::Compression,
     pub zstd_level: i32,
     /// Upload packs are sealed at this many bytes.
     pub pack_target: u64,
+}
+
+impl BlobParams {
+    /// The codec the agent compresses blobs with.
+    pub fn codec(&self) -> lifeboat_store::blob::Codec {
+        use lifeboat_store::blob::Codec;
+        match self.compression {
+            lifeboat_store::Compression::None => Codec::None,
+            lifeboat_store::Compression::Lz4 => Codec::Lz4,
+            // The agent's bottleneck is usually its link to the
+            // appliance: every byte saved there counts.
+            lifeboat_store::Compression::Zstd | lifeboat_store::Compression::Auto => Codec::Zstd(self.zstd_level),
+        }
+    }
 }
 
 /// The parent snapshot an incremental run compares against.

@@ -158,6 +158,7 @@ impl IngestSessions {
             chunk_min: cfg.chunk_min,
             chunk_avg: cfg.chunk_avg,
             chunk_max: cfg.chunk_max,
+            compression: cfg.compression,
             zstd_level: cfg.zstd_level,
             pack_target: cfg.pack_target.min(AGENT_PACK_MAX),
         };

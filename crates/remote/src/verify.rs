@@ -30,6 +30,7 @@ pub fn verify_pack(ds: &Datastore, id: &PackId, bytes: &[u8]) -> Result<Verified
     if bytes[8..24] != id.0 {
         return Err(format!("pack header names pack {}, uploaded as {id}", PackId(bytes[8..24].try_into().unwrap())));
     }
+    let lz4_allowed = ds.config().features.iter().any(|f| f == lifeboat_store::config::FEATURE_LZ4);
     // Headers first (cheap, sequential), then the records in parallel.
     let mut records = Vec::new();
     let mut at = PACK_HEADER_LEN;
@@ -41,6 +42,11 @@ pub fn verify_pack(ds: &Datastore, id: &PackId, bytes: &[u8]) -> Result<Verified
         let h = RecordHeader::decode(&bytes[at as usize..end as usize]).map_err(|e| format!("offset {at}: {e}"))?;
         if !matches!(h.kind, BlobKind::FileChunk | BlobKind::SmallFile | BlobKind::Tree) {
             return Err(format!("offset {at}: blob {} is of kind {:?}; agents upload file data and trees only", h.id, h.kind));
+        }
+        if h.encoding == Encoding::Lz4 && !lz4_allowed {
+            // Readers that predate LZ4 must see the datastore's feature
+            // before they meet such a record.
+            return Err(format!("offset {at}: blob {} is LZ4-compressed, but this datastore does not use LZ4", h.id));
         }
         let data_end = end + h.stored_len as u64;
         if data_end > len {
@@ -85,10 +91,6 @@ pub fn verify_pack(ds: &Datastore, id: &PackId, bytes: &[u8]) -> Result<Verified
     Ok(VerifiedPack { blobs, external_refs: refs })
 }
 
-thread_local! {
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
-}
-
 /// A record's plain bytes, read in place (raw) or decompressed: no copy
 /// of the upload per record. Sessions exist for unencrypted datastores
 /// only, so a sealed record is refused.
@@ -96,23 +98,7 @@ fn plain_bytes<'a>(h: &RecordHeader, stored: &'a [u8]) -> Result<std::borrow::Co
     if h.encrypted {
         return Err("record is encrypted, but the datastore is not".into());
     }
-    let want = h.plain_len as usize;
-    match h.encoding {
-        Encoding::Raw if stored.len() == want => Ok(std::borrow::Cow::Borrowed(stored)),
-        Encoding::Raw => Err(format!("stored {} bytes, expected {want}", stored.len())),
-        Encoding::Zstd => DECOMPRESSOR.with(|d| {
-            let mut d = d.borrow_mut();
-            if d.is_none() {
-                *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
-            }
-            let mut out = Vec::with_capacity(want);
-            d.as_mut().unwrap().decompress_to_buffer(stored, &mut out).map_err(|e| format!("zstd: {e}"))?;
-            if out.len() != want {
-                return Err(format!("decompressed {} bytes, expected {want}", out.len()));
-            }
-            Ok(std::borrow::Cow::Owned(out))
-        }),
-    }
+    lifeboat_store::blob::decode_slice(h.encoding, stored, h.plain_len as usize)
 }
 
 /// The blobs a tree blob names: its pages, or its nodes' contents and

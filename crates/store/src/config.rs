@@ -23,7 +23,11 @@ pub struct DatastoreConfig {
     pub chunk_max: u32,
     /// A pack is sealed once it holds this many bytes.
     pub pack_target: u64,
-    /// zstd level for new blobs.
+    /// How new blobs are compressed. Absent in datastores made before it
+    /// existed: those compress with zstd.
+    #[serde(default)]
+    pub compression: Compression,
+    /// zstd level for new blobs (with `compression` zstd).
     pub zstd_level: i32,
     /// Refuse everything that removes data (forget, gc): protects the
     /// backups from a compromised or careless client.
@@ -40,11 +44,45 @@ pub struct DatastoreConfig {
 
 /// Optional features this code knows.
 pub const FEATURE_ENCRYPTION: &str = "encryption";
-pub const FEATURES: &[&str] = &[FEATURE_ENCRYPTION];
+/// Records may be LZ4-compressed (encoding 2). Listed from the first time
+/// `compression` is lz4 and never removed: the records stay.
+pub const FEATURE_LZ4: &str = "lz4";
+pub const FEATURES: &[&str] = &[FEATURE_ENCRYPTION, FEATURE_LZ4];
+
+/// A datastore's `compression` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Store blobs as they are.
+    None,
+    /// LZ4: the fastest to write and to read back; stores about 10-15 %
+    /// more than zstd level 1 on typical file-server data.
+    Lz4,
+    /// zstd at `zstd_level`.
+    #[default]
+    Zstd,
+    /// Each blob with LZ4 while the datastore's disk keeps up with the
+    /// backup, with zstd at `zstd_level` while it falls behind: the CPU
+    /// and the disk both stay busy, whichever of them is the slower.
+    Auto,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd),
+            "auto" => Ok(Compression::Auto),
+            other => Err(format!("unknown compression '{other}' (use auto, lz4, zstd or none)")),
+        }
+    }
+}
 
 impl DatastoreConfig {
     pub fn new() -> Self {
-        DatastoreConfig {
+        let mut c = DatastoreConfig {
             format_version: FORMAT_VERSION,
             id: crate::id::PackId::random().to_hex(),
             created: chrono::Utc::now(),
@@ -53,11 +91,14 @@ impl DatastoreConfig {
             chunk_avg: 1 << 20,
             chunk_max: 8 << 20,
             pack_target: 64 << 20,
+            compression: Compression::Auto,
             zstd_level: 1,
             append_only: false,
             features: Vec::new(),
             encryption: None,
-        }
+        };
+        c.list_needed_features();
+        c
     }
 
     pub fn load(root: &Path) -> Result<Self> {
@@ -104,6 +145,9 @@ impl DatastoreConfig {
         if cfg.chunk_min == 0 || cfg.chunk_min > cfg.chunk_avg || cfg.chunk_avg > cfg.chunk_max || cfg.pack_target == 0 {
             return Err(StoreError::BadConfig { path, reason: "chunker sizes or pack size out of range".into() });
         }
+        if matches!(cfg.compression, Compression::Lz4 | Compression::Auto) && !cfg.features.iter().any(|f| f == FEATURE_LZ4) {
+            return Err(StoreError::BadConfig { path, reason: "compression may use lz4 but feature \"lz4\" is not listed".into() });
+        }
         let flagged = cfg.features.iter().any(|f| f == FEATURE_ENCRYPTION);
         match &cfg.encryption {
             Some(enc) if !flagged => {
@@ -126,6 +170,37 @@ impl DatastoreConfig {
 
     pub fn is_encrypted(&self) -> bool {
         self.encryption.is_some()
+    }
+
+    /// Sets `compression` (and the zstd level, for zstd), listing the
+    /// features the records it writes need.
+    pub fn set_compression(&mut self, compression: Compression, zstd_level: Option<i32>) -> std::result::Result<(), String> {
+        if let Some(l) = zstd_level {
+            let range = zstd::compression_level_range();
+            if !range.contains(&l) {
+                return Err(format!("zstd level {l} out of range ({} to {})", range.start(), range.end()));
+            }
+            self.zstd_level = l;
+        }
+        self.compression = compression;
+        self.list_needed_features();
+        Ok(())
+    }
+
+    /// Lists the features the current settings write records for. Never
+    /// removes one: records written under earlier settings stay.
+    fn list_needed_features(&mut self) {
+        if matches!(self.compression, Compression::Lz4 | Compression::Auto) && !self.features.iter().any(|f| f == FEATURE_LZ4) {
+            self.features.push(FEATURE_LZ4.into());
+        }
+    }
+
+    /// The config of a datastore about to be created: features listed for
+    /// exactly its settings (`new` lists those of the default).
+    pub fn for_new_datastore(mut self) -> Self {
+        self.features.retain(|f| f != FEATURE_LZ4);
+        self.list_needed_features();
+        self
     }
 
     pub fn save(&self, root: &Path) -> Result<()> {

@@ -119,7 +119,8 @@ impl Datastore {
         Self::create(root, config, Some(key))
     }
 
-    fn create(root: &Path, mut config: DatastoreConfig, key: Option<&KeySource>) -> Result<Self> {
+    fn create(root: &Path, config: DatastoreConfig, key: Option<&KeySource>) -> Result<Self> {
+        let mut config = config.for_new_datastore();
         if root.exists() {
             let mut entries = std::fs::read_dir(root).map_err(|e| StoreError::io("read", root, e))?;
             if entries.next().is_some() {
@@ -143,6 +144,13 @@ impl Datastore {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| StoreError::io("create", &p, e))?;
         }
+        // All 256 pack directories now, synced once: made on demand, each
+        // of a first backup's packs cost another directory sync.
+        for b in 0..=255u8 {
+            let p = root.join("packs").join(format!("{b:02x}"));
+            std::fs::create_dir(&p).map_err(|e| StoreError::io("create", &p, e))?;
+        }
+        fsutil::sync_dir(&root.join("packs"))?;
         index::create(&root.join("index"))?;
         // The config goes last: a directory without it is not a datastore,
         // so a crash during init leaves nothing half-usable.

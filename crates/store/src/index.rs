@@ -467,6 +467,14 @@ pub fn commit(path: &Path, batch: IndexBatch) -> Result<()> {
     let mut wo = WriteOptions::default();
     wo.set_sync(true);
     db.write_opt(wb, &wo).map_err(|e| index_err(path, e))?;
+    // Flush the memtables while they are in memory anyway: the WAL is
+    // then obsolete, and the next opens (every reader's view after this
+    // commit, the next writer) have nothing to replay. Replaying each
+    // commit's WAL in each open cost more than the commit itself (a
+    // backup of 100k files spent ~4 s in read-only reopens).
+    for name in CFS {
+        db.flush_cf(cf(name)).map_err(|e| index_err(path, e))?;
+    }
     crate::failpoint::hit("index-committed")?;
     Ok(())
 }

@@ -30,7 +30,7 @@ pub mod snapshot;
 pub mod tree;
 
 pub use blob::BlobKind;
-pub use config::DatastoreConfig;
+pub use config::{Compression, DatastoreConfig};
 pub use crypto::KeySource;
 pub use datastore::Datastore;
 pub use error::{Result, StoreError};

@@ -1,22 +1,25 @@
 //! `BlobSink`: the write side of one backup run. Many threads `put` blobs;
 //! each is hashed, looked up (in this run's pending set, then the index),
-//! compressed only if new, and appended to the run's open pack. Full packs
-//! go to a sealer thread that fsyncs them and commits their index entries,
-//! so CPU work never waits on the disk. The snapshot is committed in the
-//! same index batch as the last pack: it exists only if all its data does.
+//! compressed only if new, and appended to one of the run's open packs.
+//! Full packs go to a sealer thread that fsyncs them and commits their
+//! index entries a few packs at a time, so CPU work never waits on the
+//! disk or the index. The snapshot is committed in the same index batch as
+//! the last packs: it exists only if all its data does.
 
-use crate::blob::{self, BlobKind, RecordHeader};
+use crate::blob::{self, BlobKind, Codec, RecordHeader};
+use crate::config::Compression;
 use crate::datastore::Datastore;
 use crate::error::{Result, StoreError};
 use crate::id::BlobId;
 use crate::index::{self, IndexBatch, PackInfo};
-use crate::pack::PackWriter;
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crate::pack::{PackWriter, WrittenPack};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -36,25 +39,7 @@ pub struct SinkStats {
 
 enum SealJob {
     Pack(PackWriter),
-    Final { pack: Option<PackWriter>, snapshot: Option<(BlobId, Vec<u8>)>, reply: Sender<Result<()>> },
-}
-
-struct Pending {
-    pack: Option<PackWriter>,
-    /// Blobs written by this run whose pack is not yet visible in the
-    /// index. Bounded by the packs in flight, not by the run's size.
-    ids: HashSet<BlobId>,
-}
-
-struct Shared {
-    ds: Arc<Datastore>,
-    last_refresh: Mutex<std::time::Instant>,
-    pending: Mutex<Pending>,
-    failed: Mutex<Option<String>>,
-    blobs_added: AtomicU64,
-    bytes_added: AtomicU64,
-    bytes_stored: AtomicU64,
-    packs_committed: AtomicU64,
+    Final { packs: Vec<PackWriter>, snapshot: Option<(BlobId, Vec<u8>)>, reply: Sender<Result<()>> },
 }
 
 /// A pack is also sealed at this many blobs: what a run holds per pack
@@ -62,11 +47,82 @@ struct Shared {
 /// for a million tiny files as for a thousand large ones.
 const PACK_MAX_BLOBS: usize = 16 * 1024;
 
+/// Packs open at once, each appended to by one thread at a time. One
+/// shared pack made every thread wait for the one copying into it, and a
+/// thread preempted while holding it (workers outnumber cores) stalled
+/// them all.
+const PACK_SLOTS: usize = 4;
+
+/// Full packs are made durable and committed to the index together, at
+/// most every `COMMIT_PACKS` packs, `COMMIT_BLOBS` blobs or
+/// `COMMIT_INTERVAL`, whichever comes first. Making packs durable flushes
+/// the disk's cache, and a flush stalls the disk's other writes until
+/// the data written before it is on stable storage: on the test VMs, a
+/// sync once a second cut a stream of pack writes from 480 to 320 MB/s.
+/// So flushes are rare; the price is that a crash loses up to that much
+/// of a run's work (its data stays, unindexed, until gc takes it), and
+/// that the ids of blobs not yet committed are held in memory, which
+/// `COMMIT_BLOBS` bounds.
+const COMMIT_PACKS: usize = 16;
+const COMMIT_BLOBS: usize = 128 * 1024;
+const COMMIT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Other processes' commits become visible when our read view is
+/// reopened: after each of our own commits, and when the index changed,
+/// at most this long after. Concurrent backups so deduplicate against
+/// each other even when one of them rarely commits.
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
+
+/// See `BlobSink::codec_now`. With one buffer in flight per open pack, 3
+/// means most packs are waiting for the disk. Lower thresholds traded
+/// more CPU than they saved in writes on the 2-core test VMs.
+const AUTO_BACKLOG: usize = 3;
+
 thread_local! {
     /// Each putting thread's compression output, reused blob after blob.
     static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Blob ids this run has written whose packs are not yet in our index
+/// view, sharded so that lookups from many threads rarely meet. Bounded
+/// by the packs in flight, not by the run's size.
+struct PendingIds {
+    shards: Vec<Mutex<HashSet<BlobId>>>,
+}
+
+impl PendingIds {
+    const SHARDS: usize = 16;
+
+    fn new() -> Self {
+        PendingIds { shards: (0..Self::SHARDS).map(|_| Mutex::new(HashSet::new())).collect() }
+    }
+    fn shard(&self, id: &BlobId) -> &Mutex<HashSet<BlobId>> {
+        &self.shards[id.0[0] as usize % Self::SHARDS]
+    }
+    fn contains(&self, id: &BlobId) -> bool {
+        self.shard(id).lock().contains(id)
+    }
+    /// False if the id was there already (another thread stores it).
+    fn insert(&self, id: BlobId) -> bool {
+        self.shard(&id).lock().insert(id)
+    }
+    fn remove(&self, id: &BlobId) {
+        self.shard(id).lock().remove(id);
+    }
+}
+
+struct Shared {
+    ds: Arc<Datastore>,
+    pending: PendingIds,
+    /// The run's open packs; a putting thread appends to the first slot
+    /// it can lock.
+    slots: Vec<Mutex<Option<PackWriter>>>,
+    failed: Mutex<Option<String>>,
+    blobs_added: AtomicU64,
+    bytes_added: AtomicU64,
+    bytes_stored: AtomicU64,
+    packs_committed: AtomicU64,
+}
 
 pub struct BlobSink {
     _lock: crate::fsutil::DatastoreLock,
@@ -74,7 +130,8 @@ pub struct BlobSink {
     shared: Arc<Shared>,
     tx: Option<Sender<SealJob>>,
     sealer: Option<JoinHandle<()>>,
-    level: i32,
+    compression: Compression,
+    zstd_level: i32,
     pack_target: u64,
 }
 
@@ -86,26 +143,27 @@ impl BlobSink {
         let registration = crate::fsutil::WriterRegistration::register(ds.root())?;
         ds.refresh_index()?;
         ds.remove_stale_partials()?;
-        let level = ds.config().zstd_level;
+        let (compression, zstd_level) = (ds.config().compression, ds.config().zstd_level);
         let pack_target = ds.config().pack_target;
         let shared = Arc::new(Shared {
             ds,
-            last_refresh: Mutex::new(std::time::Instant::now()),
-            pending: Mutex::new(Pending { pack: None, ids: HashSet::new() }),
+            pending: PendingIds::new(),
+            slots: (0..PACK_SLOTS).map(|_| Mutex::new(None)).collect(),
             failed: Mutex::new(None),
             blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
             bytes_stored: AtomicU64::new(0),
             packs_committed: AtomicU64::new(0),
         });
-        // One pack sealing while the next fills: back-pressure beyond that.
-        let (tx, rx) = bounded::<SealJob>(1);
+        // Every slot's pack may fill while one is sealed: back-pressure
+        // beyond that.
+        let (tx, rx) = bounded::<SealJob>(PACK_SLOTS);
         let s2 = shared.clone();
         let sealer = std::thread::Builder::new()
             .name("pack-sealer".into())
             .spawn(move || sealer_loop(s2, rx))
             .map_err(|e| StoreError::io("spawn", "pack-sealer", e))?;
-        Ok(BlobSink { _lock: lock, _registration: registration, shared, tx: Some(tx), sealer: Some(sealer), level, pack_target })
+        Ok(BlobSink { _lock: lock, _registration: registration, shared, tx: Some(tx), sealer: Some(sealer), compression, zstd_level, pack_target })
     }
 
     fn check_failed(&self) -> Result<()> {
@@ -115,33 +173,17 @@ impl BlobSink {
         Ok(())
     }
 
-    /// True when the blob is already stored or being stored by this run.
     /// The datastore this sink writes into (to read a parent's blobs).
     pub fn datastore(&self) -> &Arc<Datastore> {
         &self.shared.ds
     }
 
+    /// True when the blob is already stored or being stored by this run.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        if self.shared.pending.lock().ids.contains(id) {
+        if self.shared.pending.contains(id) {
             return Ok(true);
         }
-        self.refresh_if_stale()?;
         self.shared.ds.index().contains_blob(id)
-    }
-
-    /// Another process's commits become visible when our reader is
-    /// reopened; besides after each of our own commits, that happens at
-    /// least every `REFRESH_EVERY`, so concurrent backups deduplicate
-    /// against each other even when one of them rarely commits.
-    fn refresh_if_stale(&self) -> Result<()> {
-        let Some(mut last) = self.shared.last_refresh.try_lock() else {
-            return Ok(());
-        };
-        if last.elapsed() >= REFRESH_EVERY {
-            *last = std::time::Instant::now();
-            self.shared.ds.refresh_index()?;
-        }
-        Ok(())
     }
 
     pub fn put(&self, kind: BlobKind, data: &[u8]) -> Result<PutOutcome> {
@@ -158,42 +200,38 @@ impl BlobSink {
         }
         ENCODED.with(|out| {
             let mut out = out.borrow_mut();
-            let encoding = blob::encode_into(data, self.level, &mut out);
-            let stored: &[u8] = if encoding == blob::Encoding::Zstd { &out } else { data };
+            let encoding = blob::encode_into(data, self.codec_now(), &mut out);
+            let stored: &[u8] = if encoding == blob::Encoding::Raw { data } else { &out };
             self.append_new(kind, id, data, encoding, stored)
         })
+    }
+
+    /// The codec for the next blob. `Auto` compresses harder only while
+    /// the disk is clearly behind (`AUTO_BACKLOG` buffers wait for it):
+    /// then every byte saved is time saved, and the CPU would otherwise
+    /// wait on the disk anyway.
+    fn codec_now(&self) -> Codec {
+        match self.compression {
+            Compression::None => Codec::None,
+            Compression::Lz4 => Codec::Lz4,
+            Compression::Zstd => Codec::Zstd(self.zstd_level),
+            Compression::Auto if crate::pack::write_backlog() >= AUTO_BACKLOG => Codec::Zstd(self.zstd_level),
+            Compression::Auto => Codec::Lz4,
+        }
     }
 
     fn append_new(&self, kind: BlobKind, id: BlobId, data: &[u8], encoding: blob::Encoding, stored: &[u8]) -> Result<PutOutcome> {
         let mut header =
             RecordHeader { kind, encoding, plain_len: data.len() as u32, stored_len: stored.len() as u32, id, encrypted: false };
         let stored = self.shared.ds.seal_record(&mut header, std::borrow::Cow::Borrowed(stored));
-        let full = {
-            let mut p = self.shared.pending.lock();
-            if !p.ids.insert(id) {
-                return Ok(PutOutcome { id, added: false, stored_len: 0 });
-            }
-            if p.pack.is_none() {
-                match PackWriter::create(self.shared.ds.root()) {
-                    Ok(w) => p.pack = Some(w),
-                    Err(e) => {
-                        p.ids.remove(&id);
-                        return Err(e);
-                    }
-                }
-            }
-            let w = p.pack.as_mut().unwrap();
-            if let Err(e) = w.append(header, &stored) {
-                // A failed write leaves the pack unusable: drop it whole.
-                if let Some(w) = p.pack.take() {
-                    w.discard();
-                }
+        if !self.shared.pending.insert(id) {
+            return Ok(PutOutcome { id, added: false, stored_len: 0 });
+        }
+        let full = match self.append_to_a_pack(header, &stored) {
+            Ok(full) => full,
+            Err(e) => {
+                self.shared.pending.remove(&id);
                 return Err(e);
-            }
-            if w.len() >= self.pack_target || w.blob_count() >= PACK_MAX_BLOBS {
-                p.pack.take()
-            } else {
-                None
             }
         };
         self.shared.blobs_added.fetch_add(1, Ordering::Relaxed);
@@ -205,6 +243,40 @@ impl BlobSink {
         Ok(PutOutcome { id, added: true, stored_len: stored.len() as u64 })
     }
 
+    /// Appends a record to the first open pack no other thread is using
+    /// (waiting for one only when all are busy); returns the pack if that
+    /// filled it.
+    fn append_to_a_pack(&self, header: RecordHeader, stored: &[u8]) -> Result<Option<PackWriter>> {
+        let slots = &self.shared.slots;
+        let mut slot = slots.iter().find_map(|s| s.try_lock());
+        if slot.is_none() {
+            // All busy: wait on one, spreading the waiters.
+            slot = Some(slots[header.id.0[1] as usize % slots.len()].lock());
+        }
+        let mut slot = slot.expect("a slot");
+        if slot.is_none() {
+            *slot = Some(PackWriter::create(self.shared.ds.root())?);
+        }
+        let w = slot.as_mut().unwrap();
+        if let Err(e) = w.append(header, stored) {
+            // A failed write leaves the pack unusable: drop it whole, and
+            // with it the run (other threads may have counted on its blobs).
+            if let Some(w) = slot.take() {
+                w.discard();
+            }
+            self.fail(&e);
+            return Err(e);
+        }
+        Ok(if w.len() >= self.pack_target || w.blob_count() >= PACK_MAX_BLOBS { slot.take() } else { None })
+    }
+
+    fn fail(&self, e: &StoreError) {
+        let mut f = self.shared.failed.lock();
+        if f.is_none() {
+            *f = Some(e.to_string());
+        }
+    }
+
     pub fn stats(&self) -> SinkStats {
         SinkStats {
             blobs_added: self.shared.blobs_added.load(Ordering::Relaxed),
@@ -214,7 +286,7 @@ impl BlobSink {
         }
     }
 
-    /// Seals the last pack and commits it together with the snapshot
+    /// Seals the last packs and commits them together with the snapshot
     /// document (stored as a blob and listed in the index).
     pub fn commit_snapshot(mut self, snapshot_doc: Vec<u8>) -> Result<BlobId> {
         let id = self.put(BlobKind::Snapshot, &snapshot_doc)?.id;
@@ -229,11 +301,15 @@ impl BlobSink {
         self.finish(None)
     }
 
+    fn take_open_packs(&self) -> Vec<PackWriter> {
+        self.shared.slots.iter().filter_map(|s| s.lock().take()).collect()
+    }
+
     fn finish(&mut self, snapshot: Option<(BlobId, Vec<u8>)>) -> Result<()> {
-        let pack = self.shared.pending.lock().pack.take();
+        let packs = self.take_open_packs();
         let (rtx, rrx) = bounded(1);
         let tx = self.tx.take().expect("sink open");
-        tx.send(SealJob::Final { pack, snapshot, reply: rtx }).map_err(|_| StoreError::Interrupted)?;
+        tx.send(SealJob::Final { packs, snapshot, reply: rtx }).map_err(|_| StoreError::Interrupted)?;
         drop(tx);
         let res = rrx.recv().unwrap_or(Err(StoreError::Interrupted));
         if let Some(h) = self.sealer.take() {
@@ -243,14 +319,14 @@ impl BlobSink {
         res
     }
 
-    /// Stops the run: the open pack is deleted; packs already committed
+    /// Stops the run: the open packs are deleted; packs already sealed
     /// stay (unreferenced until GC reclaims them).
     pub fn abort(mut self) {
         self.abort_inner();
     }
 
     fn abort_inner(&mut self) {
-        if let Some(w) = self.shared.pending.lock().pack.take() {
+        for w in self.take_open_packs() {
             w.discard();
         }
         self.tx.take();
@@ -266,60 +342,125 @@ impl Drop for BlobSink {
     }
 }
 
+/// Seals packs as they fill, commits them a few at a time, and keeps the
+/// run's read view of the index fresh (off the workers' path: reopening
+/// it takes tens of milliseconds).
 fn sealer_loop(shared: Arc<Shared>, rx: Receiver<SealJob>) {
-    for job in rx {
+    // Full packs, written but not yet durable: sealed together when
+    // committed (`pack::seal_all`).
+    let mut written: Vec<WrittenPack> = Vec::new();
+    let mut last_commit = Instant::now();
+    let mut view = IndexView::now(&shared.ds);
+    let fail = |e: StoreError| {
+        let mut f = shared.failed.lock();
+        if f.is_none() {
+            *f = Some(e.to_string());
+        }
+    };
+    loop {
+        let job = match rx.recv_timeout(REFRESH_EVERY) {
+            Ok(job) => Some(job),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let failed = shared.failed.lock().clone();
         match job {
-            SealJob::Pack(w) => {
+            Some(SealJob::Pack(w)) => {
                 if failed.is_some() {
                     w.discard();
                     continue;
                 }
-                if let Err(e) = seal_and_commit(&shared, Some(w), None) {
-                    *shared.failed.lock() = Some(e.to_string());
+                match w.complete() {
+                    Ok(p) => written.push(p),
+                    Err(e) => fail(e),
                 }
             }
-            SealJob::Final { pack, snapshot, reply } => {
+            Some(SealJob::Final { packs, snapshot, reply }) => {
                 let res = match failed {
                     Some(msg) => {
-                        if let Some(w) = pack {
-                            w.discard();
-                        }
+                        packs.into_iter().for_each(PackWriter::discard);
                         Err(StoreError::Index { path: shared.ds.index_path(), message: format!("an earlier pack commit failed: {msg}") })
                     }
-                    None => seal_and_commit(&shared, pack, snapshot),
+                    None => packs
+                        .into_iter()
+                        .filter(|w| !w.is_empty())
+                        .try_for_each(|w| w.complete().map(|p| written.push(p)))
+                        .and_then(|()| seal_and_commit(&shared, std::mem::take(&mut written), snapshot).map(drop)),
                 };
                 let _ = reply.send(res);
+                continue;
+            }
+            None => {}
+        }
+        let blobs: usize = written.iter().map(WrittenPack::blob_count).sum();
+        if !written.is_empty() && (written.len() >= COMMIT_PACKS || blobs >= COMMIT_BLOBS || last_commit.elapsed() >= COMMIT_INTERVAL) {
+            match seal_and_commit(&shared, std::mem::take(&mut written), None) {
+                Ok(v) => view = v,
+                Err(e) => fail(e),
+            }
+            last_commit = Instant::now();
+        } else if view.taken.elapsed() >= REFRESH_EVERY && view.changed(&shared.ds) {
+            view = IndexView::now(&shared.ds);
+            if let Err(e) = shared.ds.refresh_index() {
+                fail(e);
             }
         }
     }
+    // The run was aborted: packs already written are kept and indexed as
+    // if the abort had come a little later (best effort; if this fails,
+    // gc removes what reached packs/ as orphans).
+    if !written.is_empty() {
+        let _ = seal_and_commit(&shared, written, None);
+    }
 }
 
-fn seal_and_commit(shared: &Shared, pack: Option<PackWriter>, snapshot: Option<(BlobId, Vec<u8>)>) -> Result<()> {
-    let root = shared.ds.root();
+/// When our read view of the index was last reopened, and the index
+/// directory's modification time then: every commit (ours or another
+/// process's) creates files there, so an unchanged time means nothing to
+/// reopen for.
+struct IndexView {
+    taken: Instant,
+    mtime: Option<SystemTime>,
+}
+
+impl IndexView {
+    fn now(ds: &Datastore) -> Self {
+        IndexView { taken: Instant::now(), mtime: Self::mtime(ds) }
+    }
+    fn mtime(ds: &Datastore) -> Option<SystemTime> {
+        std::fs::metadata(ds.index_path()).and_then(|m| m.modified()).ok()
+    }
+    fn changed(&self, ds: &Datastore) -> bool {
+        self.mtime.is_none() || Self::mtime(ds) != self.mtime
+    }
+}
+
+/// Makes written packs durable and commits them (and the snapshot
+/// document, if any) in one index batch, reopens our read view, then
+/// drops their ids from the pending set.
+fn seal_and_commit(shared: &Shared, written: Vec<WrittenPack>, snapshot: Option<(BlobId, Vec<u8>)>) -> Result<IndexView> {
+    let sealed = crate::pack::seal_all(shared.ds.root(), written)?;
     let mut batch = IndexBatch::default();
-    let mut sealed = None;
-    if let Some(w) = pack.filter(|w| !w.is_empty()) {
-        let s = w.seal(root)?;
+    for s in &sealed {
         batch.packs.push((s.id, PackInfo { len: s.len, blobs: s.blobs.len() as u32 }));
-        batch.blobs = s.blobs.clone();
-        sealed = Some(s);
+        batch.blobs.extend(s.blobs.iter().cloned());
     }
     if let Some(snap) = snapshot {
         batch.snapshots.push(snap);
     }
     if batch.packs.is_empty() && batch.snapshots.is_empty() {
-        return Ok(());
+        return Ok(IndexView::now(&shared.ds));
     }
     let ids: Vec<BlobId> = batch.blobs.iter().map(|(id, _)| *id).collect();
     index::commit(&shared.ds.index_path(), batch)?;
-    drop(sealed); // releases the pack lock: it is in the index now
-    shared.packs_committed.fetch_add(1, Ordering::Relaxed);
+    shared.packs_committed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+    drop(sealed); // releases the packs' locks: they are in the index now
+    // Taken before the reopen: a commit landing in between shows as a
+    // change next time.
+    let view = IndexView::now(&shared.ds);
     shared.ds.refresh_index()?;
-    *shared.last_refresh.lock() = std::time::Instant::now();
-    let mut p = shared.pending.lock();
-    for id in ids {
-        p.ids.remove(&id);
+    for id in &ids {
+        shared.pending.remove(id);
     }
-    Ok(())
+    Ok(view)
 }
