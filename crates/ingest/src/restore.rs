@@ -50,7 +50,12 @@ struct Restorer<'a> {
     umask: u32,
     euid: u32,
     egid: u32,
+    /// To the thread that reads ahead the records of the next files.
+    prefetch: crossbeam_channel::Sender<Vec<BlobId>>,
 }
+
+/// Batches of blobs the prefetch thread may be behind by.
+const PREFETCH_QUEUE: usize = 64;
 
 fn components(p: &str) -> Vec<Vec<u8>> {
     p.split('/').filter(|c| !c.is_empty() && *c != ".").map(|c| c.as_bytes().to_vec()).collect()
@@ -66,6 +71,25 @@ pub fn restore(ds: &Datastore, snap: &Snapshot, opts: &RestoreOptions, progress:
         }
     }
     std::fs::create_dir_all(&opts.target).map_err(|e| IngestError::Target { path: opts.target.clone(), source: e })?;
+    std::thread::scope(|scope| {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<BlobId>>(PREFETCH_QUEUE);
+        scope.spawn(move || {
+            for ids in rx {
+                ds.prefetch(&ids);
+            }
+        });
+        restore_with(ds, snap, opts, includes, progress, tx)
+    })
+}
+
+fn restore_with(
+    ds: &Datastore,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+    includes: Vec<Vec<Vec<u8>>>,
+    progress: &Progress,
+    prefetch: crossbeam_channel::Sender<Vec<BlobId>>,
+) -> Result<RestoreOutcome> {
     let r = Restorer {
         ds,
         opts,
@@ -79,6 +103,7 @@ pub fn restore(ds: &Datastore, snap: &Snapshot, opts: &RestoreOptions, progress:
         umask: current_umask(),
         euid: unsafe { libc::geteuid() },
         egid: unsafe { libc::getegid() },
+        prefetch,
     };
     let threads = if opts.threads == 0 { crate::backup::default_threads() } else { opts.threads };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -193,11 +218,24 @@ impl Restorer<'_> {
             if batch.is_empty() {
                 return Ok(());
             }
-            if batch.len() > 8 {
-                batch.par_iter().with_min_len(4).try_for_each(run)?;
-            } else {
-                batch.iter().try_for_each(run)?;
-            }
+            self.prefetch(&batch);
+            // Every entry may go to another thread: a sub-directory kept
+            // on this one would wait for its siblings (rayon only splits
+            // when a thread is idle, so this costs small directories next
+            // to nothing).
+            batch.par_iter().try_for_each(run)?;
+        }
+    }
+
+    /// Hands the contents of a batch's files to the prefetch thread: their
+    /// records are read in the background, whole ranges of packs at a
+    /// time, while the batch's first files are written.
+    fn prefetch(&self, batch: &[Node]) {
+        let ids: Vec<BlobId> =
+            batch.iter().filter(|n| n.kind == NodeKind::File).flat_map(|n| n.content.iter().copied()).collect();
+        if !ids.is_empty() {
+            // Behind already: skip rather than wait.
+            let _ = self.prefetch.try_send(ids);
         }
     }
 
