@@ -145,6 +145,10 @@ impl Handler<Usage> for DatastoreActor {
                     path: ds.root().display().to_string(),
                     encrypted: ds.is_encrypted(),
                     append_only: ds.config().append_only,
+                    compression: match ds.config().compression {
+                        lifeboat_store::Compression::Zstd => format!("zstd:{}", ds.config().zstd_level),
+                        c => serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    },
                     snapshots,
                     used_bytes,
                     free_bytes,

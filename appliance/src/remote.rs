@@ -212,11 +212,12 @@ pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
             let list: Vec<DatastoreInfo> = c.get("/api/datastores")?;
             for d in list {
                 println!(
-                    "{:<16} {:>5} snapshots  {:>10} used  {:>10} free  {}{}",
+                    "{:<16} {:>5} snapshots  {:>10} used  {:>10} free  {:<7}  {}{}",
                     d.name,
                     d.snapshots,
                     crate::ui::bytes(d.used_bytes),
                     crate::ui::bytes(d.free_bytes),
+                    d.compression,
                     d.path,
                     if d.encrypted { "  (encrypted)" } else { "" }
                 );

@@ -218,9 +218,11 @@ fn jobs_stream_events_restore_and_survive_restarts_and_crashes() {
     let src2 = dir.path().join("src2");
     gen_tree(&src2, 8, TreeSpec { files: 100, big_files: 4, big_size: 5 << 20, ..TreeSpec::small() });
     let d = Daemon::start(&state, None, &[("LIFEBOAT_FAILPOINTS", "snapshot-commit=sleep60000")]);
+    let committed = ds.packs().len();
     let cut = start_job(&d, json!({ "kind": "backup", "datastore": "default", "paths": [src2] }));
     let end = Instant::now() + Duration::from_secs(60);
-    while ds.packs().len() < 4 {
+    // Packs are sealed in groups: wait for the cut run's own.
+    while ds.packs().len() < committed + 4 {
         assert!(Instant::now() < end, "the backup wrote no packs");
         std::thread::sleep(Duration::from_millis(100));
     }

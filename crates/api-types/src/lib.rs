@@ -144,6 +144,8 @@ pub struct DatastoreInfo {
     pub path: String,
     pub encrypted: bool,
     pub append_only: bool,
+    /// How new blobs are compressed: `auto`, `lz4`, `zstd:<level>` or `none`.
+    pub compression: String,
     pub snapshots: u64,
     /// Bytes in pack files.
     pub used_bytes: u64,

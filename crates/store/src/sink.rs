@@ -39,7 +39,9 @@ pub struct SinkStats {
 
 enum SealJob {
     Pack(PackWriter),
-    Final { packs: Vec<PackWriter>, snapshot: Option<(BlobId, Vec<u8>)>, reply: Sender<Result<()>> },
+    /// Seal and commit everything written so far, plus `packs` and the
+    /// snapshot record if any.
+    Commit { packs: Vec<PackWriter>, snapshot: Option<(BlobId, Vec<u8>)>, reply: Sender<Result<()>> },
 }
 
 /// A pack is also sealed at this many blobs: what a run holds per pack
@@ -290,6 +292,9 @@ impl BlobSink {
     /// document (stored as a blob and listed in the index).
     pub fn commit_snapshot(mut self, snapshot_doc: Vec<u8>) -> Result<BlobId> {
         let id = self.put(BlobKind::Snapshot, &snapshot_doc)?.id;
+        // Everything but the snapshot record is durable and indexed first,
+        // so the failpoint stands where a crash leaves the most behind.
+        self.commit_written(None)?;
         crate::failpoint::hit("snapshot-commit")?;
         let doc = self.shared.ds.seal_doc(&id, snapshot_doc);
         self.finish(Some((id, doc)))?;
@@ -305,13 +310,17 @@ impl BlobSink {
         self.shared.slots.iter().filter_map(|s| s.lock().take()).collect()
     }
 
-    fn finish(&mut self, snapshot: Option<(BlobId, Vec<u8>)>) -> Result<()> {
+    fn commit_written(&mut self, snapshot: Option<(BlobId, Vec<u8>)>) -> Result<()> {
         let packs = self.take_open_packs();
         let (rtx, rrx) = bounded(1);
-        let tx = self.tx.take().expect("sink open");
-        tx.send(SealJob::Final { packs, snapshot, reply: rtx }).map_err(|_| StoreError::Interrupted)?;
-        drop(tx);
-        let res = rrx.recv().unwrap_or(Err(StoreError::Interrupted));
+        let tx = self.tx.as_ref().expect("sink open");
+        tx.send(SealJob::Commit { packs, snapshot, reply: rtx }).map_err(|_| StoreError::Interrupted)?;
+        rrx.recv().unwrap_or(Err(StoreError::Interrupted))
+    }
+
+    fn finish(&mut self, snapshot: Option<(BlobId, Vec<u8>)>) -> Result<()> {
+        let res = self.commit_written(snapshot);
+        self.tx.take();
         if let Some(h) = self.sealer.take() {
             let _ = h.join();
         }
@@ -375,7 +384,7 @@ fn sealer_loop(shared: Arc<Shared>, rx: Receiver<SealJob>) {
                     Err(e) => fail(e),
                 }
             }
-            Some(SealJob::Final { packs, snapshot, reply }) => {
+            Some(SealJob::Commit { packs, snapshot, reply }) => {
                 let res = match failed {
                     Some(msg) => {
                         packs.into_iter().for_each(PackWriter::discard);
