@@ -3,8 +3,8 @@
 //! compressed only if new, and appended to one of the run's open packs.
 //! Full packs go to a sealer thread that fsyncs them and commits their
 //! index entries a few packs at a time, so CPU work never waits on the
-//! disk or the index. The snapshot is committed in the same index batch as
-//! the last packs: it exists only if all its data does.
+//! disk or the index. The snapshot entry is committed after the last
+//! packs are: it exists only if all its data does.
 
 use crate::blob::{self, BlobKind, Codec, RecordHeader};
 use crate::config::Compression;
@@ -288,8 +288,8 @@ impl BlobSink {
         }
     }
 
-    /// Seals the last packs and commits them together with the snapshot
-    /// document (stored as a blob and listed in the index).
+    /// Seals and commits the last packs, then the snapshot document
+    /// (stored as a blob and listed in the index).
     pub fn commit_snapshot(mut self, snapshot_doc: Vec<u8>) -> Result<BlobId> {
         let id = self.put(BlobKind::Snapshot, &snapshot_doc)?.id;
         // Everything but the snapshot record is durable and indexed first,
