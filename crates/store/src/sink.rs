@@ -64,9 +64,10 @@ const PACK_SLOTS: usize = 4;
 /// So flushes are rare; the price is that a crash loses up to that much
 /// of a run's work (its data stays, unindexed, until gc takes it), and
 /// that the ids of blobs not yet committed are held in memory, which
-/// `COMMIT_BLOBS` bounds.
+/// `COMMIT_BLOBS` bounds (at 128k, a million tiny files backed up with
+/// 1.7x the peak memory of 100k larger ones; at 64k, 1.3x).
 const COMMIT_PACKS: usize = 16;
-const COMMIT_BLOBS: usize = 128 * 1024;
+const COMMIT_BLOBS: usize = 64 * 1024;
 const COMMIT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Other processes' commits become visible when our read view is
