@@ -147,7 +147,7 @@ impl Handler<Usage> for DatastoreActor {
                     append_only: ds.config().append_only,
                     compression: match ds.config().compression {
                         lifeboat_store::Compression::Zstd => format!("zstd:{}", ds.config().zstd_level),
-                        c => serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                        c => c.to_string(),
                     },
                     snapshots,
                     used_bytes,

@@ -422,9 +422,7 @@ fn corrupt_pack_is_detected_and_never_restored_as_garbage() {
 
     // Flip bytes in the middle of the data of the file chunk nearest the
     // middle of its pack.
-    // The largest pack holds big.bin (a small record may have gone to
-    // another of the run's open packs).
-    let (pack, len) = ds.packs().into_iter().max_by_key(|p| p.1).expect("a pack");
+    let (pack, len) = ds.largest_pack();
     let recs = pack_records(&pack);
     let chunk = recs.iter().filter(|r| r.1 == 1).min_by_key(|r| (r.0 as i64 - len as i64 / 2).abs()).copied().expect("a file chunk record");
     let at = chunk.0 + 48 + chunk.2 / 2;

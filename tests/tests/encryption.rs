@@ -338,7 +338,7 @@ fn tampered_pack_is_detected_and_never_restored_as_garbage() {
 
     // One flipped bit in the sealed bytes of a file chunk (only big.bin
     // has chunks).
-    let pack = ds.packs().into_iter().max_by_key(|p| p.1).expect("a pack").0;
+    let pack = ds.largest_pack().0;
     let rec = encrypted_pack_records(&pack).into_iter().find(|r| r.1 == 1).expect("a file chunk record");
     let at = rec.0 + 48 + rec.2 / 2;
     let f = fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();

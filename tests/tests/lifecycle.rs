@@ -197,7 +197,7 @@ fn repair_drops_damaged_blobs_names_the_loss_and_a_new_backup_heals() {
     let id = ds.backup(&src, &[])["snapshot_id"].as_str().unwrap().to_string();
 
     // Damage one chunk of big.bin in the middle of the pack.
-    let (pack, len) = ds.packs().into_iter().max_by_key(|p| p.1).expect("a pack");
+    let (pack, len) = ds.largest_pack();
     let recs = pack_records(&pack);
     let chunk = recs.iter().filter(|r| r.1 == 1).min_by_key(|r| (r.0 as i64 - len as i64 / 2).abs()).copied().unwrap();
     let f = fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();

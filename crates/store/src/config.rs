@@ -80,6 +80,18 @@ impl std::str::FromStr for Compression {
     }
 }
 
+/// The name `FromStr` takes.
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+            Compression::Auto => "auto",
+        })
+    }
+}
+
 impl DatastoreConfig {
     pub fn new() -> Self {
         let mut c = DatastoreConfig {

@@ -312,6 +312,12 @@ impl Ds {
         out
     }
 
+    /// The largest pack: the one holding a run's big file (small records
+    /// may go to another of the run's open packs).
+    pub fn largest_pack(&self) -> (PathBuf, u64) {
+        self.packs().into_iter().max_by_key(|p| p.1).expect("a pack")
+    }
+
     pub fn pack_bytes(&self) -> u64 {
         self.packs().iter().map(|p| p.1).sum()
     }
