@@ -184,14 +184,16 @@ impl Handler<CreateExport> for ExportActor {
             let ds = ds_addr.send(DatastoreHandle).await.map_err(|e| ExportError::Unavailable(format!("datastore {:?}: {e}", req2.datastore)))?;
             let r = blocking(move || -> Result<(BlobId, String, Arc<dyn BlockDevice>), ExportError> {
                 let (sid, snap) = ds.resolve_snapshot(&req2.snapshot).map_err(|e| ExportError::NotFound(format!("{e:#}")))?;
-                let (md, disks) = lifeboat_qemu::load_vm(&ds, &snap).map_err(|e| ExportError::Invalid(format!("snapshot {}: {e}", sid.short())))?;
+                let vm = lifeboat_qemu::load_vm(&ds, &snap).map_err(|e| ExportError::Invalid(format!("snapshot {}: {e}", sid.short())))?;
+                let md = &vm.md;
                 let ids: Vec<&str> = md.disks.iter().map(|d| d.id.as_str()).collect();
                 let disk = match &req2.disk {
                     Some(d) => d.clone(),
                     None if ids.len() == 1 => ids[0].to_string(),
                     None => return Err(ExportError::Invalid(format!("VM {} has {} disks ({}): name one in \"disk\"", md.name, ids.len(), ids.join(", ")))),
                 };
-                let node = lifeboat_qemu::backup::disk_node(&disks, &disk)
+                let (_, node) = vm
+                    .disk(&disk)
                     .ok_or_else(|| ExportError::NotFound(format!("VM {} in snapshot {} has no disk {disk:?} (disks: {})", md.name, sid.short(), ids.join(", "))))?;
                 let base = DatastoreDisk::new(ds.clone(), node);
                 let device: Arc<dyn BlockDevice> = if req2.writable {

@@ -13,7 +13,8 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, h: &JobHa
         return Err(format!("format {format:?}: use raw or qcow2"));
     }
     let (sid, snap) = ds.resolve_snapshot(snapshot).map_err(err)?;
-    let (md, disks) = lifeboat_qemu::load_vm(ds, &snap).map_err(err)?;
+    let vm = lifeboat_qemu::load_vm(ds, &snap).map_err(err)?;
+    let (md, disks) = (&vm.md, &vm.disks);
     let target = Path::new(target);
     std::fs::create_dir_all(target).map_err(|e| format!("creating {}: {e}", target.display()))?;
     let p = &h.progress;
@@ -24,11 +25,14 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, h: &JobHa
     h.log(&format!("restoring VM {} of snapshot {} into {}", md.name, sid.to_hex(), target.display()));
     std::fs::write(target.join("vm.json"), md.to_json()).map_err(|e| format!("writing {}: {e}", target.join("vm.json").display()))?;
     let mut files = Vec::new();
-    for n in &disks {
+    for w in &vm.warnings {
+        h.log(&format!("warning: {w}"));
+    }
+    for (d, n) in md.disks.iter().zip(disks) {
         if p.cancelled() {
             return Err("cancelled".into());
         }
-        let id = String::from_utf8_lossy(&n.name).trim_end_matches(".raw").to_string();
+        let id = &d.id;
         let raw = target.join(format!("{id}.raw"));
         restore_raw(ds, n, &raw).map_err(err)?;
         let file = if format == "qcow2" {
@@ -51,5 +55,5 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, h: &JobHa
         p.bytes.fetch_add(n.size, Ordering::Relaxed);
         files.push(file.display().to_string());
     }
-    Ok(JobOutput { result: serde_json::json!({ "snapshot": sid.to_hex(), "vm": md.name, "files": files }), warnings: vec![] })
+    Ok(JobOutput { result: serde_json::json!({ "snapshot": sid.to_hex(), "vm": md.name, "files": files }), warnings: vm.warnings.clone() })
 }

@@ -3,10 +3,9 @@
 use crate::commands::{hostname, open_datastore};
 use crate::{ui, DatastoreArg};
 use clap::Subcommand;
-use lifeboat_qemu::{backup_vm, load_vm, Qmp, VmBackupOptions};
+use lifeboat_qemu::{backup_vm, load_vm, BootPlan, DiskSource, NetMode, Qmp, UefiFirmware, VmBackupOptions};
 use lifeboat_store::{Datastore, Node, SnapshotKind};
 use lifeboat_vm::image::{restore_raw, DatastoreDisk};
-use lifeboat_vm::VmMetadata;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicU64;
@@ -116,6 +115,16 @@ pub enum VmCmd {
         /// NICs: "user" (QEMU user networking), "none", or "tap:IFNAME"
         #[arg(long, default_value = "user")]
         net: String,
+        /// Accelerator: auto (KVM when a test kernel boots under it, else
+        /// TCG), kvm or tcg. Default: qemu_accel in lifeboat.toml, else auto
+        #[arg(long, value_name = "auto|kvm|tcg")]
+        accel: Option<lifeboat_qemu::Accel>,
+        /// Start the VM with its CPUs stopped (resume it over QMP with `cont`)
+        #[arg(long)]
+        paused: bool,
+        /// Read qemu_accel from this config file
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Extra QEMU arguments (repeatable)
         #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
         qemu_args: Vec<String>,
@@ -167,26 +176,15 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(0);
             }
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
             println!("snapshot {} of VM {} saved ({}-consistent)", out.snapshot_id.short(), out.vm, out.consistency);
             if let Some(e) = &out.agent_error {
                 eprintln!("warning: guest agent: {e}; the backup is crash-consistent");
             }
             for (id, s) in &out.disks {
-                println!(
-                    "disk {id}: {} in {} chunks: {} read ({} of them in part, {} in all), {} unchanged, {} zero; {} new ({})",
-                    ui::bytes(s.size),
-                    s.chunks,
-                    s.chunks_read,
-                    s.chunks_patched,
-                    ui::bytes(s.bytes_read),
-                    s.chunks_reused,
-                    s.chunks_zero,
-                    s.chunks_added,
-                    ui::bytes(s.bytes_added)
-                );
-                if let Some(r) = &s.full_reason {
-                    println!("  full read: {r}");
-                }
+                print_disk_stats(id, s);
             }
             Ok(0)
         }
@@ -211,15 +209,19 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
         VmCmd::Restore { ds, snapshot, target, format, disk, into } => {
             let store = open_datastore(&ds)?;
             let (_, snap) = store.resolve_snapshot(&snapshot)?;
-            let (md, disks) = load_vm(&store, &snap)?;
-            let chosen: Vec<&Node> = match &disk {
-                Some(d) => vec![lifeboat_qemu::backup::disk_node(&disks, d).ok_or_else(|| anyhow::anyhow!("VM {} has no disk {d} (disks: {})", md.name, disk_ids(&md)))?],
-                None => disks.iter().collect(),
+            let vm = load_vm(&store, &snap)?;
+            for w in &vm.warnings {
+                eprintln!("warning: {w}");
+            }
+            let md = &vm.md;
+            let chosen: Vec<(&lifeboat_vm::Disk, &Node)> = match &disk {
+                Some(d) => vec![vm.disk(d).ok_or_else(|| anyhow::anyhow!("VM {} has no disk {d} (disks: {})", md.name, vm.disk_ids()))?],
+                None => md.disks.iter().zip(&vm.disks).collect(),
             };
             if let Some(img) = into {
                 let tmp = img.with_extension("lifeboat-restore.raw");
                 let _ = std::fs::remove_file(&tmp);
-                restore_raw(&store, chosen[0], &tmp)?;
+                restore_raw(&store, chosen[0].1, &tmp)?;
                 let r = qemu_img(&["convert", "-n", "-f", "raw"], &[&tmp, &img], &[]);
                 let _ = std::fs::remove_file(&tmp);
                 r?;
@@ -229,16 +231,15 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             let target = target.expect("clap requires it");
             std::fs::create_dir_all(&target)?;
             std::fs::write(target.join("vm.json"), md.to_json())?;
-            for n in chosen {
-                let id = String::from_utf8_lossy(&n.name).trim_end_matches(".raw").to_string();
-                let raw = target.join(format!("{id}.raw"));
+            for (d, n) in chosen {
+                let raw = target.join(format!("{}.raw", d.id));
                 restore_raw(&store, n, &raw)?;
                 if format == "qcow2" {
-                    let q = target.join(format!("{id}.qcow2"));
+                    let q = target.join(format!("{}.qcow2", d.id));
                     qemu_img(&["convert", "-f", "raw", "-O", "qcow2"], &[&raw, &q], &[])?;
                     std::fs::remove_file(&raw)?;
                 }
-                println!("disk {id}: {}", ui::bytes(n.size));
+                println!("disk {}: {}", d.id, ui::bytes(n.size));
             }
             println!("restored VM {} to {} (hardware in vm.json)", md.name, target.display());
             Ok(0)
@@ -261,15 +262,36 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        VmCmd::InstantRestore { ds, snapshot, workdir, listen, no_boot, net, qemu_args } => {
+        VmCmd::InstantRestore { ds, snapshot, workdir, listen, no_boot, net, accel, paused, config, qemu_args } => {
+            let net: NetMode = net.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let accel = match accel {
+                Some(a) => a,
+                None => lifeboat_state::Config::load(config.as_deref())?.qemu_accel.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+            };
             let store = open_datastore(&ds)?;
-            instant_restore(store, &snapshot, workdir, &listen, no_boot, &net, &qemu_args)
+            let opts = InstantOptions { workdir, listen, no_boot, net, accel, paused, qemu_args };
+            instant_restore(store, &snapshot, &opts)
         }
     }
 }
 
-fn disk_ids(md: &VmMetadata) -> String {
-    md.disks.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ")
+/// One disk of a VM backup, local or a daemon's vm-backup job.
+pub fn print_disk_stats(id: &str, s: &lifeboat_vm::image::DiskStats) {
+    println!(
+        "disk {id}: {} in {} chunks: {} read ({} of them in part, {} in all), {} unchanged, {} zero; {} new ({})",
+        ui::bytes(s.size),
+        s.chunks,
+        s.chunks_read,
+        s.chunks_patched,
+        ui::bytes(s.bytes_read),
+        s.chunks_reused,
+        s.chunks_zero,
+        s.chunks_added,
+        ui::bytes(s.bytes_added)
+    );
+    if let Some(r) = &s.full_reason {
+        println!("  full read: {r}");
+    }
 }
 
 fn qemu_img(args: &[&str], paths: &[&Path], tail: &[&str]) -> anyhow::Result<()> {
@@ -280,29 +302,34 @@ fn qemu_img(args: &[&str], paths: &[&Path], tail: &[&str]) -> anyhow::Result<()>
     Ok(())
 }
 
-fn instant_restore(
-    ds: Arc<Datastore>,
-    query: &str,
+struct InstantOptions {
     workdir: Option<PathBuf>,
-    listen: &str,
+    listen: String,
     no_boot: bool,
-    net: &str,
-    qemu_args: &[String],
-) -> anyhow::Result<u8> {
+    net: NetMode,
+    accel: lifeboat_qemu::Accel,
+    paused: bool,
+    qemu_args: Vec<String>,
+}
+
+fn instant_restore(ds: Arc<Datastore>, query: &str, o: &InstantOptions) -> anyhow::Result<u8> {
     use lifeboat_nbd::{CowOverlay, Export, Server, ServerConfig};
     let (sid, snap) = ds.resolve_snapshot(query)?;
-    let (md, disks) = load_vm(&ds, &snap)?;
-    let work = workdir.unwrap_or_else(|| ds.root().join("tmp").join(format!("instant-{}", sid.short())));
+    let vm = load_vm(&ds, &snap)?;
+    for w in &vm.warnings {
+        eprintln!("warning: {w}");
+    }
+    let md = &vm.md;
+    let work = o.workdir.clone().unwrap_or_else(|| ds.root().join("tmp").join(format!("instant-{}", sid.short())));
     std::fs::create_dir_all(&work)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let server = Server::new(ServerConfig::default());
-    for d in &md.disks {
-        let node = lifeboat_qemu::backup::disk_node(&disks, &d.id).ok_or_else(|| anyhow::anyhow!("snapshot lacks disk {}", d.id))?;
+    for (d, node) in md.disks.iter().zip(&vm.disks) {
         let base = DatastoreDisk::new(ds.clone(), node);
         let overlay = CowOverlay::open(base, &work.join(format!("{}.overlay", d.id)))?;
         server.add_export(Export::new(d.id.clone(), Arc::new(overlay)));
     }
-    let listener = rt.block_on(tokio::net::TcpListener::bind(listen))?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(&o.listen))?;
     let addr = listener.local_addr()?;
     let s2 = server.clone();
     rt.spawn(async move { s2.serve_tcp(listener).await });
@@ -311,7 +338,7 @@ fn instant_restore(
     }
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     ui::install_cancel_handler(&cancel);
-    if no_boot {
+    if o.no_boot {
         println!("nbd://{addr}");
         while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -324,44 +351,23 @@ fn instant_restore(
     let qmp = work.join("qmp.sock");
     let serial = work.join("serial.log");
     let _ = std::fs::remove_file(&qmp);
-    let mut c = Command::new("qemu-system-x86_64");
-    // KVM where it works; LIFEBOAT_QEMU_ACCEL=tcg where it does not.
-    let accel = std::env::var("LIFEBOAT_QEMU_ACCEL").unwrap_or_else(|_| "kvm:tcg".into());
-    c.args(["-accel", &accel, "-name", &format!("{}-instant", md.name)])
-        .args(["-machine", &md.machine, "-smp", &md.cpus.to_string(), "-m", &md.memory_mib.to_string()])
-        .args(["-nodefaults", "-display", "none", "-vga", "none"])
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()));
+    let accel = lifeboat_qemu::accel::choose(o.accel);
+    eprintln!("accelerator: {}", accel.reason);
+    let plan = BootPlan {
+        accel,
+        source: DiskSource::Nbd { host: addr.ip().to_string(), port: addr.port() },
+        net: o.net.clone(),
+        qmp: qmp.clone(),
+        serial: serial.clone(),
+        name: format!("{}-instant", md.name),
+        paused: o.paused,
+        uefi: UefiFirmware::ovmf_in(&work),
+    };
     if md.firmware == lifeboat_vm::Firmware::Uefi {
-        c.args(["-bios", "/usr/share/ovmf/OVMF.fd"]);
+        plan.uefi.prepare()?;
     }
-    for (i, d) in md.disks.iter().enumerate() {
-        let node = format!("d{i}");
-        c.arg("-blockdev").arg(format!("driver=nbd,node-name={node},server.type=inet,server.host={},server.port={},export={}", addr.ip(), addr.port(), d.id));
-        let boot = md.boot_order.iter().position(|b| *b == d.id).map(|p| format!(",bootindex={}", p + 1)).unwrap_or_default();
-        let dev = match d.bus.as_str() {
-            "sata" | "ide" => format!("ide-hd,drive={node},id={}{boot}", d.id),
-            "scsi" => format!("scsi-hd,drive={node},id={}{boot}", d.id),
-            _ => format!("virtio-blk-pci,drive={node},id={}{boot}", d.id),
-        };
-        if d.bus == "scsi" && i == 0 {
-            c.args(["-device", "virtio-scsi-pci,id=scsi0"]);
-        }
-        c.arg("-device").arg(dev);
-    }
-    for (i, n) in md.nics.iter().enumerate() {
-        let netdev = match net {
-            "none" => break,
-            "user" => format!("user,id=n{i}"),
-            t if t.starts_with("tap:") => format!("tap,id=n{i},ifname={},script=no,downscript=no", &t[4..]),
-            other => anyhow::bail!("--net {other}: expected user, none or tap:IFNAME"),
-        };
-        c.arg("-netdev").arg(netdev);
-        c.arg("-device").arg(format!("{},netdev=n{i},mac={},id={}", n.model, n.mac, n.id));
-    }
-    c.args(qemu_args);
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(lifeboat_qemu::qemu_args(md, &plan)?).args(&o.qemu_args);
     // Its own process group and its own output file: Ctrl-C on our
     // terminal must not reach it, and a migrated VM outlives us.
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
@@ -371,7 +377,13 @@ fn instant_restore(
     println!("VM {} booting from snapshot {}: QMP {}, serial log {}", md.name, sid.short(), qmp.display(), serial.display());
     loop {
         if let Some(st) = child.try_wait()? {
-            eprintln!("VM stopped ({st}); the overlays stay in {}; QEMU's output: {}", work.display(), work.join("qemu.log").display());
+            let log = work.join("qemu.log");
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            if !st.success() {
+                anyhow::bail!("QEMU exited at once ({st}): {last}; the overlays stay in {}; QEMU's output: {}", work.display(), log.display());
+            }
+            eprintln!("VM stopped ({st}); the overlays stay in {}; QEMU's output: {}", work.display(), log.display());
             return Ok(0);
         }
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {

@@ -157,6 +157,7 @@ pub fn backup_domain(ds: &Arc<Datastore>, opts: &LibvirtBackupOptions, bytes_don
     if disks.is_empty() {
         return Err(LibvirtError::Other(format!("domain {} has no disks to back up", md.name)));
     }
+    lifeboat_qemu::backup::check_restorable(&md)?;
     // A checkpoint needs a bitmap in every disk, and only qcow2 holds one.
     let no_bitmap = disks.iter().find(|d| d.format != "qcow2").map(|d| format!("disk {} is {}: libvirt checkpoints need qcow2 disks", d.target, d.format));
 
@@ -167,8 +168,9 @@ pub fn backup_domain(ds: &Arc<Datastore>, opts: &LibvirtBackupOptions, bytes_don
     let mut incremental = None;
     let mut full_reason = None;
     if let Some((_, p)) = &parent {
-        let (pmd, pdisks) = load_vm(ds, p)?;
-        parent_disks = pdisks;
+        let prev = load_vm(ds, p)?;
+        let pmd = prev.md;
+        parent_disks = prev.disks;
         let existing = checkpoints(&v, &opts.domain)?;
         match pmd.extra.get(CHECKPOINT_KEY) {
             _ if no_bitmap.is_some() => full_reason = no_bitmap.clone(),
@@ -284,6 +286,7 @@ pub fn backup_domain(ds: &Arc<Datastore>, opts: &LibvirtBackupOptions, bytes_don
         disks: disk_stats,
         parent: parent.map(|p| p.0),
         duration_ms: start.elapsed().as_millis() as u64,
+        warnings: Vec::new(),
     })
 }
 

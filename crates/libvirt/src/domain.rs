@@ -2,7 +2,7 @@
 //! neutral `VmMetadata`.
 
 use crate::LibvirtError;
-use lifeboat_vm::{Disk, Firmware, Nic, VmMetadata, METADATA_VERSION};
+use lifeboat_vm::{Bus, Disk, Firmware, Nic, VmMetadata, METADATA_VERSION};
 use roxmltree::{Document, Node};
 
 /// A disk the backup reads: libvirt names it by its target (`vda`).
@@ -41,6 +41,39 @@ fn to_bytes(value: u64, unit: Option<&str>) -> Option<u64> {
     value.checked_mul(m)
 }
 
+/// libvirt's SCSI controller models as QEMU device names.
+fn scsi_model(libvirt: &str) -> String {
+    match libvirt {
+        "virtio-scsi" | "virtio-transitional" | "virtio-non-transitional" => "virtio-scsi-pci",
+        // libvirt's default for x86 guests without a model.
+        "" | "lsilogic" => "lsi53c895a",
+        "lsisas1068" => "mptsas1068",
+        "lsisas1078" => "megasas-gen2",
+        "vmpvscsi" => "pvscsi",
+        "ibmvscsi" | "buslogic" => "lsi53c895a",
+        other => return other.to_string(),
+    }
+    .into()
+}
+
+/// The bus kind and controller of a `<disk>`: libvirt names the bus
+/// (`ide`, `sata`, `scsi`, `virtio`, `nvme`, `usb`) and, for SCSI, the
+/// controller by index in `<address controller=N>`.
+fn disk_bus(bus: &str, controllers: &[(String, String)], disk: Node) -> (Bus, Option<String>) {
+    match bus {
+        "ide" => (Bus::Ide, Some("piix3-ide".into())),
+        "sata" => (Bus::Sata, Some("ich9-ahci".into())),
+        "scsi" => {
+            let index = child(disk, "address").and_then(|a| a.attribute("controller")).unwrap_or("0");
+            let model = controllers.iter().find(|(i, _)| i == index).map(|(_, m)| m.clone()).unwrap_or_else(|| scsi_model(""));
+            (Bus::Scsi, Some(model))
+        }
+        "nvme" => (Bus::Nvme, None),
+        "usb" => (Bus::Usb, None),
+        _ => (Bus::Virtio, None),
+    }
+}
+
 /// libvirt's NIC model names as QEMU device names (what restore starts).
 fn nic_model(libvirt: &str) -> String {
     match libvirt {
@@ -67,6 +100,11 @@ pub fn parse_domain(xml: &str, mut disk_size: impl FnMut(&str) -> Result<u64, Li
     let memory = mem.and_then(|m| to_bytes(m.text()?.trim().parse().ok()?, m.attribute("unit"))).unwrap_or(0);
 
     let devices = child(dom, "devices").ok_or_else(|| LibvirtError::Xml(format!("domain {name} has no <devices>")))?;
+    // SCSI controllers by index, with their QEMU device model.
+    let controllers: Vec<(String, String)> = children(devices, "controller")
+        .filter(|c| c.attribute("type") == Some("scsi"))
+        .map(|c| (c.attribute("index").unwrap_or("0").to_string(), scsi_model(c.attribute("model").unwrap_or(""))))
+        .collect();
     let mut disks = Vec::new();
     let mut meta_disks = Vec::new();
     let mut boot: Vec<(u32, String)> = Vec::new();
@@ -79,7 +117,8 @@ pub fn parse_domain(xml: &str, mut disk_size: impl FnMut(&str) -> Result<u64, Li
         if let Some(o) = child(d, "boot").and_then(|b| b.attribute("order")?.parse().ok()) {
             boot.push((o, target.to_string()));
         }
-        meta_disks.push(Disk { id: target.to_string(), size: disk_size(target)?, bus: bus.to_string(), format: format.clone(), source: source.clone() });
+        let (bus, controller) = disk_bus(bus, &controllers, d);
+        meta_disks.push(Disk { id: target.to_string(), size: disk_size(target)?, bus, controller, model: None, format: format.clone(), source: source.clone() });
         disks.push(DomainDisk { target: target.to_string(), format, source_type, source });
     }
     let mut nics = Vec::new();

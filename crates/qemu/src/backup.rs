@@ -10,7 +10,7 @@ use crate::qmp::{Qmp, QmpError};
 use lifeboat_nbd::client::NbdClient;
 use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, Snapshot, SnapshotKind, StoreError, Tree};
 use lifeboat_vm::image::{backup_disk, DiskStats, ImageError, METADATA_FILE};
-use lifeboat_vm::VmMetadata;
+use lifeboat_vm::{Fallbacks, VmMetadata};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -31,6 +31,7 @@ pub enum VmBackupError {
 }
 
 pub struct VmBackupOptions {
+    /// QMP socket of the VM; its file name names a VM QEMU knows no name for.
     pub qmp: PathBuf,
     /// qemu-ga socket: freeze the guest's filesystems around the point.
     pub agent: Option<PathBuf>,
@@ -52,6 +53,9 @@ pub struct VmBackupOutcome {
     pub disks: Vec<(String, DiskStats)>,
     pub parent: Option<BlobId>,
     pub duration_ms: u64,
+    /// What the backup filled in or changed in the VM's description so
+    /// that it restores (e.g. a name for a VM QEMU knows none for).
+    pub warnings: Vec<String>,
 }
 
 /// The snapshot `paths` entry naming a VM.
@@ -67,6 +71,9 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
     if nodes.is_empty() {
         return Err(VmBackupError::Other(format!("VM {} has no disks to back up", md.name)));
     }
+    let socket_name = opts.qmp.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let warnings = md.complete(&Fallbacks { names: vec![socket_name], names_are: "its QMP socket's name", stored_disks: Vec::new() });
+    check_restorable(&md)?;
     let mut agent = None;
     let mut agent_error = None;
     if let Some(p) = &opts.agent {
@@ -142,7 +149,29 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
         disks: disk_stats,
         parent: parent.map(|p| p.0),
         duration_ms: start.elapsed().as_millis() as u64,
+        warnings,
     })
+}
+
+/// What every restore needs of a VM's description, checked with the
+/// restores' own code: the document is valid, and instant restore can
+/// build a command line from it. A backup runs this before it reads a
+/// byte, and again before it commits.
+pub fn check_restorable(md: &VmMetadata) -> Result<(), VmBackupError> {
+    let unrestorable = |e: String| VmBackupError::Other(format!("the backup of VM {:?} would not restore, so none was taken: {e}", md.name));
+    md.validate().map_err(|e| unrestorable(e.to_string()))?;
+    let probe = crate::instant::BootPlan {
+        accel: crate::accel::AccelChoice { accel: crate::accel::Accel::Tcg, reason: String::new() },
+        source: crate::instant::DiskSource::Nbd { host: "127.0.0.1".into(), port: 1 },
+        net: crate::instant::NetMode::User,
+        qmp: "qmp".into(),
+        serial: "serial".into(),
+        name: md.name.clone(),
+        paused: true,
+        uefi: crate::instant::UefiFirmware::ovmf_in(std::path::Path::new(".")),
+    };
+    crate::instant::qemu_args(md, &probe).map_err(|e| unrestorable(e.reason))?;
+    Ok(())
 }
 
 /// The newest VM snapshot of VM `name` taken from `hostname`: the parent
@@ -211,7 +240,13 @@ pub fn commit_vm_snapshot(
     tags: &[String],
     time: chrono::DateTime<chrono::Utc>,
     start: Instant,
-) -> Result<BlobId, StoreError> {
+) -> Result<BlobId, VmBackupError> {
+    // The same check as before the read: a document changed on the way
+    // (the guest agent's OS info) must still restore.
+    if let Err(e) = check_restorable(md) {
+        sink.abort();
+        return Err(e);
+    }
     let mut nodes_out = disk_nodes;
     let doc = md.to_json();
     let meta_id = sink.put(BlobKind::Metadata, &doc)?.id;
@@ -240,7 +275,7 @@ pub fn commit_vm_snapshot(
         program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
         kind: SnapshotKind::Vm,
     };
-    sink.commit_snapshot(snapshot.encode())
+    Ok(sink.commit_snapshot(snapshot.encode())?)
 }
 
 fn meta_node(size: u64, id: BlobId) -> Node {
@@ -256,8 +291,32 @@ impl Drop for RemoveDir {
     }
 }
 
-/// A VM snapshot's metadata and disks.
-pub fn load_vm(ds: &Datastore, snap: &Snapshot) -> Result<(VmMetadata, Vec<Node>), VmBackupError> {
+/// A VM snapshot as restore reads it: its description (upgraded and
+/// repaired, see `lifeboat_vm::VmMetadata::load`) and each described
+/// disk's stored data, in the description's order.
+pub struct LoadedVm {
+    pub md: VmMetadata,
+    /// `disks[i]` holds the data of `md.disks[i]`.
+    pub disks: Vec<Node>,
+    /// What reading the description upgraded or repaired.
+    pub warnings: Vec<String>,
+}
+
+impl LoadedVm {
+    /// A disk and its data by the disk's id.
+    pub fn disk(&self, id: &str) -> Option<(&lifeboat_vm::Disk, &Node)> {
+        self.md.disks.iter().zip(&self.disks).find(|(d, _)| d.id == id)
+    }
+
+    pub fn disk_ids(&self) -> String {
+        self.md.disks.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Reads a VM snapshot's description and disks. Tolerant of every
+/// document a released `vm backup` wrote: what it repairs comes back as
+/// warnings, and only what cannot be read at all is an error.
+pub fn load_vm(ds: &Datastore, snap: &Snapshot) -> Result<LoadedVm, VmBackupError> {
     if snap.kind != SnapshotKind::Vm {
         return Err(VmBackupError::Other("this snapshot is a file backup, not a VM; use `lifeboat restore`".into()));
     }
@@ -271,9 +330,25 @@ pub fn load_vm(ds: &Datastore, snap: &Snapshot) -> Result<(VmMetadata, Vec<Node>
     for c in &meta.content {
         doc.extend(ds.read_blob(c)?);
     }
-    let md = VmMetadata::from_json(&doc).map_err(|e| VmBackupError::Other(e.to_string()))?;
-    let disks = tree.nodes.into_iter().filter(|n| n.name != METADATA_FILE.as_bytes()).collect();
-    Ok((md, disks))
+    let stored: Vec<&Node> = tree.nodes.iter().filter(|n| n.name != METADATA_FILE.as_bytes() && n.name.ends_with(b".raw")).collect();
+    let fb = Fallbacks {
+        names: vec![
+            snap.paths.first().and_then(|p| p.strip_prefix("vm:")).unwrap_or("").to_string(),
+            format!("vm-{}", snap.time.format("%Y%m%d-%H%M%S")),
+        ],
+        names_are: "the snapshot",
+        stored_disks: stored.iter().map(|n| (String::from_utf8_lossy(&n.name[..n.name.len() - 4]).into_owned(), n.size)).collect(),
+    };
+    let loaded = VmMetadata::load(&doc, &fb).map_err(|e| VmBackupError::Other(e.to_string()))?;
+    let mut disks = Vec::new();
+    for d in &loaded.md.disks {
+        let node = disk_node(&tree.nodes, loaded.stored_id(&d.id)).ok_or_else(|| VmBackupError::Other(format!("snapshot lacks the data of disk {}", d.id)))?;
+        disks.push(node.clone());
+    }
+    for w in &loaded.warnings {
+        tracing::warn!("VM {}: {w}", loaded.md.name);
+    }
+    Ok(LoadedVm { md: loaded.md, disks, warnings: loaded.warnings })
 }
 
 pub fn disk_node<'a>(disks: &'a [Node], id: &str) -> Option<&'a Node> {

@@ -1,7 +1,7 @@
 //! A running VM's hardware, read over QMP into the neutral format.
 
 use crate::qmp::{Qmp, QmpError};
-use lifeboat_vm::{Disk, Firmware, Nic, VmMetadata, METADATA_VERSION};
+use lifeboat_vm::{is_device_id, Bus, Disk, Firmware, Nic, VmMetadata, METADATA_VERSION};
 use serde_json::{json, Value};
 
 /// A disk as QEMU knows it: the node to back up and the guest device.
@@ -39,15 +39,34 @@ fn qom_str(q: &mut Qmp, path: &str, prop: &str) -> Option<String> {
     q.execute("qom-get", json!({ "path": path, "property": prop })).ok().and_then(|v| v.as_str().map(String::from))
 }
 
-fn bus_of(model: &str) -> &'static str {
+/// The bus a disk sits on and its controller's QEMU device name, from
+/// the guest device's model and the controller its parent bus belongs to
+/// (`parent_bus` is a QOM link like `/machine/unattached/device[3]/ide/ide.0`,
+/// whose parent object is the controller).
+fn bus_of(q: &mut Qmp, dev_path: &str, model: &str) -> (Bus, Option<String>) {
+    let mut controller = || -> Option<String> {
+        let bus = qom_link(q, dev_path, "parent_bus")?;
+        let ctrl = bus.rsplit_once('/')?.0.to_string();
+        // virtio-scsi's bus hangs off the PCI proxy's virtio-backend.
+        let ctrl = ctrl.strip_suffix("/virtio-backend").unwrap_or(&ctrl).to_string();
+        qom_str(q, &ctrl, "type")
+    };
     match model {
-        m if m.starts_with("virtio-blk") => "virtio",
-        m if m.starts_with("scsi-") => "scsi",
-        m if m.starts_with("nvme") => "nvme",
-        "ide-hd" | "ide-cd" => "sata",
-        m if m.starts_with("usb-") => "usb",
-        _ => "virtio",
+        m if m.starts_with("virtio-blk") => (Bus::Virtio, None),
+        m if m.starts_with("nvme") => (Bus::Nvme, None),
+        m if m.starts_with("usb-") => (Bus::Usb, None),
+        m if m.starts_with("scsi-") => (Bus::Scsi, Some(controller().unwrap_or_else(|| "virtio-scsi-pci".into()))),
+        m if m.starts_with("ide-") => match controller() {
+            Some(c) if c.contains("ahci") => (Bus::Sata, Some(c)),
+            Some(c) => (Bus::Ide, Some(c)),
+            None => (Bus::Ide, None),
+        },
+        _ => (Bus::Virtio, None),
     }
+}
+
+fn qom_link(q: &mut Qmp, path: &str, prop: &str) -> Option<String> {
+    qom_str(q, path, prop).filter(|p| p.starts_with('/'))
 }
 
 /// The VM's disks: every block backend attached to a guest device with a
@@ -62,7 +81,17 @@ pub fn disks(q: &mut Qmp) -> Result<Vec<DiskNode>, QmpError> {
         if qdev.is_empty() && drive.is_empty() {
             continue;
         }
-        let (device, qom_path) = if qdev.is_empty() { (drive.to_string(), format!("/machine/peripheral/{drive}")) } else { device_of(qdev, drive) };
+        // UEFI firmware code and variable store, not guest disks: restore
+        // starts the VM with its own firmware (`firmware = uefi`).
+        if qdev.starts_with("/machine/system.flash") || drive.starts_with("pflash") {
+            continue;
+        }
+        let (mut device, qom_path) = if qdev.is_empty() { (drive.to_string(), format!("/machine/peripheral/{drive}")) } else { device_of(qdev, drive) };
+        // An anonymous device on a -blockdev node has neither an id nor
+        // a drive name ("device[4]"): give it one QEMU and file names take.
+        if !is_device_id(&device) || out.iter().any(|d: &DiskNode| d.device == device) {
+            device = (0..).map(|i| format!("disk{i}")).find(|c| !out.iter().any(|d: &DiskNode| d.device == *c)).expect("a free name");
+        }
         out.push(DiskNode {
             device,
             qom_path,
@@ -105,10 +134,13 @@ pub fn capture(q: &mut Qmp) -> Result<(VmMetadata, Vec<DiskNode>), QmpError> {
                 boot.push((i, d.device.clone()));
             }
         }
+        let (bus, controller) = bus_of(q, &path, &model);
         disks_md.push(Disk {
             id: d.device.clone(),
             size: d.size,
-            bus: bus_of(&model).into(),
+            bus,
+            controller,
+            model: Some(model).filter(|m| !m.is_empty()),
             format: d.format.clone(),
             source: Some(d.filename.clone()),
         });

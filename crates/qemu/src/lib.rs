@@ -4,6 +4,9 @@
 //!   events kept aside). Callers in async code run it on a blocking pool.
 //! - `inventory`: reads a running VM's hardware over QMP into the neutral
 //!   `lifeboat_vm::VmMetadata`.
+//! - `instant`: the QEMU command line that boots a backup with its
+//!   recorded hardware (instant restore, the lab), and `accel` which
+//!   accelerator it runs with.
 //! - `fleece`: freezes a point in time of every disk of a running VM
 //!   (copy-before-write into a temporary overlay, in one QMP transaction
 //!   across all disks, together with the dirty-bitmap rotation) and
@@ -13,14 +16,18 @@
 //! The guest keeps running and writing the whole time; what the export
 //! shows does not change.
 
+pub mod accel;
 pub mod backup;
 pub mod fleece;
+pub mod instant;
 pub mod inventory;
 pub mod migrate;
 pub mod qga;
 pub mod qmp;
 
-pub use backup::{backup_vm, commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, VmBackupError, VmBackupOptions, VmBackupOutcome};
+pub use accel::{Accel, AccelChoice};
+pub use backup::{backup_vm, check_restorable, commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, LoadedVm, VmBackupError, VmBackupOptions, VmBackupOutcome};
+pub use instant::{qemu_args, BootPlan, DiskSource, NetMode, UefiFirmware};
 pub use fleece::{DiskExport, FleeceSession};
 pub use inventory::{capture, DiskNode};
 pub use qga::{AgentError, GuestAgent};

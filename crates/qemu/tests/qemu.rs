@@ -58,8 +58,9 @@ fn start_vm(dir: &Path) -> Vm {
         .spawn()
         .expect("start qemu");
     let t = Instant::now();
-    while !qmp.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "QEMU did not create its QMP socket");
+    // The socket file appears at bind(), before QEMU listens on it.
+    while std::os::unix::net::UnixStream::connect(&qmp).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(20), "QEMU did not open its QMP socket");
         std::thread::sleep(Duration::from_millis(20));
     }
     Vm { child, qmp }

@@ -37,6 +37,12 @@ pub struct Config {
     /// so only open it to a storage network you trust.
     #[serde(default = "default_nbd_listen")]
     pub nbd_listen: SocketAddr,
+    /// The accelerator QEMU runs restored VMs with (instant restore, and
+    /// later the lab): `auto` uses KVM when a test kernel boots under it
+    /// (probed once per boot) and TCG software emulation otherwise; `kvm`
+    /// or `tcg` force one. `lifeboat vm instant-restore --accel` overrides it.
+    #[serde(default = "default_qemu_accel")]
+    pub qemu_accel: String,
     /// Datastores configured here; more can be added through the API
     /// (those are kept in the state directory).
     #[serde(default, rename = "datastore")]
@@ -67,6 +73,9 @@ fn default_session_minutes() -> u64 {
 }
 fn default_job_history() -> usize {
     1000
+}
+fn default_qemu_accel() -> String {
+    "auto".into()
 }
 fn default_nbd_listen() -> SocketAddr {
     "127.0.0.1:10809".parse().unwrap()
@@ -106,6 +115,9 @@ impl Config {
         }
         for d in &self.datastores {
             validate_name(&d.name)?;
+        }
+        if !matches!(self.qemu_accel.as_str(), "auto" | "kvm" | "tcg") {
+            return Err(format!("qemu_accel = {:?}: expected \"auto\", \"kvm\" or \"tcg\"", self.qemu_accel));
         }
         if self.session_minutes == 0 {
             return Err("session_minutes must be at least 1".into());
@@ -156,6 +168,9 @@ mod tests {
         assert!(Config::load(Some(&dir.path().join("nope.toml"))).is_err());
         std::fs::write(&p, "[[datastore]]\nname = \"a/b\"\npath = \"/x\"\n").unwrap();
         assert!(Config::load(Some(&p)).unwrap_err().to_string().contains("invalid name"));
+        assert_eq!(c.qemu_accel, "auto");
+        std::fs::write(&p, "qemu_accel = \"kvm:tcg\"\n").unwrap();
+        assert!(Config::load(Some(&p)).unwrap_err().to_string().contains("qemu_accel"));
     }
 }
 

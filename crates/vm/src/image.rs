@@ -52,7 +52,8 @@ fn chunk_len(size: u64, i: u64) -> u64 {
     (size - i * CHUNK).min(CHUNK)
 }
 
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct DiskStats {
     pub size: u64,
     pub chunks: u64,
