@@ -399,9 +399,9 @@ fn follow(events: lifeboat_client::EventStream, mut job: JobInfo, json: bool) ->
     if json {
         println!("{}", serde_json::to_string_pretty(&job)?);
     } else {
-        println!("job {} ({}): {}", job.id, job.spec.kind(), format!("{:?}", job.state).to_lowercase());
-        if !job.result.is_null() {
-            println!("{}", serde_json::to_string_pretty(&job.result)?);
+        print_result(&job);
+        if job.state == JobState::Warnings {
+            eprintln!("job {} finished with warnings: `lifeboat --server ... jobs log {}` lists them", job.id, job.id);
         }
     }
     match job.state {
@@ -409,6 +409,94 @@ fn follow(events: lifeboat_client::EventStream, mut job: JobInfo, json: bool) ->
         JobState::Warnings => Ok(crate::EXIT_PARTIAL),
         JobState::Running => anyhow::bail!("lost the event stream before job {} ended; follow it with `jobs watch {}`", job.id, job.id),
         _ => anyhow::bail!("job {} {}: {}", job.id, format!("{:?}", job.state).to_lowercase(), job.error.unwrap_or_default()),
+    }
+}
+
+/// A finished job's result in the words the local command uses for the
+/// same work; kinds without a readable form (and results this client
+/// cannot read) are shown as JSON.
+fn print_result(job: &JobInfo) {
+    use serde::Deserialize;
+    use serde_json::from_value;
+    #[derive(Deserialize)]
+    struct Backup {
+        snapshot: String,
+        summary: lifeboat_store::BackupSummary,
+        #[serde(default)]
+        forgotten: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct Restore {
+        snapshot: String,
+        files: u64,
+        dirs: u64,
+        bytes: u64,
+    }
+    #[derive(Deserialize)]
+    struct Forget {
+        forgotten: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct VmDisk {
+        id: String,
+        #[serde(flatten)]
+        stats: lifeboat_vm::image::DiskStats,
+    }
+    #[derive(Deserialize)]
+    struct VmBackup {
+        snapshot: String,
+        vm: String,
+        consistency: String,
+        disks: Vec<VmDisk>,
+        #[serde(default)]
+        forgotten: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct VmRestore {
+        vm: String,
+        files: Vec<String>,
+    }
+    let short = |id: &str| id.chars().take(8).collect::<String>();
+    let secs = job.finished.map(|f| (f - job.started).num_milliseconds().max(0) as f64 / 1000.0).unwrap_or(0.0);
+    let forgotten = |ids: &[String]| {
+        if !ids.is_empty() {
+            println!("retention: removed {} snapshots ({})", ids.len(), ids.iter().map(|i| short(i)).collect::<Vec<_>>().join(", "));
+        }
+    };
+    let r = job.result.clone();
+    let shown = match &job.spec {
+        _ if r.is_null() => true,
+        JobSpec::Backup { .. } | JobSpec::AgentBackup { .. } => from_value::<Backup>(r.clone())
+            .map(|b| {
+                crate::commands::backup::print_summary(&short(&b.snapshot), &b.summary);
+                forgotten(&b.forgotten);
+            })
+            .is_ok(),
+        JobSpec::Restore { target, .. } => from_value::<Restore>(r.clone()).map(|x| crate::commands::restore::print_summary(&short(&x.snapshot), target, x.files, x.dirs, x.bytes, secs)).is_ok(),
+        JobSpec::Verify { read_data, .. } => from_value::<lifeboat_store::check::CheckReport>(r.clone()).map(|rep| crate::commands::check::print_report(&rep, *read_data)).is_ok(),
+        JobSpec::Gc { .. } => from_value::<lifeboat_store::gc::GcReport>(r.clone()).map(|rep| crate::commands::gc::print_report(&rep)).is_ok(),
+        JobSpec::Forget { .. } => from_value::<Forget>(r.clone()).map(|f| println!("removed {} snapshots; run `gc` to reclaim their space", f.forgotten.len())).is_ok(),
+        JobSpec::VmBackup { .. } => from_value::<VmBackup>(r.clone())
+            .map(|b| {
+                println!("snapshot {} of VM {} saved ({}-consistent)", short(&b.snapshot), b.vm, b.consistency);
+                for d in &b.disks {
+                    crate::commands::vm::print_disk_stats(&d.id, &d.stats);
+                }
+                forgotten(&b.forgotten);
+            })
+            .is_ok(),
+        JobSpec::VmRestore { target, .. } => from_value::<VmRestore>(r.clone())
+            .map(|x| {
+                for f in &x.files {
+                    println!("disk: {f}");
+                }
+                println!("restored VM {} to {target} (hardware in vm.json)", x.vm);
+            })
+            .is_ok(),
+    };
+    if !shown {
+        println!("job {} ({}): {}", job.id, job.spec.kind(), format!("{:?}", job.state).to_lowercase());
+        println!("{}", serde_json::to_string_pretty(&job.result).unwrap_or_default());
     }
 }
 

@@ -347,12 +347,35 @@ fn remote_cli_pins_the_certificate_and_follows_jobs() {
     c.arg("backup").arg(&src);
     let o = run_cmd(c);
     o.expect_ok();
-    assert!(o.stdout.contains("succeeded"), "{o}");
+    // The same readable summary as a local backup, not the job's JSON.
+    assert!(o.stdout.contains("snapshot ") && o.stdout.contains(" saved") && o.stdout.contains("files:   ") && o.stdout.contains(" new, "), "{o}");
+    assert!(!o.stdout.contains('{'), "{o}");
+    let mut c = d.remote(&op);
+    c.args(["backup", "--json"]).arg(&src);
+    let o = run_cmd(c);
+    o.expect_ok();
+    assert_eq!(o.json()["state"], "succeeded", "{o}");
+    assert!(o.json()["result"]["summary"]["files_unchanged"].as_u64().unwrap() > 100, "{o}");
+    let mut c = d.remote(&op);
+    c.args(["check"]);
+    let o = run_cmd(c);
+    o.expect_ok();
+    assert!(o.stdout.contains("checked 2 snapshots") && o.stdout.contains("no errors found"), "{o}");
+    let mut c = d.remote(&op);
+    c.args(["restore", "latest"]).arg(dir.path().join("back"));
+    let o = run_cmd(c);
+    o.expect_ok();
+    assert!(o.stdout.contains("restored snapshot ") && o.stdout.contains(" files, "), "{o}");
+    let mut c = d.remote(&op);
+    c.args(["gc"]);
+    let o = run_cmd(c);
+    o.expect_ok();
+    assert!(o.stdout.contains("freed ") && o.stdout.contains(" packs"), "{o}");
     let mut c = d.remote(&op);
     c.args(["snapshots", "--json"]);
     let o = run_cmd(c);
     o.expect_ok();
-    assert_eq!(o.json().as_array().unwrap().len(), 1);
+    assert_eq!(o.json().as_array().unwrap().len(), 2);
     // A wrong pin is refused, naming the fingerprint; no pin is explained.
     let mut c = lb_cmd();
     c.args(["--server", &d.https, "--fingerprint", &"00".repeat(32), "--token", &op, "snapshots"]);

@@ -39,7 +39,7 @@ pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, full: bool, tags: &[String], keep:
     };
     p.files.store(out.disks.len() as u64, Ordering::Relaxed);
     h.log(&format!("snapshot {} committed ({}-consistent)", out.snapshot_id.to_hex(), out.consistency));
-    let mut warnings = Vec::new();
+    let mut warnings = out.warnings.clone();
     if let Some(e) = &out.agent_error {
         warnings.push(format!("guest agent: {e}; the backup is crash-consistent"));
     }
@@ -52,18 +52,9 @@ pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, full: bool, tags: &[String], keep:
                 h.log(&format!("disk {id}: full read: {r}"));
                 full_reasons.push(format!("{id}: {r}"));
             }
-            serde_json::json!({
-                "id": id,
-                "size": s.size,
-                "bytes_read": s.bytes_read,
-                "chunks": s.chunks,
-                "chunks_read": s.chunks_read,
-                "chunks_reused": s.chunks_reused,
-                "chunks_zero": s.chunks_zero,
-                "chunks_added": s.chunks_added,
-                "bytes_added": s.bytes_added,
-                "full_reason": s.full_reason,
-            })
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            v["id"] = serde_json::json!(id);
+            v
         })
         .collect();
     let mut result = serde_json::json!({

@@ -65,26 +65,32 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
         if s.warnings as usize > out.warnings.len() {
             eprintln!("warning: ... and {} more", s.warnings as usize - out.warnings.len());
         }
-        let secs = s.duration_ms as f64 / 1000.0;
-        println!("snapshot {} saved", out.snapshot_id.short());
-        println!(
-            "files:   {} new, {} changed, {} unchanged ({} total, {} dirs, {} dirs unchanged)",
-            s.files_new, s.files_changed, s.files_unchanged, s.files, s.dirs, s.dirs_unchanged
-        );
-        println!(
-            "data:    {} in files, {} read, {} new ({} stored after compression)",
-            ui::bytes(s.total_bytes),
-            ui::bytes(s.bytes_read),
-            ui::bytes(s.bytes_added),
-            ui::bytes(s.bytes_stored)
-        );
-        // bytes_added also counts new directory listings, so clamp at 0.
-        let dedup = if s.bytes_read > 0 { (100.0 * (1.0 - s.bytes_added as f64 / s.bytes_read as f64)).max(0.0) } else { 0.0 };
-        println!("dedup:   {dedup:.1}% of the bytes read were already stored");
-        println!("time:    {secs:.2} s ({}/s)", ui::bytes((s.total_bytes as f64 / secs.max(0.001)) as u64));
-        if s.warnings > 0 {
-            println!("{} files or directories could not be read (see warnings above)", s.warnings);
-        }
+        print_summary(&out.snapshot_id.short(), s);
     }
     Ok(if s.warnings > 0 { EXIT_PARTIAL } else { 0 })
+}
+
+/// The summary of a saved backup, the same for a local run and a daemon's
+/// job (`lifeboat --server ... backup`).
+pub fn print_summary(short_id: &str, s: &lifeboat_store::BackupSummary) {
+    let secs = s.duration_ms as f64 / 1000.0;
+    println!("snapshot {short_id} saved");
+    println!(
+        "files:   {} new, {} changed, {} unchanged ({} total, {} dirs, {} dirs unchanged)",
+        s.files_new, s.files_changed, s.files_unchanged, s.files, s.dirs, s.dirs_unchanged
+    );
+    println!(
+        "data:    {} in files, {} read, {} new ({} stored after compression)",
+        ui::bytes(s.total_bytes),
+        ui::bytes(s.bytes_read),
+        ui::bytes(s.bytes_added),
+        ui::bytes(s.bytes_stored)
+    );
+    // bytes_added also counts new directory listings, so clamp at 0.
+    let dedup = if s.bytes_read > 0 { (100.0 * (1.0 - s.bytes_added as f64 / s.bytes_read as f64)).max(0.0) } else { 0.0 };
+    println!("dedup:   {dedup:.1}% of the bytes read were already stored");
+    println!("time:    {secs:.2} s ({}/s)", ui::bytes((s.total_bytes as f64 / secs.max(0.001)) as u64));
+    if s.warnings > 0 {
+        println!("{} files or directories could not be read (see warnings above)", s.warnings);
+    }
 }

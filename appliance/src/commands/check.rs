@@ -35,34 +35,39 @@ pub fn run(a: CheckArgs) -> anyhow::Result<u8> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
-        println!(
-            "checked {} snapshots, {} packs, {} blobs{}",
-            rep.snapshots,
-            rep.packs,
-            rep.blobs,
-            if a.read_data { format!(", read {}", ui::bytes(rep.bytes_read)) } else { String::new() }
-        );
-        for e in &rep.errors {
-            println!("error: {e}");
-        }
-        for f in &rep.affected {
-            println!("damaged: {f}");
-        }
-        let unref: u64 = rep.unreferenced_packs.iter().map(|p| p.1).sum();
-        if !rep.unreferenced_packs.is_empty() {
-            println!("note: {} packs ({}) are not in the index (left by an interrupted backup; harmless, reclaimable)", rep.unreferenced_packs.len(), ui::bytes(unref));
-        }
-        if rep.unused_damaged_records > 0 {
-            println!("note: {} damaged records in packs are not used by any snapshot (dropped by repair; harmless)", rep.unused_damaged_records);
-        }
-        if !rep.stale_partials.is_empty() {
-            println!("note: {} partial packs of interrupted backups (removed by the next backup)", rep.stale_partials.len());
-        }
-        if rep.ok() {
-            println!("no errors found");
-        } else {
-            println!("the datastore is damaged: {} errors, {} snapshot paths affected", rep.errors.len(), rep.affected.len());
-        }
+        print_report(&rep, a.read_data);
     }
     Ok(if rep.ok() { 0 } else { EXIT_ERROR })
+}
+
+/// The readable check report, local or a daemon's verify job.
+pub fn print_report(rep: &lifeboat_store::check::CheckReport, read_data: bool) {
+    println!(
+        "checked {} snapshots, {} packs, {} blobs{}",
+        rep.snapshots,
+        rep.packs,
+        rep.blobs,
+        if read_data { format!(", read {}", ui::bytes(rep.bytes_read)) } else { String::new() }
+    );
+    for e in &rep.errors {
+        println!("error: {e}");
+    }
+    for f in &rep.affected {
+        println!("damaged: {f}");
+    }
+    let unref: u64 = rep.unreferenced_packs.iter().map(|p| p.1).sum();
+    if !rep.unreferenced_packs.is_empty() {
+        println!("note: {} packs ({}) are not in the index (left by an interrupted backup; harmless, reclaimable)", rep.unreferenced_packs.len(), ui::bytes(unref));
+    }
+    if rep.unused_damaged_records > 0 {
+        println!("note: {} damaged records in packs are not used by any snapshot (dropped by repair; harmless)", rep.unused_damaged_records);
+    }
+    if !rep.stale_partials.is_empty() {
+        println!("note: {} partial packs of interrupted backups (removed by the next backup)", rep.stale_partials.len());
+    }
+    if rep.ok() {
+        println!("no errors found");
+    } else {
+        println!("the datastore is damaged: {} errors, {} snapshot paths affected", rep.errors.len(), rep.affected.len());
+    }
 }

@@ -53,15 +53,12 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         for w in &out.warnings {
             eprintln!("warning: {w}");
         }
-        println!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} in {:.2} s",
-            id.short(),
-            a.target.display(),
-            out.files,
-            out.dirs,
-            ui::bytes(out.bytes),
-            start.elapsed().as_secs_f64()
-        );
+        print_summary(&id.short(), &a.target.display().to_string(), out.files, out.dirs, out.bytes, start.elapsed().as_secs_f64());
     }
     Ok(if out.warnings.is_empty() { 0 } else { EXIT_PARTIAL })
+}
+
+/// One line for a finished restore, local or a daemon's job.
+pub fn print_summary(short_id: &str, target: &str, files: u64, dirs: u64, bytes: u64, secs: f64) {
+    println!("restored snapshot {short_id} to {target}: {files} files, {dirs} dirs, {} in {secs:.2} s", ui::bytes(bytes));
 }

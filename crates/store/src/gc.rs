@@ -58,7 +58,8 @@ impl Default for GcOptions {
     }
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct GcReport {
     pub snapshots: u64,
     /// Directory trees walked, and marks made in all.
