@@ -74,6 +74,12 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::vm::VmCmd,
     },
+    /// Verification lab: boot VM backups in an isolated network and
+    /// prove they work (ping, heartbeat, screenshot, scripts)
+    Lab {
+        #[command(subcommand)]
+        cmd: commands::lab::LabCmd,
+    },
     /// Remove snapshots by keep rules (restic semantics) or by id
     Forget(commands::forget::ForgetArgs),
     /// Reclaim space: delete packs no snapshot needs, repack mostly-dead
@@ -130,6 +136,7 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check::run(a),
         Command::Forget(a) => commands::forget::run(a),
         Command::Vm { cmd } => commands::vm::run(cmd),
+        Command::Lab { cmd } => commands::lab::run(cmd),
         Command::Gc(a) => commands::gc::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Admin { cmd } => commands::admin::run(cmd),

@@ -4,6 +4,7 @@ pub mod console;
 pub mod datastore;
 pub mod forget;
 pub mod gc;
+pub mod lab;
 pub mod ls;
 pub mod mount;
 pub mod restore;

@@ -361,6 +361,7 @@ fn instant_restore(ds: Arc<Datastore>, query: &str, o: &InstantOptions) -> anyho
         serial: serial.clone(),
         name: format!("{}-instant", md.name),
         paused: o.paused,
+        video: false,
         uefi: UefiFirmware::ovmf_in(&work),
     };
     if md.firmware == lifeboat_vm::Firmware::Uefi {

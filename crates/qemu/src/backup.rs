@@ -168,6 +168,7 @@ pub fn check_restorable(md: &VmMetadata) -> Result<(), VmBackupError> {
         serial: "serial".into(),
         name: md.name.clone(),
         paused: true,
+        video: false,
         uefi: crate::instant::UefiFirmware::ovmf_in(std::path::Path::new(".")),
     };
     crate::instant::qemu_args(md, &probe).map_err(|e| unrestorable(e.reason))?;

@@ -43,6 +43,10 @@ impl std::str::FromStr for NetMode {
 pub enum DiskSource {
     /// An NBD export on a TCP server (the export name is the disk id).
     Nbd { host: String, port: u16 },
+    /// An NBD export on a unix socket: reachable from a QEMU inside a
+    /// network namespace of its own (the lab), with no network path to
+    /// the appliance at all.
+    NbdUnix { path: PathBuf },
     /// A local image file (a copied restore, a test).
     File { path: PathBuf, format: String },
 }
@@ -83,6 +87,8 @@ pub struct BootPlan {
     pub name: String,
     /// Start with the CPUs stopped (`-S`).
     pub paused: bool,
+    /// A standard VGA card (for screenshots); none otherwise.
+    pub video: bool,
     /// UEFI firmware for `firmware = uefi`: code (read-only) and this
     /// VM's own copy of the variable store.
     pub uefi: UefiFirmware,
@@ -106,7 +112,7 @@ pub fn qemu_args(md: &VmMetadata, plan: &BootPlan) -> Result<Vec<String>, BootEr
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
     push(&["-accel", plan.accel.qemu_arg(), "-name", &plan.name]);
     push(&["-machine", &md.machine, "-smp", &md.cpus.to_string(), "-m", &md.memory_mib.to_string()]);
-    push(&["-nodefaults", "-display", "none", "-vga", "none"]);
+    push(&["-nodefaults", "-display", "none", "-vga", if plan.video { "std" } else { "none" }]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", plan.qmp.display())]);
     push(&["-serial", &format!("file:{}", plan.serial.display())]);
     if plan.paused {
@@ -130,6 +136,7 @@ pub fn qemu_args(md: &VmMetadata, plan: &BootPlan) -> Result<Vec<String>, BootEr
         let readonly = if d.is_cdrom() { ",read-only=on" } else { "" };
         let blockdev = match &plan.source {
             DiskSource::Nbd { host, port } => format!("driver=nbd,node-name={node},server.type=inet,server.host={host},server.port={port},export={}{readonly}", d.id),
+            DiskSource::NbdUnix { path } => format!("driver=nbd,node-name={node},server.type=unix,server.path={},export={}{readonly}", path.display(), d.id),
             DiskSource::File { path, format } => format!("driver={format},node-name={node},file.driver=file,file.filename={}{readonly}", path.join(format!("{}.{format}", d.id)).display()),
         };
         a.push("-blockdev".into());
@@ -232,6 +239,7 @@ mod tests {
             serial: "/w/serial.log".into(),
             name: "web1-instant".into(),
             paused: false,
+            video: false,
             uefi: UefiFirmware::ovmf_in(std::path::Path::new("/w")),
         }
     }

@@ -1,0 +1,304 @@
+//! A lab network: one network namespace per lab run, a bridge inside it,
+//! one tap per VM, and an nftables ruleset.
+//!
+//! Isolation comes first from what is *not* there: the namespace has no
+//! link to any other namespace (no veth, no route), so a guest can reach
+//! nothing but the bridge. The appliance's probes run inside the
+//! namespace (its own address on the bridge), QEMU runs inside it too
+//! (its taps live there), and the disks come over a unix socket, which
+//! no network rule can open up. The nftables ruleset is the second wall:
+//! nothing is forwarded, and the namespace's own stack talks only to the
+//! lab's subnets. Two labs are two namespaces, so the same guest IP and
+//! MAC in both never meet.
+//!
+//! Everything a lab makes is named `lblab-<id>` and recorded in a marker
+//! file with the owning pid, so a lab whose owner died (SIGKILL of the
+//! daemon or CLI) is found and removed by [`sweep_stale`].
+
+use crate::LabError;
+use nftables::{batch::Batch, expr, schema, stmt, types};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Prefix of every lab namespace.
+pub const NETNS_PREFIX: &str = "lblab-";
+const BRIDGE: &str = "labbr0";
+const TABLE: &str = "lifeboat_lab";
+
+/// A lab's network namespace, bridge and firewall. Dropping it removes
+/// all of it (and kills what still runs inside).
+#[derive(Debug)]
+pub struct LabNetwork {
+    pub id: String,
+    pub netns: String,
+    /// The probe addresses on the bridge (`ADDR/PREFIX`).
+    pub probe_addrs: Vec<String>,
+    marker: PathBuf,
+    taps: usize,
+    removed: bool,
+}
+
+/// How a lab's network looks from inside.
+#[derive(Clone, Debug, Default)]
+pub struct NetSpec {
+    /// Addresses the appliance's probes use on the lab bridge, one per
+    /// guest subnet (`10.0.2.2/24`): typically the guests' gateway.
+    pub probe_addrs: Vec<String>,
+}
+
+fn ip(args: &[&str]) -> Result<String, LabError> {
+    run(Command::new("ip").args(args))
+}
+
+fn run(c: &mut Command) -> Result<String, LabError> {
+    let o = c.stdin(Stdio::null()).output().map_err(|e| LabError::Net(format!("cannot run {:?}: {e} (install iproute2 and nftables)", c.get_program())))?;
+    if !o.status.success() {
+        let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        return Err(LabError::Net(format!("{} {}: {}", c.get_program().to_string_lossy(), args.join(" "), String::from_utf8_lossy(&o.stderr).trim())));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+impl LabNetwork {
+    /// Makes the namespace `lblab-<id>` with loopback, the bridge, the
+    /// probe addresses and the firewall. `markers` is a directory that
+    /// outlives the process (for [`sweep_stale`]).
+    pub fn create(id: &str, spec: &NetSpec, markers: &Path) -> Result<LabNetwork, LabError> {
+        if id.is_empty() || id.len() > 24 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(LabError::Invalid(format!("lab id {id:?}: 1-24 letters, digits or '-'")));
+        }
+        let netns = format!("{NETNS_PREFIX}{id}");
+        std::fs::create_dir_all(markers).map_err(|e| LabError::Net(format!("creating {}: {e}", markers.display())))?;
+        let marker = markers.join(&netns);
+        std::fs::write(&marker, format!("{}\n", std::process::id())).map_err(|e| LabError::Net(format!("writing {}: {e}", marker.display())))?;
+        let lab = LabNetwork { id: id.to_string(), netns: netns.clone(), probe_addrs: spec.probe_addrs.clone(), marker, taps: 0, removed: false };
+        ip(&["netns", "add", &netns])?;
+        lab.exec_ok(&["ip", "link", "set", "lo", "up"])?;
+        lab.exec_ok(&["ip", "link", "add", BRIDGE, "type", "bridge"])?;
+        lab.exec_ok(&["ip", "link", "set", BRIDGE, "up"])?;
+        for a in &spec.probe_addrs {
+            lab.exec_ok(&["ip", "addr", "add", a, "dev", BRIDGE])?;
+        }
+        lab.apply_firewall()?;
+        Ok(lab)
+    }
+
+    /// A command run inside the lab's namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, program]);
+        c
+    }
+
+    fn exec_ok(&self, argv: &[&str]) -> Result<String, LabError> {
+        let mut c = self.command(argv[0]);
+        c.args(&argv[1..]);
+        run(&mut c)
+    }
+
+    /// A new tap on the lab bridge, for one VM NIC; QEMU (started inside
+    /// the namespace) opens it by name.
+    pub fn add_tap(&mut self) -> Result<String, LabError> {
+        let name = format!("labtap{}", self.taps);
+        self.add_tap_named(&name)
+    }
+
+    /// A tap of a given name (at most 15 bytes) on the lab bridge.
+    pub fn add_tap_named(&mut self, name: &str) -> Result<String, LabError> {
+        let name = name.to_string();
+        self.taps += 1;
+        self.exec_ok(&["ip", "tuntap", "add", "dev", &name, "mode", "tap"])?;
+        self.exec_ok(&["ip", "link", "set", &name, "master", BRIDGE])?;
+        self.exec_ok(&["ip", "link", "set", &name, "up"])?;
+        Ok(name)
+    }
+
+    /// The subnets of the probe addresses, e.g. `10.0.2.0/24`.
+    fn subnets(&self) -> Vec<(String, u32)> {
+        self.probe_addrs
+            .iter()
+            .filter_map(|a| {
+                let (addr, len) = a.split_once('/')?;
+                let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+                let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                Some((std::net::Ipv4Addr::from(u32::from(addr) & mask).to_string(), len))
+            })
+            .collect()
+    }
+
+    /// The ruleset, built with the `nftables` crate (nft's JSON API):
+    /// forward: drop everything; input: loopback, replies, and ICMP and
+    /// connections from the lab subnets to the probe addresses' services
+    /// (a probe's answers); output: loopback and the lab subnets only.
+    pub fn ruleset(&self) -> schema::Nftables<'static> {
+        let table = || Cow::Borrowed(TABLE);
+        let mut b = Batch::new();
+        b.add(schema::NfListObject::Table(schema::Table { family: types::NfFamily::INet, name: table(), ..Default::default() }));
+        let chain = |name: &'static str, hook: types::NfHook| {
+            schema::NfListObject::Chain(schema::Chain {
+                family: types::NfFamily::INet,
+                table: table(),
+                name: Cow::Borrowed(name),
+                _type: Some(types::NfChainType::Filter),
+                hook: Some(hook),
+                prio: Some(0),
+                policy: Some(types::NfChainPolicy::Drop),
+                ..Default::default()
+            })
+        };
+        b.add(chain("lab_input", types::NfHook::Input));
+        b.add(chain("lab_forward", types::NfHook::Forward));
+        b.add(chain("lab_output", types::NfHook::Output));
+        let rule = |chain: &'static str, expr: Vec<stmt::Statement<'static>>| {
+            schema::NfListObject::Rule(schema::Rule { family: types::NfFamily::INet, table: table(), chain: Cow::Borrowed(chain), expr: Cow::Owned(expr), ..Default::default() })
+        };
+        let is_lo = |dir: &'static str| {
+            stmt::Statement::Match(stmt::Match { left: expr::Expression::Named(expr::NamedExpression::Meta(expr::Meta { key: if dir == "in" { expr::MetaKey::Iifname } else { expr::MetaKey::Oifname } })), right: expr::Expression::String(Cow::Borrowed("lo")), op: stmt::Operator::EQ })
+        };
+        let established = || {
+            stmt::Statement::Match(stmt::Match {
+                left: expr::Expression::Named(expr::NamedExpression::CT(expr::CT { key: Cow::Borrowed("state"), family: None, dir: None })),
+                right: expr::Expression::List(vec![expr::Expression::String(Cow::Borrowed("established")), expr::Expression::String(Cow::Borrowed("related"))]),
+                op: stmt::Operator::IN,
+            })
+        };
+        let subnet = |field: &'static str, net: &str, len: u32| {
+            stmt::Statement::Match(stmt::Match {
+                left: expr::Expression::Named(expr::NamedExpression::Payload(expr::Payload::PayloadField(expr::PayloadField { protocol: Cow::Borrowed("ip"), field: Cow::Borrowed(field) }))),
+                right: expr::Expression::Named(expr::NamedExpression::Prefix(expr::Prefix { addr: Box::new(expr::Expression::String(Cow::Owned(net.to_string()))), len })),
+                op: stmt::Operator::EQ,
+            })
+        };
+        let accept = || stmt::Statement::Accept(None);
+        b.add(rule("lab_input", vec![is_lo("in"), accept()]));
+        b.add(rule("lab_input", vec![established(), accept()]));
+        b.add(rule("lab_output", vec![is_lo("out"), accept()]));
+        for (net, len) in self.subnets() {
+            b.add(rule("lab_output", vec![subnet("daddr", &net, len), accept()]));
+            b.add(rule("lab_input", vec![subnet("saddr", &net, len), accept()]));
+        }
+        // ARP is not IP: the inet family does not see it, so neighbours
+        // still resolve on the bridge.
+        b.to_nftables()
+    }
+
+    fn apply_firewall(&self) -> Result<(), LabError> {
+        let json = serde_json::to_vec(&self.ruleset()).map_err(|e| LabError::Net(format!("nftables ruleset: {e}")))?;
+        let mut c = self.command("nft");
+        c.args(["-j", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|e| LabError::Net(format!("cannot run nft: {e} (install nftables)")))?;
+        use std::io::Write;
+        child.stdin.take().expect("piped").write_all(&json).map_err(|e| LabError::Net(format!("nft: {e}")))?;
+        let o = child.wait_with_output().map_err(|e| LabError::Net(format!("nft: {e}")))?;
+        if !o.status.success() {
+            return Err(LabError::Net(format!("nft -j -f - in {}: {}", self.netns, String::from_utf8_lossy(&o.stderr).trim())));
+        }
+        Ok(())
+    }
+
+    /// The ruleset as nft lists it (for reports and tests).
+    pub fn firewall_listing(&self) -> Result<String, LabError> {
+        self.exec_ok(&["nft", "list", "table", "inet", TABLE])
+    }
+
+    /// Removes the namespace with everything in it, killing what still
+    /// runs there first (a QEMU left by a failed step).
+    pub fn remove(mut self) -> Result<(), LabError> {
+        self.removed = true;
+        remove_netns(&self.netns)?;
+        let _ = std::fs::remove_file(&self.marker);
+        Ok(())
+    }
+}
+
+impl Drop for LabNetwork {
+    fn drop(&mut self) {
+        if !self.removed {
+            if let Err(e) = remove_netns(&self.netns) {
+                tracing::warn!("lab {}: {e}", self.id);
+            }
+            let _ = std::fs::remove_file(&self.marker);
+        }
+    }
+}
+
+fn remove_netns(netns: &str) -> Result<(), LabError> {
+    if !netns_exists(netns) {
+        return Ok(());
+    }
+    for _ in 0..50 {
+        let pids = ip(&["netns", "pids", netns]).unwrap_or_default();
+        // A zombie (its parent, the killed owner, gone and not reaped by
+        // init yet) holds nothing; only live processes count.
+        let pids: Vec<i32> = pids.split_whitespace().filter_map(|p| p.parse().ok()).filter(|p| !is_zombie(*p)).collect();
+        if pids.is_empty() {
+            break;
+        }
+        for p in pids {
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ip(&["netns", "del", netns]).map(|_| ())
+}
+
+fn is_zombie(pid: i32) -> bool {
+    // /proc/PID/stat: "pid (comm) S ..."; comm may hold spaces and parens.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))).unwrap_or(true)
+}
+
+fn netns_exists(netns: &str) -> bool {
+    Path::new("/run/netns").join(netns).exists()
+}
+
+/// Removes lab namespaces whose owner (the pid in their marker) is gone,
+/// and namespaces with our prefix that have no marker at all. Returns
+/// their names. Run at daemon start and before each CLI verification.
+pub fn sweep_stale(markers: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/run/netns") else { return removed };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(NETNS_PREFIX) {
+            continue;
+        }
+        let marker = markers.join(&name);
+        let owner: Option<i32> = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse().ok());
+        let alive = owner.is_some_and(|p| p as u32 != std::process::id() && Path::new(&format!("/proc/{p}")).exists()) || owner == Some(std::process::id() as i32);
+        if alive {
+            continue;
+        }
+        if remove_netns(&name).is_ok() {
+            let _ = std::fs::remove_file(&marker);
+            removed.push(name);
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_drops_by_default_and_opens_only_the_lab_subnets() {
+        let lab = LabNetwork { id: "t".into(), netns: "lblab-t".into(), probe_addrs: vec!["10.0.2.2/24".into(), "192.168.7.1/16".into()], marker: PathBuf::new(), taps: 0, removed: true };
+        assert_eq!(lab.subnets(), [("10.0.2.0".to_string(), 24), ("192.168.0.0".to_string(), 16)]);
+        let json = serde_json::to_string(&lab.ruleset()).unwrap();
+        assert_eq!(json.matches("\"policy\":\"drop\"").count(), 3, "{json}");
+        assert!(json.contains("\"hook\":\"forward\""));
+        assert!(json.contains("\"addr\":\"10.0.2.0\",\"len\":24"), "{json}");
+        assert!(!json.contains("0.0.0.0"), "{json}");
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(LabNetwork::create("a b", &NetSpec::default(), dir.path()).is_err());
+        assert!(LabNetwork::create("", &NetSpec::default(), dir.path()).is_err());
+    }
+}

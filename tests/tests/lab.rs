@@ -1,0 +1,250 @@
+//! The verification lab against real network namespaces, bridges, taps,
+//! nftables, QEMU (TCG) and headless Chromium.
+//!
+//! - Two labs hold guests with the same IP and MAC at once, each reached
+//!   only by its own lab's probes; from inside a lab neither the host nor
+//!   a "production" namespace answers; from the host no guest does.
+//! - `lab verify` passes the tiny guest's backup (boot, ping, heartbeat,
+//!   screenshot, a script) in two labs at once, and fails a backup whose
+//!   boot sector is zeroed, naming the steps that failed.
+//! - A run killed with SIGKILL leaves its namespace and QEMU behind;
+//!   `lab cleanup` (and the next run) removes them.
+//! - The HTML report renders in Chromium with its summary, table,
+//!   timeline and screenshot.
+
+mod common;
+
+use common::guest::*;
+use common::*;
+use lifeboat_lab::net::{LabNetwork, NetSpec};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
+}
+
+fn ok(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A stand-in guest: its own namespace, a veth into the lab's bridge,
+/// the given address and MAC, and a web server answering `who`.
+struct FakeGuest(String);
+
+impl FakeGuest {
+    fn new(name: &str, lab: &LabNetwork, who: &str, dir: &Path) -> FakeGuest {
+        let _ = sh(&format!("ip netns del {name} 2>/dev/null"));
+        ok(&format!("ip netns add {name}"));
+        ok(&format!("ip link add g0 netns {name} type veth peer name {name}p netns {}", lab.netns));
+        ok(&format!("ip -n {name} link set g0 address 52:54:00:12:34:56 up"));
+        ok(&format!("ip -n {name} link set lo up"));
+        ok(&format!("ip -n {name} addr add 10.0.2.15/24 dev g0"));
+        ok(&format!("ip -n {name} route add default via 10.0.2.2"));
+        ok(&format!("ip -n {} link set {name}p master labbr0 up", lab.netns));
+        let www = dir.join(name);
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("who"), who).unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", name, "python3", "-m", "http.server", "--bind", "10.0.2.15", "8080", "--directory"])
+            .arg(&www)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        FakeGuest(name.to_string())
+    }
+}
+
+impl Drop for FakeGuest {
+    fn drop(&mut self) {
+        let _ = sh(&format!("for p in $(ip netns pids {0}); do kill -9 $p; done; ip netns del {0}", self.0));
+    }
+}
+
+#[test]
+fn two_labs_hold_the_same_guest_and_nothing_leaves_a_lab() {
+    require_root();
+    let t = scratch("lab-net");
+    let markers = t.path().join("markers");
+    let spec = NetSpec { probe_addrs: vec!["10.0.2.2/24".into()] };
+    let a = LabNetwork::create("tnetA", &spec, &markers).unwrap();
+    let b = LabNetwork::create("tnetB", &spec, &markers).unwrap();
+    let _ga = FakeGuest::new("lbtguestA", &a, "guest in lab A", t.path());
+    let _gb = FakeGuest::new("lbtguestB", &b, "guest in lab B", t.path());
+    // "Production": a namespace linked to the host, as a real network is.
+    let _ = sh("ip link del lbtprod0 2>/dev/null; ip netns del lbtprod 2>/dev/null");
+    ok("ip netns add lbtprod && ip link add lbtprod0 type veth peer name p0 netns lbtprod && ip addr add 192.168.251.1/24 dev lbtprod0 && ip link set lbtprod0 up && ip -n lbtprod addr add 192.168.251.2/24 dev p0 && ip -n lbtprod link set p0 up && ip -n lbtprod link set lo up");
+    struct Prod;
+    impl Drop for Prod {
+        fn drop(&mut self) {
+            let _ = sh("ip link del lbtprod0; ip netns del lbtprod");
+        }
+    }
+    let _prod = Prod;
+
+    // Each lab's probes reach its own guest, same IP and MAC in both.
+    let fetch = |ns: &str| {
+        wait_until(Duration::from_secs(20), || sh(&format!("ip netns exec {ns} curl -sf --max-time 2 http://10.0.2.15:8080/who")).status.success());
+        ok(&format!("ip netns exec {ns} curl -sf --max-time 2 http://10.0.2.15:8080/who"))
+    };
+    assert_eq!(fetch(&a.netns), "guest in lab A");
+    assert_eq!(fetch(&b.netns), "guest in lab B");
+    ok(&format!("ip netns exec {} ping -c1 -W2 10.0.2.15", a.netns));
+
+    // From inside a lab: not the host, not production, not the other lab.
+    let host_ip = ok("ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1");
+    let host_ip = host_ip.trim();
+    for ip in ["192.168.251.2", "192.168.251.1", host_ip].into_iter().filter(|i| !i.is_empty()) {
+        let probe = format!("ip netns exec lbtguestA sh -c 'ping -c1 -W1 {ip} || timeout 2 bash -c \"</dev/tcp/{ip}/22\"'");
+        assert!(!sh(&probe).status.success(), "the lab guest reached {ip}");
+    }
+    assert!(!sh(&format!("ip netns exec {} ping -c1 -W1 192.168.251.2", a.netns)).status.success(), "the lab's own stack reached production");
+    // From the host and from production, no guest answers.
+    assert!(!sh("ping -c1 -W1 10.0.2.15").status.success(), "the host reached a lab guest");
+    assert!(!sh("ip netns exec lbtprod ping -c1 -W1 10.0.2.15").status.success(), "production reached a lab guest");
+    // The firewall is in place: nothing forwarded.
+    let fw = a.firewall_listing().unwrap();
+    assert!(fw.contains("hook forward") && fw.contains("policy drop"), "{fw}");
+
+    a.remove().unwrap();
+    drop(b);
+    assert!(!Path::new("/run/netns/lblab-tnetA").exists() && !Path::new("/run/netns/lblab-tnetB").exists());
+}
+
+/// A guestless QEMU (-S, never booted) on `disk` with the tiny guest's
+/// hardware: its backup is the pristine disk.
+fn back_up_paused(ds: &Ds, disk: &Path, name: &str, dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let qmp = dir.join("qmp.sock");
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", "256", "-name", name]);
+    c.arg("-drive").arg(format!("file={},format=raw,if=virtio", disk.display()));
+    c.args(["-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"]);
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&qmp).is_ok()));
+    let mut b = lb_cmd();
+    b.args(["vm", "backup", "--json", "--datastore"]).arg(&ds.path).arg("--qmp").arg(&qmp);
+    let o = run_cmd(b);
+    let _ = child.kill();
+    let _ = child.wait();
+    o.expect_ok();
+    o.json()["snapshot_id"].as_str().unwrap().to_string()
+}
+
+fn lab_netns() -> Vec<String> {
+    std::fs::read_dir("/run/netns").map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("lblab-")).collect()).unwrap_or_default()
+}
+
+fn verify(ds: &Ds, snap: &str, report: &Path, extra: &[&str]) -> Command {
+    let mut c = lb_cmd();
+    c.args(["lab", "verify", "--json", "--datastore"]).arg(&ds.path).arg(snap).args(["--ip", "10.0.2.15/24", "--report"]).arg(report).args(extra);
+    c
+}
+
+#[test]
+fn backups_are_verified_in_labs_and_a_broken_one_fails() {
+    require_root();
+    let t = scratch("lab-verify");
+    let disk = build_guest("tiny", t.path());
+    let ds = Ds::init(t.path().join("ds"));
+    let good = back_up_paused(&ds, &disk, "lab-tiny", &t.path().join("q1"));
+    // The same guest with its boot sector zeroed.
+    let broken_disk = t.path().join("broken.raw");
+    std::fs::copy(&disk, &broken_disk).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new().write(true).open(&broken_disk).unwrap().write_all_at(&[0u8; 512], 0).unwrap();
+    }
+    let broken = back_up_paused(&ds, &broken_disk, "lab-broken", &t.path().join("q2"));
+
+    // A script probe runs inside the lab with the guest's address.
+    let script = t.path().join("check.sh");
+    std::fs::write(&script, "#!/bin/sh\nping -c1 -W2 \"$LIFEBOAT_LAB_IP\" >/dev/null && echo \"reached $LIFEBOAT_LAB_VM at $LIFEBOAT_LAB_IP\"\n").unwrap();
+    chmod(&script, 0o755);
+    let probes = format!("ping,heartbeat,screenshot,script={}", script.display());
+
+    // Two labs at once, the same guest (same IP, same MAC) in each; no
+    // accelerator given: the product's default.
+    let r1 = t.path().join("r1");
+    let r2 = t.path().join("r2");
+    let one = ChildGuard::spawn(verify(&ds, &good, &r1, &["--probe", &probes]));
+    let two = ChildGuard::spawn(verify(&ds, &good, &r2, &["--probe", &probes]));
+    for (o, dir) in [(one.wait(), &r1), (two.wait(), &r2)] {
+        o.expect_ok();
+        let rep = o.json();
+        assert_eq!(rep["passed"], true, "{rep:#}");
+        let steps: Vec<(String, String)> = rep["vms"][0]["steps"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap().to_string(), s["outcome"].as_str().unwrap().to_string())).collect();
+        let names: Vec<&str> = steps.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(names, ["boot", "ping", "heartbeat", "screenshot", "script:check.sh", "shutdown"], "{rep:#}");
+        assert!(steps[..5].iter().all(|s| s.1 == "pass"), "{rep:#}");
+        let shot = rep["vms"][0]["screenshot"].as_str().unwrap();
+        assert!(dir.join(shot).is_file() && dir.join("report.html").is_file() && dir.join("report.json").is_file());
+    }
+    assert!(lab_netns().is_empty(), "labs left behind: {:?}", lab_netns());
+
+    // The broken backup fails, and says where.
+    let o = run_cmd(verify(&ds, &broken, &t.path().join("r3"), &["--boot-timeout", "45"]));
+    o.expect_code(1);
+    let rep = o.json();
+    assert_eq!(rep["passed"], false);
+    let step = |n: &str| rep["vms"][0]["steps"].as_array().unwrap().iter().find(|s| s["name"] == n).cloned().unwrap_or(Value::Null);
+    assert_eq!(step("boot")["outcome"], "pass", "{rep:#}");
+    for n in ["ping", "heartbeat", "screenshot"] {
+        assert_eq!(step(n)["outcome"], "fail", "{n}: {rep:#}");
+    }
+    assert!(step("screenshot")["detail"].as_str().unwrap().contains("firmware"), "{rep:#}");
+
+    // SIGKILL mid-run: the namespace and QEMU stay until cleanup.
+    let mut c = verify(&ds, &broken, &t.path().join("r4"), &["--boot-timeout", "120"]);
+    c.stdout(Stdio::null());
+    let mut killed = ChildGuard::spawn(c);
+    assert!(wait_until(Duration::from_secs(60), || !lab_netns().is_empty()), "no lab namespace appeared");
+    std::thread::sleep(Duration::from_secs(3));
+    killed.signal(libc::SIGKILL);
+    let _ = killed.wait();
+    let left = lab_netns();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let pids = ok(&format!("ip netns pids {}", left[0]));
+    assert!(!pids.trim().is_empty(), "QEMU should still run in the orphaned lab");
+    let o = lb(["lab", "cleanup"]);
+    o.expect_ok();
+    assert!(o.stdout.contains(&left[0]), "{o}");
+    assert!(lab_netns().is_empty());
+    for p in pids.split_whitespace() {
+        // Gone, or a zombie waiting for init to reap it (its parent was killed).
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'), "process {p} of the killed lab still runs: {stat}");
+    }
+
+    // The report renders in a real browser.
+    let html = r1.join("report.html");
+    let dom = chromium(&["--dump-dom".into(), format!("file://{}", html.display())]);
+    assert!(dom.contains("id=\"summary\"") && dom.contains("lab-tiny") && dom.contains("<svg class=\"timeline\"") && dom.contains("data:image/png;base64,"), "{dom}");
+    assert!(dom.contains("class=\"pass\">pass<"), "{dom}");
+    let shot = t.path().join("report.png");
+    chromium(&[format!("--screenshot={}", shot.display()), "--window-size=1200,1600".into(), format!("file://{}", html.display())]);
+    assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "Chromium made no screenshot of the report");
+    let keep = workspace().join("target").join("test-artifacts");
+    let _ = std::fs::create_dir_all(&keep);
+    let _ = std::fs::copy(&shot, keep.join("lab-report.png"));
+}
+
+fn chromium(args: &[String]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let o = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium (scripts/setup.sh installs it)");
+    assert!(o.status.success(), "chromium {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
