@@ -119,12 +119,16 @@ fn two_labs_hold_the_same_guest_and_nothing_leaves_a_lab() {
 /// A guestless QEMU (-S, never booted) on `disk` with the tiny guest's
 /// hardware: its backup is the pristine disk.
 fn back_up_paused(ds: &Ds, disk: &Path, name: &str, dir: &Path) -> String {
+    back_up_paused_with(ds, disk, name, dir, "256", "52:54:00:12:34:56")
+}
+
+fn back_up_paused_with(ds: &Ds, disk: &Path, name: &str, dir: &Path, mem: &str, mac: &str) -> String {
     std::fs::create_dir_all(dir).unwrap();
     let qmp = dir.join("qmp.sock");
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", "256", "-name", name]);
+    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", mem, "-name", name]);
     c.arg("-drive").arg(format!("file={},format=raw,if=virtio", disk.display()));
-    c.args(["-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"]);
+    c.args(["-netdev", "hubport,id=n0,hubid=0", "-device"]).arg(format!("virtio-net-pci,netdev=n0,mac={mac}"));
     c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
     c.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
@@ -234,6 +238,46 @@ fn backups_are_verified_in_labs_and_a_broken_one_fails() {
     let keep = workspace().join("target").join("test-artifacts");
     let _ = std::fs::create_dir_all(&keep);
     let _ = std::fs::copy(&shot, keep.join("lab-report.png"));
+}
+
+#[test]
+fn an_application_group_boots_in_order_and_the_agent_names_an_address() {
+    require_root();
+    let t = scratch("lab-group");
+    let debian = build_guest("debian", t.path());
+    let tiny = build_guest("tiny", t.path());
+    // Both guests default to 10.0.2.15: the application server moves.
+    run_ok(Command::new("bash").arg(guest_dir().join("set-ip.sh")).arg(&tiny).arg("10.0.2.16/24 10.0.2.2"));
+    let ds = Ds::init(t.path().join("ds"));
+    let db = back_up_paused_with(&ds, &debian, "lab-db", &t.path().join("q1"), "768", "52:54:00:00:00:01");
+    let app = back_up_paused_with(&ds, &tiny, "lab-app", &t.path().join("q2"), "256", "52:54:00:00:00:02");
+    // The database first; the application 5 s later. No address for the
+    // database: its qemu-ga tells it.
+    let mut c = lb_cmd();
+    c.args(["lab", "verify", "--json", "--datastore"]).arg(&ds.path).args([db.as_str(), app.as_str()]);
+    c.args(["--ip", "-", "--ip", "10.0.2.16/24", "--delay", "5", "--boot-timeout", "240", "--report"]).arg(t.path().join("r"));
+    let o = run_cmd(c);
+    o.expect_ok();
+    let rep = o.json();
+    assert_eq!(rep["passed"], true, "{rep:#}");
+    let vms = rep["vms"].as_array().unwrap();
+    assert_eq!((vms[0]["vm"].as_str(), vms[1]["vm"].as_str()), (Some("lab-db"), Some("lab-app")));
+    let learned = vms[0]["steps"].as_array().unwrap().iter().find(|s| s["name"] == "address").cloned().unwrap_or_default();
+    assert_eq!(learned["outcome"], "pass", "{rep:#}");
+    assert_eq!(vms[0]["ip"], "10.0.2.15/24", "{rep:#}");
+    let boot = |v: &Value| chrono_secs(v["steps"][0]["started"].as_str().unwrap());
+    assert!(boot(&vms[1]) - boot(&vms[0]) >= 5.0, "the application booted before its delay: {rep:#}");
+    for v in vms {
+        for n in ["ping", "heartbeat", "screenshot"] {
+            assert!(v["steps"].as_array().unwrap().iter().any(|s| s["name"] == n && s["outcome"] == "pass"), "{n} of {}: {rep:#}", v["vm"]);
+        }
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 time.
+fn chrono_secs(t: &str) -> f64 {
+    let o = Command::new("date").args(["-d", t, "+%s.%N"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
 }
 
 fn chromium(args: &[String]) -> String {

@@ -32,8 +32,9 @@ const TABLE: &str = "lifeboat_lab";
 pub struct LabNetwork {
     pub id: String,
     pub netns: String,
-    /// The probe addresses on the bridge (`ADDR/PREFIX`).
-    pub probe_addrs: Vec<String>,
+    /// The probe addresses on the bridge (`ADDR/PREFIX`); more may be
+    /// added while probes run (a subnet learned from a guest).
+    probe_addrs: std::sync::Mutex<Vec<String>>,
     marker: PathBuf,
     taps: usize,
     removed: bool,
@@ -72,7 +73,7 @@ impl LabNetwork {
         std::fs::create_dir_all(markers).map_err(|e| LabError::Net(format!("creating {}: {e}", markers.display())))?;
         let marker = markers.join(&netns);
         std::fs::write(&marker, format!("{}\n", std::process::id())).map_err(|e| LabError::Net(format!("writing {}: {e}", marker.display())))?;
-        let lab = LabNetwork { id: id.to_string(), netns: netns.clone(), probe_addrs: spec.probe_addrs.clone(), marker, taps: 0, removed: false };
+        let lab = LabNetwork { id: id.to_string(), netns: netns.clone(), probe_addrs: std::sync::Mutex::new(spec.probe_addrs.clone()), marker, taps: 0, removed: false };
         ip(&["netns", "add", &netns])?;
         lab.exec_ok(&["ip", "link", "set", "lo", "up"])?;
         lab.exec_ok(&["ip", "link", "add", BRIDGE, "type", "bridge"])?;
@@ -114,9 +115,28 @@ impl LabNetwork {
         Ok(name)
     }
 
+    /// Another probe address on the bridge (a subnet learned at run
+    /// time); the firewall is rebuilt to allow it.
+    pub fn add_probe_addr(&self, addr: &str) -> Result<(), LabError> {
+        let mut addrs = self.probe_addrs.lock().unwrap_or_else(|e| e.into_inner());
+        if addrs.iter().any(|a| a == addr) {
+            return Ok(());
+        }
+        self.exec_ok(&["ip", "addr", "add", addr, "dev", BRIDGE])?;
+        addrs.push(addr.to_string());
+        drop(addrs);
+        self.exec_ok(&["nft", "delete", "table", "inet", TABLE])?;
+        self.apply_firewall()
+    }
+
+    /// The probe addresses on the bridge now.
+    pub fn probe_addrs(&self) -> Vec<String> {
+        self.probe_addrs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The subnets of the probe addresses, e.g. `10.0.2.0/24`.
     fn subnets(&self) -> Vec<(String, u32)> {
-        self.probe_addrs
+        self.probe_addrs()
             .iter()
             .filter_map(|a| {
                 let (addr, len) = a.split_once('/')?;
@@ -286,7 +306,7 @@ mod tests {
 
     #[test]
     fn ruleset_drops_by_default_and_opens_only_the_lab_subnets() {
-        let lab = LabNetwork { id: "t".into(), netns: "lblab-t".into(), probe_addrs: vec!["10.0.2.2/24".into(), "192.168.7.1/16".into()], marker: PathBuf::new(), taps: 0, removed: true };
+        let lab = LabNetwork { id: "t".into(), netns: "lblab-t".into(), probe_addrs: std::sync::Mutex::new(vec!["10.0.2.2/24".into(), "192.168.7.1/16".into()]), marker: PathBuf::new(), taps: 0, removed: true };
         assert_eq!(lab.subnets(), [("10.0.2.0".to_string(), 24), ("192.168.0.0".to_string(), 16)]);
         let json = serde_json::to_string(&lab.ruleset()).unwrap();
         assert_eq!(json.matches("\"policy\":\"drop\"").count(), 3, "{json}");

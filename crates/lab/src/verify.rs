@@ -335,10 +335,30 @@ fn probe(vm: &mut Running, lab: &LabNetwork, o: &VerifyOptions) {
         skip_all(vm, "the VM did not boot");
         return;
     }
+    if vm.ip.is_none() && o.probes.ping {
+        // No address in the lab definition: ask the guest agent, once the
+        // guest is up enough to answer.
+        let t = Utc::now();
+        let qga = vm.dir.join("qga.sock");
+        while Instant::now() < deadline && !cancelled() {
+            if let Some(ip) = GuestAgent::connect(&qga, Duration::from_secs(1)).ok().and_then(|mut a| guest_ipv4(&mut a)) {
+                match ensure_probe_addr(lab, &ip) {
+                    Ok(()) => {
+                        vm.push("address", Outcome::Pass, t, format!("{ip} (from qemu-ga)"));
+                        vm.report.ip = Some(ip.clone());
+                        vm.ip = Some(ip);
+                    }
+                    Err(e) => vm.push("address", Outcome::Fail, t, format!("{ip} from qemu-ga, but no probe address fits: {e}")),
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     if o.probes.ping {
         let t = Utc::now();
         match vm.ip.clone() {
-            None => vm.push("ping", Outcome::Skip, t, "no address known for the VM; give it in the lab definition (--ip)"),
+            None => vm.push("ping", Outcome::Skip, t, "no address known for the VM (none in the lab definition, no answer from qemu-ga); give one with --ip"),
             Some(ip) => {
                 let addr = addr_of(&ip).to_string();
                 let mut ok = false;
@@ -398,6 +418,33 @@ fn probe(vm: &mut Running, lab: &LabNetwork, o: &VerifyOptions) {
             Err(e) => vm.push(&name, Outcome::Fail, t, e),
         }
     }
+}
+
+/// The guest's first global IPv4 address with its prefix, as qemu-ga
+/// reports it (`guest-network-get-interfaces`).
+fn guest_ipv4(a: &mut GuestAgent) -> Option<String> {
+    let ifs = a.execute("guest-network-get-interfaces", json!({})).ok()?;
+    ifs.as_array()?.iter().filter(|i| i["name"] != "lo").flat_map(|i| i["ip-addresses"].as_array().cloned().unwrap_or_default()).find_map(|a| {
+        let ip: Ipv4Addr = a["ip-address"].as_str()?.parse().ok()?;
+        (a["ip-address-type"] == "ipv4" && !ip.is_loopback() && !ip.is_link_local()).then(|| format!("{ip}/{}", a["prefix"].as_u64().unwrap_or(24)))
+    })
+}
+
+/// Puts a probe address into `guest`'s subnet on the lab bridge unless
+/// one is there.
+fn ensure_probe_addr(lab: &LabNetwork, guest: &str) -> Result<(), LabError> {
+    let g: Ipv4Addr = addr_of(guest).parse().map_err(|_| LabError::Invalid(format!("address {guest}")))?;
+    let fits = lab.probe_addrs().iter().any(|p| {
+        let (Some((a, l)), Ok(g)) = (p.split_once('/'), Ok::<_, ()>(g)) else { return false };
+        let (Ok(a), Ok(l)) = (a.parse::<Ipv4Addr>(), l.parse::<u32>()) else { return false };
+        let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+        u32::from(a) & mask == u32::from(g) & mask
+    });
+    if fits {
+        return Ok(());
+    }
+    let p = default_probe_addr(guest, &[g]).ok_or_else(|| LabError::Invalid(format!("no free probe address in {guest}'s subnet")))?;
+    lab.add_probe_addr(&p)
 }
 
 /// The VGA text buffer (physical 0xB8000) as text, read over QMP.
