@@ -41,6 +41,44 @@ pub struct Config {
     /// (those are kept in the state directory).
     #[serde(default, rename = "datastore")]
     pub datastores: Vec<DatastoreEntry>,
+    /// Directories server-side backup jobs may read (see
+    /// `crate::confine`). Default: `/srv` and `/home`.
+    #[serde(default = "default_backup_roots")]
+    pub backup_roots: Vec<PathBuf>,
+    /// Directories restore and vm-restore jobs may write into. Each is a
+    /// path, or `{ path = "...", owners = true }` to keep the backed-up
+    /// owners there for operator restores too. Default:
+    /// `/srv/lifeboat/restores`.
+    #[serde(default = "default_restore_roots")]
+    pub restore_roots: Vec<RestoreRoot>,
+}
+
+/// One entry of `restore_roots`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RestoreRoot {
+    Path(PathBuf),
+    Table(RestoreRootTable),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRootTable {
+    pub path: PathBuf,
+    /// Restore owners (uid/gid) here for non-admin callers too.
+    #[serde(default)]
+    pub owners: bool,
+}
+
+impl RestoreRoot {
+    pub fn path(&self) -> &Path {
+        match self {
+            RestoreRoot::Path(p) | RestoreRoot::Table(RestoreRootTable { path: p, .. }) => p,
+        }
+    }
+    pub fn owners(&self) -> bool {
+        matches!(self, RestoreRoot::Table(RestoreRootTable { owners: true, .. }))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +93,15 @@ pub struct DatastoreEntry {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/lifeboat")
+}
+/// Where people keep data on a server; never the OS nor the state.
+fn default_backup_roots() -> Vec<PathBuf> {
+    vec![PathBuf::from("/srv"), PathBuf::from("/home")]
+}
+/// On the data disk (mounted at /srv/lifeboat by the console), writable
+/// by the service unit.
+fn default_restore_roots() -> Vec<RestoreRoot> {
+    vec![RestoreRoot::Path(PathBuf::from("/srv/lifeboat/restores"))]
 }
 fn default_listen() -> SocketAddr {
     "0.0.0.0:8007".parse().unwrap()
@@ -107,6 +154,24 @@ impl Config {
         for d in &self.datastores {
             validate_name(&d.name)?;
         }
+        // A root must be a plain absolute path clear of the trees no job
+        // may touch; the checks of `confine` would refuse every path
+        // under it anyway, so say so at start.
+        let c = crate::confine::Confinement::new(self, None, &[]);
+        let roots = self.backup_roots.iter().map(|p| ("backup_roots", p.as_path())).chain(self.restore_roots.iter().map(|r| ("restore_roots", r.path())));
+        for (key, p) in roots {
+            let text = p.to_str().ok_or_else(|| format!("{key}: {p:?} is not UTF-8"))?;
+            let n = crate::confine::normalize(text).map_err(|e| format!("{key}: {e}"))?;
+            if let Err(e) = c.check(&n.display().to_string(), crate::confine::PathUse::Datastore, crate::confine::Grant::default()) {
+                return Err(format!("{key}: {e}; pick a directory of its own, e.g. /srv/lifeboat/restores"));
+            }
+            if n.starts_with(&self.state_dir) || self.state_dir.starts_with(&n) {
+                return Err(format!("{key}: {text:?} is or holds the state directory {}; pick a directory of its own", self.state_dir.display()));
+            }
+            if c.system.iter().any(|t| n.starts_with(t) || t.starts_with(&n)) || n == Path::new("/") {
+                return Err(format!("{key}: {text:?} is or holds a system tree; pick a directory of its own, e.g. /srv or /home"));
+            }
+        }
         if self.session_minutes == 0 {
             return Err("session_minutes must be at least 1".into());
         }
@@ -156,6 +221,18 @@ mod tests {
         assert!(Config::load(Some(&dir.path().join("nope.toml"))).is_err());
         std::fs::write(&p, "[[datastore]]\nname = \"a/b\"\npath = \"/x\"\n").unwrap();
         assert!(Config::load(Some(&p)).unwrap_err().to_string().contains("invalid name"));
+        // Roots: defaults, both spellings, and refusals.
+        assert_eq!(c.backup_roots, vec![PathBuf::from("/srv"), PathBuf::from("/home")]);
+        assert_eq!(c.restore_roots, vec![RestoreRoot::Path("/srv/lifeboat/restores".into())]);
+        std::fs::write(&p, "backup_roots = [\"/data\"]\nrestore_roots = [\"/r1\", { path = \"/r2\", owners = true }]\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.restore_roots[1].path(), Path::new("/r2"));
+        assert!(c.restore_roots[1].owners() && !c.restore_roots[0].owners());
+        for bad in ["backup_roots = [\"/\"]", "restore_roots = [\"/var/lib/lifeboat/restores\"]", "restore_roots = [\"/etc/x\"]", "backup_roots = [\"/var\"]", "restore_roots = [\"rel\"]", "state_dir = \"/srv/st\"\nbackup_roots = [\"/srv\"]"] {
+            std::fs::write(&p, bad).unwrap();
+            let e = Config::load(Some(&p)).unwrap_err().to_string();
+            assert!(e.contains("_roots"), "{bad}: {e}");
+        }
     }
 }
 
