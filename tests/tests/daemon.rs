@@ -194,7 +194,7 @@ fn jobs_stream_events_restore_and_survive_restarts_and_crashes() {
     let log = d.call("GET", &format!("/api/jobs/{backup}/log"), Some(&d.admin), None);
     assert!(log.body.contains("started backup") && log.body.contains("finished"), "{log:?}");
     // Bad requests name what is wrong.
-    let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "backup", "datastore": "nope", "paths": ["/tmp"] })));
+    let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "backup", "datastore": "nope", "paths": [src] })));
     assert_eq!(r.status, 404);
     assert!(r.json()["message"].as_str().unwrap().contains("\"nope\""), "{r:?}");
     let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "backup", "datastore": "default", "paths": ["relative"] })));
@@ -373,7 +373,7 @@ fn remote_cli_pins_the_certificate_and_follows_jobs() {
     assert!(o.stderr.contains("403") && o.stderr.contains("read-only"), "{o}");
     // A failing job fails the command with its error.
     let mut c = d.remote(&op);
-    c.args(["restore", "deadbeef", "/tmp/nowhere"]);
+    c.args(["restore", "deadbeef"]).arg(dir.path().join("nowhere"));
     let o = run_cmd(c);
     o.expect_code(1);
     assert!(o.stderr.contains("deadbeef"), "{o}");

@@ -51,6 +51,10 @@ pub struct Config {
     /// `/srv/lifeboat/restores`.
     #[serde(default = "default_restore_roots")]
     pub restore_roots: Vec<RestoreRoot>,
+    /// The file this was read from (its directory is protected like
+    /// /etc/lifeboat); not a key.
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
 }
 
 /// One entry of `restore_roots`.
@@ -138,12 +142,15 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let cfg: Config = toml::from_str(&text).map_err(|e| StateError::Parse { path: path.clone(), message: e.to_string() })?;
-        cfg.validate().map_err(|m| StateError::Parse { path, message: m })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| StateError::Parse { path: path.clone(), message: e.to_string() })?;
+        cfg.validate().map_err(|m| StateError::Parse { path: path.clone(), message: m })?;
+        cfg.loaded_from = Some(path);
         Ok(cfg)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    /// Checked by `load`; again by `serve` once `--state-dir` may have
+    /// moved the state directory.
+    pub fn validate(&self) -> std::result::Result<(), String> {
         if let Some(a) = self.listen_plain {
             if !a.ip().is_loopback() {
                 return Err(format!(
@@ -154,22 +161,21 @@ impl Config {
         for d in &self.datastores {
             validate_name(&d.name)?;
         }
-        // A root must be a plain absolute path clear of the trees no job
-        // may touch; the checks of `confine` would refuse every path
-        // under it anyway, so say so at start.
+        // A root must be a plain absolute path, neither / nor inside a
+        // tree no job may touch: every path under it would be refused,
+        // so say so at start. (A root may hold such a tree, e.g. /srv
+        // holding a datastore: the check of each path refuses that part.)
         let c = crate::confine::Confinement::new(self, None, &[]);
         let roots = self.backup_roots.iter().map(|p| ("backup_roots", p.as_path())).chain(self.restore_roots.iter().map(|r| ("restore_roots", r.path())));
         for (key, p) in roots {
             let text = p.to_str().ok_or_else(|| format!("{key}: {p:?} is not UTF-8"))?;
             let n = crate::confine::normalize(text).map_err(|e| format!("{key}: {e}"))?;
-            if let Err(e) = c.check(&n.display().to_string(), crate::confine::PathUse::Datastore, crate::confine::Grant::default()) {
-                return Err(format!("{key}: {e}; pick a directory of its own, e.g. /srv/lifeboat/restores"));
-            }
-            if n.starts_with(&self.state_dir) || self.state_dir.starts_with(&n) {
-                return Err(format!("{key}: {text:?} is or holds the state directory {}; pick a directory of its own", self.state_dir.display()));
-            }
-            if c.system.iter().any(|t| n.starts_with(t) || t.starts_with(&n)) || n == Path::new("/") {
-                return Err(format!("{key}: {text:?} is or holds a system tree; pick a directory of its own, e.g. /srv or /home"));
+            let inside = c.protected.iter().map(|(t, _)| t).chain(&c.system).find(|t| n.starts_with(t));
+            if n == Path::new("/") || inside.is_some() {
+                return Err(format!(
+                    "{key}: {text:?} is or lies in a tree no job may touch ({}); pick a directory of its own, e.g. /srv/lifeboat/restores",
+                    inside.map(|t| t.display().to_string()).unwrap_or_else(|| "/".into())
+                ));
             }
         }
         if self.session_minutes == 0 {
@@ -228,7 +234,7 @@ mod tests {
         let c = Config::load(Some(&p)).unwrap();
         assert_eq!(c.restore_roots[1].path(), Path::new("/r2"));
         assert!(c.restore_roots[1].owners() && !c.restore_roots[0].owners());
-        for bad in ["backup_roots = [\"/\"]", "restore_roots = [\"/var/lib/lifeboat/restores\"]", "restore_roots = [\"/etc/x\"]", "backup_roots = [\"/var\"]", "restore_roots = [\"rel\"]", "state_dir = \"/srv/st\"\nbackup_roots = [\"/srv\"]"] {
+        for bad in ["backup_roots = [\"/\"]", "restore_roots = [\"/var/lib/lifeboat/restores\"]", "restore_roots = [\"/etc/x\"]", "restore_roots = [\"rel\"]", "state_dir = \"/srv/st\"\nrestore_roots = [\"/srv/st/r\"]"] {
             std::fs::write(&p, bad).unwrap();
             let e = Config::load(Some(&p)).unwrap_err().to_string();
             assert!(e.contains("_roots"), "{bad}: {e}");

@@ -8,7 +8,7 @@
 //! * it must lie under one of the admin-configured roots
 //!   (`backup_roots`, `restore_roots` in lifeboat.toml);
 //! * it must not be, lie in, or contain a protected tree: the state
-//!   directory, the config directory, datastores and their key files,
+//!   directory, the config directory (and the config file if elsewhere), datastores and their key files,
 //!   and the system trees (`/etc`, `/usr`, ...). An admin token with the
 //!   `original_location` capability may pass roots and system trees (to
 //!   restore a machine's files where they were), never the daemon's own
@@ -47,6 +47,17 @@ pub const SYSTEM_TREES: &[&str] = &[
     "/var/lib/lifeboat",
     "/var/log",
 ];
+
+/// The daemon's one `Confinement`, shared by the API (early checks) and
+/// the jobs actor (checks at run time); datastores added through the
+/// API are protected from then on.
+pub type SharedConfinement = std::sync::Arc<parking_lot::RwLock<Confinement>>;
+
+impl Confinement {
+    pub fn shared(self) -> SharedConfinement {
+        std::sync::Arc::new(parking_lot::RwLock::new(self))
+    }
+}
 
 /// What a path is used for: which roots apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +156,15 @@ pub struct Confinement {
     pub system: Vec<PathBuf>,
 }
 
+/// A name from untrusted input (a snapshot's disk id) used as one file
+/// name: never a path, `.` or `..`.
+pub fn check_plain_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') || name.len() > 200 {
+        return Err(format!("{name:?} is no plain file name (1-200 bytes, no '/', not . or ..)"));
+    }
+    Ok(())
+}
+
 /// `path` with `.` and repeated slashes dropped; `..` refused (a caller
 /// names directories directly: resolving `..` lexically would disagree
 /// with the kernel across symlinks).
@@ -171,13 +191,15 @@ fn overlaps(a: &Path, b: &Path) -> bool {
 
 impl Confinement {
     /// From the config: its roots, and as protected trees the state
-    /// directory, the config file's directory, /etc/lifeboat and every
+    /// directory, /etc/lifeboat, the config file and every
     /// datastore (`datastores`: configured and added) with its key file.
     pub fn new(cfg: &crate::Config, config_path: Option<&Path>, datastores: &[crate::DatastoreEntry]) -> Confinement {
         let mut protected = vec![(cfg.state_dir.clone(), "the daemon's state directory".to_string())];
         protected.push((PathBuf::from("/etc/lifeboat"), "the daemon's config directory".into()));
-        if let Some(dir) = config_path.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty()) {
-            protected.push((dir.to_path_buf(), "the daemon's config directory".into()));
+        // A config file elsewhere is protected itself (its directory
+        // may be a shared one, /tmp in tests).
+        if let Some(file) = config_path.filter(|p| !p.starts_with("/etc/lifeboat")) {
+            protected.push((file.to_path_buf(), "the daemon's config file".into()));
         }
         let mut c = Confinement {
             backup_roots: cfg.backup_roots.iter().map(|p| Root { path: p.clone(), owners: false }).collect(),
