@@ -25,6 +25,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Trees no job may read or write, whoever asks (unless the capability
@@ -299,6 +300,16 @@ pub enum Open {
 /// and is opened as configured.
 pub fn open_beneath(pl: &Placement, how: Open) -> Result<OwnedFd, ConfineError> {
     let full = pl.full().display().to_string();
+    if how == Open::CreateDir && !pl.root.exists() {
+        // A configured root that is not there yet (the default
+        // /srv/lifeboat/restores before the first restore): the admin
+        // named it, so it is made, private.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&pl.root)
+            .map_err(|e| ConfineError::Io { path: full.clone(), source: annotate(e, &pl.root) })?;
+    }
     let root = open_raw(libc::AT_FDCWD, pl.root.as_os_str().as_bytes(), libc::O_PATH | libc::O_DIRECTORY)
         .map_err(|e| ConfineError::Io { path: full.clone(), source: annotate(e, &pl.root) })?;
     let comps: Vec<&std::ffi::OsStr> = pl.rel.iter().collect();
