@@ -1,6 +1,9 @@
 //! `/etc/lifeboat/lifeboat.toml`. Every key has a default, so no file at
 //! all gives a working appliance: state under /var/lib/lifeboat, one
-//! datastore `default` inside it, the API on port 8007 over TLS.
+//! datastore `default` inside it, the API on port 8007 over TLS, backup
+//! jobs reading under /srv and /home, restores writing under
+//! /srv/lifeboat/restores (`backup_roots`, `restore_roots`; see
+//! `crate::confine` and docs/security.md).
 
 use crate::{io_err, Result, StateError};
 use serde::{Deserialize, Serialize};
