@@ -440,7 +440,7 @@ impl Restorer<'_> {
                 };
                 unsafe { libc::unlinkat(pfd, name.as_ptr(), 0) };
                 cvt(unsafe { libc::symlinkat(target.as_ptr(), pfd, name.as_ptr()) }).map_err(target_err)?;
-                self.set_meta_at(parent, &name, &path, n, true);
+                self.set_meta_at(parent, &name, n, true);
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
                 if n.kind == NodeKind::Socket {
@@ -456,7 +456,7 @@ impl Restorer<'_> {
                     self.progress.warn(format!("{}: cannot create special file: {}", path.display(), std::io::Error::last_os_error()));
                     return Ok(());
                 }
-                self.set_meta_at(parent, &name, &path, n, false);
+                self.set_meta_at(parent, &name, n, false);
             }
         }
         Ok(())
@@ -534,7 +534,7 @@ impl Restorer<'_> {
 
     /// The same for entries that cannot be opened (symlinks, special
     /// files), by name in their parent and without following.
-    fn set_meta_at(&self, parent: &Dir, name: &CStr, _path: &Path, n: &Node, symlink: bool) {
+    fn set_meta_at(&self, parent: &Dir, name: &CStr, n: &Node, symlink: bool) {
         let pfd = parent.fd.as_raw_fd();
         unsafe {
             if self.opts.owners {
