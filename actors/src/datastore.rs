@@ -214,6 +214,10 @@ pub struct Execute {
     pub handle: Arc<JobHandle>,
     /// For VM jobs: the registered VM, claimed for the job's duration.
     pub vm: Option<(lifeboat_state::VmEntry, crate::connector::VmBusy)>,
+    /// Where the job may read and write (checked again here: a schedule
+    /// runs long after its spec was checked, and the file system moves).
+    pub confine: lifeboat_state::Confinement,
+    pub grant: lifeboat_state::Grant,
 }
 
 impl Handler<Execute> for DatastoreActor {
@@ -226,8 +230,10 @@ impl Handler<Execute> for DatastoreActor {
             blocking(move || {
                 let h = &msg.handle;
                 match &msg.spec {
-                    JobSpec::Backup { paths, tags, exclude, .. } => work::backup::run(&ds, paths, tags, exclude, &msg.keep, &pinned, tz, h),
-                    JobSpec::Restore { snapshot, target, include, .. } => work::restore::run(&ds, snapshot, target, include, h),
+                    JobSpec::Backup { paths, tags, exclude, .. } => {
+                        work::backup::run(&ds, paths, tags, exclude, &msg.keep, &pinned, tz, &msg.confine, msg.grant, h)
+                    }
+                    JobSpec::Restore { snapshot, target, include, .. } => work::restore::run(&ds, snapshot, target, include, &msg.confine, msg.grant, h),
                     JobSpec::Verify { read_data, .. } => work::verify::run(&ds, *read_data, h),
                     JobSpec::Forget { keep, .. } => work::forget::run(&ds, keep, &pinned, tz, h),
                     JobSpec::Gc { .. } => work::gc::run(&ds, h),
@@ -236,7 +242,7 @@ impl Handler<Execute> for DatastoreActor {
                         Some((vm, _busy)) => work::vm_backup::run(&ds, vm, *full, tags, &msg.keep, &pinned, tz, h),
                         None => Err("internal error: a VM backup without its VM".into()),
                     },
-                    JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format, h),
+                    JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format, &msg.confine, msg.grant, h),
                 }
             })
             .await

@@ -192,6 +192,10 @@ impl Handler<CreateExport> for ExportActor {
                     None if ids.len() == 1 => ids[0].to_string(),
                     None => return Err(ExportError::Invalid(format!("VM {} has {} disks ({}): name one in \"disk\"", md.name, ids.len(), ids.join(", ")))),
                 };
+                // The id names the overlay file in <state>/exports/<id>/;
+                // a snapshot's metadata is untrusted, so it must be a
+                // plain name, never a path.
+                lifeboat_state::confine::check_plain_name(&disk).map_err(|m| ExportError::Invalid(format!("disk id: {m}")))?;
                 let (_, node) = vm
                     .disk(&disk)
                     .ok_or_else(|| ExportError::NotFound(format!("VM {} in snapshot {} has no disk {disk:?} (disks: {})", md.name, sid.short(), ids.join(", "))))?;

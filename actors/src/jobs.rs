@@ -11,6 +11,7 @@ use crate::Datastores;
 use actix::prelude::*;
 use chrono::Utc;
 use lifeboat_api_types::{Event, JobInfo, JobProgress, JobSpec, JobState, KeepRules, NotifyWhen};
+use lifeboat_state::confine::{Grant, SharedConfinement};
 use lifeboat_state::JobStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -52,18 +53,26 @@ pub struct JobsActor {
     events: Addr<EventsActor>,
     notifier: Option<Recipient<JobFinished>>,
     vms: Option<VmRegistry>,
+    /// Where jobs may read and write on the appliance.
+    confine: SharedConfinement,
 }
 
 impl JobsActor {
     /// Loads the history; jobs that were running when the daemon died
     /// come back as `interrupted` (and are announced).
-    pub fn new(store: Arc<JobStore>, keep_history: usize, datastores: Datastores, events: Addr<EventsActor>) -> Result<Self, JobError> {
+    pub fn new(
+        store: Arc<JobStore>,
+        keep_history: usize,
+        datastores: Datastores,
+        events: Addr<EventsActor>,
+        confine: SharedConfinement,
+    ) -> Result<Self, JobError> {
         let (jobs, problems) = store.load_all(keep_history).map_err(|e| JobError::State(e.to_string()))?;
         for p in problems {
             tracing::warn!("job history: {p}");
         }
         let history = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
-        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None })
+        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine })
     }
 
     fn log(&self, id: &str, line: &str) {
@@ -170,11 +179,14 @@ pub struct StartJob {
     pub keep: KeepRules,
     pub notify: NotifyWhen,
     pub skip_if_running: bool,
+    /// What the job may do on the appliance's files beyond the roots'
+    /// defaults: the caller's (`Principal::grant`); none for schedules.
+    pub grant: Grant,
 }
 
 impl StartJob {
-    pub fn now(spec: JobSpec) -> Self {
-        StartJob { spec, schedule: None, keep: KeepRules::default(), notify: NotifyWhen::Never, skip_if_running: false }
+    pub fn now(spec: JobSpec, grant: Grant) -> Self {
+        StartJob { spec, schedule: None, keep: KeepRules::default(), notify: NotifyWhen::Never, skip_if_running: false, grant }
     }
 }
 
@@ -219,7 +231,8 @@ impl Handler<StartJob> for JobsActor {
         self.save_and_publish(job.clone());
         let me = ctx.address();
         let id = job.id.clone();
-        let exec = Execute { spec: msg.spec, keep: msg.keep, handle, vm };
+        let confine = self.confine.read().clone();
+        let exec = Execute { spec: msg.spec, keep: msg.keep, handle, vm, confine, grant: msg.grant };
         actix::spawn(async move {
             let result = ds.send(exec).await.unwrap_or_else(|e| Err(format!("the datastore actor is gone: {e}")));
             me.do_send(Finished { id, result });

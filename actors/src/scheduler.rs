@@ -81,7 +81,7 @@ impl SchedulerActor {
     }
 
     fn start(&mut self, s: &StoredSchedule) -> ResponseFuture<Result<JobInfo, String>> {
-        let msg = StartJob { spec: s.spec.job.clone(), schedule: Some(s.id.clone()), keep: s.spec.keep.clone(), notify: s.spec.notify, skip_if_running: true };
+        let msg = StartJob { spec: s.spec.job.clone(), schedule: Some(s.id.clone()), keep: s.spec.keep.clone(), notify: s.spec.notify, skip_if_running: true, grant: Default::default() };
         let jobs = self.jobs.clone();
         Box::pin(async move { jobs.send(msg).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string()) })
     }

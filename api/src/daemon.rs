@@ -7,7 +7,7 @@ use actix::Actor;
 use actix_web::{web, App, HttpServer};
 use anyhow::{Context, Result};
 use lifeboat_actors::{ConnectorActor, DatastoreActor, Datastores, EventsActor, ExportActor, HealthActor, IngestActor, JobsActor, NotifierActor, SchedulerActor, VmRegistry};
-use lifeboat_state::{AuthStore, Config, DatastoreEntry, JobStore, ScheduleStore, SettingsStore, VmStore};
+use lifeboat_state::{AuthStore, Config, Confinement, DatastoreEntry, JobStore, ScheduleStore, SettingsStore, VmStore};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -71,6 +71,8 @@ fn first_start_password(auth: &AuthStore, state_dir: &Path) -> Result<()> {
 pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> {
     let tz = lifeboat_actors::scheduler::parse_timezone(&config.timezone).map_err(anyhow::Error::msg)?;
     let state_dir = config.state_dir.clone();
+    // Again: `--state-dir` may have moved the state under a root.
+    config.validate().map_err(|m| anyhow::anyhow!("{}: {m}", config.loaded_from.as_deref().unwrap_or(Path::new("the config")).display()))?;
     ensure_private_dir(&state_dir)?;
     let auth = Arc::new(AuthStore::open(&state_dir, config.session_minutes)?);
     first_start_password(&auth, &state_dir)?;
@@ -93,7 +95,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let audit = state_dir.join("audit.log");
     let events = actix::Supervisor::start(move |_| EventsActor::new(Some(audit.clone())));
     let job_store = Arc::new(JobStore::open(&state_dir)?);
-    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone())?.start();
+    // Every datastore is protected, those that failed to open too.
+    let confine = Confinement::new(&config, config.loaded_from.as_deref(), &entries).shared();
+    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?.start();
     let schedules = Arc::new(ScheduleStore::open(&state_dir)?);
     let scheduler = SchedulerActor::new(schedules, tz, jobs.clone(), datastores.clone()).start();
     let ingest = IngestActor::new(datastores.clone(), jobs.clone()).start();
@@ -125,6 +129,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
         exports,
         settings,
         state_dir: state_dir.clone(),
+        confine,
         tz,
         datastore_create: tokio::sync::Mutex::new(()),
     });

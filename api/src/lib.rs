@@ -34,6 +34,9 @@ pub struct ApiState {
     pub exports: Addr<ExportActor>,
     pub settings: Arc<SettingsStore>,
     pub state_dir: PathBuf,
+    /// Where jobs may read and write on the appliance (lifeboat.toml's
+    /// roots, protected trees): checked here before a job exists.
+    pub confine: lifeboat_state::confine::SharedConfinement,
     pub tz: chrono_tz::Tz,
     /// Serializes datastore creation (check-then-insert).
     pub datastore_create: tokio::sync::Mutex<()>,

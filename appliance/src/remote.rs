@@ -341,7 +341,7 @@ pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
                 Ok(0)
             }
             RemoteTokenCmd::Create { name, role } => {
-                let t: TokenCreated = c.post("/api/tokens", &TokenCreate { name, role })?;
+                let t: TokenCreated = c.post("/api/tokens", &TokenCreate { name, role, original_location: false })?;
                 eprintln!("token {} ({}) created; its secret is shown only now:", t.info.name, t.info.role.as_str());
                 println!("{}", t.token);
                 Ok(0)

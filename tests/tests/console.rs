@@ -432,7 +432,10 @@ fn status_screen_reads_the_running_daemon_through_its_api() {
     assert_eq!(access["url"].as_str().unwrap(), d.http, "the console uses the plain loopback listener");
     // Read-only: it reads, it cannot start a job or make a token.
     assert_eq!(d.call("GET", "/api/datastores", Some(&token), None).status, 200);
-    let bad = serde_json::json!({ "kind": "backup", "datastore": "main", "paths": ["/nonexistent-lifeboat-source"] });
+    // Missing, but under the backup root the harness configures (the
+    // scratch directory holding the state), so the job runs and fails.
+    let missing = state.parent().unwrap().join("nonexistent-lifeboat-source");
+    let bad = serde_json::json!({ "kind": "backup", "datastore": "main", "paths": [missing] });
     assert_eq!(d.call("POST", "/api/jobs", Some(&token), Some(&bad)).status, 403);
 
     let s = t.wait_for("Daemon : running", Duration::from_secs(6));

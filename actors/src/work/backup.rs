@@ -4,13 +4,32 @@
 use super::{err, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::KeepRules;
 use lifeboat_ingest::BackupOptions;
+use lifeboat_state::confine::{Confinement, Grant, PathUse};
 use lifeboat_store::{BlobId, Datastore};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[allow(clippy::too_many_arguments)]
-pub fn run(ds: &Arc<Datastore>, paths: &[String], tags: &[String], exclude: &[String], keep: &KeepRules, pinned: &HashSet<BlobId>, tz: chrono_tz::Tz, h: &JobHandle) -> JobResult {
+pub fn run(
+    ds: &Arc<Datastore>,
+    paths: &[String],
+    tags: &[String],
+    exclude: &[String],
+    keep: &KeepRules,
+    pinned: &HashSet<BlobId>,
+    tz: chrono_tz::Tz,
+    confine: &Confinement,
+    grant: Grant,
+    h: &JobHandle,
+) -> JobResult {
+    // Every source under `backup_roots`, clear of protected trees, and
+    // reached without a symlink, before anything is read. (The walk
+    // itself never follows symlinks; a source swapped for a symlink
+    // between this check and the walk's first open is not caught.)
+    for p in paths {
+        confine.check_resolved(p, PathUse::BackupSource, grant).map_err(err)?;
+    }
     let opts = BackupOptions {
         sources: paths.iter().map(PathBuf::from).collect(),
         tags: tags.to_vec(),

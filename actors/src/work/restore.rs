@@ -2,20 +2,32 @@
 
 use super::{err, JobHandle, JobOutput, JobResult};
 use lifeboat_ingest::RestoreOptions;
+use lifeboat_state::confine::{open_beneath, Confinement, Grant, Open, PathUse};
 use lifeboat_store::Datastore;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-pub fn run(ds: &Datastore, snapshot: &str, target: &str, include: &[String], h: &JobHandle) -> JobResult {
+pub fn run(ds: &Datastore, snapshot: &str, target: &str, include: &[String], confine: &Confinement, grant: Grant, h: &JobHandle) -> JobResult {
+    // The target is checked and opened beneath its root before the
+    // snapshot is even looked up; the restore then works below that
+    // descriptor only.
+    let place = confine.check(target, PathUse::RestoreTarget, grant).map_err(err)?;
     let (id, snap) = ds.resolve_snapshot(snapshot).map_err(err)?;
+    let dir = open_beneath(&place, Open::CreateDir).map_err(err)?;
     h.set_phase("restoring");
     h.log(&format!("restoring snapshot {} into {target}", id.to_hex()));
     let opts = RestoreOptions {
         target: PathBuf::from(target),
+        target_dir: Some(Arc::new(dir)),
         includes: include.to_vec(),
-        owners: unsafe { libc::geteuid() } == 0,
+        owners: unsafe { libc::geteuid() } == 0 && place.owners,
+        special: grant.admin,
         threads: 0,
     };
     let out = lifeboat_ingest::restore(ds, &snap, &opts, &h.progress).map_err(err)?;
     let warnings = out.warnings.clone();
-    Ok(JobOutput { result: serde_json::json!({ "snapshot": id.to_hex(), "files": out.files, "dirs": out.dirs, "bytes": out.bytes }), warnings })
+    Ok(JobOutput {
+        result: serde_json::json!({ "snapshot": id.to_hex(), "files": out.files, "dirs": out.dirs, "bytes": out.bytes, "left_out": out.left_out }),
+        warnings,
+    })
 }

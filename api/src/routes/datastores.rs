@@ -3,7 +3,7 @@ use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{get, post, web};
 use lifeboat_api_types::{ApiError, DatastoreCreate, DatastoreInfo};
-use lifeboat_state::DatastoreEntry;
+use lifeboat_state::{DatastoreEntry, PathUse};
 
 /// All datastores with their usage.
 #[utoipa::path(tag = "datastores", security(("bearer" = [])),
@@ -31,19 +31,25 @@ pub async fn get(_auth: Auth<perm::Read>, st: web::Data<ApiState>, name: web::Pa
 }
 
 /// Create a datastore in an empty or new directory (or add an existing one).
+///
+/// Admin only. `path` may be any directory but the state directory
+/// (except under its `datastores/`), the config, another datastore or a
+/// system tree, reached without symlinks and without `..`; else 403.
+/// From then on no job may read or write inside it.
 #[utoipa::path(tag = "datastores", security(("bearer" = [])), request_body = DatastoreCreate,
     responses((status = 200, body = DatastoreInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, body = ApiError)))]
 #[post("/api/datastores")]
-pub async fn create(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web::Json<DatastoreCreate>) -> Result<web::Json<DatastoreInfo>, ApiErr> {
+pub async fn create(auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web::Json<DatastoreCreate>) -> Result<web::Json<DatastoreInfo>, ApiErr> {
     let b = body.into_inner();
     lifeboat_state::config::validate_name(&b.name).map_err(ApiErr::BadRequest)?;
-    if !b.path.starts_with('/') {
-        return Err(ApiErr::BadRequest(format!("path {:?} must be absolute", b.path)));
-    }
     let _guard = st.datastore_create.lock().await;
     if st.datastores.contains(&b.name) {
         return Err(ApiErr::Conflict(format!("a datastore named {:?} exists already", b.name)));
     }
+    // Never in the state or config directory, a system tree or another
+    // datastore; no symlink on the way (an admin may name any other
+    // directory: there is no root for datastores).
+    st.confine.read().check_resolved(&b.path, PathUse::Datastore, auth.principal.grant()).map_err(crate::routes::jobs::confine_err)?;
     let entry = DatastoreEntry { name: b.name.clone(), path: b.path.clone().into(), key_file: None };
     let addr = crate::daemon::open_datastore(&entry, st.tz).await.map_err(ApiErr::BadRequest)?;
     let state_dir = st.state_dir.clone();
@@ -56,6 +62,7 @@ pub async fn create(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web
     .await
     .map_err(ApiErr::internal)??;
     st.datastores.insert(&b.name, addr);
+    st.confine.write().add_datastore(&entry);
     st.health.do_send(lifeboat_actors::WatchDatastore { name: b.name.clone(), path: b.path.clone().into() });
     tracing::info!(name = %b.name, path = %b.path, "datastore added");
     Ok(web::Json(usage(&st, &b.name).await?))

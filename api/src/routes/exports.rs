@@ -15,11 +15,19 @@ pub async fn list(_auth: Auth<perm::Read>, st: web::Data<ApiState>) -> Result<we
 
 /// Serve one disk of a VM snapshot over NBD (read-only unless
 /// `writable`, whose writes go to an overlay, never to the datastore).
+///
+/// Needs operator or admin. Takes no path: a writable export's overlay
+/// is a file in the state directory named by the daemon; `disk` must be
+/// a plain name (400 otherwise).
 #[utoipa::path(tag = "exports", security(("bearer" = [])), request_body = ExportCreate,
     responses((status = 201, body = ExportInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[post("/api/exports")]
 pub async fn create(auth: Auth<perm::Operate>, st: web::Data<ApiState>, body: web::Json<ExportCreate>) -> Result<HttpResponse, ApiErr> {
-    let info = st.exports.send(CreateExport(body.into_inner())).await??;
+    let b = body.into_inner();
+    if let Some(d) = &b.disk {
+        lifeboat_state::confine::check_plain_name(d).map_err(|m| ApiErr::BadRequest(format!("disk: {m}")))?;
+    }
+    let info = st.exports.send(CreateExport(b)).await??;
     tracing::info!(export = %info.id, by = %auth.principal.name, "export created");
     Ok(HttpResponse::Created().json(info))
 }

@@ -4,6 +4,7 @@ use crate::ApiState;
 use actix_web::{get, post, web, HttpResponse};
 use lifeboat_actors::jobs::{CancelJob, GetJob, GetJobLog, ListJobs, StartJob};
 use lifeboat_api_types::{ApiError, JobInfo, JobSpec};
+use lifeboat_state::confine::{ConfineError, Grant, PathUse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -26,34 +27,55 @@ pub async fn list(_auth: Auth<perm::Read>, st: web::Data<ApiState>, q: web::Quer
 }
 
 /// Start a job (backup, restore, verify, forget, gc, vm-backup, vm-restore).
+///
+/// Needs operator or admin. Files on the appliance: a `backup` reads only
+/// `paths` under `backup_roots`, a `restore` or `vm-restore` writes only
+/// below a `target` under `restore_roots` (lifeboat.toml). A path outside
+/// them, with a `..` segment, reached through a symlink, or touching the
+/// state directory, the config, a datastore or a system tree (/etc,
+/// /usr, ...) is refused with 403 before anything is read or written.
+/// An operator's restore recreates no set-ID bits or device nodes (they
+/// are listed in `warnings`, `result.left_out` counts them) and keeps
+/// owners only under a root with `owners = true`; an admin's keeps them.
+/// An admin token with `original_location` may also use paths outside
+/// the roots and in system trees, never the daemon's own state, config
+/// or datastores.
 #[utoipa::path(tag = "jobs", security(("bearer" = [])), request_body = JobSpec,
     responses((status = 202, body = JobInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[post("/api/jobs")]
 pub async fn start(auth: Auth<perm::Operate>, st: web::Data<ApiState>, body: web::Json<JobSpec>) -> Result<HttpResponse, ApiErr> {
     let spec = body.into_inner();
-    validate(&spec)?;
-    let job = st.jobs.send(StartJob::now(spec)).await??;
+    let grant = auth.principal.grant();
+    validate(&st, &spec, grant)?;
+    let job = st.jobs.send(StartJob::now(spec, grant)).await??;
     tracing::info!(job = %job.id, by = %auth.principal.name, "job started");
     Ok(HttpResponse::Accepted().json(job))
 }
 
-pub fn validate(spec: &JobSpec) -> Result<(), ApiErr> {
-    let abs = |p: &str, what: &str| {
-        if p.starts_with('/') {
-            Ok(())
-        } else {
-            Err(ApiErr::BadRequest(format!("{what} {p:?} must be an absolute path on the appliance")))
-        }
-    };
+/// The paths a job spec names, checked against the confinement for
+/// `grant` (lexically, and what exists of them resolved without
+/// symlinks): 400 for a malformed path, 403 for one outside the roots or
+/// in a protected tree. The job checks again when it runs.
+pub fn validate(st: &ApiState, spec: &JobSpec, grant: Grant) -> Result<(), ApiErr> {
+    let c = st.confine.read();
+    let check = |p: &str, what: PathUse| c.check_resolved(p, what, grant).map(|_| ()).map_err(confine_err);
     match spec {
         JobSpec::Backup { paths, .. } => {
             if paths.is_empty() {
                 return Err(ApiErr::BadRequest("a backup needs at least one path".into()));
             }
-            paths.iter().try_for_each(|p| abs(p, "path"))
+            paths.iter().try_for_each(|p| check(p, PathUse::BackupSource))
         }
-        JobSpec::Restore { target, .. } | JobSpec::VmRestore { target, .. } => abs(target, "target"),
+        JobSpec::Restore { target, .. } | JobSpec::VmRestore { target, .. } => check(target, PathUse::RestoreTarget),
         _ => Ok(()),
+    }
+}
+
+pub fn confine_err(e: ConfineError) -> ApiErr {
+    if e.is_forbidden() {
+        ApiErr::Forbidden(e.to_string())
+    } else {
+        ApiErr::BadRequest(e.to_string())
     }
 }
 

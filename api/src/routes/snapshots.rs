@@ -36,16 +36,21 @@ pub async fn delete(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, path: w
 }
 
 /// Restore a snapshot into a directory on the appliance (starts a job).
+///
+/// Needs operator or admin. `target` must lie under `restore_roots`
+/// (lifeboat.toml), reached without symlinks and clear of the state
+/// directory, config, datastores and system trees, else 403 before
+/// anything is written; see `POST /api/jobs` for what each role's
+/// restore recreates.
 #[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path), ("id" = String, Path)), request_body = RestoreRequest,
     responses((status = 202, body = JobInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 #[post("/api/datastores/{name}/snapshots/{id}/restore")]
-pub async fn restore(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, path: web::Path<(String, String)>, body: web::Json<RestoreRequest>) -> Result<HttpResponse, ApiErr> {
+pub async fn restore(auth: Auth<perm::Operate>, st: web::Data<ApiState>, path: web::Path<(String, String)>, body: web::Json<RestoreRequest>) -> Result<HttpResponse, ApiErr> {
     let (name, id) = path.into_inner();
     let b = body.into_inner();
-    if !b.target.starts_with('/') {
-        return Err(ApiErr::BadRequest(format!("target {:?} must be an absolute path on the appliance", b.target)));
-    }
     let spec = JobSpec::Restore { datastore: name, snapshot: id, target: b.target, include: b.include };
-    let job = st.jobs.send(StartJob::now(spec)).await??;
+    let grant = auth.principal.grant();
+    crate::routes::jobs::validate(&st, &spec, grant)?;
+    let job = st.jobs.send(StartJob::now(spec, grant)).await??;
     Ok(HttpResponse::Accepted().json(job))
 }

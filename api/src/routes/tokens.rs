@@ -18,13 +18,17 @@ pub async fn list(_auth: Auth<perm::Admin>, st: web::Data<ApiState>) -> Result<w
 }
 
 /// Create an API token with a role; the answer holds its secret once.
+///
+/// Admin only. `original_location` (admin tokens only, else 400) lets
+/// the token's jobs read and write outside `backup_roots` and
+/// `restore_roots` and in system trees, to restore files where they were.
 #[utoipa::path(tag = "tokens", security(("bearer" = [])), request_body = TokenCreate,
     responses((status = 201, body = TokenCreated), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, body = ApiError)))]
 #[post("/api/tokens")]
 pub async fn create(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web::Json<TokenCreate>) -> Result<HttpResponse, ApiErr> {
     let a = st.auth.clone();
     let b = body.into_inner();
-    let t = web::block(move || a.create_token(&b.name, b.role, false)).await.map_err(ApiErr::internal)??;
+    let t = web::block(move || a.create_token(&b.name, b.role, false, b.original_location)).await.map_err(ApiErr::internal)??;
     tracing::info!(token = %t.info.id, name = %t.info.name, role = t.info.role.as_str(), "API token created");
     Ok(HttpResponse::Created().json(t))
 }
@@ -61,7 +65,7 @@ pub async fn list_agents(_auth: Auth<perm::Admin>, st: web::Data<ApiState>) -> R
 pub async fn register_agent(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web::Json<AgentRegister>) -> Result<HttpResponse, ApiErr> {
     let a = st.auth.clone();
     let name = body.into_inner().name;
-    let t = web::block(move || a.create_token(&name, Role::BackupOnly, true)).await.map_err(ApiErr::internal)??;
+    let t = web::block(move || a.create_token(&name, Role::BackupOnly, true, false)).await.map_err(ApiErr::internal)??;
     tracing::info!(agent = %t.info.name, "agent registered");
     Ok(HttpResponse::Created().json(t))
 }

@@ -36,7 +36,11 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         target: a.target.clone(),
         includes: a.includes.clone(),
         owners: unsafe { libc::geteuid() } == 0,
+        // The local user's own rights decide (mknod fails without root
+        // and is reported); confinement is for the daemon's callers.
+        special: true,
         threads: a.threads,
+        target_dir: None,
     };
     let bar = (!a.json && ui::stderr_is_terminal()).then(|| ui::Bar::start(progress.clone(), "restored"));
     let start = std::time::Instant::now();

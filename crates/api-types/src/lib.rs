@@ -21,12 +21,22 @@ pub use vm::{ExportCreate, ExportInfo, VmDiskInfo, VmInfo, VmRegister, VmSource,
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Everything, including users, tokens, datastores and settings.
+    /// Its jobs read under `backup_roots` and write under
+    /// `restore_roots` like an operator's, but restore owners, set-ID
+    /// bits and device nodes; with the `original_location` capability
+    /// (tokens only) also outside the roots and into system trees.
+    /// Never the state or config directory, nor a datastore.
     Admin,
-    /// Runs and cancels jobs, restores, deletes snapshots, edits schedules.
+    /// Runs and cancels jobs, restores, deletes snapshots, edits
+    /// schedules. Its backups read only under `backup_roots`, its
+    /// restores write only under `restore_roots`, without set-ID bits,
+    /// device nodes, or owners (unless the root says `owners = true`).
     Operator,
-    /// Reads everything an operator sees, changes nothing.
+    /// Reads everything an operator sees, changes nothing; reads no
+    /// file on the appliance.
     ReadOnly,
-    /// Uploads backups (agents) and nothing else.
+    /// Uploads backups (agents) and nothing else; reads and writes no
+    /// file on the appliance but its uploads into the datastore.
     BackupOnly,
 }
 
@@ -108,6 +118,12 @@ pub struct TokenCreate {
     /// A name for people: the script, host or agent using it.
     pub name: String,
     pub role: Role,
+    /// Admin tokens only: jobs may restore to (and back up from) any
+    /// path but the daemon's own state, config and datastores, outside
+    /// `restore_roots`/`backup_roots` and into system trees such as
+    /// /etc ("restore to the original location").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub original_location: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -119,6 +135,9 @@ pub struct TokenInfo {
     /// Set for tokens registered as ingest agents.
     #[serde(default)]
     pub agent: bool,
+    /// The "restore to the original location" capability (see `TokenCreate`).
+    #[serde(default)]
+    pub original_location: bool,
 }
 
 /// Returned once, when a token is made: the secret is never shown again.

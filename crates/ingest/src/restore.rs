@@ -2,6 +2,17 @@
 //! written with their modes, owners (as root), mtimes; symlinks, hard
 //! links, empty directories, non-UTF-8 names, and sparse files (all-zero
 //! chunks become holes). Directory metadata is set after its children.
+//!
+//! Snapshot content is untrusted (an agent uploads trees it built
+//! itself), and the target may hold symlinks from an earlier restore.
+//! So every entry is made relative to its parent directory's descriptor
+//! (`mkdirat`, `openat`, `symlinkat`, `mknodat`, `linkat`) and no
+//! symlink is ever followed: directories are entered with `O_NOFOLLOW`
+//! (a symlink where a directory should be is replaced, not followed),
+//! files are created `O_EXCL | O_NOFOLLOW`, metadata is set through the
+//! open descriptor or with `AT_SYMLINK_NOFOLLOW`. A name is one path
+//! component (no `/`, `.`, `..` or NUL) and the second entry of a
+//! duplicated name is skipped. Nothing is written outside the target.
 
 use crate::error::{IngestError, Result};
 use crate::progress::Progress;
@@ -9,20 +20,32 @@ use lifeboat_store::{BlobId, Datastore, Node, NodeKind, Snapshot, Tree};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
-use std::fs::{File, OpenOptions};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
+    /// The target directory (created if missing), or with `target_dir`
+    /// only its name in messages.
     pub target: PathBuf,
+    /// The target already opened (`O_RDONLY | O_DIRECTORY`) by a caller
+    /// that resolved it beneath a confinement root: the restore works
+    /// below this descriptor and never looks `target` up.
+    pub target_dir: Option<Arc<OwnedFd>>,
     /// Paths inside the snapshot ("/etc/hosts", "docs"); empty = all.
     pub includes: Vec<String>,
     /// Restore owners (uid/gid); default true when running as root.
     pub owners: bool,
+    /// Recreate set-user/group-ID bits on files and device nodes (an
+    /// admin's restore, the local CLI). Without it they are left out,
+    /// each named in the warnings.
+    pub special: bool,
     pub threads: usize,
 }
 
@@ -31,7 +54,16 @@ pub struct RestoreOutcome {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
+    /// Set-ID bits and device nodes not restored (see `RestoreOptions::special`).
+    pub left_out: u64,
     pub warnings: Vec<String>,
+}
+
+/// A directory of the target being restored: its descriptor, and its
+/// path for messages only.
+struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
 }
 
 const RESTORE_BATCH: usize = 1024;
@@ -41,12 +73,16 @@ struct Restorer<'a> {
     opts: &'a RestoreOptions,
     includes: Vec<Vec<Vec<u8>>>,
     progress: &'a Progress,
-    /// (dev, ino) of a multiply-linked file -> where it was written first.
-    links: Mutex<HashMap<(u64, u64), PathBuf>>,
-    deferred_links: Mutex<Vec<(PathBuf, (u64, u64), Node)>>,
+    /// The target directory: hard links are made from it at the end.
+    root: &'a Dir,
+    /// (dev, ino) of a multiply-linked file -> where it was written
+    /// first, as components beneath the target.
+    links: Mutex<HashMap<(u64, u64), Vec<Vec<u8>>>>,
+    deferred_links: Mutex<Vec<(Vec<Vec<u8>>, (u64, u64), Node)>>,
     files: AtomicU64,
     dirs: AtomicU64,
     bytes: AtomicU64,
+    left_out: AtomicU64,
     umask: u32,
     euid: u32,
     egid: u32,
@@ -70,7 +106,16 @@ pub fn restore(ds: &Datastore, snap: &Snapshot, opts: &RestoreOptions, progress:
             return Err(IngestError::NotInSnapshot { path: raw.clone() });
         }
     }
-    std::fs::create_dir_all(&opts.target).map_err(|e| IngestError::Target { path: opts.target.clone(), source: e })?;
+    let target_err = |e: std::io::Error| IngestError::Target { path: opts.target.clone(), source: e };
+    let fd = match &opts.target_dir {
+        Some(fd) => fd.try_clone().map_err(target_err)?,
+        None => {
+            // The caller's own path (the local CLI): followed as given.
+            std::fs::create_dir_all(&opts.target).map_err(target_err)?;
+            OwnedFd::from(File::open(&opts.target).map_err(target_err)?)
+        }
+    };
+    let root = Dir { fd, path: opts.target.clone() };
     std::thread::scope(|scope| {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<BlobId>>(PREFETCH_QUEUE);
         scope.spawn(move || {
@@ -78,7 +123,7 @@ pub fn restore(ds: &Datastore, snap: &Snapshot, opts: &RestoreOptions, progress:
                 ds.prefetch(&ids);
             }
         });
-        restore_with(ds, snap, opts, includes, progress, tx)
+        restore_with(ds, snap, opts, includes, progress, tx, &root)
     })
 }
 
@@ -89,17 +134,20 @@ fn restore_with(
     includes: Vec<Vec<Vec<u8>>>,
     progress: &Progress,
     prefetch: crossbeam_channel::Sender<Vec<BlobId>>,
+    root: &Dir,
 ) -> Result<RestoreOutcome> {
     let r = Restorer {
         ds,
         opts,
         includes,
         progress,
+        root,
         links: Mutex::new(HashMap::new()),
         deferred_links: Mutex::new(Vec::new()),
         files: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        left_out: AtomicU64::new(0),
         umask: current_umask(),
         euid: unsafe { libc::geteuid() },
         egid: unsafe { libc::getegid() },
@@ -111,24 +159,42 @@ fn restore_with(
         .thread_name(|i| format!("restore-{i}"))
         .build()
         .map_err(|e| IngestError::Target { path: opts.target.clone(), source: std::io::Error::other(e) })?;
-    pool.install(|| r.restore_tree(&snap.tree, &opts.target, &mut Vec::new()))?;
-    // Hard links last: their first path is written by now.
-    for (path, key, node) in r.deferred_links.lock().drain(..) {
-        let first = r.links.lock().get(&key).cloned();
+    pool.install(|| r.restore_tree(&snap.tree, root, &mut Vec::new()))?;
+    // Hard links last: their first path is written by now. Both ends are
+    // found again from the target's descriptor, without following.
+    let deferred: Vec<_> = r.deferred_links.lock().drain(..).collect();
+    for (rel, key, node) in deferred {
+        let path = r.display(&rel);
+        let Some((name, parent_rel)) = rel.split_last() else { continue };
+        let parent = match open_dir_beneath(&root.fd, parent_rel) {
+            Ok(fd) => Dir { fd, path: path.parent().map(Path::to_path_buf).unwrap_or_default() },
+            Err(e) => {
+                progress.warn(format!("{}: cannot link: {e}", path.display()));
+                continue;
+            }
+        };
+        let Ok(cname) = CString::new(name.as_slice()) else { continue };
         // The parent's mtime is restored already; adding the entry bumps it.
-        let parent = path.parent().and_then(|p| Some((p, std::fs::metadata(p).ok()?.modified().ok()?)));
+        let mtime = fstat(&parent.fd).ok().map(|st| libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec });
+        let first = r.links.lock().get(&key).cloned();
         match first {
             Some(first) => {
-                let _ = std::fs::remove_file(&path);
-                if let Err(e) = std::fs::hard_link(&first, &path) {
-                    progress.warn(format!("{}: cannot link to {}: {e}", path.display(), first.display()));
+                let linked = first.split_last().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)).and_then(|(fname, fparent)| {
+                    let fdir = open_dir_beneath(&root.fd, fparent)?;
+                    let fname = CString::new(fname.as_slice()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+                    unsafe { libc::unlinkat(parent.fd.as_raw_fd(), cname.as_ptr(), 0) };
+                    // Flags 0: a symlink is linked itself, never followed.
+                    cvt(unsafe { libc::linkat(fdir.as_raw_fd(), fname.as_ptr(), parent.fd.as_raw_fd(), cname.as_ptr(), 0) })
+                });
+                if let Err(e) = linked {
+                    progress.warn(format!("{}: cannot link to {}: {e}", path.display(), r.display(&first).display()));
                 }
             }
-            None => r.write_file(&path, &node)?,
+            None => r.write_file(&parent, &cname, &path, &node)?,
         }
-        if let Some((dir, mtime)) = parent {
-            let t = std::fs::FileTimes::new().set_modified(mtime).set_accessed(mtime);
-            let _ = File::open(dir).and_then(|d| d.set_times(t));
+        if let Some(t) = mtime {
+            let times = [t, t];
+            unsafe { libc::futimens(parent.fd.as_raw_fd(), times.as_ptr()) };
         }
     }
     let warnings = progress.messages.lock().unwrap().clone();
@@ -136,8 +202,49 @@ fn restore_with(
         files: r.files.load(Ordering::Relaxed),
         dirs: r.dirs.load(Ordering::Relaxed),
         bytes: r.bytes.load(Ordering::Relaxed),
+        left_out: r.left_out.load(Ordering::Relaxed),
         warnings,
     })
+}
+
+fn cvt(rc: libc::c_int) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+fn openat(dir: &OwnedFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> std::io::Result<OwnedFd> {
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+    if fd < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// Enters `name` in `dir` if it is a directory; a symlink gives ELOOP
+/// (or ENOTDIR), never its target.
+fn open_subdir(dir: &OwnedFd, name: &CStr) -> std::io::Result<OwnedFd> {
+    openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+}
+
+/// The directory at `rel` (components written by this restore) beneath
+/// `root`, entered one component at a time without following symlinks.
+fn open_dir_beneath(root: &OwnedFd, rel: &[Vec<u8>]) -> std::io::Result<OwnedFd> {
+    let mut dir = root.try_clone()?;
+    for c in rel {
+        let c = CString::new(c.as_slice()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        dir = open_subdir(&dir, &c)?;
+    }
+    Ok(dir)
 }
 
 fn path_exists(ds: &Datastore, root: &Tree, comps: &[Vec<u8>]) -> Result<bool> {
@@ -185,13 +292,13 @@ impl Restorer<'_> {
 
     /// Restores a directory's entries, decoding them in batches from the
     /// encoded tree so a huge directory never sits decoded in memory.
-    fn restore_tree(&self, id: &BlobId, dir: &Path, rel: &mut Vec<Vec<u8>>) -> Result<()> {
+    fn restore_tree(&self, id: &BlobId, dir: &Dir, rel: &mut Vec<Vec<u8>>) -> Result<()> {
         // Lost data (a damaged pack, blobs `repair` dropped) costs the
         // paths it belongs to, named, and the rest is still restored.
         let mut cursor = match self.ds.dir_cursor(id) {
             Ok(c) => c,
             Err(e) if e.is_data_loss() => {
-                self.progress.warn(format!("{}: directory listing lost: {e}", dir.display()));
+                self.progress.warn(format!("{}: directory listing lost: {e}", dir.path.display()));
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -199,17 +306,28 @@ impl Restorer<'_> {
         let run = |n: &Node| -> Result<()> {
             let mut rel = rel.clone();
             rel.push(n.name.clone());
-            self.restore_node(n, &dir.join(OsStr::from_bytes(&n.name)), &mut rel)
+            self.restore_node(n, dir, &mut rel)
         };
-        let mut batch = Vec::with_capacity(RESTORE_BATCH);
+        let mut batch: Vec<Node> = Vec::with_capacity(RESTORE_BATCH);
+        // A crafted tree may name an entry twice (a symlink `a`, then a
+        // directory `a` with entries "through" it): the first one wins.
+        // Trees are sorted, so a repeat follows its first at once.
+        let mut last: Option<Vec<u8>> = None;
         loop {
             batch.clear();
             while batch.len() < RESTORE_BATCH {
                 match cursor.next_node() {
-                    Ok(Some(n)) => batch.push(n),
+                    Ok(Some(n)) => {
+                        if last.as_deref() == Some(n.name.as_slice()) {
+                            self.progress.warn(format!("{}: the snapshot names this entry twice; the second one is skipped", dir.path.join(OsStr::from_bytes(&n.name)).display()));
+                            continue;
+                        }
+                        last = Some(n.name.clone());
+                        batch.push(n)
+                    }
                     Ok(None) => break,
                     Err(e) if e.is_data_loss() => {
-                        self.progress.warn(format!("{}: part of the directory listing lost: {e}", dir.display()));
+                        self.progress.warn(format!("{}: part of the directory listing lost: {e}", dir.path.display()));
                         break;
                     }
                     Err(e) => return Err(e.into()),
@@ -239,14 +357,32 @@ impl Restorer<'_> {
         }
     }
 
-    fn restore_node(&self, n: &Node, path: &Path, rel: &mut Vec<Vec<u8>>) -> Result<()> {
+    /// `rel` under the target, for messages.
+    fn display(&self, rel: &[Vec<u8>]) -> PathBuf {
+        let mut p = self.root.path.clone();
+        for c in rel {
+            p.push(OsStr::from_bytes(c));
+        }
+        p
+    }
+
+    fn leave_out(&self, path: &Path, what: &str) {
+        self.left_out.fetch_add(1, Ordering::Relaxed);
+        self.progress.warn(format!("{}: {what} not restored: only an admin's restore recreates it", path.display()));
+    }
+
+    fn restore_node(&self, n: &Node, parent: &Dir, rel: &mut Vec<Vec<u8>>) -> Result<()> {
         if self.progress.cancelled() {
             return Err(IngestError::Interrupted);
         }
-        if n.name.is_empty() || n.name == b"." || n.name == b".." || n.name.contains(&b'/') {
-            self.progress.warn(format!("{}: unsafe name in snapshot; skipped", path.display()));
-            return Ok(());
-        }
+        let path = parent.path.join(OsStr::from_bytes(&n.name));
+        let name = match CString::new(n.name.as_slice()) {
+            Ok(c) if !n.name.is_empty() && n.name != b"." && n.name != b".." && !n.name.contains(&b'/') => c,
+            _ => {
+                self.progress.warn(format!("{}: unsafe name in snapshot; skipped", path.display()));
+                return Ok(());
+            }
+        };
         let wanted = self.wanted(rel);
         if matches!(wanted, Wanted::No) {
             return Ok(());
@@ -254,65 +390,96 @@ impl Restorer<'_> {
         if matches!(wanted, Wanted::Partly) && n.kind != NodeKind::Dir {
             return Ok(());
         }
-        let target_err = |e: std::io::Error| IngestError::Target { path: path.to_path_buf(), source: e };
+        let target_err = |e: std::io::Error| IngestError::Target { path: path.clone(), source: e };
+        let pfd = parent.fd.as_raw_fd();
         match n.kind {
             NodeKind::Dir => {
-                match std::fs::create_dir(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
-                    Err(e) => return Err(target_err(e)),
+                // Made private; its own mode goes on after its children.
+                if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::AlreadyExists {
+                        return Err(target_err(e));
+                    }
                 }
+                let fd = match open_subdir(&parent.fd, &name) {
+                    Ok(fd) => fd,
+                    // Something else is there (a symlink, maybe from an
+                    // earlier restore): replaced, never entered.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                        cvt(unsafe { libc::unlinkat(pfd, name.as_ptr(), 0) }).map_err(target_err)?;
+                        cvt(unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) }).map_err(target_err)?;
+                        open_subdir(&parent.fd, &name).map_err(target_err)?
+                    }
+                    Err(e) => return Err(target_err(e)),
+                };
+                let dir = Dir { fd, path };
                 if let Some(id) = n.subtree {
-                    self.restore_tree(&id, path, rel)?;
+                    self.restore_tree(&id, &dir, rel)?;
                 }
                 self.dirs.fetch_add(1, Ordering::Relaxed);
-                self.set_meta_path(path, n, false);
+                // Set-ID bits on a directory grant no privilege (setgid
+                // only passes its group on to new entries), so they stay.
+                self.set_meta_file(&File::from(dir.fd), &dir.path, n, n.mode & 0o7777, true);
             }
             NodeKind::File => {
                 if n.nlink > 1 {
                     let key = (n.dev, n.ino);
                     let mut links = self.links.lock();
                     if links.contains_key(&key) {
-                        self.deferred_links.lock().push((path.to_path_buf(), key, n.clone()));
+                        self.deferred_links.lock().push((rel.clone(), key, n.clone()));
                         return Ok(());
                     }
-                    links.insert(key, path.to_path_buf());
+                    links.insert(key, rel.clone());
                 }
-                self.write_file(path, n)?;
+                self.write_file(parent, &name, &path, n)?;
             }
             NodeKind::Symlink => {
-                let target = OsStr::from_bytes(n.link_target.as_deref().unwrap_or_default());
-                let _ = std::fs::remove_file(path);
-                std::os::unix::fs::symlink(target, path).map_err(target_err)?;
-                self.set_meta_path(path, n, true);
+                let Ok(target) = CString::new(n.link_target.as_deref().unwrap_or_default()) else {
+                    self.progress.warn(format!("{}: symlink target with a NUL byte in snapshot; skipped", path.display()));
+                    return Ok(());
+                };
+                unsafe { libc::unlinkat(pfd, name.as_ptr(), 0) };
+                cvt(unsafe { libc::symlinkat(target.as_ptr(), pfd, name.as_ptr()) }).map_err(target_err)?;
+                self.set_meta_at(parent, &name, n, true);
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
                 if n.kind == NodeKind::Socket {
                     return Ok(()); // sockets are recreated by their servers
                 }
-                let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| target_err(std::io::ErrorKind::InvalidInput.into()))?;
-                let _ = std::fs::remove_file(path);
-                if unsafe { libc::mknod(c.as_ptr(), n.mode, n.rdev as libc::dev_t) } != 0 {
+                if n.kind != NodeKind::Fifo && !self.opts.special {
+                    self.leave_out(&path, "device node");
+                    return Ok(());
+                }
+                unsafe { libc::unlinkat(pfd, name.as_ptr(), 0) };
+                let mode = if self.opts.special { n.mode } else { n.mode & !0o6000 };
+                if unsafe { libc::mknodat(pfd, name.as_ptr(), mode, n.rdev as libc::dev_t) } != 0 {
                     self.progress.warn(format!("{}: cannot create special file: {}", path.display(), std::io::Error::last_os_error()));
                     return Ok(());
                 }
-                self.set_meta_path(path, n, false);
+                self.set_meta_at(parent, &name, n, false);
             }
         }
         Ok(())
     }
 
-    fn write_file(&self, path: &Path, n: &Node) -> Result<()> {
+    fn write_file(&self, parent: &Dir, name: &CStr, path: &Path, n: &Node) -> Result<()> {
         let target_err = |e: std::io::Error| IngestError::Target { path: path.to_path_buf(), source: e };
-        let mode = n.mode & 0o7777;
+        let mut mode = n.mode & 0o7777;
+        if mode & 0o6000 != 0 && !self.opts.special {
+            self.leave_out(path, "set-user/group-ID bit");
+            mode &= !0o6000;
+        }
         // The common case, a fresh target, costs open + write + futimens:
         // the mode goes in with the create and a new file already has our
         // owner. Only an existing file gets chmod/chown afterwards.
-        let (f, existed) = match OpenOptions::new().write(true).create_new(true).mode(mode).open(path) {
-            Ok(f) => (f, false),
+        // O_EXCL | O_NOFOLLOW: a symlink in the way is replaced, never
+        // written through.
+        let create = || openat(&parent.fd, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW, mode);
+        let (f, existed) = match create() {
+            Ok(f) => (File::from(f), false),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = std::fs::remove_file(path);
-                (OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(target_err)?, true)
+                unsafe { libc::unlinkat(parent.fd.as_raw_fd(), name.as_ptr(), 0) };
+                (File::from(create().map_err(target_err)?), true)
             }
             Err(e) => return Err(target_err(e)),
         };
@@ -338,22 +505,24 @@ impl Restorer<'_> {
             // A trailing hole: extend the file over it.
             f.set_len(off).map_err(target_err)?;
         }
-        self.set_meta_file(&f, path, n, existed || mode & self.umask != 0);
+        self.set_meta_file(&f, path, n, mode, existed || mode & self.umask != 0);
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(off, Ordering::Relaxed);
         self.progress.add(&self.progress.files, 1);
         Ok(())
     }
 
-    fn set_meta_file(&self, f: &File, path: &Path, n: &Node, needs_chmod: bool) {
+    /// Owner, `mode` and mtime through an open descriptor (a file, or a
+    /// directory once its children are written).
+    fn set_meta_file(&self, f: &File, path: &Path, n: &Node, mode: u32, needs_chmod: bool) {
         if self.opts.owners && (n.uid != self.euid || n.gid != self.egid) {
             if let Err(e) = std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid)) {
                 self.progress.warn(format!("{}: cannot set owner: {e}", path.display()));
             }
         }
         // chown clears set-id bits, so the mode goes on after it.
-        if needs_chmod || (self.opts.owners && n.mode & 0o6000 != 0) {
-            if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(n.mode & 0o7777)) {
+        if needs_chmod || (self.opts.owners && mode & 0o6000 != 0) {
+            if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(mode)) {
                 self.progress.warn(format!("{}: cannot set mode: {e}", path.display()));
             }
         }
@@ -363,18 +532,23 @@ impl Restorer<'_> {
         }
     }
 
-    fn set_meta_path(&self, path: &Path, n: &Node, symlink: bool) {
-        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return };
+    /// The same for entries that cannot be opened (symlinks, special
+    /// files), by name in their parent and without following.
+    fn set_meta_at(&self, parent: &Dir, name: &CStr, n: &Node, symlink: bool) {
+        let pfd = parent.fd.as_raw_fd();
         unsafe {
             if self.opts.owners {
-                libc::lchown(c.as_ptr(), n.uid, n.gid);
+                libc::fchownat(pfd, name.as_ptr(), n.uid, n.gid, libc::AT_SYMLINK_NOFOLLOW);
             }
             if !symlink {
-                libc::chmod(c.as_ptr(), n.mode & 0o7777);
+                // Special files only: set-ID bits are stripped from them
+                // unless `special` (they mean nothing there anyway).
+                let mode = if self.opts.special { n.mode & 0o7777 } else { n.mode & 0o1777 };
+                libc::fchmodat(pfd, name.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW);
             }
             let ts = libc::timespec { tv_sec: n.mtime_ns.div_euclid(1_000_000_000), tv_nsec: n.mtime_ns.rem_euclid(1_000_000_000) };
             let times = [ts, ts];
-            libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW);
+            libc::utimensat(pfd, name.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW);
         }
     }
 }

@@ -94,7 +94,7 @@ fn assert_restores_identical(ds: &Datastore, snap: &str, src: &Path, scratch: &P
     ds.refresh_index().unwrap();
     let (_, s) = ds.resolve_snapshot(snap).unwrap();
     let out = scratch.join(format!("restore-{snap}"));
-    let ro = RestoreOptions { target: out.clone(), includes: vec![], owners: false, threads: 2 };
+    let ro = RestoreOptions { target: out.clone(), includes: vec![], owners: false, threads: 2, ..Default::default() };
     lifeboat_ingest::restore(ds, &s, &ro, &Progress::new()).unwrap();
     compare(src, &out);
 }

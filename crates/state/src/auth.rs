@@ -35,12 +35,21 @@ struct StoredToken {
     created: DateTime<Utc>,
     #[serde(default)]
     agent: bool,
+    #[serde(default)]
+    original_location: bool,
     secret_blake3: String,
 }
 
 impl StoredToken {
     fn info(&self) -> TokenInfo {
-        TokenInfo { id: self.id.clone(), name: self.name.clone(), role: self.role, created: self.created, agent: self.agent }
+        TokenInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            created: self.created,
+            agent: self.agent,
+            original_location: self.original_location,
+        }
     }
 }
 
@@ -51,6 +60,16 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     pub token_id: Option<String>,
+    /// An admin token's "restore to the original location" capability.
+    pub original_location: bool,
+}
+
+impl Principal {
+    /// What this principal's jobs may do on the appliance's files.
+    pub fn grant(&self) -> crate::confine::Grant {
+        let admin = self.role == Role::Admin;
+        crate::confine::Grant { admin, original_location: admin && self.original_location }
+    }
 }
 
 struct Session {
@@ -150,7 +169,7 @@ impl AuthStore {
             let t = self.console_token.lock();
             let t = t.as_deref()?;
             return constant_time_eq(t.as_bytes(), bearer.as_bytes())
-                .then(|| Principal { name: CONSOLE_USER.into(), role: Role::ReadOnly, token_id: None });
+                .then(|| Principal { name: CONSOLE_USER.into(), role: Role::ReadOnly, token_id: None, original_location: false });
         }
         if bearer.starts_with("s.") {
             let s = self.sessions.lock();
@@ -158,21 +177,34 @@ impl AuthStore {
             if sess.expires <= Utc::now() {
                 return None;
             }
-            return Some(Principal { name: ADMIN_USER.into(), role: Role::Admin, token_id: None });
+            // A session is not "original location": that capability is
+            // given deliberately, to a token.
+            return Some(Principal { name: ADMIN_USER.into(), role: Role::Admin, token_id: None, original_location: false });
         }
         let (id, secret) = bearer.split_once('.')?;
         let f = self.file.lock();
         let t = f.tokens.iter().find(|t| t.id == id)?;
         let h = blake3::hash(secret.as_bytes()).to_hex();
         if constant_time_eq(h.as_bytes(), t.secret_blake3.as_bytes()) {
-            Some(Principal { name: format!("token:{}", t.name), role: t.role, token_id: Some(t.id.clone()) })
+            Some(Principal {
+                name: format!("token:{}", t.name),
+                role: t.role,
+                token_id: Some(t.id.clone()),
+                original_location: t.original_location,
+            })
         } else {
             None
         }
     }
 
-    pub fn create_token(&self, name: &str, role: Role, agent: bool) -> Result<TokenCreated> {
+    pub fn create_token(&self, name: &str, role: Role, agent: bool, original_location: bool) -> Result<TokenCreated> {
         crate::config::validate_name(name).map_err(StateError::Invalid)?;
+        if original_location && role != Role::Admin {
+            return Err(StateError::Invalid(format!(
+                "original_location is an admin token's capability; a {} token cannot have it",
+                role.as_str()
+            )));
+        }
         let mut f = self.file.lock();
         if f.tokens.iter().any(|t| t.name == name) {
             return Err(StateError::Conflict(format!("a token named {name:?} exists already; revoke it first or pick another name")));
@@ -185,6 +217,7 @@ impl AuthStore {
             role,
             created: Utc::now(),
             agent,
+            original_location,
             secret_blake3: blake3::hash(secret.as_bytes()).to_hex().to_string(),
         };
         f.tokens.push(t.clone());
@@ -237,10 +270,15 @@ mod tests {
         assert!(a.login("root", "correct horse").is_none());
         let (s, _) = a.login("admin", "correct horse").unwrap();
         assert_eq!(a.authenticate(&s).unwrap().role, Role::Admin);
-        let t = a.create_token("agent-1", Role::BackupOnly, true).unwrap();
+        let t = a.create_token("agent-1", Role::BackupOnly, true, false).unwrap();
         assert_eq!(a.authenticate(&t.token).unwrap().role, Role::BackupOnly);
         assert!(a.authenticate(&format!("{}.{}", t.info.id, "0".repeat(64))).is_none());
-        assert!(a.create_token("agent-1", Role::ReadOnly, false).is_err());
+        assert!(a.create_token("agent-1", Role::ReadOnly, false, false).is_err());
+        assert!(a.create_token("op", Role::Operator, false, true).is_err(), "original_location is admin-only");
+        let o = a.create_token("dr", Role::Admin, false, true).unwrap();
+        let p = a.authenticate(&o.token).unwrap();
+        assert!(p.original_location && p.grant().original_location && o.info.original_location);
+        assert!(!a.authenticate(&s).unwrap().grant().original_location, "sessions do not have it");
         // Persisted, sessions not.
         let b = AuthStore::open(dir.path(), 60).unwrap();
         assert!(b.authenticate(&s).is_none());

@@ -1,6 +1,9 @@
 //! `/etc/lifeboat/lifeboat.toml`. Every key has a default, so no file at
 //! all gives a working appliance: state under /var/lib/lifeboat, one
-//! datastore `default` inside it, the API on port 8007 over TLS.
+//! datastore `default` inside it, the API on port 8007 over TLS, backup
+//! jobs reading under /srv and /home, restores writing under
+//! /srv/lifeboat/restores (`backup_roots`, `restore_roots`; see
+//! `crate::confine` and docs/security.md).
 
 use crate::{io_err, Result, StateError};
 use serde::{Deserialize, Serialize};
@@ -47,6 +50,48 @@ pub struct Config {
     /// (those are kept in the state directory).
     #[serde(default, rename = "datastore")]
     pub datastores: Vec<DatastoreEntry>,
+    /// Directories server-side backup jobs may read (see
+    /// `crate::confine`). Default: `/srv` and `/home`.
+    #[serde(default = "default_backup_roots")]
+    pub backup_roots: Vec<PathBuf>,
+    /// Directories restore and vm-restore jobs may write into. Each is a
+    /// path, or `{ path = "...", owners = true }` to keep the backed-up
+    /// owners there for operator restores too. Default:
+    /// `/srv/lifeboat/restores`.
+    #[serde(default = "default_restore_roots")]
+    pub restore_roots: Vec<RestoreRoot>,
+    /// The file this was read from (its directory is protected like
+    /// /etc/lifeboat); not a key.
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
+}
+
+/// One entry of `restore_roots`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RestoreRoot {
+    Path(PathBuf),
+    Table(RestoreRootTable),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRootTable {
+    pub path: PathBuf,
+    /// Restore owners (uid/gid) here for non-admin callers too.
+    #[serde(default)]
+    pub owners: bool,
+}
+
+impl RestoreRoot {
+    pub fn path(&self) -> &Path {
+        match self {
+            RestoreRoot::Path(p) | RestoreRoot::Table(RestoreRootTable { path: p, .. }) => p,
+        }
+    }
+    pub fn owners(&self) -> bool {
+        matches!(self, RestoreRoot::Table(RestoreRootTable { owners: true, .. }))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +106,15 @@ pub struct DatastoreEntry {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/lifeboat")
+}
+/// Where people keep data on a server; never the OS nor the state.
+fn default_backup_roots() -> Vec<PathBuf> {
+    vec![PathBuf::from("/srv"), PathBuf::from("/home")]
+}
+/// On the data disk (mounted at /srv/lifeboat by the console), writable
+/// by the service unit.
+fn default_restore_roots() -> Vec<RestoreRoot> {
+    vec![RestoreRoot::Path(PathBuf::from("/srv/lifeboat/restores"))]
 }
 fn default_listen() -> SocketAddr {
     "0.0.0.0:8007".parse().unwrap()
@@ -100,12 +154,15 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let cfg: Config = toml::from_str(&text).map_err(|e| StateError::Parse { path: path.clone(), message: e.to_string() })?;
-        cfg.validate().map_err(|m| StateError::Parse { path, message: m })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| StateError::Parse { path: path.clone(), message: e.to_string() })?;
+        cfg.validate().map_err(|m| StateError::Parse { path: path.clone(), message: m })?;
+        cfg.loaded_from = Some(path);
         Ok(cfg)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    /// Checked by `load`; again by `serve` once `--state-dir` may have
+    /// moved the state directory.
+    pub fn validate(&self) -> std::result::Result<(), String> {
         if let Some(a) = self.listen_plain {
             if !a.ip().is_loopback() {
                 return Err(format!(
@@ -118,6 +175,23 @@ impl Config {
         }
         if !matches!(self.qemu_accel.as_str(), "auto" | "kvm" | "tcg") {
             return Err(format!("qemu_accel = {:?}: expected \"auto\", \"kvm\" or \"tcg\"", self.qemu_accel));
+        }
+        // A root must be a plain absolute path, neither / nor inside a
+        // tree no job may touch: every path under it would be refused,
+        // so say so at start. (A root may hold such a tree, e.g. /srv
+        // holding a datastore: the check of each path refuses that part.)
+        let c = crate::confine::Confinement::new(self, None, &[]);
+        let roots = self.backup_roots.iter().map(|p| ("backup_roots", p.as_path())).chain(self.restore_roots.iter().map(|r| ("restore_roots", r.path())));
+        for (key, p) in roots {
+            let text = p.to_str().ok_or_else(|| format!("{key}: {p:?} is not UTF-8"))?;
+            let n = crate::confine::normalize(text).map_err(|e| format!("{key}: {e}"))?;
+            let inside = c.protected.iter().map(|(t, _)| t).chain(&c.system).find(|t| n.starts_with(t));
+            if n == Path::new("/") || inside.is_some() {
+                return Err(format!(
+                    "{key}: {text:?} is or lies in a tree no job may touch ({}); pick a directory of its own, e.g. /srv/lifeboat/restores",
+                    inside.map(|t| t.display().to_string()).unwrap_or_else(|| "/".into())
+                ));
+            }
         }
         if self.session_minutes == 0 {
             return Err("session_minutes must be at least 1".into());
@@ -171,6 +245,18 @@ mod tests {
         assert_eq!(c.qemu_accel, "auto");
         std::fs::write(&p, "qemu_accel = \"kvm:tcg\"\n").unwrap();
         assert!(Config::load(Some(&p)).unwrap_err().to_string().contains("qemu_accel"));
+        // Roots: defaults, both spellings, and refusals.
+        assert_eq!(c.backup_roots, vec![PathBuf::from("/srv"), PathBuf::from("/home")]);
+        assert_eq!(c.restore_roots, vec![RestoreRoot::Path("/srv/lifeboat/restores".into())]);
+        std::fs::write(&p, "backup_roots = [\"/data\"]\nrestore_roots = [\"/r1\", { path = \"/r2\", owners = true }]\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.restore_roots[1].path(), Path::new("/r2"));
+        assert!(c.restore_roots[1].owners() && !c.restore_roots[0].owners());
+        for bad in ["backup_roots = [\"/\"]", "restore_roots = [\"/var/lib/lifeboat/restores\"]", "restore_roots = [\"/etc/x\"]", "restore_roots = [\"rel\"]", "state_dir = \"/srv/st\"\nrestore_roots = [\"/srv/st/r\"]"] {
+            std::fs::write(&p, bad).unwrap();
+            let e = Config::load(Some(&p)).unwrap_err().to_string();
+            assert!(e.contains("_roots"), "{bad}: {e}");
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod confine;
 pub mod console;
 pub mod jobs;
 pub mod schedules;
@@ -17,7 +18,8 @@ pub mod settings;
 pub mod vms;
 
 pub use auth::{AuthStore, Principal};
-pub use config::{Config, DatastoreEntry};
+pub use config::{Config, DatastoreEntry, RestoreRoot};
+pub use confine::{Confinement, Grant, PathUse};
 pub use jobs::JobStore;
 pub use schedules::ScheduleStore;
 pub use settings::SettingsStore;

@@ -55,11 +55,22 @@ impl Daemon {
         std::fs::create_dir_all(state_dir).unwrap();
         let mut c = lb_cmd();
         c.arg("serve").arg("--state-dir").arg(state_dir).args(["--listen", "127.0.0.1:0", "--listen-plain", "127.0.0.1:0"]);
-        if let Some(text) = config {
-            let p = state_dir.with_extension("toml");
-            std::fs::write(&p, text).unwrap();
-            c.arg("--config").arg(&p);
+        // Jobs read and write only under configured roots: the test's
+        // scratch directory (the state directory inside it stays
+        // protected), unless the test's config names its own.
+        let scratch = state_dir.parent().expect("the state directory is in a scratch directory");
+        let mut text = String::new();
+        let given = config.unwrap_or_default();
+        if !given.contains("backup_roots") {
+            text.push_str(&format!("backup_roots = [{:?}]\n", scratch.display().to_string()));
         }
+        if !given.contains("restore_roots") {
+            text.push_str(&format!("restore_roots = [{:?}]\n", scratch.display().to_string()));
+        }
+        text.push_str(given);
+        let p = state_dir.with_extension("toml");
+        std::fs::write(&p, text).unwrap();
+        c.arg("--config").arg(&p);
         c.args(args);
         // Not run by systemd, whatever the test runner was started by.
         c.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC").env_remove("JOURNAL_STREAM");
