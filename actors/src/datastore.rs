@@ -218,6 +218,8 @@ pub struct Execute {
     /// runs long after its spec was checked, and the file system moves).
     pub confine: lifeboat_state::Confinement,
     pub grant: lifeboat_state::Grant,
+    /// How lab runs start their VMs.
+    pub lab: crate::jobs::LabSettings,
 }
 
 impl Handler<Execute> for DatastoreActor {
@@ -243,6 +245,7 @@ impl Handler<Execute> for DatastoreActor {
                         None => Err("internal error: a VM backup without its VM".into()),
                     },
                     JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format, &msg.confine, msg.grant, h),
+                    JobSpec::LabVerify { vms, probes, boot_timeout, .. } => work::lab_verify::run(&ds, vms, probes, *boot_timeout, msg.lab.accel, &msg.lab.scripts_dir, h),
                 }
             })
             .await

@@ -55,6 +55,22 @@ pub struct JobsActor {
     vms: Option<VmRegistry>,
     /// Where jobs may read and write on the appliance.
     confine: SharedConfinement,
+    lab: LabSettings,
+}
+
+/// What lab runs need of the config.
+#[derive(Clone, Debug)]
+pub struct LabSettings {
+    /// `qemu_accel`.
+    pub accel: lifeboat_qemu::Accel,
+    /// `lab_scripts_dir`: where script probes come from.
+    pub scripts_dir: std::path::PathBuf,
+}
+
+impl Default for LabSettings {
+    fn default() -> Self {
+        LabSettings { accel: lifeboat_qemu::Accel::Auto, scripts_dir: "/etc/lifeboat/lab-scripts".into() }
+    }
 }
 
 impl JobsActor {
@@ -72,7 +88,7 @@ impl JobsActor {
             tracing::warn!("job history: {p}");
         }
         let history = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
-        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine })
+        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine, lab: LabSettings::default() })
     }
 
     fn log(&self, id: &str, line: &str) {
@@ -119,6 +135,14 @@ impl JobsActor {
         Arc::new(JobHandle::new(Box::new(move |line| {
             let _ = store.log(&jid, line);
         })))
+    }
+}
+
+impl JobsActor {
+    /// Lab runs use these settings (from the config) instead of the defaults.
+    pub fn with_lab(mut self, lab: LabSettings) -> Self {
+        self.lab = lab;
+        self
     }
 }
 
@@ -232,7 +256,7 @@ impl Handler<StartJob> for JobsActor {
         let me = ctx.address();
         let id = job.id.clone();
         let confine = self.confine.read().clone();
-        let exec = Execute { spec: msg.spec, keep: msg.keep, handle, vm, confine, grant: msg.grant };
+        let exec = Execute { spec: msg.spec, keep: msg.keep, handle, vm, confine, grant: msg.grant, lab: self.lab.clone() };
         actix::spawn(async move {
             let result = ds.send(exec).await.unwrap_or_else(|e| Err(format!("the datastore actor is gone: {e}")));
             me.do_send(Finished { id, result });

@@ -53,6 +53,7 @@ pub fn job_report(job: &JobInfo, appliance: &str) -> JobReport {
         JobSpec::Verify { datastore, .. } | JobSpec::Forget { datastore, .. } | JobSpec::Gc { datastore } => datastore.clone(),
         JobSpec::VmBackup { datastore, vm, .. } => format!("VM {vm} to {datastore}"),
         JobSpec::VmRestore { datastore, snapshot, target, .. } => format!("VM {datastore}/{snapshot} to {target}"),
+        JobSpec::LabVerify { datastore, vms, .. } => format!("lab verification of {} in {datastore}", vms.iter().map(|v| v.snapshot.as_str()).collect::<Vec<_>>().join(", ")),
     };
     let mut summary = String::new();
     let p = &job.progress;

@@ -485,6 +485,7 @@ fn print_result(job: &JobInfo) {
                 forgotten(&b.forgotten);
             })
             .is_ok(),
+        JobSpec::LabVerify { .. } => from_value::<lifeboat_lab::LabReport>(r.clone()).map(|rep| print!("{}", rep.summary_text())).is_ok(),
         JobSpec::VmRestore { target, .. } => from_value::<VmRestore>(r.clone())
             .map(|x| {
                 for f in &x.files {

@@ -274,6 +274,45 @@ fn an_application_group_boots_in_order_and_the_agent_names_an_address() {
     }
 }
 
+#[test]
+fn the_daemon_runs_lab_verifications_as_jobs_and_serves_their_reports() {
+    require_root();
+    let t = scratch("lab-daemon");
+    let tiny = build_guest("tiny", t.path());
+    let scripts = t.path().join("lab-scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(scripts.join("hello.sh"), "#!/bin/sh\nping -c1 -W2 \"$LIFEBOAT_LAB_IP\" >/dev/null && echo hello from the lab\n").unwrap();
+    chmod(&scripts.join("hello.sh"), 0o755);
+    let state = t.path().join("state");
+    let cfg = format!("backup_roots = [\"{0}\"]\nrestore_roots = [\"{0}/restores\"]\nlab_scripts_dir = \"{1}\"\n", t.path().display(), scripts.display());
+    let d = common::daemon::Daemon::start(&state, Some(&cfg), &[]);
+    // The VM is backed up by the CLI on the appliance into the daemon's datastore.
+    let ds = Ds::at(state.join("datastores/default"));
+    back_up_paused(&ds, &tiny, "lab-tiny", &t.path().join("q"));
+    let spec = serde_json::json!({ "kind": "lab-verify", "datastore": "default",
+        "vms": [{ "snapshot": "vm:lab-tiny", "ip": "10.0.2.15/24" }], "probes": "ping,heartbeat,screenshot,script=hello.sh", "boot_timeout": 120 });
+    // A read-only token may read reports, not start a lab.
+    let ro = d.token("ro", "read-only");
+    assert_eq!(d.call("POST", "/api/jobs", Some(&ro), Some(&spec)).status, 403);
+    // A script is a name in lab_scripts_dir, never a path.
+    let mut bad = spec.clone();
+    bad["probes"] = "script=/bin/sh".into();
+    assert_eq!(d.call("POST", "/api/jobs", Some(&d.admin), Some(&bad)).status, 400);
+    let job = d.admin_ok("POST", "/api/jobs", Some(&spec));
+    let done = d.wait_job(job["id"].as_str().unwrap(), Duration::from_secs(300));
+    assert_eq!(done["state"], "succeeded", "{done:#}\n{}", d.call("GET", &format!("/api/jobs/{}/log", job["id"].as_str().unwrap()), Some(&d.admin), None).body);
+    assert_eq!(done["result"]["passed"], true);
+    let reports = d.call("GET", "/api/datastores/default/lab-reports", Some(&ro), None).json();
+    assert_eq!(reports.as_array().unwrap().len(), 1, "{reports}");
+    assert_eq!(reports[0]["vms"][0], serde_json::json!(["lab-tiny", true]));
+    let id = reports[0]["id"].as_str().unwrap();
+    let html = d.call("GET", &format!("/api/datastores/default/lab-reports/{id}/report.html"), Some(&ro), None);
+    assert_eq!(html.status, 200);
+    assert!(html.body.contains("lab-tiny") && html.body.contains("script:hello.sh") && html.body.contains("hello from the lab"), "{}", html.body);
+    assert_eq!(d.call("GET", &format!("/api/datastores/default/lab-reports/{id}/..%2Fx"), Some(&ro), None).status / 100, 4);
+    assert!(lab_netns().is_empty());
+}
+
 /// Seconds since the epoch of an RFC 3339 time.
 fn chrono_secs(t: &str) -> f64 {
     let o = Command::new("date").args(["-d", t, "+%s.%N"]).output().unwrap();

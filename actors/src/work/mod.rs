@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod forget;
 pub mod gc;
+pub mod lab_verify;
 pub mod restore;
 pub mod verify;
 pub mod vm_backup;

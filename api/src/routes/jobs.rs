@@ -67,6 +67,20 @@ pub fn validate(st: &ApiState, spec: &JobSpec, grant: Grant) -> Result<(), ApiEr
             paths.iter().try_for_each(|p| check(p, PathUse::BackupSource))
         }
         JobSpec::Restore { target, .. } | JobSpec::VmRestore { target, .. } => check(target, PathUse::RestoreTarget),
+        JobSpec::LabVerify { vms, probes, boot_timeout, .. } => {
+            if vms.is_empty() {
+                return Err(ApiErr::BadRequest("a lab verification needs at least one VM".into()));
+            }
+            let p: lifeboat_lab::Probes = probes.parse().map_err(ApiErr::BadRequest)?;
+            // A script is a name in lab_scripts_dir, never a path.
+            if let Some(s) = p.scripts.iter().find(|s| s.components().count() != 1 || s.to_string_lossy().starts_with('.')) {
+                return Err(ApiErr::BadRequest(format!("script {}: give the plain name of a script in lab_scripts_dir", s.display())));
+            }
+            if *boot_timeout == 0 || *boot_timeout > 3600 {
+                return Err(ApiErr::BadRequest("boot_timeout: 1 to 3600 seconds".into()));
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

@@ -32,6 +32,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(snapshots::list)
         .service(snapshots::delete)
         .service(snapshots::restore)
+        .service(snapshots::lab_reports)
+        .service(snapshots::lab_report_file)
         .service(jobs::list)
         .service(jobs::start)
         .service(jobs::get)

@@ -275,6 +275,56 @@ pub enum JobSpec {
         #[serde(default = "raw_format")]
         format: String,
     },
+    /// Boot VM snapshots in an isolated lab network straight from the
+    /// datastore and probe them (ping, heartbeat, screenshot, scripts);
+    /// the job fails when a VM fails a probe. Reports:
+    /// `GET /api/datastores/{name}/lab-reports`.
+    LabVerify {
+        datastore: String,
+        /// The application group, booted in this order.
+        vms: Vec<LabVmSpec>,
+        /// Comma-separated: ping, heartbeat, screenshot, script=NAME (a
+        /// script in `lab_scripts_dir`).
+        #[serde(default = "default_probes")]
+        probes: String,
+        /// Seconds a guest may take from power-on to answering.
+        #[serde(default = "default_boot_timeout")]
+        boot_timeout: u64,
+    },
+}
+
+/// One VM of a lab run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LabVmSpec {
+    /// `vm:NAME` (the newest backup of that VM), a snapshot id, a prefix
+    /// or `latest`.
+    pub snapshot: String,
+    /// The guest's address in the lab, `ADDR/PREFIX`; without it qemu-ga
+    /// is asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Seconds to wait after the previous VM's boot.
+    #[serde(default)]
+    pub delay: u64,
+}
+
+/// A lab run's report, as listed by `GET /api/datastores/{name}/lab-reports`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LabReportInfo {
+    pub id: String,
+    pub passed: bool,
+    pub started: DateTime<Utc>,
+    pub ended: DateTime<Utc>,
+    /// VM names with their verdicts.
+    pub vms: Vec<(String, bool)>,
+}
+
+fn default_probes() -> String {
+    "ping,heartbeat,screenshot".into()
+}
+
+fn default_boot_timeout() -> u64 {
+    180
 }
 
 fn raw_format() -> String {
@@ -291,7 +341,8 @@ impl JobSpec {
             | JobSpec::Gc { datastore }
             | JobSpec::AgentBackup { datastore, .. }
             | JobSpec::VmBackup { datastore, .. }
-            | JobSpec::VmRestore { datastore, .. } => datastore,
+            | JobSpec::VmRestore { datastore, .. }
+            | JobSpec::LabVerify { datastore, .. } => datastore,
         }
     }
 
@@ -305,6 +356,7 @@ impl JobSpec {
             JobSpec::AgentBackup { .. } => "agent-backup",
             JobSpec::VmBackup { .. } => "vm-backup",
             JobSpec::VmRestore { .. } => "vm-restore",
+            JobSpec::LabVerify { .. } => "lab-verify",
         }
     }
 }

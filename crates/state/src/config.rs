@@ -46,6 +46,11 @@ pub struct Config {
     /// or `tcg` force one. `lifeboat vm instant-restore --accel` overrides it.
     #[serde(default = "default_qemu_accel")]
     pub qemu_accel: String,
+    /// Scripts a lab verification may run as probes (`script=NAME` names
+    /// a file here). Only an admin puts files here: they run as root,
+    /// inside the lab's network namespace.
+    #[serde(default = "default_lab_scripts_dir")]
+    pub lab_scripts_dir: PathBuf,
     /// Datastores configured here; more can be added through the API
     /// (those are kept in the state directory).
     #[serde(default, rename = "datastore")]
@@ -127,6 +132,9 @@ fn default_session_minutes() -> u64 {
 }
 fn default_job_history() -> usize {
     1000
+}
+fn default_lab_scripts_dir() -> PathBuf {
+    PathBuf::from("/etc/lifeboat/lab-scripts")
 }
 fn default_qemu_accel() -> String {
     "auto".into()

@@ -1,0 +1,95 @@
+//! Lab verification job: boot VM snapshots in an isolated lab network and
+//! probe them (`lifeboat_lab::verify`); the report (JSON, HTML,
+//! screenshots) lands in `<datastore>/lab-reports/<lab id>/`, served by
+//! `GET /api/jobs/{id}/report`.
+
+use super::{err, JobHandle, JobOutput, JobResult};
+use lifeboat_api_types::LabVmSpec;
+use lifeboat_lab::{LabVm, Probes, VerifyOptions};
+use lifeboat_store::{Datastore, SnapshotKind};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where lab runs leave markers of their namespaces (see
+/// `lifeboat_lab::net::sweep_stale`); the CLI uses the same place.
+pub const MARKERS: &str = "/run/lifeboat/labs";
+
+/// `vm:NAME` is the newest VM snapshot of that VM; anything else is a
+/// snapshot id, prefix or `latest`.
+fn resolve(ds: &Datastore, query: &str) -> Result<String, String> {
+    match query.strip_prefix("vm:") {
+        Some(name) => {
+            let path = vec![format!("vm:{name}")];
+            ds.snapshots()
+                .map_err(err)?
+                .into_iter()
+                .rev()
+                .find(|(_, s)| s.kind == SnapshotKind::Vm && s.paths == path)
+                .map(|(id, _)| id.to_hex())
+                .ok_or_else(|| format!("no backup of VM {name} in this datastore"))
+        }
+        None => Ok(query.to_string()),
+    }
+}
+
+pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u64, accel: lifeboat_qemu::Accel, scripts_dir: &std::path::Path, h: &JobHandle) -> JobResult {
+    let mut probes: Probes = probes.parse()?;
+    // Scripts run as root inside the lab: only the admin's, from the
+    // configured directory, by plain name.
+    for s in probes.scripts.iter_mut() {
+        let name = s.to_string_lossy().into_owned();
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(format!("script {name:?}: give the plain name of a script in {}", scripts_dir.display()));
+        }
+        *s = scripts_dir.join(&name);
+        if !s.is_file() {
+            return Err(format!("script {name:?} is not in {} (lab_scripts_dir)", scripts_dir.display()));
+        }
+    }
+    // "The newest backup" includes those another process (the CLI on the
+    // appliance, an agent session) committed since this view was opened.
+    ds.refresh_index().map_err(err)?;
+    let mut lab_vms = Vec::new();
+    for v in vms {
+        lab_vms.push(LabVm { snapshot: resolve(ds, &v.snapshot)?, ip: v.ip.clone(), delay: Duration::from_secs(v.delay) });
+    }
+    let id = format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), &lifeboat_store::PackId::random().to_hex()[..6]);
+    let report_dir = ds.root().join("lab-reports").join(&id);
+    h.set_phase("verifying in the lab");
+    h.log(&format!("lab {id}: {} VM(s)", lab_vms.len()));
+    let p = &h.progress;
+    p.total_files.store(lab_vms.len() as u64, Ordering::Relaxed);
+    p.scan_done.store(true, Ordering::Relaxed);
+    let opts = VerifyOptions {
+        lab_id: id.clone(),
+        vms: lab_vms,
+        probes,
+        boot_timeout: Duration::from_secs(boot_timeout),
+        workdir: ds.root().join("tmp").join(format!("lab-{id}")),
+        report_dir: report_dir.clone(),
+        markers: PathBuf::from(MARKERS),
+        accel,
+        probe_addrs: Vec::new(),
+        cancel: p.cancel.clone(),
+    };
+    let rep = lifeboat_lab::verify(ds.clone(), &opts).map_err(err)?;
+    rep.write(&report_dir).map_err(|e| format!("writing the report into {}: {e}", report_dir.display()))?;
+    p.files.store(rep.vms.len() as u64, Ordering::Relaxed);
+    for line in rep.summary_text().lines() {
+        h.log(line);
+    }
+    if !rep.passed {
+        let failed: Vec<String> = rep
+            .vms
+            .iter()
+            .filter(|v| !v.passed)
+            .map(|v| format!("{} failed at {}", v.vm, v.steps.iter().filter(|s| s.outcome == lifeboat_lab::Outcome::Fail).map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")))
+            .collect();
+        return Err(format!("lab {id}: {} (report: GET /api/jobs/<id>/report, or {})", failed.join("; "), report_dir.join("report.html").display()));
+    }
+    let mut result = serde_json::to_value(&rep).map_err(err)?;
+    result["report_dir"] = serde_json::json!(report_dir.display().to_string());
+    Ok(JobOutput { result, warnings: vec![] })
+}
