@@ -139,3 +139,56 @@ fn killing_one_of_two_concurrent_writers_spares_the_other() {
     ds.assert_restores(&id, &two, t.path());
     ds.assert_restores(&id_seed, &seed, t.path());
 }
+
+#[test]
+fn one_daemon_job_cancelled_or_the_daemon_killed_beside_another() {
+    let t = scratch("dedup-daemon-stop");
+    let (one, two) = two_copies(t.path());
+    let state = t.path().join("state");
+    let ds = Ds::init(state.join("datastores/default"));
+    ds.set_pack_target(PACK_TARGET);
+    let seed = t.path().join("seed");
+    gen_tree(&seed, 7, TreeSpec { dirs: 2, files: 10, max_file: 8 << 10, big_files: 0, big_size: 0 });
+    let id_seed = ds.backup(&seed, &[])["snapshot_id"].as_str().unwrap().to_string();
+
+    // A job cancelled while the other takes blobs from its pending packs:
+    // the other's snapshot must name only data that is there.
+    let d = Daemon::start(&state, None, &[]);
+    let start = |d: &Daemon, src: &Path| {
+        let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "backup", "datastore": "default", "paths": [src] })));
+        assert_eq!(r.status, 202, "{r:?}");
+        r.json()["id"].as_str().unwrap().to_string()
+    };
+    let (j1, j2) = (start(&d, &one), start(&d, &two));
+    let base = ds.pack_bytes();
+    wait_until(Duration::from_secs(60), || ds.pack_bytes() >= base + (4 << 20));
+    let r = d.call("POST", &format!("/api/jobs/{j1}/cancel"), Some(&d.admin), None);
+    eprintln!("dedup-daemon-stop: cancel -> HTTP {}", r.status);
+    let r1 = d.wait_job(&j1, Duration::from_secs(300));
+    let r2 = d.wait_job(&j2, Duration::from_secs(300));
+    eprintln!("dedup-daemon-stop: cancelled job ended {}", r1["state"]);
+    assert_eq!(r2["state"], "succeeded", "{r2}");
+    let s2 = r2["result"]["snapshot"].as_str().unwrap().to_string();
+    d.stop();
+    ds.assert_check_clean();
+    ds.assert_restores(&s2, &two, t.path());
+
+    // The daemon killed with two jobs running: both die, nothing earlier
+    // is harmed.
+    let d = Daemon::start(&state, None, &[]);
+    let three = t.path().join("three");
+    gen_tree(&three, 2500, TreeSpec { dirs: 20, files: 3000, max_file: 64 << 10, big_files: 2, big_size: 4 << 20 });
+    let four = t.path().join("four");
+    copy_tree(&three, &four);
+    let base = ds.pack_bytes();
+    let (_k1, _k2) = (start(&d, &three), start(&d, &four));
+    wait_until(Duration::from_secs(60), || ds.pack_bytes() >= base + (4 << 20));
+    d.kill();
+    ds.assert_check_clean();
+    ds.assert_restores(&s2, &two, t.path());
+    ds.assert_restores(&id_seed, &seed, t.path());
+    ds.run("gc", ["--json"]).expect_ok();
+    ds.assert_check_clean();
+    ds.assert_restores(&s2, &two, t.path());
+    ds.assert_restores(&id_seed, &seed, t.path());
+}
