@@ -452,13 +452,7 @@ fn settle_borrowed(shared: &Shared) -> Result<()> {
                         shared.borrowed.lock().remove(id);
                         continue;
                     }
-                    return Err(StoreError::Index {
-                        path: shared.ds.index_path(),
-                        message: format!(
-                            "blob {id} was being stored by another backup into this datastore, which failed before committing it; \
-                             this snapshot is not committed: run the backup again"
-                        ),
-                    });
+                    return Err(StoreError::SharedBlobLost { id: id.to_hex(), path: shared.ds.root().to_path_buf() });
                 }
             }
         }
@@ -718,7 +712,7 @@ mod tests {
         a.fail(&StoreError::Interrupted);
         drop(a);
         let e = commit(b, std::slice::from_ref(&x)).unwrap_err();
-        assert!(e.to_string().contains("another backup"), "{e}");
+        assert!(matches!(e, StoreError::SharedBlobLost { .. }), "{e}");
         ds.refresh_index().unwrap();
         assert!(ds.snapshots().unwrap().is_empty());
         let check = crate::check::check(&ds, true, &|_| {}).unwrap();
