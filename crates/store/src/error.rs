@@ -40,6 +40,9 @@ pub enum StoreError {
     #[error("datastore index {path}: {message}")]
     Index { path: PathBuf, message: String },
 
+    #[error("blob {id} was being stored by another backup into datastore {path}, which failed before committing it, so this backup's snapshot was not committed (it would name missing data); run the backup again")]
+    SharedBlobLost { id: String, path: PathBuf },
+
     #[error("datastore index {path} is locked by another lifeboat process for more than {secs} s; is a stuck process holding it?")]
     IndexLocked { path: PathBuf, secs: u64 },
 

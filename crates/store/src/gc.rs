@@ -2,6 +2,11 @@
 //! forget record), then drop packs that hold nothing reachable and
 //! rewrite ("repack") packs that are mostly garbage.
 //!
+//! Garbage is also what the index does not point to: when two backups
+//! store the same blob at once, the index names one copy and the other
+//! copy's record is dead weight in its pack. A pack's bytes beyond its
+//! indexed records count as dead (the index keeps each pack's length).
+//!
 //! It runs while backups run. The danger is a backup that deduplicates
 //! against a blob the collector is about to sweep. The collector uses
 //! writer registration (docs/format.md, "Garbage collection"):
@@ -103,6 +108,25 @@ struct PackUse {
     live: u64,
     dead: u64,
     dead_bytes: u64,
+    /// Bytes of all records the index points to in the pack.
+    indexed_bytes: u64,
+}
+
+impl PackUse {
+    /// Adds the records the index does not point to (a blob stored twice
+    /// whose entry names the other copy, or a record whose entry was
+    /// lost): dead too, though no entry of theirs is left to drop.
+    fn with_unindexed(mut self, info: &PackInfo) -> Self {
+        let indexed = self.live + self.dead;
+        let unindexed_bytes = info.len.saturating_sub(crate::pack::PACK_HEADER_LEN + self.indexed_bytes);
+        let unindexed = (info.blobs as u64).saturating_sub(indexed);
+        if unindexed_bytes > 0 || unindexed > 0 {
+            // At least one record even if the counts disagree.
+            self.dead += unindexed.max(1);
+            self.dead_bytes += unindexed_bytes;
+        }
+        self
+    }
 }
 
 fn record_len(loc: &BlobLocation) -> u64 {
@@ -163,6 +187,7 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     let mut usage: HashMap<PackId, PackUse> = HashMap::new();
     index.for_each_blob(|id, loc| {
         let u = usage.entry(loc.pack).or_default();
+        u.indexed_bytes += record_len(&loc);
         if marks.contains(&id) {
             u.live += 1;
         } else {
@@ -176,7 +201,8 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     for (pack, info) in &packs {
         // A pack an interrupted run doomed is judged afresh like any
         // other; its leftover records are settled in step 6.
-        let u = usage.get(pack).copied().unwrap_or_default();
+        let u = usage.get(pack).copied().unwrap_or_default().with_unindexed(info);
+        usage.insert(*pack, u);
         if (u.live == 0 || u.dead > 0) && young(pack) {
             rep.young_packs_skipped += 1;
             continue;
@@ -560,5 +586,64 @@ mod tests {
         assert_eq!(ds.read_blob(&kept).unwrap(), noise(1, 100_000));
         let check = crate::check::check(&ds, true, &|_| {}).unwrap();
         assert!(check.ok(), "{check:?}");
+    }
+
+    #[test]
+    fn gc_reclaims_the_copy_of_a_blob_the_index_does_not_point_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DatastoreConfig { pack_target: 1 << 20, ..DatastoreConfig::new() };
+        let ds = Arc::new(Datastore::init_with(&dir.path().join("ds"), cfg).unwrap());
+        let sink = BlobSink::new(ds.clone()).unwrap();
+        let twice = sink.put(BlobKind::SmallFile, &noise(1, 100_000)).unwrap().id;
+        let once = sink.put(BlobKind::SmallFile, &noise(2, 20_000)).unwrap().id;
+        let nodes = vec![file_node("once", vec![once]), file_node("twice", vec![twice])];
+        let tree = sink.put(BlobKind::Tree, &Tree { nodes }.encode()).unwrap().id;
+        let snap = Snapshot {
+            time: chrono::Utc::now(),
+            hostname: "h".into(),
+            paths: vec!["/x".into()],
+            tags: vec![],
+            tree,
+            parent: None,
+            summary: Default::default(),
+            program: "test".into(),
+            kind: Default::default(),
+        };
+        sink.commit_snapshot(snap.encode()).unwrap();
+        let first = ds.index().blob(&twice).unwrap().unwrap();
+
+        // Another process stored the same blob at the same time, and its
+        // commit pointed the index at its copy: the first pack's record is
+        // garbage now, though no index entry is left to say so.
+        let path = pack_path(ds.root(), &first.pack);
+        let (header, stored) = crate::pack::read_record(&File::open(&path).unwrap(), &path, &first).unwrap();
+        let mut w = PackWriter::create(ds.root()).unwrap();
+        w.append(header, &stored).unwrap();
+        let sealed = w.seal(ds.root()).unwrap();
+        let batch = IndexBatch {
+            packs: vec![(sealed.id, PackInfo { len: sealed.len, blobs: 1 })],
+            blobs: sealed.blobs.clone(),
+            ..Default::default()
+        };
+        index::commit(&ds.index_path(), batch).unwrap();
+        drop(sealed);
+        ds.refresh_index().unwrap();
+        let before: u64 = ds.pack_files().unwrap().iter().map(|p| p.2).sum();
+
+        let dry = gc(&ds, &GcOptions { dry_run: true, ..Default::default() }, &|_| {}).unwrap();
+        assert_eq!(dry.packs_repacked, 1, "{dry:?}");
+        let rep = gc(&ds, &GcOptions::default(), &|_| {}).unwrap();
+        assert_eq!(rep.packs_repacked, 1, "{rep:?}");
+        let after: u64 = ds.pack_files().unwrap().iter().map(|p| p.2).sum();
+        assert!(after + 100_000 <= before, "{before} -> {after} pack bytes: {rep:?}");
+        assert_ne!(ds.index().blob(&twice).unwrap().unwrap().pack, first.pack);
+        assert_eq!(ds.read_blob(&twice).unwrap(), noise(1, 100_000));
+        assert_eq!(ds.read_blob(&once).unwrap(), noise(2, 20_000));
+        let check = crate::check::check(&ds, true, &|_| {}).unwrap();
+        assert!(check.ok(), "{check:?}");
+
+        // Nothing is garbage any more.
+        let again = gc(&ds, &GcOptions::default(), &|_| {}).unwrap();
+        assert_eq!((again.packs_repacked, again.packs_deleted, again.partly_used_packs), (0, 0, 0), "{again:?}");
     }
 }

@@ -23,6 +23,7 @@ pub mod id;
 pub mod index;
 pub mod markset;
 pub mod pack;
+mod pending;
 pub mod repair;
 pub mod retention;
 pub mod sink;

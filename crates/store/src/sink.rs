@@ -1,10 +1,12 @@
 //! `BlobSink`: the write side of one backup run. Many threads `put` blobs;
-//! each is hashed, looked up (in this run's pending set, then the index),
-//! compressed only if new, and appended to one of the run's open packs.
+//! each is hashed, looked up (in the pending registry of every run on
+//! this datastore in the process, then the index), compressed only if
+//! new, and appended to one of the run's open packs.
 //! Full packs go to a sealer thread that fsyncs them and commits their
 //! index entries a few packs at a time, so CPU work never waits on the
 //! disk or the index. The snapshot entry is committed after the last
-//! packs are: it exists only if all its data does.
+//! packs are, and after the blobs it took from other runs' pending packs
+//! are committed by them: it exists only if all its data does.
 
 use crate::blob::{self, BlobKind, Codec, RecordHeader};
 use crate::config::Compression;
@@ -13,9 +15,10 @@ use crate::error::{Result, StoreError};
 use crate::id::BlobId;
 use crate::index::{self, IndexBatch, PackInfo};
 use crate::pack::{PackWriter, WrittenPack};
+use crate::pending::{Registry, WriterId};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -86,37 +89,20 @@ thread_local! {
     static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Blob ids this run has written whose packs are not yet in our index
-/// view, sharded so that lookups from many threads rarely meet. Bounded
-/// by the packs in flight, not by the run's size.
-struct PendingIds {
-    shards: Vec<Mutex<HashSet<BlobId>>>,
-}
-
-impl PendingIds {
-    const SHARDS: usize = 16;
-
-    fn new() -> Self {
-        PendingIds { shards: (0..Self::SHARDS).map(|_| Mutex::new(HashSet::new())).collect() }
-    }
-    fn shard(&self, id: &BlobId) -> &Mutex<HashSet<BlobId>> {
-        &self.shards[id.0[0] as usize % Self::SHARDS]
-    }
-    fn contains(&self, id: &BlobId) -> bool {
-        self.shard(id).lock().contains(id)
-    }
-    /// False if the id was there already (another thread stores it).
-    fn insert(&self, id: BlobId) -> bool {
-        self.shard(&id).lock().insert(id)
-    }
-    fn remove(&self, id: &BlobId) {
-        self.shard(id).lock().remove(id);
-    }
-}
-
-struct Shared {
+pub(crate) struct Shared {
     ds: Arc<Datastore>,
-    pending: PendingIds,
+    /// Blob ids written by this run (and by the process's other runs on
+    /// the datastore) whose packs are not yet in the index. Bounded by
+    /// the packs in flight, not by the runs' size.
+    registry: Arc<Registry>,
+    me: WriterId,
+    /// Blobs this run references that were pending in another run when
+    /// it looked, with that run: they must be committed before our
+    /// snapshot is. Pruned as they show up in our index view.
+    borrowed: Mutex<HashMap<BlobId, WriterId>>,
+    /// The sealer's queue, here so that another run can make us commit
+    /// what it borrowed; taken when the run ends.
+    tx: Mutex<Option<Sender<SealJob>>>,
     /// The run's open packs; a putting thread appends to the first slot
     /// it can lock.
     slots: Vec<Mutex<Option<PackWriter>>>,
@@ -131,7 +117,6 @@ pub struct BlobSink {
     _lock: crate::fsutil::DatastoreLock,
     _registration: crate::fsutil::WriterRegistration,
     shared: Arc<Shared>,
-    tx: Option<Sender<SealJob>>,
     sealer: Option<JoinHandle<()>>,
     compression: Compression,
     zstd_level: i32,
@@ -148,9 +133,16 @@ impl BlobSink {
         ds.remove_stale_partials()?;
         let (compression, zstd_level) = (ds.config().compression, ds.config().zstd_level);
         let pack_target = ds.config().pack_target;
-        let shared = Arc::new(Shared {
+        let registry = Registry::for_root(ds.root());
+        // Every slot's pack may fill while one is sealed: back-pressure
+        // beyond that.
+        let (tx, rx) = bounded::<SealJob>(PACK_SLOTS);
+        let shared = Arc::new_cyclic(|weak| Shared {
             ds,
-            pending: PendingIds::new(),
+            me: registry.join(weak.clone()),
+            registry: registry.clone(),
+            borrowed: Mutex::new(HashMap::new()),
+            tx: Mutex::new(Some(tx)),
             slots: (0..PACK_SLOTS).map(|_| Mutex::new(None)).collect(),
             failed: Mutex::new(None),
             blobs_added: AtomicU64::new(0),
@@ -158,15 +150,15 @@ impl BlobSink {
             bytes_stored: AtomicU64::new(0),
             packs_committed: AtomicU64::new(0),
         });
-        // Every slot's pack may fill while one is sealed: back-pressure
-        // beyond that.
-        let (tx, rx) = bounded::<SealJob>(PACK_SLOTS);
         let s2 = shared.clone();
         let sealer = std::thread::Builder::new()
             .name("pack-sealer".into())
             .spawn(move || sealer_loop(s2, rx))
-            .map_err(|e| StoreError::io("spawn", "pack-sealer", e))?;
-        Ok(BlobSink { _lock: lock, _registration: registration, shared, tx: Some(tx), sealer: Some(sealer), compression, zstd_level, pack_target })
+            .map_err(|e| {
+                shared.registry.leave(shared.me);
+                StoreError::io("spawn", "pack-sealer", e)
+            })?;
+        Ok(BlobSink { _lock: lock, _registration: registration, shared, sealer: Some(sealer), compression, zstd_level, pack_target })
     }
 
     fn check_failed(&self) -> Result<()> {
@@ -181,10 +173,17 @@ impl BlobSink {
         &self.shared.ds
     }
 
-    /// True when the blob is already stored or being stored by this run.
+    /// True when the blob is already stored or being stored by this run
+    /// or another run on the datastore in this process (whose commit our
+    /// snapshot then waits for).
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        if self.shared.pending.contains(id) {
-            return Ok(true);
+        match self.shared.registry.owner(id) {
+            Some(w) if w == self.shared.me => return Ok(true),
+            Some(w) => {
+                self.shared.borrowed.lock().insert(*id, w);
+                return Ok(true);
+            }
+            None => {}
         }
         self.shared.ds.index().contains_blob(id)
     }
@@ -227,13 +226,17 @@ impl BlobSink {
         let mut header =
             RecordHeader { kind, encoding, plain_len: data.len() as u32, stored_len: stored.len() as u32, id, encrypted: false };
         let stored = self.shared.ds.seal_record(&mut header, std::borrow::Cow::Borrowed(stored));
-        if !self.shared.pending.insert(id) {
+        if let Err(w) = self.shared.registry.claim(id, self.shared.me) {
+            // Another thread of ours, or another run, stores it.
+            if w != self.shared.me {
+                self.shared.borrowed.lock().insert(id, w);
+            }
             return Ok(PutOutcome { id, added: false, stored_len: 0 });
         }
         let full = match self.append_to_a_pack(header, &stored) {
             Ok(full) => full,
             Err(e) => {
-                self.shared.pending.remove(&id);
+                self.shared.registry.release(&id, self.shared.me);
                 return Err(e);
             }
         };
@@ -241,7 +244,8 @@ impl BlobSink {
         self.shared.bytes_added.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.shared.bytes_stored.fetch_add(stored.len() as u64, Ordering::Relaxed);
         if let Some(w) = full {
-            self.tx.as_ref().expect("sink open").send(SealJob::Pack(w)).map_err(|_| StoreError::Interrupted)?;
+            let tx = self.shared.tx.lock().clone().ok_or(StoreError::Interrupted)?;
+            tx.send(SealJob::Pack(w)).map_err(|_| StoreError::Interrupted)?;
         }
         Ok(PutOutcome { id, added: true, stored_len: stored.len() as u64 })
     }
@@ -274,10 +278,7 @@ impl BlobSink {
     }
 
     fn fail(&self, e: &StoreError) {
-        let mut f = self.shared.failed.lock();
-        if f.is_none() {
-            *f = Some(e.to_string());
-        }
+        self.shared.fail(e.to_string());
     }
 
     pub fn stats(&self) -> SinkStats {
@@ -293,6 +294,9 @@ impl BlobSink {
     /// (stored as a blob and listed in the index).
     pub fn commit_snapshot(mut self, snapshot_doc: Vec<u8>) -> Result<BlobId> {
         let id = self.put(BlobKind::Snapshot, &snapshot_doc)?.id;
+        // What we took from other runs first: a blob they lost is one we
+        // may hold ourselves after all, committed below.
+        settle_borrowed(&self.shared)?;
         // Everything but the snapshot record is durable and indexed first,
         // so the failpoint stands where a crash leaves the most behind.
         self.commit_written(None)?;
@@ -308,41 +312,49 @@ impl BlobSink {
     }
 
     fn take_open_packs(&self) -> Vec<PackWriter> {
-        self.shared.slots.iter().filter_map(|s| s.lock().take()).collect()
+        self.shared.take_open_packs()
     }
 
     fn commit_written(&mut self, snapshot: Option<(BlobId, Vec<u8>)>) -> Result<()> {
-        let packs = self.take_open_packs();
-        let (rtx, rrx) = bounded(1);
-        let tx = self.tx.as_ref().expect("sink open");
-        tx.send(SealJob::Commit { packs, snapshot, reply: rtx }).map_err(|_| StoreError::Interrupted)?;
-        rrx.recv().unwrap_or(Err(StoreError::Interrupted))
+        self.shared.commit_written(snapshot)
+    }
+
+    /// Ends the sealer (once every queue handle is gone) and takes the
+    /// run out of the registry.
+    fn stop_sealer(&mut self) {
+        self.shared.tx.lock().take();
+        if let Some(h) = self.sealer.take() {
+            let _ = h.join();
+        }
+        self.shared.registry.leave(self.shared.me);
     }
 
     fn finish(&mut self, snapshot: Option<(BlobId, Vec<u8>)>) -> Result<()> {
         let res = self.commit_written(snapshot);
-        self.tx.take();
-        if let Some(h) = self.sealer.take() {
-            let _ = h.join();
-        }
+        self.stop_sealer();
         self.check_failed()?;
         res
     }
 
     /// Stops the run: the open packs are deleted; packs already sealed
-    /// stay (unreferenced until GC reclaims them).
+    /// stay (unreferenced until GC reclaims them). While other runs on the
+    /// datastore may have taken blobs from the open packs, those are
+    /// committed instead, so that the others' snapshots can name them.
     pub fn abort(mut self) {
         self.abort_inner();
     }
 
     fn abort_inner(&mut self) {
-        for w in self.take_open_packs() {
-            w.discard();
+        if self.sealer.is_none() {
+            return;
         }
-        self.tx.take();
-        if let Some(h) = self.sealer.take() {
-            let _ = h.join();
+        let keep = self.shared.failed.lock().is_none() && self.shared.registry.others(self.shared.me);
+        if !keep || self.commit_written(None).is_err() {
+            for w in self.take_open_packs() {
+                w.discard();
+            }
         }
+        self.stop_sealer();
     }
 }
 
@@ -350,6 +362,109 @@ impl Drop for BlobSink {
     fn drop(&mut self) {
         self.abort_inner();
     }
+}
+
+impl Shared {
+    fn fail(&self, msg: String) {
+        let mut f = self.failed.lock();
+        if f.is_none() {
+            *f = Some(msg);
+            // What we have pending may never be stored: other runs must
+            // store it themselves from now on.
+            self.registry.purge(self.me);
+        }
+    }
+
+    fn take_open_packs(&self) -> Vec<PackWriter> {
+        self.slots.iter().filter_map(|s| s.lock().take()).collect()
+    }
+
+    /// Seals and commits the open and written packs (and the snapshot).
+    /// Also called by other runs, to settle what they borrowed from us.
+    fn commit_written(&self, snapshot: Option<(BlobId, Vec<u8>)>) -> Result<()> {
+        let tx = self.tx.lock().clone().ok_or(StoreError::Interrupted)?;
+        let packs = self.take_open_packs();
+        let (rtx, rrx) = bounded(1);
+        tx.send(SealJob::Commit { packs, snapshot, reply: rtx }).map_err(|_| StoreError::Interrupted)?;
+        drop(tx);
+        rrx.recv().unwrap_or(Err(StoreError::Interrupted))
+    }
+
+    /// Drops borrowed blobs that our index view now has.
+    fn prune_borrowed(&self) -> Result<()> {
+        // Looked up outside the lock (putting threads take it), and never
+        // taken out of the map meanwhile: `settle_borrowed` must see every
+        // id not known to be indexed.
+        let ids: Vec<BlobId> = self.borrowed.lock().keys().copied().collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let index = self.ds.index();
+        let mut indexed = Vec::new();
+        for id in ids {
+            if index.contains_blob(&id)? {
+                indexed.push(id);
+            }
+        }
+        let mut b = self.borrowed.lock();
+        for id in &indexed {
+            b.remove(id);
+        }
+        Ok(())
+    }
+}
+
+/// How long to wait between rounds of asking other runs to commit what we
+/// borrowed: a blob they have claimed may still be on its way into a pack.
+const SETTLE_RETRY: Duration = Duration::from_millis(20);
+
+/// Makes sure every blob this run took from another run's pending packs
+/// is committed to the index, asking those runs to commit now. A blob
+/// that is neither indexed nor pending any more was lost with a run that
+/// failed: then the snapshot cannot be committed (we do not have the
+/// data to store it ourselves).
+fn settle_borrowed(shared: &Shared) -> Result<()> {
+    for round in 0u64.. {
+        if round > 0 {
+            std::thread::sleep(SETTLE_RETRY);
+        }
+        shared.ds.refresh_index()?;
+        shared.prune_borrowed()?;
+        let borrowed: Vec<(BlobId, WriterId)> = shared.borrowed.lock().iter().map(|(id, w)| (*id, *w)).collect();
+        if borrowed.is_empty() {
+            return Ok(());
+        }
+        let mut owners = std::collections::BTreeSet::new();
+        for (id, _) in &borrowed {
+            match shared.registry.owner(id) {
+                // We store it ourselves now (its first owner failed).
+                Some(w) if w == shared.me => {
+                    shared.borrowed.lock().remove(id);
+                }
+                Some(w) => {
+                    owners.insert(w);
+                    shared.borrowed.lock().insert(*id, w);
+                }
+                None => {
+                    // Committed just after our view was reopened, or lost.
+                    shared.ds.refresh_index()?;
+                    if shared.ds.index().contains_blob(id)? {
+                        shared.borrowed.lock().remove(id);
+                        continue;
+                    }
+                    return Err(StoreError::SharedBlobLost { id: id.to_hex(), path: shared.ds.root().to_path_buf() });
+                }
+            }
+        }
+        for w in owners {
+            if let Some(other) = shared.registry.writer(w) {
+                // An error of theirs fails their run and shows here as
+                // the blob lost on the next round.
+                let _ = other.commit_written(None);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Seals packs as they fill, commits them a few at a time, and keeps the
@@ -361,12 +476,7 @@ fn sealer_loop(shared: Arc<Shared>, rx: Receiver<SealJob>) {
     let mut written: Vec<WrittenPack> = Vec::new();
     let mut last_commit = Instant::now();
     let mut view = IndexView::now(&shared.ds);
-    let fail = |e: StoreError| {
-        let mut f = shared.failed.lock();
-        if f.is_none() {
-            *f = Some(e.to_string());
-        }
-    };
+    let fail = |e: StoreError| shared.fail(e.to_string());
     loop {
         let job = match rx.recv_timeout(REFRESH_EVERY) {
             Ok(job) => Some(job),
@@ -391,11 +501,27 @@ fn sealer_loop(shared: Arc<Shared>, rx: Receiver<SealJob>) {
                         packs.into_iter().for_each(PackWriter::discard);
                         Err(StoreError::Index { path: shared.ds.index_path(), message: format!("an earlier pack commit failed: {msg}") })
                     }
-                    None => packs
-                        .into_iter()
-                        .filter(|w| !w.is_empty())
-                        .try_for_each(|w| w.complete().map(|p| written.push(p)))
-                        .and_then(|()| seal_and_commit(&shared, std::mem::take(&mut written), snapshot).map(drop)),
+                    None => {
+                        let res = packs
+                            .into_iter()
+                            .filter(|w| !w.is_empty())
+                            .try_for_each(|w| w.complete().map(|p| written.push(p)))
+                            .and_then(|()| seal_and_commit(&shared, std::mem::take(&mut written), snapshot));
+                        match res {
+                            Ok(v) => {
+                                view = v;
+                                last_commit = Instant::now();
+                                Ok(())
+                            }
+                            Err(e) => {
+                                // Another run may have asked for this
+                                // commit: the run that owns the lost packs
+                                // must learn of it too.
+                                shared.fail(e.to_string());
+                                Err(e)
+                            }
+                        }
+                    }
                 };
                 let _ = reply.send(res);
                 continue;
@@ -404,14 +530,14 @@ fn sealer_loop(shared: Arc<Shared>, rx: Receiver<SealJob>) {
         }
         let blobs: usize = written.iter().map(WrittenPack::blob_count).sum();
         if !written.is_empty() && (written.len() >= COMMIT_PACKS || blobs >= COMMIT_BLOBS || last_commit.elapsed() >= COMMIT_INTERVAL) {
-            match seal_and_commit(&shared, std::mem::take(&mut written), None) {
+            match seal_and_commit(&shared, std::mem::take(&mut written), None).and_then(|v| shared.prune_borrowed().map(|()| v)) {
                 Ok(v) => view = v,
                 Err(e) => fail(e),
             }
             last_commit = Instant::now();
         } else if view.taken.elapsed() >= REFRESH_EVERY && view.changed(&shared.ds) {
             view = IndexView::now(&shared.ds);
-            if let Err(e) = shared.ds.refresh_index() {
+            if let Err(e) = shared.ds.refresh_index().and_then(|()| shared.prune_borrowed()) {
                 fail(e);
             }
         }
@@ -470,7 +596,126 @@ fn seal_and_commit(shared: &Shared, written: Vec<WrittenPack>, snapshot: Option<
     let view = IndexView::now(&shared.ds);
     shared.ds.refresh_index()?;
     for id in &ids {
-        shared.pending.remove(id);
+        shared.registry.release(id, shared.me);
     }
     Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatastoreConfig;
+    use crate::snapshot::Snapshot;
+    use crate::tree::{Node, Tree};
+
+    fn noise(seed: u8, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut v);
+        v
+    }
+
+    fn datastore(dir: &std::path::Path) -> Arc<Datastore> {
+        let cfg = DatastoreConfig { pack_target: 256 << 10, ..DatastoreConfig::new() };
+        Arc::new(Datastore::init_with(&dir.join("ds"), cfg).unwrap())
+    }
+
+    /// Commits a snapshot of files with the contents `blobs` (already
+    /// put, as a backup puts each once).
+    fn commit(sink: BlobSink, blobs: &[Vec<u8>]) -> Result<BlobId> {
+        let mut nodes = Vec::new();
+        for (i, b) in blobs.iter().enumerate() {
+            let id = sink.datastore().blob_id(b);
+            nodes.push(Node::file(format!("f{i:03}").as_bytes(), 0o644, 0, 0, vec![id]));
+        }
+        let tree = sink.put(BlobKind::Tree, &Tree { nodes }.encode())?.id;
+        let snap = Snapshot {
+            time: chrono::Utc::now(),
+            hostname: "h".into(),
+            paths: vec!["/x".into()],
+            tags: vec![],
+            tree,
+            parent: None,
+            summary: Default::default(),
+            program: "test".into(),
+            kind: Default::default(),
+        };
+        sink.commit_snapshot(snap.encode())
+    }
+
+    fn pack_bytes(ds: &Datastore) -> u64 {
+        ds.pack_files().unwrap().iter().map(|p| p.2).sum()
+    }
+
+    #[test]
+    fn concurrent_runs_in_one_process_store_shared_blobs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = datastore(dir.path());
+        let blobs: Vec<Vec<u8>> = (0..40).map(|i| noise(i, 50_000)).collect();
+        let a = BlobSink::new(ds.clone()).unwrap();
+        let b = BlobSink::new(ds.clone()).unwrap();
+        // `a` stores the blobs first, but commits nothing yet.
+        for x in &blobs {
+            assert!(a.put(BlobKind::SmallFile, x).unwrap().added);
+        }
+        // `b` takes them from `a`'s pending packs, and its snapshot
+        // commits only once `a` has committed them.
+        for x in &blobs {
+            assert!(!b.put(BlobKind::SmallFile, x).unwrap().added);
+        }
+        assert_eq!(b.stats().bytes_added, 0);
+        commit(b, &blobs).unwrap();
+        ds.refresh_index().unwrap();
+        for x in &blobs {
+            assert_eq!(ds.read_blob(&ds.blob_id(x)).unwrap(), *x);
+        }
+        commit(a, &blobs).unwrap();
+        let stored = pack_bytes(&ds);
+        assert!(stored < 41 * 50_000 + 64 * 1024, "{stored} pack bytes for 40 x 50,000 bytes shared");
+        let check = crate::check::check(&ds, true, &|_| {}).unwrap();
+        assert!(check.ok(), "{check:?}");
+    }
+
+    #[test]
+    fn an_aborted_run_commits_what_another_run_took_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = datastore(dir.path());
+        let blobs: Vec<Vec<u8>> = (0..10).map(|i| noise(100 + i, 30_000)).collect();
+        let a = BlobSink::new(ds.clone()).unwrap();
+        let b = BlobSink::new(ds.clone()).unwrap();
+        for x in &blobs {
+            a.put(BlobKind::SmallFile, x).unwrap();
+        }
+        for x in &blobs {
+            assert!(!b.put(BlobKind::SmallFile, x).unwrap().added);
+        }
+        a.abort();
+        let snap = commit(b, &blobs).unwrap();
+        ds.refresh_index().unwrap();
+        assert!(ds.snapshots().unwrap().iter().any(|(id, _)| *id == snap));
+        for x in &blobs {
+            assert_eq!(ds.read_blob(&ds.blob_id(x)).unwrap(), *x);
+        }
+        let check = crate::check::check(&ds, true, &|_| {}).unwrap();
+        assert!(check.ok(), "{check:?}");
+    }
+
+    #[test]
+    fn a_lost_borrowed_blob_fails_the_snapshot_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = datastore(dir.path());
+        let x = noise(7, 10_000);
+        let a = BlobSink::new(ds.clone()).unwrap();
+        let b = BlobSink::new(ds.clone()).unwrap();
+        a.put(BlobKind::SmallFile, &x).unwrap();
+        assert!(!b.put(BlobKind::SmallFile, &x).unwrap().added);
+        // `a` fails: its open pack is thrown away, and with it the blob.
+        a.fail(&StoreError::Interrupted);
+        drop(a);
+        let e = commit(b, std::slice::from_ref(&x)).unwrap_err();
+        assert!(matches!(e, StoreError::SharedBlobLost { .. }), "{e}");
+        ds.refresh_index().unwrap();
+        assert!(ds.snapshots().unwrap().is_empty());
+        let check = crate::check::check(&ds, true, &|_| {}).unwrap();
+        assert!(check.ok(), "{check:?}");
+    }
 }
