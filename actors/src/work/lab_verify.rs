@@ -1,7 +1,7 @@
 //! Lab verification job: boot VM snapshots in an isolated lab network and
 //! probe them (`lifeboat_lab::verify`); the report (JSON, HTML,
 //! screenshots) lands in `<datastore>/lab-reports/<lab id>/`, served by
-//! `GET /api/jobs/{id}/report`.
+//! `GET /api/datastores/{name}/lab-reports/{lab id}/report.html`.
 
 use super::{err, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::LabVmSpec;
@@ -87,7 +87,7 @@ pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u
             .filter(|v| !v.passed)
             .map(|v| format!("{} failed at {}", v.vm, v.steps.iter().filter(|s| s.outcome == lifeboat_lab::Outcome::Fail).map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")))
             .collect();
-        return Err(format!("lab {id}: {} (report: GET /api/jobs/<id>/report, or {})", failed.join("; "), report_dir.join("report.html").display()));
+        return Err(format!("lab {id}: {} (report {id} in GET /api/datastores/<name>/lab-reports; on the appliance {})", failed.join("; "), report_dir.join("report.html").display()));
     }
     let mut result = serde_json::to_value(&rep).map_err(err)?;
     result["report_dir"] = serde_json::json!(report_dir.display().to_string());
