@@ -22,6 +22,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The tests here look at every lab namespace on the machine ("none left
+/// behind"), so they run one at a time even under `--test-threads=2`.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn sh(cmd: &str) -> std::process::Output {
     Command::new("sh").arg("-c").arg(cmd).output().unwrap()
 }
@@ -69,6 +77,7 @@ impl Drop for FakeGuest {
 #[test]
 fn two_labs_hold_the_same_guest_and_nothing_leaves_a_lab() {
     require_root();
+    let _serial = serial();
     let t = scratch("lab-net");
     let markers = t.path().join("markers");
     let spec = NetSpec { probe_addrs: vec!["10.0.2.2/24".into()] };
@@ -155,6 +164,7 @@ fn verify(ds: &Ds, snap: &str, report: &Path, extra: &[&str]) -> Command {
 #[test]
 fn backups_are_verified_in_labs_and_a_broken_one_fails() {
     require_root();
+    let _serial = serial();
     let t = scratch("lab-verify");
     let disk = build_guest("tiny", t.path());
     let ds = Ds::init(t.path().join("ds"));
@@ -243,6 +253,7 @@ fn backups_are_verified_in_labs_and_a_broken_one_fails() {
 #[test]
 fn an_application_group_boots_in_order_and_the_agent_names_an_address() {
     require_root();
+    let _serial = serial();
     let t = scratch("lab-group");
     let debian = build_guest("debian", t.path());
     let tiny = build_guest("tiny", t.path());
@@ -277,6 +288,7 @@ fn an_application_group_boots_in_order_and_the_agent_names_an_address() {
 #[test]
 fn the_daemon_runs_lab_verifications_as_jobs_and_serves_their_reports() {
     require_root();
+    let _serial = serial();
     let t = scratch("lab-daemon");
     let tiny = build_guest("tiny", t.path());
     let scripts = t.path().join("lab-scripts");
