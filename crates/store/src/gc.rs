@@ -551,17 +551,7 @@ mod tests {
         let sink = BlobSink::new(ds.clone()).unwrap();
         let kept = sink.put(BlobKind::SmallFile, &noise(1, 100_000)).unwrap().id;
         let tree = sink.put(BlobKind::Tree, &Tree { nodes: vec![file_node("k", vec![kept])] }.encode()).unwrap().id;
-        let snap = Snapshot {
-            time: chrono::Utc::now(),
-            hostname: "h".into(),
-            paths: vec!["/x".into()],
-            tags: vec![],
-            tree,
-            parent: None,
-            summary: Default::default(),
-            program: "test".into(),
-            kind: Default::default(),
-        };
+        let snap = Snapshot::for_test(tree);
         sink.commit_snapshot(snap.encode()).unwrap();
 
         // A run that committed packs and then failed: no snapshot.
@@ -598,17 +588,7 @@ mod tests {
         let once = sink.put(BlobKind::SmallFile, &noise(2, 20_000)).unwrap().id;
         let nodes = vec![file_node("once", vec![once]), file_node("twice", vec![twice])];
         let tree = sink.put(BlobKind::Tree, &Tree { nodes }.encode()).unwrap().id;
-        let snap = Snapshot {
-            time: chrono::Utc::now(),
-            hostname: "h".into(),
-            paths: vec!["/x".into()],
-            tags: vec![],
-            tree,
-            parent: None,
-            summary: Default::default(),
-            program: "test".into(),
-            kind: Default::default(),
-        };
+        let snap = Snapshot::for_test(tree);
         sink.commit_snapshot(snap.encode()).unwrap();
         let first = ds.index().blob(&twice).unwrap().unwrap();
 

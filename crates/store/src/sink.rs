@@ -628,17 +628,7 @@ mod tests {
             nodes.push(Node::file(format!("f{i:03}").as_bytes(), 0o644, 0, 0, vec![id]));
         }
         let tree = sink.put(BlobKind::Tree, &Tree { nodes }.encode())?.id;
-        let snap = Snapshot {
-            time: chrono::Utc::now(),
-            hostname: "h".into(),
-            paths: vec!["/x".into()],
-            tags: vec![],
-            tree,
-            parent: None,
-            summary: Default::default(),
-            program: "test".into(),
-            kind: Default::default(),
-        };
+        let snap = Snapshot::for_test(tree);
         sink.commit_snapshot(snap.encode())
     }
 

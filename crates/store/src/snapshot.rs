@@ -64,4 +64,20 @@ impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("snapshot serializes")
     }
+
+    /// A snapshot of `/x` on host `h` now, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(tree: crate::BlobId) -> Snapshot {
+        Snapshot {
+            time: chrono::Utc::now(),
+            hostname: "h".into(),
+            paths: vec!["/x".into()],
+            tags: vec![],
+            tree,
+            parent: None,
+            summary: Default::default(),
+            program: "test".into(),
+            kind: Default::default(),
+        }
+    }
 }
