@@ -54,6 +54,9 @@ impl From<StateError> for ConnectorError {
 pub struct VmRegistry {
     store: Arc<VmStore>,
     busy: Arc<Mutex<HashMap<String, String>>>,
+    /// VMs running from backups: listed and backed up like registered
+    /// ones, never saved in the registry's file.
+    instant: crate::instant::InstantVms,
 }
 
 /// Marks a VM busy until dropped.
@@ -70,12 +73,21 @@ impl Drop for VmBusy {
 }
 
 impl VmRegistry {
-    pub fn new(store: Arc<VmStore>) -> Self {
-        VmRegistry { store, busy: Default::default() }
+    pub fn new(store: Arc<VmStore>, instant: crate::instant::InstantVms) -> Self {
+        VmRegistry { store, busy: Default::default(), instant }
     }
 
     pub fn get(&self, name: &str) -> Option<VmEntry> {
-        self.store.get(name)
+        self.store.get(name).or_else(|| self.instant.entry(name))
+    }
+
+    pub fn instant(&self) -> &crate::instant::InstantVms {
+        &self.instant
+    }
+
+    /// Registers a VM in the registry's file (after a migration back).
+    pub fn add(&self, entry: VmEntry) -> Result<(), StateError> {
+        self.store.add(entry)
     }
 
     /// Claims the VM for `what` (a job id); refused while another job has it.
@@ -128,6 +140,7 @@ fn skeleton(e: &VmEntry) -> VmInfo {
         cpus: 0,
         memory_mib: 0,
         disks: Vec::new(),
+        instant: None,
     }
 }
 
@@ -182,24 +195,31 @@ impl Handler<ListVms> for ConnectorActor {
     fn handle(&mut self, _: ListVms, _: &mut Context<Self>) -> Self::Result {
         let registry = self.registry.clone();
         let last = self.last.clone();
-        let mut entries = registry.store.list();
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut entries: Vec<(VmEntry, Option<lifeboat_api_types::InstantVmInfo>)> = registry.store.list().into_iter().map(|e| (e, None)).collect();
+        entries.extend(registry.instant.list().into_iter().map(|(e, i)| (e, Some(i))));
+        entries.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         Box::pin(async move {
             // spawn_blocking starts each probe at once: they run side by side.
             let probes: Vec<_> = entries
                 .into_iter()
-                .map(|e| {
+                .map(|(e, instant)| {
                     let (registry, last) = (registry.clone(), last.clone());
                     tokio::task::spawn_blocking(move || {
-                        if let Some(job) = registry.busy_with(&e.name) {
-                            let mut info = last.lock().get(&e.name).cloned().unwrap_or_else(|| VmInfo { status: VmStatus::Running, ..skeleton(&e) });
-                            info.error = Some(format!("job {job} holds the VM's monitor; this is the last inventory"));
-                            return info;
-                        }
-                        let info = probe(&e);
-                        if info.status != VmStatus::Unreachable {
-                            last.lock().insert(e.name.clone(), info.clone());
-                        }
+                        let mut info = match registry.busy_with(&e.name) {
+                            Some(job) => {
+                                let mut info = last.lock().get(&e.name).cloned().unwrap_or_else(|| VmInfo { status: VmStatus::Running, ..skeleton(&e) });
+                                info.error = Some(format!("job {job} holds the VM's monitor; this is the last inventory"));
+                                info
+                            }
+                            None => {
+                                let info = probe(&e);
+                                if info.status != VmStatus::Unreachable {
+                                    last.lock().insert(e.name.clone(), info.clone());
+                                }
+                                info
+                            }
+                        };
+                        info.instant = instant;
                         info
                     })
                 })
@@ -263,6 +283,9 @@ impl Handler<RegisterVm> for ConnectorActor {
                     None if !info.qemu_name.is_empty() => sanitize(&info.qemu_name),
                     None => return Err(ConnectorError::Invalid("QEMU reports no name for this VM (-name): give one in \"name\"".into())),
                 };
+                if registry.instant.contains(&name) {
+                    return Err(ConnectorError::Conflict(format!("an instant-restored VM is named {name:?}; give another name")));
+                }
                 let entry = VmEntry { name: name.clone(), source: msg.source, registered: probe_entry.registered };
                 registry.store.add(entry)?;
                 info.name = name.clone();
@@ -294,6 +317,11 @@ impl Handler<UnregisterVm> for ConnectorActor {
         let last = self.last.clone();
         Box::pin(async move {
             blocking(move || {
+                // An instant-restored VM is ours: removing it stops it.
+                if registry.instant.contains(&msg.0) {
+                    last.lock().remove(&msg.0);
+                    return registry.instant.stop(&msg.0).map_err(ConnectorError::Conflict);
+                }
                 registry.store.remove(&msg.0).map_err(|e| match e {
                     StateError::NotFound(_) => ConnectorError::NotFound(msg.0.clone()),
                     e => e.into(),
@@ -323,7 +351,7 @@ mod tests {
     #[test]
     fn busy_is_exclusive_and_released() {
         let dir = tempfile::tempdir().unwrap();
-        let r = VmRegistry::new(Arc::new(VmStore::open(dir.path()).unwrap()));
+        let r = VmRegistry::new(Arc::new(VmStore::open(dir.path()).unwrap()), crate::instant::InstantVms::new(dir.path().join("instant")));
         let g = r.begin("a", "job1").unwrap();
         assert!(r.begin("a", "job2").unwrap_err().contains("job1"));
         drop(g);

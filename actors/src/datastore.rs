@@ -193,7 +193,7 @@ impl Handler<ForgetSnapshots> for DatastoreActor {
                 for q in &msg.0 {
                     let id = ds.resolve_snapshot(q).map_err(work::err)?.0;
                     if pinned.contains(&id) {
-                        return Err(format!("snapshot {} is served by an NBD export: delete the export first (GET /api/exports)", id.short()));
+                        return Err(format!("snapshot {} is in use by an NBD export or by a VM running from it: delete the export or stop the VM first (GET /api/exports, GET /api/vms)", id.short()));
                     }
                     ids.push(id);
                 }
@@ -209,11 +209,15 @@ impl Handler<ForgetSnapshots> for DatastoreActor {
 #[derive(Message)]
 #[rtype(result = "JobResult")]
 pub struct Execute {
+    /// The job's id.
+    pub job: String,
     pub spec: JobSpec,
     pub keep: KeepRules,
     pub handle: Arc<JobHandle>,
     /// For VM jobs: the registered VM, claimed for the job's duration.
     pub vm: Option<(lifeboat_state::VmEntry, crate::connector::VmBusy)>,
+    /// The VM registry, for instant restores and migrations back.
+    pub vms: Option<crate::connector::VmRegistry>,
     /// Where the job may read and write (checked again here: a schedule
     /// runs long after its spec was checked, and the file system moves).
     pub confine: lifeboat_state::Confinement,
@@ -224,8 +228,10 @@ pub struct Execute {
 
 impl Handler<Execute> for DatastoreActor {
     type Result = ResponseFuture<JobResult>;
-    fn handle(&mut self, msg: Execute, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) -> Self::Result {
         let ds = self.ds.clone();
+        let me = ctx.address();
+        let name = self.name.clone();
         let tz = self.tz;
         let pinned = self.pinned_set();
         Box::pin(async move {
@@ -246,6 +252,17 @@ impl Handler<Execute> for DatastoreActor {
                     },
                     JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format, &msg.confine, msg.grant, h),
                     JobSpec::LabVerify { vms, probes, boot_timeout, .. } => work::lab_verify::run(&ds, vms, probes, *boot_timeout, msg.lab.accel, &msg.lab.scripts_dir, h),
+                    JobSpec::VmInstantRestore { snapshot, name: vm_name, net, paused, .. } => match &msg.vms {
+                        Some(reg) => {
+                            let r = work::vm_instant_restore::Request { datastore: &name, snapshot, name: vm_name.as_deref(), net, paused: *paused, accel: msg.lab.accel, job: &msg.job };
+                            work::vm_instant_restore::run(&ds, me, reg, &r, h)
+                        }
+                        None => Err("this daemon has no VM connector".into()),
+                    },
+                    JobSpec::VmMigrateBack { vm, target, format, .. } => match (&msg.vms, &msg.vm) {
+                        (Some(reg), Some(_busy)) => work::vm_migrate_back::run(reg, vm, target, format, &msg.confine, msg.grant, h),
+                        _ => Err("internal error: a migration back without its VM".into()),
+                    },
                 }
             })
             .await

@@ -241,12 +241,20 @@ impl Handler<StartJob> for JobsActor {
         // A VM job names a registered VM and holds it for its duration
         // (one backup per VM at a time: QMP serves one client).
         let vm = match &msg.spec {
-            JobSpec::VmBackup { vm, .. } => {
+            JobSpec::VmBackup { vm, .. } | JobSpec::VmMigrateBack { vm, .. } => {
                 let reg = self.vms.as_ref().ok_or_else(|| JobError::Invalid("this daemon has no VM connector".into()))?;
                 let entry = reg.get(vm).ok_or_else(|| JobError::UnknownVm(vm.clone()))?;
+                if let JobSpec::VmMigrateBack { datastore, .. } = &msg.spec {
+                    match reg.instant().info(vm) {
+                        None => return Err(JobError::Invalid(format!("VM {vm:?} does not run from a backup: there is nothing to migrate back"))),
+                        Some(i) if &i.datastore != datastore => return Err(JobError::Invalid(format!("VM {vm:?} runs from datastore {:?}, not {datastore:?}", i.datastore))),
+                        Some(_) => {}
+                    }
+                }
                 let busy = reg.begin(vm, &job.id).map_err(JobError::Busy)?;
                 Some((entry, busy))
             }
+            JobSpec::VmInstantRestore { .. } if self.vms.is_none() => return Err(JobError::Invalid("this daemon has no VM connector".into())),
             _ => None,
         };
         let handle = self.handle_for(&job.id);
@@ -256,7 +264,7 @@ impl Handler<StartJob> for JobsActor {
         let me = ctx.address();
         let id = job.id.clone();
         let confine = self.confine.read().clone();
-        let exec = Execute { spec: msg.spec, keep: msg.keep, handle, vm, confine, grant: msg.grant, lab: self.lab.clone() };
+        let exec = Execute { job: id.clone(), spec: msg.spec, keep: msg.keep, handle, vm, vms: self.vms.clone(), confine, grant: msg.grant, lab: self.lab.clone() };
         actix::spawn(async move {
             let result = ds.send(exec).await.unwrap_or_else(|e| Err(format!("the datastore actor is gone: {e}")));
             me.do_send(Finished { id, result });

@@ -9,14 +9,15 @@
 //! fans state changes out to the API's event stream and the audit log;
 //! `Notifier` mails job reports; `Health` samples the machine;
 //! `Ingest` owns remote agents' upload sessions; `Connector` the
-//! registered VMs and their inventory (QMP); `Export` the NBD exports of
-//! backed-up disks.
+//! registered VMs and their inventory (QMP) with the VMs running from
+//! backups (`instant`); `Export` the NBD exports of backed-up disks.
 
 pub mod connector;
 pub mod datastore;
 pub mod events;
 pub mod export;
 pub mod health;
+pub mod instant;
 pub mod ingest;
 pub mod jobs;
 pub mod notifier;

@@ -54,6 +54,8 @@ pub fn job_report(job: &JobInfo, appliance: &str) -> JobReport {
         JobSpec::VmBackup { datastore, vm, .. } => format!("VM {vm} to {datastore}"),
         JobSpec::VmRestore { datastore, snapshot, target, .. } => format!("VM {datastore}/{snapshot} to {target}"),
         JobSpec::LabVerify { datastore, vms, .. } => format!("lab verification of {} in {datastore}", vms.iter().map(|v| v.snapshot.as_str()).collect::<Vec<_>>().join(", ")),
+        JobSpec::VmInstantRestore { datastore, snapshot, .. } => format!("instant restore of VM {datastore}/{snapshot}"),
+        JobSpec::VmMigrateBack { vm, target, .. } => format!("migration of VM {vm} back to {target}"),
     };
     let mut summary = String::new();
     let p = &job.progress;

@@ -109,7 +109,13 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let schedules = Arc::new(ScheduleStore::open(&state_dir)?);
     let scheduler = SchedulerActor::new(schedules, tz, jobs.clone(), datastores.clone()).start();
     let ingest = IngestActor::new(datastores.clone(), jobs.clone()).start();
-    let vms = VmRegistry::new(Arc::new(VmStore::open(&state_dir)?));
+    let instant = lifeboat_actors::instant::InstantVms::new(state_dir.join("instant"));
+    // VMs run from backups by a daemon that was killed: their overlays
+    // belong to nobody now.
+    for stale in instant.sweep() {
+        tracing::warn!("removed the instant-restored VM {} of a daemon that did not stop cleanly", stale.display());
+    }
+    let vms = VmRegistry::new(Arc::new(VmStore::open(&state_dir)?), instant.clone());
     jobs.do_send(lifeboat_actors::jobs::SetVmRegistry(vms.clone()));
     let connector = ConnectorActor::new(vms).start();
     let exports = ExportActor::new(config.nbd_listen, &state_dir, datastores.clone()).context("preparing NBD exports")?.start();
@@ -174,6 +180,8 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     access.write(&state_dir).context("writing the console's access file")?;
     on_ready(&started);
     let res = server.run().await.context("the API server failed");
+    // VMs running from backups cannot outlive the exports they read.
+    let _ = lifeboat_actors::datastore::blocking(move || instant.stop_all()).await;
     let _ = std::fs::remove_file(lifeboat_state::console::ConsoleAccess::path(&state_dir));
     res
 }

@@ -456,6 +456,14 @@ fn print_result(job: &JobInfo) {
         vm: String,
         files: Vec<String>,
     }
+    #[derive(Deserialize)]
+    struct VmInstant {
+        vm: String,
+        snapshot: String,
+        state: String,
+        pid: u32,
+        serial_log: String,
+    }
     let short = |id: &str| id.chars().take(8).collect::<String>();
     let secs = job.finished.map(|f| (f - job.started).num_milliseconds().max(0) as f64 / 1000.0).unwrap_or(0.0);
     let forgotten = |ids: &[String]| {
@@ -486,6 +494,20 @@ fn print_result(job: &JobInfo) {
             })
             .is_ok(),
         JobSpec::LabVerify { .. } => from_value::<lifeboat_lab::LabReport>(r.clone()).map(|rep| print!("{}", rep.summary_text())).is_ok(),
+        JobSpec::VmInstantRestore { .. } => from_value::<VmInstant>(r.clone())
+            .map(|x| {
+                println!("VM {} runs from snapshot {} ({}, QEMU pid {}); serial log on the appliance: {}", x.vm, short(&x.snapshot), x.state, x.pid, x.serial_log);
+                println!("stop it with `vm stop {}`, or move it onto local disks with `vm migrate-back {} DIR`", x.vm, x.vm);
+            })
+            .is_ok(),
+        JobSpec::VmMigrateBack { .. } => from_value::<VmRestore>(r.clone())
+            .map(|x| {
+                for f in &x.files {
+                    println!("disk: {f}");
+                }
+                println!("VM {} runs on local disks now; it stays registered under that name", x.vm);
+            })
+            .is_ok(),
         JobSpec::VmRestore { target, .. } => from_value::<VmRestore>(r.clone())
             .map(|x| {
                 for f in &x.files {

@@ -87,6 +87,40 @@ pub enum RemoteVmCmd {
     },
     /// Close an export and remove its overlay
     Unexport { id: String },
+    /// Boot a VM snapshot in the appliance straight from the datastore
+    /// (writes go to throw-away overlays); `vm list` shows it until it is
+    /// stopped (`vm stop`) or migrated back
+    InstantRestore {
+        #[command(flatten)]
+        ds: DsName,
+        /// Name in `vm list` (default: the VM's name with -instant)
+        #[arg(long)]
+        name: Option<String>,
+        /// none (NICs without cable; default), user (QEMU's NAT) or tap:IFNAME
+        #[arg(long, default_value = "none")]
+        net: String,
+        /// Start with the CPUs stopped
+        #[arg(long)]
+        paused: bool,
+        #[command(flatten)]
+        wait: Wait,
+        /// Snapshot id, prefix, `latest` or vm:NAME (that VM's newest backup)
+        snapshot: String,
+    },
+    /// Move an instant-restored VM onto local images in a directory on the
+    /// appliance while it runs; it then stays as an ordinary registered VM
+    MigrateBack {
+        #[command(flatten)]
+        ds: DsName,
+        #[arg(long, default_value = "qcow2", value_parser = ["qcow2", "raw"])]
+        format: String,
+        #[command(flatten)]
+        wait: Wait,
+        vm: String,
+        target: String,
+    },
+    /// Power off an instant-restored VM and drop its overlays
+    Stop { name: String },
 }
 
 pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
@@ -160,6 +194,17 @@ pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        RemoteVmCmd::InstantRestore { ds, name, net, paused, wait, snapshot } => run_job(c, JobSpec::VmInstantRestore { datastore: ds.datastore, snapshot, name, net, paused }, &wait),
+        RemoteVmCmd::MigrateBack { ds, format, wait, vm, target } => run_job(c, JobSpec::VmMigrateBack { datastore: ds.datastore, vm, target, format }, &wait),
+        RemoteVmCmd::Stop { name } => {
+            let list: Vec<VmInfo> = c.get("/api/vms")?;
+            if !list.iter().any(|v| v.name == name && v.instant.is_some()) {
+                anyhow::bail!("{name} is no instant-restored VM (see `vm list`); a registered VM is removed with `vm unregister`");
+            }
+            c.delete::<()>(&format!("/api/vms/{name}"))?;
+            println!("VM {name} stopped; its overlays are removed");
+            Ok(0)
+        }
         RemoteVmCmd::Unexport { id } => {
             c.delete::<()>(&format!("/api/exports/{id}"))?;
             println!("export {id} closed");
@@ -184,6 +229,10 @@ pub fn print_vms(list: &[VmInfo]) {
     for v in list {
         let disks: Vec<String> = v.disks.iter().map(|d| format!("{} {} {}", d.id, crate::ui::bytes(d.size), d.format)).collect();
         println!("{:<20} {:<12} {:>4} {:>7}M  {}", v.name, status_word(v.status), v.cpus, v.memory_mib, disks.join(", "));
+        if let Some(i) = &v.instant {
+            let what = if i.migrating { "migrating back" } else { "running from the backup" };
+            println!("  instant restore of {}/{} ({what}, QEMU pid {}, serial log {})", i.datastore, &i.snapshot[..8.min(i.snapshot.len())], i.pid, i.serial_log);
+        }
         if let Some(e) = &v.error {
             println!("  {e}");
         }

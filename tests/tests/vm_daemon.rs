@@ -252,3 +252,135 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     let log = d.log_text();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+fn pid_alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists() && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+fn instant_vm(list: &Value, name: &str) -> Option<Value> {
+    list.as_array().unwrap().iter().find(|v| v["name"] == name).cloned()
+}
+
+/// Instant restore as a daemon job: the tiny guest's backup boots in the
+/// appliance and `/api/vms` shows it as instant-restored; its snapshot
+/// cannot be forgotten while it runs. A paused one is migrated back onto
+/// a local qcow2 (identical to the backup) and boots from it with the
+/// exports closed, registered as an ordinary VM. A daemon killed with
+/// SIGKILL leaves an instant VM behind, which the next start kills and
+/// removes (sparing the migrated one); a clean stop powers instant VMs off.
+#[test]
+fn instant_restore_jobs_migrate_back_and_cleanup() {
+    require_root();
+    let t = scratch("vm-instant");
+    let tiny = build_guest("tiny", t.path());
+    let state = t.path().join("state");
+    let restores = t.path().join("restores");
+    let cfg = format!("restore_roots = [\"{}\"]\n", restores.display());
+    let d = Daemon::start(&state, Some(&cfg), &[]);
+    let ds = Ds::at(state.join("datastores/default"));
+    back_up_paused(&ds, &tiny, "inst-tiny", &t.path().join("q"));
+    let instant_dir = state.join("instant");
+    let start = |d: &Daemon, extra: Value| {
+        let mut spec = json!({ "kind": "vm-instant-restore", "datastore": "default", "snapshot": "vm:inst-tiny" });
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let j = d.admin_ok("POST", "/api/jobs", Some(&spec));
+        d.wait_job(j["id"].as_str().unwrap(), Duration::from_secs(120))
+    };
+
+    // Boots; listed as instant-restored and running; the guest comes up.
+    let ro = d.token("reader", "read-only");
+    let r = d.call("POST", "/api/jobs", Some(&ro), Some(&json!({ "kind": "vm-instant-restore", "datastore": "default", "snapshot": "vm:inst-tiny" })));
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "vm-instant-restore", "datastore": "default", "snapshot": "latest", "net": "bridge" })));
+    assert_eq!(r.status, 400, "{r:?}");
+    let j = start(&d, json!({ "name": "booted" }));
+    assert_eq!(j["state"], "succeeded", "{j:#}");
+    let booted_pid = j["result"]["pid"].as_u64().unwrap();
+    let serial = PathBuf::from(j["result"]["serial_log"].as_str().unwrap());
+    assert!(serial.starts_with(instant_dir.join("booted")), "{j}");
+    let v = instant_vm(&d.call("GET", "/api/vms", Some(&ro), None).json(), "booted").expect("the instant VM is listed");
+    assert_eq!((v["status"].as_str(), v["instant"]["datastore"].as_str(), v["instant"]["pid"].as_u64()), (Some("running"), Some("default"), Some(booted_pid)), "{v:#}");
+    let snap = v["instant"]["snapshot"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(Duration::from_secs(180), || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).contains("LIFEBOAT TEST GUEST lifeboat-tiny READY")),
+        "the instant-restored guest did not come up:\n{}",
+        String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default())
+    );
+    let r = d.call("DELETE", &format!("/api/datastores/default/snapshots/{snap}"), Some(&d.admin), None);
+    assert!((400..500).contains(&r.status) && r.body.contains("stop the VM"), "forgetting the snapshot of a running instant VM: {r:?}");
+    // The name is taken; the job says so.
+    let dup = start(&d, json!({ "name": "booted" }));
+    assert_eq!(dup["state"], "failed", "{dup:#}");
+    assert!(dup["error"].as_str().unwrap().contains("exists already"), "{dup:#}");
+
+    // A paused one migrates back, byte for byte, and then boots on its own.
+    let o = run_cmd({
+        let mut c = d.remote(&d.admin);
+        c.args(["vm", "instant-restore", "--datastore", "default", "--paused", "--name", "mig", "vm:inst-tiny"]);
+        c
+    });
+    o.expect_ok();
+    assert!(o.stdout.contains("VM mig runs from snapshot"), "{o}");
+    let outside = t.path().join("elsewhere");
+    let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "vm-migrate-back", "datastore": "default", "vm": "mig", "target": outside })));
+    assert_eq!(r.status, 403, "a migration out of restore_roots: {r:?}");
+    let target = restores.join("mig");
+    let o = run_cmd({
+        let mut c = d.remote(&d.admin);
+        c.args(["vm", "migrate-back", "--datastore", "default", "mig"]).arg(&target);
+        c
+    });
+    o.expect_ok();
+    assert!(o.stdout.contains("runs on local disks now"), "{o}");
+    let images: Vec<PathBuf> = std::fs::read_dir(&target).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+    let (same, why) = identical(images[0].to_str().unwrap(), "qcow2", &tiny);
+    assert!(same, "the migrated image differs from the backup: {why}");
+    let list = d.admin_ok("GET", "/api/vms", None);
+    let mig = instant_vm(&list, "mig").expect("the migrated VM stays registered");
+    assert!(mig["instant"].is_null() && mig["status"] == "paused", "{mig:#}");
+    let mig_qmp = PathBuf::from(mig["source"]["qmp"].as_str().unwrap());
+    let mut q = Qmp::connect(&mig_qmp);
+    let nodes = q.cmd("query-named-block-nodes", json!({ "flat": true }));
+    assert!(!nodes.as_array().unwrap().iter().any(|n| n["drv"] == "nbd"), "a disk still reads over NBD: {nodes}");
+    q.cmd("cont", json!({}));
+    let mig_serial = mig_qmp.with_file_name("serial.log");
+    assert!(
+        wait_until(Duration::from_secs(180), || String::from_utf8_lossy(&std::fs::read(&mig_serial).unwrap_or_default()).contains("READY")),
+        "the migrated VM did not boot from its local image"
+    );
+    let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "vm-migrate-back", "datastore": "default", "vm": "mig", "target": target })));
+    assert_eq!(r.status, 400, "migrating an ordinary VM back: {r:?}");
+
+    drop(q); // QMP serves one client: the daemon's inventory asks next.
+
+    // SIGKILL: "booted" is left running on a dead export; the next start
+    // removes it and spares the migrated VM.
+    d.kill();
+    assert!(pid_alive(booted_pid), "QEMU died with the daemon; this test expects it left behind");
+    let d = Daemon::start(&state, Some(&cfg), &[]);
+    assert!(!pid_alive(booted_pid), "the next start left the stale instant VM running");
+    assert!(!instant_dir.join("booted").exists());
+    let list = d.admin_ok("GET", "/api/vms", None);
+    assert!(instant_vm(&list, "booted").is_none(), "{list:#}");
+    assert_eq!(instant_vm(&list, "mig").map(|v| v["status"].clone()), Some(json!("running")), "{list:#}");
+
+    // Stopping one removes it; a clean daemon stop powers the rest off.
+    let a = start(&d, json!({ "name": "a" }));
+    let b = start(&d, json!({ "name": "b" }));
+    let (pa, pb) = (a["result"]["pid"].as_u64().unwrap(), b["result"]["pid"].as_u64().unwrap());
+    let o = run_cmd({
+        let mut c = d.remote(&d.admin);
+        c.args(["vm", "stop", "a"]);
+        c
+    });
+    o.expect_ok();
+    assert!(!pid_alive(pa) && !instant_dir.join("a").exists(), "vm stop left QEMU or its overlays");
+    let r = d.call("DELETE", &format!("/api/datastores/default/snapshots/{snap}"), Some(&d.admin), None);
+    assert!((400..500).contains(&r.status), "b still runs from the snapshot: {r:?}");
+    let out = d.stop();
+    assert!(out.status.success(), "{out}");
+    assert!(!pid_alive(pb) && !instant_dir.join("b").exists(), "a clean stop left an instant VM");
+    Qmp::connect(&mig_qmp).cmd("quit", json!({}));
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}

@@ -6,7 +6,7 @@
 use super::{err, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::LabVmSpec;
 use lifeboat_lab::{LabVm, Probes, VerifyOptions};
-use lifeboat_store::{Datastore, SnapshotKind};
+use lifeboat_store::Datastore;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,24 +15,6 @@ use std::time::Duration;
 /// Where lab runs leave markers of their namespaces (see
 /// `lifeboat_lab::net::sweep_stale`); the CLI uses the same place.
 pub const MARKERS: &str = "/run/lifeboat/labs";
-
-/// `vm:NAME` is the newest VM snapshot of that VM; anything else is a
-/// snapshot id, prefix or `latest`.
-fn resolve(ds: &Datastore, query: &str) -> Result<String, String> {
-    match query.strip_prefix("vm:") {
-        Some(name) => {
-            let path = vec![format!("vm:{name}")];
-            ds.snapshots()
-                .map_err(err)?
-                .into_iter()
-                .rev()
-                .find(|(_, s)| s.kind == SnapshotKind::Vm && s.paths == path)
-                .map(|(id, _)| id.to_hex())
-                .ok_or_else(|| format!("no backup of VM {name} in this datastore"))
-        }
-        None => Ok(query.to_string()),
-    }
-}
 
 pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u64, accel: lifeboat_qemu::Accel, scripts_dir: &std::path::Path, h: &JobHandle) -> JobResult {
     let mut probes: Probes = probes.parse()?;
@@ -53,7 +35,7 @@ pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u
     ds.refresh_index().map_err(err)?;
     let mut lab_vms = Vec::new();
     for v in vms {
-        lab_vms.push(LabVm { snapshot: resolve(ds, &v.snapshot)?, ip: v.ip.clone(), delay: Duration::from_secs(v.delay) });
+        lab_vms.push(LabVm { snapshot: super::resolve_vm_snapshot(ds, &v.snapshot)?, ip: v.ip.clone(), delay: Duration::from_secs(v.delay) });
     }
     let id = format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), &lifeboat_store::PackId::random().to_hex()[..6]);
     let report_dir = ds.root().join("lab-reports").join(&id);

@@ -9,6 +9,8 @@ pub mod lab_verify;
 pub mod restore;
 pub mod verify;
 pub mod vm_backup;
+pub mod vm_instant_restore;
+pub mod vm_migrate_back;
 pub mod vm_restore;
 
 use lifeboat_api_types::JobProgress;
@@ -68,4 +70,22 @@ pub type JobResult = Result<JobOutput, String>;
 
 pub(crate) fn err(e: impl std::fmt::Display) -> String {
     format!("{e:#}")
+}
+
+/// `vm:NAME` is the newest VM snapshot of that VM; anything else is a
+/// snapshot id, prefix or `latest` (resolved by the caller).
+pub(crate) fn resolve_vm_snapshot(ds: &lifeboat_store::Datastore, query: &str) -> Result<String, String> {
+    match query.strip_prefix("vm:") {
+        Some(name) => {
+            let path = vec![format!("vm:{name}")];
+            ds.snapshots()
+                .map_err(err)?
+                .into_iter()
+                .rev()
+                .find(|(_, s)| s.kind == lifeboat_store::SnapshotKind::Vm && s.paths == path)
+                .map(|(id, _)| id.to_hex())
+                .ok_or_else(|| format!("no backup of VM {name} in this datastore"))
+        }
+        None => Ok(query.to_string()),
+    }
 }

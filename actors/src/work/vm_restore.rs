@@ -86,11 +86,11 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, confine: 
 
 /// `name` in the directory `dir` as a path through the descriptor (by
 /// our pid, not `self`: qemu-img opens these paths too).
-fn in_dir(dir: &OwnedFd, name: &str) -> PathBuf {
+pub(crate) fn in_dir(dir: &OwnedFd, name: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{}/fd/{}/{name}", std::process::id(), dir.as_raw_fd()))
 }
 
-fn remove_in(dir: &OwnedFd, name: &str) {
+pub(crate) fn remove_in(dir: &OwnedFd, name: &str) {
     if let Ok(c) = CString::new(name) {
         unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
     }

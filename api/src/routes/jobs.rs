@@ -66,7 +66,8 @@ pub fn validate(st: &ApiState, spec: &JobSpec, grant: Grant) -> Result<(), ApiEr
             }
             paths.iter().try_for_each(|p| check(p, PathUse::BackupSource))
         }
-        JobSpec::Restore { target, .. } | JobSpec::VmRestore { target, .. } => check(target, PathUse::RestoreTarget),
+        JobSpec::Restore { target, .. } | JobSpec::VmRestore { target, .. } | JobSpec::VmMigrateBack { target, .. } => check(target, PathUse::RestoreTarget),
+        JobSpec::VmInstantRestore { net, .. } => net.parse::<lifeboat_qemu::NetMode>().map(|_| ()).map_err(ApiErr::BadRequest),
         JobSpec::LabVerify { vms, probes, boot_timeout, .. } => {
             if vms.is_empty() {
                 return Err(ApiErr::BadRequest("a lab verification needs at least one VM".into()));

@@ -24,9 +24,11 @@ pub async fn register(auth: Auth<perm::Operate>, st: web::Data<ApiState>, body: 
     Ok(HttpResponse::Created().json(info))
 }
 
-/// Forget a registered VM (its backups stay).
+/// Forget a registered VM (its backups stay). An instant-restored VM is
+/// powered off and its overlays removed (409 while it is being migrated
+/// back).
 #[utoipa::path(tag = "vms", security(("bearer" = [])), params(("name" = String, Path)),
-    responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+    responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 #[delete("/api/vms/{name}")]
 pub async fn unregister(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, name: web::Path<String>) -> Result<HttpResponse, ApiErr> {
     st.connector.send(UnregisterVm(name.into_inner())).await??;

@@ -3,9 +3,9 @@
 use crate::commands::{hostname, open_datastore};
 use crate::{ui, DatastoreArg};
 use clap::Subcommand;
-use lifeboat_qemu::{backup_vm, load_vm, BootPlan, DiskSource, NetMode, Qmp, UefiFirmware, VmBackupOptions};
+use lifeboat_qemu::{backup_vm, load_vm, DiskSource, NetMode, Qmp, VmBackupOptions};
 use lifeboat_store::{Datastore, Node, SnapshotKind};
-use lifeboat_vm::image::{restore_raw, DatastoreDisk};
+use lifeboat_vm::image::restore_raw;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicU64;
@@ -313,74 +313,43 @@ struct InstantOptions {
 }
 
 fn instant_restore(ds: Arc<Datastore>, query: &str, o: &InstantOptions) -> anyhow::Result<u8> {
-    use lifeboat_nbd::{CowOverlay, Export, Server, ServerConfig};
-    let (sid, snap) = ds.resolve_snapshot(query)?;
-    let vm = load_vm(&ds, &snap)?;
+    use lifeboat_qemu::{BootOptions, InstantVm, NbdListen};
+    let (sid, _) = ds.resolve_snapshot(query)?;
+    let work = o.workdir.clone().unwrap_or_else(|| ds.root().join("tmp").join(format!("instant-{}", sid.short())));
+    let mut vm = InstantVm::export(ds.clone(), &sid.to_hex(), &NbdListen::Tcp(o.listen.clone()), &work)?;
     for w in &vm.warnings {
         eprintln!("warning: {w}");
     }
-    let md = &vm.md;
-    let work = o.workdir.clone().unwrap_or_else(|| ds.root().join("tmp").join(format!("instant-{}", sid.short())));
-    std::fs::create_dir_all(&work)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let server = Server::new(ServerConfig::default());
-    for (d, node) in md.disks.iter().zip(&vm.disks) {
-        let base = DatastoreDisk::new(ds.clone(), node);
-        let overlay = CowOverlay::open(base, &work.join(format!("{}.overlay", d.id)))?;
-        server.add_export(Export::new(d.id.clone(), Arc::new(overlay)));
-    }
-    let listener = rt.block_on(tokio::net::TcpListener::bind(&o.listen))?;
-    let addr = listener.local_addr()?;
-    let s2 = server.clone();
-    rt.spawn(async move { s2.serve_tcp(listener).await });
-    for d in &md.disks {
+    let addr = match &vm.source {
+        DiskSource::Nbd { host, port } => format!("{host}:{port}"),
+        other => anyhow::bail!("internal error: instant restore served on {other:?}"),
+    };
+    for d in &vm.md.disks {
         eprintln!("exporting disk {} as nbd://{addr}/{} (copy-on-write overlay in {})", d.id, d.id, work.display());
     }
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     ui::install_cancel_handler(&cancel);
-    if o.no_boot {
-        println!("nbd://{addr}");
+    let wait_cancel = || {
         while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        // Close the exports before the datastore goes: connections still
-        // being served hold its disks.
-        rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    };
+    if o.no_boot {
+        println!("nbd://{addr}");
+        wait_cancel();
+        // Close the exports (stop) before the datastore goes: connections
+        // still being served hold its disks.
+        vm.stop();
         return Ok(0);
     }
-    let qmp = work.join("qmp.sock");
-    let serial = work.join("serial.log");
-    let _ = std::fs::remove_file(&qmp);
     let accel = lifeboat_qemu::accel::choose(o.accel);
     eprintln!("accelerator: {}", accel.reason);
-    let plan = BootPlan {
-        accel,
-        source: DiskSource::Nbd { host: addr.ip().to_string(), port: addr.port() },
-        net: o.net.clone(),
-        qmp: qmp.clone(),
-        serial: serial.clone(),
-        name: format!("{}-instant", md.name),
-        paused: o.paused,
-        video: false,
-        uefi: UefiFirmware::ovmf_in(&work),
-    };
-    if md.firmware == lifeboat_vm::Firmware::Uefi {
-        plan.uefi.prepare()?;
-    }
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(lifeboat_qemu::qemu_args(md, &plan)?).args(&o.qemu_args);
-    // Its own process group and its own output file: Ctrl-C on our
-    // terminal must not reach it, and a migrated VM outlives us.
-    std::os::unix::process::CommandExt::process_group(&mut c, 0);
-    let log = std::fs::File::create(work.join("qemu.log"))?;
-    c.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    let mut child = c.spawn().map_err(|e| anyhow::anyhow!("cannot start qemu-system-x86_64: {e}"))?;
-    println!("VM {} booting from snapshot {}: QMP {}, serial log {}", md.name, sid.short(), qmp.display(), serial.display());
+    let name = format!("{}-instant", vm.md.name);
+    vm.boot(&BootOptions { name, accel, net: o.net.clone(), paused: o.paused, video: false, extra_args: o.qemu_args.clone() })?;
+    println!("VM {} booting from snapshot {}: QMP {}, serial log {}", vm.md.name, sid.short(), vm.qmp.display(), vm.serial.display());
     loop {
-        if let Some(st) = child.try_wait()? {
+        if let Some((st, last)) = vm.exited() {
             let log = work.join("qemu.log");
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
             if !st.success() {
                 anyhow::bail!("QEMU exited at once ({st}): {last}; the overlays stay in {}; QEMU's output: {}", work.display(), log.display());
             }
@@ -389,13 +358,12 @@ fn instant_restore(ds: Arc<Datastore>, query: &str, o: &InstantOptions) -> anyho
         }
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {
             // A VM migrated back (no disk on NBD any more) keeps running.
-            let migrated = Qmp::connect(&qmp).and_then(|mut q| lifeboat_qemu::migrate::nbd_disks(&mut q)).map(|d| d.is_empty()).unwrap_or(false);
-            if migrated {
-                eprintln!("the VM runs from local disks now (pid {}); released its exports", child.id());
+            if vm.migrated() {
+                let pid = vm.release();
+                eprintln!("the VM runs from local disks now (pid {}); released its exports", pid.unwrap_or(0));
                 return Ok(0);
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            vm.stop();
             eprintln!("stopped the VM; the overlays stay in {}", work.display());
             return Ok(0);
         }

@@ -13,7 +13,7 @@ mod smtp;
 mod vm;
 pub use health::{DatastoreSpace, DiskIo, HealthReport, LoadAverages, Memory};
 pub use smtp::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
-pub use vm::{ExportCreate, ExportInfo, VmDiskInfo, VmInfo, VmRegister, VmSource, VmStatus};
+pub use vm::{ExportCreate, ExportInfo, InstantVmInfo, VmDiskInfo, VmInfo, VmRegister, VmSource, VmStatus};
 
 /// What a caller may do. Each API token carries one; the admin's session
 /// is `Admin`.
@@ -291,6 +291,49 @@ pub enum JobSpec {
         #[serde(default = "default_boot_timeout")]
         boot_timeout: u64,
     },
+    /// Boot a VM snapshot straight from the datastore (instant restore):
+    /// its disks served from the datastore through throw-away overlays,
+    /// QEMU started with the backed-up hardware. The job ends when the VM
+    /// runs; `/api/vms` then lists it as instant-restored until it is
+    /// stopped (`DELETE /api/vms/{name}`) or migrated back.
+    VmInstantRestore {
+        datastore: String,
+        /// `vm:NAME` (the newest backup of that VM), a snapshot id, a
+        /// prefix or `latest`.
+        snapshot: String,
+        /// Name in `/api/vms`; default: the VM's name with `-instant`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// `none` (NICs present, no cable: the default, so a copy never
+        /// meets its original on the network), `user` (QEMU's NAT) or
+        /// `tap:IFNAME` (`%d` numbers the NICs).
+        #[serde(default = "default_instant_net")]
+        net: String,
+        /// Start with the CPUs stopped.
+        #[serde(default)]
+        paused: bool,
+    },
+    /// Move an instant-restored VM onto local images while it runs
+    /// (`<disk>.<format>` in `target`); afterwards it is an ordinary
+    /// registered VM, its exports closed.
+    VmMigrateBack {
+        /// The datastore the VM was restored from.
+        datastore: String,
+        /// The instant-restored VM's name in `/api/vms`.
+        vm: String,
+        target: String,
+        /// `qcow2` (default) or `raw`.
+        #[serde(default = "qcow2_format")]
+        format: String,
+    },
+}
+
+fn default_instant_net() -> String {
+    "none".into()
+}
+
+fn qcow2_format() -> String {
+    "qcow2".into()
 }
 
 /// One VM of a lab run.
@@ -342,7 +385,9 @@ impl JobSpec {
             | JobSpec::AgentBackup { datastore, .. }
             | JobSpec::VmBackup { datastore, .. }
             | JobSpec::VmRestore { datastore, .. }
-            | JobSpec::LabVerify { datastore, .. } => datastore,
+            | JobSpec::LabVerify { datastore, .. }
+            | JobSpec::VmInstantRestore { datastore, .. }
+            | JobSpec::VmMigrateBack { datastore, .. } => datastore,
         }
     }
 
@@ -357,6 +402,8 @@ impl JobSpec {
             JobSpec::VmBackup { .. } => "vm-backup",
             JobSpec::VmRestore { .. } => "vm-restore",
             JobSpec::LabVerify { .. } => "lab-verify",
+            JobSpec::VmInstantRestore { .. } => "vm-instant-restore",
+            JobSpec::VmMigrateBack { .. } => "vm-migrate-back",
         }
     }
 }

@@ -79,6 +79,29 @@ pub struct VmInfo {
     pub memory_mib: u64,
     #[serde(default)]
     pub disks: Vec<VmDiskInfo>,
+    /// Set while the VM runs from a backup (instant restore): where from,
+    /// and what it runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instant: Option<InstantVmInfo>,
+}
+
+/// An instant-restored VM: a backup booted straight from the datastore,
+/// its writes in throw-away overlays until it is migrated back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstantVmInfo {
+    pub datastore: String,
+    /// Full snapshot id.
+    pub snapshot: String,
+    /// The job that started it.
+    pub job: String,
+    pub started: DateTime<Utc>,
+    /// QEMU's process id.
+    pub pid: u32,
+    /// The guest's serial console (a file on the appliance).
+    pub serial_log: String,
+    /// A `vm-migrate-back` job is moving it onto local images.
+    #[serde(default)]
+    pub migrating: bool,
 }
 
 /// `POST /api/exports`: serve one disk of a VM snapshot over NBD.

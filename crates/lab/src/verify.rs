@@ -17,10 +17,8 @@ use crate::report::{LabReport, Outcome, Step, VmReport};
 use crate::screen::Screen;
 use crate::LabError;
 use chrono::Utc;
-use lifeboat_nbd::{CowOverlay, Export, Server, ServerConfig};
 use lifeboat_qemu::{Accel, BootPlan, DiskSource, GuestAgent, NetMode, Qmp, UefiFirmware};
 use lifeboat_store::Datastore;
-use lifeboat_vm::image::DatastoreDisk;
 use serde_json::json;
 use std::io::BufRead;
 use std::net::Ipv4Addr;
@@ -209,11 +207,7 @@ fn boot(ds: &Arc<Datastore>, rt: &tokio::runtime::Runtime, lab: &mut LabNetwork,
     };
     let t0 = Utc::now();
     // The disks: our NBD server on a unix socket, an overlay per disk.
-    let server = Server::new(ServerConfig::default());
-    for (d, node) in md.disks.iter().zip(&loaded.disks) {
-        let overlay = CowOverlay::open(DatastoreDisk::new(ds.clone(), node), &dir.join(format!("{}.overlay", d.id))).map_err(|e| LabError::Net(format!("overlay for disk {}: {e}", d.id)))?;
-        server.add_export(Export::new(d.id.clone(), Arc::new(overlay)));
-    }
+    let server = lifeboat_qemu::instant_vm::serve_overlays(ds, &loaded, &dir).map_err(|e| LabError::Net(e.to_string()))?;
     let sock = dir.join("nbd.sock");
     let listener = {
         let _g = rt.enter();

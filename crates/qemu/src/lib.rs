@@ -6,7 +6,8 @@
 //!   `lifeboat_vm::VmMetadata`.
 //! - `instant`: the QEMU command line that boots a backup with its
 //!   recorded hardware (instant restore, the lab), and `accel` which
-//!   accelerator it runs with.
+//!   accelerator it runs with; `instant_vm` keeps such a VM running on
+//!   our NBD exports (overlays, QEMU, migrate back, stale sweep).
 //! - `fleece`: freezes a point in time of every disk of a running VM
 //!   (copy-before-write into a temporary overlay, in one QMP transaction
 //!   across all disks, together with the dirty-bitmap rotation) and
@@ -20,6 +21,7 @@ pub mod accel;
 pub mod backup;
 pub mod fleece;
 pub mod instant;
+pub mod instant_vm;
 pub mod inventory;
 pub mod migrate;
 pub mod qga;
@@ -28,6 +30,7 @@ pub mod qmp;
 pub use accel::{Accel, AccelChoice};
 pub use backup::{backup_vm, check_restorable, commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, LoadedVm, VmBackupError, VmBackupOptions, VmBackupOutcome};
 pub use instant::{qemu_args, BootPlan, DiskSource, NetMode, UefiFirmware};
+pub use instant_vm::{BootOptions, InstantError, InstantVm, NbdListen};
 pub use fleece::{DiskExport, FleeceSession};
 pub use inventory::{capture, DiskNode};
 pub use qga::{AgentError, GuestAgent};

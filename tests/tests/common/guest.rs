@@ -264,3 +264,29 @@ pub fn control(ctl: &mut Lines, cmd: &str, want: &str, timeout: Duration) -> Str
     assert!(l.starts_with(want), "{cmd:?} answered {l:?}");
     l
 }
+
+/// A guestless QEMU (-S, never booted) on `disk` with the tiny guest's
+/// hardware: its backup is the pristine disk.
+pub fn back_up_paused(ds: &Ds, disk: &Path, name: &str, dir: &Path) -> String {
+    back_up_paused_with(ds, disk, name, dir, "256", "52:54:00:12:34:56")
+}
+
+pub fn back_up_paused_with(ds: &Ds, disk: &Path, name: &str, dir: &Path, mem: &str, mac: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let qmp = dir.join("qmp.sock");
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", mem, "-name", name]);
+    c.arg("-drive").arg(format!("file={},format=raw,if=virtio", disk.display()));
+    c.args(["-netdev", "hubport,id=n0,hubid=0", "-device"]).arg(format!("virtio-net-pci,netdev=n0,mac={mac}"));
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&qmp).is_ok()));
+    let mut b = lb_cmd();
+    b.args(["vm", "backup", "--json", "--datastore"]).arg(&ds.path).arg("--qmp").arg(&qmp);
+    let o = run_cmd(b);
+    let _ = child.kill();
+    let _ = child.wait();
+    o.expect_ok();
+    o.json()["snapshot_id"].as_str().unwrap().to_string()
+}

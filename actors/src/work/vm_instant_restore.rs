@@ -1,0 +1,107 @@
+//! VM instant restore job: boots a VM snapshot straight from the
+//! datastore (`lifeboat_qemu::InstantVm`: disks on our NBD server over a
+//! unix socket in `<state>/instant/<name>/`, writes in overlays there)
+//! and hands the running VM to `crate::instant::InstantVms`, where
+//! `/api/vms` shows it. The job ends once QEMU runs the VM.
+
+use super::{err, JobHandle, JobOutput, JobResult};
+use crate::connector::VmRegistry;
+use crate::datastore::DatastoreActor;
+use actix::Addr;
+use lifeboat_api_types::InstantVmInfo;
+use lifeboat_qemu::{BootOptions, InstantVm, NbdListen, NetMode};
+use lifeboat_store::Datastore;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long QEMU may take to open its monitor.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+pub struct Request<'a> {
+    pub datastore: &'a str,
+    pub snapshot: &'a str,
+    pub name: Option<&'a str>,
+    pub net: &'a str,
+    pub paused: bool,
+    pub accel: lifeboat_qemu::Accel,
+    pub job: &'a str,
+}
+
+/// A name for `/api/vms`: letters, digits, `-`, `_`.
+fn check_name(n: &str) -> Result<(), String> {
+    if n.is_empty() || n.len() > 64 || n.starts_with('-') || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("VM name {n:?}: use up to 64 letters, digits, '-' and '_'"));
+    }
+    Ok(())
+}
+
+pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &Request, h: &JobHandle) -> JobResult {
+    let net: NetMode = r.net.parse()?;
+    // The newest backup may come from another process (the CLI, an agent).
+    ds.refresh_index().map_err(err)?;
+    let query = super::resolve_vm_snapshot(ds, r.snapshot)?;
+    let (sid, snap) = ds.resolve_snapshot(&query).map_err(err)?;
+    let md = lifeboat_qemu::load_vm(ds, &snap).map_err(err)?.md;
+    let name = r.name.map(String::from).unwrap_or_else(|| format!("{}-instant", md.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect::<String>()));
+    check_name(&name)?;
+    if reg.get(&name).is_some() {
+        return Err(format!("a VM named {name:?} exists already (GET /api/vms); give another \"name\""));
+    }
+    let instant = reg.instant();
+    let workdir = instant.workdir(&name);
+    // Left by a VM of this name that is gone (its daemon was killed).
+    let _ = std::fs::remove_dir_all(&workdir);
+    h.set_phase("exporting disks");
+    h.log(&format!("VM {} of snapshot {}: {} disk(s) served from the datastore through overlays in {}", md.name, sid.to_hex(), md.disks.len(), workdir.display()));
+    let mut vm = InstantVm::export(ds.clone(), &sid.to_hex(), &NbdListen::Unix, &workdir).map_err(err)?;
+    for w in &vm.warnings {
+        h.log(&format!("warning: {w}"));
+    }
+    let accel = lifeboat_qemu::accel::choose(r.accel);
+    h.log(&format!("accelerator: {}", accel.reason));
+    h.set_phase("booting");
+    let boot = vm.boot(&BootOptions { name: name.clone(), accel, net, paused: r.paused, video: true, extra_args: Vec::new() });
+    let state = boot.and_then(|()| vm.wait_ready(READY_WITHIN));
+    let state = match state {
+        Ok(s) => s,
+        Err(e) => {
+            vm.discard();
+            return Err(err(e));
+        }
+    };
+    if h.progress.cancelled() {
+        vm.discard();
+        return Err("cancelled".into());
+    }
+    let info = InstantVmInfo {
+        datastore: r.datastore.to_string(),
+        snapshot: sid.to_hex(),
+        job: r.job.to_string(),
+        started: chrono::Utc::now(),
+        pid: vm.pid().unwrap_or(0),
+        serial_log: vm.serial.display().to_string(),
+        migrating: false,
+    };
+    let qmp = vm.qmp.display().to_string();
+    let warnings = vm.warnings.clone();
+    if let Err((vm, e)) = instant.insert(&name, vm, info.clone(), me) {
+        vm.discard();
+        return Err(e);
+    }
+    h.log(&format!("VM {name} runs ({state}), QEMU pid {}; stop it with DELETE /api/vms/{name}, or move it onto local disks with a vm-migrate-back job", info.pid));
+    Ok(JobOutput {
+        result: serde_json::json!({ "vm": name, "snapshot": info.snapshot, "state": state, "pid": info.pid, "qmp": qmp, "serial_log": info.serial_log }),
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        assert!(super::check_name("web1-instant").is_ok());
+        for bad in ["", "-x", "a/b", "../x", "a b"] {
+            assert!(super::check_name(bad).is_err(), "{bad}");
+        }
+    }
+}
