@@ -56,6 +56,8 @@ pub struct JobsActor {
     /// Where jobs may read and write on the appliance.
     confine: SharedConfinement,
     lab: LabSettings,
+    /// Lab definitions: named lab runs, and those due after a VM backup.
+    labs: Option<Arc<lifeboat_state::LabStore>>,
 }
 
 /// What lab runs need of the config.
@@ -88,7 +90,7 @@ impl JobsActor {
             tracing::warn!("job history: {p}");
         }
         let history = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
-        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine, lab: LabSettings::default() })
+        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine, lab: LabSettings::default(), labs: None })
     }
 
     fn log(&self, id: &str, line: &str) {
@@ -143,6 +145,46 @@ impl JobsActor {
     pub fn with_lab(mut self, lab: LabSettings) -> Self {
         self.lab = lab;
         self
+    }
+
+    /// Lab definitions, for `lab-verify` jobs that name one and for runs
+    /// after VM backups.
+    pub fn with_labs(mut self, labs: Arc<lifeboat_state::LabStore>) -> Self {
+        self.labs = Some(labs);
+        self
+    }
+
+    /// A `lab-verify` spec naming a lab, with the lab's VMs and probes.
+    fn expand_lab(&self, spec: JobSpec) -> Result<JobSpec, JobError> {
+        match spec {
+            JobSpec::LabVerify { datastore, lab: Some(name), vms, probes, boot_timeout } if vms.is_empty() => {
+                let def = self.labs.as_ref().and_then(|l| l.get(&name)).ok_or_else(|| JobError::Invalid(format!("lab {name:?} is not defined: list them with GET /api/labs")))?;
+                if def.datastore != datastore {
+                    return Err(JobError::Invalid(format!("lab {name:?} verifies backups in datastore {:?}, not {datastore:?}", def.datastore)));
+                }
+                let _ = (probes, boot_timeout);
+                Ok(JobSpec::LabVerify { datastore, lab: Some(name), vms: def.vms, probes: def.probes, boot_timeout: def.boot_timeout })
+            }
+            JobSpec::LabVerify { vms, .. } if vms.is_empty() => Err(JobError::Invalid("a lab verification needs VMs, or a lab (GET /api/labs)".into())),
+            other => Ok(other),
+        }
+    }
+
+    /// After a VM backup: the lab runs defined to follow it.
+    fn labs_after(&self, job: &JobInfo) -> Vec<StartJob> {
+        let (Some(labs), JobSpec::VmBackup { datastore, .. }) = (&self.labs, &job.spec) else { return Vec::new() };
+        let Some(vm) = job.result["qemu_name"].as_str() else { return Vec::new() };
+        labs.after_backup_of(datastore, vm)
+            .into_iter()
+            .map(|def| StartJob {
+                spec: JobSpec::LabVerify { datastore: def.datastore, lab: Some(def.name.clone()), vms: def.vms, probes: def.probes, boot_timeout: def.boot_timeout },
+                schedule: None,
+                keep: KeepRules::default(),
+                notify: def.notify,
+                skip_if_running: false,
+                grant: Grant::default(),
+            })
+            .collect()
     }
 }
 
@@ -221,6 +263,8 @@ impl Handler<StartJob> for JobsActor {
             return Err(JobError::Invalid("agent backups are started by `lifeboat agent`, not through /api/jobs".into()));
         }
         let ds = self.datastores.get(msg.spec.datastore()).ok_or_else(|| JobError::UnknownDatastore(msg.spec.datastore().into()))?;
+        let mut msg = msg;
+        msg.spec = self.expand_lab(msg.spec)?;
         if msg.skip_if_running {
             if let Some(sched) = &msg.schedule {
                 let busy = self.running.keys().find(|id| self.history.get(*id).and_then(|j| j.schedule.as_ref()) == Some(sched)).cloned();
@@ -283,7 +327,7 @@ pub struct Finished {
 
 impl Handler<Finished> for JobsActor {
     type Result = ();
-    fn handle(&mut self, msg: Finished, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Finished, ctx: &mut Context<Self>) {
         let Some(run) = self.running.remove(&msg.id) else { return };
         let Some(mut job) = self.history.get(&msg.id).cloned() else { return };
         job.finished = Some(Utc::now());
@@ -302,6 +346,9 @@ impl Handler<Finished> for JobsActor {
             }
             Err(e) => {
                 job.state = if cancelled { JobState::Cancelled } else { JobState::Failed };
+                if let Some(r) = run.handle.take_failed_result() {
+                    job.result = r;
+                }
                 run.handle.log(&format!("error: {e}"));
                 job.error = Some(e);
             }
@@ -309,6 +356,12 @@ impl Handler<Finished> for JobsActor {
         run.handle.log(&format!("finished: {:?}", job.state));
         tracing::info!(job = %job.id, kind = job.spec.kind(), state = ?job.state, "job finished");
         self.save_and_publish(job.clone());
+        if job.state == JobState::Succeeded || job.state == JobState::Warnings {
+            for start in self.labs_after(&job) {
+                tracing::info!(after = %job.id, "starting the lab run that follows this VM backup");
+                ctx.address().do_send(start);
+            }
+        }
         if let Some(n) = &self.notifier {
             n.do_send(JobFinished { job, notify: run.notify });
         }

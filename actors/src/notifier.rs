@@ -88,7 +88,20 @@ pub fn job_report(job: &JobInfo, appliance: &str) -> JobReport {
         summary,
         error: job.error.clone(),
         appliance: appliance.to_string(),
+        attachments: Vec::new(),
     }
+}
+
+/// A lab run's HTML report (self-contained: screenshots inline), read
+/// from where the run left it.
+fn lab_report_attachment(job: &JobInfo) -> Option<lifeboat_notify::Attachment> {
+    if !matches!(job.spec, JobSpec::LabVerify { .. }) {
+        return None;
+    }
+    let dir = std::path::PathBuf::from(job.result["report_dir"].as_str()?);
+    let data = std::fs::read(dir.join("report.html")).map_err(|e| tracing::warn!(job = %job.id, "the lab report {}: {e}", dir.display())).ok()?;
+    let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Some(lifeboat_notify::Attachment { filename: format!("lab-report-{id}.html"), content_type: "text/html; charset=utf-8".into(), data })
 }
 
 impl NotifierActor {
@@ -96,7 +109,8 @@ impl NotifierActor {
     fn mail_job(&self, job: &JobInfo, notify: NotifyWhen) -> impl std::future::Future<Output = MailOutcome> + 'static {
         let wanted = wanted(notify, job.state);
         let settings = self.settings.clone();
-        let report = job_report(job, &self.appliance);
+        let mut report = job_report(job, &self.appliance);
+        let info = job.clone();
         async move {
             if !wanted {
                 return MailOutcome::NotWanted;
@@ -106,7 +120,11 @@ impl NotifierActor {
                 return MailOutcome::NotConfigured;
             };
             let job = report.job_id.clone();
-            match blocking(move || Mailer::new(&settings)?.send_report(&report)).await {
+            let sent = blocking(move || {
+                report.attachments.extend(lab_report_attachment(&info));
+                Mailer::new(&settings)?.send_report(&report)
+            });
+            match sent.await {
                 Ok(()) => {
                     tracing::info!(job = %job, "job report mailed");
                     MailOutcome::Sent

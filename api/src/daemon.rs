@@ -105,7 +105,8 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     for stale in lifeboat_lab::net::sweep_stale(std::path::Path::new(lifeboat_actors::work::lab_verify::MARKERS)) {
         tracing::warn!("removed the lab network {stale} of a run that did not finish");
     }
-    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?.with_lab(lab).start();
+    let labs = Arc::new(lifeboat_state::LabStore::open(&state_dir)?);
+    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?.with_lab(lab).with_labs(labs.clone()).start();
     let schedules = Arc::new(ScheduleStore::open(&state_dir)?);
     let scheduler = SchedulerActor::new(schedules, tz, jobs.clone(), datastores.clone()).start();
     let ingest = IngestActor::new(datastores.clone(), jobs.clone()).start();
@@ -142,6 +143,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
         connector,
         exports,
         settings,
+        labs,
         state_dir: state_dir.clone(),
         confine,
         tz,

@@ -33,6 +33,8 @@ pub struct ApiState {
     /// NBD exports of backed-up disks.
     pub exports: Addr<ExportActor>,
     pub settings: Arc<SettingsStore>,
+    /// Lab definitions (`/api/labs`).
+    pub labs: Arc<lifeboat_state::LabStore>,
     pub state_dir: PathBuf,
     /// Where jobs may read and write on the appliance (lifeboat.toml's
     /// roots, protected trees): checked here before a job exists.

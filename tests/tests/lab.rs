@@ -297,6 +297,51 @@ fn the_daemon_runs_lab_verifications_as_jobs_and_serves_their_reports() {
     assert!(html.body.contains("lab-tiny") && html.body.contains("script:hello.sh") && html.body.contains("hello from the lab"), "{}", html.body);
     assert_eq!(d.call("GET", &format!("/api/datastores/default/lab-reports/{id}/..%2Fx"), Some(&ro), None).status / 100, 4);
     assert!(lab_netns().is_empty());
+
+    // A lab definition that follows every backup of its VM and mails its
+    // report: a VM backup job through the daemon starts the run, whose
+    // mail carries the summary and the HTML report attached.
+    let sink = lifeboat_notify::testing::SmtpSink::start("none", None, false, &[]);
+    d.admin_ok("PUT", "/api/settings/smtp", Some(&serde_json::json!({ "host": "127.0.0.1", "port": sink.port, "security": "none", "from": "lifeboat@appliance.test", "to": ["ops@example.test"] })));
+    let def = serde_json::json!({ "name": "tiny-lab", "datastore": "default", "vms": [{ "snapshot": "vm:lab-tiny", "ip": "10.0.2.15/24" }],
+        "probes": "ping,heartbeat", "boot_timeout": 120, "after_backup": true, "notify": "always" });
+    assert_eq!(d.call("POST", "/api/labs", Some(&ro), Some(&def)).status, 403);
+    let mut bad = def.clone();
+    bad["datastore"] = "nope".into();
+    assert_eq!(d.call("POST", "/api/labs", Some(&d.admin), Some(&bad)).status, 404);
+    d.admin_ok("POST", "/api/labs", Some(&def));
+    assert_eq!(d.call("POST", "/api/labs", Some(&d.admin), Some(&def)).status, 409);
+    assert_eq!(d.call("GET", "/api/labs", Some(&ro), None).json()[0]["name"], "tiny-lab");
+    let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&serde_json::json!({ "kind": "lab-verify", "datastore": "default", "lab": "no-such-lab" })));
+    assert_eq!(r.status, 404, "{r:?}");
+    let q = t.path().join("q2");
+    std::fs::create_dir_all(&q).unwrap();
+    let qmp = q.join("qmp.sock");
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", "256", "-name", "lab-tiny"]);
+    c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", tiny.display()));
+    c.args(["-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"]);
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    let _qemu = ChildGuard::spawn(c);
+    assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&qmp).is_ok()));
+    d.admin_ok("POST", "/api/vms", Some(&serde_json::json!({ "source": { "kind": "qmp", "qmp": qmp } })));
+    let b = d.admin_ok("POST", "/api/jobs", Some(&serde_json::json!({ "kind": "vm-backup", "datastore": "default", "vm": "lab-tiny" })));
+    assert_eq!(d.wait_job(b["id"].as_str().unwrap(), Duration::from_secs(120))["state"], "succeeded");
+    let mut runs = serde_json::Value::Null;
+    assert!(wait_until(Duration::from_secs(30), || {
+        runs = d.call("GET", "/api/labs/tiny-lab/runs", Some(&ro), None).json();
+        runs.as_array().is_some_and(|a| !a.is_empty())
+    }), "no lab run followed the VM backup: {runs}");
+    let run = d.wait_job(runs[0]["id"].as_str().unwrap(), Duration::from_secs(300));
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["spec"]["lab"], "tiny-lab");
+    let mail = sink.next_mail();
+    assert!(mail["subject"].as_str().unwrap().contains("lab-verify"), "{mail}");
+    assert!(mail["body"].as_str().unwrap().contains("passed"), "{mail}");
+    let att = &mail["attachments"][0];
+    assert!(att["filename"].as_str().unwrap().starts_with("lab-report-") && att["content_type"] == "text/html", "{mail}");
+    assert!(att["text"].as_str().unwrap().contains("lab-tiny"), "{mail}");
+    assert!(lab_netns().is_empty());
 }
 
 /// Seconds since the epoch of an RFC 3339 time.

@@ -62,7 +62,10 @@ pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u
     for line in rep.summary_text().lines() {
         h.log(line);
     }
+    let mut result = serde_json::to_value(&rep).map_err(err)?;
+    result["report_dir"] = serde_json::json!(report_dir.display().to_string());
     if !rep.passed {
+        h.set_failed_result(result);
         let failed: Vec<String> = rep
             .vms
             .iter()
@@ -71,7 +74,5 @@ pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u
             .collect();
         return Err(format!("lab {id}: {} (report {id} in GET /api/datastores/<name>/lab-reports; on the appliance {})", failed.join("; "), report_dir.join("report.html").display()));
     }
-    let mut result = serde_json::to_value(&rep).map_err(err)?;
-    result["report_dir"] = serde_json::json!(report_dir.display().to_string());
     Ok(JobOutput { result, warnings: vec![] })
 }

@@ -25,11 +25,14 @@ pub struct JobHandle {
     pub progress: Arc<Progress>,
     phase: Mutex<String>,
     log: Box<dyn Fn(&str) + Send + Sync>,
+    /// What a job that fails still has to show (a failed lab run's
+    /// report): the job's result when it ends in an error.
+    failed_result: Mutex<Option<serde_json::Value>>,
 }
 
 impl JobHandle {
     pub fn new(log: Box<dyn Fn(&str) + Send + Sync>) -> Self {
-        JobHandle { progress: Arc::new(Progress::new()), phase: Mutex::new("starting".into()), log }
+        JobHandle { progress: Arc::new(Progress::new()), phase: Mutex::new("starting".into()), log, failed_result: Mutex::new(None) }
     }
 
     pub fn set_phase(&self, phase: &str) {
@@ -39,6 +42,15 @@ impl JobHandle {
 
     pub fn log(&self, line: &str) {
         (self.log)(line)
+    }
+
+    /// The result to keep should the job fail after all.
+    pub fn set_failed_result(&self, v: serde_json::Value) {
+        *self.failed_result.lock() = Some(v);
+    }
+
+    pub fn take_failed_result(&self) -> Option<serde_json::Value> {
+        self.failed_result.lock().take()
     }
 
     pub fn cancel(&self) {

@@ -68,9 +68,13 @@ pub fn validate(st: &ApiState, spec: &JobSpec, grant: Grant) -> Result<(), ApiEr
         }
         JobSpec::Restore { target, .. } | JobSpec::VmRestore { target, .. } | JobSpec::VmMigrateBack { target, .. } => check(target, PathUse::RestoreTarget),
         JobSpec::VmInstantRestore { net, .. } => net.parse::<lifeboat_qemu::NetMode>().map(|_| ()).map_err(ApiErr::BadRequest),
+        JobSpec::LabVerify { lab: Some(name), vms, .. } if vms.is_empty() => match st.labs.get(name) {
+            Some(_) => Ok(()),
+            None => Err(ApiErr::NotFound(format!("lab {name:?} is not defined: list them with GET /api/labs"))),
+        },
         JobSpec::LabVerify { vms, probes, boot_timeout, .. } => {
             if vms.is_empty() {
-                return Err(ApiErr::BadRequest("a lab verification needs at least one VM".into()));
+                return Err(ApiErr::BadRequest("a lab verification needs at least one VM, or a lab (GET /api/labs)".into()));
             }
             let p: lifeboat_lab::Probes = probes.parse().map_err(ApiErr::BadRequest)?;
             // A script is a name in lab_scripts_dir, never a path.

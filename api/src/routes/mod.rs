@@ -7,6 +7,7 @@ pub mod events;
 pub mod exports;
 pub mod health;
 pub mod jobs;
+pub mod labs;
 pub mod schedules;
 pub mod session;
 pub mod settings;
@@ -57,6 +58,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(agent::tree)
         .service(agent::commit)
         .service(agent::close)
+        .service(labs::list)
+        .service(labs::create)
+        .service(labs::get)
+        .service(labs::update)
+        .service(labs::delete)
+        .service(labs::run)
+        .service(labs::runs)
         .service(vms::list)
         .service(vms::register)
         .service(vms::unregister)

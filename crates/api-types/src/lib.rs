@@ -281,7 +281,12 @@ pub enum JobSpec {
     /// `GET /api/datastores/{name}/lab-reports`.
     LabVerify {
         datastore: String,
+        /// A lab definition (`/api/labs`) to run: its VMs, probes and boot
+        /// timeout are used where `vms` is left empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lab: Option<String>,
         /// The application group, booted in this order.
+        #[serde(default)]
         vms: Vec<LabVmSpec>,
         /// Comma-separated: ping, heartbeat, screenshot, script=NAME (a
         /// script in `lab_scripts_dir`).
@@ -349,6 +354,30 @@ pub struct LabVmSpec {
     /// Seconds to wait after the previous VM's boot.
     #[serde(default)]
     pub delay: u64,
+}
+
+/// A lab definition (`/api/labs`): VM backups verified together, how,
+/// and when besides on demand and by schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LabDefinition {
+    /// Letters, digits, `-`, `_`.
+    pub name: String,
+    pub datastore: String,
+    /// The application group, booted in this order (usually `vm:NAME`:
+    /// that VM's newest backup).
+    pub vms: Vec<LabVmSpec>,
+    /// Comma-separated: ping, heartbeat, screenshot, script=NAME.
+    #[serde(default = "default_probes")]
+    pub probes: String,
+    #[serde(default = "default_boot_timeout")]
+    pub boot_timeout: u64,
+    /// Verify after every successful backup of one of its VMs.
+    #[serde(default)]
+    pub after_backup: bool,
+    /// When to mail the run's report (summary in the body, the HTML
+    /// report attached).
+    #[serde(default)]
+    pub notify: NotifyWhen,
 }
 
 /// A lab run's report, as listed by `GET /api/datastores/{name}/lab-reports`.

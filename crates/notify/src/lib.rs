@@ -15,6 +15,6 @@ mod settings;
 pub mod testing;
 
 pub use mailer::{Mailer, NotifyError};
-pub use report::JobReport;
+pub use report::{Attachment, JobReport};
 pub use lifeboat_api_types::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
 pub use settings::validate;

@@ -79,8 +79,24 @@ impl Mailer {
         self.transport.send(&message).map(|_| ()).map_err(|e| self.classify(e))
     }
 
+    /// The report as a mail: its text as the body, its attachments (a
+    /// lab run's HTML report) attached.
     pub fn send_report(&self, report: &JobReport) -> Result<(), NotifyError> {
-        self.send(&report.subject(), &report.body())
+        if report.attachments.is_empty() {
+            return self.send(&report.subject(), &report.body());
+        }
+        use lettre::message::{Attachment, MultiPart, SinglePart};
+        let mut message = Message::builder().from(self.from.clone()).subject(report.subject());
+        for to in &self.to {
+            message = message.to(to.clone());
+        }
+        let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(report.body()));
+        for a in &report.attachments {
+            let ct = ContentType::parse(&a.content_type).map_err(|e| NotifyError::Invalid(format!("attachment {}: content type {:?}: {e}", a.filename, a.content_type)))?;
+            parts = parts.singlepart(Attachment::new(a.filename.clone()).body(a.data.clone(), ct));
+        }
+        let message = message.multipart(parts).map_err(|e| NotifyError::Invalid(format!("cannot build the mail: {e}")))?;
+        self.transport.send(&message).map(|_| ()).map_err(|e| self.classify(e))
     }
 
     /// A mail that only proves the settings work.

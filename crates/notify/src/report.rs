@@ -26,6 +26,17 @@ pub struct JobReport {
     pub error: Option<String>,
     /// The appliance's name, so mails from several appliances can be told apart.
     pub appliance: String,
+    /// Files sent along (a lab run's HTML report).
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file attached to a report mail.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub filename: String,
+    /// A MIME type, e.g. `text/html; charset=utf-8`.
+    pub content_type: String,
+    pub data: Vec<u8>,
 }
 
 impl JobReport {
@@ -93,6 +104,7 @@ mod tests {
             summary: "1200 files, 3.1 GiB read".into(),
             error: Some("reading /srv/data/x: Permission denied\nsecond line".into()),
             appliance: "lb1".into(),
+            attachments: Vec::new(),
         };
         assert_eq!(r.subject(), "[Lifeboat lb1] backup /srv/data: FAILED");
         let body = r.body();

@@ -64,6 +64,15 @@ def main():
                 "auth_user": session.auth_data if session.authenticated else None,
                 "auth_mechanism": getattr(session, "lifeboat_mechanism", None),
                 "encrypted": args.mode == "tls" or session.ssl is not None,
+                "attachments": [
+                    {
+                        "filename": part.get_filename(),
+                        "content_type": part.get_content_type(),
+                        "text": part.get_content() if part.get_content_maintype() == "text" else None,
+                        "size": len(part.get_payload(decode=True) or b""),
+                    }
+                    for part in msg.iter_attachments()
+                ],
             }
             print(json.dumps(record), flush=True)
             return "250 OK"

@@ -35,6 +35,7 @@ fn failed_backup_report() -> JobReport {
         summary: "812 files read, 3 skipped".into(),
         error: Some("reading /srv/files/db.sqlite: Permission denied (os error 13)".into()),
         appliance: "lb-test".into(),
+        attachments: Vec::new(),
     }
 }
 
