@@ -251,7 +251,7 @@ impl Handler<Execute> for DatastoreActor {
                         None => Err("internal error: a VM backup without its VM".into()),
                     },
                     JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format, &msg.confine, msg.grant, h),
-                    JobSpec::LabVerify { vms, probes, boot_timeout, .. } => work::lab_verify::run(&ds, vms, probes, *boot_timeout, msg.lab.accel, &msg.lab.scripts_dir, h),
+                    JobSpec::LabVerify { vms, probes, boot_timeout, network, .. } => work::lab_verify::run(&ds, vms, probes, *boot_timeout, network, msg.lab.accel, &msg.lab.scripts_dir, h),
                     JobSpec::VmInstantRestore { snapshot, name: vm_name, net, paused, .. } => match &msg.vms {
                         Some(reg) => {
                             let r = work::vm_instant_restore::Request { datastore: &name, snapshot, name: vm_name.as_deref(), net, paused: *paused, accel: msg.lab.accel, job: &msg.job };

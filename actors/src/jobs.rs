@@ -157,13 +157,13 @@ impl JobsActor {
     /// A `lab-verify` spec naming a lab, with the lab's VMs and probes.
     fn expand_lab(&self, spec: JobSpec) -> Result<JobSpec, JobError> {
         match spec {
-            JobSpec::LabVerify { datastore, lab: Some(name), vms, probes, boot_timeout } if vms.is_empty() => {
+            JobSpec::LabVerify { datastore, lab: Some(name), vms, probes, boot_timeout, network } if vms.is_empty() => {
                 let def = self.labs.as_ref().and_then(|l| l.get(&name)).ok_or_else(|| JobError::Invalid(format!("lab {name:?} is not defined: list them with GET /api/labs")))?;
                 if def.datastore != datastore {
                     return Err(JobError::Invalid(format!("lab {name:?} verifies backups in datastore {:?}, not {datastore:?}", def.datastore)));
                 }
-                let _ = (probes, boot_timeout);
-                Ok(JobSpec::LabVerify { datastore, lab: Some(name), vms: def.vms, probes: def.probes, boot_timeout: def.boot_timeout })
+                let _ = (probes, boot_timeout, network);
+                Ok(JobSpec::LabVerify { datastore, lab: Some(name), vms: def.vms, probes: def.probes, boot_timeout: def.boot_timeout, network: def.network })
             }
             JobSpec::LabVerify { vms, .. } if vms.is_empty() => Err(JobError::Invalid("a lab verification needs VMs, or a lab (GET /api/labs)".into())),
             other => Ok(other),
@@ -177,7 +177,7 @@ impl JobsActor {
         labs.after_backup_of(datastore, vm)
             .into_iter()
             .map(|def| StartJob {
-                spec: JobSpec::LabVerify { datastore: def.datastore, lab: Some(def.name.clone()), vms: def.vms, probes: def.probes, boot_timeout: def.boot_timeout },
+                spec: JobSpec::LabVerify { datastore: def.datastore, lab: Some(def.name.clone()), vms: def.vms, probes: def.probes, boot_timeout: def.boot_timeout, network: def.network },
                 schedule: None,
                 keep: KeepRules::default(),
                 notify: def.notify,

@@ -80,7 +80,7 @@ fn two_labs_hold_the_same_guest_and_nothing_leaves_a_lab() {
     let _serial = serial();
     let t = scratch("lab-net");
     let markers = t.path().join("markers");
-    let spec = NetSpec { probe_addrs: vec!["10.0.2.2/24".into()] };
+    let spec = NetSpec { probe_addrs: vec!["10.0.2.2/24".into()], ..Default::default() };
     let a = LabNetwork::create("tnetA", &spec, &markers).unwrap();
     let b = LabNetwork::create("tnetB", &spec, &markers).unwrap();
     let _ga = FakeGuest::new("lbtguestA", &a, "guest in lab A", t.path());
@@ -123,6 +123,57 @@ fn two_labs_hold_the_same_guest_and_nothing_leaves_a_lab() {
     a.remove().unwrap();
     drop(b);
     assert!(!Path::new("/run/netns/lblab-tnetA").exists() && !Path::new("/run/netns/lblab-tnetB").exists());
+}
+
+/// Inside a lab: the masquerade map lets the lab's own commands reach a
+/// guest under its production address, the lab's DNS answers the names
+/// it defines (through /etc/netns/<ns>/resolv.conf), and DHCP hands a
+/// guest the address fixed for its MAC; the lab learns addresses from
+/// its leases and its neighbour table. Nothing of it stays behind.
+#[test]
+fn masquerade_dns_and_dhcp_inside_a_lab() {
+    require_root();
+    let _serial = serial();
+    let t = scratch("lab-services");
+    let markers = t.path().join("markers");
+    let spec = NetSpec {
+        probe_addrs: vec!["10.0.2.2/24".into()],
+        masquerade: lifeboat_lab::parse_masquerade([("192.168.77.10", "10.0.2.15")]).unwrap(),
+        dns: lifeboat_lab::parse_dns([("web.prod.example", "192.168.77.10")]).unwrap(),
+        dhcp: Some(vec![("52:54:00:aa:bb:cc".into(), "10.0.2.77".parse().unwrap())]),
+    };
+    let lab = LabNetwork::create("tsvc", &spec, &markers).unwrap();
+    let _g = FakeGuest::new("lbtguestS", &lab, "the web server", t.path());
+    let fetch = |url: &str| sh(&format!("ip netns exec {} curl -sf --max-time 2 {url}", lab.netns));
+    assert!(wait_until(Duration::from_secs(20), || fetch("http://192.168.77.10:8080/who").status.success()), "the production address did not reach the guest");
+    assert_eq!(String::from_utf8_lossy(&fetch("http://web.prod.example:8080/who").stdout), "the web server");
+    assert_eq!(ok(&format!("ip netns exec {} getent hosts web.prod.example", lab.netns)).split_whitespace().next(), Some("192.168.77.10"));
+    // The masquerade is for the lab's own stack: the address is not on
+    // the bridge, and the host does not resolve the lab's names.
+    assert!(!sh("getent hosts web.prod.example").status.success());
+    // A DHCP client with the MAC gets its fixed address.
+    let _ = sh("ip netns del lbtdhcp 2>/dev/null");
+    ok("ip netns add lbtdhcp");
+    struct Ns;
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = sh("ip netns del lbtdhcp");
+        }
+    }
+    let _ns = Ns;
+    ok(&format!("ip link add d0 netns lbtdhcp type veth peer name lbtdhcpp netns {}", lab.netns));
+    ok("ip -n lbtdhcp link set d0 address 52:54:00:aa:bb:cc up");
+    ok(&format!("ip -n {} link set lbtdhcpp master labbr0 up", lab.netns));
+    let o = sh("ip netns exec lbtdhcp busybox udhcpc -i d0 -n -q -t 10 -T 1 -s /bin/true 2>&1");
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success() && said.contains("10.0.2.77"), "udhcpc: {said}");
+    let learned = lab.learned_addresses();
+    assert!(learned.contains(&("52:54:00:aa:bb:cc".into(), "10.0.2.77".parse().unwrap())), "{learned:?}");
+    assert!(learned.contains(&("52:54:00:12:34:56".into(), "10.0.2.15".parse().unwrap())), "the guest that answered is not in the neighbour table: {learned:?}");
+    let etc = Path::new("/etc/netns").join(&lab.netns);
+    assert!(etc.join("resolv.conf").exists());
+    lab.remove().unwrap();
+    assert!(!etc.exists(), "the lab's resolv.conf stayed");
 }
 
 fn lab_netns() -> Vec<String> {

@@ -4,7 +4,7 @@
 //! `GET /api/datastores/{name}/lab-reports/{lab id}/report.html`.
 
 use super::{err, JobHandle, JobOutput, JobResult};
-use lifeboat_api_types::LabVmSpec;
+use lifeboat_api_types::{LabNetworkSpec, LabVmSpec};
 use lifeboat_lab::{LabVm, Probes, VerifyOptions};
 use lifeboat_store::Datastore;
 use std::path::PathBuf;
@@ -16,7 +16,8 @@ use std::time::Duration;
 /// `lifeboat_lab::net::sweep_stale`); the CLI uses the same place.
 pub const MARKERS: &str = "/run/lifeboat/labs";
 
-pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u64, accel: lifeboat_qemu::Accel, scripts_dir: &std::path::Path, h: &JobHandle) -> JobResult {
+#[allow(clippy::too_many_arguments)]
+pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u64, network: &LabNetworkSpec, accel: lifeboat_qemu::Accel, scripts_dir: &std::path::Path, h: &JobHandle) -> JobResult {
     let mut probes: Probes = probes.parse()?;
     // Scripts run as root inside the lab: only the admin's, from the
     // configured directory, by plain name.
@@ -54,6 +55,9 @@ pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u
         markers: PathBuf::from(MARKERS),
         accel,
         probe_addrs: Vec::new(),
+        masquerade: lifeboat_lab::parse_masquerade(network.masquerade.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+        dns: lifeboat_lab::parse_dns(network.dns.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+        dhcp: network.dhcp,
         cancel: p.cancel.clone(),
     };
     let rep = lifeboat_lab::verify(ds.clone(), &opts).map_err(err)?;

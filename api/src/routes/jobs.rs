@@ -72,7 +72,7 @@ pub fn validate(st: &ApiState, spec: &JobSpec, grant: Grant) -> Result<(), ApiEr
             Some(_) => Ok(()),
             None => Err(ApiErr::NotFound(format!("lab {name:?} is not defined: list them with GET /api/labs"))),
         },
-        JobSpec::LabVerify { vms, probes, boot_timeout, .. } => {
+        JobSpec::LabVerify { vms, probes, boot_timeout, network, .. } => {
             if vms.is_empty() {
                 return Err(ApiErr::BadRequest("a lab verification needs at least one VM, or a lab (GET /api/labs)".into()));
             }
@@ -84,6 +84,8 @@ pub fn validate(st: &ApiState, spec: &JobSpec, grant: Grant) -> Result<(), ApiEr
             if *boot_timeout == 0 || *boot_timeout > 3600 {
                 return Err(ApiErr::BadRequest("boot_timeout: 1 to 3600 seconds".into()));
             }
+            lifeboat_lab::parse_masquerade(network.masquerade.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(ApiErr::BadRequest)?;
+            lifeboat_lab::parse_dns(network.dns.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(ApiErr::BadRequest)?;
             Ok(())
         }
         _ => Ok(()),

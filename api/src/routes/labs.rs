@@ -15,7 +15,7 @@ fn check(st: &ApiState, lab: &LabDefinition) -> Result<(), ApiErr> {
         return Err(ApiErr::NotFound(format!("datastore {:?} does not exist: list them with GET /api/datastores", lab.datastore)));
     }
     // The same checks as a lab-verify job with these VMs.
-    let spec = JobSpec::LabVerify { datastore: lab.datastore.clone(), lab: None, vms: lab.vms.clone(), probes: lab.probes.clone(), boot_timeout: lab.boot_timeout };
+    let spec = JobSpec::LabVerify { datastore: lab.datastore.clone(), lab: None, vms: lab.vms.clone(), probes: lab.probes.clone(), boot_timeout: lab.boot_timeout, network: lab.network.clone() };
     crate::routes::jobs::validate(st, &spec, lifeboat_state::Grant::default())
 }
 
@@ -77,7 +77,7 @@ pub async fn delete(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, name: w
 #[post("/api/labs/{name}/run")]
 pub async fn run(auth: Auth<perm::Operate>, st: web::Data<ApiState>, name: web::Path<String>) -> Result<HttpResponse, ApiErr> {
     let lab = st.labs.get(&name).ok_or_else(|| ApiErr::NotFound(format!("lab {name:?} is not defined: list them with GET /api/labs")))?;
-    let spec = JobSpec::LabVerify { datastore: lab.datastore, lab: Some(lab.name), vms: Vec::new(), probes: String::new(), boot_timeout: 0 };
+    let spec = JobSpec::LabVerify { datastore: lab.datastore, lab: Some(lab.name), vms: Vec::new(), probes: String::new(), boot_timeout: 0, network: Default::default() };
     let mut start = StartJob::now(spec, auth.principal.grant());
     start.notify = lab.notify;
     let job = st.jobs.send(start).await??;

@@ -43,6 +43,17 @@ pub enum LabCmd {
         /// free host address of each VM's subnet)
         #[arg(long, value_name = "ADDR/PREFIX")]
         probe_ip: Vec<String>,
+        /// Masquerade map: probes and scripts reach the guest at LAB under
+        /// its production address PROD (repeat for each)
+        #[arg(long = "masquerade", value_name = "PROD=LAB", value_parser = lifeboat_lab::split_pair)]
+        masquerade: Vec<(String, String)>,
+        /// A name the lab's DNS answers (repeat for each); scripts in the
+        /// lab resolve through it
+        #[arg(long = "dns", value_name = "NAME=ADDR", value_parser = lifeboat_lab::split_pair)]
+        dns: Vec<(String, String)>,
+        /// Serve DHCP in the lab (each VM gets its --ip for its MAC)
+        #[arg(long)]
+        dhcp: bool,
         /// Directory for report.json, report.html and the screenshots
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
@@ -65,7 +76,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<u8> {
             println!("removed {} lab networks{}", removed.len(), if removed.is_empty() { String::new() } else { format!(": {}", removed.join(", ")) });
             Ok(0)
         }
-        LabCmd::Verify { ds, snapshots, probe, boot_timeout, ips, delay, probe_ip, report, accel, json } => {
+        LabCmd::Verify { ds, snapshots, probe, boot_timeout, ips, delay, probe_ip, masquerade, dns, dhcp, report, accel, json } => {
             if ips.len() > snapshots.len() {
                 anyhow::bail!("{} --ip given for {} snapshots", ips.len(), snapshots.len());
             }
@@ -97,6 +108,9 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<u8> {
                 markers: PathBuf::from(MARKERS),
                 accel,
                 probe_addrs: probe_ip,
+                masquerade: lifeboat_lab::parse_masquerade(masquerade.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(anyhow::Error::msg)?,
+                dns: lifeboat_lab::parse_dns(dns.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(anyhow::Error::msg)?,
+                dhcp,
                 cancel,
             };
             if !json {

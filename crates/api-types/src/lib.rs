@@ -295,6 +295,9 @@ pub enum JobSpec {
         /// Seconds a guest may take from power-on to answering.
         #[serde(default = "default_boot_timeout")]
         boot_timeout: u64,
+        /// Masquerade map, DNS and DHCP inside the lab.
+        #[serde(default, skip_serializing_if = "LabNetworkSpec::is_empty")]
+        network: LabNetworkSpec,
     },
     /// Boot a VM snapshot straight from the datastore (instant restore):
     /// its disks served from the datastore through throw-away overlays,
@@ -356,6 +359,29 @@ pub struct LabVmSpec {
     pub delay: u64,
 }
 
+/// Services inside a lab network besides isolation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LabNetworkSpec {
+    /// Production IPv4 address -> the guest's lab address: probes and
+    /// scripts reach the guest under its production address.
+    #[serde(default)]
+    pub masquerade: std::collections::BTreeMap<String, String>,
+    /// Host names the lab's DNS server answers (name -> IPv4 address);
+    /// scripts in the lab resolve through it.
+    #[serde(default)]
+    pub dns: std::collections::BTreeMap<String, String>,
+    /// Serve DHCP in the lab: each VM with an `ip` gets that address for
+    /// its first NIC's MAC; others get one from a pool.
+    #[serde(default)]
+    pub dhcp: bool,
+}
+
+impl LabNetworkSpec {
+    pub fn is_empty(&self) -> bool {
+        self.masquerade.is_empty() && self.dns.is_empty() && !self.dhcp
+    }
+}
+
 /// A lab definition (`/api/labs`): VM backups verified together, how,
 /// and when besides on demand and by schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -374,6 +400,8 @@ pub struct LabDefinition {
     /// Verify after every successful backup of one of its VMs.
     #[serde(default)]
     pub after_backup: bool,
+    #[serde(default, skip_serializing_if = "LabNetworkSpec::is_empty")]
+    pub network: LabNetworkSpec,
     /// When to mail the run's report (summary in the body, the HTML
     /// report attached).
     #[serde(default)]

@@ -21,6 +21,47 @@ pub mod verify;
 pub use report::{LabReport, Outcome, Step, VmReport};
 pub use verify::{verify, LabVm, Probes, VerifyOptions};
 
+/// `PROD=LAB` address pairs of a masquerade map.
+pub fn parse_masquerade<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>, String> {
+    pairs
+        .into_iter()
+        .map(|(p, l)| match (p.parse(), l.parse()) {
+            (Ok(p), Ok(l)) => Ok((p, l)),
+            _ => Err(format!("masquerade {p}={l}: give a production IPv4 address = a lab IPv4 address")),
+        })
+        .collect()
+}
+
+/// `NAME=ADDR` entries of the lab's DNS.
+pub fn parse_dns<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Vec<(String, std::net::Ipv4Addr)>, String> {
+    pairs
+        .into_iter()
+        .map(|(n, a)| {
+            let ok = !n.is_empty() && n.len() <= 253 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+            match a.parse() {
+                Ok(a) if ok => Ok((n.to_string(), a)),
+                _ => Err(format!("dns {n}={a}: give a host name (letters, digits, '.', '-') = an IPv4 address")),
+            }
+        })
+        .collect()
+}
+
+/// `K=V` as a pair (CLI flags).
+pub fn split_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn maps_parse_and_refuse_nonsense() {
+        assert_eq!(super::parse_masquerade([("192.168.1.10", "10.0.2.15")]).unwrap()[0].1.to_string(), "10.0.2.15");
+        assert!(super::parse_masquerade([("db", "10.0.2.15")]).is_err());
+        assert_eq!(super::parse_dns([("db.prod.example", "192.168.1.10")]).unwrap()[0].0, "db.prod.example");
+        assert!(super::parse_dns([("a/b", "192.168.1.10")]).is_err() && super::parse_dns([("db", "x")]).is_err());
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     #[error("lab network: {0}")]

@@ -11,6 +11,14 @@
 //! lab's subnets. Two labs are two namespaces, so the same guest IP and
 //! MAC in both never meet.
 //!
+//! Inside, optionally: a masquerade map (DNAT on the namespace's own
+//! output, so probes and scripts reach a guest under its production
+//! address), and dnsmasq on the bridge answering DNS (names the lab
+//! defines; `/etc/netns/<ns>/resolv.conf` points the lab's own commands
+//! at it) and DHCP (fixed leases by MAC for guests that expect DHCP).
+//! A guest's address is learned from those leases or from the bridge's
+//! neighbour table (`learned_addresses`).
+//!
 //! Everything a lab makes is named `lblab-<id>` and recorded in a marker
 //! file with the owning pid, so a lab whose owner died (SIGKILL of the
 //! daemon or CLI) is found and removed by [`sweep_stale`].
@@ -25,6 +33,8 @@ use std::process::{Command, Stdio};
 pub const NETNS_PREFIX: &str = "lblab-";
 const BRIDGE: &str = "labbr0";
 const TABLE: &str = "lifeboat_lab";
+/// `ip netns exec` bind-mounts files from here over /etc (resolv.conf).
+const NETNS_ETC: &str = "/etc/netns";
 
 /// A lab's network namespace, bridge and firewall. Dropping it removes
 /// all of it (and kills what still runs inside).
@@ -38,6 +48,9 @@ pub struct LabNetwork {
     marker: PathBuf,
     taps: usize,
     removed: bool,
+    masquerade: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// dnsmasq's lease file, when it runs.
+    leases: Option<PathBuf>,
 }
 
 /// How a lab's network looks from inside.
@@ -46,6 +59,41 @@ pub struct NetSpec {
     /// Addresses the appliance's probes use on the lab bridge, one per
     /// guest subnet (`10.0.2.2/24`): typically the guests' gateway.
     pub probe_addrs: Vec<String>,
+    /// Production address -> lab address: what the probes and scripts
+    /// send to the first reaches the guest at the second.
+    pub masquerade: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// Names the lab's DNS answers (name -> address).
+    pub dns: Vec<(String, std::net::Ipv4Addr)>,
+    /// Serve DHCP on the bridge: these fixed leases (MAC -> address),
+    /// and a pool in the first probe subnet for other clients.
+    pub dhcp: Option<Vec<(String, std::net::Ipv4Addr)>>,
+}
+
+impl NetSpec {
+    fn needs_dnsmasq(&self) -> bool {
+        !self.dns.is_empty() || self.dhcp.is_some()
+    }
+}
+
+/// `a.b.c.d/len` as (address, prefix length).
+fn parse_cidr(s: &str) -> Option<(std::net::Ipv4Addr, u32)> {
+    let (a, l) = s.split_once('/')?;
+    Some((a.parse().ok()?, l.parse().ok().filter(|l: &u32| *l <= 32)?))
+}
+
+/// The DHCP pool of a probe subnet: its upper half, without the
+/// broadcast address and the probe's own.
+fn dhcp_pool(probe: &str) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+    let (a, len) = parse_cidr(probe)?;
+    if !(8..=29).contains(&len) {
+        return None;
+    }
+    let mask = u32::MAX << (32 - len);
+    let net = u32::from(a) & mask;
+    let size = !mask + 1;
+    let (start, end) = (net + size / 2, net + size - 2);
+    let end = if end == u32::from(a) { end - 1 } else { end };
+    Some((start.into(), end.into(), mask.into()))
 }
 
 fn ip(args: &[&str]) -> Result<String, LabError> {
@@ -73,7 +121,16 @@ impl LabNetwork {
         std::fs::create_dir_all(markers).map_err(|e| LabError::Net(format!("creating {}: {e}", markers.display())))?;
         let marker = markers.join(&netns);
         std::fs::write(&marker, format!("{}\n", std::process::id())).map_err(|e| LabError::Net(format!("writing {}: {e}", marker.display())))?;
-        let lab = LabNetwork { id: id.to_string(), netns: netns.clone(), probe_addrs: std::sync::Mutex::new(spec.probe_addrs.clone()), marker, taps: 0, removed: false };
+        let mut lab = LabNetwork {
+            id: id.to_string(),
+            netns: netns.clone(),
+            probe_addrs: std::sync::Mutex::new(spec.probe_addrs.clone()),
+            marker,
+            taps: 0,
+            removed: false,
+            masquerade: spec.masquerade.clone(),
+            leases: None,
+        };
         ip(&["netns", "add", &netns])?;
         lab.exec_ok(&["ip", "link", "set", "lo", "up"])?;
         lab.exec_ok(&["ip", "link", "add", BRIDGE, "type", "bridge"])?;
@@ -82,7 +139,98 @@ impl LabNetwork {
             lab.exec_ok(&["ip", "addr", "add", a, "dev", BRIDGE])?;
         }
         lab.apply_firewall()?;
+        // A socket to a production address needs a route before the
+        // output hook can rewrite it: onto the bridge, never out.
+        for (prod, _) in &spec.masquerade {
+            lab.exec_ok(&["ip", "route", "add", &format!("{prod}/32"), "dev", BRIDGE])?;
+        }
+        if spec.needs_dnsmasq() {
+            lab.start_dnsmasq(spec)?;
+        }
         Ok(lab)
+    }
+
+    /// dnsmasq inside the namespace, on the bridge only: DNS for the
+    /// lab's names (nothing is forwarded anywhere), DHCP when asked.
+    fn start_dnsmasq(&mut self, spec: &NetSpec) -> Result<(), LabError> {
+        let probe = self.probe_addrs().first().cloned().ok_or_else(|| LabError::Invalid("DNS or DHCP in a lab needs a probe address (give a guest address)".into()))?;
+        let (probe_ip, _) = parse_cidr(&probe).ok_or_else(|| LabError::Invalid(format!("probe address {probe}")))?;
+        let etc = Path::new(NETNS_ETC).join(&self.netns);
+        std::fs::create_dir_all(&etc).map_err(|e| LabError::Net(format!("creating {}: {e}", etc.display())))?;
+        std::fs::write(etc.join("resolv.conf"), format!("nameserver {probe_ip}\n")).map_err(|e| LabError::Net(format!("writing {}/resolv.conf: {e}", etc.display())))?;
+        let leases = etc.join("dnsmasq.leases");
+        let mut c = self.command("dnsmasq");
+        c.args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll", "--bind-interfaces", "--user=root", "--log-facility=-"]);
+        c.arg(format!("--interface={BRIDGE}")).arg(format!("--pid-file={}", etc.join("dnsmasq.pid").display()));
+        c.arg(format!("--dhcp-leasefile={}", leases.display()));
+        for (name, ip) in &spec.dns {
+            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '-') {
+                return Err(LabError::Invalid(format!("DNS name {name:?}: letters, digits, '.' and '-'")));
+            }
+            c.arg(format!("--address=/{name}/{ip}"));
+        }
+        if let Some(hosts) = &spec.dhcp {
+            let (start, end, mask) = dhcp_pool(&probe).ok_or_else(|| LabError::Invalid(format!("probe subnet {probe} is too small or too large for a DHCP pool")))?;
+            c.arg(format!("--dhcp-range={start},{end},{mask},1h"));
+            c.arg(format!("--dhcp-option=option:router,{probe_ip}")).arg(format!("--dhcp-option=option:dns-server,{probe_ip}"));
+            for (mac, ip) in hosts {
+                if mac.len() != 17 || !mac.chars().all(|ch| ch.is_ascii_hexdigit() || ch == ':') {
+                    return Err(LabError::Invalid(format!("MAC address {mac:?}")));
+                }
+                c.arg(format!("--dhcp-host={mac},{ip}"));
+            }
+        }
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        // It runs inside the namespace; removing the namespace kills it.
+        let mut child = c.spawn().map_err(|e| LabError::Net(format!("cannot run dnsmasq: {e} (install dnsmasq-base)")))?;
+        // Up when it answers on port 53 of the probe address.
+        let up = (0..50).any(|_| {
+            if let Ok(Some(st)) = child.try_wait() {
+                tracing::warn!("dnsmasq in {} exited: {st}", self.netns);
+                return true;
+            }
+            let listening = self.exec_ok(&["ss", "-lun", "sport", "=", ":53"]).map(|o| o.contains(&probe_ip.to_string())).unwrap_or(false);
+            if !listening {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            listening
+        });
+        if !up || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            return Err(LabError::Net(format!("dnsmasq did not start in {} (check the DHCP and DNS settings)", self.netns)));
+        }
+        // Reap it when the namespace removal kills it.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        self.leases = Some(leases);
+        Ok(())
+    }
+
+    /// Guest addresses seen in the lab, by MAC: DHCP leases handed out,
+    /// then the bridge's neighbour table (guests that spoke ARP).
+    pub fn learned_addresses(&self) -> Vec<(String, std::net::Ipv4Addr)> {
+        let mut out: Vec<(String, std::net::Ipv4Addr)> = Vec::new();
+        if let Some(text) = self.leases.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            // "<expiry> <mac> <ip> <hostname> <client id>"
+            for l in text.lines() {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if let (Some(mac), Some(Ok(ip))) = (f.get(1), f.get(2).map(|s| s.parse())) {
+                    out.push((mac.to_ascii_lowercase(), ip));
+                }
+            }
+        }
+        // "10.0.2.15 lladdr 52:54:00:12:34:56 REACHABLE"
+        for l in self.exec_ok(&["ip", "-4", "neigh", "show", "dev", BRIDGE]).unwrap_or_default().lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if let (Some(Ok(ip)), Some(2)) = (f.first().map(|s| s.parse()), f.iter().position(|x| *x == "lladdr").map(|p| p + 1)) {
+                let mac = f[2].to_ascii_lowercase();
+                if !out.iter().any(|(m, _)| *m == mac) {
+                    out.push((mac, ip));
+                }
+            }
+        }
+        out
     }
 
     /// A command run inside the lab's namespace.
@@ -171,6 +319,20 @@ impl LabNetwork {
         b.add(chain("lab_input", types::NfHook::Input));
         b.add(chain("lab_forward", types::NfHook::Forward));
         b.add(chain("lab_output", types::NfHook::Output));
+        if !self.masquerade.is_empty() {
+            // Before the filter (priority 0) sees it: the filter then
+            // checks the lab address, as for any probe.
+            b.add(schema::NfListObject::Chain(schema::Chain {
+                family: types::NfFamily::INet,
+                table: table(),
+                name: Cow::Borrowed("lab_masquerade"),
+                _type: Some(types::NfChainType::NAT),
+                hook: Some(types::NfHook::Output),
+                prio: Some(-100),
+                policy: Some(types::NfChainPolicy::Accept),
+                ..Default::default()
+            }));
+        }
         let rule = |chain: &'static str, expr: Vec<stmt::Statement<'static>>| {
             schema::NfListObject::Rule(schema::Rule { family: types::NfFamily::INet, table: table(), chain: Cow::Borrowed(chain), expr: Cow::Owned(expr), ..Default::default() })
         };
@@ -192,6 +354,32 @@ impl LabNetwork {
             })
         };
         let accept = || stmt::Statement::Accept(None);
+        let host = |field: &'static str, a: &str| {
+            stmt::Statement::Match(stmt::Match {
+                left: expr::Expression::Named(expr::NamedExpression::Payload(expr::Payload::PayloadField(expr::PayloadField { protocol: Cow::Borrowed("ip"), field: Cow::Borrowed(field) }))),
+                right: expr::Expression::String(Cow::Owned(a.to_string())),
+                op: stmt::Operator::EQ,
+            })
+        };
+        for (prod, lab) in &self.masquerade {
+            b.add(rule(
+                "lab_masquerade",
+                vec![host("daddr", &prod.to_string()), stmt::Statement::DNAT(Some(stmt::NAT { addr: Some(expr::Expression::String(Cow::Owned(lab.to_string()))), family: Some(stmt::NATFamily::IP), port: None, flags: None }))],
+            ));
+        }
+        {
+            // DHCP: a client without an address asks from 0.0.0.0 to the
+            // broadcast address; offers may go to the broadcast address.
+            let udp_dport = |port: u32| {
+                stmt::Statement::Match(stmt::Match {
+                    left: expr::Expression::Named(expr::NamedExpression::Payload(expr::Payload::PayloadField(expr::PayloadField { protocol: Cow::Borrowed("udp"), field: Cow::Borrowed("dport") }))),
+                    right: expr::Expression::Number(port),
+                    op: stmt::Operator::EQ,
+                })
+            };
+            b.add(rule("lab_input", vec![udp_dport(67), accept()]));
+            b.add(rule("lab_output", vec![host("daddr", "255.255.255.255"), accept()]));
+        }
         b.add(rule("lab_input", vec![is_lo("in"), accept()]));
         b.add(rule("lab_input", vec![established(), accept()]));
         b.add(rule("lab_output", vec![is_lo("out"), accept()]));
@@ -245,6 +433,7 @@ impl Drop for LabNetwork {
 }
 
 fn remove_netns(netns: &str) -> Result<(), LabError> {
+    let _ = std::fs::remove_dir_all(Path::new(NETNS_ETC).join(netns));
     if !netns_exists(netns) {
         return Ok(());
     }
@@ -306,13 +495,33 @@ mod tests {
 
     #[test]
     fn ruleset_drops_by_default_and_opens_only_the_lab_subnets() {
-        let lab = LabNetwork { id: "t".into(), netns: "lblab-t".into(), probe_addrs: std::sync::Mutex::new(vec!["10.0.2.2/24".into(), "192.168.7.1/16".into()]), marker: PathBuf::new(), taps: 0, removed: true };
+        let lab = LabNetwork {
+            id: "t".into(),
+            netns: "lblab-t".into(),
+            probe_addrs: std::sync::Mutex::new(vec!["10.0.2.2/24".into(), "192.168.7.1/16".into()]),
+            marker: PathBuf::new(),
+            taps: 0,
+            removed: true,
+            masquerade: vec![("192.168.50.10".parse().unwrap(), "10.0.2.15".parse().unwrap())],
+            leases: None,
+        };
         assert_eq!(lab.subnets(), [("10.0.2.0".to_string(), 24), ("192.168.0.0".to_string(), 16)]);
         let json = serde_json::to_string(&lab.ruleset()).unwrap();
         assert_eq!(json.matches("\"policy\":\"drop\"").count(), 3, "{json}");
         assert!(json.contains("\"hook\":\"forward\""));
         assert!(json.contains("\"addr\":\"10.0.2.0\",\"len\":24"), "{json}");
         assert!(!json.contains("0.0.0.0"), "{json}");
+        // The masquerade map: DNAT on the namespace's own output only.
+        assert!(json.contains("\"type\":\"nat\"") && json.contains("\"dnat\":{\"addr\":\"10.0.2.15\",\"family\":\"ip\"}"), "{json}");
+        assert!(json.contains("\"right\":\"192.168.50.10\""), "{json}");
+    }
+
+    #[test]
+    fn dhcp_pool_is_the_upper_half_without_the_probe() {
+        let p = |s: &str| dhcp_pool(s).map(|(a, b, m)| (a.to_string(), b.to_string(), m.to_string()));
+        assert_eq!(p("10.0.2.2/24"), Some(("10.0.2.128".into(), "10.0.2.254".into(), "255.255.255.0".into())));
+        assert_eq!(p("10.0.2.254/24"), Some(("10.0.2.128".into(), "10.0.2.253".into(), "255.255.255.0".into())));
+        assert_eq!(p("10.0.2.2/30"), None);
     }
 
     #[test]

@@ -89,6 +89,12 @@ pub struct VerifyOptions {
     /// The probes' addresses on the lab bridge; by default one per guest
     /// subnet, the highest host address no guest uses.
     pub probe_addrs: Vec<String>,
+    /// Production address -> lab address, for probes and scripts.
+    pub masquerade: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Names the lab's DNS answers.
+    pub dns: Vec<(String, Ipv4Addr)>,
+    /// Serve DHCP: each VM with an address gets it for its first NIC's MAC.
+    pub dhcp: bool,
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -96,6 +102,8 @@ struct Running {
     name: String,
     snapshot: String,
     ip: Option<String>,
+    /// The VM's NIC MACs (lower case), to find its address in the lab.
+    macs: Vec<String>,
     dir: PathBuf,
     qemu: Option<Child>,
     report: VmReport,
@@ -154,7 +162,26 @@ pub fn verify(ds: Arc<Datastore>, o: &VerifyOptions) -> Result<LabReport, LabErr
     std::fs::create_dir_all(&o.workdir).map_err(|e| LabError::Net(format!("creating {}: {e}", o.workdir.display())))?;
     std::fs::create_dir_all(&o.report_dir).map_err(|e| LabError::Net(format!("creating {}: {e}", o.report_dir.display())))?;
     let _cleanup = RemoveDir(o.workdir.clone());
-    let mut lab = LabNetwork::create(&o.lab_id, &NetSpec { probe_addrs }, &o.markers)?;
+    if probe_addrs.is_empty() && o.dhcp {
+        // Guests that only ask DHCP: the lab's default subnet.
+        probe_addrs.push("10.0.2.2/24".into());
+    }
+    let dhcp = if o.dhcp {
+        let mut hosts = Vec::new();
+        for v in o.vms.iter() {
+            let Some(ip) = v.ip.as_deref().and_then(|ip| addr_of(ip).parse::<Ipv4Addr>().ok()) else { continue };
+            let (_, snap) = ds.resolve_snapshot(&v.snapshot).map_err(|e| LabError::Invalid(format!("snapshot {}: {e}", v.snapshot)))?;
+            let md = lifeboat_qemu::load_vm(&ds, &snap).map_err(|e| LabError::Invalid(format!("snapshot {}: {e}", v.snapshot)))?.md;
+            if let Some(n) = md.nics.first() {
+                hosts.push((n.mac.to_ascii_lowercase(), ip));
+            }
+        }
+        Some(hosts)
+    } else {
+        None
+    };
+    let spec = NetSpec { probe_addrs, masquerade: o.masquerade.clone(), dns: o.dns.clone(), dhcp };
+    let mut lab = LabNetwork::create(&o.lab_id, &spec, &o.markers)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| LabError::Net(format!("runtime: {e}")))?;
 
     // Boot in order, each after its delay.
@@ -199,6 +226,7 @@ fn boot(ds: &Arc<Datastore>, rt: &tokio::runtime::Runtime, lab: &mut LabNetwork,
         name: md.name.clone(),
         snapshot: sid.to_hex(),
         ip: v.ip.clone(),
+        macs: md.nics.iter().map(|n| n.mac.to_ascii_lowercase()).collect(),
         dir: dir.clone(),
         qemu: None,
         report: VmReport { vm: md.name.clone(), snapshot: sid.to_hex(), ip: v.ip.clone(), passed: true, started: now, ended: now, steps: Vec::new(), screenshot: None, warnings: loaded.warnings.clone() },
@@ -331,18 +359,25 @@ fn probe(vm: &mut Running, lab: &LabNetwork, o: &VerifyOptions) {
     }
     if vm.ip.is_none() && o.probes.ping {
         // No address in the lab definition: ask the guest agent, once the
-        // guest is up enough to answer.
+        // guest is up enough to answer, or find its MAC in the lab's DHCP
+        // leases and neighbour table.
         let t = Utc::now();
         let qga = vm.dir.join("qga.sock");
         while Instant::now() < deadline && !cancelled() {
-            if let Some(ip) = GuestAgent::connect(&qga, Duration::from_secs(1)).ok().and_then(|mut a| guest_ipv4(&mut a)) {
+            let found = GuestAgent::connect(&qga, Duration::from_secs(1)).ok().and_then(|mut a| guest_ipv4(&mut a)).map(|ip| (ip, "qemu-ga")).or_else(|| {
+                let seen = lab.learned_addresses();
+                let ip = seen.into_iter().find(|(mac, _)| vm.macs.contains(mac))?.1;
+                let len = lab.probe_addrs().iter().filter_map(|p| p.split_once('/')).find_map(|(_, l)| l.parse::<u32>().ok()).unwrap_or(24);
+                Some((format!("{ip}/{len}"), "the lab's DHCP leases and neighbour table"))
+            });
+            if let Some((ip, how)) = found {
                 match ensure_probe_addr(lab, &ip) {
                     Ok(()) => {
-                        vm.push("address", Outcome::Pass, t, format!("{ip} (from qemu-ga)"));
+                        vm.push("address", Outcome::Pass, t, format!("{ip} (from {how})"));
                         vm.report.ip = Some(ip.clone());
                         vm.ip = Some(ip);
                     }
-                    Err(e) => vm.push("address", Outcome::Fail, t, format!("{ip} from qemu-ga, but no probe address fits: {e}")),
+                    Err(e) => vm.push("address", Outcome::Fail, t, format!("{ip} from {how}, but no probe address fits: {e}")),
                 }
                 break;
             }
