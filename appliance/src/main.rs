@@ -5,6 +5,7 @@ mod commands;
 mod logging;
 mod remote;
 mod remote_vm;
+mod remote_lab;
 mod systemd;
 mod ui;
 

@@ -129,6 +129,11 @@ pub enum RemoteCmd {
         #[command(subcommand)]
         cmd: crate::remote_vm::RemoteVmCmd,
     },
+    /// Verification labs: define, list, run, history
+    Lab {
+        #[command(subcommand)]
+        cmd: crate::remote_lab::RemoteLabCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -332,6 +337,7 @@ pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
             }
         },
         RemoteCmd::Vm { cmd } => crate::remote_vm::run(&c, cmd),
+        RemoteCmd::Lab { cmd } => crate::remote_lab::run(&c, cmd),
         RemoteCmd::Token { cmd } => match cmd {
             RemoteTokenCmd::List => {
                 let list: Vec<TokenInfo> = c.get("/api/tokens")?;
@@ -357,8 +363,15 @@ pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
 /// Starts a job and, unless told not to, follows it to its end. The
 /// event stream is opened first so no event of the job can be missed.
 pub(crate) fn run_job(c: &ApiClient, spec: JobSpec, wait: &Wait) -> anyhow::Result<u8> {
+    run_started(c, wait, |c| Ok(c.post("/api/jobs", &spec)?))
+}
+
+/// Starts a job with `start` (any route that answers with the job) and
+/// follows it as `run_job` does.
+pub(crate) fn run_started(c: &ApiClient, wait: &Wait, start: impl FnOnce(&ApiClient) -> anyhow::Result<JobInfo>) -> anyhow::Result<u8> {
+    // Listen first: the job's events must not pass before we do.
     let events = if wait.no_wait { None } else { Some(c.events()?) };
-    let job: JobInfo = c.post("/api/jobs", &spec)?;
+    let job = start(c)?;
     match events {
         None => {
             println!("{}", job.id);

@@ -392,6 +392,21 @@ fn the_daemon_runs_lab_verifications_as_jobs_and_serves_their_reports() {
     let att = &mail["attachments"][0];
     assert!(att["filename"].as_str().unwrap().starts_with("lab-report-") && att["content_type"] == "text/html", "{mail}");
     assert!(att["text"].as_str().unwrap().contains("lab-tiny"), "{mail}");
+    // The remote CLI shows the lab and its history.
+    let o = run_cmd({
+        let mut c = d.remote(&ro);
+        c.args(["lab", "list"]);
+        c
+    });
+    o.expect_ok();
+    assert!(o.stdout.contains("tiny-lab") && o.stdout.contains("after every backup"), "{o}");
+    let o = run_cmd({
+        let mut c = d.remote(&ro);
+        c.args(["lab", "runs", "tiny-lab"]);
+        c
+    });
+    o.expect_ok();
+    assert!(o.stdout.contains(run["id"].as_str().unwrap()) && o.stdout.contains("passed"), "{o}");
     assert!(lab_netns().is_empty());
 }
 
