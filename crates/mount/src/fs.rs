@@ -311,6 +311,7 @@ impl Inner {
                     content: Vec::new(),
                     subtree: Some(snap.tree),
                     link_target: None,
+                    ext: None,
                 };
                 SnapEntry { name: snapshot_dir_name(&snap.time, &id), id, node: Arc::new(node) }
             })
