@@ -466,9 +466,8 @@ impl Restorer<'_> {
                 self.set_meta_at(parent, &name, n, true);
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
-                if n.kind == NodeKind::Socket {
-                    return Ok(()); // sockets are recreated by their servers
-                }
+                // A socket comes back as the inode it was (what `ls` and
+                // permissions see); its server binds a new one anyway.
                 if n.kind != NodeKind::Fifo && !self.opts.special {
                     self.leave_out(&path, "device node");
                     return Ok(());

@@ -190,22 +190,7 @@ impl Tree {
     /// them all: a directory with a million entries costs its encoded
     /// size, not a million decoded nodes.
     pub fn cursor<'a>(id: &BlobId, bytes: &'a [u8]) -> Result<NodeCursor<'a>> {
-        let bad = |reason: String| StoreError::BadTree { id: id.to_hex(), reason };
-        let (body, ext) = match bytes.first() {
-            Some(&TREE_VERSION) => (&bytes[1..], &[][..]),
-            Some(&TREE_VERSION_EXT) => {
-                let n = bytes.len();
-                let short = || bad("extended section truncated".into());
-                let len_at = n.checked_sub(4).filter(|&at| at >= 1).ok_or_else(short)?;
-                let len = u32::from_le_bytes(bytes[len_at..].try_into().unwrap()) as usize;
-                let start = len_at.checked_sub(len).filter(|&s| s >= 1).ok_or_else(short)?;
-                (&bytes[1..start], &bytes[start..len_at])
-            }
-            Some(v) => return Err(bad(format!("unknown tree version {v}"))),
-            None => return Err(bad("empty".into())),
-        };
-        let (count, rest) = postcard::take_from_bytes::<usize>(body).map_err(|e| bad(e.to_string()))?;
-        Ok(NodeCursor { id: *id, rest, left: count, index: 0, ext, next_ext: None })
+        Ok(NodeCursor { bytes, at: PageCursor::open(id, bytes)? })
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
@@ -213,42 +198,74 @@ impl Tree {
     }
 }
 
-pub struct NodeCursor<'a> {
+/// A position in an encoded page, kept apart from the page's bytes so
+/// that whoever owns the bytes (`DirCursor`) can hold both.
+#[derive(Clone, Debug)]
+pub struct PageCursor {
     id: BlobId,
-    rest: &'a [u8],
+    /// Next node's offset, and the end of the nodes.
+    pos: usize,
+    body_end: usize,
     left: usize,
     /// Index of the next node in the page.
     index: u32,
     /// The extended section not yet consumed, and its next record.
-    ext: &'a [u8],
+    ext_pos: usize,
+    ext_end: usize,
     next_ext: Option<(u32, NodeExt)>,
 }
 
-impl NodeCursor<'_> {
+impl PageCursor {
+    pub fn open(id: &BlobId, bytes: &[u8]) -> Result<Self> {
+        let bad = |reason: String| StoreError::BadTree { id: id.to_hex(), reason };
+        let (body_end, ext_end) = match bytes.first() {
+            Some(&TREE_VERSION) => (bytes.len(), bytes.len()),
+            Some(&TREE_VERSION_EXT) => {
+                let short = || bad("extended section truncated".into());
+                let len_at = bytes.len().checked_sub(4).filter(|&at| at >= 1).ok_or_else(short)?;
+                let len = u32::from_le_bytes(bytes[len_at..].try_into().unwrap()) as usize;
+                let start = len_at.checked_sub(len).filter(|&s| s >= 1).ok_or_else(short)?;
+                (start, len_at)
+            }
+            Some(v) => return Err(bad(format!("unknown tree version {v}"))),
+            None => return Err(bad("empty".into())),
+        };
+        let body = &bytes[1..body_end];
+        let (count, rest) = postcard::take_from_bytes::<usize>(body).map_err(|e| bad(e.to_string()))?;
+        Ok(PageCursor {
+            id: *id,
+            pos: body_end - rest.len(),
+            body_end,
+            left: count,
+            index: 0,
+            ext_pos: body_end,
+            ext_end,
+            next_ext: None,
+        })
+    }
+
     pub fn remaining(&self) -> usize {
         self.left
     }
 
-    /// Bytes not yet consumed.
-    pub fn rest_len(&self) -> usize {
-        self.rest.len()
-    }
-
-    /// The next node, `Ok(None)` at the end.
-    pub fn next_node(&mut self) -> Result<Option<Node>> {
+    /// The next node of `bytes` (the page this cursor was opened on),
+    /// `Ok(None)` at the end.
+    pub fn next_node(&mut self, bytes: &[u8]) -> Result<Option<Node>> {
         if self.left == 0 {
             return Ok(None);
         }
         let bad = |reason: String| StoreError::BadTree { id: self.id.to_hex(), reason };
-        let (mut node, rest) = postcard::take_from_bytes::<Node>(self.rest).map_err(|e| bad(e.to_string()))?;
-        self.rest = rest;
+        let body = &bytes[self.pos..self.body_end];
+        let (mut node, rest) = postcard::take_from_bytes::<Node>(body).map_err(|e| bad(e.to_string()))?;
+        self.pos = self.body_end - rest.len();
         self.left -= 1;
-        if self.next_ext.is_none() && !self.ext.is_empty() {
-            let (rec, rest) = postcard::take_from_bytes::<(u32, NodeExt)>(self.ext).map_err(|e| bad(e.to_string()))?;
+        if self.next_ext.is_none() && self.ext_pos < self.ext_end {
+            let ext = &bytes[self.ext_pos..self.ext_end];
+            let (rec, rest) = postcard::take_from_bytes::<(u32, NodeExt)>(ext).map_err(|e| bad(e.to_string()))?;
             if rec.0 < self.index {
                 return Err(bad("extended records out of order".into()));
             }
-            self.ext = rest;
+            self.ext_pos = self.ext_end - rest.len();
             self.next_ext = Some(rec);
         }
         if self.next_ext.as_ref().is_some_and(|(i, _)| *i == self.index) {
@@ -256,6 +273,23 @@ impl NodeCursor<'_> {
         }
         self.index += 1;
         Ok(Some(node))
+    }
+}
+
+/// The nodes of one encoded page, in order.
+pub struct NodeCursor<'a> {
+    bytes: &'a [u8],
+    at: PageCursor,
+}
+
+impl NodeCursor<'_> {
+    pub fn remaining(&self) -> usize {
+        self.at.remaining()
+    }
+
+    /// The next node, `Ok(None)` at the end.
+    pub fn next_node(&mut self) -> Result<Option<Node>> {
+        self.at.next_node(self.bytes)
     }
 }
 
@@ -536,6 +570,15 @@ mod tests {
             back.extend(Tree::decode(p, &store[p]).unwrap().nodes);
         }
         assert_eq!(back, nodes);
+        // The datastore's cursor over the paged listing reads the same.
+        store.insert(BlobId::of(&top), top.clone());
+        let read = |id: &BlobId| -> Result<Vec<u8>> { Ok(store[id].clone()) };
+        let mut c = crate::datastore::DirCursor::open(&BlobId::of(&top), &read).unwrap();
+        let mut via_cursor = Vec::new();
+        while let Some(n) = c.next_node().unwrap() {
+            via_cursor.push(n);
+        }
+        assert_eq!(via_cursor, nodes);
     }
 
     #[test]
