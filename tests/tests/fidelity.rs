@@ -37,7 +37,7 @@ impl Ext4 {
     fn new(dir: &Path, size_mib: u64) -> Ext4 {
         let img = dir.join("fs.img");
         fs::File::create(&img).unwrap().set_len(size_mib << 20).unwrap();
-        run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+        run_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-b", "4096", "-I", "256"]).arg(&img));
         let mp = dir.join("mnt");
         fs::create_dir_all(&mp).unwrap();
         run_ok(Command::new("mount").args(["-o", "loop,user_xattr,acl"]).arg(&img).arg(&mp));
@@ -174,7 +174,7 @@ fn build(src: &Path) {
     chmod(&src.join("xattrs/ping"), 0o755);
     lchown(&src.join("xattrs/ping"), 0, 1234);
     set_xattr(&src.join("xattrs/ping"), "security.capability", &CAP_NET_RAW_EP);
-    set_xattr(&src.join("xattrs/ping"), "user.big", &Rng::new(3).bytes(3000));
+    set_xattr(&src.join("xattrs/ping"), "user.big", &Rng::new(3).bytes(2000));
 
     // Access and default ACLs.
     write_file(&src.join("acl/file"), b"acl\n");
@@ -192,9 +192,6 @@ fn build(src: &Path) {
     write_file(&src.join("flags/nodump"), b"not for dump\n");
     write_file(&src.join("flags/frozen/child"), b"in an immutable directory\n");
 
-    let deep_len = make_deep(src);
-    assert!(deep_len > libc::PATH_MAX as usize, "deep path is {deep_len} bytes");
-
     // Times: before 1970, to the nanosecond, deepest first.
     fix_times(src, 1_700_000_000);
     set_mtime(&src.join("modes/nothing"), -86_400 * 365 * 20, 1);
@@ -204,6 +201,9 @@ fn build(src: &Path) {
     chmod(&src.join("modes/locked"), 0o000);
     set_mtime(&src.join("modes/locked"), 1_500_000_000, 42);
     set_mtime(&src.join("modes"), 1_500_000_001, 43);
+    // After fix_times, which walks by path and could not go this deep.
+    let deep_len = make_deep(src);
+    assert!(deep_len > libc::PATH_MAX as usize, "deep path is {deep_len} bytes");
 
     run_ok(Command::new("chattr").arg("+i").arg(src.join("flags/immutable")).arg(src.join("flags/frozen")));
     run_ok(Command::new("chattr").arg("+a").arg(src.join("flags/append")));
@@ -457,6 +457,20 @@ fn everything_a_file_carries_comes_back() {
     let got = scan(&dst);
     assert_identical(&want, &got, "restore");
     assert_holes_kept(&got, "restore");
+    // Spot checks that do not depend on the comparison above.
+    assert_eq!(xattr_of(&got, "xattrs/ping", "security.capability"), Some(&CAP_NET_RAW_EP[..]));
+    assert_eq!(xattr_of(&got, "xattrs/file", "trusted.secret"), Some(&b"root only"[..]));
+    assert_eq!(xattr_of(&got, "special/dangling", "trusted.on-a-link"), Some(&b"link attr"[..]));
+    assert_eq!(xattr_of(&got, "acl/dir", "system.posix_acl_default"), xattr_of(&want, "acl/dir", "system.posix_acl_default"));
+    assert_eq!(got[b"flags/immutable".as_slice()].0.flags & 0x10, 0x10);
+    assert_eq!(got[b"flags/frozen".as_slice()].0.flags & 0x10, 0x10);
+    assert_eq!(got[b"flags/append".as_slice()].0.flags & 0x20, 0x20);
+    assert_eq!(got[b"xattrs/file".as_slice()].0.mtime, (1_234_567_890, 999_999_999));
+    let bottom = &got[deep[0]].0;
+    assert_eq!(bottom.xattrs, vec![(b"user.deep".to_vec(), b"bottom".to_vec())]);
+    assert_eq!(bottom.mtime, (-123_456_789, 987_654_321));
+    assert_eq!(got[b"special/socket".as_slice()].0.mode & libc::S_IFMT, libc::S_IFSOCK);
+    assert_eq!(got[b"special/block".as_slice()].0.rdev, libc::makedev(7, 200));
 
     // Again over the first restore (immutable and append-only files and an
     // immutable directory in the way): the same result, no warnings.
@@ -555,7 +569,8 @@ fn an_unprivileged_restore_names_what_it_could_not_set() {
     let ds = Ds::init(t.path().join("ds"));
     ds.backup(&src, &[]);
     // The datastore and a target the user may use.
-    run_ok(Command::new("chmod").args(["-R", "a+rwX"]).arg(t.path()));
+    chmod(t.path(), 0o755);
+    run_ok(Command::new("chmod").args(["-R", "a+rwX"]).arg(&ds.path));
     let dst = fsys.mp.join("user-restore");
     fs::create_dir(&dst).unwrap();
     lchown(&dst, 65534, 65534);
