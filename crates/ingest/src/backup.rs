@@ -135,6 +135,17 @@ struct Archiver<'a> {
     readahead: Readahead,
     one_file_system: bool,
     exclude_nodump: bool,
+    /// An unchanged file's xattrs and flags are the parent's (false when
+    /// the parent predates them).
+    reuse_ext: bool,
+}
+
+/// The parent snapshot a backup compares against.
+#[derive(Clone, Copy, Debug)]
+pub struct ParentTree {
+    pub tree: BlobId,
+    /// Its trees record xattrs and inode flags (`BackupSummary::ext_metadata`).
+    pub ext_metadata: bool,
 }
 
 /// A directory's entry names in one buffer: a directory of 200,000
@@ -208,13 +219,13 @@ pub fn resolve_sources(given: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<String>)>
 }
 
 /// Walks `sources` (from `resolve_sources`) into `target`: every file
-/// read, chunked, hashed and put, unless `parent_root`'s tree says it is
+/// read, chunked, hashed and put, unless the parent's tree says it is
 /// unchanged. Returns the root tree and the walk's counters (the blob
 /// counters and duration are the caller's to fill in).
 pub fn archive(
     target: &dyn BackupTarget,
     sources: &[PathBuf],
-    parent_root: Option<BlobId>,
+    parent: Option<ParentTree>,
     params: ChunkParams,
     walk: &WalkOptions,
     progress: &Progress,
@@ -230,6 +241,7 @@ pub fn archive(
         readahead: Readahead::start(READAHEAD_THREADS),
         one_file_system: walk.one_file_system,
         exclude_nodump: walk.exclude_nodump,
+        reuse_ext: parent.is_some_and(|p| p.ext_metadata),
     };
     let threads = if threads == 0 { default_threads() } else { threads };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -237,7 +249,7 @@ pub fn archive(
         .thread_name(|i| format!("backup-{i}"))
         .build()
         .map_err(|e| IngestError::Source { path: PathBuf::from("thread pool"), source: std::io::Error::other(e) })?;
-    let root = pool.install(|| arch.archive_roots(sources, parent_root))?;
+    let root = pool.install(|| arch.archive_roots(sources, parent.map(|p| p.tree)))?;
     if progress.cancelled() {
         return Err(IngestError::Interrupted);
     }
@@ -252,6 +264,7 @@ pub fn archive(
         total_bytes: get(&arch.c.total_bytes),
         bytes_read: get(&arch.c.bytes_read),
         warnings: progress.warnings.load(Ordering::Relaxed),
+        ext_metadata: true,
         ..Default::default()
     };
     Ok((root, summary))
@@ -267,11 +280,11 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
     // parent must be chosen from a view a concurrent gc waits for.
     let sink = BlobSink::new(ds.clone())?;
     let parent = if opts.force_full { None } else { find_parent(&ds, &opts.hostname, &paths)? };
-    let parent_root = parent.as_ref().map(|(_, p)| p.tree);
+    let parent_tree = parent.as_ref().map(|(_, p)| ParentTree { tree: p.tree, ext_metadata: p.summary.ext_metadata });
 
     let target = LocalTarget { sink: &sink, ds: &ds };
     let params = ChunkParams::from(ds.config());
-    let (root, mut summary) = match archive(&target, &sources, parent_root, params, &WalkOptions::from(opts), progress) {
+    let (root, mut summary) = match archive(&target, &sources, parent_tree, params, &WalkOptions::from(opts), progress) {
         Ok(r) => r,
         Err(e) => {
             sink.abort();
@@ -520,7 +533,7 @@ impl Archiver<'_> {
                 match old {
                     Some(o) if unchanged(o, &node) => {
                         node.content = o.content.clone();
-                        node.ext = o.ext.clone();
+                        node.ext = if self.reuse_ext { o.ext.clone() } else { self.read_ext_unopened_file(dir, lookup, path) };
                         if self.nodump(&node) {
                             return Ok(None);
                         }
@@ -581,6 +594,15 @@ impl Archiver<'_> {
         });
         let ext = NodeExt { xattrs, flags };
         (!ext.is_empty()).then(|| Box::new(ext))
+    }
+
+    /// An unchanged file's xattrs and flags when the parent does not have
+    /// them: opened for the flags (not read).
+    fn read_ext_unopened_file(&self, dir: BorrowedFd<'_>, lookup: &CStr, path: &Path) -> Option<Box<NodeExt>> {
+        match fsat::open_file_at(dir, lookup) {
+            Ok(fd) => self.read_ext(Entry::Fd(fd.as_fd()), Some(fd.as_fd()), path),
+            Err(_) => self.read_ext(Entry::At(dir, lookup), None, path),
+        }
     }
 
     /// `--exclude-nodump` and the entry has the nodump flag.

@@ -127,14 +127,17 @@ pub fn run_agent_backup(transport: Arc<dyn Transport>, opts: &AgentOptions, prog
     let req = OpenSession { datastore: opts.datastore.clone(), hostname: opts.hostname.clone(), paths, tags: opts.tags.clone(), force_full: opts.force_full };
     let info = retry.call("open a session", || transport.open(&req))?;
     tracing::info!(session = %info.session, parent = ?info.parent, "upload session open");
-    let parent_root = match &info.parent {
-        Some(p) => Some(BlobId::from_hex(&p.tree).ok_or_else(|| retry.remote(format!("parent tree id {:?} is not 64 hex digits", p.tree)))?),
+    let parent = match &info.parent {
+        Some(p) => Some(lifeboat_ingest::ParentTree {
+            tree: BlobId::from_hex(&p.tree).ok_or_else(|| retry.remote(format!("parent tree id {:?} is not 64 hex digits", p.tree)))?,
+            ext_metadata: p.ext_metadata,
+        }),
         None => None,
     };
     let sink = AgentSink::new(retry.clone(), &info);
     let p = info.params;
     let params = ChunkParams { small_file_max: p.small_file_max, chunk_min: p.chunk_min, chunk_avg: p.chunk_avg, chunk_max: p.chunk_max };
-    let walked = lifeboat_ingest::archive(&sink, &sources, parent_root, params, &opts.walk(), progress);
+    let walked = lifeboat_ingest::archive(&sink, &sources, parent, params, &opts.walk(), progress);
     let (root, mut summary) = match walked.and_then(|r| sink.finish().map(|_| r)) {
         Ok(r) => r,
         Err(e) => {
