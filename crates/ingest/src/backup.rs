@@ -492,10 +492,10 @@ impl Archiver<'_> {
         let mut node = node_from(name, &st);
         match node.kind {
             NodeKind::Dir => {
-                self.c.dirs.fetch_add(1, Ordering::Relaxed);
                 if self.one_file_system && st.st_dev != fs_dev {
                     // A mount point: kept as an empty directory, so a
                     // restore has somewhere to mount it again.
+                    self.c.dirs.fetch_add(1, Ordering::Relaxed);
                     tracing::info!("{}: another file system; not descended into (--one-file-system)", path.display());
                     node.subtree = Some(self.target.put(BlobKind::Tree, &Tree::default().encode())?);
                     return Ok(Some(node));
@@ -503,6 +503,7 @@ impl Archiver<'_> {
                 let fd = match fsat::open_dir_at(dir, lookup) {
                     Ok(fd) => fd,
                     Err(e) => {
+                        self.c.dirs.fetch_add(1, Ordering::Relaxed);
                         self.progress.warn(format!("{}: cannot read directory: {}; stored empty", path.display(), describe(&e)));
                         node.subtree = Some(self.target.put(BlobKind::Tree, &Tree::default().encode())?);
                         return Ok(Some(node));
@@ -512,6 +513,7 @@ impl Archiver<'_> {
                 if self.nodump(&node) {
                     return Ok(None);
                 }
+                self.c.dirs.fetch_add(1, Ordering::Relaxed);
                 let old_tree = old.filter(|o| o.kind == NodeKind::Dir).and_then(|o| o.subtree);
                 let id = self.archive_dir(&fd, path, old_tree, fs_dev)?;
                 if old.and_then(|o| o.subtree) == Some(id) {

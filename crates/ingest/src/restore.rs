@@ -196,6 +196,7 @@ fn restore_with(
                 let linked = first.split_last().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)).and_then(|(fname, fparent)| {
                     let fdir = open_dir_beneath(&root.fd, fparent)?;
                     let fname = CString::new(fname.as_slice()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+                    r.unlock_existing(&parent, &cname);
                     unsafe { libc::unlinkat(parent.fd.as_raw_fd(), cname.as_ptr(), 0) };
                     // Flags 0: a symlink is linked itself, never followed.
                     cvt(unsafe { libc::linkat(fdir.as_raw_fd(), fname.as_ptr(), parent.fd.as_raw_fd(), cname.as_ptr(), 0) })
@@ -423,6 +424,7 @@ impl Restorer<'_> {
                     // Something else is there (a symlink, maybe from an
                     // earlier restore): replaced, never entered.
                     Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                        self.unlock_existing(parent, &name);
                         cvt(unsafe { libc::unlinkat(pfd, name.as_ptr(), 0) }).map_err(target_err)?;
                         cvt(unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) }).map_err(target_err)?;
                         open_subdir(&parent.fd, &name).map_err(target_err)?
