@@ -51,9 +51,11 @@ pub struct RestoreOptions {
     pub includes: Vec<String>,
     /// Restore owners (uid/gid); default true when running as root.
     pub owners: bool,
-    /// Recreate set-user/group-ID bits on files and device nodes (an
-    /// admin's restore, the local CLI). Without it they are left out,
-    /// each named in the warnings.
+    /// Recreate set-user/group-ID bits on files, device nodes, and
+    /// extended attributes in the privileged namespaces (`trusted.*`,
+    /// `security.*`: file capabilities, security labels) (an admin's
+    /// restore, the local CLI). Without it they are left out, each named
+    /// in the warnings.
     pub special: bool,
     pub threads: usize,
 }
@@ -63,7 +65,7 @@ pub struct RestoreOutcome {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
-    /// Set-ID bits, file capabilities and device nodes not restored (see
+    /// Set-ID bits, privileged xattrs and device nodes not restored (see
     /// `RestoreOptions::special`).
     pub left_out: u64,
     pub warnings: Vec<String>,
@@ -602,8 +604,12 @@ impl Restorer<'_> {
             }
         }
         for (name, value) in wanted {
-            if name == b"security.capability" && !self.opts.special {
-                self.leave_out(path, "file capability (security.capability)");
+            // Privileged namespaces: file capabilities grant privilege like
+            // set-ID bits, and trusted.* / security.* steer the kernel
+            // (overlayfs redirects, security labels). Only an admin's
+            // restore sets them from a snapshot.
+            if !self.opts.special && (name.starts_with(b"trusted.") || name.starts_with(b"security.")) {
+                self.leave_out(path, &format!("extended attribute {}", String::from_utf8_lossy(name)));
                 continue;
             }
             if let Err(err) = attrs::write_xattr(e, name, value) {
