@@ -113,8 +113,24 @@ fn tune_malloc() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: backup and
+/// restore hold every directory on the way down open (they work relative
+/// to directory descriptors), so a deep tree needs its depth in
+/// descriptors per worker, beyond the usual soft limit of 1024.
+fn raise_open_file_limit() {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tune_malloc();
+    raise_open_file_limit();
     // `lifeboat agent --server ...` is a command of its own, not the
     // remote mode that `--server` otherwise selects.
     let agent = std::env::args().nth(1).as_deref() == Some("agent");

@@ -71,6 +71,12 @@ pub enum RemoteCmd {
         tags: Vec<String>,
         #[arg(long = "exclude", value_name = "GLOB")]
         exclude: Vec<String>,
+        /// Stay on each path's file system
+        #[arg(long, short = 'x')]
+        one_file_system: bool,
+        /// Leave out entries with the nodump flag (chattr +d)
+        #[arg(long)]
+        exclude_nodump: bool,
         #[command(flatten)]
         wait: Wait,
         #[arg(required = true, value_name = "PATH")]
@@ -255,8 +261,8 @@ pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        RemoteCmd::Backup { ds, tags, exclude, wait, paths } => {
-            run_job(&c, JobSpec::Backup { datastore: ds.datastore, paths, tags, exclude }, &wait)
+        RemoteCmd::Backup { ds, tags, exclude, one_file_system, exclude_nodump, wait, paths } => {
+            run_job(&c, JobSpec::Backup { datastore: ds.datastore, paths, tags, exclude, one_file_system, exclude_nodump }, &wait)
         }
         RemoteCmd::Restore { ds, include, wait, snapshot, target } => {
             run_job(&c, JobSpec::Restore { datastore: ds.datastore, snapshot, target, include }, &wait)

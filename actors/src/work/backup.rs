@@ -10,12 +10,19 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// How a backup job walks its paths (`JobSpec::Backup`).
+pub struct Walk<'a> {
+    pub exclude: &'a [String],
+    pub one_file_system: bool,
+    pub exclude_nodump: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     ds: &Arc<Datastore>,
     paths: &[String],
     tags: &[String],
-    exclude: &[String],
+    walk: &Walk<'_>,
     keep: &KeepRules,
     pinned: &HashSet<BlobId>,
     tz: chrono_tz::Tz,
@@ -33,8 +40,10 @@ pub fn run(
     let opts = BackupOptions {
         sources: paths.iter().map(PathBuf::from).collect(),
         tags: tags.to_vec(),
-        excludes: exclude.to_vec(),
+        excludes: walk.exclude.to_vec(),
         hostname: hostname(),
+        one_file_system: walk.one_file_system,
+        exclude_nodump: walk.exclude_nodump,
         ..Default::default()
     };
     h.set_phase("backing up");

@@ -41,6 +41,12 @@ pub struct AgentArgs {
     /// Read every file even if the parent snapshot has it unchanged
     #[arg(long)]
     pub force: bool,
+    /// Stay on each source's file system: mount points below it are kept as empty directories
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Leave out files and directories with the nodump inode flag (chattr +d)
+    #[arg(long)]
+    pub exclude_nodump: bool,
     /// Worker threads (default: from the core count)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -75,6 +81,8 @@ pub fn run(a: AgentArgs) -> anyhow::Result<u8> {
         datastore: a.datastore.clone(),
         threads: a.threads,
         force_full: a.force,
+        one_file_system: a.one_file_system,
+        exclude_nodump: a.exclude_nodump,
         retry_for: Duration::from_secs(a.retry_for),
     };
     let bar = ui::backup_bar(&progress, &a.sources, &a.excludes, a.json);

@@ -17,6 +17,12 @@ pub struct BackupArgs {
     /// Read every file even if the parent snapshot has it unchanged
     #[arg(long)]
     pub force: bool,
+    /// Stay on each source's file system: mount points below it are kept as empty directories
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Leave out files and directories with the nodump inode flag (chattr +d)
+    #[arg(long)]
+    pub exclude_nodump: bool,
     /// Worker threads (default: from the core count)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -39,6 +45,8 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
         hostname: hostname(),
         threads: a.threads,
         force_full: a.force,
+        one_file_system: a.one_file_system,
+        exclude_nodump: a.exclude_nodump,
     };
     let bar = ui::backup_bar(&progress, &a.sources, &a.excludes, a.json);
     let res = backup(ds, &opts, &progress);

@@ -1,5 +1,6 @@
 use crate::commands::open_datastore;
 use crate::DatastoreArg;
+use lifeboat_ingest::attrs;
 use lifeboat_store::{Node, NodeKind, Tree};
 
 #[derive(clap::Args)]
@@ -17,12 +18,28 @@ pub struct LsArgs {
     /// Print as JSON lines
     #[arg(long)]
     pub json: bool,
+    /// Also show mtimes to the nanosecond, inode flags (chattr letters),
+    /// ACLs and other extended attributes, one per line below the entry
+    #[arg(long, short = 'l')]
+    pub long: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Plain,
+    Long,
+    Json,
 }
 
 pub fn run(a: LsArgs) -> anyhow::Result<u8> {
     let ds = open_datastore(&a.ds)?;
     let (_, snap) = ds.resolve_snapshot(&a.snapshot)?;
     let mut tree = ds.load_tree(&snap.tree)?;
+    let format = match (a.json, a.long) {
+        (true, _) => Format::Json,
+        (false, true) => Format::Long,
+        (false, false) => Format::Plain,
+    };
     let mut prefix = String::new();
     for comp in a.dir.split('/').filter(|c| !c.is_empty() && *c != ".") {
         let node = tree.find(comp.as_bytes()).ok_or_else(|| anyhow::anyhow!("'{}' is not in snapshot {}", a.dir, a.snapshot))?;
@@ -33,35 +50,57 @@ pub fn run(a: LsArgs) -> anyhow::Result<u8> {
                 tree = ds.load_tree(&id)?;
             }
             _ => {
-                print_node(&prefix, node, a.json);
+                print_node(&prefix, node, format);
                 return Ok(0);
             }
         }
     }
-    list(&ds, &tree, &prefix, a.recursive, a.json)?;
+    list(&ds, &tree, &prefix, a.recursive, format)?;
     Ok(0)
 }
 
-fn list(ds: &lifeboat_store::Datastore, tree: &Tree, prefix: &str, recursive: bool, json: bool) -> anyhow::Result<()> {
+fn list(ds: &lifeboat_store::Datastore, tree: &Tree, prefix: &str, recursive: bool, format: Format) -> anyhow::Result<()> {
     for n in &tree.nodes {
-        print_node(prefix, n, json);
+        print_node(prefix, n, format);
         if recursive {
             if let (NodeKind::Dir, Some(id)) = (n.kind, n.subtree) {
-                list(ds, &ds.load_tree(&id)?, &format!("{prefix}/{}", n.name_lossy()), true, json)?;
+                list(ds, &ds.load_tree(&id)?, &format!("{prefix}/{}", n.name_lossy()), true, format)?;
             }
         }
     }
     Ok(())
 }
 
-fn print_node(prefix: &str, n: &Node, json: bool) {
+/// An xattr value for people: text when it is printable UTF-8 (a
+/// trailing NUL, as SELinux labels have, dropped), else hex.
+fn value_text(v: &[u8]) -> Option<String> {
+    let v = v.strip_suffix(b"\0").unwrap_or(v);
+    std::str::from_utf8(v).ok().filter(|s| !s.chars().any(|c| c.is_control())).map(str::to_string)
+}
+
+fn hex(v: &[u8]) -> String {
+    v.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn print_node(prefix: &str, n: &Node, format: Format) {
     let path = format!("{prefix}/{}", n.name_lossy());
     let mtime = chrono::DateTime::from_timestamp(n.mtime_ns.div_euclid(1_000_000_000), 0).unwrap_or_default();
-    if json {
+    let xattrs: &[(Vec<u8>, Vec<u8>)] = n.ext.as_ref().map_or(&[], |e| &e.xattrs);
+    let flags = n.ext.as_ref().map_or(0, |e| e.flags);
+    let acl = |name: &[u8]| xattrs.iter().find(|(k, _)| k == name).and_then(|(_, v)| attrs::acl_text(v));
+    if let Format::Json = format {
+        let xattrs: Vec<_> = xattrs
+            .iter()
+            .map(|(k, v)| serde_json::json!({"name": String::from_utf8_lossy(k), "value": value_text(v), "hex": hex(v)}))
+            .collect();
         let v = serde_json::json!({
             "path": path, "type": format!("{:?}", n.kind).to_lowercase(), "mode": n.mode & 0o7777,
-            "size": n.size, "mtime": mtime, "uid": n.uid, "gid": n.gid,
+            "size": n.size, "mtime": mtime, "mtime_ns": n.mtime_ns, "uid": n.uid, "gid": n.gid,
             "link_target": n.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+            "nlink": n.nlink, "rdev": n.rdev,
+            "flags": attrs::flag_letters(flags), "flags_raw": flags,
+            "acl_access": acl(b"system.posix_acl_access"), "acl_default": acl(b"system.posix_acl_default"),
+            "xattrs": xattrs,
         });
         println!("{v}");
         return;
@@ -84,4 +123,21 @@ fn print_node(prefix: &str, n: &Node, json: bool) {
     }
     let link = n.link_target.as_ref().map(|t| format!(" -> {}", String::from_utf8_lossy(t))).unwrap_or_default();
     println!("{t}{perms} {:>5} {:>5} {:>12} {} {path}{link}", n.uid, n.gid, n.size, mtime.format("%Y-%m-%d %H:%M:%S"));
+    if let Format::Long = format {
+        println!("    mtime: {}.{:09} ({} ns)", mtime.format("%Y-%m-%d %H:%M:%S"), n.mtime_ns.rem_euclid(1_000_000_000), n.mtime_ns);
+        if flags != 0 {
+            println!("    flags: {}", attrs::flag_letters(flags));
+        }
+        for (k, v) in xattrs {
+            let k = String::from_utf8_lossy(k);
+            match (k.as_ref(), attrs::acl_text(v)) {
+                ("system.posix_acl_access", Some(t)) => println!("    acl: {t}"),
+                ("system.posix_acl_default", Some(t)) => println!("    default acl: {t}"),
+                _ => match value_text(v) {
+                    Some(t) => println!("    xattr {k}=\"{t}\""),
+                    None => println!("    xattr {k}=0x{}", hex(v)),
+                },
+            }
+        }
+    }
 }

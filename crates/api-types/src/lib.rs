@@ -231,6 +231,13 @@ pub enum JobSpec {
         tags: Vec<String>,
         #[serde(default)]
         exclude: Vec<String>,
+        /// Do not descend into other file systems below each path (mount
+        /// points are kept as empty directories).
+        #[serde(default)]
+        one_file_system: bool,
+        /// Leave out entries with the nodump inode flag (`chattr +d`).
+        #[serde(default)]
+        exclude_nodump: bool,
     },
     /// Restore a snapshot into a directory on the appliance.
     Restore {

@@ -1,18 +1,21 @@
 //! The backup pipeline: parallel walk + read + chunk + hash + compress,
 //! directory trees built bottom-up, one snapshot committed at the end.
 
+use crate::attrs::{self, Entry};
 use crate::chunker::{read_up_to, Chunker};
 use crate::error::{IngestError, Result};
 use crate::exclude::Excludes;
+use crate::fsat;
 use crate::meta::{node_from, unchanged};
 use crate::progress::Progress;
 use crate::readahead::Readahead;
 use lifeboat_store::datastore::DirCursor;
 use lifeboat_store::tree::TreeWriter;
-use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, NodeKind, Snapshot, StoreError, Tree};
+use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, NodeExt, NodeKind, Snapshot, StoreError, Tree};
 use rayon::prelude::*;
-use std::ffi::OsStr;
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -37,6 +40,28 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Ignore any parent snapshot and read every file.
     pub force_full: bool,
+    /// Do not descend into directories on another file system than
+    /// their source (mount points are kept as empty directories).
+    pub one_file_system: bool,
+    /// Leave out files and directories with the `nodump` flag (`chattr +d`).
+    pub exclude_nodump: bool,
+}
+
+/// How the walk chooses and reads entries (shared by local backups and
+/// agents).
+#[derive(Clone, Debug, Default)]
+pub struct WalkOptions {
+    pub excludes: Vec<String>,
+    /// Worker threads; 0 = a default from the core count.
+    pub threads: usize,
+    pub one_file_system: bool,
+    pub exclude_nodump: bool,
+}
+
+impl From<&BackupOptions> for WalkOptions {
+    fn from(o: &BackupOptions) -> Self {
+        WalkOptions { excludes: o.excludes.clone(), threads: o.threads, one_file_system: o.one_file_system, exclude_nodump: o.exclude_nodump }
+    }
 }
 
 #[derive(Debug)]
@@ -108,6 +133,19 @@ struct Archiver<'a> {
     small_file_max: u64,
     chunker: Chunker,
     readahead: Readahead,
+    one_file_system: bool,
+    exclude_nodump: bool,
+    /// An unchanged file's xattrs and flags are the parent's (false when
+    /// the parent predates them).
+    reuse_ext: bool,
+}
+
+/// The parent snapshot a backup compares against.
+#[derive(Clone, Copy, Debug)]
+pub struct ParentTree {
+    pub tree: BlobId,
+    /// Its trees record xattrs and inode flags (`BackupSummary::ext_metadata`).
+    pub ext_metadata: bool,
 }
 
 /// A directory's entry names in one buffer: a directory of 200,000
@@ -181,26 +219,29 @@ pub fn resolve_sources(given: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<String>)>
 }
 
 /// Walks `sources` (from `resolve_sources`) into `target`: every file
-/// read, chunked, hashed and put, unless `parent_root`'s tree says it is
+/// read, chunked, hashed and put, unless the parent's tree says it is
 /// unchanged. Returns the root tree and the walk's counters (the blob
 /// counters and duration are the caller's to fill in).
 pub fn archive(
     target: &dyn BackupTarget,
     sources: &[PathBuf],
-    parent_root: Option<BlobId>,
+    parent: Option<ParentTree>,
     params: ChunkParams,
-    excludes: &[String],
-    threads: usize,
+    walk: &WalkOptions,
     progress: &Progress,
 ) -> Result<(BlobId, BackupSummary)> {
+    let threads = walk.threads;
     let arch = Archiver {
         target,
-        excludes: Excludes::new(excludes)?,
+        excludes: Excludes::new(&walk.excludes)?,
         progress,
         c: Counters::default(),
         small_file_max: params.small_file_max,
         chunker: Chunker::new(params.chunk_min, params.chunk_avg, params.chunk_max),
         readahead: Readahead::start(READAHEAD_THREADS),
+        one_file_system: walk.one_file_system,
+        exclude_nodump: walk.exclude_nodump,
+        reuse_ext: parent.is_some_and(|p| p.ext_metadata),
     };
     let threads = if threads == 0 { default_threads() } else { threads };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -208,7 +249,7 @@ pub fn archive(
         .thread_name(|i| format!("backup-{i}"))
         .build()
         .map_err(|e| IngestError::Source { path: PathBuf::from("thread pool"), source: std::io::Error::other(e) })?;
-    let root = pool.install(|| arch.archive_roots(sources, parent_root))?;
+    let root = pool.install(|| arch.archive_roots(sources, parent.map(|p| p.tree)))?;
     if progress.cancelled() {
         return Err(IngestError::Interrupted);
     }
@@ -223,6 +264,7 @@ pub fn archive(
         total_bytes: get(&arch.c.total_bytes),
         bytes_read: get(&arch.c.bytes_read),
         warnings: progress.warnings.load(Ordering::Relaxed),
+        ext_metadata: true,
         ..Default::default()
     };
     Ok((root, summary))
@@ -238,11 +280,11 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
     // parent must be chosen from a view a concurrent gc waits for.
     let sink = BlobSink::new(ds.clone())?;
     let parent = if opts.force_full { None } else { find_parent(&ds, &opts.hostname, &paths)? };
-    let parent_root = parent.as_ref().map(|(_, p)| p.tree);
+    let parent_tree = parent.as_ref().map(|(_, p)| ParentTree { tree: p.tree, ext_metadata: p.summary.ext_metadata });
 
     let target = LocalTarget { sink: &sink, ds: &ds };
     let params = ChunkParams::from(ds.config());
-    let (root, mut summary) = match archive(&target, &sources, parent_root, params, &opts.excludes, opts.threads, progress) {
+    let (root, mut summary) = match archive(&target, &sources, parent_tree, params, &WalkOptions::from(opts), progress) {
         Ok(r) => r,
         Err(e) => {
             sink.abort();
@@ -275,10 +317,16 @@ impl Archiver<'_> {
     /// One source directory: its contents form the root. Several sources
     /// (or a file): the root holds one entry per source, by name.
     fn archive_roots(&self, sources: &[PathBuf], parent: Option<BlobId>) -> Result<BlobId> {
+        let source_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| IngestError::Source { path, source: e }
+        };
         if sources.len() == 1 {
-            let meta = std::fs::symlink_metadata(&sources[0]).map_err(|e| IngestError::Source { path: sources[0].clone(), source: e })?;
+            let meta = std::fs::symlink_metadata(&sources[0]).map_err(source_err(&sources[0]))?;
             if meta.is_dir() {
-                return self.archive_dir(&sources[0], parent, true);
+                let fd = fsat::open_dir(&sources[0]).map_err(source_err(&sources[0]))?;
+                let dev = fsat::fstat(fd.as_fd()).map_err(source_err(&sources[0]))?.st_dev;
+                return self.archive_dir(&fd, &sources[0], parent, dev);
             }
         }
         let mut names: Vec<(Vec<u8>, &PathBuf)> = Vec::new();
@@ -305,7 +353,15 @@ impl Archiver<'_> {
             .par_iter()
             .map(|(name, path)| {
                 let old = parent_tree.as_ref().and_then(|t| t.find(name));
-                self.archive_entry(path, name.clone(), old)
+                // A source is looked up in its parent directory like any
+                // entry ("/" as "." in itself).
+                let (dir, lookup) = match (path.parent(), path.file_name()) {
+                    (Some(p), Some(n)) => (p, CString::new(n.as_bytes()).expect("a path has no NUL")),
+                    _ => (path.as_path(), CString::new(".").unwrap()),
+                };
+                let fd = fsat::open_dir(dir).map_err(source_err(dir))?;
+                let dev = fsat::stat_at(fd.as_fd(), &lookup).map_err(source_err(path))?.st_dev;
+                self.archive_entry(fd.as_fd(), &lookup, path, name.clone(), old, dev)
             })
             .collect();
         let mut nodes = Vec::new();
@@ -317,36 +373,23 @@ impl Archiver<'_> {
         self.target.put(BlobKind::Tree, &Tree { nodes }.encode())
     }
 
-    /// Archives a directory's contents; returns its tree id. An unreadable
-    /// directory is a warning (stored empty) unless it is the source itself.
+    /// Archives the contents of the open directory `dir` (at `path`, for
+    /// messages and excludes); returns its tree id. `fs_dev` is the device
+    /// of the source it belongs to (`--one-file-system`).
     ///
     /// Entries are taken in name order, in batches: the parent's nodes are
     /// merge-joined from its encoded tree and the new nodes are encoded as
     /// each batch completes, so a directory with a million entries holds
     /// encoded bytes, never a million decoded nodes.
-    fn archive_dir(&self, path: &Path, parent: Option<BlobId>, is_source: bool) -> Result<BlobId> {
+    fn archive_dir(&self, dir: &OwnedFd, path: &Path, parent: Option<BlobId>, fs_dev: u64) -> Result<BlobId> {
         if self.progress.cancelled() {
             return Err(IngestError::Interrupted);
         }
-        let rd = match std::fs::read_dir(path) {
-            Ok(rd) => rd,
-            Err(e) if !is_source => {
-                self.progress.warn(format!("{}: cannot read directory: {e}; stored empty", path.display()));
-                return self.target.put(BlobKind::Tree, &Tree::default().encode());
-            }
-            Err(e) => return Err(IngestError::Source { path: path.to_path_buf(), source: e }),
-        };
         let mut names = NameList::default();
-        for ent in rd {
-            match ent {
-                // d_type from the listing: no extra syscall on the usual
-                // filesystems.
-                Ok(ent) => names.push(ent.file_name().as_bytes(), ent.file_type().is_ok_and(|t| t.is_file())),
-                Err(e) => {
-                    self.progress.warn(format!("{}: error while listing: {e}", path.display()));
-                    break;
-                }
-            }
+        // d_type from the listing: no extra syscall on the usual
+        // file systems.
+        if let Err(e) = fsat::list_dir(dir.as_fd(), |name, regular| names.push(name, regular)) {
+            self.progress.warn(format!("{}: error while listing: {e}; entries after it not backed up", path.display()));
         }
         let order = names.sorted();
 
@@ -379,8 +422,10 @@ impl Archiver<'_> {
         let mut next = batches.next().map(|b| self.prepare_batch(path, &names, b, &mut parent));
         while let Some((batch, olds)) = next.take() {
             next = batches.next().map(|b| self.prepare_batch(path, &names, b, &mut parent));
-            let run =
-                |(name, old): (&&[u8], &Option<Node>)| self.archive_entry(&path.join(OsStr::from_bytes(name)), name.to_vec(), old.as_ref());
+            let run = |(name, old): (&&[u8], &Option<Node>)| {
+                let lookup = CString::new(*name).expect("a listed name has no NUL");
+                self.archive_entry(dir.as_fd(), &lookup, &path.join(OsStr::from_bytes(name)), name.to_vec(), old.as_ref(), fs_dev)
+            };
             // Every entry may go to another thread: a sub-directory kept on
             // this one would wait for its siblings, and a whole subtree could
             // hold up the walk while the other threads sit idle (a root of
@@ -416,62 +461,104 @@ impl Archiver<'_> {
         let batch_names: Vec<&[u8]> = batch.iter().map(|&i| names.get(i)).collect();
         let olds: Vec<Option<Node>> = batch_names.iter().map(|name| parent.find(name, dir, self.progress)).collect();
         // Files the parent knows may be unchanged and not read at all;
-        // the rest will be.
-        for ((&i, name), old) in batch.iter().zip(&batch_names).zip(&olds) {
-            if old.is_none() && names.regular[i as usize] && !self.progress.cancelled() {
-                self.readahead.hint(dir.join(OsStr::from_bytes(name)));
+        // the rest will be. (Read-ahead opens by path: none beyond
+        // PATH_MAX, where it could only fail.)
+        if dir.as_os_str().len() + 256 < libc::PATH_MAX as usize {
+            for ((&i, name), old) in batch.iter().zip(&batch_names).zip(&olds) {
+                if old.is_none() && names.regular[i as usize] && !self.progress.cancelled() {
+                    self.readahead.hint(dir.join(OsStr::from_bytes(name)));
+                }
             }
         }
         (batch_names, olds)
     }
 
-    fn archive_entry(&self, path: &Path, name: Vec<u8>, old: Option<&Node>) -> Result<Option<Node>> {
+    /// Archives the entry `lookup` of the open directory `dir` as a node
+    /// named `name`; `path` is where it is, for messages and excludes.
+    fn archive_entry(&self, dir: BorrowedFd<'_>, lookup: &CStr, path: &Path, name: Vec<u8>, old: Option<&Node>, fs_dev: u64) -> Result<Option<Node>> {
         if self.progress.cancelled() {
             return Err(IngestError::Interrupted);
         }
         if self.excludes.excluded(path) {
             return Ok(None);
         }
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
+        let st = match fsat::stat_at(dir, lookup) {
+            Ok(st) => st,
             Err(e) => {
                 self.progress.warn(format!("{}: {}; skipped", path.display(), describe(&e)));
                 return Ok(None);
             }
         };
-        let mut node = node_from(name, &meta);
+        let mut node = node_from(name, &st);
         match node.kind {
             NodeKind::Dir => {
+                if self.one_file_system && st.st_dev != fs_dev {
+                    // A mount point: kept as an empty directory, so a
+                    // restore has somewhere to mount it again.
+                    self.c.dirs.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("{}: another file system; not descended into (--one-file-system)", path.display());
+                    node.subtree = Some(self.target.put(BlobKind::Tree, &Tree::default().encode())?);
+                    return Ok(Some(node));
+                }
+                let fd = match fsat::open_dir_at(dir, lookup) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        self.c.dirs.fetch_add(1, Ordering::Relaxed);
+                        self.progress.warn(format!("{}: cannot read directory: {}; stored empty", path.display(), describe(&e)));
+                        node.subtree = Some(self.target.put(BlobKind::Tree, &Tree::default().encode())?);
+                        return Ok(Some(node));
+                    }
+                };
+                node.ext = self.read_ext(Entry::Fd(fd.as_fd()), Some(fd.as_fd()), path);
+                if self.nodump(&node) {
+                    return Ok(None);
+                }
                 self.c.dirs.fetch_add(1, Ordering::Relaxed);
                 let old_tree = old.filter(|o| o.kind == NodeKind::Dir).and_then(|o| o.subtree);
-                let id = self.archive_dir(path, old_tree, false)?;
+                let id = self.archive_dir(&fd, path, old_tree, fs_dev)?;
                 if old.and_then(|o| o.subtree) == Some(id) {
                     self.c.dirs_unchanged.fetch_add(1, Ordering::Relaxed);
                 }
                 node.subtree = Some(id);
             }
-            NodeKind::Symlink => match std::fs::read_link(path) {
-                Ok(t) => node.link_target = Some(t.as_os_str().as_bytes().to_vec()),
+            NodeKind::Symlink => match fsat::read_link_at(dir, lookup) {
+                Ok(t) => {
+                    node.link_target = Some(t);
+                    node.ext = self.read_ext(Entry::At(dir, lookup), None, path);
+                }
                 Err(e) => {
                     self.progress.warn(format!("{}: cannot read link: {}; skipped", path.display(), describe(&e)));
                     return Ok(None);
                 }
             },
             NodeKind::File => {
-                self.c.files.fetch_add(1, Ordering::Relaxed);
-                self.c.total_bytes.fetch_add(node.size, Ordering::Relaxed);
                 match old {
                     Some(o) if unchanged(o, &node) => {
                         node.content = o.content.clone();
+                        node.ext = if self.reuse_ext { o.ext.clone() } else { self.read_ext_unopened_file(dir, lookup, path) };
+                        if self.nodump(&node) {
+                            return Ok(None);
+                        }
                         self.c.files_unchanged.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
+                        let f = match fsat::open_file_at(dir, lookup) {
+                            Ok(fd) => File::from(fd),
+                            Err(e) => {
+                                self.progress.warn(format!("{}: {}; skipped", path.display(), describe(&e)));
+                                return Ok(None);
+                            }
+                        };
+                        node.ext = self.read_ext(Entry::Fd(f.as_fd()), Some(f.as_fd()), path);
+                        if self.nodump(&node) {
+                            return Ok(None);
+                        }
                         if old.is_some() {
                             self.c.files_changed.fetch_add(1, Ordering::Relaxed);
                         } else {
                             self.c.files_new.fetch_add(1, Ordering::Relaxed);
                         }
-                        match self.read_file(path, &mut node) {
+                        match self.read_file(f, path, &mut node) {
                             Ok(()) => {}
                             Err(ReadError::Skip(msg)) => {
                                 self.progress.warn(msg);
@@ -481,28 +568,68 @@ impl Archiver<'_> {
                         }
                     }
                 }
+                self.c.files.fetch_add(1, Ordering::Relaxed);
+                self.c.total_bytes.fetch_add(node.size, Ordering::Relaxed);
                 self.progress.add(&self.progress.files, 1);
                 self.progress.add(&self.progress.bytes, node.size);
             }
-            _ => {}
+            // Device nodes, FIFOs, sockets: never opened (a device's open
+            // can have effects, a FIFO's can block), so no inode flags.
+            _ => node.ext = self.read_ext(Entry::At(dir, lookup), None, path),
         }
         Ok(Some(node))
+    }
+
+    /// The entry's xattrs and (through `fd`, when it could be opened)
+    /// inode flags. What cannot be read is a warning: the entry is stored
+    /// without it, never silently.
+    fn read_ext(&self, e: Entry<'_>, fd: Option<BorrowedFd<'_>>, path: &Path) -> Option<Box<NodeExt>> {
+        let xattrs = attrs::read_xattrs(e).unwrap_or_else(|err| {
+            self.progress.warn(format!("{}: cannot read extended attributes: {err}; stored without them", path.display()));
+            Vec::new()
+        });
+        let flags = fd.map_or(0, |fd| {
+            attrs::read_flags(fd).unwrap_or_else(|err| {
+                self.progress.warn(format!("{}: cannot read inode flags: {err}; stored without them", path.display()));
+                0
+            })
+        });
+        let ext = NodeExt { xattrs, flags };
+        (!ext.is_empty()).then(|| Box::new(ext))
+    }
+
+    /// An unchanged file's xattrs and flags when the parent does not have
+    /// them: opened for the flags (not read).
+    fn read_ext_unopened_file(&self, dir: BorrowedFd<'_>, lookup: &CStr, path: &Path) -> Option<Box<NodeExt>> {
+        match fsat::open_file_at(dir, lookup) {
+            Ok(fd) => self.read_ext(Entry::Fd(fd.as_fd()), Some(fd.as_fd()), path),
+            Err(_) => self.read_ext(Entry::At(dir, lookup), None, path),
+        }
+    }
+
+    /// `--exclude-nodump` and the entry has the nodump flag.
+    fn nodump(&self, node: &Node) -> bool {
+        self.exclude_nodump && node.ext.as_ref().is_some_and(|e| e.flags & attrs::NODUMP != 0)
     }
 
     /// Reads and stores a file's content into `node.content`: whole as one
     /// blob up to `small_file_max`, content-defined chunks beyond. Both go
     /// through this thread's read buffer.
-    fn read_file(&self, path: &Path, node: &mut Node) -> Result<(), ReadError> {
+    fn read_file(&self, f: File, path: &Path, node: &mut Node) -> Result<(), ReadError> {
         READ_BUFFER.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => self.read_file_with(path, node, &mut buf),
+            Ok(mut buf) => self.read_file_with(f, path, node, &mut buf),
             // Only if a put re-entered the walk on this thread.
-            Err(_) => self.read_file_with(path, node, &mut Vec::new()),
+            Err(_) => self.read_file_with(f, path, node, &mut Vec::new()),
         })
     }
 
-    fn read_file_with(&self, path: &Path, node: &mut Node, buf: &mut Vec<u8>) -> Result<(), ReadError> {
+    fn read_file_with(&self, mut f: File, path: &Path, node: &mut Node, buf: &mut Vec<u8>) -> Result<(), ReadError> {
         let skip = |e: std::io::Error| ReadError::Skip(format!("{}: {}; skipped", path.display(), describe(&e)));
-        let mut f = File::open(path).map_err(skip)?;
+        // Opened by name after the stat: still the same regular file?
+        let st = fsat::fstat(f.as_fd()).map_err(skip)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_ino != node.ino {
+            return Err(ReadError::Skip(format!("{}: replaced while being backed up; skipped", path.display())));
+        }
         let small_max = usize::try_from(self.small_file_max).unwrap_or(usize::MAX - 1);
         let first = if node.size <= self.small_file_max { read_up_to(&mut f, buf, small_max + 1, node.size).map_err(skip)? } else { 0 };
         node.content.clear();

@@ -8,17 +8,19 @@
 //! whose (size, mtime, ctime, inode) match the parent snapshot are not read.
 //! `restore` writes a snapshot (or parts of it) back in parallel.
 
+pub mod attrs;
 pub mod backup;
 pub mod chunker;
 pub mod error;
 pub mod exclude;
+pub mod fsat;
 pub mod meta;
 pub mod progress;
 pub mod readahead;
 pub mod restore;
 pub mod scan;
 
-pub use backup::{archive, backup, resolve_sources, BackupOptions, BackupOutcome, BackupTarget, ChunkParams, LocalTarget};
+pub use backup::{archive, backup, resolve_sources, BackupOptions, BackupOutcome, BackupTarget, ChunkParams, LocalTarget, ParentTree, WalkOptions};
 pub use error::{IngestError, Result};
 pub use progress::Progress;
 pub use restore::{restore, RestoreOptions, RestoreOutcome};

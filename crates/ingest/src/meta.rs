@@ -1,51 +1,45 @@
 //! Turning `stat` results into tree nodes.
 
 use lifeboat_store::{Node, NodeKind};
-use std::fs::Metadata;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-pub fn kind_of(m: &Metadata) -> NodeKind {
-    let ft = m.file_type();
-    if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else if ft.is_file() {
-        NodeKind::File
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_char_device() {
-        NodeKind::CharDevice
-    } else if ft.is_block_device() {
-        NodeKind::BlockDevice
-    } else {
-        NodeKind::Socket
+pub fn kind_of(mode: u32) -> NodeKind {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => NodeKind::Dir,
+        libc::S_IFLNK => NodeKind::Symlink,
+        libc::S_IFREG => NodeKind::File,
+        libc::S_IFIFO => NodeKind::Fifo,
+        libc::S_IFCHR => NodeKind::CharDevice,
+        libc::S_IFBLK => NodeKind::BlockDevice,
+        _ => NodeKind::Socket,
     }
 }
 
-pub fn node_from(name: Vec<u8>, m: &Metadata) -> Node {
-    let kind = kind_of(m);
+pub fn node_from(name: Vec<u8>, st: &libc::stat) -> Node {
+    let kind = kind_of(st.st_mode);
     Node {
         name,
         kind,
-        mode: m.mode(),
-        uid: m.uid(),
-        gid: m.gid(),
-        size: if kind == NodeKind::File { m.size() } else { 0 },
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-        dev: m.dev(),
-        ino: m.ino(),
-        nlink: m.nlink(),
-        rdev: m.rdev(),
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: if kind == NodeKind::File { st.st_size as u64 } else { 0 },
+        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+        ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        nlink: st.st_nlink,
+        rdev: st.st_rdev,
         content: Vec::new(),
         subtree: None,
         link_target: None,
+        ext: None,
     }
 }
 
 /// A file is taken as unchanged when size, mtime, ctime and inode all
-/// match the parent's record (restic's rule, plus ctime).
+/// match the parent's record (restic's rule, plus ctime). Setting an
+/// xattr, an ACL or an inode flag changes ctime, so an unchanged file's
+/// extended metadata is the parent's too.
 pub fn unchanged(old: &Node, new: &Node) -> bool {
     old.kind == NodeKind::File
         && new.kind == NodeKind::File

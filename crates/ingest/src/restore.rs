@@ -13,7 +13,16 @@
 //! open descriptor or with `AT_SYMLINK_NOFOLLOW`. A name is one path
 //! component (no `/`, `.`, `..` or NUL) and the second entry of a
 //! duplicated name is skipped. Nothing is written outside the target.
+//!
+//! Per entry the order is: content, owner, mode, extended attributes
+//! (after chown, which drops `security.capability`; after chmod, which
+//! would rewrite an ACL's mask), times. Inode flags go on at the very end,
+//! deepest first, after the hard links: an immutable or append-only file
+//! or directory refuses links, writes and new entries. A restore over an
+//! earlier one clears those two flags where it finds them before it
+//! writes.
 
+use crate::attrs::{self, Entry};
 use crate::error::{IngestError, Result};
 use crate::progress::Progress;
 use lifeboat_store::{BlobId, Datastore, Node, NodeKind, Snapshot, Tree};
@@ -22,7 +31,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -42,9 +51,11 @@ pub struct RestoreOptions {
     pub includes: Vec<String>,
     /// Restore owners (uid/gid); default true when running as root.
     pub owners: bool,
-    /// Recreate set-user/group-ID bits on files and device nodes (an
-    /// admin's restore, the local CLI). Without it they are left out,
-    /// each named in the warnings.
+    /// Recreate set-user/group-ID bits on files, device nodes, and
+    /// extended attributes in the privileged namespaces (`trusted.*`,
+    /// `security.*`: file capabilities, security labels) (an admin's
+    /// restore, the local CLI). Without it they are left out, each named
+    /// in the warnings.
     pub special: bool,
     pub threads: usize,
 }
@@ -54,7 +65,8 @@ pub struct RestoreOutcome {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
-    /// Set-ID bits and device nodes not restored (see `RestoreOptions::special`).
+    /// Set-ID bits, privileged xattrs and device nodes not restored (see
+    /// `RestoreOptions::special`).
     pub left_out: u64,
     pub warnings: Vec<String>,
 }
@@ -79,6 +91,9 @@ struct Restorer<'a> {
     /// first, as components beneath the target.
     links: Mutex<HashMap<(u64, u64), Vec<Vec<u8>>>>,
     deferred_links: Mutex<Vec<(Vec<Vec<u8>>, (u64, u64), Node)>>,
+    /// Entries (components beneath the target) whose inode flags are set
+    /// once everything else is written.
+    deferred_flags: Mutex<Vec<(Vec<Vec<u8>>, u32)>>,
     files: AtomicU64,
     dirs: AtomicU64,
     bytes: AtomicU64,
@@ -144,6 +159,7 @@ fn restore_with(
         root,
         links: Mutex::new(HashMap::new()),
         deferred_links: Mutex::new(Vec::new()),
+        deferred_flags: Mutex::new(Vec::new()),
         files: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
@@ -182,6 +198,7 @@ fn restore_with(
                 let linked = first.split_last().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)).and_then(|(fname, fparent)| {
                     let fdir = open_dir_beneath(&root.fd, fparent)?;
                     let fname = CString::new(fname.as_slice()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+                    r.unlock_existing(&parent, &cname);
                     unsafe { libc::unlinkat(parent.fd.as_raw_fd(), cname.as_ptr(), 0) };
                     // Flags 0: a symlink is linked itself, never followed.
                     cvt(unsafe { libc::linkat(fdir.as_raw_fd(), fname.as_ptr(), parent.fd.as_raw_fd(), cname.as_ptr(), 0) })
@@ -197,6 +214,7 @@ fn restore_with(
             unsafe { libc::futimens(parent.fd.as_raw_fd(), times.as_ptr()) };
         }
     }
+    r.apply_deferred_flags();
     let warnings = progress.messages.lock().unwrap().clone();
     Ok(RestoreOutcome {
         files: r.files.load(Ordering::Relaxed),
@@ -395,23 +413,29 @@ impl Restorer<'_> {
         match n.kind {
             NodeKind::Dir => {
                 // Made private; its own mode goes on after its children.
+                let mut existed = false;
                 if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } != 0 {
                     let e = std::io::Error::last_os_error();
                     if e.kind() != std::io::ErrorKind::AlreadyExists {
                         return Err(target_err(e));
                     }
+                    existed = true;
                 }
                 let fd = match open_subdir(&parent.fd, &name) {
                     Ok(fd) => fd,
                     // Something else is there (a symlink, maybe from an
                     // earlier restore): replaced, never entered.
                     Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                        self.unlock_existing(parent, &name);
                         cvt(unsafe { libc::unlinkat(pfd, name.as_ptr(), 0) }).map_err(target_err)?;
                         cvt(unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) }).map_err(target_err)?;
                         open_subdir(&parent.fd, &name).map_err(target_err)?
                     }
                     Err(e) => return Err(target_err(e)),
                 };
+                if existed {
+                    self.prepare_existing_dir(&fd, &path);
+                }
                 let dir = Dir { fd, path };
                 if let Some(id) = n.subtree {
                     self.restore_tree(&id, &dir, rel)?;
@@ -419,7 +443,8 @@ impl Restorer<'_> {
                 self.dirs.fetch_add(1, Ordering::Relaxed);
                 // Set-ID bits on a directory grant no privilege (setgid
                 // only passes its group on to new entries), so they stay.
-                self.set_meta_file(&File::from(dir.fd), &dir.path, n, n.mode & 0o7777, true);
+                self.set_meta_file(&File::from(dir.fd), &dir.path, n, n.mode & 0o7777, true, existed);
+                self.defer_flags(n, rel);
             }
             NodeKind::File => {
                 if n.nlink > 1 {
@@ -432,24 +457,26 @@ impl Restorer<'_> {
                     links.insert(key, rel.clone());
                 }
                 self.write_file(parent, &name, &path, n)?;
+                self.defer_flags(n, rel);
             }
             NodeKind::Symlink => {
                 let Ok(target) = CString::new(n.link_target.as_deref().unwrap_or_default()) else {
                     self.progress.warn(format!("{}: symlink target with a NUL byte in snapshot; skipped", path.display()));
                     return Ok(());
                 };
+                self.unlock_existing(parent, &name);
                 unsafe { libc::unlinkat(pfd, name.as_ptr(), 0) };
                 cvt(unsafe { libc::symlinkat(target.as_ptr(), pfd, name.as_ptr()) }).map_err(target_err)?;
                 self.set_meta_at(parent, &name, n, true);
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
-                if n.kind == NodeKind::Socket {
-                    return Ok(()); // sockets are recreated by their servers
-                }
+                // A socket comes back as the inode it was (what `ls` and
+                // permissions see); its server binds a new one anyway.
                 if n.kind != NodeKind::Fifo && !self.opts.special {
                     self.leave_out(&path, "device node");
                     return Ok(());
                 }
+                self.unlock_existing(parent, &name);
                 unsafe { libc::unlinkat(pfd, name.as_ptr(), 0) };
                 let mode = if self.opts.special { n.mode } else { n.mode & !0o6000 };
                 if unsafe { libc::mknodat(pfd, name.as_ptr(), mode, n.rdev as libc::dev_t) } != 0 {
@@ -478,6 +505,7 @@ impl Restorer<'_> {
         let (f, existed) = match create() {
             Ok(f) => (File::from(f), false),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                self.unlock_existing(parent, name);
                 unsafe { libc::unlinkat(parent.fd.as_raw_fd(), name.as_ptr(), 0) };
                 (File::from(create().map_err(target_err)?), true)
             }
@@ -505,7 +533,7 @@ impl Restorer<'_> {
             // A trailing hole: extend the file over it.
             f.set_len(off).map_err(target_err)?;
         }
-        self.set_meta_file(&f, path, n, mode, existed || mode & self.umask != 0);
+        self.set_meta_file(&f, path, n, mode, existed || mode & self.umask != 0, false);
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(off, Ordering::Relaxed);
         self.progress.add(&self.progress.files, 1);
@@ -514,7 +542,7 @@ impl Restorer<'_> {
 
     /// Owner, `mode` and mtime through an open descriptor (a file, or a
     /// directory once its children are written).
-    fn set_meta_file(&self, f: &File, path: &Path, n: &Node, mode: u32, needs_chmod: bool) {
+    fn set_meta_file(&self, f: &File, path: &Path, n: &Node, mode: u32, needs_chmod: bool, existed: bool) {
         if self.opts.owners && (n.uid != self.euid || n.gid != self.egid) {
             if let Err(e) = std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid)) {
                 self.progress.warn(format!("{}: cannot set owner: {e}", path.display()));
@@ -526,6 +554,7 @@ impl Restorer<'_> {
                 self.progress.warn(format!("{}: cannot set mode: {e}", path.display()));
             }
         }
+        self.set_xattrs(Entry::Fd(f.as_fd()), path, n, existed);
         let t = std::fs::FileTimes::new().set_modified(to_systime(n.mtime_ns)).set_accessed(to_systime(n.mtime_ns));
         if let Err(e) = f.set_times(t) {
             self.progress.warn(format!("{}: cannot set mtime: {e}", path.display()));
@@ -546,10 +575,104 @@ impl Restorer<'_> {
                 let mode = if self.opts.special { n.mode & 0o7777 } else { n.mode & 0o1777 };
                 libc::fchmodat(pfd, name.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW);
             }
+        }
+        let path = parent.path.join(OsStr::from_bytes(name.to_bytes()));
+        self.set_xattrs(Entry::At(parent.fd.as_fd(), name), &path, n, false);
+        unsafe {
             let ts = libc::timespec { tv_sec: n.mtime_ns.div_euclid(1_000_000_000), tv_nsec: n.mtime_ns.rem_euclid(1_000_000_000) };
             let times = [ts, ts];
             libc::utimensat(pfd, name.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW);
         }
+    }
+}
+
+impl Restorer<'_> {
+    /// Sets the node's extended attributes (ACLs, capabilities, labels
+    /// among them). On a directory that was there before, attributes the
+    /// snapshot does not name are removed. Each one that cannot be set is
+    /// a warning (a non-root restore cannot set `trusted.*`, a file system
+    /// may refuse a namespace).
+    fn set_xattrs(&self, e: Entry<'_>, path: &Path, n: &Node, existed: bool) {
+        let wanted: &[(Vec<u8>, Vec<u8>)] = n.ext.as_ref().map_or(&[], |x| &x.xattrs);
+        if existed {
+            if let Ok(current) = attrs::read_xattrs(e) {
+                for (name, _) in current.iter().filter(|(c, _)| !wanted.iter().any(|(w, _)| w == c)) {
+                    if let Err(err) = attrs::remove_xattr(e, name) {
+                        self.progress.warn(format!("{}: cannot remove extended attribute {}: {err}", path.display(), String::from_utf8_lossy(name)));
+                    }
+                }
+            }
+        }
+        for (name, value) in wanted {
+            // Privileged namespaces: file capabilities grant privilege like
+            // set-ID bits, and trusted.* / security.* steer the kernel
+            // (overlayfs redirects, security labels). Only an admin's
+            // restore sets them from a snapshot.
+            if !self.opts.special && (name.starts_with(b"trusted.") || name.starts_with(b"security.")) {
+                self.leave_out(path, &format!("extended attribute {}", String::from_utf8_lossy(name)));
+                continue;
+            }
+            if let Err(err) = attrs::write_xattr(e, name, value) {
+                self.progress.warn(format!("{}: cannot set extended attribute {}: {err}", path.display(), String::from_utf8_lossy(name)));
+            }
+        }
+    }
+
+    fn defer_flags(&self, n: &Node, rel: &[Vec<u8>]) {
+        if let Some(flags) = n.ext.as_ref().map(|x| x.flags).filter(|&f| f != 0) {
+            self.deferred_flags.lock().push((rel.to_vec(), flags));
+        }
+    }
+
+    /// Inode flags, deepest entries first: a directory made immutable
+    /// before its children's flags are set would still allow that, but
+    /// the order keeps the rule simple ("nothing changes below a flagged
+    /// directory once it is flagged").
+    fn apply_deferred_flags(&self) {
+        let mut todo = std::mem::take(&mut *self.deferred_flags.lock());
+        todo.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.len()));
+        for (rel, flags) in todo {
+            let path = self.display(&rel);
+            let Some((name, parent_rel)) = rel.split_last() else { continue };
+            let set = open_dir_beneath(&self.root.fd, parent_rel)
+                .and_then(|dir| {
+                    let name = CString::new(name.as_slice()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+                    openat(&dir, &name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)
+                })
+                .and_then(|fd| attrs::write_flags(fd.as_fd(), flags));
+            if let Err(e) = set {
+                self.progress.warn(format!("{}: cannot set inode flags {}: {e}", path.display(), attrs::flag_letters(flags)));
+            }
+        }
+    }
+
+    /// Before an entry in the way is replaced: an immutable or append-only
+    /// file (an earlier restore's) cannot be unlinked until the flag is off.
+    fn unlock_existing(&self, parent: &Dir, name: &CStr) {
+        // Only files and directories have flags; a symlink gives ELOOP.
+        if let Ok(fd) = openat(&parent.fd, name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0) {
+            self.unlock(&fd, &parent.path.join(OsStr::from_bytes(name.to_bytes())));
+        }
+    }
+
+    fn unlock(&self, fd: &OwnedFd, path: &Path) {
+        match attrs::read_flags(fd.as_fd()) {
+            Ok(f) if f & attrs::LOCKING != 0 => {
+                if let Err(e) = attrs::write_flags(fd.as_fd(), f & !attrs::LOCKING) {
+                    self.progress.warn(format!("{}: cannot clear inode flags {} to restore over it: {e}", path.display(), attrs::flag_letters(f & attrs::LOCKING)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A directory already in the target (a restore run again): writable
+    /// again, and without the default ACL an earlier restore gave it, so
+    /// new entries do not inherit an ACL their snapshot does not have (it
+    /// goes back on with the directory's own attributes, after them).
+    fn prepare_existing_dir(&self, fd: &OwnedFd, path: &Path) {
+        self.unlock(fd, path);
+        let _ = attrs::remove_xattr(Entry::Fd(fd.as_fd()), b"system.posix_acl_default");
     }
 }
 

@@ -130,3 +130,49 @@ fn a_target_descriptor_is_used_not_the_path() {
     assert_eq!(std::fs::read(real.join("x")).unwrap(), b"data");
     assert!(!decoy.exists());
 }
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    let rc = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (rc >= 0).then(|| buf[..rc as usize].to_vec())
+}
+
+#[test]
+fn privileged_xattrs_only_in_an_admins_restore() {
+    // A snapshot may carry file capabilities and trusted.* / security.*
+    // attributes (an agent's upload: anything). Without `special` they
+    // are left out and named; user.* attributes and ACLs are restored.
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = Arc::new(Datastore::init(&tmp.path().join("ds")).unwrap());
+    let s = snapshot(&ds, |sink| {
+        let mut f = file(sink, b"f", 0o755, b"binary");
+        f.ext = Some(Box::new(lifeboat_store::NodeExt {
+            xattrs: vec![
+                (b"security.capability".to_vec(), vec![1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                (b"trusted.overlay.redirect".to_vec(), b"/etc".to_vec()),
+                (b"user.note".to_vec(), b"fine".to_vec()),
+            ],
+            flags: 0,
+        }));
+        vec![f]
+    });
+    let t1 = tmp.path().join("t1");
+    let out = restore(&ds, &s, &RestoreOptions { target: t1.clone(), owners: true, ..Default::default() }, &Progress::new()).unwrap();
+    assert_eq!(out.left_out, 2, "{:?}", out.warnings);
+    assert!(out.warnings.iter().any(|w| w.contains("security.capability")), "{:?}", out.warnings);
+    assert!(out.warnings.iter().any(|w| w.contains("trusted.overlay.redirect")), "{:?}", out.warnings);
+    assert_eq!(xattr(&t1.join("f"), "user.note").as_deref(), Some(&b"fine"[..]));
+    assert_eq!(xattr(&t1.join("f"), "security.capability"), None);
+    assert_eq!(xattr(&t1.join("f"), "trusted.overlay.redirect"), None);
+
+    // An admin's restore (as root, like CI) sets them all.
+    let t2 = tmp.path().join("t2");
+    let out = restore(&ds, &s, &RestoreOptions { target: t2.clone(), owners: true, special: true, ..Default::default() }, &Progress::new()).unwrap();
+    assert_eq!(out.left_out, 0);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    assert!(xattr(&t2.join("f"), "security.capability").is_some());
+    assert_eq!(xattr(&t2.join("f"), "trusted.overlay.redirect").as_deref(), Some(&b"/etc"[..]));
+}

@@ -311,6 +311,7 @@ impl Inner {
                     content: Vec::new(),
                     subtree: Some(snap.tree),
                     link_target: None,
+                    ext: None,
                 };
                 SnapEntry { name: snapshot_dir_name(&snap.time, &id), id, node: Arc::new(node) }
             })
@@ -702,12 +703,42 @@ impl Filesystem for SnapshotFs {
         Ok(())
     }
 
-    async fn getxattr(&self, _req: Request, _inode: Inode, _name: &OsStr, _size: u32) -> FResult<ReplyXAttr> {
-        Err(libc::ENODATA.into())
+    /// The backed-up entry's extended attributes (ACLs, capabilities,
+    /// SELinux labels among them) as stored; the snapshot directories
+    /// themselves have none.
+    async fn getxattr(&self, _req: Request, inode: Inode, name: &OsStr, size: u32) -> FResult<ReplyXAttr> {
+        let obj = self.inner.get(inode)?;
+        let value = xattrs_of(&obj).iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v.clone());
+        xattr_reply(value.ok_or_else(|| Errno::from(libc::ENODATA))?, size)
     }
 
-    async fn listxattr(&self, _req: Request, _inode: Inode, size: u32) -> FResult<ReplyXAttr> {
-        Ok(if size == 0 { ReplyXAttr::Size(0) } else { ReplyXAttr::Data(Bytes::new()) })
+    async fn listxattr(&self, _req: Request, inode: Inode, size: u32) -> FResult<ReplyXAttr> {
+        let obj = self.inner.get(inode)?;
+        let mut names = Vec::new();
+        for (k, _) in xattrs_of(&obj) {
+            names.extend_from_slice(k);
+            names.push(0);
+        }
+        xattr_reply(names, size)
+    }
+}
+
+fn xattrs_of(obj: &Obj) -> &[(Vec<u8>, Vec<u8>)] {
+    match obj {
+        Obj::Node(n) => n.ext.as_ref().map_or(&[], |e| &e.xattrs),
+        _ => &[],
+    }
+}
+
+/// getxattr/listxattr's size protocol: 0 asks the size, a smaller buffer
+/// is ERANGE.
+fn xattr_reply(data: Vec<u8>, size: u32) -> FResult<ReplyXAttr> {
+    if size == 0 {
+        Ok(ReplyXAttr::Size(data.len() as u32))
+    } else if (size as usize) < data.len() {
+        Err(libc::ERANGE.into())
+    } else {
+        Ok(ReplyXAttr::Data(Bytes::from(data)))
     }
 }
 

@@ -55,8 +55,23 @@ pub struct AgentOptions {
     pub datastore: Option<String>,
     pub threads: usize,
     pub force_full: bool,
+    /// `backup --one-file-system` / `--exclude-nodump`, see
+    /// `lifeboat_ingest::BackupOptions`.
+    pub one_file_system: bool,
+    pub exclude_nodump: bool,
     /// How long to keep retrying while the appliance cannot be reached.
     pub retry_for: Duration,
+}
+
+impl AgentOptions {
+    fn walk(&self) -> lifeboat_ingest::WalkOptions {
+        lifeboat_ingest::WalkOptions {
+            excludes: self.excludes.clone(),
+            threads: self.threads,
+            one_file_system: self.one_file_system,
+            exclude_nodump: self.exclude_nodump,
+        }
+    }
 }
 
 impl Default for AgentOptions {
@@ -69,6 +84,8 @@ impl Default for AgentOptions {
             datastore: None,
             threads: 0,
             force_full: false,
+            one_file_system: false,
+            exclude_nodump: false,
             retry_for: Duration::from_secs(600),
         }
     }
@@ -110,14 +127,17 @@ pub fn run_agent_backup(transport: Arc<dyn Transport>, opts: &AgentOptions, prog
     let req = OpenSession { datastore: opts.datastore.clone(), hostname: opts.hostname.clone(), paths, tags: opts.tags.clone(), force_full: opts.force_full };
     let info = retry.call("open a session", || transport.open(&req))?;
     tracing::info!(session = %info.session, parent = ?info.parent, "upload session open");
-    let parent_root = match &info.parent {
-        Some(p) => Some(BlobId::from_hex(&p.tree).ok_or_else(|| retry.remote(format!("parent tree id {:?} is not 64 hex digits", p.tree)))?),
+    let parent = match &info.parent {
+        Some(p) => Some(lifeboat_ingest::ParentTree {
+            tree: BlobId::from_hex(&p.tree).ok_or_else(|| retry.remote(format!("parent tree id {:?} is not 64 hex digits", p.tree)))?,
+            ext_metadata: p.ext_metadata,
+        }),
         None => None,
     };
     let sink = AgentSink::new(retry.clone(), &info);
     let p = info.params;
     let params = ChunkParams { small_file_max: p.small_file_max, chunk_min: p.chunk_min, chunk_avg: p.chunk_avg, chunk_max: p.chunk_max };
-    let walked = lifeboat_ingest::archive(&sink, &sources, parent_root, params, &opts.excludes, opts.threads, progress);
+    let walked = lifeboat_ingest::archive(&sink, &sources, parent, params, &opts.walk(), progress);
     let (root, mut summary) = match walked.and_then(|r| sink.finish().map(|_| r)) {
         Ok(r) => r,
         Err(e) => {

@@ -59,6 +59,11 @@ pub struct ParentInfo {
     pub snapshot: String,
     /// Its root tree (hex): the agent fetches trees below it as it walks.
     pub tree: String,
+    /// Its trees record extended attributes and inode flags (false for
+    /// snapshots made before they were kept: the agent then reads them
+    /// for unchanged files too).
+    #[serde(default)]
+    pub ext_metadata: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]

@@ -167,7 +167,7 @@ impl IngestSessions {
             session: id.clone(),
             datastore: datastore.into(),
             params,
-            parent: parent.as_ref().map(|(sid, s)| ParentInfo { snapshot: sid.to_hex(), tree: s.tree.to_hex() }),
+            parent: parent.as_ref().map(|(sid, s)| ParentInfo { snapshot: sid.to_hex(), tree: s.tree.to_hex(), ext_metadata: s.summary.ext_metadata }),
         };
         let session = UploadSession {
             id: id.clone(),

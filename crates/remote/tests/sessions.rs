@@ -152,6 +152,54 @@ fn two_agents_one_datastore_then_incremental() {
     assert_restores_identical(&ds, &again.snapshot_id, &a, dir.path());
 }
 
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(rc, 0, "setxattr {name} on {}: {}", path.display(), std::io::Error::last_os_error());
+}
+
+fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let rc = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (rc >= 0).then(|| buf[..rc as usize].to_vec())
+}
+
+/// The agent walks with crates/ingest's `archive` and uploads its trees
+/// as they are: extended attributes (and so ACLs, capabilities) travel
+/// in them, pass the appliance's tree checks, and come back on restore.
+#[test]
+fn extended_attributes_survive_an_agent_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = Arc::new(Datastore::init(&dir.path().join("ds")).unwrap());
+    let src = dir.path().join("src");
+    make_tree(&src, 4);
+    set_xattr(&src.join("shared.txt"), "user.origin", b"agent host");
+    set_xattr(&src.join("dir2"), "user.dir-attr", &[0, 1, 2, 255]);
+    let t: Arc<dyn Transport> = Arc::new(Direct::new(ds.clone(), "agent-x", 0));
+    let out = run_agent_backup(t, &opts(&src, "host-x"), &Progress::new()).unwrap();
+    ds.refresh_index().unwrap();
+    let (_, snap) = ds.resolve_snapshot(&out.snapshot_id).unwrap();
+    let root = ds.load_tree(&snap.tree).unwrap();
+    let node = root.find(b"shared.txt").unwrap();
+    let ext = node.ext.as_ref().expect("the agent's tree has the xattr");
+    assert_eq!(ext.xattrs, vec![(b"user.origin".to_vec(), b"agent host".to_vec())]);
+    assert!(root.find(b"big.bin").unwrap().ext.is_none());
+
+    let target = dir.path().join("restored");
+    let ro = RestoreOptions { target: target.clone(), owners: false, threads: 2, ..Default::default() };
+    let r = lifeboat_ingest::restore(&ds, &snap, &ro, &Progress::new()).unwrap();
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(get_xattr(&target.join("shared.txt"), "user.origin").as_deref(), Some(&b"agent host"[..]));
+    assert_eq!(get_xattr(&target.join("dir2"), "user.dir-attr").as_deref(), Some(&[0u8, 1, 2, 255][..]));
+    assert_eq!(get_xattr(&target.join("big.bin"), "user.origin"), None);
+    compare(&src, &target);
+}
+
 #[test]
 fn dropped_connections_are_retried_and_the_run_completes() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use crate::id::{BlobId, PackId};
 use crate::index::{self, BlobLocation, IndexReader};
 use crate::pack::{self, pack_path, partial_dir};
 use crate::snapshot::Snapshot;
-use crate::tree::{Node, Tree, TreeBlob};
+use crate::tree::{Node, PageCursor, Tree, TreeBlob};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::fs::File;
@@ -41,10 +41,9 @@ pub struct DirCursor<'a> {
     source: TreeSource<'a>,
     pub pages: Vec<BlobId>,
     next_page: usize,
-    page_id: BlobId,
     bytes: Vec<u8>,
-    pos: usize,
-    left: usize,
+    /// Where in `bytes` (the current page) the next node is.
+    at: Option<PageCursor>,
 }
 
 impl<'a> DirCursor<'a> {
@@ -60,7 +59,7 @@ impl<'a> DirCursor<'a> {
             TreeBlob::Paged(p) => p,
             TreeBlob::Page(_) => Vec::new(),
         };
-        let mut c = DirCursor { source, pages, next_page: 0, page_id: *id, bytes: Vec::new(), pos: 0, left: 0 };
+        let mut c = DirCursor { source, pages, next_page: 0, bytes: Vec::new(), at: None };
         if c.pages.is_empty() {
             c.open_page(*id, bytes)?;
         }
@@ -68,16 +67,13 @@ impl<'a> DirCursor<'a> {
     }
 
     fn open_page(&mut self, id: BlobId, bytes: Vec<u8>) -> Result<()> {
-        let c = Tree::cursor(&id, &bytes)?;
-        self.left = c.remaining();
-        self.pos = bytes.len() - c.rest_len();
+        self.at = Some(PageCursor::open(&id, &bytes)?);
         self.bytes = bytes;
-        self.page_id = id;
         Ok(())
     }
 
     pub fn next_node(&mut self) -> Result<Option<Node>> {
-        while self.left == 0 {
+        while self.at.as_ref().map_or(0, |a| a.remaining()) == 0 {
             let Some(&id) = self.pages.get(self.next_page) else { return Ok(None) };
             self.next_page += 1;
             let bytes = self.source.read(&id)?;
@@ -86,11 +82,7 @@ impl<'a> DirCursor<'a> {
             }
             self.open_page(id, bytes)?;
         }
-        let (node, rest) = postcard::take_from_bytes::<Node>(&self.bytes[self.pos..])
-            .map_err(|e| StoreError::BadTree { id: self.page_id.to_hex(), reason: e.to_string() })?;
-        self.pos = self.bytes.len() - rest.len();
-        self.left -= 1;
-        Ok(Some(node))
+        self.at.as_mut().expect("a page is open").next_node(&self.bytes)
     }
 }
 

@@ -38,4 +38,4 @@ pub use error::{Result, StoreError};
 pub use id::{BlobId, PackId};
 pub use sink::{BlobSink, PutOutcome};
 pub use snapshot::{BackupSummary, Snapshot, SnapshotKind};
-pub use tree::{Node, NodeKind, Tree};
+pub use tree::{Node, NodeExt, NodeKind, Tree};

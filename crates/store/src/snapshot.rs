@@ -23,6 +23,11 @@ pub struct BackupSummary {
     pub blobs_added: u64,
     pub warnings: u64,
     pub duration_ms: u64,
+    /// The walk recorded extended attributes and inode flags. Snapshots
+    /// made before it could have none: a backup on top of one reads them
+    /// again for files it otherwise takes as unchanged.
+    #[serde(default)]
+    pub ext_metadata: bool,
 }
 
 /// What a snapshot holds. File backups leave the field out, so their
