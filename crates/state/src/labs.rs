@@ -87,6 +87,7 @@ mod tests {
             probes: "ping".into(),
             boot_timeout: 60,
             after_backup: after,
+            network: Default::default(),
             notify: NotifyWhen::Failure,
         }
     }
