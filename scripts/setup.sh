@@ -32,13 +32,17 @@ fi
 # the verification lab builds its firewall with it; chromium (headless)
 # renders the lab's HTML report in tests/tests/lab.rs; dnsmasq-base
 # serves DNS and DHCP inside labs; acl (setfacl, getfacl) and attr
-# (getfattr) for tests/tests/fidelity.rs.
+# (getfattr) for tests/tests/fidelity.rs; libguestfs (guestfish),
+# guestfs-tools, virt-v2v and hivex repair guests in a cross-platform
+# restore (crates/repair), and tests/tests/convert.rs reads its OVA back
+# with virt-v2v (virt-xml-validate comes with libvirt below).
 plain=()
 for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
            iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl python3-venv \
            libblkid-dev tmux xfsprogs xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools \
-           dosfstools openssl genimage python3-pip nftables chromium dnsmasq-base acl attr; do
+           dosfstools openssl genimage python3-pip nftables chromium dnsmasq-base acl attr \
+           libguestfs-tools guestfs-tools virt-v2v libhivex-bin; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.

@@ -251,7 +251,8 @@ impl Handler<Execute> for DatastoreActor {
                         Some((vm, _busy)) => work::vm_backup::run(&ds, vm, *full, tags, &msg.keep, &pinned, tz, h),
                         None => Err("internal error: a VM backup without its VM".into()),
                     },
-                    JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format, &msg.confine, msg.grant, h),
+                    JobSpec::VmRestore { snapshot, target, format, platform: Some(platform), map, no_repair, .. } => work::vm_restore::run_for_target(&ds, snapshot, target, format.as_deref(), platform, map, !*no_repair, &msg.confine, msg.grant, h),
+                    JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format.as_deref().unwrap_or("raw"), &msg.confine, msg.grant, h),
                     JobSpec::LabVerify { vms, probes, boot_timeout, network, .. } => work::lab_verify::run(&ds, vms, probes, *boot_timeout, network, msg.lab.accel, &msg.lab.scripts_dir, h),
                     JobSpec::VmInstantRestore { snapshot, name: vm_name, net, paused, .. } => match &msg.vms {
                         Some(reg) => {

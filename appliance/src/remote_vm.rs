@@ -59,8 +59,18 @@ pub enum RemoteVmCmd {
     Restore {
         #[command(flatten)]
         ds: DsName,
-        #[arg(long, default_value = "raw", value_parser = ["raw", "qcow2"])]
-        format: String,
+        /// raw or qcow2; with --target also vmdk or vhdx
+        #[arg(long, value_parser = ["raw", "qcow2", "vmdk", "vhdx"])]
+        format: Option<String>,
+        /// Restore for this platform: kvm, openstack, vmware, hyperv
+        #[arg(long = "target", value_name = "PLATFORM")]
+        platform: Option<String>,
+        /// Override one key of the platform's mapping (repeatable)
+        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platform")]
+        maps: Vec<String>,
+        /// Do not repair the guest for the new platform
+        #[arg(long, requires = "platform")]
+        no_repair: bool,
         #[command(flatten)]
         wait: Wait,
         snapshot: String,
@@ -172,7 +182,9 @@ pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        RemoteVmCmd::Restore { ds, format, wait, snapshot, target } => run_job(c, JobSpec::VmRestore { datastore: ds.datastore, snapshot, target, format }, &wait),
+        RemoteVmCmd::Restore { ds, format, platform, maps, no_repair, wait, snapshot, target } => {
+            run_job(c, JobSpec::VmRestore { datastore: ds.datastore, snapshot, target, format, platform, map: maps, no_repair }, &wait)
+        }
         RemoteVmCmd::Export { ds, disk, writable, json, snapshot } => {
             let e: ExportInfo = c.post("/api/exports", &ExportCreate { datastore: ds.datastore, snapshot, disk, writable })?;
             if json {

@@ -6,8 +6,12 @@
 #
 #   --tiny    the tiny guest: busybox init, Debian kernel, boots in seconds
 #   --debian  a minimal Debian 12 guest: systemd, qemu-guest-agent
-#   --all     both (the default)
-#   OUTDIR    if given, fresh sparse copies go there (tiny.raw, debian.raw)
+#   --debian-ide  the Debian guest as a legacy platform left it: root and
+#             fstab by /dev/sda1, an initramfs with IDE drivers only
+#             (MODULES=list): boots on IDE, not on virtio until repaired
+#   --all     tiny and debian (the default)
+#   OUTDIR    if given, fresh sparse copies go there (tiny.raw, debian.raw,
+#             debian-ide.raw)
 #             and those paths are printed: boot the copies, never the cache,
 #             because a guest writes to its disk.
 #
@@ -39,18 +43,19 @@ ROOT_PASSWORD=lifeboat
 log() { echo "guest-build: $*" >&2; }
 die() { echo "guest-build: error: $*" >&2; exit 1; }
 
-want_tiny=0 want_debian=0 outdir=
+want_tiny=0 want_debian=0 want_debian_ide=0 outdir=
 for a in "$@"; do
   case $a in
     --tiny) want_tiny=1 ;;
     --debian) want_debian=1 ;;
+    --debian-ide) want_debian_ide=1 ;;
     --all) want_tiny=1; want_debian=1 ;;
     -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $a (try --help)" ;;
     *) [[ -z $outdir ]] || die "only one OUTDIR"; outdir=$a ;;
   esac
 done
-((want_tiny + want_debian)) || { want_tiny=1; want_debian=1; }
+((want_tiny + want_debian + want_debian_ide)) || { want_tiny=1; want_debian=1; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (apt, chroot, loop devices)"
 
@@ -306,6 +311,63 @@ EOF
   DEBIAN_DISK=$dir/disk.raw
 }
 
+# ------------------------------------------------------------ debian-ide
+
+# The Debian guest as an old platform (IDE disk) leaves it: the kernel
+# finds its root as /dev/sda1 (command line and fstab), and the initramfs
+# holds only the IDE/SATA drivers it needs there (MODULES=list, as
+# MODULES=dep would make on that host). On virtio hardware it cannot find
+# its root; guest repair (UUIDs, virtio drivers in a rebuilt initramfs)
+# is what makes it boot. Made from the debian cache entry in seconds.
+build_debian_ide() {
+  local key dir work loopdev mnt kver t0
+  build_debian
+  key=$( {
+    echo "debian-ide v1 from=$(basename "$(dirname "$DEBIAN_DISK")")"
+    hash_files "$HERE/build.sh"
+  } | sha256sum | cut -c1-16)
+  dir=$CACHE/debian-ide-$key
+  if [[ $REBUILD != 1 && -f $dir/.complete && -f $dir/disk.raw ]]; then
+    log "debian-ide guest cached: $dir"
+    DEBIAN_IDE_DISK=$dir/disk.raw
+    return
+  fi
+  t0=$SECONDS
+  log "building debian-ide guest into $dir"
+  work=$(mktemp -d "$CACHE/.debian-ide-$key.XXXXXX")
+  CLEANUP+=("rm -rf $work")
+  cp --sparse=always "$DEBIAN_DISK" "$work/disk.raw"
+  loopdev=$(losetup -f --show -o "$PART_OFFSET" --sizelimit "$(( $(stat -c %s "$work/disk.raw") - PART_OFFSET ))" "$work/disk.raw")
+  CLEANUP+=("losetup -d $loopdev")
+  mnt=$(mktemp -d)
+  CLEANUP+=("rmdir $mnt")
+  mount -t ext4 "$loopdev" "$mnt"
+  CLEANUP+=("umount -R $mnt")
+  kver=$(ls "$mnt/lib/modules" | LC_ALL=C sort -V | tail -n1)
+  echo "/dev/sda1 / ext4 errors=remount-ro 0 1" > "$mnt/etc/fstab"
+  sed -i 's|root=UUID=[^ ]*|root=/dev/sda1|' "$mnt/boot/extlinux/extlinux.conf"
+  grep -q 'root=/dev/sda1' "$mnt/boot/extlinux/extlinux.conf" || die "extlinux.conf has no root= to change"
+  sed -i 's/^MODULES=.*/MODULES=list/' "$mnt/etc/initramfs-tools/initramfs.conf"
+  printf '%s\n' ata_piix ata_generic libata sd_mod scsi_mod ext4 e1000 >> "$mnt/etc/initramfs-tools/modules"
+  mount -t proc proc "$mnt/proc"; mount --bind /dev "$mnt/dev"; mount -t sysfs sys "$mnt/sys"
+  chroot "$mnt" update-initramfs -u -k "$kver" >&2 || die "update-initramfs in the guest failed"
+  umount "$mnt/proc" "$mnt/dev" "$mnt/sys"
+  # The proof that the negative case is real: no virtio block driver.
+  lsinitramfs "$mnt/boot/initrd.img-$kver" > "$work/initramfs.list"
+  if grep -q '/virtio_blk\.ko' "$work/initramfs.list"; then die "the IDE-only initramfs still holds virtio_blk"; fi
+  grep -q '/ata_piix\.ko' "$work/initramfs.list" || die "the IDE-only initramfs lacks ata_piix"
+  sync
+  umount "$mnt"; unset 'CLEANUP[-1]'
+  rmdir "$mnt"; unset 'CLEANUP[-1]'
+  losetup -d "$loopdev"; unset 'CLEANUP[-1]'
+  sed -e 's/^kind=.*/kind=debian-ide/' -e "s/^key=.*/key=$key/" "$(dirname "$DEBIAN_DISK")/info" > "$work/info"
+  echo "root=/dev/sda1 initramfs=MODULES=list (IDE only)" >> "$work/info"
+  publish "$work" "$dir" debian-ide
+  unset 'CLEANUP[-1]'
+  log "debian-ide guest built in $((SECONDS - t0)) s"
+  DEBIAN_IDE_DISK=$dir/disk.raw
+}
+
 # One builder per kind at a time; different kinds build in parallel.
 if ((want_tiny)); then
   exec 8>"$CACHE/.tiny.lock"
@@ -319,5 +381,12 @@ if ((want_debian)); then
   flock -w 1200 7 || die "timed out waiting for $CACHE/.debian.lock"
   build_debian
   echo "debian=$(copy_out "$DEBIAN_DISK" debian.raw)"
+  flock -u 7
+fi
+if ((want_debian_ide)); then
+  exec 7>"$CACHE/.debian.lock"
+  flock -w 1200 7 || die "timed out waiting for $CACHE/.debian.lock"
+  build_debian_ide
+  echo "debian-ide=$(copy_out "$DEBIAN_IDE_DISK" debian-ide.raw)"
   flock -u 7
 fi

@@ -1,6 +1,8 @@
 //! VM restore job: a VM snapshot's disks to image files in a directory
 //! on the appliance (`<disk>.raw` or `.qcow2`), with its hardware in
-//! `vm.json`.
+//! `vm.json`; or, with a platform, restored for that platform by
+//! `lifeboat_convert` (mapped hardware, its disk format and description,
+//! guest repair).
 //!
 //! The directory is checked and opened beneath its `restore_roots` root;
 //! every file is made in it by name relative to that descriptor
@@ -82,6 +84,57 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, confine: 
         files.push(file.display().to_string());
     }
     Ok(JobOutput { result: serde_json::json!({ "snapshot": sid.to_hex(), "vm": md.name, "files": files }), warnings: vm.warnings.clone() })
+}
+
+/// A restore for another platform (`platform`: kvm, openstack, vmware,
+/// hyperv) into `target`, confined like `run`: the output directory is
+/// opened beneath its root and every file is made through that
+/// descriptor.
+#[allow(clippy::too_many_arguments)]
+pub fn run_for_target(ds: &std::sync::Arc<Datastore>, snapshot: &str, target: &str, format: Option<&str>, platform: &str, maps: &[String], repair: bool, confine: &Confinement, grant: Grant, h: &JobHandle) -> JobResult {
+    let platform: lifeboat_convert::Platform = platform.parse()?;
+    let format = format.map(str::parse::<lifeboat_convert::DiskFormat>).transpose()?;
+    let place = confine.check(target, PathUse::RestoreTarget, grant).map_err(err)?;
+    let (sid, snap) = ds.resolve_snapshot(snapshot).map_err(err)?;
+    let vm = lifeboat_qemu::load_vm(ds, &snap).map_err(err)?;
+    let dir = open_beneath(&place, Open::CreateDir).map_err(err)?;
+    let p = &h.progress;
+    p.total_files.store(vm.disks.len() as u64, Ordering::Relaxed);
+    p.total_bytes.store(vm.disks.iter().map(|n| n.size).sum(), Ordering::Relaxed);
+    p.scan_done.store(true, Ordering::Relaxed);
+    h.set_phase(if repair { "repairing the guest and writing VM disks" } else { "writing VM disks" });
+    h.log(&format!("restoring VM {} of snapshot {} for {platform} into {target}", vm.md.name, sid.to_hex()));
+    for w in &vm.warnings {
+        h.log(&format!("warning: {w}"));
+    }
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let opts = lifeboat_convert::TargetRestoreOptions {
+        platform,
+        format,
+        maps: maps.to_vec(),
+        repair,
+        workdir: ds.root().join("tmp").join(format!("restore-{}-{stamp}", sid.short())),
+        out_display: Some(PathBuf::from(target)),
+        tcg: lifeboat_qemu::accel::choose(lifeboat_qemu::Accel::Auto).accel != lifeboat_qemu::Accel::Kvm,
+    };
+    let out = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), dir.as_raw_fd()));
+    let log = |l: &str| h.log(l);
+    let r = match lifeboat_convert::restore_for_target(ds.clone(), &vm, &out, &opts, &log) {
+        Ok(r) => r,
+        Err(lifeboat_convert::restore::TargetRestoreError::Repair { msg, report }) => {
+            for s in report.iter().flat_map(|r| r.steps.iter()) {
+                h.log(&format!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; ")));
+            }
+            return Err(msg);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    p.files.store(vm.disks.len() as u64, Ordering::Relaxed);
+    p.bytes.store(vm.disks.iter().map(|n| n.size).sum(), Ordering::Relaxed);
+    let mut result = serde_json::to_value(&r).map_err(err)?;
+    result["snapshot"] = sid.to_hex().into();
+    result["files"] = r.files.iter().map(|f| Path::new(target).join(f).display().to_string()).collect::<Vec<_>>().into();
+    Ok(JobOutput { result, warnings: r.warnings.clone() })
 }
 
 /// `name` in the directory `dir` as a path through the descriptor (by

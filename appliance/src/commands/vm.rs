@@ -67,7 +67,9 @@ pub enum VmCmd {
         json: bool,
     },
     /// Restore a VM snapshot's disks to image files (raw or qcow2), or one
-    /// disk back into an existing image
+    /// disk back into an existing image; with --target, for another
+    /// platform: hardware mapped, disks in its format, its description
+    /// beside them, the guest repaired to boot there
     Restore {
         #[command(flatten)]
         ds: DatastoreArg,
@@ -75,8 +77,24 @@ pub enum VmCmd {
         /// Directory for <disk>.<format> and vm.json (created)
         #[arg(required_unless_present = "into")]
         target: Option<PathBuf>,
-        #[arg(long, default_value = "raw", value_parser = ["raw", "qcow2"])]
-        format: String,
+        /// Disk format: raw or qcow2; with --target also vmdk or vhdx
+        /// (default: the platform's own, qcow2 for kvm/openstack)
+        #[arg(long, value_parser = ["raw", "qcow2", "vmdk", "vhdx"])]
+        format: Option<String>,
+        /// Restore for this platform: kvm, openstack, vmware, hyperv
+        /// (docs/cross-platform-restore.md)
+        #[arg(long = "target", value_name = "PLATFORM", conflicts_with_all = ["into", "disk"])]
+        platform: Option<String>,
+        /// Override one key of the platform's mapping, e.g.
+        /// --map nic_model=e1000 --map mac=new (repeatable)
+        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platform")]
+        maps: Vec<String>,
+        /// Do not repair the guest for the new platform
+        #[arg(long, requires = "platform")]
+        no_repair: bool,
+        /// Print the restore report as JSON (with --target)
+        #[arg(long, requires = "platform")]
+        json: bool,
         /// Only this disk
         #[arg(long, value_name = "ID")]
         disk: Option<String>,
@@ -206,7 +224,56 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        VmCmd::Restore { ds, snapshot, target, format, disk, into } => {
+        VmCmd::Restore { ds, snapshot, target, format, platform: Some(platform), maps, no_repair, json, .. } => {
+            let store = open_datastore(&ds)?;
+            let (sid, snap) = store.resolve_snapshot(&snapshot)?;
+            let vm = load_vm(&store, &snap)?;
+            for w in &vm.warnings {
+                eprintln!("warning: {w}");
+            }
+            let out = target.expect("clap requires it");
+            std::fs::create_dir_all(&out)?;
+            let opts = lifeboat_convert::TargetRestoreOptions {
+                platform: platform.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+                format: format.as_deref().map(str::parse).transpose().map_err(|e: String| anyhow::anyhow!(e))?,
+                maps,
+                repair: !no_repair,
+                workdir: store.root().join("tmp").join(format!("restore-{}-{}", sid.short(), std::process::id())),
+                out_display: Some(std::fs::canonicalize(&out)?),
+                tcg: lifeboat_qemu::accel::choose(lifeboat_qemu::Accel::Auto).accel != lifeboat_qemu::Accel::Kvm,
+            };
+            let log = |l: &str| eprintln!("{l}");
+            let r = match lifeboat_convert::restore_for_target(store.clone(), &vm, &out, &opts, &log) {
+                Ok(r) => r,
+                Err(lifeboat_convert::restore::TargetRestoreError::Repair { msg, report }) => {
+                    if let Some(rep) = report {
+                        for s in &rep.steps {
+                            eprintln!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; "));
+                        }
+                    }
+                    anyhow::bail!("{msg}");
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(0);
+            }
+            println!("restored VM {} for {} into {} ({} disks): {}", r.vm, r.platform, out.display(), r.format, r.files.join(", "));
+            for (nic, (old, new)) in &r.macs {
+                println!("NIC {nic}: MAC {old} -> {new}");
+            }
+            match &r.repair {
+                Some(rep) => println!("guest repaired in {:.0} s ({}); steps in restore-report.json", rep.seconds, rep.os),
+                None => println!("guest not repaired (--no-repair)"),
+            }
+            Ok(0)
+        }
+        VmCmd::Restore { ds, snapshot, target, format, disk, into, .. } => {
+            let format = format.unwrap_or_else(|| "raw".into());
+            if format != "raw" && format != "qcow2" {
+                anyhow::bail!("--format {format} needs --target (vmdk is for vmware, vhdx for hyperv)");
+            }
             let store = open_datastore(&ds)?;
             let (_, snap) = store.resolve_snapshot(&snapshot)?;
             let vm = load_vm(&store, &snap)?;

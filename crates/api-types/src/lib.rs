@@ -273,14 +273,30 @@ pub enum JobSpec {
         tags: Vec<String>,
     },
     /// Restore a VM snapshot's disks to image files in a directory on the
-    /// appliance (`<disk>.<format>` plus `vm.json`).
+    /// appliance (`<disk>.<format>` plus `vm.json`); with `platform`, for
+    /// another platform (docs/cross-platform-restore.md): hardware
+    /// mapped, disks in its format, its description beside them, the
+    /// guest repaired, `restore-report.json`.
     VmRestore {
         datastore: String,
         snapshot: String,
         target: String,
-        /// `raw` (default) or `qcow2`.
-        #[serde(default = "raw_format")]
-        format: String,
+        /// `raw` (default) or `qcow2`; with `platform` also `vmdk` or
+        /// `vhdx` (default then: the platform's own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        format: Option<String>,
+        /// `kvm`, `openstack`, `vmware` or `hyperv`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        platform: Option<String>,
+        /// `KEY=VALUE` overrides of the platform's mapping (`disk_bus`,
+        /// `nic_model`, `firmware`, `machine`, `video`, `mac`, `network`,
+        /// `package`, `domain_type`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        map: Vec<String>,
+        /// Restore the guest as it is, without repairing it for the
+        /// platform.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_repair: bool,
     },
     /// Boot VM snapshots in an isolated lab network straight from the
     /// datastore and probe them (ping, heartbeat, screenshot, scripts);
@@ -432,10 +448,6 @@ fn default_probes() -> String {
 
 fn default_boot_timeout() -> u64 {
     180
-}
-
-fn raw_format() -> String {
-    "raw".into()
 }
 
 impl JobSpec {

@@ -1,0 +1,21 @@
+//! Cross-platform restore.
+//!
+//! A VM backup is restored for another platform than the one it came
+//! from: `target` maps its hardware onto the platform (a default table
+//! per platform, overridable key by key), `format` writes its disks in
+//! the platform's image format straight from the datastore (qemu-img
+//! reading lifeboat's NBD export), `writers` describe the VM the way the
+//! platform reads it (libvirt XML, OVF/OVA, Glance properties, Hyper-V),
+//! and `restore` puts it together, with guest repair (crate
+//! `lifeboat-repair`) applied to a copy-on-write overlay of the export
+//! before the disks are written, so neither the datastore nor a raw copy
+//! is ever touched.
+
+pub mod format;
+pub mod restore;
+pub mod target;
+pub mod writers;
+
+pub use format::DiskFormat;
+pub use restore::{restore_for_target, TargetRestore, TargetRestoreOptions};
+pub use target::{convert, linux_drivers, Converted, Mapping, Platform};

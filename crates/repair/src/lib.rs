@@ -1,0 +1,156 @@
+//! Guest repair: makes a restored guest boot on hardware it was not
+//! installed on, after its disks are written and before its first boot.
+//!
+//! Works through libguestfs (guestfish in remote-control mode, see
+//! `guestfish.rs`) rather than file-system code of our own: it reads any
+//! file system and partition layout the guest kernel does, and runs the
+//! guest's own tools (update-initramfs, dracut) in the guest's root.
+//!
+//! Linux steps, in order (each one a [`Step`] of the report; a step
+//! that cannot do its job fails the repair, and a failed repair fails the
+//! restore):
+//! 1. `fstab`: block devices named by kernel name (/dev/sdX, hdX, vdX,
+//!    xvdX) become `UUID=`: the names change with the controller.
+//! 2. `bootloader`: `root=`/`resume=` by kernel name become `UUID=` in
+//!    extlinux/syslinux, GRUB (grub.cfg and /etc/default/grub), BLS
+//!    entries and /etc/kernel/cmdline.
+//! 3. `network`: old MACs become the new ones wherever the configuration
+//!    names them; a single NIC's configured interface name is pinned to
+//!    its new MAC (a systemd .link file) when names would change; DHCP
+//!    instead of static addresses when asked.
+//! 4. `guest-tools`: the old platforms' agents (open-vm-tools,
+//!    hyperv-daemons, ...) are disabled.
+//! 5. `initramfs`: the target's storage and NIC drivers are added to the
+//!    initramfs configuration (initramfs-tools or dracut) and every
+//!    kernel's initramfs is rebuilt, then checked to contain them.
+
+mod guestfish;
+mod linux;
+
+pub use guestfish::{GfError, Guestfish};
+use serde::Serialize;
+
+/// What to repair for.
+#[derive(Clone, Debug, Default)]
+pub struct RepairPlan {
+    /// The target platform's name, for the report and markers.
+    pub platform: String,
+    /// Kernel modules the new hardware needs in the initramfs.
+    pub drivers: Vec<String>,
+    /// (old MAC, new MAC) per NIC whose MAC changes.
+    pub macs: Vec<(String, String)>,
+    /// NICs of the target VM (new MACs), in order.
+    pub nics: Vec<String>,
+    /// Switch configured interfaces to DHCP.
+    pub dhcp: bool,
+    /// systemd units / SysV services of the old platforms to disable.
+    pub disable: Vec<String>,
+    /// Run libguestfs' appliance under TCG.
+    pub tcg: bool,
+}
+
+/// Guest agents of each platform, disabled when the guest moves away.
+pub fn platform_tools(platform: &str) -> Vec<String> {
+    let vmware = ["open-vm-tools", "vmtoolsd", "vgauth", "vmware-tools"];
+    let hyperv = ["hv-kvp-daemon", "hv-vss-daemon", "hv-fcopy-daemon", "hypervkvpd", "hypervvssd", "hypervfcopyd"];
+    let qemu = ["qemu-guest-agent"];
+    let xen = ["xe-linux-distribution", "xe-daemon"];
+    let mut v: Vec<&str> = xen.to_vec();
+    if platform != "vmware" {
+        v.extend(vmware);
+    }
+    if platform != "hyperv" {
+        v.extend(hyperv);
+    }
+    if platform == "vmware" || platform == "hyperv" {
+        v.extend(qemu);
+    }
+    v.into_iter().map(String::from).collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Changed,
+    Unchanged,
+    Failed,
+}
+
+/// One repair step: what it did, file by file.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub step: String,
+    pub outcome: Outcome,
+    pub details: Vec<String>,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RepairReport {
+    /// What libguestfs found: type, distro, product name, root.
+    pub os: String,
+    pub steps: Vec<Step>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    #[error("guest repair failed in step {step}: {msg}")]
+    Step { step: String, msg: String, report: Box<RepairReport> },
+    #[error("guest repair: {0}")]
+    Inspect(String),
+}
+
+impl From<GfError> for RepairError {
+    fn from(e: GfError) -> Self {
+        RepairError::Inspect(e.to_string())
+    }
+}
+
+/// Inspects the guest on `drives` (the VM's disks in order: paths or NBD
+/// URIs of `format`, writable) and repairs it for `plan`.
+pub fn repair(drives: &[String], format: &str, plan: &RepairPlan, scratch: &std::path::Path) -> Result<RepairReport, RepairError> {
+    let t0 = std::time::Instant::now();
+    std::fs::create_dir_all(scratch).map_err(|e| RepairError::Inspect(format!("scratch {}: {e}", scratch.display())))?;
+    let g = Guestfish::launch(drives, format, plan.tcg, scratch)?;
+    let roots = g.lines(&["inspect-os"])?;
+    let Some(root) = roots.first().cloned() else {
+        return Err(RepairError::Inspect("libguestfs found no operating system on the disks (no root file system it recognises)".into()));
+    };
+    let kind = g.run(&["inspect-get-type", &root])?.trim().to_string();
+    let distro = g.run(&["inspect-get-distro", &root])?.trim().to_string();
+    let product = g.run(&["inspect-get-product-name", &root])?.trim().to_string();
+    let os = format!("{kind} {distro} ({product}) on {root}");
+    match kind.as_str() {
+        "linux" => {
+            let mut report = RepairReport { os, steps: Vec::new(), seconds: 0.0 };
+            let r = linux::repair(&g, &root, plan, &mut report);
+            report.seconds = t0.elapsed().as_secs_f64();
+            match r {
+                Ok(()) => {
+                    g.close()?;
+                    report.seconds = t0.elapsed().as_secs_f64();
+                    Ok(report)
+                }
+                Err((step, msg)) => Err(RepairError::Step { step, msg, report: Box::new(report) }),
+            }
+        }
+        other => Err(RepairError::Inspect(format!("{os}: repair of {other} guests is not implemented; restore with --no-repair and repair the guest by hand"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_keeps_its_own_platform_agent() {
+        let kvm = platform_tools("kvm");
+        assert!(kvm.contains(&"open-vm-tools".to_string()) && kvm.contains(&"hv-kvp-daemon".to_string()));
+        assert!(!kvm.contains(&"qemu-guest-agent".to_string()));
+        let vmw = platform_tools("vmware");
+        assert!(!vmw.contains(&"open-vm-tools".to_string()) && vmw.contains(&"qemu-guest-agent".to_string()));
+        let hv = platform_tools("hyperv");
+        assert!(!hv.contains(&"hv-kvp-daemon".to_string()) && hv.contains(&"open-vm-tools".to_string()));
+    }
+}
