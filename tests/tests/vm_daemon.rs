@@ -211,6 +211,20 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     succeeded(&d, j["id"].as_str().unwrap());
     let (same, why) = identical(again.join(format!("{disk_id}.raw")).to_str().unwrap(), "raw", &ref2);
     assert!(same, "snapshot 2 changed after a writable export: {why}");
+    // The same snapshot as a job for another platform (the tiny guest's
+    // repair is covered by tests/tests/convert.rs: here the job options).
+    let hv = t.path().join("for-hyperv");
+    let j = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-restore", "datastore": "default", "snapshot": id2, "target": hv, "platform": "hyperv", "map": ["mac=new"], "no_repair": true })));
+    let r = succeeded(&d, j["id"].as_str().unwrap());
+    assert_eq!((r["platform"].as_str(), r["format"].as_str()), (Some("hyperv"), Some("vhdx")), "{r}");
+    assert!(!r["macs"].as_object().unwrap().is_empty() && r["macs"].as_object().unwrap().values().all(|m| m[1].as_str().unwrap().starts_with("00:15:5d:")), "{r}");
+    let (same, why) = identical(hv.join(format!("{disk_id}.vhdx")).to_str().unwrap(), "vhdx", &ref2);
+    assert!(same, "the VHDX restored by the job differs: {why}");
+    let desc: Value = serde_json::from_slice(&std::fs::read(hv.join("hyperv.json")).unwrap()).unwrap();
+    assert_eq!(desc["nics"][0]["mac"].as_str().map(|m| m.starts_with("00155D")), Some(true), "{desc}");
+    let bad = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-restore", "datastore": "default", "snapshot": id2, "target": t.path().join("bad"), "platform": "kvm", "map": ["nic_model=e1000,x"], "no_repair": true })));
+    let j = d.wait_job(bad["id"].as_str().unwrap(), Duration::from_secs(60));
+    assert!(j["state"] == "failed" && j["error"].as_str().unwrap_or("").contains("nic_model takes"), "{j}");
 
     // A schedule's keep rules touch only this VM's snapshots: not the
     // file backup in the same datastore.
