@@ -263,7 +263,10 @@ fn disk_full(name: &str, pack_target: Option<u64>) {
     // as "disk is full"; never a crash; the datastore stays sound.
     let filler = mnt.dir.join("filler");
     let mut saved = vec![];
-    for (k, free) in [4u64 << 20, 1 << 20, 256 << 10, 128 << 10, 64 << 10, 48 << 10, 32 << 10, 24 << 10, 16 << 10, 12 << 10, 8 << 10, 4 << 10, 0].into_iter().enumerate() {
+    // Just above 4 MiB is where RocksDB's MANIFEST preallocation used to
+    // eat the last bytes and abort the process.
+    let near_manifest = [4u64 << 20 | 4 << 10, 4 << 20 | 8 << 10, 4 << 20 | 12 << 10, 4 << 20 | 16 << 10, 4 << 20 | 20 << 10];
+    for (k, free) in near_manifest.into_iter().chain([4u64 << 20, 1 << 20, 256 << 10, 128 << 10, 64 << 10, 48 << 10, 32 << 10, 24 << 10, 16 << 10, 12 << 10, 8 << 10, 4 << 10, 0]).enumerate() {
         let _ = fs::remove_file(&filler);
         let avail = free_bytes(&mnt.dir);
         if avail > free {
