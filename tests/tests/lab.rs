@@ -169,7 +169,7 @@ fn masquerade_dns_and_dhcp_inside_a_lab() {
     assert!(o.status.success() && said.contains("10.0.2.77"), "udhcpc: {said}");
     let learned = lab.learned_addresses();
     assert!(learned.contains(&("52:54:00:aa:bb:cc".into(), "10.0.2.77".parse().unwrap())), "{learned:?}");
-    assert!(learned.contains(&("52:54:00:12:34:56".into(), "10.0.2.15".parse().unwrap())), "the guest that answered is not in the neighbour table: {learned:?}");
+    assert!(learned.contains(&("52:54:00:12:34:56".into(), "10.0.2.15".parse().unwrap())), "the guest that answered is not in the neighbour table: {learned:?}\n{}", String::from_utf8_lossy(&sh(&format!("ip -n {} neigh show", lab.netns)).stdout));
     let etc = Path::new("/etc/netns").join(&lab.netns);
     assert!(etc.join("resolv.conf").exists());
     lab.remove().unwrap();

@@ -133,7 +133,11 @@ impl LabNetwork {
         };
         ip(&["netns", "add", &netns])?;
         lab.exec_ok(&["ip", "link", "set", "lo", "up"])?;
-        lab.exec_ok(&["ip", "link", "add", BRIDGE, "type", "bridge"])?;
+        // A fixed, locally administered MAC: a bridge otherwise takes the
+        // lowest MAC of its ports, so a tap added mid-run could change it,
+        // which flushes the neighbour table and leaves guests' ARP caches
+        // pointing at the old address.
+        lab.exec_ok(&["ip", "link", "add", BRIDGE, "address", "02:4c:42:00:00:01", "type", "bridge"])?;
         lab.exec_ok(&["ip", "link", "set", BRIDGE, "up"])?;
         for a in &spec.probe_addrs {
             lab.exec_ok(&["ip", "addr", "add", a, "dev", BRIDGE])?;
