@@ -59,6 +59,29 @@ pub enum VmCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Import a VM from another platform as a VM snapshot: a VMware
+    /// export (.ova, or .ovf with its disks beside it), a Hyper-V disk
+    /// (.vhdx/.vhd, described by a hyperv.json beside it when there is
+    /// one) or a single disk image (.vmdk, .qcow2, .raw, .img)
+    Import {
+        #[command(flatten)]
+        ds: DatastoreArg,
+        /// The file to import
+        file: PathBuf,
+        /// The VM's name in the datastore (default: from its description)
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// CPUs, where the description names none or is wrong
+        #[arg(long, value_name = "N")]
+        cpus: Option<u32>,
+        /// Memory in MiB, where the description names none or is wrong
+        #[arg(long = "memory", value_name = "MIB")]
+        memory_mib: Option<u64>,
+        #[arg(long = "tag", value_name = "T")]
+        tags: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List VM snapshots
     Snapshots {
         #[command(flatten)]
@@ -201,6 +224,24 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             if let Some(e) = &out.agent_error {
                 eprintln!("warning: guest agent: {e}; the backup is crash-consistent");
             }
+            for (id, s) in &out.disks {
+                print_disk_stats(id, s);
+            }
+            Ok(0)
+        }
+        VmCmd::Import { ds, file, name, cpus, memory_mib, tags, json } => {
+            let store = open_datastore(&ds)?;
+            let done = AtomicU64::new(0);
+            let opts = lifeboat_import::ImportOptions { name, cpus, memory_mib, tags, hostname: hostname() };
+            let out = lifeboat_import::import_vm(&store, &file, &opts, &done)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(0);
+            }
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("snapshot {} of VM {} imported from {}", out.snapshot_id.short(), out.vm, file.display());
             for (id, s) in &out.disks {
                 print_disk_stats(id, s);
             }

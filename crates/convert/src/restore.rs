@@ -29,7 +29,7 @@ use sha2::Digest;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -137,8 +137,8 @@ fn run(ds: Arc<Datastore>, vm: &LoadedVm, c: &Converted, fmt: DiskFormat, ova: b
     // A unix socket path has at most 107 bytes; a datastore's tmp/ can
     // be deeper than that, so the socket lives in a short private
     // directory of its own.
-    let sockdir = short_private_dir().map_err(io("a directory for the NBD socket"))?;
-    let _cleanup = RemoveOnDrop(sockdir.clone());
+    let sockdir = lifeboat_qemu::SocketDir::create("r").map_err(io("a directory for the NBD socket"))?;
+    let sockdir = sockdir.path();
     let sock = sockdir.join("nbd.sock");
     let listener = {
         let _g = rt.enter();
@@ -248,25 +248,6 @@ fn run(ds: Arc<Datastore>, vm: &LoadedVm, c: &Converted, fmt: DiskFormat, ova: b
     let mut result = result;
     result.files = files;
     Ok(result)
-}
-
-/// `/run/lifeboat/r-<random>` (or under the temporary directory when
-/// /run/lifeboat cannot be made), mode 0700.
-fn short_private_dir() -> std::io::Result<PathBuf> {
-    let mut r = [0u8; 6];
-    getrandom::getrandom(&mut r).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let base = [PathBuf::from("/run/lifeboat"), std::env::temp_dir()].into_iter().find(|b| std::fs::create_dir_all(b).is_ok()).unwrap_or_else(std::env::temp_dir);
-    let d = base.join(format!("r-{}", hex(&r)));
-    std::fs::DirBuilder::new().mode(0o700).create(&d)?;
-    Ok(d)
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn hex(b: &[u8]) -> String {

@@ -26,6 +26,7 @@ pub mod inventory;
 pub mod migrate;
 pub mod qga;
 pub mod qmp;
+pub mod socket_dir;
 
 pub use accel::{Accel, AccelChoice};
 pub use backup::{backup_vm, check_restorable, commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, LoadedVm, VmBackupError, VmBackupOptions, VmBackupOutcome};
@@ -35,6 +36,7 @@ pub use fleece::{DiskExport, FleeceSession};
 pub use inventory::{capture, DiskNode};
 pub use qga::{AgentError, GuestAgent};
 pub use qmp::{Qmp, QmpError};
+pub use socket_dir::SocketDir;
 
 /// `qemu-img create -f FMT PATH SIZE`; the error is qemu-img's own words.
 pub(crate) fn qemu_img_create(path: &std::path::Path, fmt: &str, size: u64) -> Result<(), String> {
