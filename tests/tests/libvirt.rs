@@ -307,6 +307,23 @@ fn libvirt_pull_backup_incremental_restore() {
     assert!(r2 < r1 / 4, "the second job read {r2} bytes, the first {r1}: {second}");
     drop(d);
     drop(ctl);
+
+    // 6. What `vm restore --target kvm` writes, libvirt itself takes:
+    // `virsh define` parses the domain XML against the emulator's
+    // capabilities (machine type, devices, firmware).
+    let kvm = t.path().join("to-kvm");
+    let o = run_cmd({
+        let mut c = lb_cmd();
+        c.args(["vm", "restore", "--datastore"]).arg(&ds.path).arg(&id1).args(["--target", "kvm", "--no-repair", "--map", "mac=new", "--json"]).arg(&kvm);
+        c
+    });
+    o.expect_ok();
+    let new_mac = o.json()["macs"]["net0"][1].as_str().map(String::from).or_else(|| o.json()["macs"].as_object().and_then(|m| m.values().next()).and_then(|v| v[1].as_str().map(String::from))).unwrap_or_else(|| panic!("no new MAC in {o}"));
+    lv.virsh(&["destroy", DOMAIN]);
+    lv.virsh(&["undefine", DOMAIN, "--checkpoints-metadata"]);
+    lv.virsh(&["define", kvm.join("domain.xml").to_str().unwrap()]);
+    let dumped = lv.virsh(&["dumpxml", DOMAIN]);
+    assert!(dumped.contains(&new_mac) && dumped.contains(&kvm.display().to_string()), "libvirt's view of the restored domain lacks its MAC or disk:\n{dumped}");
     drop(lv);
     eprintln!("libvirt: whole test {:.1} s", started.elapsed().as_secs_f64());
 }
