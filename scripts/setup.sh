@@ -33,7 +33,7 @@ fi
 # renders the lab's HTML report in tests/tests/lab.rs; dnsmasq-base
 # serves DNS and DHCP inside labs; acl (setfacl, getfacl) and attr
 # (getfattr) for tests/tests/fidelity.rs; libguestfs (guestfish),
-# guestfs-tools, virt-v2v and hivex repair guests in a cross-platform
+# guestfs-tools, virt-v2v and hivex (hivexregedit: libwin-hivex-perl) repair guests in a cross-platform
 # restore (crates/repair), and tests/tests/convert.rs reads its OVA back
 # with virt-v2v (virt-xml-validate comes with libvirt below).
 plain=()
@@ -42,7 +42,7 @@ for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl python3-venv \
            libblkid-dev tmux xfsprogs xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools \
            dosfstools openssl genimage python3-pip nftables chromium dnsmasq-base acl attr \
-           libguestfs-tools guestfs-tools virt-v2v libhivex-bin; do
+           libguestfs-tools guestfs-tools virt-v2v libhivex-bin libwin-hivex-perl ntfs-3g; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.

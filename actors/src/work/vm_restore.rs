@@ -116,6 +116,9 @@ pub fn run_for_target(ds: &std::sync::Arc<Datastore>, snapshot: &str, target: &s
         workdir: ds.root().join("tmp").join(format!("restore-{}-{stamp}", sid.short())),
         out_display: Some(PathBuf::from(target)),
         tcg: lifeboat_qemu::accel::choose(lifeboat_qemu::Accel::Auto).accel != lifeboat_qemu::Accel::Kvm,
+        // Jobs repair Windows guests with the drivers Windows ships (or
+        // the guest has); a driver source is a CLI option for now.
+        drivers: None,
     };
     let out = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), dir.as_raw_fd()));
     let log = |l: &str| h.log(l);

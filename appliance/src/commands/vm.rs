@@ -115,6 +115,10 @@ pub enum VmCmd {
         /// Do not repair the guest for the new platform
         #[arg(long, requires = "platform")]
         no_repair: bool,
+        /// Windows guests: where driver files the guest lacks come from
+        /// (a directory, or the virtio-win ISO)
+        #[arg(long, value_name = "DIR|ISO", requires = "platform")]
+        drivers: Option<PathBuf>,
         /// Print the restore report as JSON (with --target)
         #[arg(long, requires = "platform")]
         json: bool,
@@ -265,7 +269,7 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        VmCmd::Restore { ds, snapshot, target, format, platform: Some(platform), maps, no_repair, json, .. } => {
+        VmCmd::Restore { ds, snapshot, target, format, platform: Some(platform), maps, no_repair, drivers, json, .. } => {
             let store = open_datastore(&ds)?;
             let (sid, snap) = store.resolve_snapshot(&snapshot)?;
             let vm = load_vm(&store, &snap)?;
@@ -282,6 +286,7 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
                 workdir: store.root().join("tmp").join(format!("restore-{}-{}", sid.short(), std::process::id())),
                 out_display: Some(std::fs::canonicalize(&out)?),
                 tcg: lifeboat_qemu::accel::choose(lifeboat_qemu::Accel::Auto).accel != lifeboat_qemu::Accel::Kvm,
+                drivers,
             };
             let log = |l: &str| eprintln!("{l}");
             let r = match lifeboat_convert::restore_for_target(store.clone(), &vm, &out, &opts, &log) {

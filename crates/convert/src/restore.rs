@@ -48,6 +48,9 @@ pub struct TargetRestoreOptions {
     pub out_display: Option<PathBuf>,
     /// libguestfs' appliance under TCG.
     pub tcg: bool,
+    /// Windows drivers the guest lacks come from here (a directory or a
+    /// virtio-win ISO).
+    pub drivers: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -157,6 +160,7 @@ fn run(ds: Arc<Datastore>, vm: &LoadedVm, c: &Converted, fmt: DiskFormat, ova: b
             dhcp: c.mapping.network == NetPolicy::Dhcp,
             disable: lifeboat_repair::platform_tools(o.platform.as_str()),
             tcg: o.tcg,
+            driver_source: o.drivers.clone(),
         };
         log(&format!("repairing the guest for {} (drivers: {})", o.platform, plan.drivers.join(", ")));
         let drives: Vec<String> = md.disks.iter().filter(|d| !d.is_cdrom()).map(|d| format!("nbd:///{}?socket={}", d.id, sock.display())).collect();

@@ -23,9 +23,14 @@
 //! 5. `initramfs`: the target's storage and NIC drivers are added to the
 //!    initramfs configuration (initramfs-tools or dracut) and every
 //!    kernel's initramfs is rebuilt, then checked to contain them.
+//!
+//! Windows (`windows.rs`): driver files injected from a driver source,
+//! then the SYSTEM hive edited with hivex (boot-start storage driver,
+//! CriticalDeviceDatabase, old platform services disabled).
 
 mod guestfish;
 mod linux;
+pub mod windows;
 
 pub use guestfish::{GfError, Guestfish};
 use serde::Serialize;
@@ -47,6 +52,9 @@ pub struct RepairPlan {
     pub disable: Vec<String>,
     /// Run libguestfs' appliance under TCG.
     pub tcg: bool,
+    /// Where Windows driver files come from (a directory or a
+    /// virtio-win ISO), for drivers the guest lacks.
+    pub driver_source: Option<std::path::PathBuf>,
 }
 
 /// Guest agents of each platform, disabled when the guest moves away.
@@ -125,6 +133,19 @@ pub fn repair(drives: &[String], format: &str, plan: &RepairPlan, scratch: &std:
         "linux" => {
             let mut report = RepairReport { os, steps: Vec::new(), seconds: 0.0 };
             let r = linux::repair(&g, &root, plan, &mut report);
+            report.seconds = t0.elapsed().as_secs_f64();
+            match r {
+                Ok(()) => {
+                    g.close()?;
+                    report.seconds = t0.elapsed().as_secs_f64();
+                    Ok(report)
+                }
+                Err((step, msg)) => Err(RepairError::Step { step, msg, report: Box::new(report) }),
+            }
+        }
+        "windows" => {
+            let mut report = RepairReport { os, steps: Vec::new(), seconds: 0.0 };
+            let r = windows::repair(&g, &root, plan, &mut report, scratch);
             report.seconds = t0.elapsed().as_secs_f64();
             match r {
                 Ok(()) => {
