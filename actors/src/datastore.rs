@@ -254,9 +254,10 @@ impl Handler<Execute> for DatastoreActor {
                     JobSpec::VmRestore { snapshot, target, format, platform: Some(platform), map, no_repair, .. } => work::vm_restore::run_for_target(&ds, snapshot, target, format.as_deref(), platform, map, !*no_repair, &msg.confine, msg.grant, h),
                     JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format.as_deref().unwrap_or("raw"), &msg.confine, msg.grant, h),
                     JobSpec::LabVerify { vms, probes, boot_timeout, network, .. } => work::lab_verify::run(&ds, vms, probes, *boot_timeout, network, msg.lab.accel, &msg.lab.scripts_dir, h),
-                    JobSpec::VmInstantRestore { snapshot, name: vm_name, net, paused, .. } => match &msg.vms {
+                    JobSpec::VmInstantRestore { snapshot, name: vm_name, net, paused, platform, map, no_repair, .. } => match &msg.vms {
                         Some(reg) => {
-                            let r = work::vm_instant_restore::Request { datastore: &name, snapshot, name: vm_name.as_deref(), net, paused: *paused, accel: msg.lab.accel, job: &msg.job };
+                            let target = platform.as_deref().map(|p| work::vm_instant_restore::Target { platform: p, map, repair: !*no_repair });
+                            let r = work::vm_instant_restore::Request { datastore: &name, snapshot, name: vm_name.as_deref(), net, paused: *paused, accel: msg.lab.accel, job: &msg.job, target };
                             work::vm_instant_restore::run(&ds, me, reg, &r, h)
                         }
                         None => Err("this daemon has no VM connector".into()),

@@ -112,6 +112,16 @@ pub enum RemoteVmCmd {
         /// Start with the CPUs stopped
         #[arg(long)]
         paused: bool,
+        /// Boot with the hardware of another platform (kvm, openstack,
+        /// vmware), the guest repaired inside its overlays first
+        #[arg(long = "target", value_name = "PLATFORM")]
+        platform: Option<String>,
+        /// Override one entry of the target's mapping table (repeatable)
+        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platform")]
+        map: Vec<String>,
+        /// Map the hardware but do not repair the guest
+        #[arg(long, requires = "platform")]
+        no_repair: bool,
         #[command(flatten)]
         wait: Wait,
         /// Snapshot id, prefix, `latest` or vm:NAME (that VM's newest backup)
@@ -206,7 +216,7 @@ pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        RemoteVmCmd::InstantRestore { ds, name, net, paused, wait, snapshot } => run_job(c, JobSpec::VmInstantRestore { datastore: ds.datastore, snapshot, name, net, paused }, &wait),
+        RemoteVmCmd::InstantRestore { ds, name, net, paused, platform, map, no_repair, wait, snapshot } => run_job(c, JobSpec::VmInstantRestore { datastore: ds.datastore, snapshot, name, net, paused, platform, map, no_repair }, &wait),
         RemoteVmCmd::MigrateBack { ds, format, wait, vm, target } => run_job(c, JobSpec::VmMigrateBack { datastore: ds.datastore, vm, target, format }, &wait),
         RemoteVmCmd::Stop { name } => {
             let list: Vec<VmInfo> = c.get("/api/vms")?;

@@ -326,4 +326,26 @@ fn an_ide_guest_restored_for_kvm_boots_on_virtio_only_when_repaired() {
     let pinged = wait_until(Duration::from_secs(120), || ns.ping("10.0.2.15"));
     assert!(pinged, "the repaired guest does not answer ping on its new NIC ({mac})\n{}", vm.console());
     eprintln!("repaired guest: heartbeat and ping after {:.0} s on virtio-blk + virtio-net ({mac})", t2.elapsed().as_secs_f64());
+    drop(vm);
+
+    // Instant restore with the same mapping: repaired inside the
+    // overlays, booted straight from the snapshot on virtio, up to its
+    // login prompt; the datastore is not written.
+    let work = t.path().join("instant");
+    let t3 = Instant::now();
+    let mut c = lb_cmd();
+    c.args(["vm", "instant-restore", "--datastore"]).arg(&ds.path).arg(&snap).args(["--target", "kvm", "--map", "mac=new", "--net", "none", "--accel", "tcg", "--workdir"]).arg(&work);
+    let mut inst = ChildGuard::spawn(c);
+    let serial = work.join("serial.log");
+    let console = || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    let up = wait_until(Duration::from_secs(420), || !inst.running() || console().contains("login:") || console().contains("ALERT!"));
+    let seen = console();
+    assert!(up && seen.contains("lifeboat-debian login:"), "the instant VM mapped for kvm did not come up:\n{seen}");
+    assert!(!seen.contains("ALERT!"), "{seen}");
+    eprintln!("instant restore for kvm: repaired in the overlays and at its login prompt after {:.0} s", t3.elapsed().as_secs_f64());
+    inst.signal(libc::SIGINT);
+    let o = inst.wait();
+    assert_eq!(o.code(), Some(0), "{o}");
+    assert!(o.stdout.contains("guest repaired in its overlays"), "{o}");
+    ds.assert_check_clean();
 }

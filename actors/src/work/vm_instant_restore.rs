@@ -25,6 +25,14 @@ pub struct Request<'a> {
     pub paused: bool,
     pub accel: lifeboat_qemu::Accel,
     pub job: &'a str,
+    /// Boot with another platform's hardware.
+    pub target: Option<Target<'a>>,
+}
+
+pub struct Target<'a> {
+    pub platform: &'a str,
+    pub map: &'a [String],
+    pub repair: bool,
 }
 
 /// A name for `/api/vms`: letters, digits, `-`, `_`.
@@ -37,6 +45,7 @@ fn check_name(n: &str) -> Result<(), String> {
 
 pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &Request, h: &JobHandle) -> JobResult {
     let net: NetMode = r.net.parse()?;
+    let platform: Option<lifeboat_convert::Platform> = r.target.as_ref().map(|t| t.platform.parse()).transpose()?;
     // The newest backup may come from another process (the CLI, an agent).
     ds.refresh_index().map_err(err)?;
     let query = super::resolve_vm_snapshot(ds, r.snapshot)?;
@@ -59,6 +68,19 @@ pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &
     }
     let accel = lifeboat_qemu::accel::choose(r.accel);
     h.log(&format!("accelerator: {}", accel.reason));
+    let mut retargeted = serde_json::Value::Null;
+    if let (Some(t), Some(platform)) = (&r.target, platform) {
+        h.set_phase(if t.repair { "repairing the guest in its overlays" } else { "mapping the hardware" });
+        let repair = t.repair.then(|| lifeboat_convert::GuestRepair { tcg: accel.accel != lifeboat_qemu::Accel::Kvm, drivers: None, scratch: workdir.join("repair") });
+        let log = |l: &str| h.log(l);
+        match lifeboat_convert::retarget_instant(&mut vm, platform, t.map, repair.as_ref(), &log) {
+            Ok(done) => retargeted = serde_json::json!({ "platform": platform.as_str(), "macs": done.macs, "repair": done.repair }),
+            Err(e) => {
+                vm.discard();
+                return Err(err(e));
+            }
+        }
+    }
     h.set_phase("booting");
     let boot = vm.boot(&BootOptions { name: name.clone(), accel, net, paused: r.paused, video: true, extra_args: Vec::new() });
     let state = boot.and_then(|()| vm.wait_ready(READY_WITHIN));
@@ -90,7 +112,7 @@ pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &
     }
     h.log(&format!("VM {name} runs ({state}), QEMU pid {}; stop it with DELETE /api/vms/{name}, or move it onto local disks with a vm-migrate-back job", info.pid));
     Ok(JobOutput {
-        result: serde_json::json!({ "vm": name, "snapshot": info.snapshot, "state": state, "pid": info.pid, "qmp": qmp, "serial_log": info.serial_log }),
+        result: serde_json::json!({ "vm": name, "snapshot": info.snapshot, "state": state, "pid": info.pid, "qmp": qmp, "serial_log": info.serial_log, "target": retargeted }),
         warnings,
     })
 }

@@ -173,6 +173,21 @@ pub enum VmCmd {
         /// Extra QEMU arguments (repeatable)
         #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
         qemu_args: Vec<String>,
+        /// Boot with the hardware of another platform (kvm, openstack,
+        /// vmware): the same mapping as `vm restore --target`, the guest
+        /// repaired inside the overlays first (the datastore is never
+        /// written)
+        #[arg(long = "target", value_name = "PLATFORM")]
+        platform: Option<String>,
+        /// Override one entry of the target's mapping table (repeatable)
+        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platform")]
+        maps: Vec<String>,
+        /// Map the hardware but do not repair the guest
+        #[arg(long, requires = "platform")]
+        no_repair: bool,
+        /// Windows guests: where driver files the guest lacks come from
+        #[arg(long, value_name = "DIR|ISO", requires = "platform")]
+        drivers: Option<PathBuf>,
     },
 }
 
@@ -375,14 +390,15 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        VmCmd::InstantRestore { ds, snapshot, workdir, listen, no_boot, net, accel, paused, config, qemu_args } => {
+        VmCmd::InstantRestore { ds, snapshot, workdir, listen, no_boot, net, accel, paused, config, qemu_args, platform, maps, no_repair, drivers } => {
             let net: NetMode = net.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             let accel = match accel {
                 Some(a) => a,
                 None => lifeboat_state::Config::load(config.as_deref())?.qemu_accel.parse().map_err(|e: String| anyhow::anyhow!(e))?,
             };
             let store = open_datastore(&ds)?;
-            let opts = InstantOptions { workdir, listen, no_boot, net, accel, paused, qemu_args };
+            let retarget = platform.map(|p| -> anyhow::Result<Retarget> { Ok(Retarget { platform: p.parse().map_err(|e: String| anyhow::anyhow!(e))?, maps, repair: !no_repair, drivers }) }).transpose()?;
+            let opts = InstantOptions { workdir, listen, no_boot, net, accel, paused, qemu_args, retarget };
             instant_restore(store, &snapshot, &opts)
         }
     }
@@ -423,6 +439,15 @@ struct InstantOptions {
     accel: lifeboat_qemu::Accel,
     paused: bool,
     qemu_args: Vec<String>,
+    retarget: Option<Retarget>,
+}
+
+/// `vm instant-restore --target`: the hardware of another platform.
+struct Retarget {
+    platform: lifeboat_convert::Platform,
+    maps: Vec<String>,
+    repair: bool,
+    drivers: Option<PathBuf>,
 }
 
 fn instant_restore(ds: Arc<Datastore>, query: &str, o: &InstantOptions) -> anyhow::Result<u8> {
@@ -439,6 +464,24 @@ fn instant_restore(ds: Arc<Datastore>, query: &str, o: &InstantOptions) -> anyho
     };
     for d in &vm.md.disks {
         eprintln!("exporting disk {} as nbd://{addr}/{} (copy-on-write overlay in {})", d.id, d.id, work.display());
+    }
+    if let Some(r) = &o.retarget {
+        let tcg = lifeboat_qemu::accel::choose(lifeboat_qemu::Accel::Auto).accel != lifeboat_qemu::Accel::Kvm;
+        let repair = r.repair.then(|| lifeboat_convert::GuestRepair { tcg, drivers: r.drivers.clone(), scratch: work.join("repair") });
+        let log = |l: &str| eprintln!("{l}");
+        let done = match lifeboat_convert::retarget_instant(&mut vm, r.platform, &r.maps, repair.as_ref(), &log) {
+            Ok(d) => d,
+            Err(e) => {
+                vm.stop();
+                anyhow::bail!("{e}; the VM was not started");
+            }
+        };
+        for (nic, (old, new)) in &done.macs {
+            println!("NIC {nic}: MAC {old} -> {new}");
+        }
+        if let Some(rep) = &done.repair {
+            println!("guest repaired in its overlays in {:.0} s ({})", rep.seconds, rep.os);
+        }
     }
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     ui::install_cancel_handler(&cancel);

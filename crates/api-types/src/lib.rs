@@ -343,6 +343,17 @@ pub enum JobSpec {
         /// Start with the CPUs stopped.
         #[serde(default)]
         paused: bool,
+        /// Boot with the hardware of another platform (`kvm`,
+        /// `openstack`, `vmware`): the mapping of a cross-platform restore,
+        /// the guest repaired inside the overlays first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        platform: Option<String>,
+        /// `KEY=VALUE` overrides of the platform's mapping table.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        map: Vec<String>,
+        /// Map the hardware without repairing the guest.
+        #[serde(default)]
+        no_repair: bool,
     },
     /// Move an instant-restored VM onto local images while it runs
     /// (`<disk>.<format>` in `target`); afterwards it is an ordinary

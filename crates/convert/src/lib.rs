@@ -9,13 +9,16 @@
 //! and `restore` puts it together, with guest repair (crate
 //! `lifeboat-repair`) applied to a copy-on-write overlay of the export
 //! before the disks are written, so neither the datastore nor a raw copy
-//! is ever touched.
+//! is ever touched. `instant` does the same for a VM booted straight
+//! from the snapshot: mapped hardware, repair inside its overlays.
 
 pub mod format;
+pub mod instant;
 pub mod restore;
 pub mod target;
 pub mod writers;
 
 pub use format::DiskFormat;
-pub use restore::{restore_for_target, TargetRestore, TargetRestoreOptions};
+pub use instant::{retarget_instant, Retargeted};
+pub use restore::{repair_guest, restore_for_target, GuestRepair, TargetRestore, TargetRestoreOptions};
 pub use target::{convert, linux_drivers, Converted, Mapping, Platform};

@@ -95,6 +95,41 @@ fn fd_path(f: &File) -> String {
     format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd())
 }
 
+/// How the guest is repaired, wherever its disks are served.
+pub struct GuestRepair {
+    /// libguestfs' appliance under TCG.
+    pub tcg: bool,
+    /// Windows drivers the guest lacks come from here.
+    pub drivers: Option<PathBuf>,
+    pub scratch: PathBuf,
+}
+
+/// Repairs the guest on `drives` (writable NBD URIs of its disks, in
+/// order) for the converted hardware `c`; the steps go to `log`.
+pub fn repair_guest(c: &Converted, drives: &[String], o: &GuestRepair, log: &dyn Fn(&str)) -> Result<RepairReport, TargetRestoreError> {
+    let plan = RepairPlan {
+        platform: c.platform.to_string(),
+        drivers: linux_drivers(&c.md),
+        macs: c.macs.values().cloned().collect(),
+        nics: c.md.nics.iter().map(|n| n.mac.clone()).collect(),
+        dhcp: c.mapping.network == NetPolicy::Dhcp,
+        disable: lifeboat_repair::platform_tools(c.platform.as_str()),
+        tcg: o.tcg,
+        driver_source: o.drivers.clone(),
+    };
+    log(&format!("repairing the guest for {} (drivers: {})", c.platform, plan.drivers.join(", ")));
+    match lifeboat_repair::repair(drives, "raw", &plan, &o.scratch) {
+        Ok(r) => {
+            for s in &r.steps {
+                log(&format!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; ")));
+            }
+            Ok(r)
+        }
+        Err(lifeboat_repair::RepairError::Step { step, msg, report }) => Err(TargetRestoreError::Repair { msg: format!("guest repair failed in step {step}: {msg}"), report: Some(report) }),
+        Err(e) => Err(TargetRestoreError::Repair { msg: e.to_string(), report: None }),
+    }
+}
+
 /// Restores `vm` (loaded from `ds`) into `out` for `o.platform`. `log`
 /// gets one line per stage.
 pub fn restore_for_target(ds: Arc<Datastore>, vm: &LoadedVm, out: &Path, o: &TargetRestoreOptions, log: &dyn Fn(&str)) -> Result<TargetRestore, TargetRestoreError> {
@@ -152,30 +187,13 @@ fn run(ds: Arc<Datastore>, vm: &LoadedVm, c: &Converted, fmt: DiskFormat, ova: b
 
     // 2. Guest repair on the overlays.
     let repair = if o.repair {
-        let plan = RepairPlan {
-            platform: o.platform.to_string(),
-            drivers: linux_drivers(md),
-            macs: c.macs.values().cloned().collect(),
-            nics: md.nics.iter().map(|n| n.mac.clone()).collect(),
-            dhcp: c.mapping.network == NetPolicy::Dhcp,
-            disable: lifeboat_repair::platform_tools(o.platform.as_str()),
-            tcg: o.tcg,
-            driver_source: o.drivers.clone(),
-        };
-        log(&format!("repairing the guest for {} (drivers: {})", o.platform, plan.drivers.join(", ")));
         let drives: Vec<String> = md.disks.iter().filter(|d| !d.is_cdrom()).map(|d| format!("nbd:///{}?socket={}", d.id, sock.display())).collect();
-        match lifeboat_repair::repair(&drives, "raw", &plan, &o.workdir.join("repair")) {
-            Ok(r) => {
-                for s in &r.steps {
-                    log(&format!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; ")));
-                }
-                Some(r)
-            }
-            Err(lifeboat_repair::RepairError::Step { step, msg, report }) => {
-                return Err(TargetRestoreError::Repair { msg: format!("guest repair failed in step {step}: {msg}; nothing was restored (use --no-repair to restore the guest unrepaired)"), report: Some(report) });
-            }
-            Err(e) => return Err(TargetRestoreError::Repair { msg: format!("{e}; nothing was restored (use --no-repair to restore the guest unrepaired)"), report: None }),
-        }
+        let r = repair_guest(c, &drives, &GuestRepair { tcg: o.tcg, drivers: o.drivers.clone(), scratch: o.workdir.join("repair") }, log)
+            .map_err(|e| match e {
+                TargetRestoreError::Repair { msg, report } => TargetRestoreError::Repair { msg: format!("{msg}; nothing was restored (use --no-repair to restore the guest unrepaired)"), report },
+                e => e,
+            })?;
+        Some(r)
     } else {
         None
     };
