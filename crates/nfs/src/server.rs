@@ -1,0 +1,115 @@
+//! The listeners: NFS (MOUNT and PORTMAP answered on the same port) and
+//! optionally a PORTMAP-only port (111) for clients that cannot be told
+//! the NFS port, such as QEMU's `nfs://` driver and ESXi.
+
+use crate::fs::ClientView;
+use crate::guard::RecordGuard;
+use crate::tree::Registry;
+use nfs3_server::test_reexports::{process_socket, RPCContext, TransactionTracker};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen for NFS on {addr}: {source}; set nfs_listen in the config to a free address")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running NFS server. Dropping it (or [`NfsServer::stop`]) closes
+/// the listeners; connections still open see every file handle go stale
+/// as exports are removed from the registry.
+pub struct NfsServer {
+    addr: SocketAddr,
+    portmap: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NfsServer {
+    /// Binds `listen` for NFS and, when given, `portmap` for PORTMAP
+    /// (a busy portmap port is logged and skipped: clients that can name
+    /// the NFS port still work). Must run inside a tokio runtime.
+    pub async fn start(listen: SocketAddr, portmap: Option<SocketAddr>, registry: Arc<Registry>) -> Result<NfsServer, ServerError> {
+        let nfs = TcpListener::bind(listen).await.map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let addr = nfs.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let sem = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut tasks = vec![tokio::spawn(accept_loop(nfs, addr.port(), registry.clone(), sem.clone()))];
+        let mut pm_addr = None;
+        if let Some(pm) = portmap {
+            match TcpListener::bind(pm).await {
+                Ok(l) => {
+                    pm_addr = l.local_addr().ok();
+                    tasks.push(tokio::spawn(accept_loop(l, addr.port(), registry, sem)));
+                }
+                Err(e) => tracing::warn!("NFS: cannot answer PORTMAP on {pm}: {e}; clients must be given the NFS port {} (nfsport=/mountport=)", addr.port()),
+            }
+        }
+        tracing::info!(%addr, portmap = ?pm_addr, "NFS server listening");
+        Ok(NfsServer { addr, portmap: pm_addr, tasks })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn portmap_addr(&self) -> Option<SocketAddr> {
+        self.portmap
+    }
+
+    pub fn stop(self) {}
+}
+
+impl Drop for NfsServer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        tracing::info!(addr = %self.addr, "NFS server stopped");
+    }
+}
+
+async fn accept_loop(listener: TcpListener, nfs_port: u16, registry: Arc<Registry>, sem: Arc<Semaphore>) {
+    // One file-handle generation for all connections: libnfs mounts on
+    // one connection and reads on another with the same handles.
+    let template = RPCContext::test_ctx("/", Arc::new(ClientView { registry: registry.clone(), peer: std::net::Ipv4Addr::UNSPECIFIED.into() }));
+    loop {
+        let permit = match sem.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let (socket, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors and the like: back off, keep serving.
+                tracing::warn!("NFS accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !registry.admits(peer.ip()) {
+            tracing::warn!(%peer, "NFS: refused a client no export allows");
+            drop(socket);
+            continue;
+        }
+        let _ = socket.set_nodelay(true);
+        let mut ctx = template.clone();
+        ctx.local_port = nfs_port;
+        ctx.client_addr = peer.to_string();
+        ctx.vfs = Arc::new(ClientView { registry: registry.clone(), peer: peer.ip() });
+        // Per connection, so it goes with the connection.
+        ctx.transaction_tracker = Arc::new(TransactionTracker::new(Duration::from_secs(60), 256, 1024));
+        tracing::debug!(%peer, "NFS client connected");
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = process_socket(RecordGuard::new(socket), ctx).await {
+                tracing::debug!(%peer, "NFS connection ended: {e}");
+            }
+        });
+    }
+}
