@@ -208,3 +208,41 @@ fn hostile_rpc_input_gets_an_error_or_a_close_and_the_server_stays_up() {
     }
     drop(srv);
 }
+
+/// QEMU's `nfs://` driver (qemu-block-extra, libnfs) cannot be told a
+/// port: it asks PORTMAP on 111, which the server answers too.
+#[test]
+fn qemu_io_writes_land_in_the_overlay_and_read_only_refuses_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pattern(2 * 1024 * 1024);
+    let raw = tmp.path().join("q.raw");
+    std::fs::write(&raw, &data).unwrap();
+    let overlay = tmp.path().join("q.overlay");
+    let rt = rt();
+    let reg = Arc::new(Registry::default());
+    let mut ro = disk(&raw, "ro", false, &["127.0.0.1"], None);
+    ro.disk = "sda".into();
+    reg.add(disk(&raw, "rw", true, &["127.0.0.1"], Some(&overlay))).unwrap();
+    reg.add(ro).unwrap();
+    let srv = rt.block_on(NfsServer::start("127.0.0.1:0".parse().unwrap(), Some("127.0.0.1:111".parse().unwrap()), reg.clone())).unwrap();
+    assert!(srv.portmap_addr().is_some(), "port 111 is taken on this machine (rpcbind?)");
+    let rw = "nfs://127.0.0.1/rw/2026-12-04T100000Z/disk0.img";
+    let (ok, out) = run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x5a 4096 65536", "-c", "read -P 0x5a 4096 65536", rw]));
+    assert!(ok && !out.contains("error") && !out.contains("Pattern verification failed"), "qemu-io on the writable export: {out}");
+    let back = tmp.path().join("back");
+    let (ok, out) = run(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "raw", rw]).arg(&back));
+    assert!(ok, "{out}");
+    let got = std::fs::read(&back).unwrap();
+    assert!(got[4096..4096 + 65536].iter().all(|b| *b == 0x5a) && got[..4096] == data[..4096] && got[70000..] == data[70000..]);
+    assert!(std::fs::read(&raw).unwrap() == data, "the base disk was written");
+    assert!(std::fs::metadata(&overlay).unwrap().len() > 0);
+
+    let ro = "nfs://127.0.0.1/ro/2026-12-04T100000Z/sda.img";
+    let (_, out) = run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x11 0 4096", ro]));
+    eprintln!("qemu-io write on the read-only export: {out}");
+    assert!(out.contains("NFS3ERR_ROFS"), "the read-only export did not refuse WRITE: {out}");
+    let (ok, out) = run(Command::new("qemu-io").args(["-f", "raw", "-r", "-c", "read 0 4096", ro]));
+    assert!(ok, "{out}");
+    assert!(std::fs::read(&raw).unwrap() == data);
+    drop(srv);
+}
