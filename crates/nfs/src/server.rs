@@ -34,18 +34,26 @@ pub struct NfsServer {
 impl NfsServer {
     /// Binds `listen` for NFS and, when given, `portmap` for PORTMAP
     /// (a busy portmap port is logged and skipped: clients that can name
-    /// the NFS port still work). Must run inside a tokio runtime.
-    pub async fn start(listen: SocketAddr, portmap: Option<SocketAddr>, registry: Arc<Registry>) -> Result<NfsServer, ServerError> {
-        let nfs = TcpListener::bind(listen).await.map_err(|source| ServerError::Bind { addr: listen, source })?;
+    /// the NFS port still work), and serves them on `rt`. Binding is
+    /// synchronous, so a caller inside another runtime (an actor) can
+    /// start it.
+    pub fn start(listen: SocketAddr, portmap: Option<SocketAddr>, registry: Arc<Registry>, rt: &tokio::runtime::Handle) -> Result<NfsServer, ServerError> {
+        let bind = |a: SocketAddr| -> std::io::Result<TcpListener> {
+            let l = std::net::TcpListener::bind(a)?;
+            l.set_nonblocking(true)?;
+            let _in = rt.enter();
+            TcpListener::from_std(l)
+        };
+        let nfs = bind(listen).map_err(|source| ServerError::Bind { addr: listen, source })?;
         let addr = nfs.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
         let sem = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let mut tasks = vec![tokio::spawn(accept_loop(nfs, addr.port(), registry.clone(), sem.clone()))];
+        let mut tasks = vec![rt.spawn(accept_loop(nfs, addr.port(), registry.clone(), sem.clone()))];
         let mut pm_addr = None;
         if let Some(pm) = portmap {
-            match TcpListener::bind(pm).await {
+            match bind(pm) {
                 Ok(l) => {
                     pm_addr = l.local_addr().ok();
-                    tasks.push(tokio::spawn(accept_loop(l, addr.port(), registry, sem)));
+                    tasks.push(rt.spawn(accept_loop(l, addr.port(), registry, sem)));
                 }
                 Err(e) => tracing::warn!("NFS: cannot answer PORTMAP on {pm}: {e}; clients must be given the NFS port {} (nfsport=/mountport=)", addr.port()),
             }

@@ -138,6 +138,11 @@ impl Registry {
         self.inner.write().disks.remove(&idx)
     }
 
+    /// The raw disk's path of export `idx` (`/<vm>/<time>/<disk>.img`).
+    pub fn path(&self, idx: u64) -> Option<String> {
+        self.inner.read().disks.get(&idx).map(|d| d.img_path())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.inner.read().disks.is_empty()
     }

@@ -57,7 +57,7 @@ fn libnfs_lists_copies_and_is_refused_where_it_should_be() {
     reg.add(disk(&raw, "web/01", false, &["127.0.0.1"], None)).unwrap();
     // Another export only 10.9.9.9 may see: 127.0.0.1 must not.
     reg.add(disk(&raw, "secret", false, &["10.9.9.9"], None)).unwrap();
-    let srv = rt.block_on(NfsServer::start("127.0.0.1:0".parse().unwrap(), None, reg.clone())).unwrap();
+    let srv = NfsServer::start("127.0.0.1:0".parse().unwrap(), None, reg.clone(), rt.handle()).unwrap();
     let a = srv.local_addr();
 
     let (ok, out) = run(Command::new("nfs-ls").arg("-R").arg(url(a, "/")));
@@ -100,7 +100,7 @@ fn writable_export_writes_to_the_overlay_only() {
     let rt = rt();
     let reg = Arc::new(Registry::default());
     reg.add(disk(&raw, "vm", true, &["127.0.0.0/8"], Some(&overlay))).unwrap();
-    let srv = rt.block_on(NfsServer::start("127.0.0.1:0".parse().unwrap(), None, reg.clone())).unwrap();
+    let srv = NfsServer::start("127.0.0.1:0".parse().unwrap(), None, reg.clone(), rt.handle()).unwrap();
     let a = srv.local_addr();
     // nfs-cp truncates nothing on an existing file: it writes from 0.
     let src = tmp.path().join("new");
@@ -168,7 +168,7 @@ fn hostile_rpc_input_gets_an_error_or_a_close_and_the_server_stays_up() {
     let rt = rt();
     let reg = Arc::new(Registry::default());
     reg.add(disk(&raw, "vm", false, &["127.0.0.1"], None)).unwrap();
-    let srv = rt.block_on(NfsServer::start("127.0.0.1:0".parse().unwrap(), None, reg.clone())).unwrap();
+    let srv = NfsServer::start("127.0.0.1:0".parse().unwrap(), None, reg.clone(), rt.handle()).unwrap();
     let a = srv.local_addr();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -224,7 +224,7 @@ fn qemu_io_writes_land_in_the_overlay_and_read_only_refuses_write() {
     ro.disk = "sda".into();
     reg.add(disk(&raw, "rw", true, &["127.0.0.1"], Some(&overlay))).unwrap();
     reg.add(ro).unwrap();
-    let srv = rt.block_on(NfsServer::start("127.0.0.1:0".parse().unwrap(), Some("127.0.0.1:111".parse().unwrap()), reg.clone())).unwrap();
+    let srv = NfsServer::start("127.0.0.1:0".parse().unwrap(), Some("127.0.0.1:111".parse().unwrap()), reg.clone(), rt.handle()).unwrap();
     assert!(srv.portmap_addr().is_some(), "port 111 is taken on this machine (rpcbind?)");
     let rw = "nfs://127.0.0.1/rw/2026-12-04T100000Z/disk0.img";
     let (ok, out) = run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x5a 4096 65536", "-c", "read -P 0x5a 4096 65536", rw]));
