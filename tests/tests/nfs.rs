@@ -142,3 +142,35 @@ fn nfs_exports_serve_vm_backups_to_libnfs_and_qemu() {
     }
     assert_eq!(d.admin_ok("GET", "/api/exports", None), json!([]));
 }
+
+/// `vm export` on the appliance without the daemon: serves the disk over
+/// NFS until interrupted and prints its URI.
+#[test]
+fn local_vm_export_serves_nfs_without_the_daemon() {
+    require_root();
+    let t = scratch("nfs-local");
+    let disk = build_guest("tiny", t.path());
+    let ds = Ds::init(t.path().join("ds"));
+    let snap = back_up_paused(&ds, &disk, "nfs-local", &t.path().join("q"));
+    // The allow-list is needed.
+    let mut c = lb_cmd();
+    c.args(["vm", "export", "--datastore"]).arg(&ds.path).arg(&snap);
+    let o = run_cmd(c);
+    assert!(!o.status.success() && o.stderr.contains("--client"), "{o}");
+
+    let mut c = lb_cmd();
+    c.args(["vm", "export", "--datastore"]).arg(&ds.path);
+    c.args(["--client", "127.0.0.1", "--listen", "127.0.0.1:0", "--portmap", "127.0.0.1:0", &snap]);
+    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let uri = line.trim().to_string();
+    assert!(uri.starts_with("nfs://127.0.0.1:") && uri.contains("/nfs-local/"), "{uri:?}");
+    let copy = t.path().join("copy.raw");
+    let (ok, o2) = out(Command::new("nfs-cp").arg(libnfs_url(&uri)).arg(&copy));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "nfs-cp: {o2}");
+    assert!(std::fs::read(&copy).unwrap() == std::fs::read(&disk).unwrap(), "the disk copied over NFS differs");
+}
