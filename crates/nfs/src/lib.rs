@@ -22,7 +22,7 @@ pub mod guard;
 mod server;
 pub mod tree;
 
-pub use server::{NfsServer, ServerError};
+pub use server::{NfsServer, ServerError, Service};
 pub use tree::{plain_name, NfsDisk, Registry, RegistryError};
 
 use std::net::IpAddr;

@@ -82,10 +82,45 @@ impl Drop for NfsServer {
     }
 }
 
+/// Serves NFS connections from any byte stream: what the listeners run
+/// for each accepted socket, and what tests and fuzzers drive directly.
+#[derive(Clone)]
+pub struct Service {
+    /// One file-handle generation for all connections: libnfs mounts on
+    /// one connection and reads on another with the same handles.
+    template: RPCContext<ClientView>,
+    registry: Arc<Registry>,
+    nfs_port: u16,
+}
+
+impl Service {
+    /// `nfs_port` is what PORTMAP answers for NFS and MOUNT.
+    pub fn new(registry: Arc<Registry>, nfs_port: u16) -> Service {
+        let template = RPCContext::test_ctx("/", Arc::new(ClientView { registry: registry.clone(), peer: std::net::Ipv4Addr::UNSPECIFIED.into() }));
+        Service { template, registry, nfs_port }
+    }
+
+    /// Serves one connection from `peer` until it closes or breaks the
+    /// protocol; a peer no export names is refused at once.
+    pub async fn serve<S>(&self, stream: S, peer: SocketAddr) -> anyhow::Result<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        if !self.registry.admits(peer.ip()) {
+            anyhow::bail!("{peer} is not allowed by any NFS export");
+        }
+        let mut ctx = self.template.clone();
+        ctx.local_port = self.nfs_port;
+        ctx.client_addr = peer.to_string();
+        ctx.vfs = Arc::new(ClientView { registry: self.registry.clone(), peer: peer.ip() });
+        // Per connection, so it goes with the connection.
+        ctx.transaction_tracker = Arc::new(TransactionTracker::new(Duration::from_secs(60), 256, 1024));
+        process_socket(RecordGuard::new(stream), ctx).await
+    }
+}
+
 async fn accept_loop(listener: TcpListener, nfs_port: u16, registry: Arc<Registry>, sem: Arc<Semaphore>) {
-    // One file-handle generation for all connections: libnfs mounts on
-    // one connection and reads on another with the same handles.
-    let template = RPCContext::test_ctx("/", Arc::new(ClientView { registry: registry.clone(), peer: std::net::Ipv4Addr::UNSPECIFIED.into() }));
+    let service = Service::new(registry.clone(), nfs_port);
     loop {
         let permit = match sem.clone().acquire_owned().await {
             Ok(p) => p,
@@ -106,16 +141,11 @@ async fn accept_loop(listener: TcpListener, nfs_port: u16, registry: Arc<Registr
             continue;
         }
         let _ = socket.set_nodelay(true);
-        let mut ctx = template.clone();
-        ctx.local_port = nfs_port;
-        ctx.client_addr = peer.to_string();
-        ctx.vfs = Arc::new(ClientView { registry: registry.clone(), peer: peer.ip() });
-        // Per connection, so it goes with the connection.
-        ctx.transaction_tracker = Arc::new(TransactionTracker::new(Duration::from_secs(60), 256, 1024));
         tracing::debug!(%peer, "NFS client connected");
+        let service = service.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = process_socket(RecordGuard::new(socket), ctx).await {
+            if let Err(e) = service.serve(socket, peer).await {
                 tracing::debug!(%peer, "NFS connection ended: {e}");
             }
         });
