@@ -42,12 +42,12 @@ for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl python3-venv \
            libblkid-dev tmux xfsprogs xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools \
            dosfstools openssl genimage python3-pip nftables chromium dnsmasq-base acl attr \
-           libguestfs-tools guestfs-tools virt-v2v libhivex-bin libwin-hivex-perl ntfs-3g; do
+           libguestfs-tools guestfs-tools virt-v2v libhivex-bin libwin-hivex-perl ntfs-3g libnfs-utils; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.
 bpo=()
-for pkg in qemu-utils libnbd-bin qemu-system-x86 ovmf; do
+for pkg in qemu-utils libnbd-bin qemu-system-x86 ovmf qemu-block-extra; do
   installed "$pkg" || bpo+=("$pkg")
 done
 if installed qemu-system-x86 && ! dpkg-query -W -f='${Version}' qemu-system-x86 | grep -q '^1:10'; then

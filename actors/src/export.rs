@@ -1,5 +1,8 @@
-//! `ExportActor`: serves backed-up VM disks over NBD (`lifeboat_nbd`)
-//! straight from the datastore (`lifeboat_vm::image::DatastoreDisk`).
+//! `ExportActor`: serves backed-up VM disks over NBD (`lifeboat_nbd`) or
+//! NFSv3 (`lifeboat_nfs`) straight from the datastore
+//! (`lifeboat_vm::image::DatastoreDisk`). Both protocols get the same
+//! device stack. The NFS listener opens with the first NFS export and
+//! closes after the last.
 //! Writable exports put a `CowOverlay` on top whose file lives in the
 //! state directory: the datastore is never written. The NBD server runs
 //! on a small runtime of its own, so disk traffic never shares the API's
@@ -13,7 +16,8 @@ use crate::datastore::{blocking, DatastoreHandle, PinSnapshot};
 use crate::Datastores;
 use actix::prelude::*;
 use chrono::Utc;
-use lifeboat_api_types::{ExportCreate, ExportInfo};
+use lifeboat_api_types::{ExportCreate, ExportInfo, ExportProtocol};
+use lifeboat_nfs::{ClientRule, NfsDisk, NfsServer, Registry};
 use lifeboat_nbd::{BlockDevice, CowOverlay, Export, Extent, ReadChunk, Server, ServerConfig};
 use lifeboat_store::BlobId;
 use lifeboat_vm::image::DatastoreDisk;
@@ -89,6 +93,16 @@ struct Live {
     info: ExportInfo,
     device: Arc<Gated>,
     snapshot: BlobId,
+    /// Its index in the NFS registry, for NFS exports.
+    nfs: Option<u64>,
+}
+
+/// Where the NFS server listens (config `nfs_listen`,
+/// `nfs_portmap_listen`; a portmap port of 0 means none).
+#[derive(Debug, Clone, Copy)]
+pub struct NfsListen {
+    pub nfs: SocketAddr,
+    pub portmap: SocketAddr,
 }
 
 pub struct ExportActor {
@@ -100,47 +114,93 @@ pub struct ExportActor {
     runtime: Option<tokio::runtime::Runtime>,
     bound: Option<SocketAddr>,
     exports: BTreeMap<String, Live>,
+    nfs_listen: NfsListen,
+    nfs_registry: Arc<Registry>,
+    nfs: Option<NfsServer>,
 }
 
 impl ExportActor {
     /// Removes overlays left by a previous run (exports do not survive a
     /// restart). The listener is opened with the first export.
-    pub fn new(listen: SocketAddr, state_dir: &std::path::Path, datastores: Datastores) -> io::Result<Self> {
+    pub fn new(listen: SocketAddr, nfs_listen: NfsListen, state_dir: &std::path::Path, datastores: Datastores) -> io::Result<Self> {
         let dir = state_dir.join("exports");
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io::Error::new(e.kind(), format!("removing old export overlays in {}: {e}", dir.display()))),
         }
-        Ok(ExportActor { listen, dir, datastores, server: Server::new(ServerConfig::default()), runtime: None, bound: None, exports: BTreeMap::new() })
+        Ok(ExportActor {
+            listen,
+            dir,
+            datastores,
+            server: Server::new(ServerConfig::default()),
+            runtime: None,
+            bound: None,
+            exports: BTreeMap::new(),
+            nfs_listen,
+            nfs_registry: Arc::new(Registry::default()),
+            nfs: None,
+        })
+    }
+
+    /// The runtime both servers run on (disk traffic stays off the API's arbiters).
+    fn runtime(&mut self) -> Result<tokio::runtime::Handle, ExportError> {
+        if let Some(rt) = &self.runtime {
+            return Ok(rt.handle().clone());
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("export")
+            .enable_all()
+            .build()
+            .map_err(|e| ExportError::Unavailable(format!("starting the export runtime: {e}")))?;
+        let h = rt.handle().clone();
+        self.runtime = Some(rt);
+        Ok(h)
+    }
+
+    fn ensure_nfs(&mut self) -> Result<SocketAddr, ExportError> {
+        if let Some(s) = &self.nfs {
+            return Ok(s.local_addr());
+        }
+        let h = self.runtime()?;
+        let pm = Some(self.nfs_listen.portmap).filter(|a| a.port() != 0);
+        let s = NfsServer::start(self.nfs_listen.nfs, pm, self.nfs_registry.clone(), &h).map_err(|e| ExportError::Unavailable(e.to_string()))?;
+        let a = s.local_addr();
+        self.nfs = Some(s);
+        Ok(a)
     }
 
     fn ensure_listening(&mut self) -> Result<SocketAddr, ExportError> {
         if let Some(a) = self.bound {
             return Ok(a);
         }
-        let fail = |e: io::Error| ExportError::Unavailable(format!("cannot serve NBD on {}: {e}; set nbd_listen in the config", self.listen));
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("nbd").enable_all().build().map_err(fail)?;
+        let h = self.runtime()?;
+        let listen = self.listen;
+        let fail = |e: io::Error| ExportError::Unavailable(format!("cannot serve NBD on {listen}: {e}; set nbd_listen in the config"));
         let std_listener = std::net::TcpListener::bind(self.listen).map_err(fail)?;
         std_listener.set_nonblocking(true).map_err(fail)?;
         let addr = std_listener.local_addr().map_err(fail)?;
         let listener = {
-            let _in = rt.enter();
+            let _in = h.enter();
             tokio::net::TcpListener::from_std(std_listener).map_err(fail)?
         };
         let server = self.server.clone();
-        rt.spawn(async move {
+        h.spawn(async move {
             if let Err(e) = server.serve_tcp(listener).await {
                 tracing::error!("NBD server stopped: {e}");
             }
         });
         tracing::info!(%addr, "NBD server for exports listening");
-        self.runtime = Some(rt);
         self.bound = Some(addr);
         Ok(addr)
     }
 
     fn uri(addr: SocketAddr, name: &str) -> String {
+        format!("nbd://{}/{name}", Self::host_port(addr))
+    }
+
+    fn host_port(addr: SocketAddr) -> String {
         let host = if addr.ip().is_unspecified() {
             crate::work::backup::hostname()
         } else if addr.is_ipv6() {
@@ -148,7 +208,16 @@ impl ExportActor {
         } else {
             addr.ip().to_string()
         };
-        format!("nbd://{host}:{}/{name}", addr.port())
+        format!("{host}:{}", addr.port())
+    }
+}
+
+impl ExportActor {
+    /// The NFS listener lives only while an NFS export does.
+    fn stop_nfs_if_idle(&mut self) {
+        if self.nfs_registry.is_empty() {
+            self.nfs = None;
+        }
     }
 }
 
@@ -158,6 +227,7 @@ impl Actor for ExportActor {
 
 impl Drop for ExportActor {
     fn drop(&mut self) {
+        self.nfs = None;
         // Dropping a runtime inside another one panics; let it go quietly.
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
@@ -177,12 +247,29 @@ impl Handler<CreateExport> for ExportActor {
             Some(a) => a,
             None => return Box::pin(actix::fut::ready(Err(ExportError::NotFound(format!("datastore {:?} does not exist: list them with GET /api/datastores", req.datastore))))),
         };
+        let clients: Vec<ClientRule> = match req.clients.iter().map(|c| c.parse::<ClientRule>()).collect::<Result<_, _>>() {
+            Ok(c) => c,
+            Err(m) => return Box::pin(actix::fut::ready(Err(ExportError::Invalid(m)))),
+        };
+        match req.protocol {
+            ExportProtocol::Nfs if clients.is_empty() => {
+                return Box::pin(actix::fut::ready(Err(ExportError::Invalid(
+                    "an NFS export needs the client addresses allowed to mount it: \"clients\": [\"10.0.0.5\", \"10.0.0.0/24\"]".into(),
+                ))))
+            }
+            ExportProtocol::Nbd if !clients.is_empty() => {
+                return Box::pin(actix::fut::ready(Err(ExportError::Invalid(
+                    "\"clients\" restricts NFS exports; NBD listens on nbd_listen only (keep it on a trusted network)".into(),
+                ))))
+            }
+            _ => {}
+        }
         let id = lifeboat_state::random_hex(4);
         let overlay_dir = self.dir.join(&id);
         let req2 = req.clone();
         let fut = async move {
             let ds = ds_addr.send(DatastoreHandle).await.map_err(|e| ExportError::Unavailable(format!("datastore {:?}: {e}", req2.datastore)))?;
-            let r = blocking(move || -> Result<(BlobId, String, Arc<dyn BlockDevice>), ExportError> {
+            let r = blocking(move || -> Result<(BlobId, String, Arc<dyn BlockDevice>, String, chrono::DateTime<Utc>), ExportError> {
                 let (sid, snap) = ds.resolve_snapshot(&req2.snapshot).map_err(|e| ExportError::NotFound(format!("{e:#}")))?;
                 let vm = lifeboat_qemu::load_vm(&ds, &snap).map_err(|e| ExportError::Invalid(format!("snapshot {}: {e}", sid.short())))?;
                 let md = &vm.md;
@@ -207,19 +294,47 @@ impl Handler<CreateExport> for ExportActor {
                 } else {
                     Arc::new(base)
                 };
-                Ok((sid, disk, device))
+                Ok((sid, disk, device, md.name.clone(), snap.time))
             })
             .await
             .unwrap_or_else(|e| Err(ExportError::Unavailable(e)))?;
             Ok((ds_addr, r))
         };
         Box::pin(fut.into_actor(self).map(move |res: Result<_, ExportError>, act, _| {
-            let (ds_addr, (sid, disk, device)) = res?;
-            // Only a valid request opens the listener.
-            let addr = act.ensure_listening()?;
+            let (ds_addr, (sid, disk, device, vm_name, snap_time)) = res?;
             let device = Arc::new(Gated { inner: device, open: AtomicBool::new(true) });
-            let name = id.clone();
-            act.server.add_export(Export::new(name.clone(), device.clone()).with_description(format!("{} disk {disk}", sid.short())));
+            // Only a valid request opens a listener.
+            let (name, uri, nfs) = match req.protocol {
+                ExportProtocol::Nbd => {
+                    let addr = act.ensure_listening()?;
+                    let name = id.clone();
+                    act.server.add_export(Export::new(name.clone(), device.clone()).with_description(format!("{} disk {disk}", sid.short())));
+                    let uri = Self::uri(addr, &name);
+                    (name, uri, None)
+                }
+                ExportProtocol::Nfs => {
+                    let nd = NfsDisk {
+                        vm: vm_name,
+                        snapshot_time: snap_time.format("%Y-%m-%dT%H%M%SZ").to_string(),
+                        disk: disk.clone(),
+                        device: device.clone(),
+                        writable: req.writable,
+                        clients: clients.clone(),
+                        mtime: snap_time.timestamp().clamp(0, u32::MAX as i64) as u32,
+                    };
+                    let addr = act.ensure_nfs()?;
+                    let idx = match act.nfs_registry.add(nd) {
+                        Ok(i) => i,
+                        Err(e) => {
+                            act.stop_nfs_if_idle();
+                            return Err(ExportError::Invalid(e.to_string()));
+                        }
+                    };
+                    let path = act.nfs_registry.path(idx).unwrap_or_default();
+                    let uri = format!("nfs://{}{path}", Self::host_port(addr));
+                    (path, uri, Some(idx))
+                }
+            };
             ds_addr.do_send(PinSnapshot { id: sid, pin: true });
             let info = ExportInfo {
                 id: id.clone(),
@@ -228,12 +343,14 @@ impl Handler<CreateExport> for ExportActor {
                 disk,
                 writable: req.writable,
                 size: device.size(),
-                uri: Self::uri(addr, &name),
+                uri,
                 name,
                 created: Utc::now(),
+                protocol: req.protocol,
+                clients: clients.iter().map(|c| c.to_string()).collect(),
             };
             tracing::info!(export = %info.id, uri = %info.uri, writable = info.writable, "export created");
-            act.exports.insert(id, Live { info: info.clone(), device, snapshot: sid });
+            act.exports.insert(id, Live { info: info.clone(), device, snapshot: sid, nfs });
             Ok(info)
         }))
     }
@@ -260,7 +377,15 @@ impl Handler<DeleteExport> for ExportActor {
     type Result = Result<(), ExportError>;
     fn handle(&mut self, msg: DeleteExport, _: &mut Context<Self>) -> Self::Result {
         let live = self.exports.remove(&msg.0).ok_or_else(|| ExportError::NotFound(format!("export {} not found: list them with GET /api/exports", msg.0)))?;
-        self.server.remove_export(&live.info.name);
+        match live.nfs {
+            Some(idx) => {
+                self.nfs_registry.remove(idx);
+                self.stop_nfs_if_idle();
+            }
+            None => {
+                self.server.remove_export(&live.info.name);
+            }
+        }
         live.device.open.store(false, Ordering::Release);
         if let Some(ds) = self.datastores.get(&live.info.datastore) {
             ds.do_send(PinSnapshot { id: live.snapshot, pin: false });

@@ -76,7 +76,8 @@ pub enum RemoteVmCmd {
         snapshot: String,
         target: String,
     },
-    /// Serve a disk of a VM snapshot over NBD; prints its nbd:// URI
+    /// Serve a disk of a VM snapshot over NBD or NFS; prints its nbd://
+    /// or nfs:// URI
     Export {
         #[command(flatten)]
         ds: DsName,
@@ -86,11 +87,17 @@ pub enum RemoteVmCmd {
         /// Accept writes (into an overlay; the backup stays as it is)
         #[arg(long)]
         writable: bool,
+        /// nbd, or nfs for a datastore hypervisors (ESXi) mount
+        #[arg(long, default_value = "nbd", value_parser = ["nbd", "nfs"])]
+        protocol: String,
+        /// NFS: a client address or CIDR block allowed to mount it (repeatable; needed for nfs)
+        #[arg(long = "client", value_name = "ADDR")]
+        clients: Vec<String>,
         #[arg(long)]
         json: bool,
         snapshot: String,
     },
-    /// NBD exports being served
+    /// NBD and NFS exports being served
     Exports {
         #[arg(long)]
         json: bool,
@@ -195,8 +202,9 @@ pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
         RemoteVmCmd::Restore { ds, format, platform, maps, no_repair, wait, snapshot, target } => {
             run_job(c, JobSpec::VmRestore { datastore: ds.datastore, snapshot, target, format, platform, map: maps, no_repair }, &wait)
         }
-        RemoteVmCmd::Export { ds, disk, writable, json, snapshot } => {
-            let e: ExportInfo = c.post("/api/exports", &ExportCreate { datastore: ds.datastore, snapshot, disk, writable })?;
+        RemoteVmCmd::Export { ds, disk, writable, protocol, clients, json, snapshot } => {
+            let protocol = if protocol == "nfs" { ExportProtocol::Nfs } else { ExportProtocol::Nbd };
+            let e: ExportInfo = c.post("/api/exports", &ExportCreate { datastore: ds.datastore, snapshot, disk, writable, protocol, clients })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&e)?);
             } else {

@@ -5,7 +5,7 @@ use actix_web::{delete, get, post, web, HttpResponse};
 use lifeboat_actors::export::{CreateExport, DeleteExport, ListExports};
 use lifeboat_api_types::{ApiError, ExportCreate, ExportInfo};
 
-/// NBD exports being served.
+/// NBD and NFS exports being served.
 #[utoipa::path(tag = "exports", security(("bearer" = [])),
     responses((status = 200, body = [ExportInfo]), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 #[get("/api/exports")]
@@ -13,8 +13,12 @@ pub async fn list(_auth: Auth<perm::Read>, st: web::Data<ApiState>) -> Result<we
     Ok(web::Json(st.exports.send(ListExports).await?))
 }
 
-/// Serve one disk of a VM snapshot over NBD (read-only unless
+/// Serve one disk of a VM snapshot over NBD or NFS (read-only unless
 /// `writable`, whose writes go to an overlay, never to the datastore).
+///
+/// `protocol: nfs` shows the disk as `/<vm>/<snapshot time>/<disk>.img`
+/// (+ `.vmdk` descriptor and `-flat.vmdk` extent) on the NFSv3 server at
+/// `nfs_listen`, to the `clients` listed only (needed; 400 without).
 ///
 /// Needs operator or admin. Takes no path: a writable export's overlay
 /// is a file in the state directory named by the daemon; `disk` must be

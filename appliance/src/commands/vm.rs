@@ -141,6 +141,35 @@ pub enum VmCmd {
         #[arg(long, default_value = "qcow2", value_parser = ["raw", "qcow2"])]
         format: String,
     },
+    /// Serve one disk of a VM snapshot over NFS (a datastore ESXi or
+    /// Linux mounts) without the daemon; prints its nfs:// URI and runs
+    /// until Ctrl-C. Writes (--writable) go to an overlay in --workdir
+    Export {
+        #[command(flatten)]
+        ds: DatastoreArg,
+        snapshot: String,
+        /// Disk id (needed when the VM has several)
+        #[arg(long, value_name = "ID")]
+        disk: Option<String>,
+        /// Accept writes (into an overlay; the backup stays as it is)
+        #[arg(long)]
+        writable: bool,
+        /// nfs (NBD without the daemon: `vm instant-restore --no-boot`)
+        #[arg(long, default_value = "nfs", value_parser = ["nbd", "nfs"])]
+        protocol: String,
+        /// A client address or CIDR block allowed to mount it (repeatable; needed)
+        #[arg(long = "client", value_name = "ADDR")]
+        clients: Vec<String>,
+        /// NFS listen address (ESXi mounts port 2049 only)
+        #[arg(long, default_value = "0.0.0.0:2049")]
+        listen: std::net::SocketAddr,
+        /// PORTMAP listen address (port 0: none)
+        #[arg(long, default_value = "0.0.0.0:111")]
+        portmap: std::net::SocketAddr,
+        /// Where a writable export's overlay goes (default: under the datastore's tmp/)
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
+    },
     /// Boot a VM straight from a snapshot: disks served over NBD with a
     /// copy-on-write overlay (the datastore is never written), QEMU started
     /// with the backed-up hardware. Runs until the VM stops or Ctrl-C
@@ -390,6 +419,13 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        VmCmd::Export { ds, snapshot, disk, writable, protocol, clients, listen, portmap, workdir } => {
+            if protocol != "nfs" {
+                anyhow::bail!("without the daemon `vm export` serves NFS; for NBD use `vm instant-restore --no-boot`, or give --server to ask the daemon");
+            }
+            let store = open_datastore(&ds)?;
+            export_nfs(store, &snapshot, disk, writable, &clients, listen, portmap, workdir)
+        }
         VmCmd::InstantRestore { ds, snapshot, workdir, listen, no_boot, net, accel, paused, config, qemu_args, platform, maps, no_repair, drivers } => {
             let net: NetMode = net.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             let accel = match accel {
@@ -429,6 +465,69 @@ fn qemu_img(args: &[&str], paths: &[&Path], tail: &[&str]) -> anyhow::Result<()>
         anyhow::bail!("qemu-img {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
     }
     Ok(())
+}
+
+/// `vm export` on the appliance: one disk over NFS until Ctrl-C.
+#[allow(clippy::too_many_arguments)]
+fn export_nfs(
+    ds: Arc<Datastore>,
+    query: &str,
+    disk: Option<String>,
+    writable: bool,
+    clients: &[String],
+    listen: std::net::SocketAddr,
+    portmap: std::net::SocketAddr,
+    workdir: Option<PathBuf>,
+) -> anyhow::Result<u8> {
+    use lifeboat_nbd::{BlockDevice, CowOverlay};
+    let clients: Vec<lifeboat_nfs::ClientRule> = clients.iter().map(|c| c.parse()).collect::<Result<_, String>>().map_err(|m| anyhow::anyhow!(m))?;
+    if clients.is_empty() {
+        anyhow::bail!("name the clients allowed to mount the export: --client 10.0.0.5 or --client 10.0.0.0/24 (repeatable)");
+    }
+    let (sid, snap) = ds.resolve_snapshot(query)?;
+    let vm = load_vm(&ds, &snap)?;
+    let ids: Vec<&str> = vm.md.disks.iter().map(|d| d.id.as_str()).collect();
+    let disk = match disk {
+        Some(d) => d,
+        None if ids.len() == 1 => ids[0].to_string(),
+        None => anyhow::bail!("VM {} has {} disks ({}): name one with --disk", vm.md.name, ids.len(), ids.join(", ")),
+    };
+    let (_, node) = vm.disk(&disk).ok_or_else(|| anyhow::anyhow!("VM {} in snapshot {} has no disk {disk:?} (disks: {})", vm.md.name, sid.short(), ids.join(", ")))?;
+    let base = lifeboat_vm::image::DatastoreDisk::new(ds.clone(), node);
+    let device: Arc<dyn BlockDevice> = if writable {
+        let work = workdir.unwrap_or_else(|| ds.root().join("tmp").join(format!("nfs-{}", sid.short())));
+        std::fs::create_dir_all(&work).map_err(|e| anyhow::anyhow!("creating {}: {e}", work.display()))?;
+        let p = work.join(format!("{}.overlay", lifeboat_nfs::plain_name(&disk)));
+        eprintln!("writes go to the overlay {}", p.display());
+        Arc::new(CowOverlay::open(base, &p).map_err(|e| anyhow::anyhow!("creating the overlay {}: {e}", p.display()))?)
+    } else {
+        Arc::new(base)
+    };
+    let registry = Arc::new(lifeboat_nfs::Registry::default());
+    let idx = registry.add(lifeboat_nfs::NfsDisk {
+        vm: vm.md.name.clone(),
+        snapshot_time: snap.time.format("%Y-%m-%dT%H%M%SZ").to_string(),
+        disk,
+        device,
+        writable,
+        clients,
+        mtime: snap.time.timestamp().clamp(0, u32::MAX as i64) as u32,
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("nfs").enable_all().build()?;
+    let server = lifeboat_nfs::NfsServer::start(listen, Some(portmap).filter(|a| a.port() != 0), registry.clone(), rt.handle())?;
+    let addr = server.local_addr();
+    let host = if addr.ip().is_unspecified() { hostname() } else { addr.ip().to_string() };
+    eprintln!("serving snapshot {} over NFS ({}); Ctrl-C ends it", sid.short(), if writable { "writable, copy-on-write" } else { "read-only" });
+    println!("nfs://{host}:{}{}", addr.port(), registry.path(idx).unwrap_or_default());
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    ui::install_cancel_handler(&cancel);
+    while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    registry.remove(idx);
+    drop(server);
+    rt.shutdown_background();
+    Ok(0)
 }
 
 struct InstantOptions {

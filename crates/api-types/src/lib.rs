@@ -13,7 +13,7 @@ mod smtp;
 mod vm;
 pub use health::{DatastoreSpace, DiskIo, HealthReport, LoadAverages, Memory};
 pub use smtp::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
-pub use vm::{ExportCreate, ExportInfo, InstantVmInfo, VmDiskInfo, VmInfo, VmRegister, VmSource, VmStatus};
+pub use vm::{ExportCreate, ExportInfo, ExportProtocol, InstantVmInfo, VmDiskInfo, VmInfo, VmRegister, VmSource, VmStatus};
 
 /// What a caller may do. Each API token carries one; the admin's session
 /// is `Admin`.

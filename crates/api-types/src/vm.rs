@@ -104,7 +104,20 @@ pub struct InstantVmInfo {
     pub migrating: bool,
 }
 
-/// `POST /api/exports`: serve one disk of a VM snapshot over NBD.
+/// How an export is served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportProtocol {
+    /// NBD on `nbd_listen`: `nbd://HOST:PORT/NAME`.
+    #[default]
+    Nbd,
+    /// NFSv3 on `nfs_listen`, as a datastore a hypervisor mounts:
+    /// `/<vm>/<snapshot time>/<disk>.img` (raw), `<disk>.vmdk` (a VMware
+    /// descriptor) and `<disk>-flat.vmdk` (its extent, the same bytes).
+    Nfs,
+}
+
+/// `POST /api/exports`: serve one disk of a VM snapshot over NBD or NFS.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExportCreate {
     pub datastore: String,
@@ -117,6 +130,14 @@ pub struct ExportCreate {
     /// (the datastore is never written). Default: read-only.
     #[serde(default)]
     pub writable: bool,
+    /// `nbd` (the default) or `nfs`.
+    #[serde(default)]
+    pub protocol: ExportProtocol,
+    /// NFS only, and needed there: the client addresses or CIDR blocks
+    /// (`10.0.0.5`, `10.0.0.0/24`) allowed to mount the export; every
+    /// other client is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -128,9 +149,16 @@ pub struct ExportInfo {
     pub disk: String,
     pub writable: bool,
     pub size: u64,
-    /// The NBD export name.
+    /// The NBD export name, or for NFS the raw disk's path in the export.
     pub name: String,
-    /// `nbd://HOST:PORT/NAME`, for qemu-img, nbdinfo or QEMU's `-drive`.
+    /// `nbd://HOST:PORT/NAME`, for qemu-img, nbdinfo or QEMU's `-drive`;
+    /// for NFS `nfs://HOST:PORT/<vm>/<snapshot time>/<disk>.img` (mount
+    /// `HOST:/` or a directory below it; libnfs tools take the URL).
     pub uri: String,
+    #[serde(default)]
+    pub protocol: ExportProtocol,
+    /// NFS: the allowed clients, as CIDR blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<String>,
     pub created: DateTime<Utc>,
 }

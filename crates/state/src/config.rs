@@ -40,6 +40,19 @@ pub struct Config {
     /// so only open it to a storage network you trust.
     #[serde(default = "default_nbd_listen")]
     pub nbd_listen: SocketAddr,
+    /// Where the NFS server for NFS exports listens (opened with the
+    /// first NFS export, closed after the last). All interfaces by
+    /// default, as hypervisors mount it over the network: each export
+    /// names the client addresses it lets in and refuses the rest.
+    /// ESXi mounts port 2049 only.
+    #[serde(default = "default_nfs_listen")]
+    pub nfs_listen: SocketAddr,
+    /// Where the NFS server answers PORTMAP (which port serves NFS and
+    /// MOUNT) for clients that always ask port 111 first (ESXi, QEMU's
+    /// `nfs://` driver). Port 0 turns it off; a port already taken (a
+    /// running rpcbind) is logged and skipped.
+    #[serde(default = "default_nfs_portmap_listen")]
+    pub nfs_portmap_listen: SocketAddr,
     /// The accelerator QEMU runs restored VMs with (instant restore, and
     /// later the lab): `auto` uses KVM when a test kernel boots under it
     /// (probed once per boot) and TCG software emulation otherwise; `kvm`
@@ -138,6 +151,12 @@ fn default_lab_scripts_dir() -> PathBuf {
 }
 fn default_qemu_accel() -> String {
     "auto".into()
+}
+fn default_nfs_listen() -> SocketAddr {
+    "0.0.0.0:2049".parse().unwrap()
+}
+fn default_nfs_portmap_listen() -> SocketAddr {
+    "0.0.0.0:111".parse().unwrap()
 }
 fn default_nbd_listen() -> SocketAddr {
     "127.0.0.1:10809".parse().unwrap()
