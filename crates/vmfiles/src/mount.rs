@@ -53,7 +53,8 @@ fn mount_args(fstype: &str) -> Result<(&'static str, &'static str)> {
         "xfs" => ("xfs", "ro,norecovery,nouuid"),
         "btrfs" => ("btrfs", "ro,rescue=nologreplay"),
         "vfat" => ("vfat", "ro"),
-        "ntfs" => ("ntfs3", "ro"),
+        // ntfs-3g is FUSE (fuseblk), there on every kernel with FUSE.
+        "ntfs" => ("ntfs-3g", "ro"),
         other => return Err(VmFilesError::UnsupportedFilesystem { fstype: other.to_string() }),
     })
 }
@@ -64,6 +65,8 @@ fn mount_args(fstype: &str) -> Result<(&'static str, &'static str)> {
 #[derive(Debug)]
 pub struct MountedFs {
     dir: Option<tempfile::TempDir>,
+    /// False when the files were copied out instead (see `copy_fat`).
+    mounted: bool,
     // Dropped after the unmount in Drop: the mount holds the device.
     _loop: LoopDevice,
 }
@@ -77,9 +80,14 @@ impl MountedFs {
         let (kind, options) = mount_args(fstype)?;
         let dev = LoopDevice::attach(image, partition.start, partition.size)?;
         let dir = tempfile::Builder::new().prefix("lifeboat-vmfiles-").tempdir().map_err(VmFilesError::MountPoint)?;
+        if kind == "vfat" && !kernel_has("vfat") {
+            copy_fat(dev.path(), dir.path())?;
+            tracing::debug!(image = %image.display(), partition = partition.number, dir = %dir.path().display(), "FAT copied out with mtools");
+            return Ok(MountedFs { dir: Some(dir), mounted: false, _loop: dev });
+        }
         run(Command::new("mount").args(["-t", kind, "-o", options]).arg(dev.path()).arg(dir.path()))?;
         tracing::debug!(image = %image.display(), partition = partition.number, fstype, dir = %dir.path().display(), "mounted");
-        Ok(MountedFs { dir: Some(dir), _loop: dev })
+        Ok(MountedFs { dir: Some(dir), mounted: true, _loop: dev })
     }
 
     /// Where the guest's files are.
@@ -91,6 +99,9 @@ impl MountedFs {
 impl Drop for MountedFs {
     fn drop(&mut self) {
         let Some(dir) = self.dir.take() else { return };
+        if !self.mounted {
+            return;
+        }
         match run(Command::new("umount").arg(dir.path())) {
             Ok(_) => drop(dir),
             Err(e) => {
@@ -101,4 +112,26 @@ impl Drop for MountedFs {
             }
         }
     }
+}
+
+/// Whether the running kernel reads `fstype` (built in or loadable).
+fn kernel_has(fstype: &str) -> bool {
+    let listed = std::fs::read_to_string("/proc/filesystems")
+        .map(|l| l.lines().any(|line| line.split_whitespace().last() == Some(fstype)))
+        .unwrap_or(false);
+    listed || Command::new("modprobe").arg(fstype).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// Copies a FAT file system's files into `dst` with mtools, keeping
+/// mtimes. Why: some kernels (the appliance's test machines) have no vfat
+/// module; FAT partitions in VMs are small EFI system partitions, so a
+/// copy is cheap, and mtools is far lighter than booting libguestfs.
+fn copy_fat(device: &Path, dst: &Path) -> Result<()> {
+    run(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-s", "-m", "-n", "-i"])
+        .arg(device)
+        .arg("::")
+        .arg(dst))?;
+    Ok(())
 }
