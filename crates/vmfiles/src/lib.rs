@@ -13,9 +13,11 @@
 //! would need to write. Every loop device and mount is held by a guard
 //! that undoes it on drop, also on error paths.
 
+mod diskfile;
 mod mount;
 mod probe;
 
+pub use diskfile::DiskFile;
 pub use mount::{LoopDevice, MountedFs};
 pub use probe::{probe, DiskLayout, Partition};
 
@@ -37,6 +39,8 @@ pub enum VmFilesError {
     Command { command: String, stderr: String },
     #[error("cannot run {command}: {source} (is it installed? see scripts/setup.sh)")]
     Spawn { command: String, source: std::io::Error },
+    #[error("cannot serve the disk as a file over FUSE (is /dev/fuse there?): {0}")]
+    DiskFile(std::io::Error),
     #[error("cannot create a mount point: {0}")]
     MountPoint(std::io::Error),
 }

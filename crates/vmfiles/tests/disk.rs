@@ -2,7 +2,7 @@
 //! root. Checks the guest's files come out as they went in and the image
 //! is not written.
 
-use lifeboat_vmfiles::{probe, MountedFs, VmFilesError};
+use lifeboat_vmfiles::{probe, DiskFile, MountedFs, VmFilesError};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
@@ -94,6 +94,21 @@ fn gpt_ext4_vfat_and_empty_partition() {
     }
     let e = layout.partition(&disk, 9).unwrap_err();
     assert!(e.to_string().contains("no partition 9; partitions: 1, 2, 3"), "{e}");
+
+    // The same disk through a FUSE file over a block device, as a
+    // datastore disk is served.
+    {
+        let device = std::sync::Arc::new(lifeboat_nbd::FileDevice::open(&disk).unwrap());
+        let file = DiskFile::serve(device).unwrap();
+        let layout = probe(&file.path()).unwrap();
+        assert_eq!(layout.partitions.len(), 3);
+        let m = MountedFs::mount(&file.path(), layout.partition(&file.path(), 1).unwrap()).unwrap();
+        assert_eq!(std::fs::read(m.root().join("etc/sub/data.bin")).unwrap(), std::fs::read(src.join("etc/sub/data.bin")).unwrap());
+        drop(m);
+        let dir = file.dir().to_path_buf();
+        drop(file);
+        assert!(!dir.exists(), "FUSE mount point left behind");
+    }
 
     // Nothing left attached, nothing written.
     let loops = Command::new("losetup").arg("-j").arg(&disk).output().unwrap();
