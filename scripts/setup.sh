@@ -42,7 +42,7 @@ for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl python3-venv \
            libblkid-dev tmux xfsprogs xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools \
            dosfstools openssl genimage python3-pip nftables chromium dnsmasq-base acl attr \
-           libguestfs-tools guestfs-tools virt-v2v libhivex-bin libwin-hivex-perl ntfs-3g libnfs-utils; do
+           libguestfs-tools guestfs-tools virt-v2v libhivex-bin libwin-hivex-perl ntfs-3g libnfs-utils gdisk lvm2; do
   installed "$pkg" || plain+=("$pkg")
 done
 # Real peers from backports: qemu-img/qemu-io, nbdinfo/nbdcopy, QEMU, OVMF.

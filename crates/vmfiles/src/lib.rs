@@ -1,0 +1,48 @@
+//! File-level access to a VM disk image, read-only.
+//!
+//! Why: a user who lost one file in a VM should not have to restore the
+//! whole disk. This crate takes a disk image readable as a file (a raw
+//! image, or a datastore disk exposed as a read-only file), finds its
+//! partitions and file systems with libblkid, and mounts one of them
+//! read-only through a read-only loop device with the partition's offset
+//! and size. The kernel then reads the file system: no parser of our own.
+//!
+//! Nothing is ever written to the image: the loop device is read-only
+//! (`losetup -r`) and journaled file systems are mounted without replaying
+//! their journal (`noload` for ext3/4, `norecovery` for xfs), as a replay
+//! would need to write. Every loop device and mount is held by a guard
+//! that undoes it on drop, also on error paths.
+
+mod diskfile;
+mod mount;
+mod probe;
+
+pub use diskfile::DiskFile;
+pub use mount::{LoopDevice, MountedFs};
+pub use probe::{probe, DiskLayout, Partition};
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmFilesError {
+    #[error("cannot open disk image {}: {source}", path.display())]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("cannot read the partitions of {}: {reason}", path.display())]
+    Probe { path: PathBuf, reason: String },
+    #[error("disk {} has no partition {number}; partitions: {available}", path.display())]
+    NoSuchPartition { path: PathBuf, number: u32, available: String },
+    #[error("partition {number} of {} has no file system libblkid recognises (empty, encrypted, or swap?)", path.display())]
+    NoFilesystem { path: PathBuf, number: u32 },
+    #[error("file system {fstype} cannot be mounted here: supported are ext2/3/4, xfs, btrfs, vfat, ntfs")]
+    UnsupportedFilesystem { fstype: String },
+    #[error("{command} failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("cannot run {command}: {source} (is it installed? see scripts/setup.sh)")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("cannot serve the disk as a file over FUSE (is /dev/fuse there?): {0}")]
+    DiskFile(std::io::Error),
+    #[error("cannot create a mount point: {0}")]
+    MountPoint(std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, VmFilesError>;
