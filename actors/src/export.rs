@@ -270,6 +270,9 @@ impl Handler<CreateExport> for ExportActor {
         let fut = async move {
             let ds = ds_addr.send(DatastoreHandle).await.map_err(|e| ExportError::Unavailable(format!("datastore {:?}: {e}", req2.datastore)))?;
             let r = blocking(move || -> Result<(BlobId, String, Arc<dyn BlockDevice>, String, chrono::DateTime<Utc>), ExportError> {
+                // The snapshot may come from another process (the CLI, an
+                // agent): look at the index as it is now.
+                ds.refresh_index().map_err(|e| ExportError::Unavailable(format!("datastore {:?}: {e}", req2.datastore)))?;
                 let (sid, snap) = ds.resolve_snapshot(&req2.snapshot).map_err(|e| ExportError::NotFound(format!("{e:#}")))?;
                 let vm = lifeboat_qemu::load_vm(&ds, &snap).map_err(|e| ExportError::Invalid(format!("snapshot {}: {e}", sid.short())))?;
                 let md = &vm.md;
