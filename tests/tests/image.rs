@@ -152,11 +152,28 @@ impl Appliance {
         let s = a.wait_for("step 6 of 6: Summary", STEP);
         assert!(s.contains("FORMAT /dev/vdb (4.0 GiB) as ext4"), "{s}");
         a.send(b"\r");
-        let s = a.wait_for("Setup complete", BOOT);
-        // The fingerprint: two lines of 16 bytes under its label.
-        let lines: Vec<&str> = s.lines().collect();
-        let at = lines.iter().position(|l| l.contains("SHA-256 fingerprint:")).unwrap_or_else(|| panic!("no fingerprint shown:\n{s}"));
-        format!("{}:{}", lines[at + 1].trim(), lines[at + 2].trim())
+        a.wait_for("Setup complete", BOOT);
+        // The fingerprint: two lines of 16 bytes under its label. The
+        // screen may be caught mid-redraw, so read it until both lines
+        // are whole.
+        let whole = |l: &str| {
+            let parts: Vec<&str> = l.trim().split(':').collect();
+            parts.len() == 16 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+        };
+        let deadline = Instant::now() + STEP;
+        loop {
+            let s = a.screen();
+            let lines: Vec<&str> = s.lines().collect();
+            if let Some(at) = lines.iter().position(|l| l.contains("SHA-256 fingerprint:")) {
+                if let (Some(l1), Some(l2)) = (lines.get(at + 1), lines.get(at + 2)) {
+                    if whole(l1) && whole(l2) {
+                        return format!("{}:{}", l1.trim(), l2.trim());
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no whole fingerprint shown:\n{s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// After the wizard: the restarted daemon takes the new password over
