@@ -222,8 +222,8 @@ pub struct Execute {
     /// runs long after its spec was checked, and the file system moves).
     pub confine: lifeboat_state::Confinement,
     pub grant: lifeboat_state::Grant,
-    /// How lab runs start their VMs.
-    pub lab: crate::jobs::LabSettings,
+    /// How lab runs and restores start and repair guests.
+    pub guests: crate::jobs::GuestSettings,
 }
 
 impl Handler<Execute> for DatastoreActor {
@@ -251,13 +251,16 @@ impl Handler<Execute> for DatastoreActor {
                         Some((vm, _busy)) => work::vm_backup::run(&ds, vm, *full, tags, &msg.keep, &pinned, tz, h),
                         None => Err("internal error: a VM backup without its VM".into()),
                     },
-                    JobSpec::VmRestore { snapshot, target, format, platform: Some(platform), map, no_repair, .. } => work::vm_restore::run_for_target(&ds, snapshot, target, format.as_deref(), platform, map, !*no_repair, &msg.confine, msg.grant, h),
+                    JobSpec::VmRestore { snapshot, target, format, platform, platforms, map, no_repair, .. } if platform.is_some() || !platforms.is_empty() => {
+                        let t = work::vm_restore::ForTargets { platforms: platform.iter().chain(platforms).cloned().collect(), format: format.as_deref(), maps: map, repair: !*no_repair, drivers: msg.guests.windows_drivers.as_deref() };
+                        work::vm_restore::run_for_targets(&ds, snapshot, target, &t, &msg.confine, msg.grant, h)
+                    }
                     JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format.as_deref().unwrap_or("raw"), &msg.confine, msg.grant, h),
-                    JobSpec::LabVerify { vms, probes, boot_timeout, network, .. } => work::lab_verify::run(&ds, vms, probes, *boot_timeout, network, msg.lab.accel, &msg.lab.scripts_dir, h),
+                    JobSpec::LabVerify { vms, probes, boot_timeout, network, .. } => work::lab_verify::run(&ds, vms, probes, *boot_timeout, network, msg.guests.accel, &msg.guests.scripts_dir, h),
                     JobSpec::VmInstantRestore { snapshot, name: vm_name, net, paused, platform, map, no_repair, .. } => match &msg.vms {
                         Some(reg) => {
                             let target = platform.as_deref().map(|p| work::vm_instant_restore::Target { platform: p, map, repair: !*no_repair });
-                            let r = work::vm_instant_restore::Request { datastore: &name, snapshot, name: vm_name.as_deref(), net, paused: *paused, accel: msg.lab.accel, job: &msg.job, target };
+                            let r = work::vm_instant_restore::Request { datastore: &name, snapshot, name: vm_name.as_deref(), net, paused: *paused, accel: msg.guests.accel, job: &msg.job, target };
                             work::vm_instant_restore::run(&ds, me, reg, &r, h)
                         }
                         None => Err("this daemon has no VM connector".into()),

@@ -55,23 +55,26 @@ pub struct JobsActor {
     vms: Option<VmRegistry>,
     /// Where jobs may read and write on the appliance.
     confine: SharedConfinement,
-    lab: LabSettings,
+    guests: GuestSettings,
     /// Lab definitions: named lab runs, and those due after a VM backup.
     labs: Option<Arc<lifeboat_state::LabStore>>,
 }
 
 /// What lab runs need of the config.
 #[derive(Clone, Debug)]
-pub struct LabSettings {
+pub struct GuestSettings {
     /// `qemu_accel`.
     pub accel: lifeboat_qemu::Accel,
     /// `lab_scripts_dir`: where script probes come from.
     pub scripts_dir: std::path::PathBuf,
+    /// `windows_drivers`: driver files for Windows guests restored for
+    /// another platform.
+    pub windows_drivers: Option<std::path::PathBuf>,
 }
 
-impl Default for LabSettings {
+impl Default for GuestSettings {
     fn default() -> Self {
-        LabSettings { accel: lifeboat_qemu::Accel::Auto, scripts_dir: "/etc/lifeboat/lab-scripts".into() }
+        GuestSettings { accel: lifeboat_qemu::Accel::Auto, scripts_dir: "/etc/lifeboat/lab-scripts".into(), windows_drivers: None }
     }
 }
 
@@ -90,7 +93,7 @@ impl JobsActor {
             tracing::warn!("job history: {p}");
         }
         let history = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
-        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine, lab: LabSettings::default(), labs: None })
+        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine, guests: GuestSettings::default(), labs: None })
     }
 
     fn log(&self, id: &str, line: &str) {
@@ -142,8 +145,8 @@ impl JobsActor {
 
 impl JobsActor {
     /// Lab runs use these settings (from the config) instead of the defaults.
-    pub fn with_lab(mut self, lab: LabSettings) -> Self {
-        self.lab = lab;
+    pub fn with_guests(mut self, guests: GuestSettings) -> Self {
+        self.guests = guests;
         self
     }
 
@@ -308,7 +311,7 @@ impl Handler<StartJob> for JobsActor {
         let me = ctx.address();
         let id = job.id.clone();
         let confine = self.confine.read().clone();
-        let exec = Execute { job: id.clone(), spec: msg.spec, keep: msg.keep, handle, vm, vms: self.vms.clone(), confine, grant: msg.grant, lab: self.lab.clone() };
+        let exec = Execute { job: id.clone(), spec: msg.spec, keep: msg.keep, handle, vm, vms: self.vms.clone(), confine, grant: msg.grant, guests: self.guests.clone() };
         actix::spawn(async move {
             let result = ds.send(exec).await.unwrap_or_else(|e| Err(format!("the datastore actor is gone: {e}")));
             me.do_send(Finished { id, result });

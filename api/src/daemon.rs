@@ -97,16 +97,17 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let job_store = Arc::new(JobStore::open(&state_dir)?);
     // Every datastore is protected, those that failed to open too.
     let confine = Confinement::new(&config, config.loaded_from.as_deref(), &entries).shared();
-    let lab = lifeboat_actors::jobs::LabSettings {
+    let guests = lifeboat_actors::jobs::GuestSettings {
         accel: config.qemu_accel.parse().map_err(|e: String| anyhow::anyhow!(e))?,
         scripts_dir: config.lab_scripts_dir.clone(),
+        windows_drivers: config.windows_drivers.clone(),
     };
     // Lab runs cut off by a crash of the daemon leave namespaces and VMs.
     for stale in lifeboat_lab::net::sweep_stale(std::path::Path::new(lifeboat_actors::work::lab_verify::MARKERS)) {
         tracing::warn!("removed the lab network {stale} of a run that did not finish");
     }
     let labs = Arc::new(lifeboat_state::LabStore::open(&state_dir)?);
-    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?.with_lab(lab).with_labs(labs.clone()).start();
+    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?.with_guests(guests).with_labs(labs.clone()).start();
     let schedules = Arc::new(ScheduleStore::open(&state_dir)?);
     let scheduler = SchedulerActor::new(schedules, tz, jobs.clone(), datastores.clone()).start();
     let ingest = IngestActor::new(datastores.clone(), jobs.clone()).start();

@@ -62,14 +62,16 @@ pub enum RemoteVmCmd {
         /// raw or qcow2; with --target also vmdk or vhdx
         #[arg(long, value_parser = ["raw", "qcow2", "vmdk", "vhdx"])]
         format: Option<String>,
-        /// Restore for this platform: kvm, openstack, vmware, hyperv
-        #[arg(long = "target", value_name = "PLATFORM")]
-        platform: Option<String>,
+        /// Restore for this platform: kvm, openstack, vmware, hyperv, with
+        /// an own disk format after a colon; repeat it for several at
+        /// once (each into TARGET/<platform>)
+        #[arg(long = "target", value_name = "PLATFORM[:FORMAT]")]
+        platforms: Vec<String>,
         /// Override one key of the platform's mapping (repeatable)
-        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platform")]
+        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platforms")]
         maps: Vec<String>,
         /// Do not repair the guest for the new platform
-        #[arg(long, requires = "platform")]
+        #[arg(long, requires = "platforms")]
         no_repair: bool,
         #[command(flatten)]
         wait: Wait,
@@ -199,8 +201,10 @@ pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        RemoteVmCmd::Restore { ds, format, platform, maps, no_repair, wait, snapshot, target } => {
-            run_job(c, JobSpec::VmRestore { datastore: ds.datastore, snapshot, target, format, platform, map: maps, no_repair }, &wait)
+        RemoteVmCmd::Restore { ds, format, platforms, maps, no_repair, wait, snapshot, target } => {
+            // One platform keeps the single-target form of the job.
+            let (platform, platforms) = if platforms.len() == 1 { (platforms.into_iter().next(), Vec::new()) } else { (None, platforms) };
+            run_job(c, JobSpec::VmRestore { datastore: ds.datastore, snapshot, target, format, platform, platforms, map: maps, no_repair }, &wait)
         }
         RemoteVmCmd::Export { ds, disk, writable, protocol, clients, json, snapshot } => {
             let protocol = if protocol == "nfs" { ExportProtocol::Nfs } else { ExportProtocol::Nbd };

@@ -13,6 +13,7 @@
 //!    an initramfs with IDE drivers only) restored for kvm (virtio-blk,
 //!    virtio-net, new MAC) boots and answers heartbeat and ping; the same
 //!    restore with --no-repair stops in its initramfs without a root.
+//! 3. Several targets at once, from one read of the datastore.
 
 mod common;
 
@@ -202,6 +203,59 @@ fn every_target_writes_its_format_and_description() {
     // The work directory (overlays, NBD socket) is gone.
     let leftovers: Vec<_> = std::fs::read_dir(ds.path.join("tmp")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(leftovers.is_empty(), "left in the datastore's tmp/: {leftovers:?}");
+}
+
+/// Several targets at once: each lands in its own directory, each disk
+/// equals the raw restore, and the datastore is read once for all of
+/// them (a raw copy outruns a compressed VMDK; the shared reads hold the
+/// chunks for the slower writers). 40 chunks of data, more than the
+/// disk's own cache of decoded chunks, so only sharing keeps it one read.
+#[test]
+fn several_targets_are_written_from_one_read() {
+    require_root();
+    let t = scratch("convert-multi");
+    let size: u64 = 160 << 20;
+    let disk = t.path().join("big.raw");
+    std::fs::write(&disk, Rng::new(21).bytes(size as usize)).unwrap();
+    let ds = Ds::init(t.path().join("ds"));
+    let snap = back_up_ide(&ds, &disk, "convert-multi", &t.path().join("q"), "256");
+
+    let single = t.path().join("single");
+    let o = restore_for(&ds, &snap, &single, &["--target", "kvm:raw", "--no-repair"]);
+    o.expect_ok();
+    let one = o.json()["chunks_read"].as_u64().unwrap();
+    assert!(one >= 40, "a full read decodes every chunk: {one}");
+    let id = o.json()["files"].as_array().unwrap().iter().find_map(|f| f.as_str().unwrap().strip_suffix(".raw").map(String::from)).unwrap();
+    let reference = single.join(format!("{id}.raw"));
+    assert!(identical(&reference, "raw", &disk).0, "the raw restore is not the disk backed up");
+
+    let multi = t.path().join("multi");
+    let o = restore_for(&ds, &snap, &multi, &["--target", "kvm", "--target", "vmware", "--target", "hyperv", "--target", "kvm:raw", "--no-repair"]);
+    o.expect_ok();
+    let r = o.json();
+    let list = r.as_array().expect("a list of reports with several targets");
+    assert_eq!(list.len(), 4, "{r}");
+    assert_same(&multi.join("kvm-qcow2").join(format!("{id}.qcow2")), "qcow2", &reference);
+    assert_same(&multi.join("kvm-raw").join(format!("{id}.raw")), "raw", &reference);
+    assert_same(&multi.join("hyperv").join(format!("{id}.vhdx")), "vhdx", &reference);
+    let x = t.path().join("ova-x");
+    std::fs::create_dir_all(&x).unwrap();
+    run_ok(Command::new("tar").arg("-xf").arg(multi.join("vmware/vm.ova")).arg("-C").arg(&x));
+    assert_same(&x.join(format!("{id}.vmdk")), "vmdk", &reference);
+    for d in ["kvm-qcow2", "kvm-raw"] {
+        assert!(multi.join(d).join("domain.xml").is_file(), "{d} has no domain.xml");
+    }
+    let both = list[0]["chunks_read"].as_u64().unwrap();
+    eprintln!("chunks decoded: {one} for one target, {both} for four");
+    // Four readers without sharing decode about four times as much.
+    assert!(both * 10 <= one * 12, "four targets decoded {both} chunks against {one} for one: the reads were not shared");
+
+    // A bad target among good ones: refused before anything is written.
+    let o = restore_for(&ds, &snap, &t.path().join("bad"), &["--target", "kvm", "--target", "hyperv:qcow2", "--no-repair"]);
+    assert!(!o.ok() && o.stderr.contains("Hyper-V reads VHDX"), "{}", o.stderr);
+    assert!(!t.path().join("bad/kvm").join(format!("{id}.qcow2")).exists());
+    let o = restore_for(&ds, &snap, &t.path().join("bad"), &["--target", "kvm", "--target", "kvm:qcow2", "--no-repair"]);
+    assert!(!o.ok() && o.stderr.contains("named twice"), "{}", o.stderr);
 }
 
 // ------------------------------------------------------------ the proof

@@ -86,58 +86,99 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, confine: 
     Ok(JobOutput { result: serde_json::json!({ "snapshot": sid.to_hex(), "vm": md.name, "files": files }), warnings: vm.warnings.clone() })
 }
 
-/// A restore for another platform (`platform`: kvm, openstack, vmware,
-/// hyperv) into `target`, confined like `run`: the output directory is
-/// opened beneath its root and every file is made through that
-/// descriptor.
-#[allow(clippy::too_many_arguments)]
-pub fn run_for_target(ds: &std::sync::Arc<Datastore>, snapshot: &str, target: &str, format: Option<&str>, platform: &str, maps: &[String], repair: bool, confine: &Confinement, grant: Grant, h: &JobHandle) -> JobResult {
-    let platform: lifeboat_convert::Platform = platform.parse()?;
-    let format = format.map(str::parse::<lifeboat_convert::DiskFormat>).transpose()?;
-    let place = confine.check(target, PathUse::RestoreTarget, grant).map_err(err)?;
+/// What a restore for other platforms asks for.
+pub struct ForTargets<'a> {
+    /// `PLATFORM` or `PLATFORM:FORMAT` each.
+    pub platforms: Vec<String>,
+    /// The format of targets that name none.
+    pub format: Option<&'a str>,
+    pub maps: &'a [String],
+    pub repair: bool,
+    /// Windows driver source (`windows_drivers`).
+    pub drivers: Option<&'a Path>,
+}
+
+/// A restore for other platforms (kvm, openstack, vmware, hyperv) into
+/// `target` (one platform) or `target/<platform>` each (several, from
+/// one read of the datastore), confined like `run`: every output
+/// directory is opened beneath its root and every file is made through
+/// that descriptor.
+pub fn run_for_targets(ds: &std::sync::Arc<Datastore>, snapshot: &str, target: &str, t: &ForTargets, confine: &Confinement, grant: Grant, h: &JobHandle) -> JobResult {
+    let format = t.format.map(str::parse::<lifeboat_convert::DiskFormat>).transpose()?;
+    let specs = lifeboat_convert::parse_targets(&t.platforms, format)?;
     let (sid, snap) = ds.resolve_snapshot(snapshot).map_err(err)?;
     let vm = lifeboat_qemu::load_vm(ds, &snap).map_err(err)?;
-    let dir = open_beneath(&place, Open::CreateDir).map_err(err)?;
     let p = &h.progress;
-    p.total_files.store(vm.disks.len() as u64, Ordering::Relaxed);
-    p.total_bytes.store(vm.disks.iter().map(|n| n.size).sum(), Ordering::Relaxed);
+    p.total_files.store((vm.disks.len() * specs.len()) as u64, Ordering::Relaxed);
+    p.total_bytes.store(vm.disks.iter().map(|n| n.size).sum::<u64>() * specs.len() as u64, Ordering::Relaxed);
     p.scan_done.store(true, Ordering::Relaxed);
-    h.set_phase(if repair { "repairing the guest and writing VM disks" } else { "writing VM disks" });
-    h.log(&format!("restoring VM {} of snapshot {} for {platform} into {target}", vm.md.name, sid.to_hex()));
+    h.set_phase(if t.repair { "repairing the guest and writing VM disks" } else { "writing VM disks" });
+    let names: Vec<String> = specs.iter().map(|s| s.subdir.clone().unwrap_or_else(|| s.platform.to_string())).collect();
+    h.log(&format!("restoring VM {} of snapshot {} for {} into {target}", vm.md.name, sid.to_hex(), names.join(", ")));
     for w in &vm.warnings {
         h.log(&format!("warning: {w}"));
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let opts = lifeboat_convert::TargetRestoreOptions {
-        platform,
-        format,
-        maps: maps.to_vec(),
-        repair,
-        workdir: ds.root().join("tmp").join(format!("restore-{}-{stamp}", sid.short())),
-        out_display: Some(PathBuf::from(target)),
-        tcg: lifeboat_qemu::accel::choose(lifeboat_qemu::Accel::Auto).accel != lifeboat_qemu::Accel::Kvm,
-        // Jobs repair Windows guests with the drivers Windows ships (or
-        // the guest has); a driver source is a CLI option for now.
-        drivers: None,
-    };
-    let out = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), dir.as_raw_fd()));
+    let tcg = lifeboat_qemu::accel::choose(lifeboat_qemu::Accel::Auto).accel != lifeboat_qemu::Accel::Kvm;
+    // The descriptors stay open while the restore writes through them.
+    let mut dirs = Vec::new();
+    let mut targets = Vec::new();
+    for s in &specs {
+        let shown = match &s.subdir {
+            Some(sub) => format!("{}/{sub}", target.trim_end_matches('/')),
+            None => target.to_string(),
+        };
+        let place = confine.check(&shown, PathUse::RestoreTarget, grant).map_err(err)?;
+        let dir = open_beneath(&place, Open::CreateDir).map_err(err)?;
+        let opts = lifeboat_convert::TargetRestoreOptions {
+            platform: s.platform,
+            format: s.format,
+            maps: t.maps.to_vec(),
+            repair: t.repair,
+            workdir: ds.root().join("tmp").join(format!("restore-{}-{stamp}-{}", sid.short(), s.subdir.as_deref().unwrap_or("t"))),
+            out_display: Some(PathBuf::from(&shown)),
+            tcg,
+            drivers: t.drivers.map(Path::to_path_buf),
+        };
+        targets.push((PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), dir.as_raw_fd())), opts));
+        dirs.push((dir, shown));
+    }
     let log = |l: &str| h.log(l);
-    let r = match lifeboat_convert::restore_for_target(ds.clone(), &vm, &out, &opts, &log) {
-        Ok(r) => r,
-        Err(lifeboat_convert::restore::TargetRestoreError::Repair { msg, report }) => {
-            for s in report.iter().flat_map(|r| r.steps.iter()) {
-                h.log(&format!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; ")));
+    let results = lifeboat_convert::restore_for_targets(ds.clone(), &vm, &targets, &log).map_err(err)?;
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    let mut warnings = vm.warnings.clone();
+    for ((_, shown), r) in dirs.iter().zip(results) {
+        match r {
+            Ok(r) => {
+                let mut v = serde_json::to_value(&r).map_err(err)?;
+                v["target"] = shown.clone().into();
+                v["files"] = r.files.iter().map(|f| Path::new(shown).join(f).display().to_string()).collect::<Vec<_>>().into();
+                warnings.extend(r.warnings.iter().filter(|w| !vm.warnings.contains(w)).cloned());
+                done.push(v);
+                p.files.fetch_add(vm.disks.len() as u64, Ordering::Relaxed);
+                p.bytes.fetch_add(vm.disks.iter().map(|n| n.size).sum(), Ordering::Relaxed);
             }
-            return Err(msg);
+            Err(lifeboat_convert::restore::TargetRestoreError::Repair { msg, report }) => {
+                for s in report.iter().flat_map(|r| r.steps.iter()) {
+                    h.log(&format!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; ")));
+                }
+                failed.push(msg);
+            }
+            Err(e) => failed.push(format!("{shown}: {e}")),
         }
-        Err(e) => return Err(e.to_string()),
+    }
+    if !failed.is_empty() {
+        return Err(if specs.len() == 1 { failed.remove(0) } else { format!("{} of {} targets failed: {}", failed.len(), specs.len(), failed.join("; ")) });
+    }
+    let mut result = if done.len() == 1 {
+        done.remove(0)
+    } else {
+        let files: Vec<serde_json::Value> = done.iter().flat_map(|v| v["files"].as_array().cloned().unwrap_or_default()).collect();
+        serde_json::json!({ "vm": vm.md.name, "files": files, "targets": done })
     };
-    p.files.store(vm.disks.len() as u64, Ordering::Relaxed);
-    p.bytes.store(vm.disks.iter().map(|n| n.size).sum(), Ordering::Relaxed);
-    let mut result = serde_json::to_value(&r).map_err(err)?;
     result["snapshot"] = sid.to_hex().into();
-    result["files"] = r.files.iter().map(|f| Path::new(target).join(f).display().to_string()).collect::<Vec<_>>().into();
-    Ok(JobOutput { result, warnings: r.warnings.clone() })
+    Ok(JobOutput { result, warnings })
 }
 
 /// `name` in the directory `dir` as a path through the descriptor (by

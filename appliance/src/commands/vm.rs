@@ -104,23 +104,26 @@ pub enum VmCmd {
         /// (default: the platform's own, qcow2 for kvm/openstack)
         #[arg(long, value_parser = ["raw", "qcow2", "vmdk", "vhdx"])]
         format: Option<String>,
-        /// Restore for this platform: kvm, openstack, vmware, hyperv
-        /// (docs/cross-platform-restore.md)
-        #[arg(long = "target", value_name = "PLATFORM", conflicts_with_all = ["into", "disk"])]
-        platform: Option<String>,
+        /// Restore for this platform: kvm, openstack, vmware, hyperv, with
+        /// an own disk format after a colon (vmware:vmdk); repeat it to
+        /// restore for several at once from one read of the datastore,
+        /// each into DIR/<platform> (docs/cross-platform-restore.md)
+        #[arg(long = "target", value_name = "PLATFORM[:FORMAT]", conflicts_with_all = ["into", "disk"])]
+        platforms: Vec<String>,
         /// Override one key of the platform's mapping, e.g.
         /// --map nic_model=e1000 --map mac=new (repeatable)
-        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platform")]
+        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platforms")]
         maps: Vec<String>,
         /// Do not repair the guest for the new platform
-        #[arg(long, requires = "platform")]
+        #[arg(long, requires = "platforms")]
         no_repair: bool,
         /// Windows guests: where driver files the guest lacks come from
         /// (a directory, or the virtio-win ISO)
-        #[arg(long, value_name = "DIR|ISO", requires = "platform")]
+        #[arg(long, value_name = "DIR|ISO", requires = "platforms")]
         drivers: Option<PathBuf>,
-        /// Print the restore report as JSON (with --target)
-        #[arg(long, requires = "platform")]
+        /// Print the restore report as JSON (with --target; a list with
+        /// several)
+        #[arg(long, requires = "platforms")]
         json: bool,
         /// Only this disk
         #[arg(long, value_name = "ID")]
@@ -335,51 +338,69 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        VmCmd::Restore { ds, snapshot, target, format, platform: Some(platform), maps, no_repair, drivers, json, .. } => {
+        VmCmd::Restore { ds, snapshot, target, format, platforms, maps, no_repair, drivers, json, .. } if !platforms.is_empty() => {
             let store = open_datastore(&ds)?;
             let (sid, snap) = store.resolve_snapshot(&snapshot)?;
             let vm = load_vm(&store, &snap)?;
             for w in &vm.warnings {
                 eprintln!("warning: {w}");
             }
+            let format = format.as_deref().map(str::parse).transpose().map_err(|e: String| anyhow::anyhow!(e))?;
+            let specs = lifeboat_convert::parse_targets(&platforms, format).map_err(|e| anyhow::anyhow!(e))?;
             let out = target.expect("clap requires it");
-            std::fs::create_dir_all(&out)?;
-            let opts = lifeboat_convert::TargetRestoreOptions {
-                platform: platform.parse().map_err(|e: String| anyhow::anyhow!(e))?,
-                format: format.as_deref().map(str::parse).transpose().map_err(|e: String| anyhow::anyhow!(e))?,
-                maps,
-                repair: !no_repair,
-                workdir: store.root().join("tmp").join(format!("restore-{}-{}", sid.short(), std::process::id())),
-                out_display: Some(std::fs::canonicalize(&out)?),
-                tcg: lifeboat_qemu::accel::choose(lifeboat_qemu::Accel::Auto).accel != lifeboat_qemu::Accel::Kvm,
-                drivers,
-            };
+            let tcg = lifeboat_qemu::accel::choose(lifeboat_qemu::Accel::Auto).accel != lifeboat_qemu::Accel::Kvm;
+            let mut targets = Vec::new();
+            for t in &specs {
+                let dir = t.subdir.as_ref().map_or(out.clone(), |s| out.join(s));
+                std::fs::create_dir_all(&dir)?;
+                let opts = lifeboat_convert::TargetRestoreOptions {
+                    platform: t.platform,
+                    format: t.format,
+                    maps: maps.clone(),
+                    repair: !no_repair,
+                    workdir: store.root().join("tmp").join(format!("restore-{}-{}-{}", sid.short(), std::process::id(), t.subdir.as_deref().unwrap_or("t"))),
+                    out_display: Some(std::fs::canonicalize(&dir)?),
+                    tcg,
+                    drivers: drivers.clone(),
+                };
+                targets.push((dir, opts));
+            }
             let log = |l: &str| eprintln!("{l}");
-            let r = match lifeboat_convert::restore_for_target(store.clone(), &vm, &out, &opts, &log) {
-                Ok(r) => r,
-                Err(lifeboat_convert::restore::TargetRestoreError::Repair { msg, report }) => {
-                    if let Some(rep) = report {
-                        for s in &rep.steps {
+            let results = lifeboat_convert::restore_for_targets(store.clone(), &vm, &targets, &log)?;
+            let mut failed = Vec::new();
+            let mut done = Vec::new();
+            for ((dir, _), r) in targets.iter().zip(results) {
+                match r {
+                    Ok(r) => done.push((dir, r)),
+                    Err(lifeboat_convert::restore::TargetRestoreError::Repair { msg, report }) => {
+                        for s in report.iter().flat_map(|r| r.steps.iter()) {
                             eprintln!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; "));
                         }
+                        failed.push(msg);
                     }
-                    anyhow::bail!("{msg}");
+                    Err(e) => failed.push(e.to_string()),
                 }
-                Err(e) => return Err(e.into()),
-            };
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-                return Ok(0);
+                let v: Vec<_> = done.iter().map(|(_, r)| r).collect();
+                println!("{}", if specs.len() == 1 { serde_json::to_string_pretty(&v.first())? } else { serde_json::to_string_pretty(&v)? });
+            } else {
+                for (dir, r) in &done {
+                    println!("restored VM {} for {} into {} ({} disks): {}", r.vm, r.platform, dir.display(), r.format, r.files.join(", "));
+                    for (nic, (old, new)) in &r.macs {
+                        println!("NIC {nic}: MAC {old} -> {new}");
+                    }
+                    match &r.repair {
+                        Some(rep) => println!("guest repaired in {:.0} s ({}); steps in restore-report.json", rep.seconds, rep.os),
+                        None => println!("guest not repaired (--no-repair)"),
+                    }
+                }
             }
-            println!("restored VM {} for {} into {} ({} disks): {}", r.vm, r.platform, out.display(), r.format, r.files.join(", "));
-            for (nic, (old, new)) in &r.macs {
-                println!("NIC {nic}: MAC {old} -> {new}");
+            match failed.len() {
+                0 => Ok(0),
+                1 if specs.len() == 1 => anyhow::bail!("{}", failed[0]),
+                n => anyhow::bail!("{n} of {} targets failed: {}", specs.len(), failed.join("; ")),
             }
-            match &r.repair {
-                Some(rep) => println!("guest repaired in {:.0} s ({}); steps in restore-report.json", rep.seconds, rep.os),
-                None => println!("guest not repaired (--no-repair)"),
-            }
-            Ok(0)
         }
         VmCmd::Restore { ds, snapshot, target, format, disk, into, .. } => {
             let format = format.unwrap_or_else(|| "raw".into());

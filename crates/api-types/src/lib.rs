@@ -288,6 +288,13 @@ pub enum JobSpec {
         /// `kvm`, `openstack`, `vmware` or `hyperv`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         platform: Option<String>,
+        /// Several platforms at once, instead of `platform`, from one
+        /// read of the datastore: each `PLATFORM` or `PLATFORM:FORMAT`,
+        /// written into `<target>/<platform>` (with `-<format>` when a
+        /// platform is named twice). The job fails if any of them fails;
+        /// the others are written all the same.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        platforms: Vec<String>,
         /// `KEY=VALUE` overrides of the platform's mapping (`disk_bus`,
         /// `nic_model`, `firmware`, `machine`, `video`, `mac`, `network`,
         /// `package`, `domain_type`).

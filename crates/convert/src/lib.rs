@@ -11,14 +11,17 @@
 //! before the disks are written, so neither the datastore nor a raw copy
 //! is ever touched. `instant` does the same for a VM booted straight
 //! from the snapshot: mapped hardware, repair inside its overlays.
+//! `shared_reads` lets several targets be written from one read of the
+//! datastore.
 
 pub mod format;
 pub mod instant;
 pub mod restore;
+pub mod shared_reads;
 pub mod target;
 pub mod writers;
 
 pub use format::DiskFormat;
 pub use instant::{retarget_instant, Retargeted};
-pub use restore::{repair_guest, restore_for_target, GuestRepair, TargetRestore, TargetRestoreOptions};
+pub use restore::{repair_guest, parse_targets, restore_for_target, restore_for_targets, GuestRepair, TargetSpec, TargetRestore, TargetRestoreOptions};
 pub use target::{convert, linux_drivers, Converted, Mapping, Platform};

@@ -11,12 +11,17 @@
 //!    `vm.json` (the converted neutral document) and
 //!    `restore-report.json` (mapping, MACs, repair steps, files).
 //!
+//! Several targets restore at once from one read of the datastore:
+//! their repairs run side by side on their own overlays, then their
+//! qemu-img processes read the same decoded chunks (`SharedReads`).
+//!
 //! Output files are created by name in the output directory with
 //! `O_EXCL | O_NOFOLLOW` (whatever was there is removed first) and tools
 //! write through the descriptor (`/proc/PID/fd/N`), so a symlink placed
 //! in the directory never redirects a write.
 
 use crate::format::{self, DiskFormat};
+use crate::shared_reads::{SharedReader, SharedReads};
 use crate::target::{convert, linux_drivers, Converted, Mapping, NetPolicy, Platform};
 use crate::writers::{self, DiskFile};
 use lifeboat_nbd::{BlockDevice, CowOverlay, Export, Server, ServerConfig};
@@ -66,6 +71,9 @@ pub struct TargetRestore {
     /// None with --no-repair.
     pub repair: Option<RepairReport>,
     pub warnings: Vec<String>,
+    /// Chunks decoded from the datastore for this restore and every
+    /// target written beside it (one read serves them all).
+    pub chunks_read: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +140,62 @@ pub fn repair_guest(c: &Converted, drives: &[String], o: &GuestRepair, log: &dyn
 
 /// Restores `vm` (loaded from `ds`) into `out` for `o.platform`. `log`
 /// gets one line per stage.
-pub fn restore_for_target(ds: Arc<Datastore>, vm: &LoadedVm, out: &Path, o: &TargetRestoreOptions, log: &dyn Fn(&str)) -> Result<TargetRestore, TargetRestoreError> {
+pub fn restore_for_target(ds: Arc<Datastore>, vm: &LoadedVm, out: &Path, o: &TargetRestoreOptions, log: &(dyn Fn(&str) + Sync)) -> Result<TargetRestore, TargetRestoreError> {
+    let mut r = restore_for_targets(ds, vm, &[(out.to_path_buf(), o.clone())], log)?;
+    r.pop().expect("one result per target")
+}
+
+/// One target of `vm restore --target PLATFORM[:FORMAT]...`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetSpec {
+    pub platform: Platform,
+    /// None: `--format`, else the platform's own.
+    pub format: Option<DiskFormat>,
+    /// Where under the output directory it goes: None for a single
+    /// target (the output directory itself), else the platform's name,
+    /// with the format when a platform is asked for twice.
+    pub subdir: Option<String>,
+}
+
+/// Parses `PLATFORM[:FORMAT]` targets; `format` applies to those without
+/// one of their own.
+pub fn parse_targets(specs: &[String], format: Option<DiskFormat>) -> Result<Vec<TargetSpec>, String> {
+    let mut out: Vec<TargetSpec> = Vec::new();
+    for s in specs {
+        let (p, f) = match s.split_once(':') {
+            Some((p, f)) => (p, Some(f.parse::<DiskFormat>()?)),
+            None => (s.as_str(), None),
+        };
+        let platform: Platform = p.parse()?;
+        let format = f.or(format);
+        let effective = format.unwrap_or(platform.default_format());
+        if out.iter().any(|t| t.platform == platform && t.format.unwrap_or(platform.default_format()) == effective) {
+            return Err(format!("target {platform} with {effective} disks is named twice"));
+        }
+        out.push(TargetSpec { platform, format, subdir: None });
+    }
+    if out.len() > 1 {
+        let twice = |p: Platform| out.iter().filter(|t| t.platform == p).count() > 1;
+        let names: Vec<String> = out.iter().map(|t| if twice(t.platform) { format!("{}-{}", t.platform, t.format.unwrap_or(t.platform.default_format())) } else { t.platform.to_string() }).collect();
+        for (t, n) in out.iter_mut().zip(names) {
+            t.subdir = Some(n);
+        }
+    }
+    Ok(out)
+}
+
+/// A target checked and mapped, before anything is written.
+struct Planned<'a> {
+    out: &'a Path,
+    o: &'a TargetRestoreOptions,
+    c: Converted,
+    fmt: DiskFormat,
+    ova: bool,
+    /// Log prefix: the platform when several targets run at once.
+    tag: String,
+}
+
+fn plan<'a>(vm: &LoadedVm, out: &'a Path, o: &'a TargetRestoreOptions) -> Result<Planned<'a>, TargetRestoreError> {
     let mapping = Mapping::defaults(o.platform).with_overrides(&o.maps).map_err(TargetRestoreError::Invalid)?;
     let fmt = o.format.unwrap_or(o.platform.default_format());
     let ova = o.platform == Platform::Vmware && mapping.package == "ova";
@@ -151,33 +214,71 @@ pub fn restore_for_target(ds: Arc<Datastore>, vm: &LoadedVm, out: &Path, o: &Tar
             return Err(TargetRestoreError::Invalid(format!("the snapshot names a disk {:?}, which is no plain file name", d.id)));
         }
     }
-    std::fs::create_dir_all(&o.workdir).map_err(io(&format!("creating {}", o.workdir.display())))?;
-    let result = run(ds, vm, &c, fmt, ova, out, o, log);
-    let _ = std::fs::remove_dir_all(&o.workdir);
+    Ok(Planned { out, o, c, fmt, ova, tag: String::new() })
+}
+
+/// Chunks held in memory per disk for targets that write slower than
+/// others (4 MiB each).
+const SHARED_CHUNKS: usize = 32;
+
+/// Restores `vm` for several targets at once, each `(out, options)`
+/// into its own directory, reading the datastore once: the targets'
+/// guest repairs run side by side, then their disks are written side by
+/// side from the same decoded chunks (`SharedReads`). Every target is
+/// checked before anything is written (`Err`: none was); after that each
+/// succeeds or fails on its own.
+pub fn restore_for_targets(ds: Arc<Datastore>, vm: &LoadedVm, targets: &[(PathBuf, TargetRestoreOptions)], log: &(dyn Fn(&str) + Sync)) -> Result<Vec<Result<TargetRestore, TargetRestoreError>>, TargetRestoreError> {
+    let mut planned = targets.iter().map(|(out, o)| plan(vm, out, o)).collect::<Result<Vec<_>, _>>()?;
+    if planned.is_empty() {
+        return Err(TargetRestoreError::Invalid("no target to restore for".into()));
+    }
+    if planned.len() > 1 {
+        for p in &mut planned {
+            p.tag = format!("{}: ", p.o.platform);
+        }
+    }
+    for p in &planned {
+        std::fs::create_dir_all(&p.o.workdir).map_err(io(&format!("creating {}", p.o.workdir.display())))?;
+    }
+    let result = run(ds, vm, &planned, log);
+    for p in &planned {
+        let _ = std::fs::remove_dir_all(&p.o.workdir);
+    }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(ds: Arc<Datastore>, vm: &LoadedVm, c: &Converted, fmt: DiskFormat, ova: bool, out: &Path, o: &TargetRestoreOptions, log: &dyn Fn(&str)) -> Result<TargetRestore, TargetRestoreError> {
-    let md = &c.md;
-    // 1. NBD exports of the snapshot's disks.
+/// Several results for `n` targets, from one that ends them all.
+type Results = Vec<Result<TargetRestore, TargetRestoreError>>;
+
+fn run(ds: Arc<Datastore>, vm: &LoadedVm, targets: &[Planned], log: &(dyn Fn(&str) + Sync)) -> Result<Results, TargetRestoreError> {
+    let md = &vm.md;
+    // 1. NBD exports of the snapshot's disks: per target, a reader of the
+    //    disk shared by all targets, behind an overlay when repaired.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(io("tokio runtime"))?;
     let server = Server::new(ServerConfig::default());
-    for (d, node) in md.disks.iter().zip(&vm.disks) {
-        let base = DatastoreDisk::new(ds.clone(), node);
-        let dev: Arc<dyn BlockDevice> = if o.repair {
-            Arc::new(CowOverlay::open(base, &o.workdir.join(format!("{}.overlay", d.id))).map_err(io(&format!("overlay for disk {}", d.id)))?)
-        } else {
-            Arc::new(base)
-        };
-        server.add_export(Export::new(d.id.clone(), dev));
+    let bases: Vec<Arc<DatastoreDisk>> = vm.disks.iter().map(|node| Arc::new(DatastoreDisk::new(ds.clone(), node))).collect();
+    let shared: Vec<Arc<SharedReads>> = bases.iter().map(|b| SharedReads::new(b.clone(), targets.len(), lifeboat_vm::image::CHUNK, SHARED_CHUNKS)).collect();
+    // readers[t][d]: target t's reader of disk d.
+    let mut readers: Vec<Vec<Arc<SharedReader>>> = Vec::new();
+    for (t, p) in targets.iter().enumerate() {
+        let mut mine = Vec::new();
+        for (d, sh) in md.disks.iter().zip(&shared) {
+            let r = Arc::new(sh.reader(t));
+            let dev: Arc<dyn BlockDevice> = if p.o.repair {
+                Arc::new(CowOverlay::open(r.clone(), &p.o.workdir.join(format!("{}.overlay", d.id))).map_err(io(&format!("overlay for disk {}", d.id)))?)
+            } else {
+                r.clone()
+            };
+            server.add_export(Export::new(export_name(t, &d.id), dev));
+            mine.push(r);
+        }
+        readers.push(mine);
     }
     // A unix socket path has at most 107 bytes; a datastore's tmp/ can
     // be deeper than that, so the socket lives in a short private
     // directory of its own.
     let sockdir = lifeboat_qemu::SocketDir::create("r").map_err(io("a directory for the NBD socket"))?;
-    let sockdir = sockdir.path();
-    let sock = sockdir.join("nbd.sock");
+    let sock = sockdir.path().join("nbd.sock");
     let listener = {
         let _g = rt.enter();
         tokio::net::UnixListener::bind(&sock).map_err(io(&format!("NBD socket {}", sock.display())))?
@@ -185,38 +286,96 @@ fn run(ds: Arc<Datastore>, vm: &LoadedVm, c: &Converted, fmt: DiskFormat, ova: b
     let srv = server.clone();
     rt.spawn(async move { srv.serve_unix(listener).await });
 
-    // 2. Guest repair on the overlays.
-    let repair = if o.repair {
-        let drives: Vec<String> = md.disks.iter().filter(|d| !d.is_cdrom()).map(|d| format!("nbd:///{}?socket={}", d.id, sock.display())).collect();
-        let r = repair_guest(c, &drives, &GuestRepair { tcg: o.tcg, drivers: o.drivers.clone(), scratch: o.workdir.join("repair") }, log)
-            .map_err(|e| match e {
-                TargetRestoreError::Repair { msg, report } => TargetRestoreError::Repair { msg: format!("{msg}; nothing was restored (use --no-repair to restore the guest unrepaired)"), report },
-                e => e,
-            })?;
-        Some(r)
-    } else {
-        None
-    };
+    // 2. Guest repairs on the overlays, side by side.
+    let repairs: Vec<Result<Option<RepairReport>, TargetRestoreError>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = targets
+            .iter()
+            .enumerate()
+            .map(|(t, p)| {
+                let sock = &sock;
+                sc.spawn(move || {
+                    if !p.o.repair {
+                        return Ok(None);
+                    }
+                    let drives: Vec<String> = md.disks.iter().filter(|d| !d.is_cdrom()).map(|d| format!("nbd:///{}?socket={}", export_name(t, &d.id), sock.display())).collect();
+                    let tagged = |l: &str| log(&format!("{}{l}", p.tag));
+                    repair_guest(&p.c, &drives, &GuestRepair { tcg: p.o.tcg, drivers: p.o.drivers.clone(), scratch: p.o.workdir.join("repair") }, &tagged)
+                        .map(Some)
+                        .map_err(|e| match e {
+                            TargetRestoreError::Repair { msg, report } => TargetRestoreError::Repair { msg: format!("{}{msg}; nothing was restored (use --no-repair to restore the guest unrepaired)", p.tag), report },
+                            e => e,
+                        })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(TargetRestoreError::Io("guest repair panicked".into())))).collect()
+    });
 
-    // 3. Disks in the target's format.
+    // 3. Disks in each target's format, side by side from one read; then
+    //    each target's description.
+    for (t, r) in repairs.iter().enumerate() {
+        for reader in &readers[t] {
+            if r.is_ok() {
+                reader.track();
+            } else {
+                reader.finish();
+            }
+        }
+    }
+    let results: Results = std::thread::scope(|sc| {
+        let handles: Vec<_> = targets
+            .iter()
+            .zip(repairs)
+            .enumerate()
+            .map(|(t, (p, repair))| {
+                let (sock, mine) = (&sock, &readers[t]);
+                sc.spawn(move || {
+                    let repair = repair?;
+                    let r = write_target(vm, p, t, sock, mine, repair, log);
+                    for reader in mine {
+                        reader.finish();
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(TargetRestoreError::Io("writing the target panicked".into())))).collect()
+    });
+    let decoded: u64 = bases.iter().map(|b| b.chunks_decoded()).sum();
+    let data: u64 = bases.iter().map(|b| b.data_chunks()).sum();
+    log(&format!("read {decoded} chunks from the datastore for {} target(s) ({data} chunks hold data)", targets.len()));
+    drop(server);
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    Ok(results.into_iter().map(|r| r.map(|mut r| {
+        r.chunks_read = decoded;
+        r
+    })).collect())
+}
+
+fn export_name(target: usize, disk: &str) -> String {
+    format!("{target}.{disk}")
+}
+
+/// Target `t`'s disks (from the exports) and description.
+fn write_target(vm: &LoadedVm, p: &Planned, t: usize, sock: &Path, readers: &[Arc<SharedReader>], repair: Option<RepairReport>, log: &(dyn Fn(&str) + Sync)) -> Result<TargetRestore, TargetRestoreError> {
+    let (c, md, o, out, fmt, ova) = (&p.c, &p.c.md, p.o, p.out, p.fmt, p.ova);
     let mut disk_files = Vec::new();
     let mut files = Vec::new();
     let disk_dir = if ova { o.workdir.clone() } else { out.to_path_buf() };
-    for (d, node) in md.disks.iter().zip(&vm.disks) {
+    for ((d, node), reader) in md.disks.iter().zip(&vm.disks).zip(readers) {
         let name = format!("{}.{}", d.id, fmt);
-        log(&format!("writing disk {} ({} bytes) as {name}", d.id, node.size));
+        log(&format!("{}writing disk {} ({} bytes) as {name}", p.tag, d.id, node.size));
         let f = create_in(&disk_dir, &name)?;
-        format::convert(&format::nbd_unix_uri(&sock, &d.id), fmt, ova, Path::new(&fd_path(&f))).map_err(TargetRestoreError::Io)?;
+        format::convert(&format::nbd_unix_uri(sock, &export_name(t, &d.id)), fmt, ova, Path::new(&fd_path(&f))).map_err(|e| TargetRestoreError::Io(format!("{}{e}", p.tag)))?;
+        reader.finish();
         let file_bytes = f.metadata().map_err(io(&name))?.len();
         disk_files.push(DiskFile { id: d.id.clone(), file: name.clone(), format: fmt, size: node.size, file_bytes });
         if !ova {
             files.push(name);
         }
     }
-    drop(server);
-    rt.shutdown_timeout(std::time::Duration::from_secs(5));
 
-    // 4. The platform's description.
+    // The platform's description.
     let shown = o.out_display.clone().unwrap_or_else(|| out.to_path_buf());
     let write = |name: &str, bytes: &[u8], files: &mut Vec<String>| -> Result<(), TargetRestoreError> {
         create_in(out, name)?.write_all(bytes).map_err(io(name))?;
@@ -263,7 +422,7 @@ fn run(ds: Arc<Datastore>, vm: &LoadedVm, c: &Converted, fmt: DiskFormat, ova: b
         }
     }
     write("vm.json", &md.to_json(), &mut files)?;
-    let result = TargetRestore { platform: o.platform, format: fmt, vm: md.name.clone(), files: files.clone(), mapping: c.mapping.clone(), macs: c.macs.clone(), repair, warnings: vm.warnings.clone() };
+    let result = TargetRestore { platform: o.platform, format: fmt, vm: md.name.clone(), files: files.clone(), mapping: c.mapping.clone(), macs: c.macs.clone(), repair, warnings: vm.warnings.clone(), chunks_read: 0 };
     let mut report = serde_json::to_value(&result).expect("json");
     report["source"] = serde_json::to_value(&vm.md).expect("json");
     write("restore-report.json", &serde_json::to_vec_pretty(&report).expect("json"), &mut files)?;
@@ -281,4 +440,36 @@ fn sha256_file(p: &Path) -> Result<String, TargetRestoreError> {
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(io(&p.display().to_string()))?;
     Ok(hex(&h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_target_goes_into_the_output_directory_itself() {
+        let t = parse_targets(&specs(&["kvm"]), Some(DiskFormat::Raw)).unwrap();
+        assert_eq!(t, vec![TargetSpec { platform: Platform::Kvm, format: Some(DiskFormat::Raw), subdir: None }]);
+    }
+
+    #[test]
+    fn several_targets_get_a_directory_each() {
+        let t = parse_targets(&specs(&["kvm", "vmware", "hyperv:vhdx"]), None).unwrap();
+        assert_eq!(t.iter().map(|t| t.subdir.clone().unwrap()).collect::<Vec<_>>(), ["kvm", "vmware", "hyperv"]);
+        assert_eq!(t[2].format, Some(DiskFormat::Vhdx));
+        // The same platform twice, in two formats: named by format.
+        let t = parse_targets(&specs(&["kvm", "kvm:raw"]), None).unwrap();
+        assert_eq!(t.iter().map(|t| t.subdir.clone().unwrap()).collect::<Vec<_>>(), ["kvm-qcow2", "kvm-raw"]);
+    }
+
+    #[test]
+    fn bad_targets_are_named() {
+        assert!(parse_targets(&specs(&["kvm", "kvm:qcow2"]), None).unwrap_err().contains("named twice"));
+        assert!(parse_targets(&specs(&["xen"]), None).is_err());
+        assert!(parse_targets(&specs(&["kvm:vdi"]), None).is_err());
+    }
 }

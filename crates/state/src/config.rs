@@ -64,6 +64,13 @@ pub struct Config {
     /// inside the lab's network namespace.
     #[serde(default = "default_lab_scripts_dir")]
     pub lab_scripts_dir: PathBuf,
+    /// Where restores for another platform take the driver files a
+    /// Windows guest lacks (a directory in virtio-win's layout, or the
+    /// virtio-win ISO). Unset: Windows guests are repaired with the
+    /// drivers they already have, and a missing boot driver fails the
+    /// restore naming it.
+    #[serde(default)]
+    pub windows_drivers: Option<PathBuf>,
     /// Datastores configured here; more can be added through the API
     /// (those are kept in the state directory).
     #[serde(default, rename = "datastore")]

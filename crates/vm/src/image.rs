@@ -293,6 +293,8 @@ pub struct DatastoreDisk {
     prefetch: Option<crossbeam_channel::Sender<(BlobId, std::sync::Arc<ChunkCell>)>>,
     loaders: Vec<std::thread::JoinHandle<()>>,
     buffers: BufferPool,
+    /// Chunks decoded from the datastore so far (read-ahead included).
+    decoded: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Drop for DatastoreDisk {
@@ -343,7 +345,8 @@ impl Drop for PooledBuffer {
     }
 }
 
-fn load_chunk(ds: &Datastore, id: &BlobId, pool: &BufferPool) -> Result<bytes::Bytes, String> {
+fn load_chunk(ds: &Datastore, id: &BlobId, pool: &BufferPool, decoded: &std::sync::atomic::AtomicU64) -> Result<bytes::Bytes, String> {
+    decoded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut buf = pool.0.lock().unwrap().pop().unwrap_or_default();
     ds.read_blob_into(id, &mut buf).map_err(|e| e.to_string())?;
     Ok(bytes::Bytes::from_owner(PooledBuffer { buf, pool: pool.clone() }))
@@ -357,19 +360,31 @@ impl DatastoreDisk {
     pub fn new(ds: std::sync::Arc<Datastore>, disk: &Node) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<(BlobId, std::sync::Arc<ChunkCell>)>(2 * READ_AHEAD as usize);
         let buffers = BufferPool::default();
+        let decoded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let loaders = (0..2)
             .map(|_| {
-                let (rx, ds, pool) = (rx.clone(), ds.clone(), buffers.clone());
+                let (rx, ds, pool, decoded) = (rx.clone(), ds.clone(), buffers.clone(), decoded.clone());
                 // The threads end when the disk (the sender) is dropped.
                 std::thread::spawn(move || {
                     for (id, cell) in rx {
-                        cell.get_or_init(|| load_chunk(&ds, &id, &pool));
+                        cell.get_or_init(|| load_chunk(&ds, &id, &pool, &decoded));
                     }
                 })
             })
             .collect();
         let zero = (0..disk.content.len() as u64).map(|i| disk.content[i as usize] == zero_id(chunk_len(disk.size, i))).collect();
-        DatastoreDisk { ds, size: disk.size, chunks: disk.content.clone(), zero, cache: Mutex::new(Default::default()), prefetch: Some(tx), loaders, buffers }
+        DatastoreDisk { ds, size: disk.size, chunks: disk.content.clone(), zero, cache: Mutex::new(Default::default()), prefetch: Some(tx), loaders, buffers, decoded }
+    }
+
+    /// Chunks decoded from the datastore so far (read-ahead included; a
+    /// chunk evicted and read again counts twice).
+    pub fn chunks_decoded(&self) -> u64 {
+        self.decoded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Chunks that hold data (not holes): what one full read decodes.
+    pub fn data_chunks(&self) -> u64 {
+        self.zero.iter().filter(|z| !**z).count() as u64
     }
 
     fn is_zero(&self, i: u64) -> bool {
@@ -414,7 +429,7 @@ impl DatastoreDisk {
             self.read_ahead(&mut c, i);
             cell
         };
-        let r = cell.get_or_init(|| load_chunk(&self.ds, &self.chunks[i as usize], &self.buffers));
+        let r = cell.get_or_init(|| load_chunk(&self.ds, &self.chunks[i as usize], &self.buffers, &self.decoded));
         match r {
             Ok(d) => Ok(d.clone()),
             Err(e) => {
