@@ -222,6 +222,17 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     assert!(same, "the VHDX restored by the job differs: {why}");
     let desc: Value = serde_json::from_slice(&std::fs::read(hv.join("hyperv.json")).unwrap()).unwrap();
     assert_eq!(desc["nics"][0]["mac"].as_str().map(|m| m.starts_with("00155D")), Some(true), "{desc}");
+    // Several platforms in one job: a directory each, one read.
+    let multi = t.path().join("for-several");
+    let j = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-restore", "datastore": "default", "snapshot": id2, "target": multi, "platforms": ["kvm:raw", "hyperv"], "no_repair": true })));
+    let r = succeeded(&d, j["id"].as_str().unwrap());
+    let targets = r["targets"].as_array().unwrap_or_else(|| panic!("no targets in {r}"));
+    assert_eq!(targets.iter().map(|t| t["platform"].as_str().unwrap()).collect::<Vec<_>>(), ["kvm", "hyperv"], "{r}");
+    let (same, why) = identical(multi.join(format!("kvm/{disk_id}.raw")).to_str().unwrap(), "raw", &ref2);
+    assert!(same, "the kvm disk of the several-platform job differs: {why}");
+    let (same, why) = identical(multi.join(format!("hyperv/{disk_id}.vhdx")).to_str().unwrap(), "vhdx", &ref2);
+    assert!(same, "the hyperv disk of the several-platform job differs: {why}");
+    assert!(r["files"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().ends_with("hyperv/hyperv.json")), "{r}");
     let bad = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-restore", "datastore": "default", "snapshot": id2, "target": t.path().join("bad"), "platform": "kvm", "map": ["nic_model=e1000,x"], "no_repair": true })));
     let j = d.wait_job(bad["id"].as_str().unwrap(), Duration::from_secs(60));
     assert!(j["state"] == "failed" && j["error"].as_str().unwrap_or("").contains("nic_model takes"), "{j}");

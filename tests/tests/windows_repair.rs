@@ -10,7 +10,9 @@
 //!   guest's version is injected, the SYSTEM hive's current control set
 //!   boot-starts viostor bound to the virtio-blk PCI ids, and VMware's
 //!   services are disabled, read back from the restored disk with
-//!   ntfs-3g and hivex.
+//!   ntfs-3g and hivex;
+//! - a vm-restore job through the daemon takes the same driver tree
+//!   from the `windows_drivers` setting.
 
 mod common;
 
@@ -187,4 +189,17 @@ fn a_windows_guest_from_vmware_is_repaired_for_kvm() {
     run_cmd(c).expect_ok();
     let o = Command::new("cmp").arg(again.join("disk0.raw")).arg(&disk).output().unwrap();
     assert!(o.status.success(), "the snapshot changed: {}", String::from_utf8_lossy(&o.stdout));
+
+    // A vm-restore job takes its driver source from the daemon's
+    // `windows_drivers` setting.
+    let cfg = format!("windows_drivers = {:?}\n\n[[datastore]]\nname = \"win\"\npath = {:?}\n", vw.display().to_string(), ds.path.display().to_string());
+    let d = common::daemon::Daemon::start(&t.path().join("state"), Some(&cfg), &[]);
+    let out = t.path().join("by-job");
+    let j = d.admin_ok("POST", "/api/jobs", Some(&serde_json::json!({ "kind": "vm-restore", "datastore": "win", "snapshot": snap, "target": out, "platform": "kvm:raw" })));
+    let j = d.wait_job(j["id"].as_str().unwrap(), std::time::Duration::from_secs(600));
+    assert_eq!(j["state"], "succeeded", "{j:#}");
+    let m = NtfsMount::new(&out.join("disk0.raw"), &t.path().join("check-job"), false, false);
+    assert_eq!(std::fs::read_to_string(m.dir.join("Windows/System32/drivers/viostor.sys")).unwrap(), "viostor for 2019");
+    drop(m);
+    d.stop();
 }
