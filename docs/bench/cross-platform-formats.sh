@@ -14,9 +14,12 @@ DISK=$W/disk.raw
 if [ ! -f "$DISK" ]; then
     truncate -s 4G "$DISK"
     head -c 1536M /dev/urandom | dd of="$DISK" bs=4M conv=notrunc status=none
-    # Compressible: repeated text, so zstd/zlib have work but not noise.
+    # Compressible: repeated text, so zstd/zlib have work but not noise
+    # (the endless cat ends on SIGPIPE, which pipefail would count).
+    set +o pipefail
     (while :; do cat /usr/share/common-licenses/*; done) 2>/dev/null | head -c 1536M |
-        dd of="$DISK" bs=4M seek=512 conv=notrunc status=none
+        dd of="$DISK" bs=4M seek=384 conv=notrunc status=none
+    set -o pipefail
 fi
 DS=$W/ds
 if [ ! -d "$DS" ]; then

@@ -69,6 +69,7 @@ fn craft(ds: &Path, build: impl FnOnce(&BlobSink) -> Vec<Node>) -> String {
         summary: Default::default(),
         program: "test".into(),
         kind: Default::default(),
+        root: None,
     };
     sink.commit_snapshot(snap.encode()).unwrap().to_hex()
 }

@@ -208,6 +208,13 @@ fn build(src: &Path) {
     run_ok(Command::new("chattr").arg("+i").arg(src.join("flags/immutable")).arg(src.join("flags/frozen")));
     run_ok(Command::new("chattr").arg("+a").arg(src.join("flags/append")));
     run_ok(Command::new("chattr").arg("+d").arg(src.join("flags/nodump")));
+
+    // The source directory's own metadata (a share's root and its ACL):
+    // a restore of the whole snapshot gives it to the target.
+    set_xattr(src, "user.share", b"root of the share");
+    run_ok(Command::new("setfacl").args(["-m", "u:1234:rwx,g:5678:rx", "-d", "-m", "u:1234:rwx"]).arg(src));
+    chmod(src, 0o2770);
+    set_mtime(src, 1_400_000_000, 7);
 }
 
 /// Everything compared about one entry.
@@ -271,10 +278,12 @@ fn data_runs(fd: i32, size: u64) -> Vec<(u64, u64)> {
 
 /// Every entry below `root` by relative path (bytes), walked by
 /// descriptor so the deep path is read like any other.
+/// The root itself is the entry ".".
 fn scan(root: &Path) -> BTreeMap<Vec<u8>, (Info, Extra)> {
     let mut out = BTreeMap::new();
-    let fd = OwnedFd::from(fs::File::open(root).unwrap_or_else(|e| panic!("{}: {e}", root.display())));
-    walk(&fd, Vec::new(), &mut out);
+    let parent = root.parent().expect("a directory with a parent");
+    let fd = OwnedFd::from(fs::File::open(parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display())));
+    entry(&fd, root.file_name().unwrap().as_bytes(), b".".to_vec(), Vec::new(), &mut out);
     out
 }
 
@@ -286,10 +295,20 @@ fn walk(dir: &OwnedFd, rel: Vec<u8>, out: &mut BTreeMap<Vec<u8>, (Info, Extra)>)
     }
     names.sort();
     for name in names {
+        let path = if rel.is_empty() { name.clone() } else { [rel.as_slice(), b"/", &name].concat() };
+        entry(dir, &name, path.clone(), path, out);
+    }
+}
+
+/// Entry `name` of `dir`, recorded as `path`; a directory's entries go
+/// below `children`.
+fn entry(dir: &OwnedFd, name: &[u8], path: Vec<u8>, children: Vec<u8>, out: &mut BTreeMap<Vec<u8>, (Info, Extra)>) {
+    let proc_dir = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    {
+        let name = name.to_vec();
         let cname = CString::new(name.clone()).unwrap();
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         assert_eq!(unsafe { libc::fstatat(dir.as_raw_fd(), cname.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) }, 0);
-        let path = if rel.is_empty() { name.clone() } else { [rel.as_slice(), b"/", &name].concat() };
         let kind = st.st_mode & libc::S_IFMT;
         let mut info = Info {
             mode: st.st_mode,
@@ -342,7 +361,7 @@ fn walk(dir: &OwnedFd, rel: Vec<u8>, out: &mut BTreeMap<Vec<u8>, (Info, Extra)>)
                 buf.truncate(n as usize);
                 info.link = Some(buf);
             }
-            libc::S_IFDIR => walk(opened.as_ref().unwrap(), path.clone(), out),
+            libc::S_IFDIR => walk(opened.as_ref().unwrap(), children, out),
             _ => {}
         }
         out.insert(path, (info, extra));
@@ -462,6 +481,9 @@ fn everything_a_file_carries_comes_back() {
     assert_eq!(xattr_of(&got, "xattrs/file", "trusted.secret"), Some(&b"root only"[..]));
     assert_eq!(xattr_of(&got, "special/dangling", "trusted.on-a-link"), Some(&b"link attr"[..]));
     assert_eq!(xattr_of(&got, "acl/dir", "system.posix_acl_default"), xattr_of(&want, "acl/dir", "system.posix_acl_default"));
+    assert_eq!(xattr_of(&got, ".", "user.share"), Some(&b"root of the share"[..]));
+    assert!(xattr_of(&got, ".", "system.posix_acl_default").is_some(), "the target lacks the source directory's default ACL");
+    assert_eq!((got[b".".as_slice()].0.mode & 0o7777, got[b".".as_slice()].0.mtime), (0o2770, (1_400_000_000, 7)));
     assert_eq!(got[b"flags/immutable".as_slice()].0.flags & 0x10, 0x10);
     assert_eq!(got[b"flags/frozen".as_slice()].0.flags & 0x10, 0x10);
     assert_eq!(got[b"flags/append".as_slice()].0.flags & 0x20, 0x20);
@@ -484,7 +506,7 @@ fn everything_a_file_carries_comes_back() {
     let inc: String = (0..DEEP_LEVELS).map(|i| String::from_utf8(deep_name(i)).unwrap()).collect::<Vec<_>>().join("/") + "/bottom.txt";
     ds.restore("latest", &part, &["--include", &inc]).expect_ok();
     let p = scan(&part);
-    assert_eq!(p.len(), DEEP_LEVELS + 1);
+    assert_eq!(p.len(), DEEP_LEVELS + 2, "the target, the deep chain and bottom.txt");
     let (pi, _) = p.iter().find(|(k, _)| k.ends_with(b"bottom.txt")).unwrap().1;
     assert_eq!(pi, &want[deep[0]].0);
 

@@ -11,7 +11,7 @@ use crate::progress::Progress;
 use crate::readahead::Readahead;
 use lifeboat_store::datastore::DirCursor;
 use lifeboat_store::tree::TreeWriter;
-use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, NodeExt, NodeKind, Snapshot, StoreError, Tree};
+use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, NodeExt, NodeKind, RootDir, Snapshot, StoreError, Tree};
 use rayon::prelude::*;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
@@ -218,10 +218,21 @@ pub fn resolve_sources(given: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<String>)>
     Ok((sources, paths))
 }
 
+/// What `archive` walked.
+#[derive(Debug)]
+pub struct Archived {
+    /// The root tree.
+    pub tree: BlobId,
+    /// The source directory's own metadata (one directory as the source).
+    pub root: Option<RootDir>,
+    /// The walk's counters (the blob counters and duration are the
+    /// caller's to fill in).
+    pub summary: BackupSummary,
+}
+
 /// Walks `sources` (from `resolve_sources`) into `target`: every file
 /// read, chunked, hashed and put, unless the parent's tree says it is
-/// unchanged. Returns the root tree and the walk's counters (the blob
-/// counters and duration are the caller's to fill in).
+/// unchanged.
 pub fn archive(
     target: &dyn BackupTarget,
     sources: &[PathBuf],
@@ -229,7 +240,7 @@ pub fn archive(
     params: ChunkParams,
     walk: &WalkOptions,
     progress: &Progress,
-) -> Result<(BlobId, BackupSummary)> {
+) -> Result<Archived> {
     let threads = walk.threads;
     let arch = Archiver {
         target,
@@ -249,7 +260,7 @@ pub fn archive(
         .thread_name(|i| format!("backup-{i}"))
         .build()
         .map_err(|e| IngestError::Source { path: PathBuf::from("thread pool"), source: std::io::Error::other(e) })?;
-    let root = pool.install(|| arch.archive_roots(sources, parent.map(|p| p.tree)))?;
+    let (tree, root) = pool.install(|| arch.archive_roots(sources, parent.map(|p| p.tree)))?;
     if progress.cancelled() {
         return Err(IngestError::Interrupted);
     }
@@ -267,7 +278,7 @@ pub fn archive(
         ext_metadata: true,
         ..Default::default()
     };
-    Ok((root, summary))
+    Ok(Archived { tree, root, summary })
 }
 
 pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
@@ -284,7 +295,7 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
 
     let target = LocalTarget { sink: &sink, ds: &ds };
     let params = ChunkParams::from(ds.config());
-    let (root, mut summary) = match archive(&target, &sources, parent_tree, params, &WalkOptions::from(opts), progress) {
+    let Archived { tree, root, mut summary } = match archive(&target, &sources, parent_tree, params, &WalkOptions::from(opts), progress) {
         Ok(r) => r,
         Err(e) => {
             sink.abort();
@@ -302,11 +313,12 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
         hostname: opts.hostname.clone(),
         paths,
         tags: opts.tags.clone(),
-        tree: root,
+        tree,
         parent: parent.map(|(id, _)| id),
         summary,
         program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
         kind: Default::default(),
+        root,
     };
     let snapshot_id = sink.commit_snapshot(snapshot.encode())?;
     let warnings = progress.messages.lock().unwrap().clone();
@@ -314,9 +326,10 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
 }
 
 impl Archiver<'_> {
-    /// One source directory: its contents form the root. Several sources
-    /// (or a file): the root holds one entry per source, by name.
-    fn archive_roots(&self, sources: &[PathBuf], parent: Option<BlobId>) -> Result<BlobId> {
+    /// One source directory: its contents form the root, and its own
+    /// metadata is returned beside it. Several sources (or a file): the
+    /// root holds one entry per source, by name.
+    fn archive_roots(&self, sources: &[PathBuf], parent: Option<BlobId>) -> Result<(BlobId, Option<RootDir>)> {
         let source_err = |path: &Path| {
             let path = path.to_path_buf();
             move |e| IngestError::Source { path, source: e }
@@ -325,8 +338,10 @@ impl Archiver<'_> {
             let meta = std::fs::symlink_metadata(&sources[0]).map_err(source_err(&sources[0]))?;
             if meta.is_dir() {
                 let fd = fsat::open_dir(&sources[0]).map_err(source_err(&sources[0]))?;
-                let dev = fsat::fstat(fd.as_fd()).map_err(source_err(&sources[0]))?.st_dev;
-                return self.archive_dir(&fd, &sources[0], parent, dev);
+                let st = fsat::fstat(fd.as_fd()).map_err(source_err(&sources[0]))?;
+                let mut node = node_from(Vec::new(), &st);
+                node.ext = self.read_ext(Entry::Fd(fd.as_fd()), Some(fd.as_fd()), &sources[0]);
+                return Ok((self.archive_dir(&fd, &sources[0], parent, st.st_dev)?, Some(RootDir::of(&node))));
             }
         }
         let mut names: Vec<(Vec<u8>, &PathBuf)> = Vec::new();
@@ -370,7 +385,7 @@ impl Archiver<'_> {
                 nodes.push(n);
             }
         }
-        self.target.put(BlobKind::Tree, &Tree { nodes }.encode())
+        Ok((self.target.put(BlobKind::Tree, &Tree { nodes }.encode())?, None))
     }
 
     /// Archives the contents of the open directory `dir` (at `path`, for

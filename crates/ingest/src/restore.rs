@@ -175,6 +175,14 @@ fn restore_with(
         .thread_name(|i| format!("restore-{i}"))
         .build()
         .map_err(|e| IngestError::Target { path: opts.target.clone(), source: std::io::Error::other(e) })?;
+    // A whole snapshot of one directory: the target becomes that
+    // directory, so it takes the directory's own metadata at the end (as
+    // `rsync -a src/ dst/` does); until then it is prepared like any
+    // directory restored over (writable, no default ACL to inherit).
+    let root_meta = snap.root.as_ref().filter(|_| r.includes.is_empty()).map(|rd| rd.node(b""));
+    if root_meta.is_some() {
+        r.prepare_existing_dir(&root.fd, &root.path);
+    }
     pool.install(|| r.restore_tree(&snap.tree, root, &mut Vec::new()))?;
     // Hard links last: their first path is written by now. Both ends are
     // found again from the target's descriptor, without following.
@@ -215,6 +223,9 @@ fn restore_with(
         }
     }
     r.apply_deferred_flags();
+    if let Some(n) = &root_meta {
+        r.set_root_meta(n);
+    }
     let warnings = progress.messages.lock().unwrap().clone();
     Ok(RestoreOutcome {
         files: r.files.load(Ordering::Relaxed),
@@ -642,6 +653,25 @@ impl Restorer<'_> {
                 .and_then(|fd| attrs::write_flags(fd.as_fd(), flags));
             if let Err(e) = set {
                 self.progress.warn(format!("{}: cannot set inode flags {}: {e}", path.display(), attrs::flag_letters(flags)));
+            }
+        }
+    }
+
+    /// The target directory's owner, mode, xattrs, mtime and, last of
+    /// all, inode flags from the snapshot's source directory.
+    fn set_root_meta(&self, n: &Node) {
+        let fd = match self.root.fd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.progress.warn(format!("{}: cannot set the directory's own metadata: {e}", self.root.path.display()));
+                return;
+            }
+        };
+        let f = File::from(fd);
+        self.set_meta_file(&f, &self.root.path, n, n.mode & 0o7777, true, true);
+        if let Some(flags) = n.ext.as_ref().map(|x| x.flags).filter(|&f| f != 0) {
+            if let Err(e) = attrs::write_flags(f.as_fd(), flags) {
+                self.progress.warn(format!("{}: cannot set inode flags {}: {e}", self.root.path.display(), attrs::flag_letters(flags)));
             }
         }
     }

@@ -31,6 +31,7 @@ fn snapshot(ds: &Arc<Datastore>, build: impl FnOnce(&BlobSink) -> Vec<Node>) -> 
         summary: Default::default(),
         program: "test".into(),
         kind: Default::default(),
+        root: None,
     };
     let id = sink.commit_snapshot(snap.encode()).unwrap();
     ds.resolve_snapshot(&id.to_hex()).unwrap().1

@@ -295,7 +295,17 @@ impl Inner {
             .into_iter()
             .map(|(id, snap)| {
                 let ns = snap.time.timestamp_nanos_opt().unwrap_or(0);
-                let node = Node {
+                // A snapshot of one directory is that directory: its own
+                // owner, mode, mtime and xattrs (ACLs) where it has them.
+                let node = if let Some(rd) = &snap.root {
+                    let mut n = rd.node(b"");
+                    n.mode = libc::S_IFDIR | (rd.mode & 0o7777);
+                    n.ctime_ns = n.mtime_ns;
+                    n.nlink = 2;
+                    n.subtree = Some(snap.tree);
+                    n
+                } else {
+                    Node {
                     name: Vec::new(),
                     kind: NodeKind::Dir,
                     mode: libc::S_IFDIR | 0o755,
@@ -312,6 +322,7 @@ impl Inner {
                     subtree: Some(snap.tree),
                     link_target: None,
                     ext: None,
+                    }
                 };
                 SnapEntry { name: snapshot_dir_name(&snap.time, &id), id, node: Arc::new(node) }
             })
@@ -704,8 +715,8 @@ impl Filesystem for SnapshotFs {
     }
 
     /// The backed-up entry's extended attributes (ACLs, capabilities,
-    /// SELinux labels among them) as stored; the snapshot directories
-    /// themselves have none.
+    /// SELinux labels among them) as stored; a snapshot directory has
+    /// its source directory's.
     async fn getxattr(&self, _req: Request, inode: Inode, name: &OsStr, size: u32) -> FResult<ReplyXAttr> {
         let obj = self.inner.get(inode)?;
         let value = xattrs_of(&obj).iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v.clone());

@@ -275,6 +275,7 @@ pub fn commit_vm_snapshot(
         },
         program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
         kind: SnapshotKind::Vm,
+        root: None,
     };
     Ok(sink.commit_snapshot(snapshot.encode())?)
 }

@@ -138,7 +138,7 @@ pub fn run_agent_backup(transport: Arc<dyn Transport>, opts: &AgentOptions, prog
     let p = info.params;
     let params = ChunkParams { small_file_max: p.small_file_max, chunk_min: p.chunk_min, chunk_avg: p.chunk_avg, chunk_max: p.chunk_max };
     let walked = lifeboat_ingest::archive(&sink, &sources, parent, params, &opts.walk(), progress);
-    let (root, mut summary) = match walked.and_then(|r| sink.finish().map(|_| r)) {
+    let lifeboat_ingest::Archived { tree, root, mut summary } = match walked.and_then(|r| sink.finish().map(|_| r)) {
         Ok(r) => r,
         Err(e) => {
             sink.abandon();
@@ -151,7 +151,7 @@ pub fn run_agent_backup(transport: Arc<dyn Transport>, opts: &AgentOptions, prog
     summary.bytes_stored = upload.bytes_uploaded;
     summary.blobs_added = upload.blobs_uploaded;
     summary.duration_ms = start.elapsed().as_millis() as u64;
-    let commit = CommitRequest { tree: root.to_hex(), time, summary: summary.clone() };
+    let commit = CommitRequest { tree: tree.to_hex(), time, summary: summary.clone(), root };
     let done = retry.call("commit the snapshot", || transport.commit(&info.session, &commit));
     let done = match done {
         Ok(d) => d,

@@ -93,6 +93,11 @@ pub struct CommitRequest {
     /// The run's counters, as `lifeboat backup` records them.
     #[schema(value_type = Object)]
     pub summary: BackupSummary,
+    /// The source directory's own owner, mode, mtime, xattrs and flags
+    /// (one directory as the source). Older agents send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub root: Option<lifeboat_store::RootDir>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]

@@ -388,6 +388,7 @@ impl UploadSession {
             summary: req.summary.clone(),
             program: format!("lifeboat agent {} (agent {})", env!("CARGO_PKG_VERSION"), self.owner),
             kind: Default::default(),
+            root: req.root.clone(),
         };
         let sink = self.sink.lock().take().ok_or_else(|| RemoteError::Committed { id: self.id.clone() })?;
         let id = sink.commit_snapshot(snapshot.encode())?;

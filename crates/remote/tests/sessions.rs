@@ -180,6 +180,7 @@ fn extended_attributes_survive_an_agent_backup() {
     make_tree(&src, 4);
     set_xattr(&src.join("shared.txt"), "user.origin", b"agent host");
     set_xattr(&src.join("dir2"), "user.dir-attr", &[0, 1, 2, 255]);
+    set_xattr(&src, "user.source-root", b"the source directory itself");
     let t: Arc<dyn Transport> = Arc::new(Direct::new(ds.clone(), "agent-x", 0));
     let out = run_agent_backup(t, &opts(&src, "host-x"), &Progress::new()).unwrap();
     ds.refresh_index().unwrap();
@@ -196,6 +197,7 @@ fn extended_attributes_survive_an_agent_backup() {
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     assert_eq!(get_xattr(&target.join("shared.txt"), "user.origin").as_deref(), Some(&b"agent host"[..]));
     assert_eq!(get_xattr(&target.join("dir2"), "user.dir-attr").as_deref(), Some(&[0u8, 1, 2, 255][..]));
+    assert_eq!(get_xattr(&target, "user.source-root").as_deref(), Some(&b"the source directory itself"[..]), "the source directory's own xattr did not cross the agent protocol");
     assert_eq!(get_xattr(&target.join("big.bin"), "user.origin"), None);
     compare(&src, &target);
 }
@@ -266,7 +268,7 @@ fn bad_packs_trees_with_missing_blobs_and_encrypted_datastores_are_refused() {
     // Snapshots cannot be uploaded as data; the root must exist to commit.
     let (id, b) = pack(&[(Snapshot, b"{}", None)]);
     assert!(s.put_pack(&id, 1, &b).unwrap_err().to_string().contains("agents upload file data and trees only"));
-    let commit = |tree: BlobId| CommitRequest { tree: tree.to_hex(), time: chrono::Utc::now(), summary: Default::default() };
+    let commit = |tree: BlobId| CommitRequest { tree: tree.to_hex(), time: chrono::Utc::now(), summary: Default::default(), root: None };
     assert!(matches!(s.commit(&commit(ghost)), Err(RemoteError::MissingRoot { .. })));
     let c1 = s.commit(&commit(BlobId::of(&tree))).unwrap();
     assert_eq!(s.commit(&commit(BlobId::of(&tree))).unwrap(), c1);

@@ -586,6 +586,7 @@ mod tests {
             summary: Default::default(),
             program: "test".into(),
             kind: Default::default(),
+            root: None,
         };
         let sid = sink.commit_snapshot(snap.encode()).unwrap();
         ds.refresh_index().unwrap();

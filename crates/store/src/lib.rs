@@ -37,5 +37,5 @@ pub use datastore::Datastore;
 pub use error::{Result, StoreError};
 pub use id::{BlobId, PackId};
 pub use sink::{BlobSink, PutOutcome};
-pub use snapshot::{BackupSummary, Snapshot, SnapshotKind};
+pub use snapshot::{BackupSummary, RootDir, Snapshot, SnapshotKind};
 pub use tree::{Node, NodeExt, NodeKind, Tree};

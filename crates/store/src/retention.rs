@@ -126,6 +126,7 @@ mod tests {
             summary: Default::default(),
             program: "test".into(),
             kind: Default::default(),
+            root: None,
         };
         (BlobId::of(t.as_bytes()), s)
     }

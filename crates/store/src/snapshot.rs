@@ -63,6 +63,42 @@ pub struct Snapshot {
     pub program: String,
     #[serde(default, skip_serializing_if = "SnapshotKind::is_files")]
     pub kind: SnapshotKind,
+    /// The backed-up directory's own metadata when its contents form the
+    /// root (one directory as the source): a restore gives it to the
+    /// target directory. None for several sources (each is an entry of
+    /// the root with its own), VMs, and snapshots made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<RootDir>,
+}
+
+/// Owner, mode, mtime, extended attributes (ACLs among them) and inode
+/// flags of a snapshot's source directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootDir {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<crate::NodeExt>,
+}
+
+impl RootDir {
+    /// The directory `node`'s metadata.
+    pub fn of(node: &crate::Node) -> RootDir {
+        RootDir { mode: node.mode, uid: node.uid, gid: node.gid, mtime_ns: node.mtime_ns, ext: node.ext.as_deref().cloned() }
+    }
+
+    /// As a directory node named `name` (no subtree), for code that
+    /// takes nodes: restore, the FUSE mount, listings.
+    pub fn node(&self, name: &[u8]) -> crate::Node {
+        let mut n = crate::Node::file(name, self.mode, 0, self.mtime_ns, Vec::new());
+        n.kind = crate::NodeKind::Dir;
+        n.uid = self.uid;
+        n.gid = self.gid;
+        n.ext = self.ext.clone().map(Box::new);
+        n
+    }
 }
 
 impl Snapshot {
@@ -83,6 +119,7 @@ impl Snapshot {
             summary: Default::default(),
             program: "test".into(),
             kind: Default::default(),
+            root: None,
         }
     }
 }
