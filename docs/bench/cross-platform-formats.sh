@@ -45,7 +45,7 @@ mbs() { echo "scale=0; 4096 / $1" | bc; }
 lifeboat vm restore --datastore "$DS" "$SNAP" "$W/raw" >/dev/null
 RAW=$(ls "$W"/raw/*.raw)
 
-printf '| format | lifeboat vm restore | qemu-img convert of the raw restore | lifeboat's MB/s / qemu-img's |\n|---|---|---|---|\n'
+printf '| format | lifeboat vm restore | qemu-img convert of the raw restore | throughput vs qemu-img |\n|---|---|---|---|\n'
 for spec in "raw:kvm:raw:-O raw" "qcow2:kvm:qcow2:-O qcow2" \
     "vmdk (streamOptimized, OVA):vmware::-O vmdk -o subformat=streamOptimized" \
     "vmdk (monolithicSparse):vmware:package=ovf:-O vmdk -o subformat=monolithicSparse" \
