@@ -27,24 +27,7 @@ use std::time::{Duration, Instant};
 /// Backs up `disk` (raw) as an IDE disk with an e1000 NIC of a paused
 /// `pc` QEMU; returns the snapshot id.
 fn back_up_ide(ds: &Ds, disk: &Path, name: &str, dir: &Path, mem: &str) -> String {
-    std::fs::create_dir_all(dir).unwrap();
-    let qmp = dir.join("qmp.sock");
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", mem, "-name", name]);
-    c.arg("-drive").arg(format!("file={},format=raw,if=ide,index=0,media=disk", disk.display()));
-    c.args(["-netdev", "hubport,id=n0,hubid=0", "-device", "e1000,netdev=n0,mac=52:54:00:0e:10:00"]);
-    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
-    c.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&qmp).is_ok()));
-    let mut b = lb_cmd();
-    b.args(["vm", "backup", "--json", "--datastore"]).arg(&ds.path).arg("--qmp").arg(&qmp);
-    let o = run_cmd(b);
-    let _ = child.kill();
-    let _ = child.wait();
-    o.expect_ok();
-    let v = o.json();
-    v["snapshot_id"].as_str().unwrap().to_string()
+    back_up_paused_as(ds, disk, name, dir, &PausedHardware { mem, mac: "52:54:00:0e:10:00", drive: "if=ide,index=0,media=disk", nic: "e1000" })
 }
 
 fn restore_for(ds: &Ds, snap: &str, out: &Path, extra: &[&str]) -> Out {

@@ -272,12 +272,29 @@ pub fn back_up_paused(ds: &Ds, disk: &Path, name: &str, dir: &Path) -> String {
 }
 
 pub fn back_up_paused_with(ds: &Ds, disk: &Path, name: &str, dir: &Path, mem: &str, mac: &str) -> String {
+    back_up_paused_as(ds, disk, name, dir, &PausedHardware { mem, mac, drive: "if=virtio", nic: "virtio-net-pci" })
+}
+
+/// The devices a guestless QEMU is backed up with.
+pub struct PausedHardware<'a> {
+    pub mem: &'a str,
+    pub mac: &'a str,
+    /// `-drive` options after `file=...,format=raw,` (`if=virtio`,
+    /// `if=ide,index=0,media=disk`).
+    pub drive: &'a str,
+    /// The NIC's `-device` model (`virtio-net-pci`, `e1000`).
+    pub nic: &'a str,
+}
+
+/// Backs up `disk` (raw) attached to a paused `pc` QEMU with `hw`;
+/// returns the snapshot id.
+pub fn back_up_paused_as(ds: &Ds, disk: &Path, name: &str, dir: &Path, hw: &PausedHardware) -> String {
     std::fs::create_dir_all(dir).unwrap();
     let qmp = dir.join("qmp.sock");
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", mem, "-name", name]);
-    c.arg("-drive").arg(format!("file={},format=raw,if=virtio", disk.display()));
-    c.args(["-netdev", "hubport,id=n0,hubid=0", "-device"]).arg(format!("virtio-net-pci,netdev=n0,mac={mac}"));
+    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", hw.mem, "-name", name]);
+    c.arg("-drive").arg(format!("file={},format=raw,{}", disk.display(), hw.drive));
+    c.args(["-netdev", "hubport,id=n0,hubid=0", "-device"]).arg(format!("{},netdev=n0,mac={}", hw.nic, hw.mac));
     c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
     c.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
