@@ -110,8 +110,7 @@ pub fn plan(file: &Path, stem: &str, ext: &str) -> Result<ImportPlan, ImportErro
     }
     let mut md_nics: Vec<Nic> = nics.into_iter().enumerate().map(|(i, m)| Nic { id: format!("net{i}"), mac: m, model: "virtio-net-pci".into() }).collect();
     if md_nics.is_empty() {
-        let r = lifeboat_store::PackId::random().to_hex();
-        md_nics.push(Nic { id: "net0".into(), mac: format!("52:54:00:{}:{}:{}", &r[0..2], &r[2..4], &r[4..6]), model: "virtio-net-pci".into() });
+        md_nics.push(Nic { id: "net0".into(), mac: crate::ovf::random_mac(), model: "virtio-net-pci".into() });
     }
     if matches!(ext, "vhdx" | "vhd") {
         extra.insert("import.hyperv_generation".into(), generation.to_string());

@@ -127,9 +127,9 @@ fn guest_os(os: Node) -> Option<GuestOs> {
     Some(GuestOs { id: id.into(), name: t, version: None, kernel: None })
 }
 
-/// A locally administered MAC for a NIC the envelope gave none (VMware
-/// leaves it out when the importer is to generate one).
-fn random_mac() -> String {
+/// A MAC in QEMU's range for a NIC the source gave none (VMware leaves
+/// it out when the importer is to generate one; a bare VHDX has no NIC).
+pub(crate) fn random_mac() -> String {
     let r = lifeboat_store::PackId::random().to_hex();
     format!("52:54:00:{}:{}:{}", &r[0..2], &r[2..4], &r[4..6])
 }
