@@ -101,6 +101,27 @@ pub struct RepairReport {
     pub seconds: f64,
 }
 
+/// What a step did (outcome and details), or why it failed.
+pub(crate) type StepResult = Result<(Outcome, Vec<String>), String>;
+
+/// Runs step `name`, timed, and records it in `report`; a failure is
+/// recorded too and ends the repair (`Err((step, message))`).
+pub(crate) fn run_step(report: &mut RepairReport, name: &str, f: &mut dyn FnMut() -> StepResult) -> Result<(), (String, String)> {
+    let t = std::time::Instant::now();
+    let r = f();
+    let seconds = t.elapsed().as_secs_f64();
+    match r {
+        Ok((outcome, details)) => {
+            report.steps.push(Step { step: name.into(), outcome, details, seconds });
+            Ok(())
+        }
+        Err(msg) => {
+            report.steps.push(Step { step: name.into(), outcome: Outcome::Failed, details: vec![msg.clone()], seconds });
+            Err((name.to_string(), msg))
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RepairError {
     #[error("guest repair failed in step {step}: {msg}")]
@@ -129,34 +150,20 @@ pub fn repair(drives: &[String], format: &str, plan: &RepairPlan, scratch: &std:
     let distro = g.run(&["inspect-get-distro", &root])?.trim().to_string();
     let product = g.run(&["inspect-get-product-name", &root])?.trim().to_string();
     let os = format!("{kind} {distro} ({product}) on {root}");
-    match kind.as_str() {
-        "linux" => {
-            let mut report = RepairReport { os, steps: Vec::new(), seconds: 0.0 };
-            let r = linux::repair(&g, &root, plan, &mut report);
+    let mut report = RepairReport { os, steps: Vec::new(), seconds: 0.0 };
+    let r = match kind.as_str() {
+        "linux" => linux::repair(&g, &root, plan, &mut report),
+        "windows" => windows::repair(&g, &root, plan, &mut report, scratch),
+        other => return Err(RepairError::Inspect(format!("{}: repair of {other} guests is not implemented; restore with --no-repair and repair the guest by hand", report.os))),
+    };
+    report.seconds = t0.elapsed().as_secs_f64();
+    match r {
+        Ok(()) => {
+            g.close()?;
             report.seconds = t0.elapsed().as_secs_f64();
-            match r {
-                Ok(()) => {
-                    g.close()?;
-                    report.seconds = t0.elapsed().as_secs_f64();
-                    Ok(report)
-                }
-                Err((step, msg)) => Err(RepairError::Step { step, msg, report: Box::new(report) }),
-            }
+            Ok(report)
         }
-        "windows" => {
-            let mut report = RepairReport { os, steps: Vec::new(), seconds: 0.0 };
-            let r = windows::repair(&g, &root, plan, &mut report, scratch);
-            report.seconds = t0.elapsed().as_secs_f64();
-            match r {
-                Ok(()) => {
-                    g.close()?;
-                    report.seconds = t0.elapsed().as_secs_f64();
-                    Ok(report)
-                }
-                Err((step, msg)) => Err(RepairError::Step { step, msg, report: Box::new(report) }),
-            }
-        }
-        other => Err(RepairError::Inspect(format!("{os}: repair of {other} guests is not implemented; restore with --no-repair and repair the guest by hand"))),
+        Err((step, msg)) => Err(RepairError::Step { step, msg, report: Box::new(report) }),
     }
 }
 

@@ -1,28 +1,11 @@
 //! The Linux repair steps (see the crate docs). Text edits are pure
 //! functions, tested on their own; the session only reads and writes.
 
-use crate::{Guestfish, Outcome, RepairPlan, RepairReport, Step};
+use crate::{run_step, Guestfish, Outcome, RepairPlan, RepairReport, StepResult};
 use std::collections::BTreeMap;
-use std::time::Instant;
-
-type StepResult = Result<(Outcome, Vec<String>), String>;
 
 pub(crate) fn repair(g: &Guestfish, root: &str, plan: &RepairPlan, report: &mut RepairReport) -> Result<(), (String, String)> {
-    let mut step = |name: &str, f: &mut dyn FnMut() -> StepResult| -> Result<(), (String, String)> {
-        let t = Instant::now();
-        let r = f();
-        let seconds = t.elapsed().as_secs_f64();
-        match r {
-            Ok((outcome, details)) => {
-                report.steps.push(Step { step: name.into(), outcome, details, seconds });
-                Ok(())
-            }
-            Err(msg) => {
-                report.steps.push(Step { step: name.into(), outcome: Outcome::Failed, details: vec![msg.clone()], seconds });
-                Err((name.to_string(), msg))
-            }
-        }
-    };
+    let mut step = |name: &str, f: &mut dyn FnMut() -> StepResult| run_step(report, name, f);
     let e = |e: crate::GfError| e.to_string();
     step("mount", &mut || mount(g, root).map_err(e))?;
     let uuids = step_uuids(g).map_err(|m| ("mount".to_string(), m))?;

@@ -22,7 +22,7 @@
 //! is tested on a synthetic hive; no Windows image exists here.
 
 use crate::guestfish::Guestfish;
-use crate::{Outcome, RepairPlan, RepairReport, Step};
+use crate::{run_step, Outcome, RepairPlan, RepairReport};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -255,57 +255,55 @@ impl Drop for DriverSource {
 
 pub(crate) fn repair(g: &Guestfish, root: &str, plan: &RepairPlan, report: &mut RepairReport, scratch: &Path) -> Result<(), (String, String)> {
     let drivers = windows_drivers(&plan.drivers);
-    let fail = |step: &str, msg: String| (step.to_string(), msg);
-    let gf = |step: &'static str| move |e: crate::GfError| (step.to_string(), e.to_string());
-    g.run(&["mount", root, "/"]).map_err(gf("drivers"))?;
-    let sysroot = g.run(&["inspect-get-windows-systemroot", root]).map_err(gf("drivers"))?.trim().to_string();
-    let drivers_dir = g.run(&["case-sensitive-path", &format!("{sysroot}/system32/drivers")]).map_err(gf("drivers"))?.trim().to_string();
-
+    let gf = |e: crate::GfError| e.to_string();
+    let mut sysroot = String::new();
     // 1. Driver files.
-    let t = std::time::Instant::now();
-    let mut details = Vec::new();
-    let hint = os_hint(g, root);
-    let source_dir = plan.driver_source.as_deref().map(|s| DriverSource::open(s, scratch)).transpose().map_err(|e| fail("drivers", e))?;
-    for d in drivers.iter().filter(|d| !d.inbox) {
-        let file = format!("{}.sys", d.service);
-        let in_guest = g.run(&["case-sensitive-path", &format!("{drivers_dir}/{file}")]).ok().map(|p| p.trim().to_string()).filter(|p| g.is_file(p).unwrap_or(false));
-        if let Some(p) = in_guest {
-            details.push(format!("{p}: already there"));
-            continue;
-        }
-        let source = match &source_dir {
-            Some(src) => find_driver(&src.dir, &file, &hint).map_err(|e| fail("drivers", e))?,
-            None => None,
-        };
-        match source {
-            Some(s) => {
-                let dst = format!("{drivers_dir}/{file}");
-                g.run(&["upload", &s.display().to_string(), &dst]).map_err(gf("drivers"))?;
-                details.push(format!("{dst}: from {}", s.display()));
+    run_step(report, "drivers", &mut || {
+        g.run(&["mount", root, "/"]).map_err(gf)?;
+        sysroot = g.run(&["inspect-get-windows-systemroot", root]).map_err(gf)?.trim().to_string();
+        let drivers_dir = g.run(&["case-sensitive-path", &format!("{sysroot}/system32/drivers")]).map_err(gf)?.trim().to_string();
+        let mut details = Vec::new();
+        let hint = os_hint(g, root);
+        let source_dir = plan.driver_source.as_deref().map(|s| DriverSource::open(s, scratch)).transpose()?;
+        for d in drivers.iter().filter(|d| !d.inbox) {
+            let file = format!("{}.sys", d.service);
+            let in_guest = g.run(&["case-sensitive-path", &format!("{drivers_dir}/{file}")]).ok().map(|p| p.trim().to_string()).filter(|p| g.is_file(p).unwrap_or(false));
+            if let Some(p) = in_guest {
+                details.push(format!("{p}: already there"));
+                continue;
             }
-            None if d.boot => {
-                let step = Step { step: "drivers".into(), outcome: Outcome::Failed, details: details.clone(), seconds: t.elapsed().as_secs_f64() };
-                report.steps.push(step);
-                let src = plan.driver_source.as_ref().map(|p| format!(" and {} has none", p.display())).unwrap_or_default();
-                return Err(fail("drivers", format!("the guest has no {file}{src}: it could not find its boot disk; give a driver source (e.g. the virtio-win ISO) or --map disk_bus=sata")));
+            let source = match &source_dir {
+                Some(src) => find_driver(&src.dir, &file, &hint)?,
+                None => None,
+            };
+            match source {
+                Some(s) => {
+                    let dst = format!("{drivers_dir}/{file}");
+                    g.run(&["upload", &s.display().to_string(), &dst]).map_err(gf)?;
+                    details.push(format!("{dst}: from {}", s.display()));
+                }
+                None if d.boot => {
+                    let src = plan.driver_source.as_ref().map(|p| format!(" and {} has none", p.display())).unwrap_or_default();
+                    return Err(format!("the guest has no {file}{src}: it could not find its boot disk; give a driver source (e.g. the virtio-win ISO) or --map disk_bus=sata"));
+                }
+                None => details.push(format!("{file}: not in the guest nor a driver source; the NIC needs its driver installed after boot")),
             }
-            None => details.push(format!("{file}: not in the guest nor a driver source; the NIC needs its driver installed after boot")),
         }
-    }
-    let changed = details.iter().any(|d| d.contains(": from "));
-    report.steps.push(Step { step: "drivers".into(), outcome: if changed { Outcome::Changed } else { Outcome::Unchanged }, details, seconds: t.elapsed().as_secs_f64() });
+        let changed = details.iter().any(|d| d.contains(": from "));
+        Ok((if changed { Outcome::Changed } else { Outcome::Unchanged }, details))
+    })?;
 
     // 2. The SYSTEM hive.
-    let t = std::time::Instant::now();
-    let hive_path = g.run(&["case-sensitive-path", &format!("{sysroot}/system32/config/SYSTEM")]).map_err(gf("registry"))?.trim().to_string();
-    let local = scratch.join("SYSTEM");
-    let _ = std::fs::remove_file(&local);
-    g.run(&["download", &hive_path, &local.display().to_string()]).map_err(gf("registry"))?;
-    let disable = windows_platform_services(&plan.platform);
-    let details = repair_system_hive(&local, &drivers, &disable).map_err(|e| fail("registry", e))?;
-    g.run(&["upload", &local.display().to_string(), &hive_path]).map_err(gf("registry"))?;
-    report.steps.push(Step { step: "registry".into(), outcome: Outcome::Changed, details, seconds: t.elapsed().as_secs_f64() });
-    Ok(())
+    run_step(report, "registry", &mut || {
+        let hive_path = g.run(&["case-sensitive-path", &format!("{sysroot}/system32/config/SYSTEM")]).map_err(gf)?.trim().to_string();
+        let local = scratch.join("SYSTEM");
+        let _ = std::fs::remove_file(&local);
+        g.run(&["download", &hive_path, &local.display().to_string()]).map_err(gf)?;
+        let disable = windows_platform_services(&plan.platform);
+        let details = repair_system_hive(&local, &drivers, &disable)?;
+        g.run(&["upload", &local.display().to_string(), &hive_path]).map_err(gf)?;
+        Ok((Outcome::Changed, details))
+    })
 }
 
 #[cfg(test)]
