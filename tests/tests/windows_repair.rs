@@ -11,6 +11,8 @@
 //!   boot-starts viostor bound to the virtio-blk PCI ids, and VMware's
 //!   services are disabled, read back from the restored disk with
 //!   ntfs-3g and hivex;
+//! - two targets at once (kvm and hyperv) are repaired side by side,
+//!   each its own way;
 //! - a vm-restore job through the daemon takes the same driver tree
 //!   from the `windows_drivers` setting.
 
@@ -189,6 +191,25 @@ fn a_windows_guest_from_vmware_is_repaired_for_kvm() {
     run_cmd(c).expect_ok();
     let o = Command::new("cmp").arg(again.join("disk0.raw")).arg(&disk).output().unwrap();
     assert!(o.status.success(), "the snapshot changed: {}", String::from_utf8_lossy(&o.stdout));
+
+    // Two targets at once: their repairs run side by side, each on its
+    // own overlay (virtio drivers for kvm, Hyper-V's in-box ones).
+    let both = t.path().join("both");
+    let mut c = lb_cmd();
+    c.args(["vm", "restore", "--datastore"]).arg(&ds.path).arg(&snap).args(["--target", "kvm:raw", "--target", "hyperv", "--json", "--drivers", vw.to_str().unwrap()]).arg(&both);
+    let o = run_cmd(c);
+    o.expect_ok();
+    let reps = o.json();
+    let reps = reps.as_array().expect("one report per target");
+    let step = |r: &serde_json::Value, name: &str| r["repair"]["steps"].as_array().unwrap().iter().find(|s| s["step"] == name).map(|s| s["outcome"].clone());
+    assert_eq!(step(&reps[0], "drivers"), Some("changed".into()), "{reps:#?}");
+    assert_eq!(step(&reps[1], "drivers"), Some("unchanged".into()), "Hyper-V's drivers ship with Windows: {reps:#?}");
+    assert_eq!(step(&reps[1], "registry"), Some("changed".into()), "{reps:#?}");
+    let m = NtfsMount::new(&both.join("kvm/disk0.raw"), &t.path().join("check-both"), false, false);
+    assert_eq!(hivexget(&m.dir.join("Windows/System32/config/SYSTEM"), "\\ControlSet001\\Services\\viostor", "Start").as_deref(), Some("0"));
+    drop(m);
+    let v = Command::new("qemu-img").args(["info", "--output=json"]).arg(both.join("hyperv/disk0.vhdx")).output().unwrap();
+    assert!(v.status.success() && String::from_utf8_lossy(&v.stdout).contains("\"vhdx\""), "{}", String::from_utf8_lossy(&v.stderr));
 
     // A vm-restore job takes its driver source from the daemon's
     // `windows_drivers` setting.
