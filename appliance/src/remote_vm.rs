@@ -2,6 +2,7 @@
 //! VMs, datastores and paths are the appliance's; backups and restores
 //! are daemon jobs followed with the same progress bar as file backups.
 
+use crate::commands::vm::RetargetArgs;
 use crate::remote::{run_job, DsName, Wait};
 use clap::Subcommand;
 use lifeboat_api_types::*;
@@ -67,12 +68,8 @@ pub enum RemoteVmCmd {
         /// once (each into TARGET/<platform>)
         #[arg(long = "target", value_name = "PLATFORM[:FORMAT]")]
         platforms: Vec<String>,
-        /// Override one key of the platform's mapping (repeatable)
-        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platforms")]
-        maps: Vec<String>,
-        /// Do not repair the guest for the new platform
-        #[arg(long, requires = "platforms")]
-        no_repair: bool,
+        #[command(flatten)]
+        retarget: RetargetArgs,
         #[command(flatten)]
         wait: Wait,
         snapshot: String,
@@ -123,14 +120,10 @@ pub enum RemoteVmCmd {
         paused: bool,
         /// Boot with the hardware of another platform (kvm, openstack,
         /// vmware), the guest repaired inside its overlays first
-        #[arg(long = "target", value_name = "PLATFORM")]
+        #[arg(id = "platforms", long = "target", value_name = "PLATFORM")]
         platform: Option<String>,
-        /// Override one entry of the target's mapping table (repeatable)
-        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platform")]
-        map: Vec<String>,
-        /// Map the hardware but do not repair the guest
-        #[arg(long, requires = "platform")]
-        no_repair: bool,
+        #[command(flatten)]
+        retarget: RetargetArgs,
         #[command(flatten)]
         wait: Wait,
         /// Snapshot id, prefix, `latest` or vm:NAME (that VM's newest backup)
@@ -201,7 +194,7 @@ pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        RemoteVmCmd::Restore { ds, format, platforms, maps, no_repair, wait, snapshot, target } => {
+        RemoteVmCmd::Restore { ds, format, platforms, retarget: RetargetArgs { maps, no_repair }, wait, snapshot, target } => {
             // One platform keeps the single-target form of the job.
             let (platform, platforms) = if platforms.len() == 1 { (platforms.into_iter().next(), Vec::new()) } else { (None, platforms) };
             run_job(c, JobSpec::VmRestore { datastore: ds.datastore, snapshot, target, format, platform, platforms, map: maps, no_repair }, &wait)
@@ -228,7 +221,7 @@ pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        RemoteVmCmd::InstantRestore { ds, name, net, paused, platform, map, no_repair, wait, snapshot } => run_job(c, JobSpec::VmInstantRestore { datastore: ds.datastore, snapshot, name, net, paused, platform, map, no_repair }, &wait),
+        RemoteVmCmd::InstantRestore { ds, name, net, paused, platform, retarget: RetargetArgs { maps: map, no_repair }, wait, snapshot } => run_job(c, JobSpec::VmInstantRestore { datastore: ds.datastore, snapshot, name, net, paused, platform, map, no_repair }, &wait),
         RemoteVmCmd::MigrateBack { ds, format, wait, vm, target } => run_job(c, JobSpec::VmMigrateBack { datastore: ds.datastore, vm, target, format }, &wait),
         RemoteVmCmd::Stop { name } => {
             let list: Vec<VmInfo> = c.get("/api/vms")?;

@@ -110,13 +110,8 @@ pub enum VmCmd {
         /// each into DIR/<platform> (docs/cross-platform-restore.md)
         #[arg(long = "target", value_name = "PLATFORM[:FORMAT]", conflicts_with_all = ["into", "disk"])]
         platforms: Vec<String>,
-        /// Override one key of the platform's mapping, e.g.
-        /// --map nic_model=e1000 --map mac=new (repeatable)
-        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platforms")]
-        maps: Vec<String>,
-        /// Do not repair the guest for the new platform
-        #[arg(long, requires = "platforms")]
-        no_repair: bool,
+        #[command(flatten)]
+        retarget: RetargetArgs,
         /// Windows guests: where driver files the guest lacks come from
         /// (a directory, or the virtio-win ISO)
         #[arg(long, value_name = "DIR|ISO", requires = "platforms")]
@@ -231,18 +226,29 @@ pub enum VmCmd {
         /// vmware): the same mapping as `vm restore --target`, the guest
         /// repaired inside the overlays first (the datastore is never
         /// written)
-        #[arg(long = "target", value_name = "PLATFORM")]
+        #[arg(id = "platforms", long = "target", value_name = "PLATFORM")]
         platform: Option<String>,
-        /// Override one entry of the target's mapping table (repeatable)
-        #[arg(long = "map", value_name = "KEY=VALUE", requires = "platform")]
-        maps: Vec<String>,
-        /// Map the hardware but do not repair the guest
-        #[arg(long, requires = "platform")]
-        no_repair: bool,
+        #[command(flatten)]
+        retarget: RetargetArgs,
         /// Windows guests: where driver files the guest lacks come from
-        #[arg(long, value_name = "DIR|ISO", requires = "platform")]
+        #[arg(long, value_name = "DIR|ISO", requires = "platforms")]
         drivers: Option<PathBuf>,
     },
+}
+
+/// How a restore for another platform maps and repairs the guest: one
+/// definition for `vm restore` and `vm instant-restore`, local and
+/// remote. Their `--target` argument has the id `platforms`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RetargetArgs {
+    /// Override one key of the platform's mapping table, e.g.
+    /// --map nic_model=e1000 --map mac=new (repeatable;
+    /// docs/cross-platform-restore.md)
+    #[arg(long = "map", value_name = "KEY=VALUE", requires = "platforms")]
+    pub maps: Vec<String>,
+    /// Map the hardware but do not repair the guest for the new platform
+    #[arg(long, requires = "platforms")]
+    pub no_repair: bool,
 }
 
 pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
@@ -338,7 +344,7 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        VmCmd::Restore { ds, snapshot, target, format, platforms, maps, no_repair, drivers, json, .. } if !platforms.is_empty() => {
+        VmCmd::Restore { ds, snapshot, target, format, platforms, retarget: RetargetArgs { maps, no_repair }, drivers, json, .. } if !platforms.is_empty() => {
             let store = open_datastore(&ds)?;
             let (sid, snap) = store.resolve_snapshot(&snapshot)?;
             let vm = load_vm(&store, &snap)?;
@@ -470,7 +476,7 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             let store = open_datastore(&ds)?;
             export_nfs(store, &snapshot, disk, writable, &clients, listen, portmap, workdir)
         }
-        VmCmd::InstantRestore { ds, snapshot, workdir, listen, no_boot, net, accel, paused, config, qemu_args, platform, maps, no_repair, drivers } => {
+        VmCmd::InstantRestore { ds, snapshot, workdir, listen, no_boot, net, accel, paused, config, qemu_args, platform, retarget: RetargetArgs { maps, no_repair }, drivers } => {
             let net: NetMode = net.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             let accel = match accel {
                 Some(a) => a,
