@@ -143,9 +143,10 @@ pub enum VmCmd {
         /// The disk (default: the VM's only disk)
         #[arg(long, value_name = "ID")]
         disk: Option<String>,
-        /// Partition number (default: the only partition with a file system)
-        #[arg(long, value_name = "N")]
-        partition: Option<u32>,
+        /// Partition number, or VG/LV for an LVM volume (default: the only
+        /// one with a file system)
+        #[arg(long, value_name = "N|VG/LV")]
+        partition: Option<String>,
         /// Copy PATH (file or directory) to DST
         #[arg(long, value_name = "DST", requires = "path")]
         extract: Option<PathBuf>,
@@ -651,7 +652,8 @@ fn instant_restore(ds: Arc<Datastore>, query: &str, o: &InstantOptions) -> anyho
 
 /// `lifeboat vm files`: the disk served read-only over FUSE, its partition
 /// mounted read-only through a loop device (crates/vmfiles).
-fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Option<String>, partition: Option<u32>, extract: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
+fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Option<String>, partition: Option<String>, extract: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
+    lifeboat_vmfiles::clean_stale();
     let store = open_datastore(ds)?;
     let (_, snap) = store.resolve_snapshot(snapshot)?;
     let vm = load_vm(&store, &snap)?;
@@ -670,21 +672,24 @@ fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Optio
             let parts: Vec<_> = layout
                 .partitions
                 .iter()
-                .map(|p| serde_json::json!({"number": p.number, "start": p.start, "size": p.size, "fstype": p.fstype, "label": p.label}))
+                .map(|p| {
+                    serde_json::json!({"number": p.number, "name": p.name, "start": p.start, "size": p.size, "fstype": p.fstype, "label": p.label, "unsupported": p.unsupported})
+                })
                 .collect();
             println!("{}", serde_json::json!({"disk": d.id, "table": layout.table, "partitions": parts}));
         } else {
             println!("disk {} ({}), partition table: {}", d.id, ui::bytes(node.size), layout.table.as_deref().unwrap_or("none"));
             for p in &layout.partitions {
-                println!("  {:>3}  {:>10}  {:<12} {}", p.number, ui::bytes(p.size), p.fstype.as_deref().unwrap_or("-"), p.label.as_deref().unwrap_or(""));
+                let note = p.unsupported.as_deref().map(|u| format!("  ({u})")).unwrap_or_default();
+                println!("  {:>3}  {:>10}  {:<12} {}{note}", p.name, ui::bytes(p.size), p.fstype.as_deref().unwrap_or("-"), p.label.as_deref().unwrap_or(""));
             }
         }
         return Ok(0);
     };
     let part = match partition {
-        Some(n) => layout.partition(&image, n)?,
+        Some(n) => layout.partition(&image, &n)?,
         None => {
-            let with_fs: Vec<_> = layout.partitions.iter().filter(|p| p.fstype.is_some()).collect();
+            let with_fs: Vec<_> = layout.partitions.iter().filter(|p| p.has_files()).collect();
             match with_fs.as_slice() {
                 [one] => *one,
                 [] => anyhow::bail!("disk {} has no file system libblkid recognises", d.id),
@@ -692,7 +697,7 @@ fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Optio
                     "disk {} has {} file systems: choose one with --partition ({})",
                     d.id,
                     many.len(),
-                    many.iter().map(|p| format!("{}: {}", p.number, p.fstype.as_deref().unwrap_or("-"))).collect::<Vec<_>>().join(", ")
+                    many.iter().map(|p| format!("{}: {}", p.name, p.fstype.as_deref().unwrap_or("-"))).collect::<Vec<_>>().join(", ")
                 ),
             }
         }
@@ -700,7 +705,10 @@ fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Optio
     let rel = guest_relative(&path)?;
     let fs = lifeboat_vmfiles::MountedFs::mount(&image, part)?;
     let src = fs.root().join(&rel);
-    let meta = std::fs::symlink_metadata(&src).map_err(|e| anyhow::anyhow!("{path} in partition {} of disk {}: {e}", part.number, d.id))?;
+    // Holds the run here with everything attached, for the test that
+    // kills it and checks that the next run undoes the leftovers.
+    lifeboat_store::failpoint::hit("vm-files-mounted")?;
+    let meta = std::fs::symlink_metadata(&src).map_err(|e| anyhow::anyhow!("{path} in partition {} of disk {}: {e}", part.name, d.id))?;
     if let Some(dst) = extract {
         // cp -a keeps modes, owners, times, symlinks and hard links.
         let out = Command::new("cp").arg("-a").arg("--").arg(&src).arg(&dst).output()?;
