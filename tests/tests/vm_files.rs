@@ -2,7 +2,9 @@
 //! GPT disk made here with an ext4 partition (modes, owners, mtimes, a
 //! symlink) and an empty one is backed up from a guestless QEMU; its files
 //! list and extract equal to the originals, errors name the thing, and the
-//! datastore stays clean.
+//! datastore stays clean; a run killed with its disk mounted leaves
+//! mounts and loop devices that the next run undoes. And the Debian test
+//! guest's backup (ext4 on MBR) shows the guest's own files.
 
 mod common;
 
@@ -59,8 +61,87 @@ fn list_and_extract_from_gpt_ext4() {
     }
     assert_eq!(std::fs::read(out.join("hosts")).unwrap(), std::fs::read(src.join("etc/hosts")).unwrap());
 
-    files(&["/nope"]).expect_code(1);
-    files(&["--disk", "nodisk", "/etc"]).expect_code(1);
-    files(&["--partition", "2", "/etc"]).expect_code(1);
+    let e = files(&["/nope"]);
+    assert!(e.expect_code(1).stderr.contains("/nope in partition 1 of disk"), "{e}");
+    let e = files(&["--disk", "nodisk", "/etc"]);
+    assert!(e.expect_code(1).stderr.contains("has no disk nodisk"), "{e}");
+    let e = files(&["--partition", "2", "/etc"]);
+    assert!(e.expect_code(1).stderr.contains("partition 2") && e.stderr.contains("no file system"), "{e}");
+    let e = files(&["--partition", "vg/nope", "/etc"]);
+    assert!(e.expect_code(1).stderr.contains("no partition vg/nope; partitions: 1, 2"), "{e}");
+
+    // Killed while its disk is mounted: no guard runs, so the FUSE disk
+    // file, the loop device over it and the mount stay...
+    let mut c = lb_cmd();
+    c.args(["vm", "files", "--datastore"]).arg(&ds.path).arg(&snap).arg("/etc");
+    c.env("LIFEBOAT_FAILPOINTS", "vm-files-mounted=sleep60000").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let pid = child.id();
+    let ours = move || leftovers(pid);
+    assert!(wait_until(std::time::Duration::from_secs(60), || ours().0.len() == 2), "the run never mounted: {:?}", ours());
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let (mounts, loops) = ours();
+    assert_eq!((mounts.len(), loops.len()), (2, 1), "a killed run leaves its mounts and loop device: {mounts:?} {loops:?}");
+    // ...until the next run, which undoes them.
+    files(&[]).expect_ok();
+    assert_eq!(ours(), (vec![], vec![]), "the next run left the killed one's mounts or loop devices");
+    let dirs: Vec<_> = std::fs::read_dir("/run/lifeboat/vmfiles").unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(&format!("-{pid}-"))).collect();
+    assert!(dirs.is_empty(), "directories of the killed run left: {dirs:?}");
+    ds.assert_check_clean();
+}
+
+/// Mount points and loop devices (`NAME BACK-FILE`) of the `vm files` run
+/// `pid`, found by the names crates/vmfiles gives its directories.
+fn leftovers(pid: u32) -> (Vec<String>, Vec<String>) {
+    let tag = format!("-{pid}-");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with("/run/lifeboat/vmfiles/") && m.contains(&tag))
+        .map(str::to_string)
+        .collect();
+    let out = Command::new("losetup").args(["--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"]).output().unwrap();
+    let loops = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("/run/lifeboat/vmfiles/") && l.contains(&tag)).map(str::to_string).collect();
+    (mounts, loops)
+}
+
+/// The Debian test guest (ext4 on MBR), backed up paused: its files read
+/// from the backup equal those in the guest's image.
+#[test]
+fn debian_guest_files() {
+    require_root();
+    let t = scratch("vm-files-debian");
+    let disk = build_guest("debian", t.path());
+    let ds = Ds::init(t.path().join("ds"));
+    let snap = back_up_paused(&ds, &disk, "debian-files", &t.path().join("vm"));
+    let files = |args: &[&str]| {
+        let mut c = lb_cmd();
+        c.args(["vm", "files", "--datastore"]).arg(&ds.path).arg(&snap).args(args);
+        run_cmd(c)
+    };
+    let o = files(&["--json"]);
+    let layout = o.expect_ok().json();
+    assert_eq!(layout["table"], "dos", "{o}");
+    assert_eq!(layout["partitions"][0]["fstype"], "ext4", "{o}");
+
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for (guest, name) in [("/etc/hostname", "hostname"), ("/usr/lib/os-release", "os-release")] {
+        files(&[guest, "--extract", out.join(name).to_str().unwrap()]).expect_ok();
+        let want = t.path().join(format!("{name}.debugfs"));
+        debugfs_dump(&disk, guest, &want);
+        assert_eq!(std::fs::read(out.join(name)).unwrap(), std::fs::read(&want).unwrap(), "{guest}");
+    }
+    assert_eq!(std::fs::read_to_string(out.join("hostname")).unwrap(), "lifeboat-debian\n");
+    assert!(std::fs::read_to_string(out.join("os-release")).unwrap().contains("ID=debian"));
+    let o = files(&["/etc", "--json"]);
+    let etc = o.expect_ok().json();
+    let entry = |n: &str| etc.as_array().unwrap().iter().find(|e| e["name"] == n).cloned().unwrap_or_else(|| panic!("no /etc/{n}: {o}"));
+    assert_eq!(entry("os-release")["link_target"], "../usr/lib/os-release");
+    let stat = run_ok(tool("debugfs").arg("-R").arg("stat /etc/hostname").arg(fs_spec(&disk)));
+    let mode = entry("hostname")["mode"].as_u64().unwrap();
+    assert!(stat.contains(&format!("Mode:  {:04o}", mode & 0o7777)), "mode {mode:o} vs debugfs:\n{stat}");
     ds.assert_check_clean();
 }
