@@ -22,11 +22,13 @@ mod diskfile;
 mod lvm;
 mod mount;
 mod probe;
+mod snapshot;
 
 pub use cleanup::{clean_stale, Cleaned};
 pub use diskfile::DiskFile;
 pub use mount::{LoopDevice, MountedFs};
 pub use probe::{probe, DiskLayout, Partition};
+pub use snapshot::{guest_relative, GuestEntry, GuestFiles, SnapshotDisk};
 
 use std::path::PathBuf;
 
@@ -52,6 +54,26 @@ pub enum VmFilesError {
     DiskFile(std::io::Error),
     #[error("cannot create a mount point: {0}")]
     MountPoint(std::io::Error),
+    #[error("{0}")]
+    Snapshot(String),
+    #[error("VM {vm} has no disk {disk} (disks: {available})")]
+    NoSuchDisk { vm: String, disk: String, available: String },
+    #[error("VM {vm} has {count} disks: choose one (disks: {available})")]
+    ChooseDisk { vm: String, count: usize, available: String },
+    #[error("disk {disk} has no single file system to read: choose a partition (with files: {available})")]
+    ChoosePartition { disk: String, available: String },
+    #[error("{path} in partition {partition} of disk {disk}: {source}")]
+    NoSuchPath { path: String, partition: String, disk: String, source: std::io::Error },
+    #[error("{path}: '..' is not allowed in a guest path")]
+    BadPath { path: String },
+}
+
+impl VmFilesError {
+    /// Whether the request named something that is not there (a disk,
+    /// partition or path): a 404 to an API client, not a failure.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, VmFilesError::NoSuchDisk { .. } | VmFilesError::NoSuchPartition { .. } | VmFilesError::NoSuchPath { .. })
+    }
 }
 
 pub type Result<T> = std::result::Result<T, VmFilesError>;
