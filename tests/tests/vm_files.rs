@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::daemon::Daemon;
 use common::guest::*;
 use common::*;
 use std::os::unix::fs::MetadataExt;
@@ -28,6 +29,12 @@ fn list_and_extract_from_gpt_ext4() {
     sh(Command::new("chmod").arg("640").arg(src.join("etc/hosts")));
     sh(Command::new("touch").arg("-d").arg("@1600000000").arg(src.join("etc/hosts")));
     std::os::unix::fs::symlink("hosts", src.join("etc/link")).unwrap();
+    // A guest link to its own root: followed inside the guest, it must
+    // never reach the appliance's files.
+    std::os::unix::fs::symlink("/", src.join("esc")).unwrap();
+    std::fs::create_dir_all(src.join("bin")).unwrap();
+    std::fs::write(src.join("bin/su"), "#!/bin/sh\n").unwrap();
+    sh(Command::new("chmod").arg("4755").arg(src.join("bin/su")));
     let fs = t.path().join("ext4.img");
     sh(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&src).arg(&fs).arg("16M"));
     let disk = t.path().join("disk.img");
@@ -35,7 +42,9 @@ fn list_and_extract_from_gpt_ext4() {
     sh(Command::new("sgdisk").args(["-n", "1:2048:+16M", "-n", "2:0:+4M"]).arg(&disk));
     sh(Command::new("dd").arg(format!("if={}", fs.display())).arg(format!("of={}", disk.display())).args(["bs=1M", "seek=1", "conv=notrunc"]));
 
-    let ds = Ds::init(t.path().join("ds"));
+    // The daemon's datastore, written by the CLI beside it.
+    let d = Daemon::start(&t.path().join("state"), None, &[]);
+    let ds = Ds::at(t.path().join("state/datastores/default"));
     let snap = back_up_paused(&ds, &disk, "files", &t.path().join("vm"));
     let files = |args: &[&str]| {
         let mut c = lb_cmd();
@@ -88,7 +97,86 @@ fn list_and_extract_from_gpt_ext4() {
     assert_eq!(ours(), (vec![], vec![]), "the next run left the killed one's mounts or loop devices");
     let dirs: Vec<_> = std::fs::read_dir("/run/lifeboat/vmfiles").unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(&format!("-{pid}-"))).collect();
     assert!(dirs.is_empty(), "directories of the killed run left: {dirs:?}");
+    api(&d, &snap, &src, t.path());
+    drop(d);
     ds.assert_check_clean();
+}
+
+/// The same through the daemon: browsing needs read rights, restoring the
+/// operator role; wrong names give 404s naming them.
+fn api(d: &Daemon, snap: &str, src: &std::path::Path, scratch: &std::path::Path) {
+    use serde_json::json;
+    let ro = d.token("files-reader", "read-only");
+    let op = d.token("files-operator", "operator");
+    let base = format!("/api/datastores/default/snapshots/{snap}");
+    let r = d.call("GET", &format!("{base}/vm-files"), Some(&ro), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let parts = r.json();
+    assert_eq!((parts["table"].as_str(), parts["partitions"][0]["fstype"].as_str()), (Some("gpt"), Some("ext4")), "{parts}");
+    let r = d.call("GET", &format!("{base}/vm-files?path=/etc"), Some(&ro), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let l = r.json();
+    let names: Vec<_> = l["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["hosts", "link"], "{l}");
+    assert_eq!((l["entries"][0]["uid"].as_u64(), l["entries"][0]["mtime"].as_i64(), l["partition"].as_str()), (Some(1234), Some(1600000000), Some("1")), "{l}");
+    assert_eq!(l["entries"][1]["link_target"], "hosts");
+
+    let r = d.call("GET", &format!("{base}/vm-files/download?path=/etc/hosts"), Some(&ro), None);
+    assert_eq!((r.status, r.body.as_str()), (200, "127.0.0.1 localhost\n"), "{r:?}");
+    // Through the guest's `/esc -> /`: the guest's /etc, not the appliance's.
+    let r = d.call("GET", &format!("{base}/vm-files/download?path=/esc/etc/hosts"), Some(&ro), None);
+    assert_eq!((r.status, r.body.as_str()), (200, "127.0.0.1 localhost\n"), "{r:?}");
+    let r = d.call("GET", &format!("{base}/vm-files/download?path=/esc/etc/passwd"), Some(&ro), None);
+    assert_eq!(r.status, 404, "the appliance's /etc/passwd through a guest link: {r:?}");
+    let r = d.call("GET", &format!("{base}/vm-files?path=/nope/x"), Some(&ro), None);
+    assert!(r.status == 404 && r.body.contains("/nope/x in partition 1 of disk"), "{r:?}");
+    let r = d.call("GET", &format!("{base}/vm-files?path=/etc&disk=nodisk"), Some(&ro), None);
+    assert!(r.status == 404 && r.body.contains("no disk nodisk"), "{r:?}");
+    let r = d.call("GET", &format!("{base}/vm-files?path=/etc&partition=7"), Some(&ro), None);
+    assert!(r.status == 404 && r.body.contains("no partition 7"), "{r:?}");
+    let r = d.call("GET", &format!("{base}/vm-files?path=/etc&partition=2"), Some(&ro), None);
+    assert!(r.status == 400 && r.body.contains("no file system"), "{r:?}");
+    let r = d.call("GET", "/api/datastores/default/snapshots/ffffffff/vm-files", Some(&ro), None);
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = d.call("GET", &format!("{base}/vm-files/download?path=/etc"), Some(&ro), None);
+    assert!(r.status == 400 && r.body.contains("not a regular file"), "{r:?}");
+
+    let body = |target: &std::path::Path, paths: &[&str]| json!({ "paths": paths, "target": target });
+    let out = scratch.join("restored");
+    let r = d.call("POST", &format!("{base}/vm-restore-files"), Some(&ro), Some(&body(&out, &["/etc"])));
+    assert_eq!(r.status, 403, "a read-only token restored: {r:?}");
+    let r = d.call("POST", &format!("{base}/vm-restore-files"), Some(&op), Some(&body(&out, &["/etc/nope"])));
+    assert_eq!(r.status, 202, "{r:?}");
+    let j = d.wait_job(r.json()["id"].as_str().unwrap(), std::time::Duration::from_secs(60));
+    assert!(j["state"] == "failed" && j["error"].as_str().unwrap().contains("/etc/nope"), "{j:#}");
+    assert!(!out.exists(), "a failed restore wrote its target");
+    // An operator: modes, times and links, no set-ID bits, no owners.
+    let r = d.call("POST", &format!("{base}/vm-restore-files"), Some(&op), Some(&body(&out, &["/etc", "/bin/su"])));
+    assert_eq!(r.status, 202, "{r:?}");
+    let j = d.wait_job(r.json()["id"].as_str().unwrap(), std::time::Duration::from_secs(60));
+    assert_eq!(j["state"], "warnings", "{j:#}");
+    let m = std::fs::symlink_metadata(out.join("etc/hosts")).unwrap();
+    assert_eq!((m.mode(), m.uid(), m.mtime()), (0o100640, 0, 1600000000));
+    assert_eq!(std::fs::read(out.join("etc/hosts")).unwrap(), std::fs::read(src.join("etc/hosts")).unwrap());
+    assert_eq!(std::fs::read_link(out.join("etc/link")).unwrap(), std::path::Path::new("hosts"));
+    assert_eq!(std::fs::metadata(out.join("su")).unwrap().mode() & 0o7777, 0o755, "set-ID bit kept for an operator");
+    // The admin's keeps owners and set-ID bits.
+    let out = scratch.join("restored-admin");
+    let j = d.admin_ok("POST", &format!("{base}/vm-restore-files"), Some(&body(&out, &["/etc", "/bin/su"])));
+    let j = d.wait_job(j["id"].as_str().unwrap(), std::time::Duration::from_secs(60));
+    assert_eq!(j["state"], "succeeded", "{j:#}");
+    for rel in ["etc/hosts", "etc/link", "etc"] {
+        let a = std::fs::symlink_metadata(src.join(rel)).unwrap();
+        let b = std::fs::symlink_metadata(out.join(rel)).unwrap();
+        assert_eq!((a.mode(), a.uid(), a.gid()), (b.mode(), b.uid(), b.gid()), "{rel}");
+        if !a.is_dir() {
+            assert_eq!(a.mtime(), b.mtime(), "{rel}");
+        }
+    }
+    assert_eq!(std::fs::metadata(out.join("su")).unwrap().mode() & 0o7777, 0o4755);
+    // Outside restore_roots: refused before anything runs.
+    let r = d.call("POST", &format!("{base}/vm-restore-files"), Some(&op), Some(&json!({ "paths": ["/etc"], "target": "/var/tmp/lifeboat-vmfiles-escape" })));
+    assert_eq!(r.status, 403, "{r:?}");
 }
 
 /// Mount points and loop devices (`NAME BACK-FILE`) of the `vm files` run

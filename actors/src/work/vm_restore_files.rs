@@ -32,6 +32,7 @@ pub fn run(ds: &Arc<Datastore>, r: &Request<'_>, confine: &Confinement, grant: G
         return Err("name at least one guest path to restore".into());
     }
     let place = confine.check(r.target, PathUse::RestoreTarget, grant).map_err(err)?;
+    ds.refresh_index().map_err(err)?;
     let (sid, snap) = ds.resolve_snapshot(r.snapshot).map_err(err)?;
     h.set_phase("reading the guest's disk");
     let disk = lifeboat_vmfiles::SnapshotDisk::open(ds, &snap, r.disk).map_err(err)?;

@@ -105,7 +105,16 @@ async fn lab_reports_dir(st: &ApiState, name: &str) -> Result<std::path::PathBuf
 /// is missing).
 async fn vm_snapshot(st: &ApiState, name: &str, id: &str) -> Result<(std::sync::Arc<lifeboat_store::Datastore>, lifeboat_store::Snapshot), ApiErr> {
     let ds = datastore(st, name)?.send(lifeboat_actors::datastore::DatastoreHandle).await?;
-    let (_, snap) = ds.resolve_snapshot(id).map_err(|e| ApiErr::NotFound(format!("snapshot {id} in datastore {name}: {e}")))?;
+    let (d2, id2) = (ds.clone(), id.to_string());
+    // Seen as the index is now: the CLI or an agent may just have written
+    // the snapshot.
+    let found = lifeboat_actors::datastore::blocking(move || {
+        d2.refresh_index()?;
+        d2.resolve_snapshot(&id2)
+    })
+    .await
+    .map_err(ApiErr::Internal)?;
+    let (_, snap) = found.map_err(|e| ApiErr::NotFound(format!("snapshot {id} in datastore {name}: {e}")))?;
     Ok((ds, snap))
 }
 
