@@ -265,6 +265,10 @@ impl Handler<Execute> for DatastoreActor {
                         }
                         None => Err("this daemon has no VM connector".into()),
                     },
+                    JobSpec::VmRestoreFiles { snapshot, paths, target, disk, partition, .. } => {
+                        let r = work::vm_restore_files::Request { snapshot, paths, target, disk: disk.as_deref(), partition: partition.as_deref() };
+                        work::vm_restore_files::run(&ds, &r, &msg.confine, msg.grant, h)
+                    }
                     JobSpec::VmMigrateBack { vm, target, format, .. } => match (&msg.vms, &msg.vm) {
                         (Some(reg), Some(_busy)) => work::vm_migrate_back::run(reg, vm, target, format, &msg.confine, msg.grant, h),
                         _ => Err("internal error: a migration back without its VM".into()),

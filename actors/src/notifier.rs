@@ -56,6 +56,7 @@ pub fn job_report(job: &JobInfo, appliance: &str) -> JobReport {
         JobSpec::LabVerify { datastore, vms, .. } => format!("lab verification of {} in {datastore}", vms.iter().map(|v| v.snapshot.as_str()).collect::<Vec<_>>().join(", ")),
         JobSpec::VmInstantRestore { datastore, snapshot, .. } => format!("instant restore of VM {datastore}/{snapshot}"),
         JobSpec::VmMigrateBack { vm, target, .. } => format!("migration of VM {vm} back to {target}"),
+        JobSpec::VmRestoreFiles { datastore, snapshot, paths, target, .. } => format!("{} of VM {datastore}/{snapshot} to {target}", paths.join(", ")),
     };
     let mut summary = String::new();
     let p = &job.progress;

@@ -535,6 +535,10 @@ fn print_result(job: &JobInfo) {
                 println!("restored VM {} to {target} (hardware in vm.json)", x.vm);
             })
             .is_ok(),
+        JobSpec::VmRestoreFiles { paths, target, .. } => {
+            println!("copied {} from partition {} of disk {} to {target}", paths.join(", "), r["partition"].as_str().unwrap_or("?"), r["disk"].as_str().unwrap_or("?"));
+            true
+        }
     };
     if !shown {
         println!("job {} ({}): {}", job.id, job.spec.kind(), format!("{:?}", job.state).to_lowercase());

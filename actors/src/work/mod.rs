@@ -12,6 +12,7 @@ pub mod vm_backup;
 pub mod vm_instant_restore;
 pub mod vm_migrate_back;
 pub mod vm_restore;
+pub mod vm_restore_files;
 
 use lifeboat_api_types::JobProgress;
 use lifeboat_ingest::Progress;

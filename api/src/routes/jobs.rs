@@ -66,7 +66,7 @@ pub fn validate(st: &ApiState, spec: &JobSpec, grant: Grant) -> Result<(), ApiEr
             }
             paths.iter().try_for_each(|p| check(p, PathUse::BackupSource))
         }
-        JobSpec::Restore { target, .. } | JobSpec::VmRestore { target, .. } | JobSpec::VmMigrateBack { target, .. } => check(target, PathUse::RestoreTarget),
+        JobSpec::Restore { target, .. } | JobSpec::VmRestore { target, .. } | JobSpec::VmMigrateBack { target, .. } | JobSpec::VmRestoreFiles { target, .. } => check(target, PathUse::RestoreTarget),
         JobSpec::VmInstantRestore { net, .. } => net.parse::<lifeboat_qemu::NetMode>().map(|_| ()).map_err(ApiErr::BadRequest),
         JobSpec::LabVerify { lab: Some(name), vms, .. } if vms.is_empty() => match st.labs.get(name) {
             Some(_) => Ok(()),

@@ -3,7 +3,7 @@ use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{delete, get, post, web, HttpResponse};
 use lifeboat_actors::jobs::StartJob;
-use lifeboat_api_types::{ApiError, JobInfo, JobSpec, LabReportInfo, RestoreRequest, SnapshotInfo};
+use lifeboat_api_types::{ApiError, JobInfo, JobSpec, LabReportInfo, RestoreRequest, SnapshotInfo, VmFileEntry, VmFilesListing, VmFilesQuery, VmPartitionInfo, VmRestoreFilesRequest};
 
 fn datastore(st: &ApiState, name: &str) -> Result<actix::Addr<lifeboat_actors::DatastoreActor>, ApiErr> {
     st.datastores.get(name).ok_or_else(|| ApiErr::NotFound(format!("datastore {name:?} does not exist")))
@@ -99,4 +99,159 @@ async fn lab_reports_dir(st: &ApiState, name: &str) -> Result<std::path::PathBuf
     let ds = datastore(st, name)?;
     let handle = ds.send(lifeboat_actors::datastore::DatastoreHandle).await?;
     Ok(handle.root().join("lab-reports"))
+}
+
+/// The daemon's datastore and the snapshot `id` in it (404 when either
+/// is missing).
+async fn vm_snapshot(st: &ApiState, name: &str, id: &str) -> Result<(std::sync::Arc<lifeboat_store::Datastore>, lifeboat_store::Snapshot), ApiErr> {
+    let ds = datastore(st, name)?.send(lifeboat_actors::datastore::DatastoreHandle).await?;
+    let (d2, id2) = (ds.clone(), id.to_string());
+    // Seen as the index is now: the CLI or an agent may just have written
+    // the snapshot.
+    let found = lifeboat_actors::datastore::blocking(move || {
+        d2.refresh_index()?;
+        d2.resolve_snapshot(&id2)
+    })
+    .await
+    .map_err(ApiErr::Internal)?;
+    let (_, snap) = found.map_err(|e| ApiErr::NotFound(format!("snapshot {id} in datastore {name}: {e}")))?;
+    Ok((ds, snap))
+}
+
+fn vm_files_err(e: lifeboat_vmfiles::VmFilesError) -> ApiErr {
+    use lifeboat_vmfiles::VmFilesError as E;
+    match e {
+        e if e.is_not_found() => ApiErr::NotFound(e.to_string()),
+        e @ (E::Snapshot(_) | E::ChooseDisk { .. } | E::ChoosePartition { .. } | E::BadPath { .. } | E::NoFilesystem { .. } | E::Unsupported { .. } | E::UnsupportedFilesystem { .. }) => {
+            ApiErr::BadRequest(e.to_string())
+        }
+        e => ApiErr::Internal(e.to_string()),
+    }
+}
+
+/// The guest's files in a VM snapshot, read-only (docs/vm-files.md):
+/// without `path` the disk's partitions and LVM volumes, with `path` the
+/// entries of that guest directory (or the one file it names).
+///
+/// Each call serves the disk from the datastore and mounts the partition
+/// read-only for its duration; nothing is written to the datastore.
+#[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path), ("id" = String, Path), lifeboat_api_types::VmFilesQuery),
+    responses((status = 200, body = VmFilesListing), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+#[get("/api/datastores/{name}/snapshots/{id}/vm-files")]
+pub async fn vm_files(_auth: Auth<perm::Read>, st: web::Data<ApiState>, path: web::Path<(String, String)>, q: web::Query<VmFilesQuery>) -> Result<web::Json<VmFilesListing>, ApiErr> {
+    let (name, id) = path.into_inner();
+    let (ds, snap) = vm_snapshot(&st, &name, &id).await?;
+    let q = q.into_inner();
+    let listing = lifeboat_actors::datastore::blocking(move || -> Result<VmFilesListing, lifeboat_vmfiles::VmFilesError> {
+        let disk = lifeboat_vmfiles::SnapshotDisk::open(&ds, &snap, q.disk.as_deref())?;
+        let Some(path) = q.path else {
+            let partitions = disk
+                .layout
+                .partitions
+                .iter()
+                .map(|p| VmPartitionInfo { name: p.name.clone(), start: p.start, size: p.size, fstype: p.fstype.clone(), label: p.label.clone(), unsupported: p.unsupported.clone() })
+                .collect();
+            return Ok(VmFilesListing { disk: disk.disk.clone(), table: disk.layout.table.clone(), partitions, partition: None, path: None, entries: Vec::new() });
+        };
+        let fs = disk.mount(q.partition.as_deref())?;
+        let entries = fs
+            .list(&path)?
+            .into_iter()
+            .map(|e| VmFileEntry { name: e.name, mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, mtime: e.mtime, link_target: e.link_target })
+            .collect();
+        Ok(VmFilesListing { disk: fs.disk.disk.clone(), table: fs.disk.layout.table.clone(), partitions: Vec::new(), partition: Some(fs.partition.name.clone()), path: Some(path), entries })
+    })
+    .await
+    .map_err(ApiErr::Internal)?
+    .map_err(vm_files_err)?;
+    Ok(web::Json(listing))
+}
+
+/// One regular file of a VM snapshot's guest, as bytes (`path` names it;
+/// `disk` and `partition` as for `vm-files`).
+#[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path), ("id" = String, Path), lifeboat_api_types::VmFilesQuery),
+    responses((status = 200, description = "the file's bytes", content_type = "application/octet-stream"), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+#[get("/api/datastores/{name}/snapshots/{id}/vm-files/download")]
+pub async fn vm_file_download(_auth: Auth<perm::Read>, st: web::Data<ApiState>, path: web::Path<(String, String)>, q: web::Query<VmFilesQuery>) -> Result<HttpResponse, ApiErr> {
+    use std::io::Read;
+    let (name, id) = path.into_inner();
+    let (ds, snap) = vm_snapshot(&st, &name, &id).await?;
+    let q = q.into_inner();
+    let Some(guest) = q.path.clone() else {
+        return Err(ApiErr::BadRequest("name the guest file to download with `path`".into()));
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(String, u64), ApiErr>>();
+    // The mount must outlive the response body: a thread of its own holds
+    // it while the body streams, and drops it (unmounts) at the end.
+    std::thread::spawn(move || {
+        let opened = (|| {
+            let disk = lifeboat_vmfiles::SnapshotDisk::open(&ds, &snap, q.disk.as_deref()).map_err(vm_files_err)?;
+            let fs = disk.mount(q.partition.as_deref()).map_err(vm_files_err)?;
+            let p = fs.resolve(&guest).map_err(vm_files_err)?;
+            let m = std::fs::symlink_metadata(&p).map_err(ApiErr::internal)?;
+            if !m.is_file() {
+                return Err(ApiErr::BadRequest(format!("{guest} is not a regular file; list it with vm-files")));
+            }
+            let f = std::fs::File::open(&p).map_err(ApiErr::internal)?;
+            Ok((fs, f, m.len()))
+        })();
+        let (fs, mut f, len) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let file_name = std::path::Path::new(&guest).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if ready_tx.send(Ok((file_name, len))).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.blocking_send(Ok(web::Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+        drop(f);
+        drop(fs);
+    });
+    let (file_name, len) = ready_rx.await.map_err(|_| ApiErr::Internal("the VM file reader ended early".into()))??;
+    // Only a plain name goes into the header.
+    let safe: String = file_name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.+".contains(c) { c } else { '_' }).collect();
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(("Content-Disposition", format!("attachment; filename=\"{safe}\"")))
+        .no_chunking(len)
+        .streaming(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// Copy guest paths of a VM snapshot into a directory on the appliance
+/// (starts a `vm-restore-files` job). Needs operator or admin; `target`
+/// is confined as for `restore`, and so are owners, set-ID bits and
+/// device nodes.
+#[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path), ("id" = String, Path)), request_body = VmRestoreFilesRequest,
+    responses((status = 202, body = JobInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+#[post("/api/datastores/{name}/snapshots/{id}/vm-restore-files")]
+pub async fn vm_restore_files(auth: Auth<perm::Operate>, st: web::Data<ApiState>, path: web::Path<(String, String)>, body: web::Json<VmRestoreFilesRequest>) -> Result<HttpResponse, ApiErr> {
+    let (name, id) = path.into_inner();
+    let b = body.into_inner();
+    if b.paths.is_empty() {
+        return Err(ApiErr::BadRequest("name at least one guest path in `paths`".into()));
+    }
+    vm_snapshot(&st, &name, &id).await?;
+    let spec = JobSpec::VmRestoreFiles { datastore: name, snapshot: id, paths: b.paths, target: b.target, disk: b.disk, partition: b.partition };
+    let grant = auth.principal.grant();
+    crate::routes::jobs::validate(&st, &spec, grant)?;
+    let job = st.jobs.send(StartJob::now(spec, grant)).await??;
+    Ok(HttpResponse::Accepted().json(job))
 }

@@ -36,6 +36,9 @@ pub fn run(a: ServeArgs) -> anyhow::Result<u8> {
         cfg.listen_plain = Some(p);
     }
     let state_dir = cfg.state_dir.clone();
+    // A daemon or `vm files` killed while reading a VM's files leaves
+    // mounts and loop devices; undo those before serving.
+    lifeboat_vmfiles::clean_stale();
     actix_web::rt::System::new()
         .block_on(lifeboat_api::daemon::run(cfg, |s| {
             println!("lifeboat: API on https://{} (certificate SHA-256 fingerprint {})", s.https, s.fingerprint);

@@ -141,9 +141,10 @@ pub enum VmCmd {
         /// The disk (default: the VM's only disk)
         #[arg(long, value_name = "ID")]
         disk: Option<String>,
-        /// Partition number (default: the only partition with a file system)
-        #[arg(long, value_name = "N")]
-        partition: Option<u32>,
+        /// Partition number, or VG/LV for an LVM volume (default: the only
+        /// one with a file system)
+        #[arg(long, value_name = "N|VG/LV")]
+        partition: Option<String>,
         /// Copy PATH (file or directory) to DST
         #[arg(long, value_name = "DST", requires = "path")]
         extract: Option<PathBuf>,
@@ -678,57 +679,37 @@ fn instant_restore(ds: Arc<Datastore>, query: &str, o: &InstantOptions) -> anyho
 
 /// `lifeboat vm files`: the disk served read-only over FUSE, its partition
 /// mounted read-only through a loop device (crates/vmfiles).
-fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Option<String>, partition: Option<u32>, extract: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
+fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Option<String>, partition: Option<String>, extract: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
+    lifeboat_vmfiles::clean_stale();
     let store = open_datastore(ds)?;
     let (_, snap) = store.resolve_snapshot(snapshot)?;
-    let vm = load_vm(&store, &snap)?;
-    let md = &vm.md;
-    let (d, node) = match &disk {
-        Some(id) => vm.disk(id).ok_or_else(|| anyhow::anyhow!("VM {} has no disk {id} (disks: {})", md.name, vm.disk_ids()))?,
-        None if md.disks.len() == 1 => (&md.disks[0], &vm.disks[0]),
-        None => anyhow::bail!("VM {} has {} disks: choose one with --disk (disks: {})", md.name, md.disks.len(), vm.disk_ids()),
-    };
-    let device = Arc::new(lifeboat_vm::image::DatastoreDisk::new(store.clone(), node));
-    let file = lifeboat_vmfiles::DiskFile::serve(device)?;
-    let image = file.path();
-    let layout = lifeboat_vmfiles::probe(&image)?;
+    let disk = lifeboat_vmfiles::SnapshotDisk::open(&store, &snap, disk.as_deref())?;
     let Some(path) = path else {
+        let layout = &disk.layout;
         if json {
             let parts: Vec<_> = layout
                 .partitions
                 .iter()
-                .map(|p| serde_json::json!({"number": p.number, "start": p.start, "size": p.size, "fstype": p.fstype, "label": p.label}))
+                .map(|p| {
+                    serde_json::json!({"number": p.number, "name": p.name, "start": p.start, "size": p.size, "fstype": p.fstype, "label": p.label, "unsupported": p.unsupported})
+                })
                 .collect();
-            println!("{}", serde_json::json!({"disk": d.id, "table": layout.table, "partitions": parts}));
+            println!("{}", serde_json::json!({"disk": disk.disk, "table": layout.table, "partitions": parts}));
         } else {
-            println!("disk {} ({}), partition table: {}", d.id, ui::bytes(node.size), layout.table.as_deref().unwrap_or("none"));
+            println!("disk {} ({}), partition table: {}", disk.disk, ui::bytes(disk.size), layout.table.as_deref().unwrap_or("none"));
             for p in &layout.partitions {
-                println!("  {:>3}  {:>10}  {:<12} {}", p.number, ui::bytes(p.size), p.fstype.as_deref().unwrap_or("-"), p.label.as_deref().unwrap_or(""));
+                let note = p.unsupported.as_deref().map(|u| format!("  ({u})")).unwrap_or_default();
+                println!("  {:>3}  {:>10}  {:<12} {}{note}", p.name, ui::bytes(p.size), p.fstype.as_deref().unwrap_or("-"), p.label.as_deref().unwrap_or(""));
             }
         }
         return Ok(0);
     };
-    let part = match partition {
-        Some(n) => layout.partition(&image, n)?,
-        None => {
-            let with_fs: Vec<_> = layout.partitions.iter().filter(|p| p.fstype.is_some()).collect();
-            match with_fs.as_slice() {
-                [one] => *one,
-                [] => anyhow::bail!("disk {} has no file system libblkid recognises", d.id),
-                many => anyhow::bail!(
-                    "disk {} has {} file systems: choose one with --partition ({})",
-                    d.id,
-                    many.len(),
-                    many.iter().map(|p| format!("{}: {}", p.number, p.fstype.as_deref().unwrap_or("-"))).collect::<Vec<_>>().join(", ")
-                ),
-            }
-        }
-    };
-    let rel = guest_relative(&path)?;
-    let fs = lifeboat_vmfiles::MountedFs::mount(&image, part)?;
-    let src = fs.root().join(&rel);
-    let meta = std::fs::symlink_metadata(&src).map_err(|e| anyhow::anyhow!("{path} in partition {} of disk {}: {e}", part.number, d.id))?;
+    let fs = disk.mount(partition.as_deref())?;
+    // Holds the run here with everything attached, for the test that
+    // kills it and checks that the next run undoes the leftovers.
+    lifeboat_store::failpoint::hit("vm-files-mounted")?;
     if let Some(dst) = extract {
+        let src = fs.resolve(&path)?;
         // cp -a keeps modes, owners, times, symlinks and hard links.
         let out = Command::new("cp").arg("-a").arg("--").arg(&src).arg(&dst).output()?;
         if !out.status.success() {
@@ -737,48 +718,19 @@ fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Optio
         println!("extracted {path} to {}", dst.display());
         return Ok(0);
     }
-    let mut entries = Vec::new();
-    if meta.is_dir() {
-        for e in std::fs::read_dir(&src)? {
-            let e = e?;
-            entries.push((e.file_name().to_string_lossy().into_owned(), std::fs::symlink_metadata(e.path())?, e.path()));
-        }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-    } else {
-        entries.push((rel.to_string_lossy().into_owned(), meta, src.clone()));
-    }
-    use std::os::unix::fs::MetadataExt;
+    let entries = fs.list(&path)?;
     if json {
         let list: Vec<_> = entries
             .iter()
-            .map(|(name, m, p)| {
-                serde_json::json!({
-                    "name": name, "mode": m.mode(), "uid": m.uid(), "gid": m.gid(), "size": m.size(),
-                    "mtime": m.mtime(), "link_target": std::fs::read_link(p).ok().map(|t| t.to_string_lossy().into_owned()),
-                })
-            })
+            .map(|e| serde_json::json!({"name": e.name, "mode": e.mode, "uid": e.uid, "gid": e.gid, "size": e.size, "mtime": e.mtime, "link_target": e.link_target}))
             .collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
-        for (name, m, p) in &entries {
-            let link = std::fs::read_link(p).map(|t| format!(" -> {}", t.display())).unwrap_or_default();
-            let time = chrono::DateTime::from_timestamp(m.mtime(), 0).map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
-            println!("{:o} {:>5} {:>5} {:>12} {time} {name}{link}", m.mode(), m.uid(), m.gid(), m.size());
+        for e in &entries {
+            let link = e.link_target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
+            let time = chrono::DateTime::from_timestamp(e.mtime, 0).map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+            println!("{:o} {:>5} {:>5} {:>12} {time} {}{link}", e.mode, e.uid, e.gid, e.size, e.name);
         }
     }
     Ok(0)
-}
-
-/// A guest path as a path relative to the guest's root, refusing `..` so
-/// nothing outside the mounted file system is read.
-fn guest_relative(path: &str) -> anyhow::Result<PathBuf> {
-    let mut rel = PathBuf::new();
-    for c in Path::new(path).components() {
-        match c {
-            std::path::Component::Normal(n) => rel.push(n),
-            std::path::Component::RootDir | std::path::Component::CurDir => {}
-            _ => anyhow::bail!("{path}: '..' is not allowed in a guest path"),
-        }
-    }
-    Ok(rel)
 }

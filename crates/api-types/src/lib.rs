@@ -196,6 +196,84 @@ pub struct RestoreRequest {
     pub include: Vec<String>,
 }
 
+/// Which guest file system of a VM snapshot: query parameters of the
+/// `vm-files` endpoints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct VmFilesQuery {
+    /// The disk's id; default: the VM's only disk.
+    #[serde(default)]
+    pub disk: Option<String>,
+    /// A partition number or `VG/LV`; default: the only one with a file
+    /// system.
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// A path in the guest (`/etc`); without it, `vm-files` lists the
+    /// disk's partitions instead.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// A partition, or an LVM volume, of a VM snapshot's disk.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmPartitionInfo {
+    /// The partition number, or `VG/LV`; what `partition` takes.
+    pub name: String,
+    pub start: u64,
+    pub size: u64,
+    pub fstype: Option<String>,
+    pub label: Option<String>,
+    /// Why its files cannot be read here, when they cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
+}
+
+/// One file of a guest, as `ls -l` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmFileEntry {
+    pub name: String,
+    /// `st_mode`: type and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+}
+
+/// What `GET .../vm-files` answers: the disk's partitions (without
+/// `path`), or the entries of a guest directory (one entry for a file).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmFilesListing {
+    pub disk: String,
+    /// `gpt`, `dos`, or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<VmPartitionInfo>,
+    /// The partition listed (with `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<VmFileEntry>,
+}
+
+/// Body of `POST .../vm-restore-files`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmRestoreFilesRequest {
+    /// Guest paths to copy.
+    pub paths: Vec<String>,
+    /// Directory on the appliance (under `restore_roots`).
+    pub target: String,
+    #[serde(default)]
+    pub disk: Option<String>,
+    #[serde(default)]
+    pub partition: Option<String>,
+}
+
 /// Retention rules, restic semantics (docs/retention.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeepRules {
@@ -375,6 +453,25 @@ pub enum JobSpec {
         #[serde(default = "qcow2_format")]
         format: String,
     },
+    /// Copy files out of a VM snapshot's guest file system into a
+    /// directory on the appliance (docs/vm-files.md), read-only from the
+    /// backup: modes, times and symlinks kept; owners, set-ID bits and
+    /// device nodes as for `restore`.
+    VmRestoreFiles {
+        datastore: String,
+        snapshot: String,
+        /// Guest paths (files or directories), each copied into `target`
+        /// under its own name.
+        paths: Vec<String>,
+        target: String,
+        /// The disk's id; default: the VM's only disk.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disk: Option<String>,
+        /// A partition number or `VG/LV`; default: the only one with a
+        /// file system.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<String>,
+    },
 }
 
 fn default_instant_net() -> String {
@@ -481,7 +578,8 @@ impl JobSpec {
             | JobSpec::VmRestore { datastore, .. }
             | JobSpec::LabVerify { datastore, .. }
             | JobSpec::VmInstantRestore { datastore, .. }
-            | JobSpec::VmMigrateBack { datastore, .. } => datastore,
+            | JobSpec::VmMigrateBack { datastore, .. }
+            | JobSpec::VmRestoreFiles { datastore, .. } => datastore,
         }
     }
 
@@ -498,6 +596,7 @@ impl JobSpec {
             JobSpec::LabVerify { .. } => "lab-verify",
             JobSpec::VmInstantRestore { .. } => "vm-instant-restore",
             JobSpec::VmMigrateBack { .. } => "vm-migrate-back",
+            JobSpec::VmRestoreFiles { .. } => "vm-restore-files",
         }
     }
 }

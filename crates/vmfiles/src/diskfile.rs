@@ -163,7 +163,7 @@ pub struct DiskFile {
 
 impl DiskFile {
     pub fn serve(device: Arc<dyn BlockDevice>) -> crate::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("lifeboat-vmdisk-").tempdir().map_err(crate::VmFilesError::MountPoint)?;
+        let dir = crate::cleanup::private_dir("disk")?;
         let mp = dir.path().to_path_buf();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

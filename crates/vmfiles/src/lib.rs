@@ -11,15 +11,24 @@
 //! (`losetup -r`) and journaled file systems are mounted without replaying
 //! their journal (`noload` for ext3/4, `norecovery` for xfs), as a replay
 //! would need to write. Every loop device and mount is held by a guard
-//! that undoes it on drop, also on error paths.
+//! that undoes it on drop, also on error paths; what a killed process
+//! leaves behind is found by its name and undone by `clean_stale`.
+//!
+//! LVM volumes inside a partition are found too (see `lvm`), without
+//! device-mapper.
 
+mod cleanup;
 mod diskfile;
+mod lvm;
 mod mount;
 mod probe;
+mod snapshot;
 
+pub use cleanup::{clean_stale, Cleaned};
 pub use diskfile::DiskFile;
 pub use mount::{LoopDevice, MountedFs};
 pub use probe::{probe, DiskLayout, Partition};
+pub use snapshot::{guest_relative, GuestEntry, GuestFiles, SnapshotDisk};
 
 use std::path::PathBuf;
 
@@ -29,10 +38,12 @@ pub enum VmFilesError {
     Open { path: PathBuf, source: std::io::Error },
     #[error("cannot read the partitions of {}: {reason}", path.display())]
     Probe { path: PathBuf, reason: String },
-    #[error("disk {} has no partition {number}; partitions: {available}", path.display())]
-    NoSuchPartition { path: PathBuf, number: u32, available: String },
-    #[error("partition {number} of {} has no file system libblkid recognises (empty, encrypted, or swap?)", path.display())]
-    NoFilesystem { path: PathBuf, number: u32 },
+    #[error("disk {} has no partition {name}; partitions: {available}", path.display())]
+    NoSuchPartition { path: PathBuf, name: String, available: String },
+    #[error("partition {name} of {} has no file system libblkid recognises (empty, encrypted, or swap?)", path.display())]
+    NoFilesystem { path: PathBuf, name: String },
+    #[error("partition {name} of {}: {reason}", path.display())]
+    Unsupported { path: PathBuf, name: String, reason: String },
     #[error("file system {fstype} cannot be mounted here: supported are ext2/3/4, xfs, btrfs, vfat, ntfs")]
     UnsupportedFilesystem { fstype: String },
     #[error("{command} failed: {stderr}")]
@@ -43,6 +54,26 @@ pub enum VmFilesError {
     DiskFile(std::io::Error),
     #[error("cannot create a mount point: {0}")]
     MountPoint(std::io::Error),
+    #[error("{0}")]
+    Snapshot(String),
+    #[error("VM {vm} has no disk {disk} (disks: {available})")]
+    NoSuchDisk { vm: String, disk: String, available: String },
+    #[error("VM {vm} has {count} disks: choose one (disks: {available})")]
+    ChooseDisk { vm: String, count: usize, available: String },
+    #[error("disk {disk} has no single file system to read: choose a partition (with files: {available})")]
+    ChoosePartition { disk: String, available: String },
+    #[error("{path} in partition {partition} of disk {disk}: {source}")]
+    NoSuchPath { path: String, partition: String, disk: String, source: std::io::Error },
+    #[error("{path}: '..' is not allowed in a guest path")]
+    BadPath { path: String },
+}
+
+impl VmFilesError {
+    /// Whether the request named something that is not there (a disk,
+    /// partition or path): a 404 to an API client, not a failure.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, VmFilesError::NoSuchDisk { .. } | VmFilesError::NoSuchPartition { .. } | VmFilesError::NoSuchPath { .. })
+    }
 }
 
 pub type Result<T> = std::result::Result<T, VmFilesError>;

@@ -4,7 +4,7 @@ use crate::{Partition, Result, VmFilesError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn run(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let command = format!("{cmd:?}");
     let out = cmd.output().map_err(|source| VmFilesError::Spawn { command: command.clone(), source })?;
     if !out.status.success() {
@@ -43,7 +43,7 @@ impl Drop for LoopDevice {
 }
 
 /// Mount type and options that read `fstype` without writing to it.
-fn mount_args(fstype: &str) -> Result<(&'static str, &'static str)> {
+pub(crate) fn mount_args(fstype: &str) -> Result<(&'static str, &'static str)> {
     Ok(match fstype {
         // noload: do not replay the journal; a replay writes.
         "ext4" | "ext3" => ("ext4", "ro,noload"),
@@ -74,19 +74,22 @@ pub struct MountedFs {
 impl MountedFs {
     /// Mounts `partition` of the disk image at `image`.
     pub fn mount(image: &Path, partition: &Partition) -> Result<Self> {
+        if let Some(reason) = &partition.unsupported {
+            return Err(VmFilesError::Unsupported { path: image.to_path_buf(), name: partition.name.clone(), reason: reason.clone() });
+        }
         let Some(fstype) = &partition.fstype else {
-            return Err(VmFilesError::NoFilesystem { path: image.to_path_buf(), number: partition.number });
+            return Err(VmFilesError::NoFilesystem { path: image.to_path_buf(), name: partition.name.clone() });
         };
         let (kind, options) = mount_args(fstype)?;
         let dev = LoopDevice::attach(image, partition.start, partition.size)?;
-        let dir = tempfile::Builder::new().prefix("lifeboat-vmfiles-").tempdir().map_err(VmFilesError::MountPoint)?;
+        let dir = crate::cleanup::private_dir("fs")?;
         if kind == "vfat" && !kernel_has("vfat") {
             copy_fat(dev.path(), dir.path())?;
-            tracing::debug!(image = %image.display(), partition = partition.number, dir = %dir.path().display(), "FAT copied out with mtools");
+            tracing::debug!(image = %image.display(), partition = %partition.name, dir = %dir.path().display(), "FAT copied out with mtools");
             return Ok(MountedFs { dir: Some(dir), mounted: false, _loop: dev });
         }
         run(Command::new("mount").args(["-t", kind, "-o", options]).arg(dev.path()).arg(dir.path()))?;
-        tracing::debug!(image = %image.display(), partition = partition.number, fstype, dir = %dir.path().display(), "mounted");
+        tracing::debug!(image = %image.display(), partition = %partition.name, fstype, dir = %dir.path().display(), "mounted");
         Ok(MountedFs { dir: Some(dir), mounted: true, _loop: dev })
     }
 

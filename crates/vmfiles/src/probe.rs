@@ -6,11 +6,15 @@ use libblkid_rs::BlkidProbe;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-/// One partition, or the whole disk (number 0) when it has no table.
+/// One partition, the whole disk (number 0) when it has no table, or an
+/// LVM logical volume inside a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partition {
     /// 1-based as in the partition table; 0 for an unpartitioned disk.
+    /// An LVM volume carries the number of the partition holding its PV.
     pub number: u32,
+    /// How a user names it: the number, or `vg/lv` for an LVM volume.
+    pub name: String,
     /// Byte offset and length in the disk image.
     pub start: u64,
     pub size: u64,
@@ -18,6 +22,17 @@ pub struct Partition {
     /// `LVM2_member`...); None when nothing is recognised.
     pub fstype: Option<String>,
     pub label: Option<String>,
+    /// Why its files cannot be read here (an LVM layout that needs
+    /// device-mapper, LVM tools missing); None when they can.
+    pub unsupported: Option<String>,
+}
+
+impl Partition {
+    /// Whether it holds a file system this crate can show (not swap, not
+    /// an LVM PV, whose volumes are listed on their own).
+    pub fn has_files(&self) -> bool {
+        self.unsupported.is_none() && self.fstype.as_deref().is_some_and(|t| crate::mount::mount_args(t).is_ok())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,14 +43,15 @@ pub struct DiskLayout {
 }
 
 impl DiskLayout {
-    pub fn partition(&self, path: &Path, number: u32) -> Result<&Partition> {
-        self.partitions.iter().find(|p| p.number == number).ok_or_else(|| VmFilesError::NoSuchPartition {
+    /// The partition named `name`: its number, or `vg/lv`.
+    pub fn partition(&self, path: &Path, name: &str) -> Result<&Partition> {
+        self.partitions.iter().find(|p| p.name == name).ok_or_else(|| VmFilesError::NoSuchPartition {
             path: path.to_path_buf(),
-            number,
+            name: name.to_string(),
             available: if self.partitions.is_empty() {
                 "none".into()
             } else {
-                self.partitions.iter().map(|p| p.number.to_string()).collect::<Vec<_>>().join(", ")
+                self.partitions.iter().map(|p| p.name.clone()).collect::<Vec<_>>().join(", ")
             },
         })
     }
@@ -69,11 +85,14 @@ pub fn probe(path: &Path) -> Result<DiskLayout> {
     if table.is_none() {
         partitions.push(Partition {
             number: 0,
+            name: "0".into(),
             start: 0,
             size: len,
             fstype: if ok { value(&probe, "TYPE") } else { None },
             label: if ok { value(&probe, "LABEL") } else { None },
+            unsupported: None,
         });
+        add_volumes(&file, path, &mut partitions)?;
         return Ok(DiskLayout { table, partitions });
     }
     let mut ranges = Vec::new();
@@ -91,9 +110,31 @@ pub fn probe(path: &Path) -> Result<DiskLayout> {
     }
     for (number, start, size) in ranges {
         let (fstype, label) = probe_range(&file, path, start, size)?;
-        partitions.push(Partition { number, start, size, fstype, label });
+        partitions.push(Partition { number, name: number.to_string(), start, size, fstype, label, unsupported: None });
     }
+    add_volumes(&file, path, &mut partitions)?;
     Ok(DiskLayout { table, partitions })
+}
+
+/// Appends the LVM volumes of every LVM PV partition, probed like
+/// partitions. A PV whose metadata cannot be read is marked unsupported
+/// rather than failing the listing of the disk's other partitions.
+fn add_volumes(file: &std::fs::File, path: &Path, partitions: &mut Vec<Partition>) -> Result<()> {
+    let pvs: Vec<usize> = (0..partitions.len()).filter(|&i| partitions[i].fstype.as_deref() == Some("LVM2_member")).collect();
+    for i in pvs {
+        match crate::lvm::logical_volumes(path, &partitions[i]) {
+            Ok(lvs) => {
+                for mut lv in lvs {
+                    if lv.unsupported.is_none() {
+                        (lv.fstype, lv.label) = probe_range(file, path, lv.start, lv.size)?;
+                    }
+                    partitions.push(lv);
+                }
+            }
+            Err(e) => partitions[i].unsupported = Some(format!("cannot read its LVM metadata: {e}")),
+        }
+    }
+    Ok(())
 }
 
 fn probe_range(file: &std::fs::File, path: &Path, start: u64, size: u64) -> Result<(Option<String>, Option<String>)> {
