@@ -159,17 +159,13 @@ pub fn run_for_targets(ds: &std::sync::Arc<Datastore>, snapshot: &str, target: &
                 p.files.fetch_add(vm.disks.len() as u64, Ordering::Relaxed);
                 p.bytes.fetch_add(vm.disks.iter().map(|n| n.size).sum(), Ordering::Relaxed);
             }
-            Err(lifeboat_convert::restore::TargetRestoreError::Repair { msg, report }) => {
-                for s in report.iter().flat_map(|r| r.steps.iter()) {
-                    h.log(&format!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; ")));
-                }
-                failed.push(msg);
-            }
+            // (a failed repair's steps are in the job's log already)
+            Err(lifeboat_convert::restore::TargetRestoreError::Repair { msg, .. }) => failed.push(msg),
             Err(e) => failed.push(format!("{shown}: {e}")),
         }
     }
-    if !failed.is_empty() {
-        return Err(if specs.len() == 1 { failed.remove(0) } else { format!("{} of {} targets failed: {}", failed.len(), specs.len(), failed.join("; ")) });
+    if let Some(msg) = lifeboat_convert::failure_message(&failed, specs.len()) {
+        return Err(msg);
     }
     let mut result = if done.len() == 1 {
         done.remove(0)

@@ -377,14 +377,9 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             let mut failed = Vec::new();
             let mut done = Vec::new();
             for ((dir, _), r) in targets.iter().zip(results) {
+                // (a failed repair's steps are on stderr already)
                 match r {
                     Ok(r) => done.push((dir, r)),
-                    Err(lifeboat_convert::restore::TargetRestoreError::Repair { msg, report }) => {
-                        for s in report.iter().flat_map(|r| r.steps.iter()) {
-                            eprintln!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; "));
-                        }
-                        failed.push(msg);
-                    }
                     Err(e) => failed.push(e.to_string()),
                 }
             }
@@ -403,10 +398,9 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
                     }
                 }
             }
-            match failed.len() {
-                0 => Ok(0),
-                1 if specs.len() == 1 => anyhow::bail!("{}", failed[0]),
-                n => anyhow::bail!("{n} of {} targets failed: {}", specs.len(), failed.join("; ")),
+            match lifeboat_convert::failure_message(&failed, specs.len()) {
+                None => Ok(0),
+                Some(msg) => anyhow::bail!("{msg}"),
             }
         }
         VmCmd::Restore { ds, snapshot, target, format, disk, into, .. } => {

@@ -113,7 +113,8 @@ pub struct GuestRepair {
 }
 
 /// Repairs the guest on `drives` (writable NBD URIs of its disks, in
-/// order) for the converted hardware `c`; the steps go to `log`.
+/// order) for the converted hardware `c`; the steps go to `log`, those
+/// of a failed repair too.
 pub fn repair_guest(c: &Converted, drives: &[String], o: &GuestRepair, log: &dyn Fn(&str)) -> Result<RepairReport, TargetRestoreError> {
     let plan = RepairPlan {
         platform: c.platform.to_string(),
@@ -126,14 +127,20 @@ pub fn repair_guest(c: &Converted, drives: &[String], o: &GuestRepair, log: &dyn
         driver_source: o.drivers.clone(),
     };
     log(&format!("repairing the guest for {} (drivers: {})", c.platform, plan.drivers.join(", ")));
+    let log_steps = |r: &RepairReport| {
+        for s in &r.steps {
+            log(&format!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; ")));
+        }
+    };
     match lifeboat_repair::repair(drives, "raw", &plan, &o.scratch) {
         Ok(r) => {
-            for s in &r.steps {
-                log(&format!("repair {}: {:?}: {}", s.step, s.outcome, s.details.join("; ")));
-            }
+            log_steps(&r);
             Ok(r)
         }
-        Err(lifeboat_repair::RepairError::Step { step, msg, report }) => Err(TargetRestoreError::Repair { msg: format!("guest repair failed in step {step}: {msg}"), report: Some(report) }),
+        Err(lifeboat_repair::RepairError::Step { step, msg, report }) => {
+            log_steps(&report);
+            Err(TargetRestoreError::Repair { msg: format!("guest repair failed in step {step}: {msg}"), report: Some(report) })
+        }
         Err(e) => Err(TargetRestoreError::Repair { msg: e.to_string(), report: None }),
     }
 }
@@ -182,6 +189,16 @@ pub fn parse_targets(specs: &[String], format: Option<DiskFormat>) -> Result<Vec
         }
     }
     Ok(out)
+}
+
+/// One message for the targets of a restore that failed (`failed`, out
+/// of `total`): a lone target's error as it is, several counted.
+pub fn failure_message(failed: &[String], total: usize) -> Option<String> {
+    match failed {
+        [] => None,
+        [one] if total == 1 => Some(one.clone()),
+        _ => Some(format!("{} of {total} targets failed: {}", failed.len(), failed.join("; "))),
+    }
 }
 
 /// A target checked and mapped, before anything is written.
@@ -247,7 +264,7 @@ pub fn restore_for_targets(ds: Arc<Datastore>, vm: &LoadedVm, targets: &[(PathBu
     result
 }
 
-/// Several results for `n` targets, from one that ends them all.
+/// One result per target, in their order.
 type Results = Vec<Result<TargetRestore, TargetRestoreError>>;
 
 fn run(ds: Arc<Datastore>, vm: &LoadedVm, targets: &[Planned], log: &(dyn Fn(&str) + Sync)) -> Result<Results, TargetRestoreError> {
@@ -464,6 +481,14 @@ mod tests {
         // The same platform twice, in two formats: named by format.
         let t = parse_targets(&specs(&["kvm", "kvm:raw"]), None).unwrap();
         assert_eq!(t.iter().map(|t| t.subdir.clone().unwrap()).collect::<Vec<_>>(), ["kvm-qcow2", "kvm-raw"]);
+    }
+
+    #[test]
+    fn failures_are_one_message() {
+        assert_eq!(failure_message(&[], 3), None);
+        assert_eq!(failure_message(&["no OS".into()], 1).as_deref(), Some("no OS"));
+        assert_eq!(failure_message(&["kvm: no OS".into()], 2).as_deref(), Some("1 of 2 targets failed: kvm: no OS"));
+        assert_eq!(failure_message(&["a".into(), "b".into()], 4).as_deref(), Some("2 of 4 targets failed: a; b"));
     }
 
     #[test]

@@ -28,6 +28,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long a blank screen is looked at again before the screenshot
+/// probe fails.
+const SCREEN_SETTLE: Duration = Duration::from_secs(10);
+
 /// Which probes run (`--probe ping,heartbeat,screenshot,script=PATH`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probes {
@@ -420,10 +424,24 @@ fn probe(vm: &mut Running, lab: &LabNetwork, o: &VerifyOptions) {
         let t = Utc::now();
         let file = format!("{}-{}.png", safe(&vm.name), &vm.snapshot[..8]);
         let path = o.report_dir.join(&file);
-        match screendump(&vm.dir.join("qmp.sock"), &path).and_then(|_| Screen::load_png(&path).map_err(|e| e.to_string())) {
-            Ok(s) => {
-                vm.report.screenshot = Some(file);
+        // A guest repaints its console now and then (a getty clears tty1
+        // before it prints its prompt, fbcon redraws on a mode switch), so
+        // a blank screen is looked at again for a few seconds before it
+        // fails the probe; a screen stuck on the firmware is not.
+        let look_until = Instant::now() + SCREEN_SETTLE;
+        let judged = loop {
+            let r = screendump(&vm.dir.join("qmp.sock"), &path).and_then(|_| Screen::load_png(&path).map_err(|e| e.to_string())).map(|s| {
                 let v = s.judge(vm.firmware.as_ref());
+                (s, v)
+            });
+            match &r {
+                Ok((_, v)) if !v.ok && v.firmware_left.is_none() && Instant::now() < look_until && !cancelled() => std::thread::sleep(Duration::from_secs(1)),
+                _ => break r,
+            }
+        };
+        match judged {
+            Ok((s, v)) => {
+                vm.report.screenshot = Some(file);
                 let text = ((s.width, s.height) == crate::screen::TEXT_MODE).then(|| vga_text(&vm.dir)).flatten();
                 match text.as_deref().and_then(crate::screen::boot_failure) {
                     Some(line) if v.ok => vm.push("screenshot", Outcome::Fail, t, format!("the screen shows a firmware or boot loader failure: {line:?}")),
