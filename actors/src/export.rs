@@ -269,7 +269,7 @@ impl Handler<CreateExport> for ExportActor {
         let req2 = req.clone();
         let fut = async move {
             let ds = ds_addr.send(DatastoreHandle).await.map_err(|e| ExportError::Unavailable(format!("datastore {:?}: {e}", req2.datastore)))?;
-            let r = blocking(move || -> Result<(BlobId, String, Arc<dyn BlockDevice>, String, chrono::DateTime<Utc>), ExportError> {
+            let r = blocking(move || -> Result<(BlobId, String, Arc<dyn BlockDevice>, lifeboat_vm::VmMetadata, chrono::DateTime<Utc>), ExportError> {
                 // The snapshot may come from another process (the CLI, an
                 // agent): look at the index as it is now.
                 ds.refresh_index().map_err(|e| ExportError::Unavailable(format!("datastore {:?}: {e}", req2.datastore)))?;
@@ -297,14 +297,14 @@ impl Handler<CreateExport> for ExportActor {
                 } else {
                     Arc::new(base)
                 };
-                Ok((sid, disk, device, md.name.clone(), snap.time))
+                Ok((sid, disk, device, md.clone(), snap.time))
             })
             .await
             .unwrap_or_else(|e| Err(ExportError::Unavailable(e)))?;
             Ok((ds_addr, r))
         };
         Box::pin(fut.into_actor(self).map(move |res: Result<_, ExportError>, act, _| {
-            let (ds_addr, (sid, disk, device, vm_name, snap_time)) = res?;
+            let (ds_addr, (sid, disk, device, md, snap_time)) = res?;
             let device = Arc::new(Gated { inner: device, open: AtomicBool::new(true) });
             // Only a valid request opens a listener.
             let (name, uri, nfs) = match req.protocol {
@@ -316,15 +316,19 @@ impl Handler<CreateExport> for ExportActor {
                     (name, uri, None)
                 }
                 ExportProtocol::Nfs => {
-                    let nd = NfsDisk {
-                        vm: vm_name,
+                    let mut nd = NfsDisk {
+                        vm: md.name.clone(),
                         snapshot_time: snap_time.format("%Y-%m-%dT%H%M%SZ").to_string(),
                         disk: disk.clone(),
                         device: device.clone(),
                         writable: req.writable,
                         clients: clients.clone(),
                         mtime: snap_time.timestamp().clamp(0, u32::MAX as i64) as u32,
+                        meta: Vec::new(),
+                        // Beside the overlay, so it goes with the export.
+                        files: req.writable.then(|| act.dir.join(&id).join("files")),
                     };
+                    nd.meta = nfs_metadata_files(&md, &nd).map_err(|m| ExportError::Invalid(format!("VM {}: {m}", md.name)))?;
                     let addr = act.ensure_nfs()?;
                     let idx = match act.nfs_registry.add(nd) {
                         Ok(i) => i,
@@ -357,6 +361,20 @@ impl Handler<CreateExport> for ExportActor {
             Ok(info)
         }))
     }
+}
+
+/// The platform metadata an NFS export shows beside its disk (`vm.json`,
+/// `vm.ovf` naming the disk's `.vmdk` descriptor); the same files the
+/// cross-platform restore writes.
+pub fn nfs_metadata_files(md: &lifeboat_vm::VmMetadata, d: &NfsDisk) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let vmdk = lifeboat_convert::writers::DiskFile {
+        id: d.disk.clone(),
+        file: format!("{}.vmdk", lifeboat_nfs::plain_name(&d.disk)),
+        format: lifeboat_convert::DiskFormat::Vmdk,
+        size: d.device.size(),
+        file_bytes: d.vmdk_descriptor().len() as u64,
+    };
+    lifeboat_convert::writers::nfs_export_files(md, &[vmdk])
 }
 
 #[derive(Message)]

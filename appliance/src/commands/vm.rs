@@ -539,17 +539,18 @@ fn export_nfs(
     };
     let (_, node) = vm.disk(&disk).ok_or_else(|| anyhow::anyhow!("VM {} in snapshot {} has no disk {disk:?} (disks: {})", vm.md.name, sid.short(), ids.join(", ")))?;
     let base = lifeboat_vm::image::DatastoreDisk::new(ds.clone(), node);
+    let mut files_area = None;
     let device: Arc<dyn BlockDevice> = if writable {
         let work = workdir.unwrap_or_else(|| ds.root().join("tmp").join(format!("nfs-{}", sid.short())));
         std::fs::create_dir_all(&work).map_err(|e| anyhow::anyhow!("creating {}: {e}", work.display()))?;
         let p = work.join(format!("{}.overlay", lifeboat_nfs::plain_name(&disk)));
-        eprintln!("writes go to the overlay {}", p.display());
+        files_area = Some(work.join("files"));
+        eprintln!("writes go to the overlay {} and new files to {}/files", p.display(), work.display());
         Arc::new(CowOverlay::open(base, &p).map_err(|e| anyhow::anyhow!("creating the overlay {}: {e}", p.display()))?)
     } else {
         Arc::new(base)
     };
-    let registry = Arc::new(lifeboat_nfs::Registry::default());
-    let idx = registry.add(lifeboat_nfs::NfsDisk {
+    let mut nd = lifeboat_nfs::NfsDisk {
         vm: vm.md.name.clone(),
         snapshot_time: snap.time.format("%Y-%m-%dT%H%M%SZ").to_string(),
         disk,
@@ -557,7 +558,12 @@ fn export_nfs(
         writable,
         clients,
         mtime: snap.time.timestamp().clamp(0, u32::MAX as i64) as u32,
-    })?;
+        meta: Vec::new(),
+        files: files_area,
+    };
+    nd.meta = lifeboat_actors::export::nfs_metadata_files(&vm.md, &nd).map_err(|m| anyhow::anyhow!("VM {}: {m}", vm.md.name))?;
+    let registry = Arc::new(lifeboat_nfs::Registry::default());
+    let idx = registry.add(nd)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("nfs").enable_all().build()?;
     let server = lifeboat_nfs::NfsServer::start(listen, Some(portmap).filter(|a| a.port() != 0), registry.clone(), rt.handle())?;
     let addr = server.local_addr();

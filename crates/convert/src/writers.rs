@@ -535,3 +535,14 @@ mod tests {
         assert!(ps.contains("-StaticMacAddress '525400AABBCC'"), "{ps}");
     }
 }
+
+/// The platform metadata an NFS datastore shows beside a snapshot's
+/// disks: `vm.json` (the neutral document, as backed up) and `vm.ovf`
+/// (the VMware description a `--target vmware` restore writes), whose
+/// disks are the export's `<disk>.vmdk` descriptors. `disks` are the
+/// exported disks only.
+pub fn nfs_export_files(md: &lifeboat_vm::VmMetadata, disks: &[DiskFile]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let p = crate::Platform::Vmware;
+    let c = crate::convert(md, p, &crate::Mapping::defaults(p))?;
+    Ok(vec![("vm.json".into(), md.to_json()), ("vm.ovf".into(), ovf(&c, disks, false).into_bytes())])
+}

@@ -3,18 +3,24 @@
 //! Every live NFS export adds `/<vm>/<snapshot time>/` with three files:
 //! `<disk>.img` (the flat raw disk), `<disk>-flat.vmdk` (the same bytes,
 //! the extent a VMware descriptor names) and `<disk>.vmdk` (that
-//! descriptor). A client sees only the exports whose allow-list holds its
-//! address, so one listener serves many exports without leaking one
-//! export's disk to another export's clients.
+//! descriptor), plus the export's read-only metadata files (`vm.json`,
+//! `vm.ovf`). A writable export also shows the files clients made there
+//! (ESXi's lock, swap and log files), kept in the export's own files
+//! area on the host. A client sees only the exports whose allow-list
+//! holds its address, so one listener serves many exports without
+//! leaking one export's disk to another export's clients.
 //!
-//! File handles are `export index << 8 | node kind`: stable for the
-//! export's life, stale once it is removed (indices are never reused).
+//! File handles are `index << 8 | node kind`: the index is the export's
+//! for the fixed nodes and a registry-wide node number for created files.
+//! Both are stable for the export's life and stale once it is removed
+//! (indices are never reused).
 
 use crate::ClientRule;
 use lifeboat_nbd::BlockDevice;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// One disk served over NFS.
@@ -28,7 +34,17 @@ pub struct NfsDisk {
     pub clients: Vec<ClientRule>,
     /// Seconds since the epoch, shown as every node's times.
     pub mtime: u32,
+    /// Read-only files shown beside the disk (name, content): the
+    /// platform metadata. At most [`MAX_META`]; names are made plain.
+    pub meta: Vec<(String, Vec<u8>)>,
+    /// A writable export's files area (a host directory only this export
+    /// uses): what clients create in the snapshot directory lives here.
+    /// `None` for read-only exports.
+    pub files: Option<PathBuf>,
 }
+
+/// Metadata files one export can show.
+pub const MAX_META: usize = 16;
 
 impl NfsDisk {
     /// The path of the raw disk inside the export (`/<vm>/<time>/<disk>.img`).
@@ -67,13 +83,19 @@ pub fn plain_name(s: &str) -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    Root = 1,
-    VmDir = 2,
-    TimeDir = 3,
-    Img = 4,
-    Flat = 5,
-    Vmdk = 6,
+    Root,
+    VmDir,
+    TimeDir,
+    Img,
+    Flat,
+    Vmdk,
+    /// A file or directory a client created (index: the node number).
+    Created,
+    /// Metadata file number n of the export.
+    Meta(u8),
 }
+
+const META_BASE: u8 = 16;
 
 impl Kind {
     fn from_u8(k: u8) -> Option<Kind> {
@@ -84,15 +106,30 @@ impl Kind {
             4 => Kind::Img,
             5 => Kind::Flat,
             6 => Kind::Vmdk,
+            7 => Kind::Created,
+            k if (META_BASE..META_BASE + MAX_META as u8).contains(&k) => Kind::Meta(k - META_BASE),
             _ => return None,
         })
     }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Kind::Root => 1,
+            Kind::VmDir => 2,
+            Kind::TimeDir => 3,
+            Kind::Img => 4,
+            Kind::Flat => 5,
+            Kind::Vmdk => 6,
+            Kind::Created => 7,
+            Kind::Meta(n) => META_BASE + n,
+        }
+    }
 }
 
-pub(crate) const ROOT: u64 = Kind::Root as u64;
+pub(crate) const ROOT: u64 = 1;
 
 pub(crate) fn handle(idx: u64, kind: Kind) -> u64 {
-    (idx << 8) | kind as u64
+    (idx << 8) | kind.to_u8() as u64
 }
 
 pub(crate) fn split(h: u64) -> Option<(u64, Kind)> {
@@ -115,6 +152,11 @@ pub struct Registry {
 struct Inner {
     next: u64,
     disks: BTreeMap<u64, Arc<NfsDisk>>,
+    /// Created nodes: number -> (export index, path in its files area),
+    /// and back.
+    next_node: u64,
+    nodes: BTreeMap<u64, (u64, PathBuf)>,
+    node_of: BTreeMap<(u64, PathBuf), u64>,
 }
 
 impl Registry {
@@ -123,6 +165,10 @@ impl Registry {
         d.vm = plain_name(&d.vm);
         d.snapshot_time = plain_name(&d.snapshot_time);
         d.disk = plain_name(&d.disk);
+        d.meta.truncate(MAX_META);
+        for (n, _) in &mut d.meta {
+            *n = plain_name(n);
+        }
         let mut g = self.inner.write();
         let path = d.img_path();
         if g.disks.values().any(|o| o.img_path() == path) {
@@ -135,7 +181,58 @@ impl Registry {
     }
 
     pub fn remove(&self, idx: u64) -> Option<Arc<NfsDisk>> {
-        self.inner.write().disks.remove(&idx)
+        let mut g = self.inner.write();
+        g.nodes.retain(|_, (i, _)| *i != idx);
+        g.node_of.retain(|(i, _), _| *i != idx);
+        g.disks.remove(&idx)
+    }
+
+    /// The handle of `rel` in export `idx`'s files area (made on first use).
+    pub(crate) fn node(&self, idx: u64, rel: &Path) -> u64 {
+        let mut g = self.inner.write();
+        if let Some(n) = g.node_of.get(&(idx, rel.to_path_buf())) {
+            return handle(*n, Kind::Created);
+        }
+        g.next_node += 1;
+        let n = g.next_node;
+        g.nodes.insert(n, (idx, rel.to_path_buf()));
+        g.node_of.insert((idx, rel.to_path_buf()), n);
+        handle(n, Kind::Created)
+    }
+
+    /// Export index and path of created node `n`.
+    pub(crate) fn node_path(&self, n: u64) -> Option<(u64, PathBuf)> {
+        self.inner.read().nodes.get(&n).cloned()
+    }
+
+    /// After a rename: `from` and everything under it is now at `to`
+    /// (handles stay valid, as NFS clients expect); whatever was at `to`
+    /// is gone.
+    pub(crate) fn renamed(&self, idx: u64, from: &Path, to: &Path) {
+        let mut g = self.inner.write();
+        let g = &mut *g;
+        let gone: Vec<u64> = g.nodes.iter().filter(|(_, (i, p))| *i == idx && p.starts_with(to)).map(|(n, _)| *n).collect();
+        for n in gone {
+            if let Some(k) = g.nodes.remove(&n) {
+                g.node_of.remove(&k);
+            }
+        }
+        for (n, (i, p)) in g.nodes.iter_mut() {
+            if *i == idx && p.starts_with(from) {
+                let old = p.clone();
+                *p = to.join(old.strip_prefix(from).unwrap_or(Path::new("")));
+                g.node_of.remove(&(idx, old));
+                g.node_of.insert((idx, p.clone()), *n);
+            }
+        }
+    }
+
+    /// After a remove: `rel` and everything under it are gone.
+    pub(crate) fn forget(&self, idx: u64, rel: &Path) {
+        let mut g = self.inner.write();
+        let g = &mut *g;
+        g.nodes.retain(|_, (i, p)| !(*i == idx && p.starts_with(rel)));
+        g.node_of.retain(|(i, p), _| !(*i == idx && p.starts_with(rel)));
     }
 
     /// The raw disk's path of export `idx` (`/<vm>/<time>/<disk>.img`).

@@ -97,7 +97,7 @@ fn mutated_rpc_calls_never_panic_or_hang() {
     std::fs::write(&raw, vec![7u8; 256 * 1024]).unwrap();
     let reg = Arc::new(Registry::default());
     let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&raw).unwrap());
-    reg.add(NfsDisk { vm: "vm".into(), snapshot_time: "t".into(), disk: "d".into(), device, writable: false, clients: vec!["127.0.0.1".parse().unwrap()], mtime: 0 }).unwrap();
+    reg.add(NfsDisk { vm: "vm".into(), snapshot_time: "t".into(), disk: "d".into(), device, writable: false, clients: vec!["127.0.0.1".parse().unwrap()], mtime: 0, meta: vec![("vm.json".into(), b"{}".to_vec())], files: None }).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let svc = Service::new(reg.clone(), 2049);

@@ -30,6 +30,8 @@ fn disk(path: &Path, vm: &str, writable: bool, clients: &[&str], overlay: Option
         writable,
         clients: clients.iter().map(|c| c.parse().unwrap()).collect(),
         mtime: 1_700_000_000,
+        meta: vec![("vm.json".into(), br#"{"name":"vm"}"#.to_vec())],
+        files: overlay.map(|o| o.with_extension("files")),
     }
 }
 
@@ -120,6 +122,87 @@ fn writable_export_writes_to_the_overlay_only() {
         eprintln!("nfs-cp write refused: {out}");
     }
     assert!(std::fs::read(&raw).unwrap() == data, "the base disk was written");
+    drop(srv);
+}
+
+/// ESXi puts lock, swap and log files beside a running VM's disk: a
+/// writable export takes new files in the snapshot directory (into its
+/// files area, never beside the base disk), a read-only one refuses them,
+/// and nobody can replace the fixed files.
+#[test]
+fn writable_export_takes_new_files_read_only_refuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pattern(1024 * 1024);
+    let raw = tmp.path().join("c.raw");
+    std::fs::write(&raw, &data).unwrap();
+    let overlay = tmp.path().join("c.overlay");
+    let rt = rt();
+    let reg = Arc::new(Registry::default());
+    reg.add(disk(&raw, "rw", true, &["127.0.0.1"], Some(&overlay))).unwrap();
+    reg.add(disk(&raw, "ro", false, &["127.0.0.1"], None)).unwrap();
+    let srv = NfsServer::start("127.0.0.1:0".parse().unwrap(), None, reg.clone(), rt.handle()).unwrap();
+    let a = srv.local_addr();
+    let dir = "/rw/2026-12-04T100000Z";
+
+    let log = tmp.path().join("vmware.log");
+    let text: Vec<u8> = (0..200_000u32).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+    std::fs::write(&log, &text).unwrap();
+    let (ok, out) = run(Command::new("nfs-cp").arg(&log).arg(url(a, &format!("{dir}/vmware.log"))));
+    assert!(ok, "nfs-cp to a writable export: {out}");
+    let (ok, out) = run(Command::new("nfs-cp").arg(&log).arg(url(a, &format!("{dir}/.lck-0001"))));
+    assert!(ok, "nfs-cp of a lock file: {out}");
+    let (ok, ls) = run(Command::new("nfs-ls").arg(url(a, dir)));
+    assert!(ok && ls.contains("vmware.log") && ls.contains(".lck-0001") && ls.contains("disk0.img") && ls.contains("vm.json"), "{ls}");
+    let back = tmp.path().join("back.log");
+    let (ok, out) = run(Command::new("nfs-cp").arg(url(a, &format!("{dir}/vmware.log"))).arg(&back));
+    assert!(ok, "{out}");
+    assert!(std::fs::read(&back).unwrap() == text, "the file read back differs from the one written");
+    let cat = Command::new("nfs-cat").arg(url(a, &format!("{dir}/vmware.log"))).output().unwrap();
+    assert!(cat.status.success() && cat.stdout == text, "nfs-cat: {}", String::from_utf8_lossy(&cat.stderr));
+    // Kept in the files area, beside the overlay; the base is untouched.
+    let area = overlay.with_extension("files");
+    assert!(std::fs::read(area.join("vmware.log")).unwrap() == text, "not in the files area {}", area.display());
+    assert!(std::fs::read(&raw).unwrap() == data, "the base disk changed");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 5, "files appeared outside the files area");
+
+    // The metadata file reads as given and cannot be overwritten.
+    let meta = tmp.path().join("vm.json");
+    let (ok, out) = run(Command::new("nfs-cp").arg(url(a, &format!("{dir}/vm.json"))).arg(&meta));
+    assert!(ok && std::fs::read(&meta).unwrap() == br#"{"name":"vm"}"#, "{out}");
+    let (ok, out) = run(Command::new("nfs-cp").arg(&log).arg(url(a, &format!("{dir}/vm.json"))));
+    assert!(!ok, "the metadata file was overwritten: {out}");
+
+    // Read-only: no new files.
+    let (ok, out) = run(Command::new("nfs-cp").arg(&log).arg(url(a, "/ro/2026-12-04T100000Z/vmware.log")));
+    assert!(!ok, "a read-only export took a new file: {out}");
+    let (_, ls) = run(Command::new("nfs-ls").arg(url(a, "/ro/2026-12-04T100000Z")));
+    assert!(!ls.contains("vmware.log"), "{ls}");
+    // Nor in the root or a VM directory of a writable export.
+    let (ok, out) = run(Command::new("nfs-cp").arg(&log).arg(url(a, "/rw/stray.log")));
+    assert!(!ok, "a file was made outside a snapshot directory: {out}");
+    drop(srv);
+}
+
+/// QEMU's `nfs://` driver makes files too: `qemu-img create` is CREATE
+/// plus SETATTR(size), as ESXi makes a `.vswp`.
+#[test]
+fn qemu_img_creates_a_sized_file_on_a_writable_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("d.raw");
+    std::fs::write(&raw, pattern(1024 * 1024)).unwrap();
+    let overlay = tmp.path().join("d.overlay");
+    let rt = rt();
+    let reg = Arc::new(Registry::default());
+    reg.add(disk(&raw, "vm", true, &["127.0.0.1"], Some(&overlay))).unwrap();
+    let srv = NfsServer::start("127.0.0.1:0".parse().unwrap(), Some("127.0.0.1:111".parse().unwrap()), reg.clone(), rt.handle()).unwrap();
+    assert!(srv.portmap_addr().is_some(), "port 111 is taken on this machine (rpcbind?)");
+    let (ok, out) = run(Command::new("qemu-img").args(["create", "-f", "raw", "nfs://127.0.0.1/vm/2026-12-04T100000Z/vm-1.vswp", "3M"]));
+    assert!(ok, "qemu-img create over nfs://: {out}");
+    let f = overlay.with_extension("files").join("vm-1.vswp");
+    assert_eq!(std::fs::metadata(&f).map(|m| m.len()).ok(), Some(3 << 20), "{out}");
+    let (ok, out) = run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x77 1M 64k", "-c", "read -P 0x77 1M 64k", "nfs://127.0.0.1/vm/2026-12-04T100000Z/vm-1.vswp"]));
+    assert!(ok && !out.contains("Pattern verification failed"), "{out}");
+    assert_eq!(std::fs::read(&f).unwrap()[1 << 20], 0x77);
     drop(srv);
 }
 
