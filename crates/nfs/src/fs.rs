@@ -298,13 +298,10 @@ impl ClientView {
             std::fs::create_dir_all(&area).map_err(|e| host_err("create", e))?;
             match how {
                 Make::Dir => std::fs::create_dir(&host).map(drop),
-                Make::File { exclusive, size } => {
-                    let f = std::fs::OpenOptions::new().write(true).create(!exclusive).create_new(exclusive).open(&host)?;
-                    match size {
-                        Some(s) => f.set_len(s),
-                        None => Ok(()),
-                    }
-                }
+                Make::File { exclusive, size } => std::fs::OpenOptions::new().write(true).create(!exclusive).create_new(exclusive).open(&host).and_then(|f| match size {
+                    Some(s) => f.set_len(s),
+                    None => Ok(()),
+                }),
             }
             .map_err(|e| host_err("create", e))
         })
