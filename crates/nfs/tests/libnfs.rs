@@ -48,6 +48,10 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+
+/// QEMU's `nfs://` driver asks the portmapper on port 111 (its URLs take
+/// no port), so the tests that serve one take turns.
+static PORT_111: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn libnfs_lists_copies_and_is_refused_where_it_should_be() {
     let tmp = tempfile::tempdir().unwrap();
@@ -196,6 +200,7 @@ fn qemu_img_creates_a_sized_file_on_a_writable_export() {
     let rt = rt();
     let reg = Arc::new(Registry::default());
     reg.add(disk(&raw, "vm", true, &["127.0.0.1"], Some(&overlay))).unwrap();
+    let _port_111 = PORT_111.lock().unwrap_or_else(|e| e.into_inner());
     let srv = NfsServer::start("127.0.0.1:0".parse().unwrap(), Some("127.0.0.1:111".parse().unwrap()), reg.clone(), rt.handle()).unwrap();
     assert!(srv.portmap_addr().is_some(), "port 111 is taken on this machine (rpcbind?)");
     let (ok, out) = run(Command::new("qemu-img").args(["create", "-f", "raw", "nfs://127.0.0.1/vm/2026-12-04T100000Z/vm-1.vswp", "3M"]));
@@ -309,6 +314,7 @@ fn qemu_io_writes_land_in_the_overlay_and_read_only_refuses_write() {
     ro.disk = "sda".into();
     reg.add(disk(&raw, "rw", true, &["127.0.0.1"], Some(&overlay))).unwrap();
     reg.add(ro).unwrap();
+    let _port_111 = PORT_111.lock().unwrap_or_else(|e| e.into_inner());
     let srv = NfsServer::start("127.0.0.1:0".parse().unwrap(), Some("127.0.0.1:111".parse().unwrap()), reg.clone(), rt.handle()).unwrap();
     assert!(srv.portmap_addr().is_some(), "port 111 is taken on this machine (rpcbind?)");
     let rw = "nfs://127.0.0.1/rw/2026-12-04T100000Z/disk0.img";
