@@ -4,7 +4,9 @@
 //! instant-restore and verification-lab tests rely on: banner on the
 //! console, heartbeats, the control port writing data that really lands on
 //! the disk, ping on a tap in a network namespace, clean power-off, and
-//! qemu-guest-agent in the Debian guest.
+//! qemu-guest-agent in the Debian guest. The Debian guest's kernel NFS
+//! client also mounts an NFS export of its own backup (issue 21), so that
+//! guest boots once for both.
 //!
 //! Needs root (loop mounts in the build, netns/tap); missing tools are
 //! installed by the build script, never skipped.
@@ -335,6 +337,39 @@ fn debian_guest_boots_to_qemu_guest_agent() {
     let beats = assert_heartbeats(&mut hb, 2, Duration::from_secs(60));
     eprintln!("debian guest: after an application-consistent backup: {beats:?}");
 
+    // The Linux kernel's NFS client in the guest mounts the backup's NFS
+    // export over QEMU's user network (10.0.2.2 is the host, whose
+    // loopback the export allows) and reads the disk and the metadata.
+    let snap_id = b["snapshot_id"].as_str().unwrap();
+    let mut c = lb_cmd();
+    c.args(["vm", "export", "--datastore"]).arg(&ds.path);
+    c.args(["--client", "127.0.0.1", "--listen", "127.0.0.1:0", "--portmap", "127.0.0.1:0", snap_id]);
+    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
+    let mut export = KillOnDrop(c.spawn().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(export.0.stdout.take().unwrap()), &mut line).unwrap();
+    let uri = line.trim().to_string();
+    let (port, img) = uri.strip_prefix("nfs://127.0.0.1:").and_then(|r| r.split_once('/')).unwrap_or_else(|| panic!("vm export printed {uri:?}"));
+    let (dir_path, img_name) = img.rsplit_once('/').unwrap();
+    let disk_id = img_name.strip_suffix(".img").unwrap();
+    const MIB: usize = 32;
+    let script = format!(
+        "set -e; modprobe nfs; mkdir -p /mnt/nfs; \
+         mount -i -t nfs -o ro,vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock,addr=10.0.2.2 10.0.2.2:/{dir_path} /mnt/nfs; \
+         ls /mnt/nfs; grep -c '\"name\"' /mnt/nfs/vm.json; \
+         dd if=/mnt/nfs/{img_name} bs=1M count={MIB} 2>/dev/null | sha256sum; umount /mnt/nfs"
+    );
+    let (code, out, err) = qga_exec(&mut qga, &script, Duration::from_secs(300));
+    assert_eq!(code, 0, "the guest's NFS mount failed\n--- stdout\n{out}\n--- stderr\n{err}\n--- console\n{}", vm.console());
+    for want in [img_name.to_string(), format!("{disk_id}.vmdk"), format!("{disk_id}-flat.vmdk"), "vm.json".into(), "vm.ovf".into()] {
+        assert!(out.lines().any(|l| l == want), "the guest's listing of the export shows no {want}: {out}");
+    }
+    let mut head = vec![0u8; MIB << 20];
+    std::io::Read::read_exact(&mut std::fs::File::open(restored.join(format!("{disk_id}.raw"))).unwrap(), &mut head).unwrap();
+    let want = sha256_hex(&head);
+    assert!(out.contains(&want), "the first {MIB} MiB the guest read over NFS differ from the restored disk (sha256 {want}): {out}");
+    drop(export);
+
     // guest-shutdown sends no answer on success.
     qga.send(r#"{"execute":"guest-shutdown"}"#);
     let t = Instant::now();
@@ -346,4 +381,63 @@ fn debian_guest_boots_to_qemu_guest_agent() {
     debugfs_dump(&disk, &path, &out);
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 2 << 20);
     assert_eq!(sha256_file(&out), sha, "the data on the disk is not what the Debian guest wrote");
+}
+
+/// Kills the process when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut c = Command::new("sha256sum");
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), data).unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// Runs `script` with /bin/sh in the guest through qemu-guest-agent's
+/// guest-exec; (exit code, stdout, stderr).
+fn qga_exec(qga: &mut Lines, script: &str, timeout: Duration) -> (i64, String, String) {
+    let mut call = |cmd: Value| -> Value {
+        qga.send(&cmd.to_string());
+        let l = qga.line(Duration::from_secs(30)).unwrap_or_else(|| panic!("no answer to {cmd}"));
+        let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad qga line {l:?}: {e}"));
+        v.get("return").cloned().unwrap_or_else(|| panic!("{cmd} failed: {l}"))
+    };
+    let pid = call(json!({"execute": "guest-exec", "arguments": {"path": "/bin/sh", "arg": ["-c", script], "capture-output": true}}))["pid"].clone();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = call(json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}));
+        if st["exited"] == true {
+            let text = |k: &str| st[k].as_str().map(|b| String::from_utf8_lossy(&base64_decode(b)).into_owned()).unwrap_or_default();
+            return (st["exitcode"].as_i64().unwrap_or(-1), text("out-data"), text("err-data"));
+        }
+        assert!(Instant::now() < deadline, "the guest command did not finish within {timeout:?}: {script}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let digits: Vec<u8> = s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).map(val).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for q in digits.chunks(4) {
+        let n = q.iter().enumerate().fold(0u32, |n, (i, d)| n | (*d as u32) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..q.len()]);
+    }
+    out
 }
