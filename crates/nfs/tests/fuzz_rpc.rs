@@ -65,12 +65,27 @@ async fn session(svc: &Service, bytes: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// MOUNT MNT "/" and the root file handle from its reply.
-async fn mount(svc: &Service) -> Vec<u8> {
+/// Sends one call and waits for its reply (status words and all).
+async fn exchange(svc: &Service, call: &[u8]) -> Vec<u8> {
+    let (mut client, server) = tokio::io::duplex(1 << 20);
+    let svc2 = svc.clone();
+    let task = tokio::spawn(async move { svc2.serve(server, "127.0.0.1:997".parse().unwrap()).await });
+    client.write_all(&record(call)).await.unwrap();
+    let mut mark = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut mark)).await.expect("no reply").unwrap();
+    let mut r = vec![0u8; (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize];
+    client.read_exact(&mut r).await.unwrap();
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await.expect("the connection did not end");
+    r
+}
+
+/// MOUNT MNT `path` and the file handle from its reply.
+async fn mount(svc: &Service, path: &str) -> Vec<u8> {
     let (mut client, server) = tokio::io::duplex(1 << 20);
     let svc2 = svc.clone();
     let task = tokio::spawn(async move { svc2.serve(server, "127.0.0.1:998".parse().unwrap()).await });
-    client.write_all(&record(&call(1, 100005, 3, 1, &opaque(b"/")))).await.unwrap();
+    client.write_all(&record(&call(1, 100005, 3, 1, &opaque(path.as_bytes())))).await.unwrap();
     let mut mark = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut mark)).await.expect("no MNT reply").unwrap();
     let mut r = vec![0u8; (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize];
@@ -98,12 +113,21 @@ fn mutated_rpc_calls_never_panic_or_hang() {
     let reg = Arc::new(Registry::default());
     let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&raw).unwrap());
     reg.add(NfsDisk { vm: "vm".into(), snapshot_time: "t".into(), disk: "d".into(), device, writable: false, clients: vec!["127.0.0.1".parse().unwrap()], mtime: 0, meta: vec![("vm.json".into(), b"{}".to_vec())], files: None }).unwrap();
+    // A writable export too: its snapshot directory takes new files into
+    // a files area, the one place a client's names reach the host.
+    let wraw = tmp.path().join("w.raw");
+    std::fs::write(&wraw, vec![9u8; 64 * 1024]).unwrap();
+    let area = tmp.path().join("area");
+    let wdev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&wraw).unwrap());
+    reg.add(NfsDisk { vm: "vw".into(), snapshot_time: "t".into(), disk: "d".into(), device: wdev, writable: true, clients: vec!["127.0.0.1".parse().unwrap()], mtime: 0, meta: Vec::new(), files: Some(area.clone()) }).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let svc = Service::new(reg.clone(), 2049);
-        let root = mount(&svc).await;
+        let root = mount(&svc, "/").await;
         let fh = opaque(&root);
+        let wdir = opaque(&mount(&svc, "/vw/t").await);
         let with = |parts: &[&[u8]]| -> Vec<u8> { parts.concat() };
+        let create_log = call(17, 100003, 3, 8, &with(&[&wdir, &opaque(b"vmware.log"), &0u32.to_be_bytes(), &[0u8; 24]]));
         let seeds: Vec<Vec<u8>> = vec![
             call(2, 100003, 3, 0, &[]),
             call(3, 100003, 3, 1, &fh),
@@ -118,9 +142,23 @@ fn mutated_rpc_calls_never_panic_or_hang() {
             call(12, 100003, 3, 21, &with(&[&fh, &0u64.to_be_bytes(), &0u32.to_be_bytes()])),
             call(13, 100003, 3, 8, &with(&[&fh, &opaque(b"new"), &0u32.to_be_bytes()])),
             call(14, 100005, 3, 1, &opaque(b"/vm/t")),
+            // In the writable snapshot directory: CREATE, MKDIR, LOOKUP,
+            // READDIR, REMOVE, RENAME (names a client should never get
+            // past: "..", "a/b", empty).
+            create_log.clone(),
+            call(18, 100003, 3, 9, &with(&[&wdir, &opaque(b"sub"), &[0u8; 24]])),
+            call(19, 100003, 3, 8, &with(&[&wdir, &opaque(b"../escape"), &0u32.to_be_bytes(), &[0u8; 24]])),
+            call(20, 100003, 3, 3, &with(&[&wdir, &opaque(b"vmware.log")])),
+            call(21, 100003, 3, 16, &with(&[&wdir, &0u64.to_be_bytes(), &[0u8; 8], &4096u32.to_be_bytes()])),
+            call(22, 100003, 3, 12, &with(&[&wdir, &opaque(b"vmware.log")])),
+            call(23, 100003, 3, 14, &with(&[&wdir, &opaque(b"sub"), &wdir, &opaque(b"..")])),
+            call(24, 100003, 3, 14, &with(&[&wdir, &opaque(b"vmware.log"), &wdir, &opaque(b"d.img")])),
             call(15, 100005, 3, 5, &[]),
             call(16, 100000, 2, 3, &with(&[&100003u32.to_be_bytes(), &3u32.to_be_bytes(), &6u32.to_be_bytes(), &0u32.to_be_bytes()])),
         ];
+        // The seeds reach the files area as they are.
+        let reply = exchange(&svc, &create_log).await;
+        assert!(area.join("vmware.log").is_file(), "the CREATE seed made no file in the files area: {reply:?}");
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _round in 0..5000 {
             let mut stream = Vec::new();
@@ -158,8 +196,12 @@ fn mutated_rpc_calls_never_panic_or_hang() {
             session(&svc, stream).await;
         }
         // Still serving; and give requests still in flight time to finish.
-        assert_eq!(mount(&svc).await, root);
+        assert_eq!(mount(&svc, "/").await, root);
         tokio::time::sleep(Duration::from_secs(1)).await;
     });
+    // Whatever clients made is inside the files area.
+    let mut names: Vec<String> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert!(names.iter().all(|n| ["area", "f.raw", "w.raw"].contains(&n.as_str())), "mutated calls made files outside the files area: {names:?}");
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the server panicked on mutated input (see stderr)");
 }
