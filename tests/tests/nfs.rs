@@ -85,7 +85,7 @@ fn nfs_exports_serve_vm_backups_to_libnfs_and_qemu() {
 
     let (ok, ls) = out(Command::new("nfs-ls").arg("-R").arg(with_root(&url, "/")));
     assert!(ok, "nfs-ls: {ls}");
-    for want in ["nfs-tiny", ".img", ".vmdk", "-flat.vmdk"] {
+    for want in ["nfs-tiny", ".img", ".vmdk", "-flat.vmdk", "vm.json", "vm.ovf"] {
         assert!(ls.contains(want), "nfs-ls shows no {want}: {ls}");
     }
     let copy = t.path().join("copy.raw");

@@ -437,6 +437,17 @@ pub fn ovf(c: &Converted, disks: &[DiskFile], stream: bool) -> String {
     x
 }
 
+/// The platform metadata an NFS datastore shows beside a snapshot's
+/// disks: `vm.json` (the neutral document, as backed up) and `vm.ovf`
+/// (the VMware description a `--target vmware` restore writes), whose
+/// disks are the export's `<disk>.vmdk` descriptors. `disks` are the
+/// exported disks only.
+pub fn nfs_export_files(md: &lifeboat_vm::VmMetadata, disks: &[DiskFile]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let p = crate::Platform::Vmware;
+    let c = crate::convert(md, p, &crate::Mapping::defaults(p))?;
+    Ok(vec![("vm.json".into(), md.to_json()), ("vm.ovf".into(), ovf(&c, disks, false).into_bytes())])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,15 +545,4 @@ mod tests {
         assert!(ps.contains("-ControllerType IDE -Path (Join-Path $here 'disk0.vhdx')"), "{ps}");
         assert!(ps.contains("-StaticMacAddress '525400AABBCC'"), "{ps}");
     }
-}
-
-/// The platform metadata an NFS datastore shows beside a snapshot's
-/// disks: `vm.json` (the neutral document, as backed up) and `vm.ovf`
-/// (the VMware description a `--target vmware` restore writes), whose
-/// disks are the export's `<disk>.vmdk` descriptors. `disks` are the
-/// exported disks only.
-pub fn nfs_export_files(md: &lifeboat_vm::VmMetadata, disks: &[DiskFile]) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let p = crate::Platform::Vmware;
-    let c = crate::convert(md, p, &crate::Mapping::defaults(p))?;
-    Ok(vec![("vm.json".into(), md.to_json()), ("vm.ovf".into(), ovf(&c, disks, false).into_bytes())])
 }

@@ -1,0 +1,68 @@
+#!/bin/bash
+# Sequential read of a 4 GiB VM disk from a snapshot over NFS (libnfs
+# nfs-cp) against the same over NBD (nbdcopy, one connection), both served
+# by `lifeboat` on the appliance without the daemon (issue 21's benchmark;
+# figures in docs/performance.md). As root, with lifeboat, qemu,
+# libnfs-utils and libnbd-bin on PATH:
+#   bash docs/bench/nfs-vs-nbd.sh /var/tmp/nfsbench [ROUNDS]
+# The disk is made as in cross-platform-formats.sh (1.5 GiB random,
+# 1.5 GiB text-like, 1 GiB holes); the page cache is dropped before each
+# timed run, so each reads the datastore from disk.
+set -euo pipefail
+W=${1:?work directory}
+ROUNDS=${2:-3}
+mkdir -p "$W"
+DISK=$W/disk.raw
+if [ ! -f "$DISK" ]; then
+    truncate -s 4G "$DISK"
+    head -c 1536M /dev/urandom | dd of="$DISK" bs=4M conv=notrunc status=none
+    set +o pipefail
+    (while :; do cat /usr/share/common-licenses/*; done) 2>/dev/null | head -c 1536M |
+        dd of="$DISK" bs=4M seek=384 conv=notrunc status=none
+    set -o pipefail
+fi
+DS=$W/ds
+if [ ! -d "$DS" ]; then
+    lifeboat datastore init "$DS" >/dev/null
+    Q=$W/qmp.sock
+    qemu-system-x86_64 -accel tcg -S -display none -nodefaults -m 256 -name nfsbench \
+        -drive file="$DISK",format=raw,if=virtio -qmp unix:"$Q",server=on,wait=off &
+    QPID=$!
+    for _ in $(seq 50); do [ -S "$Q" ] && break; sleep 0.2; done
+    lifeboat vm backup --datastore "$DS" --qmp "$Q" >/dev/null
+    kill $QPID; wait $QPID 2>/dev/null || true
+fi
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+secs() {
+    local t0 t1
+    t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
+    echo "$t1 - $t0" | bc
+}
+mbs() { echo "scale=0; 4096 / $1" | bc; }
+cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+PIDS=()
+trap cleanup EXIT
+
+# NFS: the local export prints nfs://HOST:PORT/PATH.
+lifeboat vm export --datastore "$DS" --client 127.0.0.1 --listen 127.0.0.1:0 --portmap 127.0.0.1:0 latest > "$W/nfs.uri" 2>/dev/null &
+PIDS+=($!)
+# NBD: the instant-restore exports without a VM; one export per disk id.
+lifeboat vm instant-restore --datastore "$DS" --no-boot --listen 127.0.0.1:0 --workdir "$W/ir" latest > "$W/nbd.uri" 2>/dev/null &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$W/nfs.uri" ] && grep -q '^nbd://' "$W/nbd.uri" && break; sleep 0.2; done
+uri=$(head -1 "$W/nfs.uri")
+rest=${uri#nfs://}; hostport=${rest%%/*}; path=/${rest#*/}; port=${hostport##*:}
+NFS="nfs://127.0.0.1$path?nfsport=$port&mountport=$port"
+disk=$(basename "$path" .img)
+NBD="$(grep '^nbd://' "$W/nbd.uri" | head -1)/$disk"
+
+nfs=(); nbd=()
+for _ in $(seq "$ROUNDS"); do
+    drop; nfs+=("$(secs nfs-cp "$NFS" /dev/null)")
+    drop; nbd+=("$(secs nbdcopy --connections=1 "$NBD" null:)")
+done
+f=$(printf '%s\n' "${nfs[@]}" | sort -n | head -1); b=$(printf '%s\n' "${nbd[@]}" | sort -n | head -1)
+printf '| path | best of %s | throughput |\n|---|---|---|\n' "$ROUNDS"
+printf '| NFS (nfs-cp) | %.1f s (runs %s) | %s MB/s |\n' "$f" "${nfs[*]}" "$(mbs "$f")"
+printf '| NBD (nbdcopy, 1 connection) | %.1f s (runs %s) | %s MB/s |\n' "$b" "${nbd[*]}" "$(mbs "$b")"
+printf '\nNFS / NBD throughput: %.2fx\n' "$(echo "$b / $f" | bc -l)"
