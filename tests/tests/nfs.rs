@@ -127,6 +127,15 @@ fn nfs_exports_serve_vm_backups_to_libnfs_and_qemu() {
     let overlay_dir = state.join("exports").join(wr["id"].as_str().unwrap());
     let overlay_bytes: u64 = std::fs::read_dir(&overlay_dir).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
     assert!(overlay_bytes > 0, "no writes in the overlay {}", overlay_dir.display());
+    // A hypervisor's lock/log files: made in the snapshot directory of the
+    // writable export, kept in its files area beside the overlay.
+    let log = t.path().join("vmware.log");
+    std::fs::write(&log, b"lifeboat nfs test\n").unwrap();
+    let wurl = libnfs_url(&wuri);
+    let (base, opts) = wurl.split_once('?').unwrap();
+    let (ok, o2) = out(Command::new("nfs-cp").arg(&log).arg(format!("{}/vmware.log?{opts}", base.rsplit_once('/').unwrap().0)));
+    assert!(ok, "nfs-cp of a new file to the writable export: {o2}");
+    assert_eq!(std::fs::read(overlay_dir.join("files/vmware.log")).ok().as_deref(), Some(&b"lifeboat nfs test\n"[..]), "the new file is not in the export's files area");
     // The snapshot itself is untouched: read back over NBD, it is the original disk.
     let nbd = d.admin_ok("POST", "/api/exports", Some(&json!({ "datastore": "default", "snapshot": snap })));
     let (same, why) = identical(nbd["uri"].as_str().unwrap(), "raw", &disk);
