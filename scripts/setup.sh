@@ -56,11 +56,14 @@ fi
 if ((${#plain[@]} + ${#bpo[@]})); then
   echo "setup: installing ${plain[*]} ${bpo[*]}" >&2
   "${APT[@]}" update -qq
-  if ((${#plain[@]})); then
-    "${APT[@]}" install -y -qq --no-install-recommends "${plain[@]}" >/dev/null
-  fi
+  # Backports first: libguestfs and virt-v2v depend on qemu-system-x86,
+  # and on a fresh machine apt would pick bookworm's 7.2 for it, which
+  # the preinstalled qemu-utils 10 breaks ("held broken packages").
   if ((${#bpo[@]})); then
     "${APT[@]}" install -y -qq -t bookworm-backports "${bpo[@]}" >/dev/null
+  fi
+  if ((${#plain[@]})); then
+    "${APT[@]}" install -y -qq --no-install-recommends "${plain[@]}" >/dev/null
   fi
 fi
 
