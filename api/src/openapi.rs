@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
         routes::health::health, routes::health::details,
         routes::settings::get_smtp, routes::settings::put_smtp, routes::settings::delete_smtp, routes::settings::test_smtp,
         routes::datastores::list, routes::datastores::create, routes::datastores::get,
-        routes::snapshots::list, routes::snapshots::delete, routes::snapshots::restore, routes::snapshots::vm_files, routes::snapshots::vm_file_download, routes::snapshots::vm_restore_files, routes::snapshots::lab_reports, routes::snapshots::lab_report_file,
+        routes::snapshots::list, routes::snapshots::delete, routes::snapshots::restore, routes::snapshots::vm_files, routes::snapshots::vm_file_download, routes::snapshots::vm_files_archive, routes::snapshots::vm_restore_files, routes::snapshots::lab_reports, routes::snapshots::lab_report_file,
         routes::jobs::list, routes::jobs::start, routes::jobs::get, routes::jobs::cancel, routes::jobs::log,
         routes::schedules::list, routes::schedules::create, routes::schedules::get, routes::schedules::update,
         routes::schedules::delete, routes::schedules::run_now,

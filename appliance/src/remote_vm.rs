@@ -143,6 +143,47 @@ pub enum RemoteVmCmd {
     },
     /// Power off an instant-restored VM and drop its overlays
     Stop { name: String },
+    /// The guest's files in a VM snapshot: without PATH its partitions,
+    /// with PATH a guest directory; --extract copies PATH to DST on this
+    /// machine (an agent host), with modes and times (owners as root)
+    Files {
+        #[command(flatten)]
+        ds: DsName,
+        snapshot: String,
+        /// Path inside the guest file system (e.g. /etc)
+        path: Option<String>,
+        /// The disk (default: the VM's only disk)
+        #[arg(long, value_name = "ID")]
+        disk: Option<String>,
+        /// Partition number, or VG/LV for an LVM volume (default: the only
+        /// one with a file system)
+        #[arg(long, value_name = "N|VG/LV")]
+        partition: Option<String>,
+        /// Copy PATH (file or directory) to DST on this machine
+        #[arg(long, value_name = "DST", requires = "path")]
+        extract: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy guest paths of a VM snapshot into a directory on the appliance
+    RestoreFiles {
+        #[command(flatten)]
+        ds: DsName,
+        /// The disk (default: the VM's only disk)
+        #[arg(long, value_name = "ID")]
+        disk: Option<String>,
+        /// Partition number or VG/LV (default: the only one with files)
+        #[arg(long, value_name = "N|VG/LV")]
+        partition: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+        snapshot: String,
+        /// Directory on the appliance (under its restore_roots)
+        target: String,
+        /// Guest paths to copy
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
 }
 
 pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
@@ -232,6 +273,31 @@ pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
             println!("VM {name} stopped; its overlays are removed");
             Ok(0)
         }
+        RemoteVmCmd::Files { ds, snapshot, path, disk, partition, extract, json } => {
+            let q = VmFilesQuery { path: path.clone(), disk, partition };
+            let base = format!("/api/datastores/{}/snapshots/{snapshot}/vm-files", ds.datastore);
+            if let (Some(path), Some(dst)) = (path, extract) {
+                let resp = c.download(&format!("{base}/archive"), &q)?;
+                let n = extract_archive(resp, &path, &dst)?;
+                println!("extracted {path} to {} ({n} entries)", dst.display());
+                return Ok(0);
+            }
+            let l: VmFilesListing = c.get_query(&base, &q)?;
+            if json {
+                match l.path {
+                    Some(_) => println!("{}", serde_json::to_string_pretty(&l.entries)?),
+                    None => println!("{}", serde_json::to_string_pretty(&l)?),
+                }
+            } else if l.path.is_some() {
+                print_guest_entries(&l.entries);
+            } else {
+                print_partitions(&l.disk, None, l.table.as_deref(), &l.partitions);
+            }
+            Ok(0)
+        }
+        RemoteVmCmd::RestoreFiles { ds, disk, partition, wait, snapshot, target, paths } => {
+            run_job(c, JobSpec::VmRestoreFiles { datastore: ds.datastore, snapshot, paths, target, disk, partition }, &wait)
+        }
         RemoteVmCmd::Unexport { id } => {
             c.delete::<()>(&format!("/api/exports/{id}"))?;
             println!("export {id} closed");
@@ -263,5 +329,46 @@ pub fn print_vms(list: &[VmInfo]) {
         if let Some(e) = &v.error {
             println!("  {e}");
         }
+    }
+}
+
+/// Unpacks a `vm-files/archive` tar stream the way `cp -a PATH DST`
+/// would place it: into DST when DST is a directory (or PATH is the guest
+/// root), else as DST itself. Owners, set-ID bits and device nodes only
+/// as root.
+fn extract_archive(body: impl std::io::Read, path: &str, dst: &std::path::Path) -> anyhow::Result<u64> {
+    let policy = lifeboat_vmfiles::UnpackPolicy { as_archived: unsafe { libc::geteuid() } == 0 };
+    let top = lifeboat_vmfiles::guest_relative(path)?.file_name().map(|n| n.to_os_string());
+    let Some(top) = top.filter(|_| !dst.is_dir()) else {
+        return Ok(lifeboat_vmfiles::unpack_tar(body, dst, policy).map_err(|e| anyhow::anyhow!("unpacking {path} into {}: {e}", dst.display()))?);
+    };
+    if std::fs::symlink_metadata(dst).is_ok() {
+        anyhow::bail!("{} exists and is not a directory; remove it or name a directory", dst.display());
+    }
+    let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    // Unpacked beside DST first, so a cut stream leaves no half DST.
+    let tmp = tempfile::Builder::new().prefix(".lifeboat-extract-").tempdir_in(parent).map_err(|e| anyhow::anyhow!("cannot write into {}: {e}", parent.display()))?;
+    let n = lifeboat_vmfiles::unpack_tar(body, tmp.path(), policy).map_err(|e| anyhow::anyhow!("unpacking {path}: {e}"))?;
+    std::fs::rename(tmp.path().join(&top), dst).map_err(|e| anyhow::anyhow!("cannot move {path} to {}: {e}", dst.display()))?;
+    Ok(n)
+}
+
+/// A guest directory's entries, one per line (shared with the local
+/// `vm files`).
+pub fn print_guest_entries(entries: &[VmFileEntry]) {
+    for e in entries {
+        let link = e.link_target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
+        let time = chrono::DateTime::from_timestamp(e.mtime, 0).map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+        println!("{:o} {:>5} {:>5} {:>12} {time} {}{link}", e.mode, e.uid, e.gid, e.size, e.name);
+    }
+}
+
+/// A disk's partitions and LVM volumes (shared with the local `vm files`).
+pub fn print_partitions(disk: &str, size: Option<u64>, table: Option<&str>, parts: &[VmPartitionInfo]) {
+    let size = size.map(|s| format!(" ({})", crate::ui::bytes(s))).unwrap_or_default();
+    println!("disk {disk}{size}, partition table: {}", table.unwrap_or("none"));
+    for p in parts {
+        let note = p.unsupported.as_deref().map(|u| format!("  ({u})")).unwrap_or_default();
+        println!("  {:>3}  {:>10}  {:<12} {}{note}", p.name, crate::ui::bytes(p.size), p.fstype.as_deref().unwrap_or("-"), p.label.as_deref().unwrap_or(""));
     }
 }

@@ -142,7 +142,8 @@ fn mounted_snapshot_equals_source() {
     let mp = t.path().join("mnt");
     let m = mount(&ds, &mp, &[]);
 
-    // Top level: snapshots/ and latest -> snapshots/<time>_<id8>.
+    // Top level: snapshots/, latest -> snapshots/<time>_<id8>, and vms/
+    // (VM snapshots only; tests/tests/vm_files.rs looks inside).
     let names = snapshot_dirs(&mp);
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(valid_snapshot_name(&names[0]), "odd snapshot dir name {}", names[0]);
@@ -150,7 +151,8 @@ fn mounted_snapshot_equals_source() {
     assert_eq!(fs::read_link(mp.join("latest")).unwrap(), Path::new("snapshots").join(&names[0]));
     let mut top: Vec<_> = fs::read_dir(&mp).unwrap().map(|e| e.unwrap().file_name()).collect();
     top.sort();
-    assert_eq!(top, vec![OsStr::new("latest"), OsStr::new("snapshots")]);
+    assert_eq!(top, vec![OsStr::new("latest"), OsStr::new("snapshots"), OsStr::new("vms")]);
+    assert_eq!(fs::read_dir(mp.join("vms")).unwrap().count(), 0, "a file snapshot listed under vms/");
 
     // Everything, field by field, through `latest` and through the listed name.
     let opts = CompareOpts { mtime: true, dir_mtime: true, owners: true, mode: true, hard_links: false };

@@ -3,7 +3,9 @@
 //! symlink) and an empty one is backed up from a guestless QEMU; its files
 //! list and extract equal to the originals, errors name the thing, and the
 //! datastore stays clean; a run killed with its disk mounted leaves
-//! mounts and loop devices that the next run undoes. And the Debian test
+//! mounts and loop devices that the next run undoes; the daemon's API,
+//! the remote CLI (an agent host pulling guest files as tar) and `vms/`
+//! in `lifeboat mount` show the same files. And the Debian test
 //! guest's backup (ext4 on MBR) shows the guest's own files.
 
 mod common;
@@ -98,8 +100,101 @@ fn list_and_extract_from_gpt_ext4() {
     let dirs: Vec<_> = std::fs::read_dir("/run/lifeboat/vmfiles").unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(&format!("-{pid}-"))).collect();
     assert!(dirs.is_empty(), "directories of the killed run left: {dirs:?}");
     api(&d, &snap, &src, t.path());
+    remote(&d, &snap, &src, t.path());
+    mounted(&ds, &snap, &src, t.path());
     drop(d);
     ds.assert_check_clean();
+}
+
+/// (mode, uid, gid, size, mtime) of an entry, not following a link.
+fn meta(p: &std::path::Path) -> (u32, u32, u32, u64, i64) {
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.mode(), m.uid(), m.gid(), m.size(), m.mtime())
+}
+
+/// An agent host's restore: the remote CLI pulls the guest's files as a
+/// tar stream and unpacks them where it runs (here as root: owners and
+/// set-ID bits kept), lists them, and starts a restore on the appliance.
+fn remote(d: &Daemon, snap: &str, src: &std::path::Path, scratch: &std::path::Path) {
+    let ro = d.token("files-remote-reader", "read-only");
+    let files = |args: &[&str]| {
+        let mut c = d.remote(&ro);
+        c.args(["vm", "files", snap]).args(args);
+        run_cmd(c)
+    };
+    let o = files(&["/etc", "--json"]);
+    o.expect_ok();
+    let names: Vec<_> = o.json().as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["hosts", "link"], "{o}");
+    let o = files(&[]);
+    assert!(o.expect_ok().stdout.contains("partition table: gpt") && o.stdout.contains("ext4"), "{o}");
+
+    // A directory to a new name: DST is the guest's /etc.
+    let out = scratch.join("agent-etc");
+    files(&["/etc", "--extract", out.to_str().unwrap()]).expect_ok();
+    for name in ["hosts", "link"] {
+        assert_eq!(meta(&src.join("etc").join(name)), meta(&out.join(name)), "{name}");
+    }
+    assert_eq!(std::fs::read(out.join("hosts")).unwrap(), std::fs::read(src.join("etc/hosts")).unwrap());
+    // A file into an existing directory; set-ID kept for root here.
+    files(&["/bin/su", "--extract", out.to_str().unwrap()]).expect_ok();
+    assert_eq!(meta(&out.join("su")), meta(&src.join("bin/su")));
+    // The guest root: everything, the guest's own link to / kept as a link.
+    let all = scratch.join("agent-root");
+    files(&["/", "--extract", all.to_str().unwrap()]).expect_ok();
+    assert_eq!(std::fs::read_link(all.join("esc")).unwrap(), std::path::Path::new("/"));
+    assert_eq!(meta(&all.join("etc/hosts")), meta(&src.join("etc/hosts")));
+    let e = files(&["/nope", "--extract", scratch.join("agent-nope").to_str().unwrap()]);
+    assert!(e.expect_code(1).stderr.contains("/nope in partition 1 of disk"), "{e}");
+    assert!(!scratch.join("agent-nope").exists(), "a failed extract left its target");
+    let e = files(&["/etc/hosts", "--extract", out.join("hosts").to_str().unwrap()]);
+    assert!(e.expect_code(1).stderr.contains("exists and is not a directory"), "{e}");
+
+    // And onto the appliance, as a job: a read-only token is refused.
+    let target = scratch.join("remote-restored");
+    let mut c = d.remote(&ro);
+    c.args(["vm", "restore-files", snap]).arg(&target).arg("/etc");
+    let e = run_cmd(c);
+    assert!(e.expect_code(1).stderr.contains("(HTTP 403)"), "{e}");
+    let op = d.token("files-remote-operator", "operator");
+    let mut c = d.remote(&op);
+    c.args(["vm", "restore-files", snap]).arg(&target).arg("/etc");
+    let o = run_cmd(c);
+    assert!(o.expect_ok().stdout.contains("copied /etc from partition 1"), "{o}");
+    assert_eq!(std::fs::read(target.join("etc/hosts")).unwrap(), std::fs::read(src.join("etc/hosts")).unwrap());
+}
+
+/// `lifeboat mount` shows the guest's files under vms/, mounted when
+/// looked at and unmounted (with their loop devices) when it ends.
+fn mounted(ds: &Ds, snap: &str, src: &std::path::Path, scratch: &std::path::Path) {
+    let mp = scratch.join("mp");
+    std::fs::create_dir_all(&mp).unwrap();
+    let mut c = ds.cmd("mount");
+    c.arg(&mp);
+    let mut child = ChildGuard::spawn(c);
+    let pid = child.pid() as u32;
+    assert!(wait_until(std::time::Duration::from_secs(20), || mp.join("vms").is_dir()), "vms/ never appeared");
+    let vms: Vec<String> = std::fs::read_dir(mp.join("vms")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let [name] = vms.as_slice() else { panic!("one VM snapshot expected under vms/: {vms:?}") };
+    assert!(name.contains(&snap[..8]) && name.ends_with("_files"), "{name}");
+    let disks: Vec<String> = std::fs::read_dir(mp.join("vms").join(name)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let [disk] = disks.as_slice() else { panic!("one disk expected: {disks:?}") };
+    let d = mp.join("vms").join(name).join(disk);
+    let parts: Vec<String> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(parts, ["1"], "only the partition with a file system is shown");
+    let g = d.join("1");
+    for rel in ["etc/hosts", "etc/link", "bin/su", "esc"] {
+        assert_eq!(meta(&g.join(rel)), meta(&src.join(rel)), "{rel}");
+    }
+    assert_eq!(std::fs::read(g.join("etc/hosts")).unwrap(), std::fs::read(src.join("etc/hosts")).unwrap());
+    assert_eq!(std::fs::read_link(g.join("etc/link")).unwrap(), std::path::Path::new("hosts"));
+    // The same snapshot by an id prefix.
+    assert!(mp.join("vms").join(&snap[..12]).join(disk).join("1/etc/hosts").is_file());
+    assert!(std::fs::write(g.join("etc/new"), b"x").is_err(), "wrote into a guest under vms/");
+    assert_eq!(leftovers(pid).0.len(), 2, "the partition and its disk file are mounted: {:?}", leftovers(pid));
+    child.signal(libc::SIGTERM);
+    assert!(wait_until(std::time::Duration::from_secs(20), || !child.running()), "lifeboat mount still running after SIGTERM");
+    assert_eq!(leftovers(pid), (vec![], vec![]), "lifeboat mount left guest mounts or loop devices");
 }
 
 /// The same through the daemon: browsing needs read rights, restoring the

@@ -3,19 +3,17 @@
 //! appliance.
 //!
 //! The target is checked and opened beneath its `restore_roots` root;
-//! `cp` writes through that descriptor's /proc path, so no path it takes
-//! can lead elsewhere. The guest is untrusted input like an agent's
-//! tree: as in `restore`, an operator gets no set-ID bits and no device
-//! nodes (counted in `left_out`), and owners only under a root with
-//! `owners = true`.
+//! the copy (`lifeboat_vmfiles::copy_out`) writes through that
+//! descriptor's /proc path, so no path it takes can lead elsewhere. The
+//! guest is untrusted input like an agent's tree: as in `restore`, an
+//! operator gets no set-ID bits and no device nodes (counted in
+//! `left_out`, never created even for a moment), and owners only under a
+//! root with `owners = true`.
 
 use super::vm_restore::in_dir;
 use super::{err, JobHandle, JobOutput, JobResult};
 use lifeboat_state::confine::{open_beneath, Confinement, Grant, Open, PathUse};
 use lifeboat_store::Datastore;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -52,63 +50,29 @@ pub fn run(ds: &Arc<Datastore>, r: &Request<'_>, confine: &Confinement, grant: G
     ));
     let p = &h.progress;
     p.scan_done.store(true, Ordering::Relaxed);
-    let mut warnings = Vec::new();
-    let mut left_out = 0u64;
+    // An admin's restore is the guest's files as they were; anyone else
+    // gets no set-ID bits and no device nodes, never made even briefly.
+    let policy = lifeboat_vmfiles::CopyPolicy { owners, set_id: grant.admin, special: grant.admin };
+    let mut report = lifeboat_vmfiles::CopyReport::default();
+    let on_file = |n: u64| {
+        p.files.fetch_add(1, Ordering::Relaxed);
+        p.bytes.fetch_add(n, Ordering::Relaxed);
+    };
     for (path, src) in r.paths.iter().zip(&sources) {
-        if p.cancelled() {
-            return Err("cancelled".into());
-        }
-        let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| ".".into());
-        let preserve = if owners { "mode,ownership,timestamps,links" } else { "mode,timestamps,links" };
-        // `/.` copies a directory's contents, so the guest root lands in
-        // the target itself rather than under a name of its own.
-        let (from, to) = if name == "." { (src.join("."), in_dir(&dir, "")) } else { (src.clone(), in_dir(&dir, &name)) };
-        let o = Command::new("cp")
-            .args(["-R", "--no-dereference", "--remove-destination", &format!("--preserve={preserve}"), "--"])
-            .arg(&from)
-            .arg(&to)
-            .output()
-            .map_err(|e| format!("cannot run cp: {e}"))?;
-        if !o.status.success() {
-            return Err(format!("copying {path} into {}: {}", r.target, String::from_utf8_lossy(&o.stderr).trim()));
-        }
-        if !grant.admin {
-            left_out += strip_special(&to, path, &mut warnings);
-        }
+        // The guest root lands in the target itself, not under a name.
+        let name = src.strip_prefix(fs.root()).ok().and_then(|r| r.file_name()).map(|n| n.to_string_lossy().into_owned());
+        let to = in_dir(&dir, name.as_deref().unwrap_or(""));
+        lifeboat_vmfiles::copy_out(src, &to, path, policy, &mut report, &on_file, &|| p.cancelled()).map_err(|e| match e.kind() {
+            std::io::ErrorKind::Interrupted => "cancelled".to_string(),
+            _ => format!("copying {path} into {}: {e}", r.target),
+        })?;
     }
     Ok(JobOutput {
         result: serde_json::json!({
             "snapshot": sid.to_hex(), "disk": fs.disk.disk, "partition": fs.partition.name,
-            "paths": r.paths, "target": r.target, "left_out": left_out,
+            "paths": r.paths, "target": r.target, "left_out": report.left_out,
+            "files": report.files, "dirs": report.dirs, "bytes": report.bytes,
         }),
-        warnings,
+        warnings: report.warnings,
     })
-}
-
-/// Removes device nodes, fifos and sockets and clears set-ID bits below
-/// `at` (what `cp` just made): an operator's restore recreates none of
-/// them. Returns how many entries were left out or changed.
-fn strip_special(at: &Path, guest: &str, warnings: &mut Vec<String>) -> u64 {
-    let mut n = 0;
-    let mut todo = vec![at.to_path_buf()];
-    while let Some(p) = todo.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
-        let ft = m.file_type();
-        let shown = || format!("{guest}{}", p.strip_prefix(at).map(|r| format!("/{}", r.display())).unwrap_or_default());
-        if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket() {
-            let _ = std::fs::remove_file(&p);
-            warnings.push(format!("{}: special file left out (only an admin restores those)", shown()));
-            n += 1;
-        } else if !ft.is_symlink() && m.mode() & 0o6000 != 0 {
-            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m.mode() & 0o1777));
-            warnings.push(format!("{}: set-ID bits cleared (only an admin restores those)", shown()));
-            n += 1;
-        }
-        if ft.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                todo.extend(rd.flatten().map(|e| e.path()));
-            }
-        }
-    }
-    n
 }

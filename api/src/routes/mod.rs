@@ -34,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(snapshots::delete)
         .service(snapshots::restore)
         .service(snapshots::vm_file_download)
+        .service(snapshots::vm_files_archive)
         .service(snapshots::vm_files)
         .service(snapshots::vm_restore_files)
         .service(snapshots::lab_reports)

@@ -167,72 +167,149 @@ pub async fn vm_files(_auth: Auth<perm::Read>, st: web::Data<ApiState>, path: we
     Ok(web::Json(listing))
 }
 
-/// One regular file of a VM snapshot's guest, as bytes (`path` names it;
-/// `disk` and `partition` as for `vm-files`).
-#[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path), ("id" = String, Path), lifeboat_api_types::VmFilesQuery),
-    responses((status = 200, description = "the file's bytes", content_type = "application/octet-stream"), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
-#[get("/api/datastores/{name}/snapshots/{id}/vm-files/download")]
-pub async fn vm_file_download(_auth: Auth<perm::Read>, st: web::Data<ApiState>, path: web::Path<(String, String)>, q: web::Query<VmFilesQuery>) -> Result<HttpResponse, ApiErr> {
-    use std::io::Read;
-    let (name, id) = path.into_inner();
-    let (ds, snap) = vm_snapshot(&st, &name, &id).await?;
-    let q = q.into_inner();
-    let Some(guest) = q.path.clone() else {
-        return Err(ApiErr::BadRequest("name the guest file to download with `path`".into()));
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(String, u64), ApiErr>>();
-    // The mount must outlive the response body: a thread of its own holds
-    // it while the body streams, and drops it (unmounts) at the end.
+/// A response body written by a blocking writer on another thread: each
+/// 256 KiB goes out as one chunk; an error aborts the body, so the client
+/// sees a cut stream rather than a short, valid-looking one.
+struct BodyWriter {
+    tx: tokio::sync::mpsc::Sender<Result<web::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl BodyWriter {
+    const CHUNK: usize = 256 << 10;
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = web::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl std::io::Write for BodyWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+type GuestBody = tokio_stream::wrappers::ReceiverStream<Result<web::Bytes, std::io::Error>>;
+
+/// Streams what `write` makes from a VM snapshot's mounted guest file
+/// system. The mount must outlive the handler: a thread of its own mounts
+/// it, runs `open` (which checks the request and returns what the headers
+/// need, `I`, and what `write` needs, `S`), then writes the body and
+/// unmounts at the end, also when the client goes away.
+async fn guest_body<I, S>(
+    st: &ApiState,
+    name: &str,
+    id: &str,
+    q: VmFilesQuery,
+    open: impl FnOnce(&lifeboat_vmfiles::GuestFiles) -> Result<(I, S), ApiErr> + Send + 'static,
+    write: impl FnOnce(S, &mut BodyWriter) -> std::io::Result<()> + Send + 'static,
+) -> Result<(I, GuestBody), ApiErr>
+where
+    I: Send + 'static,
+    S: Send + 'static,
+{
+    let (ds, snap) = vm_snapshot(st, name, id).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<I, ApiErr>>();
     std::thread::spawn(move || {
         let opened = (|| {
             let disk = lifeboat_vmfiles::SnapshotDisk::open(&ds, &snap, q.disk.as_deref()).map_err(vm_files_err)?;
             let fs = disk.mount(q.partition.as_deref()).map_err(vm_files_err)?;
-            let p = fs.resolve(&guest).map_err(vm_files_err)?;
-            let m = std::fs::symlink_metadata(&p).map_err(ApiErr::internal)?;
-            if !m.is_file() {
-                return Err(ApiErr::BadRequest(format!("{guest} is not a regular file; list it with vm-files")));
-            }
-            let f = std::fs::File::open(&p).map_err(ApiErr::internal)?;
-            Ok((fs, f, m.len()))
+            let (info, state) = open(&fs)?;
+            Ok((fs, info, state))
         })();
-        let (fs, mut f, len) = match opened {
+        let (fs, info, state) = match opened {
             Ok(x) => x,
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
                 return;
             }
         };
-        let file_name = std::path::Path::new(&guest).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if ready_tx.send(Ok((file_name, len))).is_err() {
+        if ready_tx.send(Ok(info)).is_err() {
             return;
         }
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if tx.blocking_send(Ok(web::Bytes::copy_from_slice(&buf[..n]))).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
+        let mut w = BodyWriter { tx: tx.clone(), buf: Vec::with_capacity(BodyWriter::CHUNK) };
+        if let Err(e) = write(state, &mut w).and_then(|()| w.send()) {
+            tracing::warn!("VM files stream of snapshot {}: {e}", snap.tree.short());
+            let _ = tx.blocking_send(Err(e));
         }
-        drop(f);
         drop(fs);
     });
-    let (file_name, len) = ready_rx.await.map_err(|_| ApiErr::Internal("the VM file reader ended early".into()))??;
-    // Only a plain name goes into the header.
-    let safe: String = file_name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.+".contains(c) { c } else { '_' }).collect();
+    let info = ready_rx.await.map_err(|_| ApiErr::Internal("the VM file reader ended early".into()))??;
+    Ok((info, tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// Only a plain name goes into a header.
+fn header_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.+".contains(c) { c } else { '_' }).collect()
+}
+
+/// The guest path named by `path` in a VM files request.
+fn guest_path(q: &VmFilesQuery, what: &str) -> Result<String, ApiErr> {
+    q.path.clone().ok_or_else(|| ApiErr::BadRequest(format!("name the guest {what} with `path`")))
+}
+
+/// One regular file of a VM snapshot's guest, as bytes (`path` names it;
+/// `disk` and `partition` as for `vm-files`).
+#[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path), ("id" = String, Path), lifeboat_api_types::VmFilesQuery),
+    responses((status = 200, description = "the file's bytes", content_type = "application/octet-stream"), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+#[get("/api/datastores/{name}/snapshots/{id}/vm-files/download")]
+pub async fn vm_file_download(_auth: Auth<perm::Read>, st: web::Data<ApiState>, path: web::Path<(String, String)>, q: web::Query<VmFilesQuery>) -> Result<HttpResponse, ApiErr> {
+    let (name, id) = path.into_inner();
+    let q = q.into_inner();
+    let guest = guest_path(&q, "file to download")?;
+    let open = move |fs: &lifeboat_vmfiles::GuestFiles| {
+        let p = fs.resolve(&guest).map_err(vm_files_err)?;
+        let m = std::fs::symlink_metadata(&p).map_err(ApiErr::internal)?;
+        if !m.is_file() {
+            return Err(ApiErr::BadRequest(format!("{guest} is not a regular file; list it with vm-files, or fetch it as vm-files/archive")));
+        }
+        let f = std::fs::File::open(&p).map_err(ApiErr::internal)?;
+        let file_name = std::path::Path::new(&guest).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(((file_name, m.len()), f))
+    };
+    let ((file_name, len), body) = guest_body(&st, &name, &id, q, open, |mut f, w| std::io::copy(&mut f, w).map(|_| ())).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
-        .insert_header(("Content-Disposition", format!("attachment; filename=\"{safe}\"")))
+        .insert_header(("Content-Disposition", format!("attachment; filename=\"{}\"", header_name(&file_name))))
         .no_chunking(len)
-        .streaming(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .streaming(body))
+}
+
+/// A guest file or directory of a VM snapshot as a tar stream, with modes,
+/// owners, times, symlinks, hard links and special files (`path` names
+/// it; its entries are named under its last component, or at the top for
+/// the guest root). How an agent host restores guest files: `lifeboat
+/// --server URL vm files SNAPSHOT --extract PATH DST` unpacks it there.
+#[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path), ("id" = String, Path), lifeboat_api_types::VmFilesQuery),
+    responses((status = 200, description = "a tar stream", content_type = "application/x-tar"), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+#[get("/api/datastores/{name}/snapshots/{id}/vm-files/archive")]
+pub async fn vm_files_archive(_auth: Auth<perm::Read>, st: web::Data<ApiState>, path: web::Path<(String, String)>, q: web::Query<VmFilesQuery>) -> Result<HttpResponse, ApiErr> {
+    let (name, id) = path.into_inner();
+    let q = q.into_inner();
+    let guest = guest_path(&q, "file or directory to archive")?;
+    let open = move |fs: &lifeboat_vmfiles::GuestFiles| {
+        let p = fs.resolve(&guest).map_err(vm_files_err)?;
+        let top = lifeboat_vmfiles::guest_relative(&guest).map_err(vm_files_err)?.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok((top.clone(), (p, top)))
+    };
+    let (top, body) = guest_body(&st, &name, &id, q, open, |(p, top), w| lifeboat_vmfiles::write_tar(&p, &top, w).map(|_| ())).await?;
+    let file = if top.is_empty() { "guest-root".to_string() } else { header_name(&top) };
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-tar")
+        .insert_header(("Content-Disposition", format!("attachment; filename=\"{file}.tar\"")))
+        .streaming(body))
 }
 
 /// Copy guest paths of a VM snapshot into a directory on the appliance

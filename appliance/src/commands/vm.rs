@@ -3,6 +3,7 @@
 use crate::commands::{hostname, open_datastore};
 use crate::{ui, DatastoreArg};
 use clap::Subcommand;
+use lifeboat_api_types::{VmFileEntry, VmPartitionInfo};
 use lifeboat_qemu::{backup_vm, load_vm, DiskSource, NetMode, Qmp, VmBackupOptions};
 use lifeboat_store::{Datastore, Node, SnapshotKind};
 use lifeboat_vm::image::restore_raw;
@@ -696,11 +697,12 @@ fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Optio
                 .collect();
             println!("{}", serde_json::json!({"disk": disk.disk, "table": layout.table, "partitions": parts}));
         } else {
-            println!("disk {} ({}), partition table: {}", disk.disk, ui::bytes(disk.size), layout.table.as_deref().unwrap_or("none"));
-            for p in &layout.partitions {
-                let note = p.unsupported.as_deref().map(|u| format!("  ({u})")).unwrap_or_default();
-                println!("  {:>3}  {:>10}  {:<12} {}{note}", p.name, ui::bytes(p.size), p.fstype.as_deref().unwrap_or("-"), p.label.as_deref().unwrap_or(""));
-            }
+            let parts: Vec<_> = layout
+                .partitions
+                .iter()
+                .map(|p| VmPartitionInfo { name: p.name.clone(), start: p.start, size: p.size, fstype: p.fstype.clone(), label: p.label.clone(), unsupported: p.unsupported.clone() })
+                .collect();
+            crate::remote_vm::print_partitions(&disk.disk, Some(disk.size), layout.table.as_deref(), &parts);
         }
         return Ok(0);
     };
@@ -726,11 +728,11 @@ fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Optio
             .collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
-        for e in &entries {
-            let link = e.link_target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
-            let time = chrono::DateTime::from_timestamp(e.mtime, 0).map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
-            println!("{:o} {:>5} {:>5} {:>12} {time} {}{link}", e.mode, e.uid, e.gid, e.size, e.name);
-        }
+        let list: Vec<_> = entries
+            .into_iter()
+            .map(|e| VmFileEntry { name: e.name, mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, mtime: e.mtime, link_target: e.link_target })
+            .collect();
+        crate::remote_vm::print_guest_entries(&list);
     }
     Ok(0)
 }

@@ -144,6 +144,23 @@ impl ApiClient {
         self.finish(r)
     }
 
+    /// GET with query parameters (None fields are left out).
+    pub fn get_query<Q: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, query: &Q) -> Result<T> {
+        let r = self.request(reqwest::Method::GET, path).query(query).send().map_err(|e| self.transport(e))?;
+        self.finish(r)
+    }
+
+    /// A GET whose body is read as it arrives (a download); an error
+    /// answer is returned as the typed calls return it. A body cut short
+    /// by the server is a read error, not an early end.
+    pub fn download<Q: Serialize + ?Sized>(&self, path: &str, query: &Q) -> Result<reqwest::blocking::Response> {
+        let r = self.request(reqwest::Method::GET, path).query(query).send().map_err(|e| self.transport(e))?;
+        if !r.status().is_success() {
+            return Err(self.finish::<()>(r).unwrap_err());
+        }
+        Ok(r)
+    }
+
     pub fn get_text(&self, path: &str) -> Result<String> {
         let r = self.request(reqwest::Method::GET, path).send().map_err(|e| self.transport(e))?;
         if !r.status().is_success() {

@@ -8,6 +8,7 @@
 //! (counted lookups, dropped on `forget`).
 
 use crate::reader::OpenFile;
+use crate::vms::{partition_dir_name, GuestMounts, GuestNode, GuestState, VmDisk, VmSnap};
 use bytes::Bytes;
 use fuse3::raw::prelude::*;
 use fuse3::{Errno, Inode, Result as FResult, Timestamp};
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 const ROOT: u64 = 1;
 const SNAPSHOTS: u64 = 2;
+const VMS: u64 = 3;
 /// Hashed ids below this are moved up: the small ones are fixed.
 const FIRST_HASHED: u64 = 16;
 
@@ -53,6 +55,12 @@ enum Obj {
     /// `latest` a new id once its 1 s entry TTL runs out.
     Latest(Arc<str>),
     Node(Arc<Node>),
+    /// `vms/`: VM snapshots, then their disks, partitions and the guest's
+    /// files (crate::vms).
+    Vms,
+    VmSnap(Arc<VmSnap>),
+    VmDisk(Arc<VmDisk>),
+    Guest(Arc<GuestNode>),
 }
 
 struct Entry {
@@ -71,6 +79,7 @@ struct SnapEntry {
 struct Snaps {
     at: Option<Instant>,
     list: Arc<Vec<SnapEntry>>,
+    vms: Arc<Vec<Arc<VmSnap>>>,
 }
 
 #[derive(Default)]
@@ -99,6 +108,7 @@ pub(crate) struct Inner {
     cache: Mutex<PageCache>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
+    guests: Arc<GuestState>,
     uid: u32,
     gid: u32,
     mounted_at: Timestamp,
@@ -143,7 +153,28 @@ fn node_key<'a>(name: &'a [u8], obj: &Obj) -> std::borrow::Cow<'a, [u8]> {
 fn entry_id(parent: u64, name: &[u8], obj: &Obj) -> u64 {
     match obj {
         Obj::Snapshots => SNAPSHOTS,
+        Obj::Vms => VMS,
         _ => hashed_id(parent, &node_key(name, obj)),
+    }
+}
+
+fn guest_type(m: &std::fs::Metadata) -> FileType {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_dir() {
+        FileType::Directory
+    } else if t.is_symlink() {
+        FileType::Symlink
+    } else if t.is_fifo() {
+        FileType::NamedPipe
+    } else if t.is_char_device() {
+        FileType::CharDevice
+    } else if t.is_block_device() {
+        FileType::BlockDevice
+    } else if t.is_socket() {
+        FileType::Socket
+    } else {
+        FileType::RegularFile
     }
 }
 
@@ -167,14 +198,15 @@ pub fn snapshot_dir_name(time: &chrono::DateTime<chrono::Utc>, id: &BlobId) -> S
 impl Obj {
     fn kind(&self) -> FileType {
         match self {
-            Obj::Root | Obj::Snapshots => FileType::Directory,
+            Obj::Root | Obj::Snapshots | Obj::Vms | Obj::VmSnap(_) | Obj::VmDisk(_) => FileType::Directory,
             Obj::Latest(_) => FileType::Symlink,
             Obj::Node(n) => file_type(n.kind),
+            Obj::Guest(g) => guest_type(&g.meta),
         }
     }
     fn ttl(&self) -> Duration {
         match self {
-            Obj::Node(_) => TTL_TREE,
+            Obj::Node(_) | Obj::Guest(_) => TTL_TREE,
             _ => TTL_TOP,
         }
     }
@@ -198,7 +230,26 @@ impl Inner {
             blksize: BLKSIZE,
         };
         match obj {
-            Obj::Root | Obj::Snapshots => top(FileType::Directory, 0o555, 0),
+            Obj::Root | Obj::Snapshots | Obj::Vms | Obj::VmSnap(_) | Obj::VmDisk(_) => top(FileType::Directory, 0o555, 0),
+            Obj::Guest(g) => {
+                use std::os::unix::fs::MetadataExt;
+                let m = &g.meta;
+                FileAttr {
+                    ino,
+                    size: m.size(),
+                    blocks: m.blocks(),
+                    atime: Timestamp::new(m.atime(), m.atime_nsec() as u32),
+                    mtime: Timestamp::new(m.mtime(), m.mtime_nsec() as u32),
+                    ctime: Timestamp::new(m.ctime(), m.ctime_nsec() as u32),
+                    kind: guest_type(m),
+                    perm: (m.mode() & 0o7777) as u16,
+                    nlink: m.nlink() as u32,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    rdev: m.rdev() as u32,
+                    blksize: BLKSIZE,
+                }
+            }
             Obj::Latest(t) => top(FileType::Symlink, 0o777, t.len() as u64),
             Obj::Node(n) => {
                 let kind = file_type(n.kind);
@@ -230,14 +281,17 @@ impl Inner {
         match ino {
             ROOT => Ok(Obj::Root),
             SNAPSHOTS => Ok(Obj::Snapshots),
+            VMS => Ok(Obj::Vms),
             _ => self.table.lock().get(&ino).map(|e| e.obj.clone()).ok_or_else(|| Errno::from(libc::ESTALE)),
         }
     }
 
     /// Records one kernel lookup of `name` under `parent`; returns its id.
     fn remember(&self, parent: u64, name: &[u8], obj: &Obj) -> u64 {
-        if let Obj::Snapshots = obj {
-            return SNAPSHOTS;
+        match obj {
+            Obj::Snapshots => return SNAPSHOTS,
+            Obj::Vms => return VMS,
+            _ => {}
         }
         let name = &*node_key(name, obj);
         let mut ino = hashed_id(parent, name);
@@ -289,9 +343,17 @@ impl Inner {
                 return Ok(s.list.clone());
             }
         }
-        let list: Vec<SnapEntry> = self
-            .ds
-            .snapshots()?
+        let all = self.ds.snapshots()?;
+        let vms: Vec<Arc<VmSnap>> = all
+            .iter()
+            .filter(|(_, snap)| snap.kind == lifeboat_store::SnapshotKind::Vm)
+            .map(|(id, snap)| {
+                let vm: String = snap.paths.first().map(|p| p.trim_start_matches("vm:")).unwrap_or("").chars().map(|c| if c == '/' || c == '\0' { '_' } else { c }).collect();
+                let name = if vm.is_empty() { snapshot_dir_name(&snap.time, id) } else { format!("{}_{vm}", snapshot_dir_name(&snap.time, id)) };
+                Arc::new(VmSnap::new(*id, snap.clone(), name))
+            })
+            .collect();
+        let list: Vec<SnapEntry> = all
             .into_iter()
             .map(|(id, snap)| {
                 let ns = snap.time.timestamp_nanos_opt().unwrap_or(0);
@@ -328,8 +390,34 @@ impl Inner {
             })
             .collect();
         s.list = Arc::new(list);
+        s.vms = Arc::new(vms);
         s.at = Some(Instant::now());
         Ok(s.list.clone())
+    }
+
+    fn vm_snapshots(&self) -> Result<Arc<Vec<Arc<VmSnap>>>, StoreError> {
+        self.snapshots()?;
+        Ok(self.snaps.lock().vms.clone())
+    }
+
+    /// A listed VM snapshot, or a unique prefix of listed names or ids.
+    fn find_vm_snapshot(&self, name: &[u8]) -> Result<Option<Arc<VmSnap>>, StoreError> {
+        let list = self.vm_snapshots()?;
+        let Ok(q) = std::str::from_utf8(name) else { return Ok(None) };
+        if let Some(s) = list.iter().find(|s| s.name == q) {
+            return Ok(Some(s.clone()));
+        }
+        let unique = |hits: Vec<&Arc<VmSnap>>| if hits.len() == 1 { Some(hits[0].clone()) } else { None };
+        if q.len() >= 4 {
+            if let Some(n) = unique(list.iter().filter(|s| s.name.starts_with(q)).collect()) {
+                return Ok(Some(n));
+            }
+            let ql = q.to_ascii_lowercase();
+            if ql.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(unique(list.iter().filter(|s| s.id.to_hex().starts_with(&ql)).collect()));
+            }
+        }
+        Ok(None)
     }
 
     fn latest(&self) -> Option<Obj> {
@@ -427,7 +515,7 @@ impl Inner {
 
     fn parent_of(&self, ino: u64) -> u64 {
         match ino {
-            ROOT | SNAPSHOTS => ROOT,
+            ROOT | SNAPSHOTS | VMS => ROOT,
             _ => self.table.lock().get(&ino).map(|e| e.parent).unwrap_or(ROOT),
         }
     }
@@ -437,10 +525,25 @@ impl Inner {
             Obj::Root => Ok(match name {
                 b"snapshots" => Some(Obj::Snapshots),
                 b"latest" => self.latest(),
+                b"vms" => Some(Obj::Vms),
                 _ => None,
             }),
             Obj::Snapshots => Ok(self.find_snapshot(name).map_err(eio)?.map(Obj::Node)),
             Obj::Latest(_) => Err(libc::ENOTDIR.into()),
+            Obj::Vms => Ok(self.find_vm_snapshot(name).map_err(eio)?.map(Obj::VmSnap)),
+            Obj::VmSnap(v) => {
+                let disks = v.disks(&self.ds)?;
+                Ok(disks.into_iter().find(|d| d.as_bytes() == name).map(|disk| Obj::VmDisk(Arc::new(VmDisk { snap: v.clone(), disk }))))
+            }
+            Obj::VmDisk(d) => {
+                let parts = self.guests.partitions(&self.ds, &d)?;
+                match parts.iter().find(|p| partition_dir_name(p).as_bytes() == name) {
+                    Some(p) => Ok(Some(Obj::Guest(self.guests.mount(&self.ds, &d, p)?))),
+                    None => Ok(None),
+                }
+            }
+            Obj::Guest(g) if g.meta.is_dir() => Ok(g.child(name)?.map(Obj::Guest)),
+            Obj::Guest(_) => Err(libc::ENOTDIR.into()),
             Obj::Node(n) => match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(t)) => Ok(self.find_child(&t, name).map_err(eio)?.map(|c| Obj::Node(Arc::new(c)))),
                 (NodeKind::Dir, None) => Ok(None),
@@ -468,6 +571,7 @@ impl Inner {
                 if let Some(l) = self.latest() {
                     top.push((b"latest".to_vec(), l));
                 }
+                top.push((b"vms".to_vec(), Obj::Vms));
                 for (i, (name, obj)) in top.into_iter().enumerate().skip(pos as usize) {
                     out.push(Proto { name, obj, next: i as i64 + 3, dot: None });
                 }
@@ -479,6 +583,32 @@ impl Inner {
                 }
             }
             Obj::Latest(_) => return Err(libc::ENOTDIR.into()),
+            Obj::Vms => {
+                let list = self.vm_snapshots().map_err(eio)?;
+                for (i, s) in list.iter().enumerate().skip(pos as usize) {
+                    out.push(Proto { name: s.name.clone().into_bytes(), obj: Obj::VmSnap(s.clone()), next: i as i64 + 3, dot: None });
+                }
+            }
+            Obj::VmSnap(v) => {
+                for (i, disk) in v.disks(&self.ds)?.into_iter().enumerate().skip(pos as usize) {
+                    out.push(Proto { name: disk.clone().into_bytes(), obj: Obj::VmDisk(Arc::new(VmDisk { snap: v.clone(), disk })), next: i as i64 + 3, dot: None });
+                }
+            }
+            Obj::VmDisk(d) => {
+                // A listing gives each partition's attributes, so each is
+                // mounted now (they stay mounted until the mount ends).
+                let parts = self.guests.partitions(&self.ds, &d)?;
+                for (i, p) in parts.iter().enumerate().skip(pos as usize) {
+                    let obj = Obj::Guest(self.guests.mount(&self.ds, &d, p)?);
+                    out.push(Proto { name: partition_dir_name(p).into_bytes(), obj, next: i as i64 + 3, dot: None });
+                }
+            }
+            Obj::Guest(g) if g.meta.is_dir() => {
+                for (i, (name, c)) in g.entries()?.into_iter().enumerate().skip(pos as usize) {
+                    out.push(Proto { name, obj: Obj::Guest(c), next: i as i64 + 3, dot: None });
+                }
+            }
+            Obj::Guest(_) => return Err(libc::ENOTDIR.into()),
             Obj::Node(n) => {
                 let Some(tree) = n.subtree else {
                     return if n.kind == NodeKind::Dir { Ok(out) } else { Err(libc::ENOTDIR.into()) };
@@ -506,7 +636,17 @@ impl Inner {
     }
 
     fn open_file(&self, ino: u64) -> FResult<u64> {
-        let Obj::Node(n) = self.get(ino)? else { return Err(libc::EISDIR.into()) };
+        let n = match self.get(ino)? {
+            Obj::Node(n) => n,
+            Obj::Guest(g) if g.meta.is_file() => {
+                let f = g.open()?;
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.guests.files.lock().insert(fh, Arc::new(f));
+                return Ok(fh);
+            }
+            Obj::Guest(g) if !g.meta.is_dir() => return Err(libc::EINVAL.into()),
+            _ => return Err(libc::EISDIR.into()),
+        };
         match n.kind {
             NodeKind::File => {}
             NodeKind::Dir => return Err(libc::EISDIR.into()),
@@ -525,15 +665,21 @@ impl SnapshotFs {
             inner: Arc::new(Inner {
                 ds,
                 table: Mutex::new(HashMap::new()),
-                snaps: Mutex::new(Snaps { at: None, list: Arc::new(Vec::new()) }),
+                snaps: Mutex::new(Snaps { at: None, list: Arc::new(Vec::new()), vms: Arc::new(Vec::new()) }),
                 cache: Mutex::new(PageCache::default()),
                 files: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
+                guests: Arc::new(GuestState::default()),
                 uid: unsafe { libc::geteuid() },
                 gid: unsafe { libc::getegid() },
                 mounted_at: now,
             }),
         }
+    }
+
+    /// What `vms/` mounts, to unmount when the mount ends.
+    pub fn guest_mounts(&self) -> GuestMounts {
+        GuestMounts(self.inner.guests.clone())
     }
 
     /// Runs `f` on the blocking pool: datastore reads block (pread, zstd,
@@ -629,6 +775,10 @@ impl Filesystem for SnapshotFs {
                 (NodeKind::Symlink, Some(t)) => Ok(ReplyData { data: Bytes::from(t.clone()) }),
                 _ => Err(libc::EINVAL.into()),
             },
+            Obj::Guest(g) if g.meta.file_type().is_symlink() => {
+                let t = std::fs::read_link(g.path()).map_err(|e| Errno::from(e.raw_os_error().unwrap_or(libc::EIO)))?;
+                Ok(ReplyData { data: Bytes::from(t.into_os_string().into_vec()) })
+            }
             _ => Err(libc::EINVAL.into()),
         })
         .await
@@ -643,6 +793,10 @@ impl Filesystem for SnapshotFs {
     }
 
     async fn read(&self, _req: Request, _inode: Inode, fh: u64, offset: u64, size: u32) -> FResult<ReplyData> {
+        let guest = self.inner.guests.files.lock().get(&fh).cloned();
+        if let Some(f) = guest {
+            return self.blocking(move |_| crate::vms::read_at(&f, offset, size).map(|data| ReplyData { data: Bytes::from(data) })).await;
+        }
         let file = self.inner.files.lock().get(&fh).cloned().ok_or_else(|| Errno::from(libc::EBADF))?;
         self.blocking(move |inner| {
             let data = file.read(&inner.ds, offset, size).map_err(|e| {
@@ -656,6 +810,7 @@ impl Filesystem for SnapshotFs {
 
     async fn release(&self, _req: Request, _inode: Inode, fh: u64, _flags: u32, _lock_owner: u64, _flush: bool) -> FResult<()> {
         self.inner.files.lock().remove(&fh);
+        self.inner.guests.files.lock().remove(&fh);
         Ok(())
     }
 
@@ -669,7 +824,8 @@ impl Filesystem for SnapshotFs {
 
     async fn opendir(&self, _req: Request, inode: Inode, _flags: u32) -> FResult<ReplyOpen> {
         match self.inner.get(inode)? {
-            Obj::Root | Obj::Snapshots => Ok(ReplyOpen { fh: 0, flags: 0 }),
+            Obj::Root | Obj::Snapshots | Obj::Vms | Obj::VmSnap(_) | Obj::VmDisk(_) => Ok(ReplyOpen { fh: 0, flags: 0 }),
+            Obj::Guest(g) if g.meta.is_dir() => Ok(ReplyOpen { fh: 0, flags: 0 }),
             Obj::Node(n) if n.kind == NodeKind::Dir => Ok(ReplyOpen { fh: 0, flags: 0 }),
             _ => Err(libc::ENOTDIR.into()),
         }

@@ -7,6 +7,8 @@
 //! ```text
 //! /snapshots/<time>_<short id>/...   one directory per snapshot
 //! /latest -> snapshots/<newest>      a symlink
+//! /vms/<time>_<short id>_<vm>/<disk>/<partition>/...
+//!                                    a VM snapshot's guest files (root)
 //! ```
 //!
 //! Entries keep their sizes, modes, owners, mtimes and symlink targets.
@@ -25,8 +27,10 @@
 
 mod fs;
 mod reader;
+mod vms;
 
 pub use fs::SnapshotFs;
+pub use vms::GuestMounts;
 
 use lifeboat_store::Datastore;
 use std::path::{Path, PathBuf};
@@ -92,13 +96,19 @@ pub fn serve(ds: Arc<Datastore>, mountpoint: &Path, cfg: &MountConfig, on_mounte
         .enable_all()
         .build()
         .map_err(MountError::Runtime)?;
-    let res = rt.block_on(async move {
+    if unsafe { libc::geteuid() } == 0 {
+        // What a killed earlier mount left of vms/ (mounts, loop devices).
+        lifeboat_vmfiles::clean_stale();
+    }
+    let mut guests_slot: Option<GuestMounts> = None;
+    let res = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         // Install the handlers before mounting: a signal that arrives right
         // after the mount must unmount, not kill us with the mount left.
         let mut int = signal(SignalKind::interrupt()).map_err(MountError::Runtime)?;
         let mut term = signal(SignalKind::terminate()).map_err(MountError::Runtime)?;
         let fs = SnapshotFs::new(ds);
+        guests_slot = Some(fs.guest_mounts());
         let mut opts = fuse3::MountOptions::default();
         opts.fs_name("lifeboat").read_only(true).default_permissions(true).allow_other(cfg.allow_other);
         let session = fuse3::raw::Session::new(opts);
@@ -118,6 +128,11 @@ pub fn serve(ds: Arc<Datastore>, mountpoint: &Path, cfg: &MountConfig, on_mounte
             _ = term.recv() => unmount(handle, &mp).await,
         }
     });
+    // The guest file systems vms/ mounted go now: the FUSE session may
+    // still hold the file system below (see next).
+    if let Some(g) = guests_slot {
+        g.close();
+    }
     // fuse3 reads /dev/fuse on a blocking thread that only returns once
     // the connection goes away; after a lazy unmount with files still
     // open that is when we exit, so do not wait for it.

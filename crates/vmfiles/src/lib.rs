@@ -17,14 +17,18 @@
 //! LVM volumes inside a partition are found too (see `lvm`), without
 //! device-mapper.
 
+mod archive;
 mod cleanup;
+mod copy;
 mod diskfile;
 mod lvm;
 mod mount;
 mod probe;
 mod snapshot;
 
+pub use archive::{unpack_tar, write_tar, ArchiveReport, UnpackPolicy};
 pub use cleanup::{clean_stale, Cleaned};
+pub use copy::{copy_out, CopyPolicy, CopyReport};
 pub use diskfile::DiskFile;
 pub use mount::{LoopDevice, MountedFs};
 pub use probe::{probe, DiskLayout, Partition};

@@ -1,0 +1,204 @@
+//! `vms/<snapshot>/<disk>/<partition>/...`: the guest's files of VM
+//! snapshots, inside the same mount.
+//!
+//! Why here: an admin browsing backups looks for "that file on web01
+//! last Tuesday" and should not need a second tool. How: a partition's
+//! file system is mounted read-only by crates/vmfiles (the disk served
+//! from the datastore, a read-only loop device, no journal replay) the
+//! first time something looks inside it, and stays mounted until the
+//! mount ends; entries below are passed through from it. Symlinks are
+//! shown as links and never followed here, so a guest's `/x -> /etc`
+//! resolves in the reader's namespace like any link in a backup. Needs
+//! root (loop devices and mounts); other users see the VM snapshots and
+//! their disks, and get EACCES inside.
+
+use fuse3::{Errno, Result as FResult};
+use lifeboat_store::{BlobId, Datastore, Snapshot};
+use lifeboat_vmfiles::{GuestFiles, Partition, SnapshotDisk};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// One VM snapshot under `vms/`.
+pub(crate) struct VmSnap {
+    pub id: BlobId,
+    pub name: String,
+    pub snap: Snapshot,
+    disks: OnceLock<Result<Vec<String>, String>>,
+}
+
+/// One disk of a VM snapshot.
+pub(crate) struct VmDisk {
+    pub snap: Arc<VmSnap>,
+    pub disk: String,
+}
+
+/// A mounted guest file system; unmounted when the last holder drops it.
+pub(crate) struct GuestMount {
+    files: GuestFiles,
+}
+
+/// An entry of a mounted guest file system, with the metadata it had
+/// when looked up (the mount is read-only: it does not change).
+pub(crate) struct GuestNode {
+    pub mount: Arc<GuestMount>,
+    pub rel: PathBuf,
+    pub meta: Metadata,
+}
+
+impl GuestNode {
+    pub fn path(&self) -> PathBuf {
+        self.mount.files.root().join(&self.rel)
+    }
+}
+
+/// What `vms/` holds open: partition layouts, mounted guests, open files.
+#[derive(Default)]
+pub(crate) struct GuestState {
+    layouts: Mutex<HashMap<(BlobId, String), Arc<Vec<Partition>>>>,
+    mounts: Mutex<HashMap<(BlobId, String, String), Arc<GuestMount>>>,
+    pub files: Mutex<HashMap<u64, Arc<File>>>,
+}
+
+/// Unmounts everything `vms/` mounted, when `lifeboat mount` ends.
+#[derive(Clone)]
+pub struct GuestMounts(pub(crate) Arc<GuestState>);
+
+impl GuestMounts {
+    pub fn close(&self) {
+        self.0.files.lock().clear();
+        self.0.mounts.lock().clear();
+        self.0.layouts.lock().clear();
+    }
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn vm_err(what: &str, e: lifeboat_vmfiles::VmFilesError) -> Errno {
+    tracing::error!("{what}: {e}");
+    if e.is_not_found() {
+        Errno::from(libc::ENOENT)
+    } else {
+        Errno::from(libc::EIO)
+    }
+}
+
+fn need_root() -> FResult<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        tracing::error!("reading a VM's guest files under vms/ needs root (loop devices and mounts); run `lifeboat mount` as root, or use `lifeboat vm files`");
+        return Err(libc::EACCES.into());
+    }
+    Ok(())
+}
+
+/// How a partition is named under its disk: its number, or `vg-lv` for
+/// an LVM volume (a `/` cannot be in a name).
+pub(crate) fn partition_dir_name(p: &Partition) -> String {
+    p.name.replace('/', "-")
+}
+
+impl VmSnap {
+    pub fn new(id: BlobId, snap: Snapshot, name: String) -> Self {
+        VmSnap { id, name, snap, disks: OnceLock::new() }
+    }
+
+    pub fn disks(&self, ds: &Datastore) -> FResult<Vec<String>> {
+        let r = self.disks.get_or_init(|| lifeboat_qemu::load_vm(ds, &self.snap).map(|vm| vm.md.disks.iter().map(|d| d.id.clone()).collect()).map_err(|e| e.to_string()));
+        r.clone().map_err(|e| {
+            tracing::error!("VM snapshot {}: {e}", self.id.short());
+            Errno::from(libc::EIO)
+        })
+    }
+}
+
+impl GuestState {
+    /// The partitions of a disk that hold files this appliance reads.
+    pub fn partitions(&self, ds: &Arc<Datastore>, d: &VmDisk) -> FResult<Arc<Vec<Partition>>> {
+        let key = (d.snap.id, d.disk.clone());
+        if let Some(l) = self.layouts.lock().get(&key) {
+            return Ok(l.clone());
+        }
+        need_root()?;
+        let disk = SnapshotDisk::open(ds, &d.snap.snap, Some(&d.disk)).map_err(|e| vm_err(&format!("disk {} of VM snapshot {}", d.disk, d.snap.id.short()), e))?;
+        let parts: Arc<Vec<Partition>> = Arc::new(disk.layout.partitions.iter().filter(|p| p.has_files()).cloned().collect());
+        self.layouts.lock().insert(key, parts.clone());
+        Ok(parts)
+    }
+
+    /// The root of partition `p`, mounted on first use.
+    pub fn mount(&self, ds: &Arc<Datastore>, d: &VmDisk, p: &Partition) -> FResult<Arc<GuestNode>> {
+        need_root()?;
+        let key = (d.snap.id, d.disk.clone(), p.name.clone());
+        // Held while mounting: two readers of a new partition mount it once.
+        let mut mounts = self.mounts.lock();
+        let m = match mounts.get(&key) {
+            Some(m) => m.clone(),
+            None => {
+                let what = format!("partition {} of disk {} of VM snapshot {}", p.name, d.disk, d.snap.id.short());
+                let disk = SnapshotDisk::open(ds, &d.snap.snap, Some(&d.disk)).map_err(|e| vm_err(&what, e))?;
+                let files = disk.mount(Some(&p.name)).map_err(|e| vm_err(&what, e))?;
+                tracing::info!("mounted {what} read-only for vms/");
+                let m = Arc::new(GuestMount { files });
+                mounts.insert(key, m.clone());
+                m
+            }
+        };
+        drop(mounts);
+        let meta = std::fs::symlink_metadata(m.files.root()).map_err(|e| io_errno(&e))?;
+        Ok(Arc::new(GuestNode { mount: m, rel: PathBuf::new(), meta }))
+    }
+}
+
+impl GuestNode {
+    pub fn child(&self, name: &[u8]) -> FResult<Option<Arc<GuestNode>>> {
+        use std::os::unix::ffi::OsStrExt;
+        let rel = self.rel.join(std::ffi::OsStr::from_bytes(name));
+        match std::fs::symlink_metadata(self.mount.files.root().join(&rel)) {
+            Ok(meta) => Ok(Some(Arc::new(GuestNode { mount: self.mount.clone(), rel, meta }))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_errno(&e)),
+        }
+    }
+
+    /// The directory's entries, sorted by name.
+    pub fn entries(&self) -> FResult<Vec<(Vec<u8>, Arc<GuestNode>)>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut names: Vec<_> = std::fs::read_dir(self.path()).map_err(|e| io_errno(&e))?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            // Gone between listing and stat: not on a read-only mount, but
+            // skip rather than fail the listing.
+            if let Some(c) = self.child(n.as_bytes())? {
+                out.push((n.as_bytes().to_vec(), c));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn open(&self) -> FResult<File> {
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(self.path()).map_err(|e| io_errno(&e))
+    }
+}
+
+/// Reads up to `size` bytes at `offset` (fewer only at the end).
+pub(crate) fn read_at(f: &File, offset: u64, size: u32) -> FResult<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; size as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_errno(&e)),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
