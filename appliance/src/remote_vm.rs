@@ -2,7 +2,7 @@
 //! VMs, datastores and paths are the appliance's; backups and restores
 //! are daemon jobs followed with the same progress bar as file backups.
 
-use crate::commands::vm::RetargetArgs;
+use crate::commands::vm::{GuestFilesArgs, RetargetArgs};
 use crate::remote::{run_job, DsName, Wait};
 use clap::Subcommand;
 use lifeboat_api_types::*;
@@ -150,20 +150,8 @@ pub enum RemoteVmCmd {
         #[command(flatten)]
         ds: DsName,
         snapshot: String,
-        /// Path inside the guest file system (e.g. /etc)
-        path: Option<String>,
-        /// The disk (default: the VM's only disk)
-        #[arg(long, value_name = "ID")]
-        disk: Option<String>,
-        /// Partition number, or VG/LV for an LVM volume (default: the only
-        /// one with a file system)
-        #[arg(long, value_name = "N|VG/LV")]
-        partition: Option<String>,
-        /// Copy PATH (file or directory) to DST on this machine
-        #[arg(long, value_name = "DST", requires = "path")]
-        extract: Option<std::path::PathBuf>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        files: GuestFilesArgs,
     },
     /// Copy guest paths of a VM snapshot into a directory on the appliance
     RestoreFiles {
@@ -273,7 +261,7 @@ pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
             println!("VM {name} stopped; its overlays are removed");
             Ok(0)
         }
-        RemoteVmCmd::Files { ds, snapshot, path, disk, partition, extract, json } => {
+        RemoteVmCmd::Files { ds, snapshot, files: GuestFilesArgs { path, disk, partition, extract, json } } => {
             let q = VmFilesQuery { path: path.clone(), disk, partition };
             let base = format!("/api/datastores/{}/snapshots/{snapshot}/vm-files", ds.datastore);
             if let (Some(path), Some(dst)) = (path, extract) {

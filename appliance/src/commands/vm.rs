@@ -137,20 +137,8 @@ pub enum VmCmd {
         #[command(flatten)]
         ds: DatastoreArg,
         snapshot: String,
-        /// Path inside the guest file system (e.g. /etc)
-        path: Option<String>,
-        /// The disk (default: the VM's only disk)
-        #[arg(long, value_name = "ID")]
-        disk: Option<String>,
-        /// Partition number, or VG/LV for an LVM volume (default: the only
-        /// one with a file system)
-        #[arg(long, value_name = "N|VG/LV")]
-        partition: Option<String>,
-        /// Copy PATH (file or directory) to DST
-        #[arg(long, value_name = "DST", requires = "path")]
-        extract: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        files: GuestFilesArgs,
     },
     /// Move a VM running from instant restore onto local images while it
     /// runs (blockdev-mirror, then pivot); its NBD exports are released
@@ -236,6 +224,25 @@ pub enum VmCmd {
         #[arg(long, value_name = "DIR|ISO", requires = "platforms")]
         drivers: Option<PathBuf>,
     },
+}
+
+/// Which guest files `vm files` shows or copies (local and remote).
+#[derive(clap::Args)]
+pub struct GuestFilesArgs {
+    /// Path inside the guest file system (e.g. /etc)
+    pub path: Option<String>,
+    /// The disk (default: the VM's only disk)
+    #[arg(long, value_name = "ID")]
+    pub disk: Option<String>,
+    /// Partition number, or VG/LV for an LVM volume (default: the only
+    /// one with a file system)
+    #[arg(long, value_name = "N|VG/LV")]
+    pub partition: Option<String>,
+    /// Copy PATH (file or directory) to DST on this machine
+    #[arg(long, value_name = "DST", requires = "path")]
+    pub extract: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How a restore for another platform maps and repairs the guest: one
@@ -446,7 +453,7 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             println!("restored VM {} to {} (hardware in vm.json)", md.name, target.display());
             Ok(0)
         }
-        VmCmd::Files { ds, snapshot, path, disk, partition, extract, json } => vm_files(&ds, &snapshot, path, disk, partition, extract, json),
+        VmCmd::Files { ds, snapshot, files: GuestFilesArgs { path, disk, partition, extract, json } } => vm_files(&ds, &snapshot, path, disk, partition, extract, json),
         VmCmd::MigrateBack { qmp, target, format } => {
             let mut q = Qmp::connect(&qmp)?;
             let disks = lifeboat_qemu::migrate::nbd_disks(&mut q)?;

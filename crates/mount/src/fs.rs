@@ -190,6 +190,27 @@ fn file_type(k: NodeKind) -> FileType {
     }
 }
 
+/// The entry of `list` listed as `name`, or the one whose listed name or
+/// id starts with `name` (4 characters at least); None when several do.
+fn find_listed<'a, T>(list: &'a [T], name: &[u8], key: impl Fn(&T) -> (&String, &BlobId)) -> Option<&'a T> {
+    let q = std::str::from_utf8(name).ok()?;
+    if let Some(s) = list.iter().find(|s| key(s).0 == q) {
+        return Some(s);
+    }
+    let unique = |mut hits: Vec<&'a T>| if hits.len() == 1 { hits.pop() } else { None };
+    if q.len() < 4 {
+        return None;
+    }
+    if let Some(s) = unique(list.iter().filter(|s| key(s).0.starts_with(q)).collect()) {
+        return Some(s);
+    }
+    let ql = q.to_ascii_lowercase();
+    if !ql.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    unique(list.iter().filter(|s| key(s).1.to_hex().starts_with(&ql)).collect())
+}
+
 /// `2026-11-25T09-05-17_ab12cd34`: sortable, no ':' for shells.
 pub fn snapshot_dir_name(time: &chrono::DateTime<chrono::Utc>, id: &BlobId) -> String {
     format!("{}_{}", time.format("%Y-%m-%dT%H-%M-%S"), id.short())
@@ -400,24 +421,9 @@ impl Inner {
         Ok(self.snaps.lock().vms.clone())
     }
 
-    /// A listed VM snapshot, or a unique prefix of listed names or ids.
     fn find_vm_snapshot(&self, name: &[u8]) -> Result<Option<Arc<VmSnap>>, StoreError> {
         let list = self.vm_snapshots()?;
-        let Ok(q) = std::str::from_utf8(name) else { return Ok(None) };
-        if let Some(s) = list.iter().find(|s| s.name == q) {
-            return Ok(Some(s.clone()));
-        }
-        let unique = |hits: Vec<&Arc<VmSnap>>| if hits.len() == 1 { Some(hits[0].clone()) } else { None };
-        if q.len() >= 4 {
-            if let Some(n) = unique(list.iter().filter(|s| s.name.starts_with(q)).collect()) {
-                return Ok(Some(n));
-            }
-            let ql = q.to_ascii_lowercase();
-            if ql.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Ok(unique(list.iter().filter(|s| s.id.to_hex().starts_with(&ql)).collect()));
-            }
-        }
-        Ok(None)
+        Ok(find_listed(&list, name, |s| (&s.name, &s.id)).cloned())
     }
 
     fn latest(&self) -> Option<Obj> {
@@ -425,24 +431,9 @@ impl Inner {
         list.last().map(|s| Obj::Latest(format!("snapshots/{}", s.name).into()))
     }
 
-    /// A listed name, or a unique prefix of listed names or of ids.
     fn find_snapshot(&self, name: &[u8]) -> Result<Option<Arc<Node>>, StoreError> {
         let list = self.snapshots()?;
-        let Ok(q) = std::str::from_utf8(name) else { return Ok(None) };
-        if let Some(s) = list.iter().find(|s| s.name == q) {
-            return Ok(Some(s.node.clone()));
-        }
-        let unique = |hits: Vec<&SnapEntry>| if hits.len() == 1 { Some(hits[0].node.clone()) } else { None };
-        if q.len() >= 4 {
-            if let Some(n) = unique(list.iter().filter(|s| s.name.starts_with(q)).collect()) {
-                return Ok(Some(n));
-            }
-            let ql = q.to_ascii_lowercase();
-            if ql.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Ok(unique(list.iter().filter(|s| s.id.to_hex().starts_with(&ql)).collect()));
-            }
-        }
-        Ok(None)
+        Ok(find_listed(&list, name, |s| (&s.name, &s.id)).map(|s| s.node.clone()))
     }
 
     fn dir_pages(&self, tree: &BlobId) -> Result<Arc<Vec<BlobId>>, StoreError> {
