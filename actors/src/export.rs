@@ -202,7 +202,7 @@ impl ExportActor {
 
     fn host_port(addr: SocketAddr) -> String {
         let host = if addr.ip().is_unspecified() {
-            crate::work::backup::hostname()
+            lifeboat_ingest::hostname()
         } else if addr.is_ipv6() {
             format!("[{}]", addr.ip())
         } else {

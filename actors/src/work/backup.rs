@@ -41,7 +41,7 @@ pub fn run(
         sources: paths.iter().map(PathBuf::from).collect(),
         tags: tags.to_vec(),
         excludes: walk.exclude.to_vec(),
-        hostname: hostname(),
+        hostname: lifeboat_ingest::hostname(),
         one_file_system: walk.one_file_system,
         exclude_nodump: walk.exclude_nodump,
         ..Default::default()
@@ -61,6 +61,5 @@ pub fn run(
     Ok(JobOutput { result, warnings: out.warnings })
 }
 
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
-}
+/// For the daemon's own use (its API crate does not depend on ingest).
+pub use lifeboat_ingest::hostname;

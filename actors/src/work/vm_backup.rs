@@ -24,7 +24,7 @@ pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, full: bool, tags: &[String], keep:
     p.total_bytes.store(inv.disks.iter().map(|d| d.size).sum(), Ordering::Relaxed);
     p.scan_done.store(true, Ordering::Relaxed);
     h.set_phase("backing up VM");
-    let hostname = super::backup::hostname();
+    let hostname = lifeboat_ingest::hostname();
     let out = match &vm.source {
         VmSource::Qmp { qmp, agent } => {
             h.log(&format!("VM {} ({}), {} disks, QMP {qmp}", vm.name, inv.qemu_name, inv.disks.len()));

@@ -133,12 +133,4 @@ fn create_key_file(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if r != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
+pub use lifeboat_ingest::hostname;

@@ -23,4 +23,16 @@ pub mod scan;
 pub use backup::{archive, backup, Archived, resolve_sources, BackupOptions, BackupOutcome, BackupTarget, ChunkParams, LocalTarget, ParentTree, WalkOptions};
 pub use error::{IngestError, Result};
 pub use progress::Progress;
+
+/// This machine's host name as a snapshot records it ("localhost" when
+/// it cannot be read).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if r != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
 pub use restore::{restore, RestoreOptions, RestoreOutcome};
