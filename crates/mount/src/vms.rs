@@ -36,9 +36,11 @@ pub(crate) struct VmDisk {
     pub disk: String,
 }
 
-/// A mounted guest file system; unmounted when the last holder drops it.
+/// A mounted guest file system. `close` unmounts it even while the
+/// kernel still holds nodes below it (they then read as gone).
 pub(crate) struct GuestMount {
-    files: GuestFiles,
+    root: PathBuf,
+    files: Mutex<Option<GuestFiles>>,
 }
 
 /// An entry of a mounted guest file system, with the metadata it had
@@ -51,7 +53,7 @@ pub(crate) struct GuestNode {
 
 impl GuestNode {
     pub fn path(&self) -> PathBuf {
-        self.mount.files.root().join(&self.rel)
+        self.mount.root.join(&self.rel)
     }
 }
 
@@ -70,7 +72,10 @@ pub struct GuestMounts(pub(crate) Arc<GuestState>);
 impl GuestMounts {
     pub fn close(&self) {
         self.0.files.lock().clear();
-        self.0.mounts.lock().clear();
+        for (_, m) in self.0.mounts.lock().drain() {
+            // Unmounts now, whoever else holds the GuestMount.
+            drop(m.files.lock().take());
+        }
         self.0.layouts.lock().clear();
     }
 }
@@ -143,13 +148,13 @@ impl GuestState {
                 let disk = SnapshotDisk::open(ds, &d.snap.snap, Some(&d.disk)).map_err(|e| vm_err(&what, e))?;
                 let files = disk.mount(Some(&p.name)).map_err(|e| vm_err(&what, e))?;
                 tracing::info!("mounted {what} read-only for vms/");
-                let m = Arc::new(GuestMount { files });
+                let m = Arc::new(GuestMount { root: files.root().to_path_buf(), files: Mutex::new(Some(files)) });
                 mounts.insert(key, m.clone());
                 m
             }
         };
         drop(mounts);
-        let meta = std::fs::symlink_metadata(m.files.root()).map_err(|e| io_errno(&e))?;
+        let meta = std::fs::symlink_metadata(&m.root).map_err(|e| io_errno(&e))?;
         Ok(Arc::new(GuestNode { mount: m, rel: PathBuf::new(), meta }))
     }
 }
@@ -158,7 +163,7 @@ impl GuestNode {
     pub fn child(&self, name: &[u8]) -> FResult<Option<Arc<GuestNode>>> {
         use std::os::unix::ffi::OsStrExt;
         let rel = self.rel.join(std::ffi::OsStr::from_bytes(name));
-        match std::fs::symlink_metadata(self.mount.files.root().join(&rel)) {
+        match std::fs::symlink_metadata(self.mount.root.join(&rel)) {
             Ok(meta) => Ok(Some(Arc::new(GuestNode { mount: self.mount.clone(), rel, meta }))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_errno(&e)),
