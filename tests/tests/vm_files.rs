@@ -37,6 +37,7 @@ fn list_and_extract_from_gpt_ext4() {
     std::fs::create_dir_all(src.join("bin")).unwrap();
     std::fs::write(src.join("bin/su"), "#!/bin/sh\n").unwrap();
     sh(Command::new("chmod").arg("4755").arg(src.join("bin/su")));
+    sh(Command::new("setfattr").args(["-n", "user.origin", "-v", "guest"]).arg(src.join("etc/hosts")));
     let fs = t.path().join("ext4.img");
     sh(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&src).arg(&fs).arg("16M"));
     let disk = t.path().join("disk.img");
@@ -188,6 +189,9 @@ fn mounted(ds: &Ds, snap: &str, src: &std::path::Path, scratch: &std::path::Path
     }
     assert_eq!(std::fs::read(g.join("etc/hosts")).unwrap(), std::fs::read(src.join("etc/hosts")).unwrap());
     assert_eq!(std::fs::read_link(g.join("etc/link")).unwrap(), std::path::Path::new("hosts"));
+    // Extended attributes come through (mkfs.ext4 -d copied it).
+    let o = Command::new("getfattr").args(["--only-values", "-n", "user.origin"]).arg(g.join("etc/hosts")).output().unwrap();
+    assert_eq!((o.status.success(), String::from_utf8_lossy(&o.stdout).as_ref()), (true, "guest"), "{}", String::from_utf8_lossy(&o.stderr));
     // The same snapshot by an id prefix.
     assert!(mp.join("vms").join(&snap[..12]).join(disk).join("1/etc/hosts").is_file());
     assert!(std::fs::write(g.join("etc/new"), b"x").is_err(), "wrote into a guest under vms/");

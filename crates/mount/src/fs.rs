@@ -863,15 +863,24 @@ impl Filesystem for SnapshotFs {
 
     /// The backed-up entry's extended attributes (ACLs, capabilities,
     /// SELinux labels among them) as stored; a snapshot directory has
-    /// its source directory's.
+    /// its source directory's; a guest file under vms/ its own.
     async fn getxattr(&self, _req: Request, inode: Inode, name: &OsStr, size: u32) -> FResult<ReplyXAttr> {
         let obj = self.inner.get(inode)?;
+        if let Obj::Guest(g) = obj {
+            let name = name.as_bytes().to_vec();
+            let value = self.blocking(move |_| g.xattr(&name)).await?;
+            return xattr_reply(value, size);
+        }
         let value = xattrs_of(&obj).iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v.clone());
         xattr_reply(value.ok_or_else(|| Errno::from(libc::ENODATA))?, size)
     }
 
     async fn listxattr(&self, _req: Request, inode: Inode, size: u32) -> FResult<ReplyXAttr> {
         let obj = self.inner.get(inode)?;
+        if let Obj::Guest(g) = obj {
+            let names = self.blocking(move |_| g.xattr_names()).await?;
+            return xattr_reply(names, size);
+        }
         let mut names = Vec::new();
         for (k, _) in xattrs_of(&obj) {
             names.extend_from_slice(k);

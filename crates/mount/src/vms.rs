@@ -207,3 +207,45 @@ pub(crate) fn read_at(f: &File, offset: u64, size: u32) -> FResult<Vec<u8>> {
     buf.truncate(got);
     Ok(buf)
 }
+
+impl GuestNode {
+    /// Extended attribute `name` (ACLs, capabilities, SELinux labels) as
+    /// the guest's file system holds it; a link's own, not its target's.
+    pub fn xattr(&self, name: &[u8]) -> FResult<Vec<u8>> {
+        let n = std::ffi::CString::new(name).map_err(|_| Errno::from(libc::EINVAL))?;
+        let p = self.cpath()?;
+        xattr_read(|buf, len| unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf, len) })
+    }
+
+    /// The names of its extended attributes, each ending in a NUL.
+    pub fn xattr_names(&self) -> FResult<Vec<u8>> {
+        let p = self.cpath()?;
+        xattr_read(|buf, len| unsafe { libc::llistxattr(p.as_ptr(), buf as *mut libc::c_char, len) })
+    }
+
+    fn cpath(&self) -> FResult<std::ffi::CString> {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::CString::new(self.path().as_os_str().as_bytes()).map_err(|_| Errno::from(libc::EINVAL))
+    }
+}
+
+/// Calls `get` with a null buffer for the size, then with a buffer of
+/// that size, again if the value grew in between.
+fn xattr_read(get: impl Fn(*mut libc::c_void, usize) -> isize) -> FResult<Vec<u8>> {
+    loop {
+        let len = get(std::ptr::null_mut(), 0);
+        if len < 0 {
+            return Err(io_errno(&std::io::Error::last_os_error()));
+        }
+        let mut buf = vec![0u8; len as usize];
+        let got = get(buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(buf);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) {
+            return Err(io_errno(&e));
+        }
+    }
+}
