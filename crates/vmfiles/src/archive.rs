@@ -126,20 +126,13 @@ pub fn unpack_tar(input: impl io::Read, dst: &Path, policy: UnpackPolicy) -> io:
         unpack_one(d, dst)?;
         // tar sets no directory mtime; unpack_in accepted the path.
         if let Some(t) = mtime {
-            set_mtime(&dst.join(path), t as i64)?;
+            let p = dst.join(path);
+            let atime = filetime::FileTime::from_last_access_time(&fs::symlink_metadata(&p)?);
+            filetime::set_symlink_file_times(&p, atime, filetime::FileTime::from_unix_time(t as i64, 0))?;
         }
         n += 1;
     }
     Ok(n)
-}
-
-fn set_mtime(p: &Path, secs: i64) -> io::Result<()> {
-    let t = [libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT }, libc::timespec { tv_sec: secs, tv_nsec: 0 }];
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn unpack_one<R: io::Read>(mut e: tar::Entry<'_, R>, dst: &Path) -> io::Result<()> {
@@ -167,9 +160,8 @@ mod tests {
         let long = "n".repeat(150);
         fs::write(s.join(&long), b"long name").unwrap();
         fs::set_permissions(s.join("sub"), fs::Permissions::from_mode(0o500)).unwrap();
-        let c = std::ffi::CString::new(s.join("sub").as_os_str().as_encoded_bytes()).unwrap();
-        let ts = [libc::timespec { tv_sec: 1_500_000_000, tv_nsec: 0 }; 2];
-        assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) }, 0);
+        let t0 = filetime::FileTime::from_unix_time(1_500_000_000, 0);
+        filetime::set_file_times(s.join("sub"), t0, t0).unwrap();
 
         let mut buf = Vec::new();
         let r = write_tar(&s, "etc", &mut buf).unwrap();

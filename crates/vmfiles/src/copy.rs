@@ -182,13 +182,10 @@ impl Copier<'_> {
     }
 }
 
+/// The guest entry's times on `p`, not following a link.
 fn set_times(p: &Path, m: &fs::Metadata) -> io::Result<()> {
-    let t = [libc::timespec { tv_sec: m.atime(), tv_nsec: m.atime_nsec() }, libc::timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() }];
-    let c = cstr(p)?;
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
-        return Err(context(io::Error::last_os_error(), "cannot set the times of", p));
-    }
-    Ok(())
+    use filetime::FileTime;
+    filetime::set_symlink_file_times(p, FileTime::from_last_access_time(m), FileTime::from_last_modification_time(m)).map_err(|e| context(e, "cannot set the times of", p))
 }
 
 #[cfg(test)]
@@ -215,9 +212,8 @@ mod tests {
     /// Metadata with the given mtime, for `set_times` in tests.
     fn filetime_of(secs: i64, nsec: i64) -> fs::Metadata {
         let t = tempfile::NamedTempFile::new().unwrap();
-        let ts = [libc::timespec { tv_sec: secs, tv_nsec: nsec }, libc::timespec { tv_sec: secs, tv_nsec: nsec }];
-        let c = cstr(t.path()).unwrap();
-        assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) }, 0);
+        let ft = filetime::FileTime::from_unix_time(secs, nsec as u32);
+        filetime::set_file_times(t.path(), ft, ft).unwrap();
         fs::metadata(t.path()).unwrap()
     }
 
