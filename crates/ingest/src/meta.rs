@@ -2,20 +2,8 @@
 
 use lifeboat_store::{Node, NodeKind};
 
-pub fn kind_of(mode: u32) -> NodeKind {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => NodeKind::Dir,
-        libc::S_IFLNK => NodeKind::Symlink,
-        libc::S_IFREG => NodeKind::File,
-        libc::S_IFIFO => NodeKind::Fifo,
-        libc::S_IFCHR => NodeKind::CharDevice,
-        libc::S_IFBLK => NodeKind::BlockDevice,
-        _ => NodeKind::Socket,
-    }
-}
-
 pub fn node_from(name: Vec<u8>, st: &libc::stat) -> Node {
-    let kind = kind_of(st.st_mode);
+    let kind = NodeKind::from_mode(st.st_mode);
     Node {
         name,
         kind,

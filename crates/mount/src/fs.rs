@@ -158,26 +158,6 @@ fn entry_id(parent: u64, name: &[u8], obj: &Obj) -> u64 {
     }
 }
 
-fn guest_type(m: &std::fs::Metadata) -> FileType {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    if t.is_dir() {
-        FileType::Directory
-    } else if t.is_symlink() {
-        FileType::Symlink
-    } else if t.is_fifo() {
-        FileType::NamedPipe
-    } else if t.is_char_device() {
-        FileType::CharDevice
-    } else if t.is_block_device() {
-        FileType::BlockDevice
-    } else if t.is_socket() {
-        FileType::Socket
-    } else {
-        FileType::RegularFile
-    }
-}
-
 fn file_type(k: NodeKind) -> FileType {
     match k {
         NodeKind::File => FileType::RegularFile,
@@ -222,7 +202,7 @@ impl Obj {
             Obj::Root | Obj::Snapshots | Obj::Vms | Obj::VmSnap(_) | Obj::VmDisk(_) => FileType::Directory,
             Obj::Latest(_) => FileType::Symlink,
             Obj::Node(n) => file_type(n.kind),
-            Obj::Guest(g) => guest_type(&g.meta),
+            Obj::Guest(g) => file_type(NodeKind::from_mode(std::os::unix::fs::MetadataExt::mode(&g.meta))),
         }
     }
     fn ttl(&self) -> Duration {
@@ -262,7 +242,7 @@ impl Inner {
                     atime: Timestamp::new(m.atime(), m.atime_nsec() as u32),
                     mtime: Timestamp::new(m.mtime(), m.mtime_nsec() as u32),
                     ctime: Timestamp::new(m.ctime(), m.ctime_nsec() as u32),
-                    kind: guest_type(m),
+                    kind: file_type(NodeKind::from_mode(m.mode())),
                     perm: (m.mode() & 0o7777) as u16,
                     nlink: m.nlink() as u32,
                     uid: m.uid(),

@@ -24,6 +24,21 @@ pub enum NodeKind {
     Socket,
 }
 
+impl NodeKind {
+    /// The kind a `stat` mode (`st_mode`) names.
+    pub fn from_mode(mode: u32) -> NodeKind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => NodeKind::Dir,
+            libc::S_IFLNK => NodeKind::Symlink,
+            libc::S_IFREG => NodeKind::File,
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFCHR => NodeKind::CharDevice,
+            libc::S_IFBLK => NodeKind::BlockDevice,
+            _ => NodeKind::Socket,
+        }
+    }
+}
+
 /// One directory entry with everything restore needs and everything the
 /// next backup needs to decide "unchanged" without reading the file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
