@@ -23,6 +23,7 @@ pub mod scan;
 pub use backup::{archive, backup, Archived, resolve_sources, BackupOptions, BackupOutcome, BackupTarget, ChunkParams, LocalTarget, ParentTree, WalkOptions};
 pub use error::{IngestError, Result};
 pub use progress::Progress;
+pub use restore::{restore, RestoreOptions, RestoreOutcome};
 
 /// This machine's host name as a snapshot records it ("localhost" when
 /// it cannot be read).
@@ -35,4 +36,3 @@ pub fn hostname() -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
-pub use restore::{restore, RestoreOptions, RestoreOutcome};
