@@ -272,9 +272,9 @@ impl Handler<RegisterVm> for ConnectorActor {
                 if info.status == VmStatus::Unreachable {
                     let why = info.error.unwrap_or_default();
                     return Err(ConnectorError::Unreachable(match &msg.source {
-                        VmSource::Qmp { qmp, .. } => format!(
-                            "cannot reach the VM at QMP socket {qmp}: {why}; start QEMU with -qmp unix:{qmp},server=on,wait=off (or a second -mon for lifeboat) and register again"
-                        ),
+                        VmSource::Qmp { qmp, .. } => {
+                            format!("cannot reach the VM at QMP socket {qmp}: {why}; start QEMU with -qmp unix:{qmp},server=on,wait=off (or a second -mon for lifeboat) and register again")
+                        }
                         VmSource::Libvirt { uri, domain } => format!("cannot reach libvirt domain {domain} at {uri}: {why}; check `virsh -c {uri} dominfo {domain}` and register again"),
                     }));
                 }

@@ -97,13 +97,8 @@ impl Handler<SnapshotInfos> for DatastoreActor {
         Box::pin(async move {
             blocking(move || {
                 let snaps = ds.snapshots().map_err(work::err)?;
-                let damaged: std::collections::HashSet<Vec<u8>> = ds
-                    .index()
-                    .refs_with_prefix(lifeboat_store::repair::REF_DAMAGED)
-                    .map_err(work::err)?
-                    .into_iter()
-                    .map(|(k, _)| k[lifeboat_store::repair::REF_DAMAGED.len()..].to_vec())
-                    .collect();
+                let damaged: std::collections::HashSet<Vec<u8>> =
+                    ds.index().refs_with_prefix(lifeboat_store::repair::REF_DAMAGED).map_err(work::err)?.into_iter().map(|(k, _)| k[lifeboat_store::repair::REF_DAMAGED.len()..].to_vec()).collect();
                 Ok(snaps
                     .into_iter()
                     .map(|(id, s)| SnapshotInfo {
@@ -252,7 +247,13 @@ impl Handler<Execute> for DatastoreActor {
                         None => Err("internal error: a VM backup without its VM".into()),
                     },
                     JobSpec::VmRestore { snapshot, target, format, platform, platforms, map, no_repair, .. } if platform.is_some() || !platforms.is_empty() => {
-                        let t = work::vm_restore::ForTargets { platforms: platform.iter().chain(platforms).cloned().collect(), format: format.as_deref(), maps: map, repair: !*no_repair, drivers: msg.guests.windows_drivers.as_deref() };
+                        let t = work::vm_restore::ForTargets {
+                            platforms: platform.iter().chain(platforms).cloned().collect(),
+                            format: format.as_deref(),
+                            maps: map,
+                            repair: !*no_repair,
+                            drivers: msg.guests.windows_drivers.as_deref(),
+                        };
                         work::vm_restore::run_for_targets(&ds, snapshot, target, &t, &msg.confine, msg.grant, h)
                     }
                     JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format.as_deref().unwrap_or("raw"), &msg.confine, msg.grant, h),
@@ -293,11 +294,7 @@ impl Handler<RunBackup> for DatastoreActor {
     type Result = ResponseFuture<Result<BackupOutcome, IngestError>>;
     fn handle(&mut self, msg: RunBackup, _: &mut Context<Self>) -> Self::Result {
         let ds = self.ds.clone();
-        Box::pin(async move {
-            blocking(move || lifeboat_ingest::backup(ds, &msg.options, &msg.progress))
-                .await
-                .unwrap_or(Err(IngestError::Interrupted))
-        })
+        Box::pin(async move { blocking(move || lifeboat_ingest::backup(ds, &msg.options, &msg.progress)).await.unwrap_or(Err(IngestError::Interrupted)) })
     }
 }
 
@@ -308,11 +305,7 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         if e.is_panic() {
             let p = e.into_panic();
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
+            let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown".into());
             tracing::error!(panic = %msg, "a job panicked");
             format!("internal error: the job panicked ({msg}); the daemon carries on; please report this")
         } else {

@@ -17,8 +17,8 @@ use crate::Datastores;
 use actix::prelude::*;
 use chrono::Utc;
 use lifeboat_api_types::{ExportCreate, ExportInfo, ExportProtocol};
-use lifeboat_nfs::{ClientRule, NfsDisk, NfsServer, Registry};
 use lifeboat_nbd::{BlockDevice, CowOverlay, Export, Extent, ReadChunk, Server, ServerConfig};
+use lifeboat_nfs::{ClientRule, NfsDisk, NfsServer, Registry};
 use lifeboat_store::BlobId;
 use lifeboat_vm::image::DatastoreDisk;
 use std::collections::BTreeMap;
@@ -253,14 +253,10 @@ impl Handler<CreateExport> for ExportActor {
         };
         match req.protocol {
             ExportProtocol::Nfs if clients.is_empty() => {
-                return Box::pin(actix::fut::ready(Err(ExportError::Invalid(
-                    "an NFS export needs the client addresses allowed to mount it: \"clients\": [\"10.0.0.5\", \"10.0.0.0/24\"]".into(),
-                ))))
+                return Box::pin(actix::fut::ready(Err(ExportError::Invalid("an NFS export needs the client addresses allowed to mount it: \"clients\": [\"10.0.0.5\", \"10.0.0.0/24\"]".into()))))
             }
             ExportProtocol::Nbd if !clients.is_empty() => {
-                return Box::pin(actix::fut::ready(Err(ExportError::Invalid(
-                    "\"clients\" restricts NFS exports; NBD listens on nbd_listen only (keep it on a trusted network)".into(),
-                ))))
+                return Box::pin(actix::fut::ready(Err(ExportError::Invalid("\"clients\" restricts NFS exports; NBD listens on nbd_listen only (keep it on a trusted network)".into()))))
             }
             _ => {}
         }
@@ -286,9 +282,7 @@ impl Handler<CreateExport> for ExportActor {
                 // a snapshot's metadata is untrusted, so it must be a
                 // plain name, never a path.
                 lifeboat_state::confine::check_plain_name(&disk).map_err(|m| ExportError::Invalid(format!("disk id: {m}")))?;
-                let (_, node) = vm
-                    .disk(&disk)
-                    .ok_or_else(|| ExportError::NotFound(format!("VM {} in snapshot {} has no disk {disk:?} (disks: {})", md.name, sid.short(), ids.join(", "))))?;
+                let (_, node) = vm.disk(&disk).ok_or_else(|| ExportError::NotFound(format!("VM {} in snapshot {} has no disk {disk:?} (disks: {})", md.name, sid.short(), ids.join(", "))))?;
                 let base = DatastoreDisk::new(ds.clone(), node);
                 let device: Arc<dyn BlockDevice> = if req2.writable {
                     std::fs::create_dir_all(&overlay_dir).map_err(|e| ExportError::Unavailable(format!("creating {}: {e}", overlay_dir.display())))?;

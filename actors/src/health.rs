@@ -18,13 +18,7 @@ pub struct HealthActor {
 
 impl HealthActor {
     pub fn new(interval: Duration, datastores: Vec<(String, PathBuf)>) -> Result<Self, lifeboat_health::HealthError> {
-        Ok(HealthActor {
-            sampler: Arc::new(Mutex::new(HealthSampler::new()?)),
-            interval,
-            datastores,
-            latest: None,
-            sampling: false,
-        })
+        Ok(HealthActor { sampler: Arc::new(Mutex::new(HealthSampler::new()?)), interval, datastores, latest: None, sampling: false })
     }
 
     fn sample(&mut self, ctx: &mut Context<Self>) {
@@ -45,10 +39,7 @@ impl HealthActor {
     }
 }
 
-async fn take_sample(
-    sampler: Arc<Mutex<HealthSampler>>,
-    datastores: Vec<(String, PathBuf)>,
-) -> Result<HealthReport, String> {
+async fn take_sample(sampler: Arc<Mutex<HealthSampler>>, datastores: Vec<(String, PathBuf)>) -> Result<HealthReport, String> {
     tokio::task::spawn_blocking(move || {
         let mut sampler = sampler.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         sampler.sample(&datastores).map_err(|e| e.to_string())
@@ -111,9 +102,7 @@ mod tests {
     #[actix_rt::test]
     async fn samples_periodically_and_answers_with_the_latest() {
         let dir = tempfile::tempdir().unwrap();
-        let actor = HealthActor::new(Duration::from_millis(200), vec![("main".into(), dir.path().to_path_buf())])
-            .unwrap()
-            .start();
+        let actor = HealthActor::new(Duration::from_millis(200), vec![("main".into(), dir.path().to_path_buf())]).unwrap().start();
         let first = actor.send(GetHealth).await.unwrap().unwrap();
         assert!(first.memory.total_bytes > 0 && first.daemon_rss_bytes > 0);
         assert_eq!(first.datastores.len(), 1);

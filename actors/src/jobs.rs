@@ -3,10 +3,10 @@
 //! so it survives restarts). The work itself runs in the datastore's
 //! actor on the blocking pool; a panic there fails the job, nothing else.
 
+use crate::connector::VmRegistry;
 use crate::datastore::Execute;
 use crate::events::{EventsActor, Publish};
 use crate::work::{JobHandle, JobResult};
-use crate::connector::VmRegistry;
 use crate::Datastores;
 use actix::prelude::*;
 use chrono::Utc;
@@ -81,13 +81,7 @@ impl Default for GuestSettings {
 impl JobsActor {
     /// Loads the history; jobs that were running when the daemon died
     /// come back as `interrupted` (and are announced).
-    pub fn new(
-        store: Arc<JobStore>,
-        keep_history: usize,
-        datastores: Datastores,
-        events: Addr<EventsActor>,
-        confine: SharedConfinement,
-    ) -> Result<Self, JobError> {
+    pub fn new(store: Arc<JobStore>, keep_history: usize, datastores: Datastores, events: Addr<EventsActor>, confine: SharedConfinement) -> Result<Self, JobError> {
         let (jobs, problems) = store.load_all(keep_history).map_err(|e| JobError::State(e.to_string()))?;
         for p in problems {
             tracing::warn!("job history: {p}");
@@ -419,14 +413,7 @@ pub struct ListJobs {
 impl Handler<ListJobs> for JobsActor {
     type Result = MessageResult<ListJobs>;
     fn handle(&mut self, msg: ListJobs, _: &mut Context<Self>) -> Self::Result {
-        let mut out: Vec<JobInfo> = self
-            .history
-            .values()
-            .rev()
-            .filter(|j| !msg.running_only || j.state == JobState::Running)
-            .take(msg.limit)
-            .cloned()
-            .collect();
+        let mut out: Vec<JobInfo> = self.history.values().rev().filter(|j| !msg.running_only || j.state == JobState::Running).take(msg.limit).cloned().collect();
         for j in out.iter_mut() {
             if let Some(r) = self.running.get(&j.id) {
                 j.progress = r.handle.snapshot();
@@ -464,9 +451,7 @@ impl Handler<GetJobLog> for JobsActor {
             if !known {
                 return Err(JobError::NotFound(msg.0));
             }
-            crate::datastore::blocking(move || store.read_log(&msg.0).map_err(|e| JobError::State(e.to_string())))
-                .await
-                .unwrap_or_else(|e| Err(JobError::State(e)))
+            crate::datastore::blocking(move || store.read_log(&msg.0).map_err(|e| JobError::State(e.to_string()))).await.unwrap_or_else(|e| Err(JobError::State(e)))
         })
     }
 }

@@ -201,9 +201,7 @@ impl Handler<SendTestMail> for NotifierActor {
         let settings = msg.settings.or_else(|| self.settings.clone());
         let appliance = self.appliance.clone();
         Box::pin(async move {
-            let settings = settings.ok_or_else(|| {
-                NotifyError::Invalid("no SMTP relay configured: set the SMTP settings first".into())
-            })?;
+            let settings = settings.ok_or_else(|| NotifyError::Invalid("no SMTP relay configured: set the SMTP settings first".into()))?;
             blocking(move || Mailer::new(&settings)?.send_test(&appliance)).await
         })
     }
@@ -211,9 +209,7 @@ impl Handler<SendTestMail> for NotifierActor {
 
 /// Runs a mail job on the blocking pool; a panic in it becomes an error.
 async fn blocking(f: impl FnOnce() -> Result<(), NotifyError> + Send + 'static) -> Result<(), NotifyError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(NotifyError::Invalid(format!("the mail task failed: {e}"))))
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(NotifyError::Invalid(format!("the mail task failed: {e}"))))
 }
 
 #[cfg(test)]
@@ -239,14 +235,7 @@ mod tests {
         let now = chrono::Utc::now();
         JobInfo {
             id: "7".into(),
-            spec: JobSpec::Backup {
-                datastore: "main".into(),
-                paths: vec!["/srv/a".into()],
-                tags: vec![],
-                exclude: vec![],
-                one_file_system: false,
-                exclude_nodump: false,
-            },
+            spec: JobSpec::Backup { datastore: "main".into(), paths: vec!["/srv/a".into()], tags: vec![], exclude: vec![], one_file_system: false, exclude_nodump: false },
             state,
             schedule: Some("hourly".into()),
             started: now,

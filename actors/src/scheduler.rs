@@ -27,9 +27,7 @@ pub struct SchedulerActor {
 
 /// Parses the cron expression, with a message an admin can act on.
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
-    cron::Schedule::from_str(expr).map_err(|e| {
-        format!("cron expression {expr:?} is invalid ({e}): use `sec min hour day-of-month month day-of-week`, e.g. `0 30 2 * * *` for 02:30 daily")
-    })
+    cron::Schedule::from_str(expr).map_err(|e| format!("cron expression {expr:?} is invalid ({e}): use `sec min hour day-of-month month day-of-week`, e.g. `0 30 2 * * *` for 02:30 daily"))
 }
 
 pub fn parse_timezone(tz: &str) -> Result<chrono_tz::Tz, String> {

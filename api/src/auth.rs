@@ -6,9 +6,9 @@
 use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use futures_util::StreamExt;
 use lifeboat_api_types::Permission;
 use lifeboat_state::Principal;
-use futures_util::StreamExt;
 use std::future::{ready, Ready};
 
 /// Bytes of a refused request's body read before giving up on it.
@@ -111,13 +111,7 @@ fn authenticate<N: perm::Need>(req: &HttpRequest) -> Result<Auth<N>, ApiErr> {
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiErr::Unauthorized("authentication required: send `Authorization: Bearer <token>` (POST /api/login gives one)".into()))?;
-    let bearer = header
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .ok_or_else(|| ApiErr::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
-    let principal = st
-        .auth
-        .authenticate(bearer)
-        .ok_or_else(|| ApiErr::Unauthorized("the token is invalid, revoked or expired: log in again or create a new API token".into()))?;
+    let bearer = header.strip_prefix("Bearer ").map(str::trim).ok_or_else(|| ApiErr::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
+    let principal = st.auth.authenticate(bearer).ok_or_else(|| ApiErr::Unauthorized("the token is invalid, revoked or expired: log in again or create a new API token".into()))?;
     Ok(Auth { principal, bearer: bearer.to_string(), _need: std::marker::PhantomData })
 }

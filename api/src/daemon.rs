@@ -120,13 +120,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let vms = VmRegistry::new(Arc::new(VmStore::open(&state_dir)?), instant.clone());
     jobs.do_send(lifeboat_actors::jobs::SetVmRegistry(vms.clone()));
     let connector = ConnectorActor::new(vms).start();
-    let exports = ExportActor::new(
-        config.nbd_listen,
-        lifeboat_actors::export::NfsListen { nfs: config.nfs_listen, portmap: config.nfs_portmap_listen },
-        &state_dir,
-        datastores.clone(),
-    )
-    .context("preparing exports")?.start();
+    let exports = ExportActor::new(config.nbd_listen, lifeboat_actors::export::NfsListen { nfs: config.nfs_listen, portmap: config.nfs_portmap_listen }, &state_dir, datastores.clone())
+        .context("preparing exports")?
+        .start();
 
     let hostname = lifeboat_actors::work::backup::hostname();
     let settings = Arc::new(SettingsStore::open(&state_dir)?);

@@ -134,9 +134,7 @@ impl From<actix::MailboxError> for ApiErr {
 
 /// Malformed JSON, paths and queries get our error document too.
 pub fn json_config() -> actix_web::web::JsonConfig {
-    actix_web::web::JsonConfig::default()
-        .limit(1 << 20)
-        .error_handler(|e, _| ApiErr::BadRequest(format!("invalid request body: {e}")).into())
+    actix_web::web::JsonConfig::default().limit(1 << 20).error_handler(|e, _| ApiErr::BadRequest(format!("invalid request body: {e}")).into())
 }
 
 pub fn path_config() -> actix_web::web::PathConfig {

@@ -27,8 +27,7 @@ pub fn load_or_create(state_dir: &Path, hostname: &str) -> Result<ServerCert> {
         .with_context(|| format!("reading {}", cert_path.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("{} is not a PEM certificate: move it aside to have a new one made", cert_path.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .with_context(|| format!("{} is not a PEM private key: move it and the certificate aside to have new ones made", key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("{} is not a PEM private key: move it and the certificate aside to have new ones made", key_path.display()))?;
     let first = certs.first().with_context(|| format!("{} holds no certificate", cert_path.display()))?;
     let fingerprint = lifeboat_client::cert_fingerprint(first);
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());

@@ -4,8 +4,8 @@
 mod commands;
 mod logging;
 mod remote;
-mod remote_vm;
 mod remote_lab;
+mod remote_vm;
 mod systemd;
 mod ui;
 

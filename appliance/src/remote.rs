@@ -156,11 +156,19 @@ pub enum RemoteJobsCmd {
         #[arg(long)]
         json: bool,
     },
-    Show { id: String },
-    Log { id: String },
-    Cancel { id: String },
+    Show {
+        id: String,
+    },
+    Log {
+        id: String,
+    },
+    Cancel {
+        id: String,
+    },
     /// Follow a running job with a progress bar until it ends
-    Watch { id: String },
+    Watch {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,9 +178,15 @@ pub enum RemoteScheduleCmd {
         json: bool,
     },
     /// Add a schedule from a JSON ScheduleSpec file (see /api/openapi.json)
-    Add { file: PathBuf },
-    Delete { id: String },
-    Run { id: String },
+    Add {
+        file: PathBuf,
+    },
+    Delete {
+        id: String,
+    },
+    Run {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -184,7 +198,9 @@ pub enum RemoteTokenCmd {
         #[arg(long, default_value = "read-only")]
         role: Role,
     },
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 /// Whether the command line asks for remote mode.
@@ -264,9 +280,7 @@ pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
         RemoteCmd::Backup { ds, tags, exclude, one_file_system, exclude_nodump, wait, paths } => {
             run_job(&c, JobSpec::Backup { datastore: ds.datastore, paths, tags, exclude, one_file_system, exclude_nodump }, &wait)
         }
-        RemoteCmd::Restore { ds, include, wait, snapshot, target } => {
-            run_job(&c, JobSpec::Restore { datastore: ds.datastore, snapshot, target, include }, &wait)
-        }
+        RemoteCmd::Restore { ds, include, wait, snapshot, target } => run_job(&c, JobSpec::Restore { datastore: ds.datastore, snapshot, target, include }, &wait),
         RemoteCmd::Check { ds, read_data, wait } => run_job(&c, JobSpec::Verify { datastore: ds.datastore, read_data }, &wait),
         RemoteCmd::Gc { ds, wait } => run_job(&c, JobSpec::Gc { datastore: ds.datastore }, &wait),
         RemoteCmd::Forget { ds, snapshot } => {
@@ -313,14 +327,7 @@ pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
                     println!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
                     for s in list {
-                        println!(
-                            "{:<12} {:<20} {:<16} {:<8} next {}",
-                            s.id,
-                            s.spec.name,
-                            s.spec.cron,
-                            s.spec.job.kind(),
-                            s.next_run.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
-                        );
+                        println!("{:<12} {:<20} {:<16} {:<8} next {}", s.id, s.spec.name, s.spec.cron, s.spec.job.kind(), s.next_run.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()));
                     }
                 }
                 Ok(0)

@@ -250,7 +250,9 @@ pub fn run(c: &ApiClient, cmd: RemoteVmCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        RemoteVmCmd::InstantRestore { ds, name, net, paused, platform, retarget: RetargetArgs { maps: map, no_repair }, wait, snapshot } => run_job(c, JobSpec::VmInstantRestore { datastore: ds.datastore, snapshot, name, net, paused, platform, map, no_repair }, &wait),
+        RemoteVmCmd::InstantRestore { ds, name, net, paused, platform, retarget: RetargetArgs { maps: map, no_repair }, wait, snapshot } => {
+            run_job(c, JobSpec::VmInstantRestore { datastore: ds.datastore, snapshot, name, net, paused, platform, map, no_repair }, &wait)
+        }
         RemoteVmCmd::MigrateBack { ds, format, wait, vm, target } => run_job(c, JobSpec::VmMigrateBack { datastore: ds.datastore, vm, target, format }, &wait),
         RemoteVmCmd::Stop { name } => {
             let list: Vec<VmInfo> = c.get("/api/vms")?;

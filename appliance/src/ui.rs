@@ -39,9 +39,7 @@ impl Bar {
         let handle = std::thread::spawn(move || {
             let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             let scanning = ProgressStyle::with_template("{spinner} {msg}").unwrap();
-            let known = ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}")
-                .unwrap()
-                .progress_chars("=> ");
+            let known = ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}").unwrap().progress_chars("=> ");
             pb.set_style(scanning);
             let start = Instant::now();
             let mut styled = false;
@@ -58,12 +56,7 @@ impl Bar {
                     pb.set_message(format!("{files}/{} files", Progress::get(&progress.total_files)));
                 } else {
                     let secs = start.elapsed().as_secs_f64().max(0.001);
-                    pb.set_message(format!(
-                        "{verb} {files} files, {} ({}/s); scanning: {} files so far",
-                        bytes(b),
-                        bytes((b as f64 / secs) as u64),
-                        Progress::get(&progress.total_files)
-                    ));
+                    pb.set_message(format!("{verb} {files} files, {} ({}/s); scanning: {} files so far", bytes(b), bytes((b as f64 / secs) as u64), Progress::get(&progress.total_files)));
                 }
                 pb.tick();
                 std::thread::sleep(Duration::from_millis(200));

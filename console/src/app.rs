@@ -56,8 +56,14 @@ pub enum InstallStage {
     /// Choosing the target disk (`install_row`).
     Pick,
     /// Typing the disk's name to confirm.
-    Confirm { index: usize, typed: String },
-    Running { disk: PathBuf, progress: lifeboat_install::Progress },
+    Confirm {
+        index: usize,
+        typed: String,
+    },
+    Running {
+        disk: PathBuf,
+        progress: lifeboat_install::Progress,
+    },
     Done(lifeboat_install::Installed),
     Failed(String),
 }
@@ -155,10 +161,7 @@ impl App {
         let host = std::fs::read_to_string(root.join("etc/hostname")).map(|s| s.trim().to_string()).unwrap_or_default();
         let hostname = Form::new(vec![Field::text("Hostname", if host.is_empty() { "lifeboat".into() } else { host })]);
         let zone = std::fs::read_to_string(root.join("etc/timezone")).map(|s| s.trim().to_string()).unwrap_or_default();
-        let ntp = std::fs::read_to_string(root.join(settings::TIMESYNCD_DROPIN))
-            .ok()
-            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("NTP=").map(str::to_string)))
-            .unwrap_or_default();
+        let ntp = std::fs::read_to_string(root.join(settings::TIMESYNCD_DROPIN)).ok().and_then(|t| t.lines().find_map(|l| l.strip_prefix("NTP=").map(str::to_string))).unwrap_or_default();
         let time = Form::new(vec![Field::text("Time zone", if zone.is_empty() { "UTC".into() } else { zone }), Field::text("NTP servers", ntp)]);
         let password = Form::new(vec![Field::secret("Password"), Field::secret("Repeat password")]);
         let first = force_wizard || !env.setup_done();
@@ -504,20 +507,11 @@ impl App {
                     KeyCode::Enter => {
                         let t = typed.trim();
                         if t != d.name && d.path != Path::new(t) {
-                            self.set_error(format!(
-                                "Type {} to confirm: formatting erases everything on {}.",
-                                d.name,
-                                d.path.display()
-                            ));
+                            self.set_error(format!("Type {} to confirm: formatting erases everything on {}.", d.name, d.path.display()));
                             return;
                         }
                         if d.size < fstype.min_size() {
-                            return self.set_error(format!(
-                                "{} is too small for {} (needs {}).",
-                                d.path.display(),
-                                fstype.name(),
-                                lifeboat_disks::human_size(fstype.min_size())
-                            ));
+                            return self.set_error(format!("{} is too small for {} (needs {}).", d.path.display(), fstype.name(), lifeboat_disks::human_size(fstype.min_size())));
                         }
                         let c = DiskChoice::Format { disk: Box::new(d.clone()), fstype };
                         self.choose(c);
@@ -612,11 +606,7 @@ impl App {
                         if let Some(why) = d.format_refusal() {
                             self.set_error(format!("Cannot install to this disk: {why}."));
                         } else if d.size < lifeboat_install::MIN_DISK_SIZE {
-                            self.set_error(format!(
-                                "{} is too small: the appliance needs at least {}.",
-                                d.path.display(),
-                                lifeboat_disks::human_size(lifeboat_install::MIN_DISK_SIZE)
-                            ));
+                            self.set_error(format!("{} is too small: the appliance needs at least {}.", d.path.display(), lifeboat_disks::human_size(lifeboat_install::MIN_DISK_SIZE)));
                         } else {
                             self.install = InstallStage::Confirm { index: self.install_row, typed: String::new() };
                         }
@@ -696,12 +686,8 @@ impl App {
             return self.set_error("This is not a live system: there is nothing to install from.");
         };
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-        let req = lifeboat_install::InstallRequest {
-            disk: self.disks[index].clone(),
-            source: live,
-            kernel_args: lifeboat_install::installed_kernel_args(&cmdline),
-            system_paths: self.env.system_paths(),
-        };
+        let req =
+            lifeboat_install::InstallRequest { disk: self.disks[index].clone(), source: live, kernel_args: lifeboat_install::installed_kernel_args(&cmdline), system_paths: self.env.system_paths() };
         let disk = req.disk.path.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -793,8 +779,7 @@ impl App {
         }
         self.done.urls = hosts.iter().take(3).map(|h| format!("https://{h}:{port}/")).collect();
         let cert = self.env.daemon.tls_certificate();
-        self.done.fingerprint = crate::system::certificate_fingerprint(&cert)
-            .map_err(|_| format!("not yet created ({} appears when the daemon first starts)", cert.display()));
+        self.done.fingerprint = crate::system::certificate_fingerprint(&cert).map_err(|_| format!("not yet created ({} appears when the daemon first starts)", cert.display()));
     }
 }
 

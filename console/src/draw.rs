@@ -62,8 +62,7 @@ fn help(app: &App) -> &'static str {
 }
 
 pub fn draw(frame: &mut Frame, app: &App) {
-    let [head, body, msg, foot] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(5), Constraint::Length(3), Constraint::Length(1)]).areas(frame.area());
+    let [head, body, msg, foot] = Layout::vertical([Constraint::Length(1), Constraint::Min(5), Constraint::Length(3), Constraint::Length(1)]).areas(frame.area());
     frame.render_widget(Paragraph::new(title(app)).style(Style::new().add_modifier(Modifier::REVERSED)), head);
     let lines = match app.page {
         _ if app.busy.is_some() => busy_lines(app),
@@ -159,10 +158,7 @@ fn disk_lines(app: &App) -> Vec<Line<'static>> {
         for (fs, ds) in d.datastores() {
             let dev = fs.device.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
             let enc = if ds.encrypted { ", encrypted" } else { "" };
-            l.push(Line::styled(
-                format!("      Lifeboat datastore \"{}\" on {dev}{enc}: can be imported", ds.relative.display()),
-                Style::new().fg(Color::Cyan),
-            ));
+            l.push(Line::styled(format!("      Lifeboat datastore \"{}\" on {dev}{enc}: can be imported", ds.relative.display()), Style::new().fg(Color::Cyan)));
         }
         if let Some(why) = &d.system {
             l.push(Line::styled(format!("      system disk ({why}): never formatted"), Style::new().add_modifier(Modifier::DIM)));
@@ -187,10 +183,7 @@ fn dialog_lines(app: &App, dialog: &DiskDialog) -> Vec<Line<'static>> {
             let d = &app.disks[*index];
             l.push(Line::raw(format!("  Format {}", disk_line(d))));
             l.push(Line::raw(""));
-            l.push(Line::styled(
-                format!("  EVERYTHING ON {} WILL BE ERASED.", d.path.display()),
-                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-            ));
+            l.push(Line::styled(format!("  EVERYTHING ON {} WILL BE ERASED.", d.path.display()), Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)));
             l.push(Line::raw(""));
             let fs = [lifeboat_disks::FsType::Ext4, lifeboat_disks::FsType::Xfs]
                 .iter()
@@ -324,14 +317,7 @@ fn status_lines(app: &App) -> Vec<Line<'static>> {
         Some(Ok(list)) if list.is_empty() => l.push(Line::raw("    none (d: set up a data disk)")),
         Some(Ok(list)) => {
             for d in list {
-                l.push(Line::raw(format!(
-                    "    {:<16} {}  ({} free of {}, {} snapshots)",
-                    d.name,
-                    d.path,
-                    human_size(d.free_bytes),
-                    human_size(d.total_bytes),
-                    d.snapshots
-                )));
+                l.push(Line::raw(format!("    {:<16} {}  ({} free of {}, {} snapshots)", d.name, d.path, human_size(d.free_bytes), human_size(d.total_bytes), d.snapshots)));
             }
         }
         Some(Err(e)) => l.push(Line::raw(format!("    cannot read: {e}"))),
@@ -404,10 +390,7 @@ fn install_lines(app: &App) -> Vec<Line<'static>> {
             for (i, d) in app.disks.iter().enumerate() {
                 let selected = i == app.install_row;
                 let mut style = if selected { Style::new().add_modifier(Modifier::BOLD) } else { Style::new() };
-                let refusal = d.format_refusal().or_else(|| {
-                    (d.size < lifeboat_install::MIN_DISK_SIZE)
-                        .then(|| format!("smaller than {}", human_size(lifeboat_install::MIN_DISK_SIZE)))
-                });
+                let refusal = d.format_refusal().or_else(|| (d.size < lifeboat_install::MIN_DISK_SIZE).then(|| format!("smaller than {}", human_size(lifeboat_install::MIN_DISK_SIZE))));
                 if refusal.is_some() {
                     style = style.add_modifier(Modifier::DIM);
                 }

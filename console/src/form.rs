@@ -100,9 +100,7 @@ impl Form {
             KeyCode::Backspace => {
                 field.value.pop();
             }
-            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) && !matches!(field.kind, FieldKind::Choice(_)) => {
-                field.value.push(c)
-            }
+            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) && !matches!(field.kind, FieldKind::Choice(_)) => field.value.push(c),
             _ => {}
         }
         FormEvent::None

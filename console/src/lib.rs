@@ -61,11 +61,7 @@ pub fn run(opts: ConsoleOptions) -> Result<()> {
 
     // A serial line reports no size (0x0): draw into a fixed 80x24 then.
     let size = ratatui::crossterm::terminal::size().unwrap_or((0, 0));
-    let mut terminal = if size.0 == 0 || size.1 == 0 {
-        ratatui::init_with_options(TerminalOptions { viewport: Viewport::Fixed(Rect::new(0, 0, 80, 24)) })
-    } else {
-        ratatui::init()
-    };
+    let mut terminal = if size.0 == 0 || size.1 == 0 { ratatui::init_with_options(TerminalOptions { viewport: Viewport::Fixed(Rect::new(0, 0, 80, 24)) }) } else { ratatui::init() };
     let res = event_loop(&mut terminal, &mut app);
     ratatui::restore();
     res

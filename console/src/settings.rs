@@ -57,9 +57,7 @@ pub struct NetworkForm<'a> {
 }
 
 fn parse_ip(field: &'static str, text: &str) -> Result<IpAddr, InvalidSetting> {
-    text.trim()
-        .parse::<IpAddr>()
-        .map_err(|_| invalid(field, format!("\"{}\" is not an IP address (like 192.168.1.10 or fd00::10)", text.trim())))
+    text.trim().parse::<IpAddr>().map_err(|_| invalid(field, format!("\"{}\" is not an IP address (like 192.168.1.10 or fd00::10)", text.trim())))
 }
 
 fn in_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
@@ -348,10 +346,7 @@ pub fn network_changes(net: &NetworkSettings) -> Vec<FileChange> {
 
 pub fn hostname_changes(root: &Path, hostname: &str) -> Vec<FileChange> {
     let old_hosts = std::fs::read_to_string(root.join("etc/hosts")).unwrap_or_default();
-    vec![
-        FileChange::Write { path: "etc/hostname".into(), content: format!("{hostname}\n") },
-        FileChange::Write { path: "etc/hosts".into(), content: hosts_file(&old_hosts, hostname) },
-    ]
+    vec![FileChange::Write { path: "etc/hostname".into(), content: format!("{hostname}\n") }, FileChange::Write { path: "etc/hosts".into(), content: hosts_file(&old_hosts, hostname) }]
 }
 
 pub fn time_changes(time: &TimeSettings) -> Vec<FileChange> {

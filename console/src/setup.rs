@@ -31,13 +31,9 @@ impl DiskChoice {
     pub fn describe(&self) -> String {
         match self {
             DiskChoice::Skip => "no data disk now (datastore in /var/lib/lifeboat)".into(),
-            DiskChoice::Format { disk, fstype } => format!(
-                "FORMAT {} ({}) as {} labelled {}: everything on it is erased",
-                disk.path.display(),
-                lifeboat_disks::human_size(disk.size),
-                fstype.name(),
-                fstype.label()
-            ),
+            DiskChoice::Format { disk, fstype } => {
+                format!("FORMAT {} ({}) as {} labelled {}: everything on it is erased", disk.path.display(), lifeboat_disks::human_size(disk.size), fstype.name(), fstype.label())
+            }
             DiskChoice::Import { device, relative, .. } => {
                 format!("import the datastore {} on {} (nothing is erased)", display_rel(relative), device.display())
             }

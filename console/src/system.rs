@@ -201,13 +201,9 @@ impl Daemon for StateDaemon {
         arr.push(toml::Value::Table(t));
         let text = toml::to_string(&cfg)?;
         // What the daemon will read must load.
-        let parsed: lifeboat_state::Config =
-            toml::from_str(&text).with_context(|| format!("the new {} would not load", self.config_path.display()))?;
+        let parsed: lifeboat_state::Config = toml::from_str(&text).with_context(|| format!("the new {} would not load", self.config_path.display()))?;
         drop(parsed);
-        let change = crate::settings::FileChange::Write {
-            path: self.config_path.strip_prefix(&self.root).unwrap_or(&self.config_path).to_path_buf(),
-            content: text,
-        };
+        let change = crate::settings::FileChange::Write { path: self.config_path.strip_prefix(&self.root).unwrap_or(&self.config_path).to_path_buf(), content: text };
         change.apply(&self.root).with_context(|| format!("cannot write {}", self.config_path.display()))
     }
 

@@ -110,15 +110,8 @@ impl Daemon {
         let ds = Ds::at(&ds_path);
         ds.set_pack_target(2 << 20);
         let cfg = dir.join("lifeboat.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "state_dir = {:?}\nlisten = \"0.0.0.0:{port}\"\n\n[[datastore]]\nname = \"default\"\npath = {:?}\n",
-                state.display().to_string(),
-                ds_path.display().to_string()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&cfg, format!("state_dir = {:?}\nlisten = \"0.0.0.0:{port}\"\n\n[[datastore]]\nname = \"default\"\npath = {:?}\n", state.display().to_string(), ds_path.display().to_string()))
+            .unwrap();
         let mut c = lb_cmd();
         c.args(["serve", "--config"]).arg(&cfg);
         let child = ChildGuard::spawn(c);
@@ -260,4 +253,3 @@ fn a_wrong_token_is_refused_with_a_clear_error() {
     let o = run_cmd(c);
     assert!(o.code() == Some(1) && o.stderr.contains("--fingerprint"), "{o}");
 }
-

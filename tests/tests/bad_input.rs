@@ -159,7 +159,7 @@ fn unreadable_file_and_dir_are_warnings_exit_3() {
     fs::create_dir(&home).unwrap();
     chmod(&home, 0o777);
     let dsp = home.join("ds");
-    let o = as_nobody(&[ "datastore".as_ref(), "init".as_ref(), dsp.as_os_str()]);
+    let o = as_nobody(&["datastore".as_ref(), "init".as_ref(), dsp.as_os_str()]);
     o.expect_ok();
     assert_eq!(fs::metadata(dsp.join("config.json")).unwrap().uid(), 65534);
     let ds = Ds::at(&dsp);

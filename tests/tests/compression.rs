@@ -83,10 +83,7 @@ fn switching_compression_keeps_old_records_readable() {
     let t = scratch("compression-switch");
     let ds = init_with(&t.path().join("ds"), &["--compression", "lz4"]);
     let mut snaps: Vec<(String, std::path::PathBuf)> = Vec::new();
-    for (k, setting) in [&["--compression", "zstd"][..], &["--compression", "none"][..], &["--zstd-level", "-3"][..], &["--compression", "auto"][..]]
-        .iter()
-        .enumerate()
-    {
+    for (k, setting) in [&["--compression", "zstd"][..], &["--compression", "none"][..], &["--zstd-level", "-3"][..], &["--compression", "auto"][..]].iter().enumerate() {
         let src = t.path().join(format!("src{k}"));
         build(&src, 10 + k as u64);
         let b = ds.backup(&src, &[]);

@@ -84,12 +84,7 @@ fn dir_node(name: &[u8], subtree: lifeboat_store::BlobId) -> Node {
 }
 
 fn link_node(name: &[u8], target: &Path) -> Node {
-    Node {
-        kind: NodeKind::Symlink,
-        mode: 0o777,
-        link_target: Some(target.as_os_str().as_encoded_bytes().to_vec()),
-        ..Node::file(name, 0o777, 0, 0, vec![])
-    }
+    Node { kind: NodeKind::Symlink, mode: 0o777, link_target: Some(target.as_os_str().as_encoded_bytes().to_vec()), ..Node::file(name, 0o777, 0, 0, vec![]) }
 }
 
 struct Setup {
@@ -125,11 +120,7 @@ fn setup_with(name: &str, before: impl FnOnce(&Path)) -> Setup {
     symlink(&outside, restores.join("link")).unwrap();
     symlink(&state, restores.join("to-state")).unwrap();
     symlink(&outside, src.join("link")).unwrap();
-    let config = format!(
-        "backup_roots = [{:?}]\nrestore_roots = [{:?}]\n",
-        src.display().to_string(),
-        restores.display().to_string()
-    );
+    let config = format!("backup_roots = [{:?}]\nrestore_roots = [{:?}]\n", src.display().to_string(), restores.display().to_string());
     let ds = state.join("datastores/default");
     Ds::init(&ds);
     before(&ds);
@@ -231,10 +222,7 @@ fn every_route_taking_a_path_refuses_escapes_for_every_role() {
             let r = d.call(method, &path, Some(tok), Some(&body));
             assert_eq!(r.status, 403, "{who} {method} {path} ({what}) {body}: {r:?}");
             let msg = r.json()["message"].as_str().unwrap().to_string();
-            assert!(
-                msg.contains("_roots") || msg.contains("state directory") || msg.contains("..") || msg.contains("symlink") || msg.contains("system tree"),
-                "{who} {path} ({what}): {msg}"
-            );
+            assert!(msg.contains("_roots") || msg.contains("state directory") || msg.contains("..") || msg.contains("symlink") || msg.contains("system tree"), "{who} {path} ({what}): {msg}");
         }
         // Read-only and backup-only: refused by role, before the path.
         for (who, tok) in [("read-only", &ro), ("backup-only", &bo)] {

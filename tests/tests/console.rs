@@ -10,8 +10,8 @@ mod common;
 use common::loopdev::{mounts_of, LoopDisk};
 use common::tmux::Tmux;
 use common::*;
-use std::path::{Path, PathBuf};
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 

@@ -167,7 +167,11 @@ fn every_target_writes_its_format_and_description() {
     assert_eq!(info(&vhdx)["format"].as_str(), Some("vhdx"));
     assert_same(&vhdx, "vhdx", &reference);
     let d: Value = serde_json::from_slice(&std::fs::read(hv.join("hyperv.json")).unwrap()).unwrap();
-    assert_eq!((d["generation"].as_u64(), d["memory_mib"].as_u64(), d["disks"][0]["controller"].as_str(), d["nics"][0]["mac"].as_str()), (Some(1), Some(256), Some("ide"), Some("5254000E1000")), "{d}");
+    assert_eq!(
+        (d["generation"].as_u64(), d["memory_mib"].as_u64(), d["disks"][0]["controller"].as_str(), d["nics"][0]["mac"].as_str()),
+        (Some(1), Some(256), Some("ide"), Some("5254000E1000")),
+        "{d}"
+    );
     assert!(std::fs::read_to_string(hv.join("create-vm.ps1")).unwrap().contains("New-VM -Name 'convert-odd' -Generation 1"));
 
     // Wrong combinations and a bad mapping are refused before any work.
@@ -316,7 +320,11 @@ fn an_ide_guest_restored_for_kvm_boots_on_virtio_only_when_repaired() {
     let id = conv["disks"][0]["id"].as_str().unwrap().to_string();
     let mac = conv["nics"][0]["mac"].as_str().unwrap().to_string();
     // The hardware run-tiny.sh gives it is the converted document's.
-    assert_eq!((conv["disks"][0]["bus"].as_str(), conv["nics"][0]["model"].as_str(), conv["machine"].as_str(), conv["firmware"].as_str()), (Some("virtio"), Some("virtio-net-pci"), Some("pc"), Some("bios")), "{conv}");
+    assert_eq!(
+        (conv["disks"][0]["bus"].as_str(), conv["nics"][0]["model"].as_str(), conv["machine"].as_str(), conv["firmware"].as_str()),
+        (Some("virtio"), Some("virtio-net-pci"), Some("pc"), Some("bios")),
+        "{conv}"
+    );
     let env = |mac: &str| vec![("GUEST_MEM", "1024".to_string()), ("GUEST_DISK_FORMAT", "qcow2".into()), ("GUEST_NET", "tap:tap0".into()), ("GUEST_MAC", mac.to_string())];
     let t0 = Instant::now();
     let e = env(&mac);

@@ -100,7 +100,11 @@ fn every_route_refuses_missing_wrong_and_weak_tokens() {
             ("POST", "/api/jobs".to_string(), json!({ "kind": "backup", "datastore": "default", "paths": [p] })),
             ("POST", "/api/datastores/default/snapshots/0123456789abcdef/restore".to_string(), json!({ "target": p })),
             ("POST", "/api/schedules".to_string(), json!({ "name": "s", "cron": "0 0 3 * * *", "job": { "kind": "backup", "datastore": "default", "paths": [p] } })),
-            ("PUT", "/api/schedules/0123456789abcdef".to_string(), json!({ "name": "s", "cron": "0 0 3 * * *", "job": { "kind": "restore", "datastore": "default", "snapshot": "latest", "target": p } })),
+            (
+                "PUT",
+                "/api/schedules/0123456789abcdef".to_string(),
+                json!({ "name": "s", "cron": "0 0 3 * * *", "job": { "kind": "restore", "datastore": "default", "snapshot": "latest", "target": p } }),
+            ),
             ("POST", "/api/datastores".to_string(), json!({ "name": "x", "path": p })),
         ];
         for (method, path, body) in &routes {
@@ -163,11 +167,8 @@ struct EventTap {
 
 impl EventTap {
     fn start(d: &Daemon) -> EventTap {
-        let mut child = std::process::Command::new("curl")
-            .args(["-sN", "-H", &format!("Authorization: Bearer {}", d.admin), &format!("{}/api/events", d.http)])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            std::process::Command::new("curl").args(["-sN", "-H", &format!("Authorization: Bearer {}", d.admin), &format!("{}/api/events", d.http)]).stdout(Stdio::piped()).spawn().unwrap();
         let out = child.stdout.take().unwrap();
         let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let e2 = events.clone();
@@ -363,11 +364,7 @@ fn schedules_skip_overlapping_runs_apply_retention_and_persist() {
     let skipped = mine.iter().filter(|j| j["state"] == "skipped").count();
     assert!(skipped >= 1, "no run was skipped: {jobs}");
     // Never two runs of the schedule at once: each started after the previous finished or was skipped.
-    let mut runs: Vec<(&str, &str)> = mine
-        .iter()
-        .filter(|j| j["state"] == "succeeded")
-        .map(|j| (j["started"].as_str().unwrap(), j["finished"].as_str().unwrap()))
-        .collect();
+    let mut runs: Vec<(&str, &str)> = mine.iter().filter(|j| j["state"] == "succeeded").map(|j| (j["started"].as_str().unwrap(), j["finished"].as_str().unwrap())).collect();
     runs.sort();
     for w in runs.windows(2) {
         assert!(w[1].0 >= w[0].1, "runs overlapped: {w:?}");

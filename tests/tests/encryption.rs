@@ -93,12 +93,7 @@ fn encrypted_backup_restore_dedup_gc_and_no_plaintext_on_disk() {
     let src_str = src.to_str().unwrap().as_bytes().to_vec();
     let secret = fs::read(src.join(NAME_CANARY).join("secret.bin")).unwrap();
     let plain_id = lifeboat_store::BlobId::of(&secret).0;
-    for (what, needle) in [
-        ("file content", CONTENT_CANARY.to_vec()),
-        ("directory name", NAME_CANARY.as_bytes().to_vec()),
-        ("source path", src_str),
-        ("plain content hash", plain_id.to_vec()),
-    ] {
+    for (what, needle) in [("file content", CONTENT_CANARY.to_vec()), ("directory name", NAME_CANARY.as_bytes().to_vec()), ("source path", src_str), ("plain content hash", plain_id.to_vec())] {
         let hits = files_containing(&ds.path, &needle);
         assert!(hits.is_empty(), "{what} in plain text under the encrypted datastore: {hits:?}");
     }
@@ -150,14 +145,7 @@ fn wrong_or_missing_key_is_refused_and_changes_nothing() {
     let none = Ds::at(&ds.path);
     let dst = t.path().join("dst");
     for (who, d) in [("wrong passphrase", &bad), ("no key", &none)] {
-        let outs = [
-            d.backup_raw(&src, &[]),
-            d.run("snapshots", ["--json"]),
-            d.restore(&id, &dst, &[]),
-            d.check(true),
-            d.run("gc", Vec::<&str>::new()),
-            d.run("ls", [id.as_str(), "/"]),
-        ];
+        let outs = [d.backup_raw(&src, &[]), d.run("snapshots", ["--json"]), d.restore(&id, &dst, &[]), d.check(true), d.run("gc", Vec::<&str>::new()), d.run("ls", [id.as_str(), "/"])];
         for o in &outs {
             assert_eq!(o.code(), Some(1), "{who}\n{o}");
             assert!(o.stdout.is_empty(), "{who}: output on stdout\n{o}");
@@ -269,9 +257,7 @@ fn key_files_and_key_rotation() {
 
     // passwd: replace the passphrase by another one, in one step.
     let mut c = lb_cmd();
-    c.args(args!["datastore", "key", "passwd", "--datastore", &dsp])
-        .env("LIFEBOAT_PASSWORD", "first passphrase")
-        .env("LIFEBOAT_NEW_PASSWORD", "second passphrase");
+    c.args(args!["datastore", "key", "passwd", "--datastore", &dsp]).env("LIFEBOAT_PASSWORD", "first passphrase").env("LIFEBOAT_NEW_PASSWORD", "second passphrase");
     run_cmd(c).expect_ok();
     let slots = list(&[]);
     assert_eq!(slots.len(), 1, "{slots:?}");
@@ -289,8 +275,7 @@ fn key_files_and_key_rotation() {
     let kids: Vec<ChildGuard> = (0..3)
         .map(|i| {
             let mut c = lb_cmd();
-            c.args(args!["datastore", "key", "add", "--datastore", &dsp, "--new-key-file", t.path().join(format!("k{i}"))])
-                .env("LIFEBOAT_PASSWORD", "second passphrase");
+            c.args(args!["datastore", "key", "add", "--datastore", &dsp, "--new-key-file", t.path().join(format!("k{i}"))]).env("LIFEBOAT_PASSWORD", "second passphrase");
             ChildGuard::spawn(c)
         })
         .collect();

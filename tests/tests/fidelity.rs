@@ -553,11 +553,8 @@ fn everything_a_file_carries_comes_back() {
     let mut c = ds.cmd("mount");
     c.arg(&mp);
     let _m = Mounted::start(c, &mp);
-    let snap_dir = fs::read_dir(mp.join("snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().ends_with(&first[..8]))
-        .expect("the first snapshot in the mount");
+    let snap_dir =
+        fs::read_dir(mp.join("snapshots")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().ends_with(&first[..8])).expect("the first snapshot in the mount");
     let seen = scan(&snap_dir);
     let mut diffs = Vec::new();
     for (p, (si, _)) in &want {
@@ -610,10 +607,7 @@ fn an_unprivileged_restore_names_what_it_could_not_set() {
     }
     // flags/immutable and hl/b/immutable-link are one inode: the warning
     // names whichever of its names the restore made first.
-    assert!(
-        o.stderr.contains("flags/immutable: cannot set inode flags i") || o.stderr.contains("hl/b/immutable-link: cannot set inode flags i"),
-        "no warning for the immutable file\n{o}"
-    );
+    assert!(o.stderr.contains("flags/immutable: cannot set inode flags i") || o.stderr.contains("hl/b/immutable-link: cannot set inode flags i"), "no warning for the immutable file\n{o}");
     // What the user may set is set.
     let got = scan(&dst);
     assert_eq!(xattr_of(&got, "xattrs/file", "user.comment"), Some(&b"hello"[..]));

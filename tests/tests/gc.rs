@@ -29,10 +29,7 @@ fn gc_beside_a_backup_that_reuses_doomed_blobs() {
     c.env("LIFEBOAT_FAILPOINTS", "snapshot-commit=sleep4000").arg("--json").arg(&src);
     let backup = ChildGuard::spawn(c);
     let writers = ds.path.join("writers");
-    assert!(
-        wait_until(Duration::from_secs(20), || fs::read_dir(&writers).map(|d| d.count() > 0).unwrap_or(false)),
-        "the backup never registered"
-    );
+    assert!(wait_until(Duration::from_secs(20), || fs::read_dir(&writers).map(|d| d.count() > 0).unwrap_or(false)), "the backup never registered");
     // Reading ~10 MiB takes well under a second; then it sleeps.
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();

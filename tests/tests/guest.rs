@@ -22,8 +22,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
-
 /// `DISK?offset=...`: the e2fsprogs way to reach the partition, no mount.
 
 /// (width, height, pixels brighter than dark grey) of a binary PPM (P6).
@@ -99,13 +97,7 @@ impl NetNs {
     }
 
     fn ping(&self, ip: &str) -> bool {
-        tool("ip")
-            .args(["netns", "exec", &self.name, "ping", "-c", "1", "-W", "1", ip])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        tool("ip").args(["netns", "exec", &self.name, "ping", "-c", "1", "-W", "1", ip]).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
     }
 }
 
@@ -274,9 +266,7 @@ fn debian_guest_boots_to_qemu_guest_agent() {
     let mut ifs = Value::Null;
     let has_ip = wait_until(Duration::from_secs(120), || {
         ifs = call("guest-network-get-interfaces");
-        let ok = ifs.as_array().into_iter().flatten().any(|i| {
-            i["name"] == "eth0" && i["ip-addresses"].as_array().into_iter().flatten().any(|a| a["ip-address"] == "10.0.2.15")
-        });
+        let ok = ifs.as_array().into_iter().flatten().any(|i| i["name"] == "eth0" && i["ip-addresses"].as_array().into_iter().flatten().any(|a| a["ip-address"] == "10.0.2.15"));
         if !ok {
             std::thread::sleep(Duration::from_secs(1));
         }

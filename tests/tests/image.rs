@@ -30,17 +30,10 @@ struct Images {
 /// Builds (or finds cached) images, serialised across the tests of this
 /// binary by the build script's own lock.
 fn images() -> Images {
-    let out = Command::new("bash")
-        .arg(workspace().join("image-build/build.sh"))
-        .env("LIFEBOAT_BIN", bin())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run image-build/build.sh");
+    let out = Command::new("bash").arg(workspace().join("image-build/build.sh")).env("LIFEBOAT_BIN", bin()).stderr(Stdio::inherit()).output().expect("run image-build/build.sh");
     assert!(out.status.success(), "image-build/build.sh failed");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let get = |k: &str| {
-        text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(PathBuf::from).unwrap_or_else(|| panic!("no {k}= in\n{text}"))
-    };
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(PathBuf::from).unwrap_or_else(|| panic!("no {k}= in\n{text}"));
     Images { qcow2: get("qcow2"), iso: get("iso") }
 }
 
@@ -117,10 +110,7 @@ impl Appliance {
     /// the row of disk `name`.
     #[track_caller]
     fn select_disk(&mut self, s: &str, name: &str) {
-        let rows: Vec<&str> = s
-            .lines()
-            .filter(|l| (l.starts_with("> ") || l.starts_with("  ")) && l[2..].starts_with(|c: char| c.is_ascii_lowercase()) && l.contains("iB  "))
-            .collect();
+        let rows: Vec<&str> = s.lines().filter(|l| (l.starts_with("> ") || l.starts_with("  ")) && l[2..].starts_with(|c: char| c.is_ascii_lowercase()) && l.contains("iB  ")).collect();
         let selected = rows.iter().position(|l| l.starts_with("> ")).unwrap_or_else(|| panic!("no selected row:\n{s}"));
         let want = rows.iter().position(|l| l[2..].starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} not listed:\n{s}"));
         let n = rows.len();
@@ -236,11 +226,7 @@ impl Appliance {
     }
 
     fn curl(&self, args: &[&str]) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = Command::new("curl").args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"]).args(args).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
@@ -266,10 +252,7 @@ impl Appliance {
 
     /// The SHA-256 fingerprint of the certificate the API serves.
     fn served_fingerprint(&self) -> String {
-        let sh = format!(
-            "openssl s_client -connect 127.0.0.1:{} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
-            self.port
-        );
+        let sh = format!("openssl s_client -connect 127.0.0.1:{} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256", self.port);
         let out = Command::new("sh").args(["-c", &sh]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         text.split_once('=').map(|(_, f)| f.to_ascii_lowercase()).unwrap_or_else(|| panic!("no certificate served: {text}"))
@@ -282,12 +265,7 @@ fn qcow2_boots_to_the_console_and_the_wizard_sets_up_disk_and_password() {
     let imgs = images();
     let dir = scratch("image-qcow2");
     let disk = dir.path().join("appliance.qcow2");
-    let st = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-        .arg(&imgs.qcow2)
-        .arg(&disk)
-        .status()
-        .unwrap();
+    let st = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"]).arg(&imgs.qcow2).arg(&disk).status().unwrap();
     assert!(st.success());
     let drive = format!("file={},if=virtio,format=qcow2", disk.display());
     let mut a = Appliance::boot(dir.path(), &["-drive", &drive]);

@@ -123,9 +123,7 @@ fn excludes_by_name_and_absolute_path() {
 
     // The restore equals the source minus the excluded paths.
     let mut want = scan_tree(&src);
-    let excluded = |p: &PathBuf| {
-        p.extension().is_some_and(|e| e == "log") || p.starts_with("secret") || (p.starts_with("data/cache") && p != Path::new("data/cache"))
-    };
+    let excluded = |p: &PathBuf| p.extension().is_some_and(|e| e == "log") || p.starts_with("secret") || (p.starts_with("data/cache") && p != Path::new("data/cache"));
     want.retain(|p, _| !excluded(p));
     let n_files = want.values().filter(|e| e.kind == Kind::File).count() as u64;
     assert_eq!(sum(&b, "files"), n_files, "{b:#}");

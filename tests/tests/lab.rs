@@ -169,7 +169,11 @@ fn masquerade_dns_and_dhcp_inside_a_lab() {
     assert!(o.status.success() && said.contains("10.0.2.77"), "udhcpc: {said}");
     let learned = lab.learned_addresses();
     assert!(learned.contains(&("52:54:00:aa:bb:cc".into(), "10.0.2.77".parse().unwrap())), "{learned:?}");
-    assert!(learned.contains(&("52:54:00:12:34:56".into(), "10.0.2.15".parse().unwrap())), "the guest that answered is not in the neighbour table: {learned:?}\n{}", String::from_utf8_lossy(&sh(&format!("ip -n {} neigh show", lab.netns)).stdout));
+    assert!(
+        learned.contains(&("52:54:00:12:34:56".into(), "10.0.2.15".parse().unwrap())),
+        "the guest that answered is not in the neighbour table: {learned:?}\n{}",
+        String::from_utf8_lossy(&sh(&format!("ip -n {} neigh show", lab.netns)).stdout)
+    );
     let etc = Path::new("/etc/netns").join(&lab.netns);
     assert!(etc.join("resolv.conf").exists());
     lab.remove().unwrap();
@@ -379,10 +383,13 @@ fn the_daemon_runs_lab_verifications_as_jobs_and_serves_their_reports() {
     let b = d.admin_ok("POST", "/api/jobs", Some(&serde_json::json!({ "kind": "vm-backup", "datastore": "default", "vm": "lab-tiny" })));
     assert_eq!(d.wait_job(b["id"].as_str().unwrap(), Duration::from_secs(120))["state"], "succeeded");
     let mut runs = serde_json::Value::Null;
-    assert!(wait_until(Duration::from_secs(30), || {
-        runs = d.call("GET", "/api/labs/tiny-lab/runs", Some(&ro), None).json();
-        runs.as_array().is_some_and(|a| !a.is_empty())
-    }), "no lab run followed the VM backup: {runs}");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            runs = d.call("GET", "/api/labs/tiny-lab/runs", Some(&ro), None).json();
+            runs.as_array().is_some_and(|a| !a.is_empty())
+        }),
+        "no lab run followed the VM backup: {runs}"
+    );
     let run = d.wait_job(runs[0]["id"].as_str().unwrap(), Duration::from_secs(300));
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert_eq!(run["spec"]["lab"], "tiny-lab");

@@ -81,7 +81,11 @@ impl Libvirtd {
 
     fn logs(&self) -> String {
         let r = |n: &str| String::from_utf8_lossy(&std::fs::read(self.dir.join(n)).unwrap_or_default()).into_owned();
-        format!("--- libvirtd.out\n{}\n--- libvirtd.log (tail)\n{}", r("libvirtd.out"), { let l = r("libvirtd.log"); let v: Vec<&str> = l.lines().collect(); v[v.len().saturating_sub(40)..].join("\n") })
+        format!("--- libvirtd.out\n{}\n--- libvirtd.log (tail)\n{}", r("libvirtd.out"), {
+            let l = r("libvirtd.log");
+            let v: Vec<&str> = l.lines().collect();
+            v[v.len().saturating_sub(40)..].join("\n")
+        })
     }
 
     fn virsh_out(&self, args: &[&str]) -> Result<String, String> {
@@ -318,7 +322,11 @@ fn libvirt_pull_backup_incremental_restore() {
         c
     });
     o.expect_ok();
-    let new_mac = o.json()["macs"]["net0"][1].as_str().map(String::from).or_else(|| o.json()["macs"].as_object().and_then(|m| m.values().next()).and_then(|v| v[1].as_str().map(String::from))).unwrap_or_else(|| panic!("no new MAC in {o}"));
+    let new_mac = o.json()["macs"]["net0"][1]
+        .as_str()
+        .map(String::from)
+        .or_else(|| o.json()["macs"].as_object().and_then(|m| m.values().next()).and_then(|v| v[1].as_str().map(String::from)))
+        .unwrap_or_else(|| panic!("no new MAC in {o}"));
     lv.virsh(&["destroy", DOMAIN]);
     lv.virsh(&["undefine", DOMAIN, "--checkpoints-metadata"]);
     lv.virsh(&["define", kvm.join("domain.xml").to_str().unwrap()]);

@@ -24,9 +24,7 @@ const BIG: u64 = 24 << 20;
 fn is_mounted(mp: &Path) -> bool {
     let want = fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines().any(|l| {
-        l.split(' ').nth(4).map(|p| p.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")) == Some(want.to_string_lossy().into_owned())
-    })
+    info.lines().any(|l| l.split(' ').nth(4).map(|p| p.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")) == Some(want.to_string_lossy().into_owned()))
 }
 
 /// A running `lifeboat mount`. Dropping it (also after a failed assert)
@@ -327,9 +325,7 @@ fn snapshots_latest_and_a_backup_made_while_mounted() {
     assert_eq!(fs::read(mp.join("snapshots").join(by_time).join("a.txt")).unwrap(), b"version two, longer\n");
 
     // A non-root user reads what the modes allow, and no more.
-    let cat = |p: &Path| {
-        Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"]).arg(p).output().unwrap()
-    };
+    let cat = |p: &Path| Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"]).arg(p).output().unwrap();
     let o = cat(&mp.join("latest/public.txt"));
     assert!(o.status.success(), "nobody cannot read a 0644 file: {}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout, b"anyone may read\n");

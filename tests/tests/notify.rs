@@ -142,12 +142,7 @@ fn smtp_settings_test_mail_and_job_reports_through_the_api() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
         assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
     }
-    for (what, secret) in [
-        ("admin password", admin_password.as_str()),
-        ("session token", admin.as_str()),
-        ("SMTP password", PASSWORD),
-        ("wrong SMTP password", "wrong-relay-pass"),
-    ] {
+    for (what, secret) in [("admin password", admin_password.as_str()), ("session token", admin.as_str()), ("SMTP password", PASSWORD), ("wrong SMTP password", "wrong-relay-pass")] {
         assert!(!log.contains(secret), "the daemon logged the {what}:\n{log}");
     }
 }
@@ -160,12 +155,7 @@ fn settings_are_admin_only_and_need_a_token() {
     assert_eq!(status, 201, "{op}");
     let operator = op["token"].as_str().unwrap();
     let body = json!({"host": "127.0.0.1", "security": "none", "from": "a@b.test", "to": ["c@d.test"]});
-    for (method, path, body) in [
-        ("GET", "/api/settings/smtp", None),
-        ("PUT", "/api/settings/smtp", Some(&body)),
-        ("DELETE", "/api/settings/smtp", None),
-        ("POST", "/api/settings/smtp/test", None),
-    ] {
+    for (method, path, body) in [("GET", "/api/settings/smtp", None), ("PUT", "/api/settings/smtp", Some(&body)), ("DELETE", "/api/settings/smtp", None), ("POST", "/api/settings/smtp/test", None)] {
         let (status, _) = app.call(method, path, None, body);
         assert_eq!(status, 401, "{method} {path} without a token");
         let (status, _) = app.call(method, path, Some("bogus.token"), body);

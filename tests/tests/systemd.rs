@@ -53,9 +53,7 @@ fn service_hardening_stays_below_medium_exposure() {
     let dir = common::scratch("systemd-security");
     let unit = unit_for_this_build(dir.path());
     // Exposure is 0.0 (locked down) .. 10.0; --threshold makes exit non-zero above it.
-    let (ok, text) = run(Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", "--no-pager", "--threshold=50"])
-        .arg(&unit));
+    let (ok, text) = run(Command::new("systemd-analyze").args(["security", "--offline=yes", "--no-pager", "--threshold=50"]).arg(&unit));
     let overall = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or("(no overall line)");
     assert!(ok, "exposure above 5.0: {overall}\n{text}");
     for setting in ["NoNewPrivileges=", "PrivateTmp=", "ProtectSystem=", "CapabilityBoundingSet=~CAP_SYS_MODULE", "ProtectHostname=", "SystemCallFilter=~@debug"] {
@@ -89,11 +87,7 @@ fn serve_says_ready_once_listening_and_feeds_the_watchdog() {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let app = common::appliance::Appliance::start(
-        "systemd-notify",
-        &[],
-        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "2000000")],
-    );
+    let app = common::appliance::Appliance::start("systemd-notify", &[], &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "2000000")]);
     let mut buf = [0u8; 4096];
     let n = socket.recv(&mut buf).expect("no message from lifeboat serve on NOTIFY_SOCKET");
     let first = String::from_utf8_lossy(&buf[..n]).to_string();

@@ -184,7 +184,10 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     let w = qemu_io(&uri, "write -P 0xab 0 64k");
     let text = format!("{}{}", String::from_utf8_lossy(&w.stdout), String::from_utf8_lossy(&w.stderr));
     eprintln!("qemu-io write to the read-only export: {:?} {}", w.status.code(), text.trim());
-    assert!(!w.status.success() || text.contains("failed") || text.contains("ermission") || text.contains("read-only") || text.contains("read only"), "a write to a read-only export was accepted: {text}");
+    assert!(
+        !w.status.success() || text.contains("failed") || text.contains("ermission") || text.contains("read-only") || text.contains("read only"),
+        "a write to a read-only export was accepted: {text}"
+    );
     let r = d.call("DELETE", &format!("/api/datastores/default/snapshots/{id2}"), Some(&d.admin), None);
     assert!((400..500).contains(&r.status) && r.body.contains("export"), "forgetting an exported snapshot: {r:?}");
 
@@ -233,7 +236,11 @@ fn vm_backup_jobs_exports_and_bitmap_loss_through_the_daemon() {
     let (same, why) = identical(multi.join(format!("hyperv/{disk_id}.vhdx")).to_str().unwrap(), "vhdx", &ref2);
     assert!(same, "the hyperv disk of the several-platform job differs: {why}");
     assert!(r["files"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().ends_with("hyperv/hyperv.json")), "{r}");
-    let bad = d.admin_ok("POST", "/api/jobs", Some(&json!({ "kind": "vm-restore", "datastore": "default", "snapshot": id2, "target": t.path().join("bad"), "platform": "kvm", "map": ["nic_model=e1000,x"], "no_repair": true })));
+    let bad = d.admin_ok(
+        "POST",
+        "/api/jobs",
+        Some(&json!({ "kind": "vm-restore", "datastore": "default", "snapshot": id2, "target": t.path().join("bad"), "platform": "kvm", "map": ["nic_model=e1000,x"], "no_repair": true })),
+    );
     let j = d.wait_job(bad["id"].as_str().unwrap(), Duration::from_secs(60));
     assert!(j["state"] == "failed" && j["error"].as_str().unwrap_or("").contains("nic_model takes"), "{j}");
 
@@ -370,10 +377,7 @@ fn instant_restore_jobs_migrate_back_and_cleanup() {
     assert!(!nodes.as_array().unwrap().iter().any(|n| n["drv"] == "nbd"), "a disk still reads over NBD: {nodes}");
     q.cmd("cont", json!({}));
     let mig_serial = mig_qmp.with_file_name("serial.log");
-    assert!(
-        wait_until(Duration::from_secs(180), || String::from_utf8_lossy(&std::fs::read(&mig_serial).unwrap_or_default()).contains("READY")),
-        "the migrated VM did not boot from its local image"
-    );
+    assert!(wait_until(Duration::from_secs(180), || String::from_utf8_lossy(&std::fs::read(&mig_serial).unwrap_or_default()).contains("READY")), "the migrated VM did not boot from its local image");
     let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "vm-migrate-back", "datastore": "default", "vm": "mig", "target": target })));
     assert_eq!(r.status, 400, "migrating an ordinary VM back: {r:?}");
 

@@ -9,14 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 pub fn policy(k: &KeepRules) -> KeepPolicy {
-    KeepPolicy {
-        last: k.last.unwrap_or(0),
-        hourly: k.hourly.unwrap_or(0),
-        daily: k.daily.unwrap_or(0),
-        weekly: k.weekly.unwrap_or(0),
-        monthly: k.monthly.unwrap_or(0),
-        yearly: k.yearly.unwrap_or(0),
-    }
+    KeepPolicy { last: k.last.unwrap_or(0), hourly: k.hourly.unwrap_or(0), daily: k.daily.unwrap_or(0), weekly: k.weekly.unwrap_or(0), monthly: k.monthly.unwrap_or(0), yearly: k.yearly.unwrap_or(0) }
 }
 
 pub fn run(ds: &Arc<Datastore>, keep: &KeepRules, pinned: &HashSet<BlobId>, tz: chrono_tz::Tz, h: &JobHandle) -> JobResult {
@@ -28,14 +21,7 @@ pub fn run(ds: &Arc<Datastore>, keep: &KeepRules, pinned: &HashSet<BlobId>, tz: 
 /// Applies `keep` to every (host, paths) group, or only to `only`.
 /// Snapshots in `pinned` (served by exports) are kept whatever the
 /// rules say. Returns the ids removed.
-pub fn apply_keep(
-    ds: &Arc<Datastore>,
-    keep: &KeepRules,
-    only: Option<(&String, &Vec<String>)>,
-    pinned: &HashSet<BlobId>,
-    tz: chrono_tz::Tz,
-    h: &JobHandle,
-) -> Result<Vec<String>, String> {
+pub fn apply_keep(ds: &Arc<Datastore>, keep: &KeepRules, only: Option<(&String, &Vec<String>)>, pinned: &HashSet<BlobId>, tz: chrono_tz::Tz, h: &JobHandle) -> Result<Vec<String>, String> {
     let policy = policy(keep);
     if policy.is_empty() {
         return Err("the keep rules are empty, so nothing would be kept: set at least one of last/hourly/daily/weekly/monthly/yearly".into());

@@ -41,9 +41,7 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, confine: 
     h.set_phase("restoring VM disks");
     h.log(&format!("restoring VM {} of snapshot {} into {}", md.name, sid.to_hex(), target.display()));
     let json = target.join("vm.json");
-    create_in(&dir, "vm.json")
-        .and_then(|mut f| f.write_all(&md.to_json()))
-        .map_err(|e| format!("writing {}: {e}", json.display()))?;
+    create_in(&dir, "vm.json").and_then(|mut f| f.write_all(&md.to_json())).map_err(|e| format!("writing {}: {e}", json.display()))?;
     let mut files = Vec::new();
     for w in &vm.warnings {
         h.log(&format!("warning: {w}"));

@@ -40,14 +40,7 @@ pub fn run(ds: &Arc<Datastore>, r: &Request<'_>, confine: &Confinement, grant: G
     let dir = open_beneath(&place, Open::CreateDir).map_err(err)?;
     let owners = unsafe { libc::geteuid() } == 0 && place.owners;
     h.set_phase("copying");
-    h.log(&format!(
-        "copying {} from partition {} of disk {} of snapshot {} into {}",
-        r.paths.join(", "),
-        fs.partition.name,
-        fs.disk.disk,
-        sid.to_hex(),
-        r.target
-    ));
+    h.log(&format!("copying {} from partition {} of disk {} of snapshot {} into {}", r.paths.join(", "), fs.partition.name, fs.disk.disk, sid.to_hex(), r.target));
     let p = &h.progress;
     p.scan_done.store(true, Ordering::Relaxed);
     // An admin's restore is the guest's files as they were; anyone else

@@ -65,12 +65,7 @@ async fn call(st: &ApiState, auth: &Auth<perm::Backup>, session: String, call: S
 async fn body(req: &HttpRequest, mut payload: web::Payload, limit: usize, what: &str) -> Result<bytes::Bytes, AgentErr> {
     // Sized up front from Content-Length: a 16 MiB pack is not regrown
     // (and copied) a dozen times on its way in.
-    let announced = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
+    let announced = req.headers().get(actix_web::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
     let mut buf = bytes::BytesMut::with_capacity(announced.min(limit));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| bad(format!("reading the {what}: {e}")))?;

@@ -3,7 +3,7 @@ use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{get, web, HttpResponse};
 use futures_util::StreamExt;
-use lifeboat_api_types::{ApiError};
+use lifeboat_api_types::ApiError;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream, IntervalStream};
 
 /// Server-sent events: job states and progress, skipped schedules,
@@ -22,9 +22,5 @@ pub async fn stream(_auth: Auth<perm::Read>, st: web::Data<ApiState>) -> Result<
     // and lets the server notice a client that went away.
     let keepalive = IntervalStream::new(tokio::time::interval(std::time::Duration::from_secs(15))).map(|_| ": keepalive\n\n".to_string());
     let body = futures_util::stream::select(events, keepalive).map(|s| Ok::<_, actix_web::Error>(bytes::Bytes::from(s)));
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("Cache-Control", "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+    Ok(HttpResponse::Ok().content_type("text/event-stream").insert_header(("Cache-Control", "no-cache")).insert_header(("X-Accel-Buffering", "no")).streaming(body))
 }

@@ -95,4 +95,3 @@ pub async fn runs(_auth: Auth<perm::Read>, st: web::Data<ApiState>, name: web::P
     let all = st.jobs.send(ListJobs { running_only: false, limit: usize::MAX }).await?;
     Ok(web::Json(all.into_iter().filter(|j| matches!(&j.spec, JobSpec::LabVerify { lab: Some(l), .. } if *l == *name)).collect()))
 }
-

@@ -65,7 +65,13 @@ pub async fn lab_reports(_auth: Auth<perm::Read>, st: web::Data<ApiState>, name:
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let Ok(text) = std::fs::read(e.path().join("report.json")) else { continue };
         let Ok(r) = serde_json::from_slice::<lifeboat_lab::LabReport>(&text) else { continue };
-        out.push(LabReportInfo { id: e.file_name().to_string_lossy().into_owned(), passed: r.passed, started: r.started, ended: r.ended, vms: r.vms.iter().map(|v| (v.vm.clone(), v.passed)).collect() });
+        out.push(LabReportInfo {
+            id: e.file_name().to_string_lossy().into_owned(),
+            passed: r.passed,
+            started: r.started,
+            ended: r.ended,
+            vms: r.vms.iter().map(|v| (v.vm.clone(), v.passed)).collect(),
+        });
     }
     out.sort_by(|a, b| b.started.cmp(&a.started));
     Ok(web::Json(out))
@@ -154,11 +160,7 @@ pub async fn vm_files(_auth: Auth<perm::Read>, st: web::Data<ApiState>, path: we
             return Ok(VmFilesListing { disk: disk.disk.clone(), table: disk.layout.table.clone(), partitions, partition: None, path: None, entries: Vec::new() });
         };
         let fs = disk.mount(q.partition.as_deref())?;
-        let entries = fs
-            .list(&path)?
-            .into_iter()
-            .map(|e| VmFileEntry { name: e.name, mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, mtime: e.mtime, link_target: e.link_target })
-            .collect();
+        let entries = fs.list(&path)?.into_iter().map(|e| VmFileEntry { name: e.name, mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, mtime: e.mtime, link_target: e.link_target }).collect();
         Ok(VmFilesListing { disk: fs.disk.disk.clone(), table: fs.disk.layout.table.clone(), partitions: Vec::new(), partition: Some(fs.partition.name.clone()), path: Some(path), entries })
     })
     .await
@@ -306,10 +308,7 @@ pub async fn vm_files_archive(_auth: Auth<perm::Read>, st: web::Data<ApiState>, 
     };
     let (top, body) = guest_body(&st, &name, &id, q, open, |(p, top), w| lifeboat_vmfiles::write_tar(&p, &top, w).map(|_| ())).await?;
     let file = if top.is_empty() { "guest-root".to_string() } else { header_name(&top) };
-    Ok(HttpResponse::Ok()
-        .content_type("application/x-tar")
-        .insert_header(("Content-Disposition", format!("attachment; filename=\"{file}.tar\"")))
-        .streaming(body))
+    Ok(HttpResponse::Ok().content_type("application/x-tar").insert_header(("Content-Disposition", format!("attachment; filename=\"{file}.tar\""))).streaming(body))
 }
 
 /// Copy guest paths of a VM snapshot into a directory on the appliance

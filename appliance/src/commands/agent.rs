@@ -110,10 +110,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<u8> {
         }
         let secs = s.duration_ms as f64 / 1000.0;
         println!("snapshot {} saved on {}", &out.snapshot_id[..8.min(out.snapshot_id.len())], a.server);
-        println!(
-            "files:   {} new, {} changed, {} unchanged ({} total, {} dirs, {} dirs unchanged)",
-            s.files_new, s.files_changed, s.files_unchanged, s.files, s.dirs, s.dirs_unchanged
-        );
+        println!("files:   {} new, {} changed, {} unchanged ({} total, {} dirs, {} dirs unchanged)", s.files_new, s.files_changed, s.files_unchanged, s.files, s.dirs, s.dirs_unchanged);
         println!(
             "data:    {} in files, {} read, {} new, {} uploaded in {} packs",
             ui::bytes(s.total_bytes),

@@ -83,17 +83,8 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
 pub fn print_summary(short_id: &str, s: &lifeboat_store::BackupSummary) {
     let secs = s.duration_ms as f64 / 1000.0;
     println!("snapshot {short_id} saved");
-    println!(
-        "files:   {} new, {} changed, {} unchanged ({} total, {} dirs, {} dirs unchanged)",
-        s.files_new, s.files_changed, s.files_unchanged, s.files, s.dirs, s.dirs_unchanged
-    );
-    println!(
-        "data:    {} in files, {} read, {} new ({} stored after compression)",
-        ui::bytes(s.total_bytes),
-        ui::bytes(s.bytes_read),
-        ui::bytes(s.bytes_added),
-        ui::bytes(s.bytes_stored)
-    );
+    println!("files:   {} new, {} changed, {} unchanged ({} total, {} dirs, {} dirs unchanged)", s.files_new, s.files_changed, s.files_unchanged, s.files, s.dirs, s.dirs_unchanged);
+    println!("data:    {} in files, {} read, {} new ({} stored after compression)", ui::bytes(s.total_bytes), ui::bytes(s.bytes_read), ui::bytes(s.bytes_added), ui::bytes(s.bytes_stored));
     // bytes_added also counts new directory listings, so clamp at 0.
     let dedup = if s.bytes_read > 0 { (100.0 * (1.0 - s.bytes_added as f64 / s.bytes_read as f64)).max(0.0) } else { 0.0 };
     println!("dedup:   {dedup:.1}% of the bytes read were already stored");

@@ -42,13 +42,7 @@ pub fn run(a: CheckArgs) -> anyhow::Result<u8> {
 
 /// The readable check report, local or a daemon's verify job.
 pub fn print_report(rep: &lifeboat_store::check::CheckReport, read_data: bool) {
-    println!(
-        "checked {} snapshots, {} packs, {} blobs{}",
-        rep.snapshots,
-        rep.packs,
-        rep.blobs,
-        if read_data { format!(", read {}", ui::bytes(rep.bytes_read)) } else { String::new() }
-    );
+    println!("checked {} snapshots, {} packs, {} blobs{}", rep.snapshots, rep.packs, rep.blobs, if read_data { format!(", read {}", ui::bytes(rep.bytes_read)) } else { String::new() });
     for e in &rep.errors {
         println!("error: {e}");
     }

@@ -22,11 +22,6 @@ pub struct ConsoleArgs {
 }
 
 pub fn run(a: ConsoleArgs) -> anyhow::Result<u8> {
-    lifeboat_console::run(lifeboat_console::ConsoleOptions {
-        root: a.root,
-        disks: a.disks,
-        zoneinfo: a.zoneinfo,
-        wizard: a.wizard,
-    })?;
+    lifeboat_console::run(lifeboat_console::ConsoleOptions { root: a.root, disks: a.disks, zoneinfo: a.zoneinfo, wizard: a.wizard })?;
     Ok(0)
 }

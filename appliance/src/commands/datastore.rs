@@ -136,13 +136,7 @@ pub fn run(cmd: DatastoreCmd) -> anyhow::Result<u8> {
                 }
                 Datastore::init_with(&path, cfg)?
             };
-            println!(
-                "created {}datastore {} (format {}, id {})",
-                if encrypt { "encrypted " } else { "" },
-                path.display(),
-                ds.config().format_version,
-                ds.config().id
-            );
+            println!("created {}datastore {} (format {}, id {})", if encrypt { "encrypted " } else { "" }, path.display(), ds.config().format_version, ds.config().id);
             Ok(0)
         }
         DatastoreCmd::Key { cmd } => key(cmd),
@@ -177,11 +171,7 @@ fn key(cmd: KeyCmd) -> anyhow::Result<u8> {
                 anyhow::bail!("datastore {} is not encrypted; it has no keys", ds.datastore.display());
             };
             if json {
-                let slots: Vec<_> = enc
-                    .slots
-                    .iter()
-                    .map(|s| serde_json::json!({ "id": s.id, "kind": s.kind, "created": s.created }))
-                    .collect();
+                let slots: Vec<_> = enc.slots.iter().map(|s| serde_json::json!({ "id": s.id, "kind": s.kind, "created": s.created })).collect();
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "cipher": enc.cipher, "slots": slots }))?);
             } else {
                 println!("cipher {}", enc.cipher);
@@ -245,14 +235,7 @@ fn repair(a: &DatastoreArg, json: bool) -> anyhow::Result<u8> {
     if json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
-        println!(
-            "rebuilt the index from {} packs ({}): {} blobs, {} snapshots ({} forgotten ones left out)",
-            rep.packs,
-            ui::bytes(rep.bytes_read),
-            rep.blobs,
-            rep.snapshots,
-            rep.forgotten
-        );
+        println!("rebuilt the index from {} packs ({}): {} blobs, {} snapshots ({} forgotten ones left out)", rep.packs, ui::bytes(rep.bytes_read), rep.blobs, rep.snapshots, rep.forgotten);
         for u in &rep.unreadable_packs {
             println!("damaged: {u}");
         }
@@ -265,10 +248,7 @@ fn repair(a: &DatastoreArg, json: bool) -> anyhow::Result<u8> {
         if rep.affected.is_empty() && rep.lost_blobs.is_empty() && rep.unreadable_packs.is_empty() {
             println!("no damage found");
         } else {
-            println!(
-                "{} snapshot paths lose data; the rest restores. A new backup of the same files stores the lost data again.",
-                rep.affected.len()
-            );
+            println!("{} snapshot paths lose data; the rest restores. A new backup of the same files stores the lost data again.", rep.affected.len());
         }
     }
     Ok(if rep.affected.is_empty() && rep.lost_blobs.is_empty() { 0 } else { EXIT_ERROR })

@@ -44,14 +44,7 @@ pub struct ForgetArgs {
 
 pub fn run(a: ForgetArgs) -> anyhow::Result<u8> {
     let ds = open_datastore(&a.ds)?;
-    let policy = KeepPolicy {
-        last: a.keep_last,
-        hourly: a.keep_hourly,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
-    };
+    let policy = KeepPolicy { last: a.keep_last, hourly: a.keep_hourly, daily: a.keep_daily, weekly: a.keep_weekly, monthly: a.keep_monthly, yearly: a.keep_yearly };
     if policy.is_empty() && a.snapshots.is_empty() {
         anyhow::bail!("no keep rule and no snapshot given, so nothing would be kept: give --keep-last/--keep-daily/... or snapshot ids");
     }

@@ -56,10 +56,7 @@ pub fn print_report(rep: &GcReport) {
         println!("finished the work of an interrupted gc ({} packs)", rep.recovered_packs);
     }
     if rep.damaged_blobs > 0 {
-        println!(
-            "warning: {} live blobs failed verification while repacking; their packs were kept. Run `lifeboat check --read-data`",
-            rep.damaged_blobs
-        );
+        println!("warning: {} live blobs failed verification while repacking; their packs were kept. Run `lifeboat check --read-data`", rep.damaged_blobs);
     }
 }
 

@@ -90,11 +90,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<u8> {
             let vms = snapshots
                 .iter()
                 .enumerate()
-                .map(|(i, s)| LabVm {
-                    snapshot: s.clone(),
-                    ip: ips.get(i).filter(|ip| ip.as_str() != "-").cloned(),
-                    delay: Duration::from_secs(if i > 0 { delay } else { 0 }),
-                })
+                .map(|(i, s)| LabVm { snapshot: s.clone(), ip: ips.get(i).filter(|ip| ip.as_str() != "-").cloned(), delay: Duration::from_secs(if i > 0 { delay } else { 0 }) })
                 .collect();
             let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
             ui::install_cancel_handler(&cancel);

@@ -89,10 +89,7 @@ fn print_node(prefix: &str, n: &Node, format: Format) {
     let flags = n.ext.as_ref().map_or(0, |e| e.flags);
     let acl = |name: &[u8]| xattrs.iter().find(|(k, _)| k == name).and_then(|(_, v)| attrs::acl_text(v));
     if let Format::Json = format {
-        let xattrs: Vec<_> = xattrs
-            .iter()
-            .map(|(k, v)| serde_json::json!({"name": String::from_utf8_lossy(k), "value": value_text(v), "hex": hex(v)}))
-            .collect();
+        let xattrs: Vec<_> = xattrs.iter().map(|(k, v)| serde_json::json!({"name": String::from_utf8_lossy(k), "value": value_text(v), "hex": hex(v)})).collect();
         let v = serde_json::json!({
             "path": path, "type": format!("{:?}", n.kind).to_lowercase(), "mode": n.mode & 0o7777,
             "size": n.size, "mtime": mtime, "mtime_ns": n.mtime_ns, "uid": n.uid, "gid": n.gid,

@@ -1,3 +1,5 @@
+pub mod admin;
+pub mod agent;
 pub mod backup;
 pub mod check;
 pub mod console;
@@ -8,11 +10,9 @@ pub mod lab;
 pub mod ls;
 pub mod mount;
 pub mod restore;
+pub mod serve;
 pub mod snapshots;
 pub mod vm;
-pub mod serve;
-pub mod admin;
-pub mod agent;
 
 use crate::{DatastoreArg, KeyArgs};
 use lifeboat_store::{Datastore, KeySource, StoreError};
@@ -100,9 +100,7 @@ fn env_password(name: &str) -> Option<Zeroizing<String>> {
 
 /// The first line of `path`, without its line end.
 fn read_password_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
-    let raw = Zeroizing::new(
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("read password file {}: {e}", path.display()))?,
-    );
+    let raw = Zeroizing::new(std::fs::read(path).map_err(|e| anyhow::anyhow!("read password file {}: {e}", path.display()))?);
     let line = raw.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.is_empty() {
@@ -122,12 +120,7 @@ fn create_key_file(path: &Path) -> anyhow::Result<()> {
         text.push_str(&format!("{b:02x}"));
     }
     text.push('\n');
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("create key file {}: {e}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| anyhow::anyhow!("create key file {}: {e}", path.display()))?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     Ok(())

@@ -486,7 +486,8 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
                 None => lifeboat_state::Config::load(config.as_deref())?.qemu_accel.parse().map_err(|e: String| anyhow::anyhow!(e))?,
             };
             let store = open_datastore(&ds)?;
-            let retarget = platform.map(|p| -> anyhow::Result<Retarget> { Ok(Retarget { platform: p.parse().map_err(|e: String| anyhow::anyhow!(e))?, maps, repair: !no_repair, drivers }) }).transpose()?;
+            let retarget =
+                platform.map(|p| -> anyhow::Result<Retarget> { Ok(Retarget { platform: p.parse().map_err(|e: String| anyhow::anyhow!(e))?, maps, repair: !no_repair, drivers }) }).transpose()?;
             let opts = InstantOptions { workdir, listen, no_boot, net, accel, paused, qemu_args, retarget };
             instant_restore(store, &snapshot, &opts)
         }
@@ -698,9 +699,7 @@ fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Optio
             let parts: Vec<_> = layout
                 .partitions
                 .iter()
-                .map(|p| {
-                    serde_json::json!({"number": p.number, "name": p.name, "start": p.start, "size": p.size, "fstype": p.fstype, "label": p.label, "unsupported": p.unsupported})
-                })
+                .map(|p| serde_json::json!({"number": p.number, "name": p.name, "start": p.start, "size": p.size, "fstype": p.fstype, "label": p.label, "unsupported": p.unsupported}))
                 .collect();
             println!("{}", serde_json::json!({"disk": disk.disk, "table": layout.table, "partitions": parts}));
         } else {
@@ -729,16 +728,11 @@ fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Optio
     }
     let entries = fs.list(&path)?;
     if json {
-        let list: Vec<_> = entries
-            .iter()
-            .map(|e| serde_json::json!({"name": e.name, "mode": e.mode, "uid": e.uid, "gid": e.gid, "size": e.size, "mtime": e.mtime, "link_target": e.link_target}))
-            .collect();
+        let list: Vec<_> =
+            entries.iter().map(|e| serde_json::json!({"name": e.name, "mode": e.mode, "uid": e.uid, "gid": e.gid, "size": e.size, "mtime": e.mtime, "link_target": e.link_target})).collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
-        let list: Vec<_> = entries
-            .into_iter()
-            .map(|e| VmFileEntry { name: e.name, mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, mtime: e.mtime, link_target: e.link_target })
-            .collect();
+        let list: Vec<_> = entries.into_iter().map(|e| VmFileEntry { name: e.name, mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, mtime: e.mtime, link_target: e.link_target }).collect();
         crate::remote_vm::print_guest_entries(&list);
     }
     Ok(0)

@@ -61,4 +61,3 @@ pub struct DatastoreSpace {
     /// Why the numbers are missing (path gone, not mounted...), if they are.
     pub error: Option<String>,
 }
-

@@ -4,10 +4,10 @@
 //! need an address parser live in lifeboat-notify (`validate`).
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use utoipa::ToSchema;
 
 /// What a masked password reads as. An update carrying exactly this keeps
 /// the stored password, so a client may send back what it was given.
@@ -160,8 +160,7 @@ mod tests {
 
     #[test]
     fn defaults_from_json() {
-        let s: SmtpSettings =
-            serde_json::from_str(r#"{"host":"h","security":"tls","from":"a@b.c","to":["d@e.f"]}"#).unwrap();
+        let s: SmtpSettings = serde_json::from_str(r#"{"host":"h","security":"tls","from":"a@b.c","to":["d@e.f"]}"#).unwrap();
         assert_eq!(s.port(), 465);
         assert_eq!(s.server(), "h:465");
         assert_eq!(s.username, None);

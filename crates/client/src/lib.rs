@@ -74,13 +74,7 @@ impl ApiClient {
         Self::build(server, token, trust, builder, None)
     }
 
-    fn build(
-        server: &str,
-        token: Option<String>,
-        trust: TlsTrust,
-        builder: reqwest::blocking::ClientBuilder,
-        timeout: Option<std::time::Duration>,
-    ) -> Result<ApiClient> {
+    fn build(server: &str, token: Option<String>, trust: TlsTrust, builder: reqwest::blocking::ClientBuilder, timeout: Option<std::time::Duration>) -> Result<ApiClient> {
         let base = server.trim_end_matches('/').to_string();
         let connect = timeout.unwrap_or(std::time::Duration::from_secs(10)).min(std::time::Duration::from_secs(10));
         let builder = builder.timeout(timeout).connect_timeout(connect);
@@ -127,10 +121,7 @@ impl ApiClient {
         let body = resp.bytes().map_err(|e| self.transport(e))?;
         if status.is_success() {
             let body: &[u8] = if body.is_empty() { b"null" } else { &body };
-            return serde_json::from_slice(body).map_err(|e| ClientError::Transport {
-                server: self.base.clone(),
-                message: format!("unexpected answer: {e}"),
-            });
+            return serde_json::from_slice(body).map_err(|e| ClientError::Transport { server: self.base.clone(), message: format!("unexpected answer: {e}") });
         }
         let (kind, message) = match serde_json::from_slice::<ApiError>(&body) {
             Ok(e) => (e.error, e.message),

@@ -46,27 +46,15 @@ impl ServerCertVerifier for Pinned {
         match &self.want {
             None => Ok(ServerCertVerified::assertion()),
             Some(w) if normalize(&got) == *w => Ok(ServerCertVerified::assertion()),
-            Some(_) => Err(rustls::Error::General(format!(
-                "the server's certificate fingerprint is {got}, not the one given with --fingerprint: check you reached the right appliance"
-            ))),
+            Some(_) => Err(rustls::Error::General(format!("the server's certificate fingerprint is {got}, not the one given with --fingerprint: check you reached the right appliance"))),
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 

@@ -23,5 +23,5 @@ pub mod writers;
 
 pub use format::DiskFormat;
 pub use instant::{retarget_instant, Retargeted};
-pub use restore::{failure_message, parse_targets, repair_guest, restore_for_target, restore_for_targets, GuestRepair, TargetSpec, TargetRestore, TargetRestoreOptions};
+pub use restore::{failure_message, parse_targets, repair_guest, restore_for_target, restore_for_targets, GuestRepair, TargetRestore, TargetRestoreOptions, TargetSpec};
 pub use target::{convert, linux_drivers, Converted, Mapping, Platform};

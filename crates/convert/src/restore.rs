@@ -244,7 +244,12 @@ const SHARED_CHUNKS: usize = 32;
 /// side from the same decoded chunks (`SharedReads`). Every target is
 /// checked before anything is written (`Err`: none was); after that each
 /// succeeds or fails on its own.
-pub fn restore_for_targets(ds: Arc<Datastore>, vm: &LoadedVm, targets: &[(PathBuf, TargetRestoreOptions)], log: &(dyn Fn(&str) + Sync)) -> Result<Vec<Result<TargetRestore, TargetRestoreError>>, TargetRestoreError> {
+pub fn restore_for_targets(
+    ds: Arc<Datastore>,
+    vm: &LoadedVm,
+    targets: &[(PathBuf, TargetRestoreOptions)],
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<Result<TargetRestore, TargetRestoreError>>, TargetRestoreError> {
     let mut planned = targets.iter().map(|(out, o)| plan(vm, out, o)).collect::<Result<Vec<_>, _>>()?;
     if planned.is_empty() {
         return Err(TargetRestoreError::Invalid("no target to restore for".into()));
@@ -281,11 +286,8 @@ fn run(ds: Arc<Datastore>, vm: &LoadedVm, targets: &[Planned], log: &(dyn Fn(&st
         let mut mine = Vec::new();
         for (d, sh) in md.disks.iter().zip(&shared) {
             let r = Arc::new(sh.reader(t));
-            let dev: Arc<dyn BlockDevice> = if p.o.repair {
-                Arc::new(CowOverlay::open(r.clone(), &p.o.workdir.join(format!("{}.overlay", d.id))).map_err(io(&format!("overlay for disk {}", d.id)))?)
-            } else {
-                r.clone()
-            };
+            let dev: Arc<dyn BlockDevice> =
+                if p.o.repair { Arc::new(CowOverlay::open(r.clone(), &p.o.workdir.join(format!("{}.overlay", d.id))).map_err(io(&format!("overlay for disk {}", d.id)))?) } else { r.clone() };
             server.add_export(Export::new(export_name(t, &d.id), dev));
             mine.push(r);
         }
@@ -316,12 +318,12 @@ fn run(ds: Arc<Datastore>, vm: &LoadedVm, targets: &[Planned], log: &(dyn Fn(&st
                     }
                     let drives: Vec<String> = md.disks.iter().filter(|d| !d.is_cdrom()).map(|d| format!("nbd:///{}?socket={}", export_name(t, &d.id), sock.display())).collect();
                     let tagged = |l: &str| log(&format!("{}{l}", p.tag));
-                    repair_guest(&p.c, &drives, &GuestRepair { tcg: p.o.tcg, drivers: p.o.drivers.clone(), scratch: p.o.workdir.join("repair") }, &tagged)
-                        .map(Some)
-                        .map_err(|e| match e {
-                            TargetRestoreError::Repair { msg, report } => TargetRestoreError::Repair { msg: format!("{}{msg}; nothing was restored (use --no-repair to restore the guest unrepaired)", p.tag), report },
-                            e => e,
-                        })
+                    repair_guest(&p.c, &drives, &GuestRepair { tcg: p.o.tcg, drivers: p.o.drivers.clone(), scratch: p.o.workdir.join("repair") }, &tagged).map(Some).map_err(|e| match e {
+                        TargetRestoreError::Repair { msg, report } => {
+                            TargetRestoreError::Repair { msg: format!("{}{msg}; nothing was restored (use --no-repair to restore the guest unrepaired)", p.tag), report }
+                        }
+                        e => e,
+                    })
                 })
             })
             .collect();
@@ -363,10 +365,15 @@ fn run(ds: Arc<Datastore>, vm: &LoadedVm, targets: &[Planned], log: &(dyn Fn(&st
     log(&format!("read {decoded} chunks from the datastore for {} target(s) ({data} chunks hold data)", targets.len()));
     drop(server);
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
-    Ok(results.into_iter().map(|r| r.map(|mut r| {
-        r.chunks_read = decoded;
-        r
-    })).collect())
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.map(|mut r| {
+                r.chunks_read = decoded;
+                r
+            })
+        })
+        .collect())
 }
 
 fn export_name(target: usize, disk: &str) -> String {
@@ -374,7 +381,15 @@ fn export_name(target: usize, disk: &str) -> String {
 }
 
 /// Target `t`'s disks (from the exports) and description.
-fn write_target(vm: &LoadedVm, p: &Planned, t: usize, sock: &Path, readers: &[Arc<SharedReader>], repair: Option<RepairReport>, log: &(dyn Fn(&str) + Sync)) -> Result<TargetRestore, TargetRestoreError> {
+fn write_target(
+    vm: &LoadedVm,
+    p: &Planned,
+    t: usize,
+    sock: &Path,
+    readers: &[Arc<SharedReader>],
+    repair: Option<RepairReport>,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<TargetRestore, TargetRestoreError> {
     let (c, md, o, out, fmt, ova) = (&p.c, &p.c.md, p.o, p.out, p.fmt, p.ova);
     let mut disk_files = Vec::new();
     let mut files = Vec::new();
@@ -439,7 +454,17 @@ fn write_target(vm: &LoadedVm, p: &Planned, t: usize, sock: &Path, readers: &[Ar
         }
     }
     write("vm.json", &md.to_json(), &mut files)?;
-    let result = TargetRestore { platform: o.platform, format: fmt, vm: md.name.clone(), files: files.clone(), mapping: c.mapping.clone(), macs: c.macs.clone(), repair, warnings: vm.warnings.clone(), chunks_read: 0 };
+    let result = TargetRestore {
+        platform: o.platform,
+        format: fmt,
+        vm: md.name.clone(),
+        files: files.clone(),
+        mapping: c.mapping.clone(),
+        macs: c.macs.clone(),
+        repair,
+        warnings: vm.warnings.clone(),
+        chunks_read: 0,
+    };
     let mut report = serde_json::to_value(&result).expect("json");
     report["source"] = serde_json::to_value(&vm.md).expect("json");
     write("restore-report.json", &serde_json::to_vec_pretty(&report).expect("json"), &mut files)?;

@@ -29,7 +29,6 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 
 type Cell = Arc<OnceLock<Result<Vec<ReadChunk>, String>>>;
 
-
 struct State {
     held: BTreeMap<u64, Cell>,
     /// Per reader: the highest chunk it has read (None: none yet).

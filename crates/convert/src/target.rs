@@ -153,9 +153,11 @@ impl Mapping {
             let m = m.as_ref();
             let (k, v) = m.split_once('=').ok_or_else(|| format!("--map {m:?}: expected KEY=VALUE"))?;
             let (k, v) = (k.trim(), v.trim());
-            let takes = MAP_KEYS.iter().find(|(key, _)| *key == k).map(|(_, t)| *t).ok_or_else(|| {
-                format!("--map {m:?}: unknown key {k:?} (keys: {})", MAP_KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "))
-            })?;
+            let takes = MAP_KEYS
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| format!("--map {m:?}: unknown key {k:?} (keys: {})", MAP_KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")))?;
             let bad = || format!("--map {m:?}: {k} takes {takes}");
             match k {
                 "disk_bus" => self.disk_bus = v.parse().map_err(|_| bad())?,
@@ -223,9 +225,7 @@ pub fn convert(src: &VmMetadata, platform: Platform, mapping: &Mapping) -> Resul
         FirmwareChoice::Uefi => Firmware::Uefi,
     };
     md.machine = match (mapping.machine.as_str(), platform) {
-        ("auto", Platform::Kvm | Platform::Openstack) => {
-            if md.firmware == Firmware::Uefi || src.machine.contains("q35") { "q35" } else { "pc" }.to_string()
-        }
+        ("auto", Platform::Kvm | Platform::Openstack) => if md.firmware == Firmware::Uefi || src.machine.contains("q35") { "q35" } else { "pc" }.to_string(),
         ("auto", Platform::Vmware) => "vmx-14".to_string(),
         ("auto", Platform::Hyperv) => if md.firmware == Firmware::Uefi { "hyperv-gen2" } else { "hyperv-gen1" }.to_string(),
         (m, _) => m.to_string(),
@@ -385,7 +385,8 @@ mod tests {
 
     #[test]
     fn overrides_apply_in_order_and_bad_ones_say_what_the_key_takes() {
-        let m = Mapping::defaults(Platform::Kvm).with_overrides(&["disk_bus=scsi", "disk_controller=lsi53c895a", "nic_model=e1000e", "mac=new", "network=dhcp", "video=virtio", "disk_bus=sata"]).unwrap();
+        let m =
+            Mapping::defaults(Platform::Kvm).with_overrides(&["disk_bus=scsi", "disk_controller=lsi53c895a", "nic_model=e1000e", "mac=new", "network=dhcp", "video=virtio", "disk_bus=sata"]).unwrap();
         assert_eq!((m.disk_bus, m.disk_controller.as_str(), m.nic_model.as_str(), m.mac, m.network, m.video.as_str()), (Bus::Sata, "lsi53c895a", "e1000e", MacPolicy::New, NetPolicy::Dhcp, "virtio"));
         let e = Mapping::defaults(Platform::Kvm).with_overrides(&["disk_bus=floppy"]).unwrap_err();
         assert!(e.contains("disk_bus takes ide, sata"), "{e}");

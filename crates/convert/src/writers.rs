@@ -350,8 +350,28 @@ pub fn ovf(c: &Converted, disks: &[DiskFile], stream: bool) -> String {
         id += 1;
         id - 1
     };
-    item(&mut x, &[("AllocationUnits", "hertz * 10^6".into()), ("Description", "Number of Virtual CPUs".into()), ("ElementName", format!("{} virtual CPU(s)", md.cpus)), ("InstanceID", next().to_string()), ("ResourceType", "3".into()), ("VirtualQuantity", md.cpus.to_string())]);
-    item(&mut x, &[("AllocationUnits", "byte * 2^20".into()), ("Description", "Memory Size".into()), ("ElementName", format!("{}MB of memory", md.memory_mib)), ("InstanceID", next().to_string()), ("ResourceType", "4".into()), ("VirtualQuantity", md.memory_mib.to_string())]);
+    item(
+        &mut x,
+        &[
+            ("AllocationUnits", "hertz * 10^6".into()),
+            ("Description", "Number of Virtual CPUs".into()),
+            ("ElementName", format!("{} virtual CPU(s)", md.cpus)),
+            ("InstanceID", next().to_string()),
+            ("ResourceType", "3".into()),
+            ("VirtualQuantity", md.cpus.to_string()),
+        ],
+    );
+    item(
+        &mut x,
+        &[
+            ("AllocationUnits", "byte * 2^20".into()),
+            ("Description", "Memory Size".into()),
+            ("ElementName", format!("{}MB of memory", md.memory_mib)),
+            ("InstanceID", next().to_string()),
+            ("ResourceType", "4".into()),
+            ("VirtualQuantity", md.memory_mib.to_string()),
+        ],
+    );
     // Controllers: one SCSI (its model as VMware names it), one IDE.
     let scsi_model = files.iter().find(|(d, _)| d.bus == Bus::Scsi).map(|(d, _)| match d.controller.as_deref() {
         Some("lsi53c895a" | "lsi53c810") => "lsilogic",
@@ -361,7 +381,17 @@ pub fn ovf(c: &Converted, disks: &[DiskFile], stream: bool) -> String {
     });
     let scsi_id = scsi_model.map(|m| {
         let i = next();
-        item(&mut x, &[("Address", "0".into()), ("Description", "SCSI Controller".into()), ("ElementName", "SCSI controller 0".into()), ("InstanceID", i.to_string()), ("ResourceSubType", m.into()), ("ResourceType", "6".into())]);
+        item(
+            &mut x,
+            &[
+                ("Address", "0".into()),
+                ("Description", "SCSI Controller".into()),
+                ("ElementName", "SCSI controller 0".into()),
+                ("InstanceID", i.to_string()),
+                ("ResourceSubType", m.into()),
+                ("ResourceType", "6".into()),
+            ],
+        );
         i
     });
     let ide_id = files.iter().any(|(d, _)| d.bus != Bus::Scsi).then(|| {
@@ -384,9 +414,29 @@ pub fn ovf(c: &Converted, disks: &[DiskFile], stream: bool) -> String {
             _ => continue,
         };
         if d.is_cdrom() {
-            item(&mut x, &[("AddressOnParent", slot.to_string()), ("AutomaticAllocation", "false".into()), ("ElementName", format!("CD/DVD drive {}", i + 1)), ("InstanceID", next().to_string()), ("Parent", parent.to_string()), ("ResourceType", "15".into())]);
+            item(
+                &mut x,
+                &[
+                    ("AddressOnParent", slot.to_string()),
+                    ("AutomaticAllocation", "false".into()),
+                    ("ElementName", format!("CD/DVD drive {}", i + 1)),
+                    ("InstanceID", next().to_string()),
+                    ("Parent", parent.to_string()),
+                    ("ResourceType", "15".into()),
+                ],
+            );
         } else {
-            item(&mut x, &[("AddressOnParent", slot.to_string()), ("ElementName", format!("Hard disk {}", i + 1)), ("HostResource", format!("ovf:/disk/vmdisk{}", i + 1)), ("InstanceID", next().to_string()), ("Parent", parent.to_string()), ("ResourceType", "17".into())]);
+            item(
+                &mut x,
+                &[
+                    ("AddressOnParent", slot.to_string()),
+                    ("ElementName", format!("Hard disk {}", i + 1)),
+                    ("HostResource", format!("ovf:/disk/vmdisk{}", i + 1)),
+                    ("InstanceID", next().to_string()),
+                    ("Parent", parent.to_string()),
+                    ("ResourceType", "17".into()),
+                ],
+            );
         }
     }
     for (i, n) in md.nics.iter().enumerate() {
@@ -477,7 +527,10 @@ mod tests {
     }
 
     fn files(f: DiskFormat) -> Vec<DiskFile> {
-        vec![DiskFile { id: "disk0".into(), file: format!("disk0.{f}"), format: f, size: 5 << 30, file_bytes: 123 }, DiskFile { id: "disk1".into(), file: format!("disk1.{f}"), format: f, size: 1 << 30, file_bytes: 45 }]
+        vec![
+            DiskFile { id: "disk0".into(), file: format!("disk0.{f}"), format: f, size: 5 << 30, file_bytes: 123 },
+            DiskFile { id: "disk1".into(), file: format!("disk1.{f}"), format: f, size: 1 << 30, file_bytes: 45 },
+        ]
     }
 
     #[test]
@@ -492,7 +545,8 @@ mod tests {
         let src0 = r.descendants().find(|n| n.has_tag_name("source") && n.attribute("file").is_some()).unwrap();
         assert_eq!(src0.attribute("file"), Some("/srv/out/disk0.qcow2"));
         assert_eq!(r.descendants().find(|n| n.has_tag_name("model") && n.parent().unwrap().has_tag_name("interface")).unwrap().attribute("type"), Some("virtio"));
-        let fields: Vec<_> = r.descendants().filter(|n| n.tag_name().name() == "field" && n.tag_name().namespace() == Some(LIBVIRT_NS)).map(|n| (n.attribute("name").unwrap(), n.text().unwrap())).collect();
+        let fields: Vec<_> =
+            r.descendants().filter(|n| n.tag_name().name() == "field" && n.tag_name().namespace() == Some(LIBVIRT_NS)).map(|n| (n.attribute("name").unwrap(), n.text().unwrap())).collect();
         assert_eq!(fields, vec![("owner", "ops & \"infra\""), ("ticket", "CHG-42")]);
     }
 
@@ -531,7 +585,10 @@ mod tests {
         let f = files(DiskFormat::Qcow2);
         let j = openstack_json(&c, &f[0]);
         let p = &j["properties"];
-        assert_eq!((p["hw_disk_bus"].as_str(), p["hw_vif_model"].as_str(), p["hw_firmware_type"].as_str(), p["hw_machine_type"].as_str(), p["os_type"].as_str()), (Some("virtio"), Some("virtio"), Some("bios"), Some("pc"), Some("linux")));
+        assert_eq!(
+            (p["hw_disk_bus"].as_str(), p["hw_vif_model"].as_str(), p["hw_firmware_type"].as_str(), p["hw_machine_type"].as_str(), p["os_type"].as_str()),
+            (Some("virtio"), Some("virtio"), Some("bios"), Some("pc"), Some("linux"))
+        );
         assert_eq!((j["disk_format"].as_str(), j["min_disk"].as_u64(), p["ticket"].as_str()), (Some("qcow2"), Some(5), Some("CHG-42")));
         let c = convert(&src(), Platform::Hyperv, &Mapping::defaults(Platform::Hyperv)).unwrap();
         let f = files(DiskFormat::Vhdx);

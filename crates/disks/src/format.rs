@@ -110,15 +110,7 @@ pub fn check_format(req: &FormatRequest) -> Result<Disk> {
     if now.size != req.disk.size || now.devno != req.disk.devno {
         return Err(DiskError::Changed {
             disk: req.disk.path.clone(),
-            what: format!(
-                "it was {} ({}:{}), now it is {} ({}:{})",
-                crate::human_size(req.disk.size),
-                req.disk.devno.0,
-                req.disk.devno.1,
-                crate::human_size(now.size),
-                now.devno.0,
-                now.devno.1
-            ),
+            what: format!("it was {} ({}:{}), now it is {} ({}:{})", crate::human_size(req.disk.size), req.disk.devno.0, req.disk.devno.1, crate::human_size(now.size), now.devno.0, now.devno.1),
         });
     }
     // A loop number or a hot-plug slot can be reused by another disk of
@@ -127,11 +119,7 @@ pub fn check_format(req: &FormatRequest) -> Result<Disk> {
     if now.model != req.disk.model || now.serial != req.disk.serial {
         return Err(DiskError::Changed {
             disk: req.disk.path.clone(),
-            what: format!(
-                "it was {}, now it is {}",
-                req.disk.model.as_deref().unwrap_or("an unknown model"),
-                now.model.as_deref().unwrap_or("an unknown model")
-            ),
+            what: format!("it was {}, now it is {}", req.disk.model.as_deref().unwrap_or("an unknown model"), now.model.as_deref().unwrap_or("an unknown model")),
         });
     }
     if let Some(reason) = now.format_refusal() {
@@ -139,13 +127,7 @@ pub fn check_format(req: &FormatRequest) -> Result<Disk> {
     }
     if now.size < req.fstype.min_size() {
         return Err(DiskError::Refused {
-            reason: format!(
-                "{} holds {}, {} needs at least {}",
-                now.path.display(),
-                crate::human_size(now.size),
-                req.fstype.name(),
-                crate::human_size(req.fstype.min_size())
-            ),
+            reason: format!("{} holds {}, {} needs at least {}", now.path.display(), crate::human_size(now.size), req.fstype.name(), crate::human_size(req.fstype.min_size())),
         });
     }
     for tool in ["wipefs", "sfdisk", "partx", req.fstype.mkfs()] {
@@ -178,11 +160,7 @@ pub fn format_disk(req: &FormatRequest) -> Result<Prepared> {
         target: partition.clone(),
         detail: "no file system found on the partition afterwards".into(),
     })?;
-    let uuid = fs.uuid.ok_or_else(|| DiskError::Command {
-        program: "blkid".into(),
-        target: partition.clone(),
-        detail: "the new file system has no UUID".into(),
-    })?;
+    let uuid = fs.uuid.ok_or_else(|| DiskError::Command { program: "blkid".into(), target: partition.clone(), detail: "the new file system has no UUID".into() })?;
     mount_and_record(&partition, req.fstype.name(), &uuid, &req.root)
 }
 
@@ -194,12 +172,7 @@ pub fn import_filesystem(req: &ImportRequest) -> Result<Prepared> {
     }
     match crate::probe::probe_device(&req.device)? {
         Some(fs) if fs.uuid.as_deref() == Some(&req.uuid) => {}
-        Some(fs) => {
-            return Err(DiskError::Changed {
-                disk: req.device.clone(),
-                what: format!("file system UUID is {} now, was {}", fs.uuid.unwrap_or_default(), req.uuid),
-            })
-        }
+        Some(fs) => return Err(DiskError::Changed { disk: req.device.clone(), what: format!("file system UUID is {} now, was {}", fs.uuid.unwrap_or_default(), req.uuid) }),
         None => return Err(DiskError::Changed { disk: req.device.clone(), what: "the file system is gone".into() }),
     }
     mount_and_record(&req.device, &req.fstype, &req.uuid, &req.root)
@@ -217,11 +190,7 @@ fn mount_and_record(device: &Path, fstype: &str, uuid: &str, root: &Path) -> Res
         let fstype_c = CString::new(fstype).expect("fstype has no NUL");
         let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype_c.as_ptr(), 0, std::ptr::null()) };
         if rc != 0 {
-            return Err(DiskError::Mount {
-                device: device.to_path_buf(),
-                mount_point: mounted_at,
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(DiskError::Mount { device: device.to_path_buf(), mount_point: mounted_at, source: std::io::Error::last_os_error() });
         }
     }
     crate::fstab_upsert(&root.join("etc/fstab"), &format!("UUID={uuid}"), &mount_point, fstype, "defaults,nofail")?;
@@ -251,20 +220,13 @@ fn partition_node(disk: &Disk) -> Result<PathBuf> {
 
 fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from)).map(|d| d.join(tool)).find(|p| p.is_file())
 }
 
 fn run(program: &str, cmd: &mut Command, target: &Path) -> Result<()> {
     let out = cmd.output().map_err(|e| DiskError::Command { program: program.into(), target: target.into(), detail: e.to_string() })?;
     if !out.status.success() {
-        return Err(DiskError::Command {
-            program: program.into(),
-            target: target.into(),
-            detail: format!("{} ({})", String::from_utf8_lossy(&out.stderr).trim(), out.status),
-        });
+        return Err(DiskError::Command { program: program.into(), target: target.into(), detail: format!("{} ({})", String::from_utf8_lossy(&out.stderr).trim(), out.status) });
     }
     Ok(())
 }
@@ -272,20 +234,12 @@ fn run(program: &str, cmd: &mut Command, target: &Path) -> Result<()> {
 fn run_with_input(program: &str, cmd: &mut Command, input: &str, target: &Path) -> Result<()> {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| DiskError::Command { program: program.into(), target: target.into(), detail: e.to_string() })?;
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| DiskError::Command { program: program.into(), target: target.into(), detail: e.to_string() })?;
     child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).map_err(|e| DiskError::io("write to", program, e))?;
     let out = child.wait_with_output().map_err(|e| DiskError::io("wait for", program, e))?;
     if !out.status.success() {
-        return Err(DiskError::Command {
-            program: program.into(),
-            target: target.into(),
-            detail: format!("{} ({})", String::from_utf8_lossy(&out.stderr).trim(), out.status),
-        });
+        return Err(DiskError::Command { program: program.into(), target: target.into(), detail: format!("{} ({})", String::from_utf8_lossy(&out.stderr).trim(), out.status) });
     }
     Ok(())
 }

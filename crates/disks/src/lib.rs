@@ -139,11 +139,7 @@ impl Disk {
         match &self.partition_table {
             None => "empty".into(),
             Some(pt) => {
-                let parts: Vec<String> = self
-                    .partitions
-                    .iter()
-                    .map(|p| p.filesystem.as_ref().map(fs_text).unwrap_or_else(|| "no file system".into()))
-                    .collect();
+                let parts: Vec<String> = self.partitions.iter().map(|p| p.filesystem.as_ref().map(fs_text).unwrap_or_else(|| "no file system".into())).collect();
                 match parts.len() {
                     0 => format!("{pt}, no partitions"),
                     1 => format!("{pt}, 1 partition: {}", parts[0]),

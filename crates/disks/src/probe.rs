@@ -36,15 +36,7 @@ pub(crate) fn probe_disk(disk: &mut Disk) -> Result<()> {
     let ambiguous = probe.do_safeprobe().is_err();
     disk.partition_table = value(&probe, "PTTYPE");
     if ambiguous {
-        disk.filesystem = Some(Filesystem {
-            fstype: "unknown (conflicting signatures)".into(),
-            label: None,
-            uuid: None,
-            device: None,
-            mounted_at: None,
-            datastores: Vec::new(),
-            search_note: None,
-        });
+        disk.filesystem = Some(Filesystem { fstype: "unknown (conflicting signatures)".into(), label: None, uuid: None, device: None, mounted_at: None, datastores: Vec::new(), search_note: None });
         return Ok(());
     }
     if disk.partition_table.is_none() {
@@ -66,24 +58,14 @@ pub(crate) fn probe_disk(disk: &mut Disk) -> Result<()> {
         let n = list.number_of_partitions().unwrap_or(0);
         for i in 0..n {
             let Ok(p) = list.get_partition(i) else { continue };
-            table.push((
-                p.get_partno().unwrap_or(0),
-                p.get_start().bytes(),
-                p.get_size().bytes(),
-                p.get_name().ok().flatten().filter(|s| !s.is_empty()),
-                p.is_extended(),
-            ));
+            table.push((p.get_partno().unwrap_or(0), p.get_start().bytes(), p.get_size().bytes(), p.get_name().ok().flatten().filter(|s| !s.is_empty()), p.is_extended()));
         }
     }
     let nodes = crate::sysfs::partitions(&disk.name);
     for (number, start, size, name, extended) in table {
         let start = *start.as_ref() as u64;
         let size = *size.as_ref() as u64;
-        let path: Option<PathBuf> = nodes
-            .iter()
-            .find(|(n, _, _)| *n == number)
-            .map(|(_, kname, _)| PathBuf::from("/dev").join(kname))
-            .filter(|p| p.exists());
+        let path: Option<PathBuf> = nodes.iter().find(|(n, _, _)| *n == number).map(|(_, kname, _)| PathBuf::from("/dev").join(kname)).filter(|p| p.exists());
         // Through the partition node when there is one: its page cache is
         // the one mkfs wrote through, the whole disk's may be stale.
         let filesystem = match (&path, extended) {
@@ -108,15 +90,7 @@ fn probe_range(file: &std::fs::File, path: &Path, start: u64, size: u64) -> Resu
     if probe.do_safeprobe().is_err() {
         return Ok(None);
     }
-    Ok(value(&probe, "TYPE").map(|fstype| Filesystem {
-        fstype,
-        label: value(&probe, "LABEL"),
-        uuid: value(&probe, "UUID"),
-        device: None,
-        mounted_at: None,
-        datastores: Vec::new(),
-        search_note: None,
-    }))
+    Ok(value(&probe, "TYPE").map(|fstype| Filesystem { fstype, label: value(&probe, "LABEL"), uuid: value(&probe, "UUID"), device: None, mounted_at: None, datastores: Vec::new(), search_note: None }))
 }
 
 /// Type and UUID of the file system on a device (a fresh partition).

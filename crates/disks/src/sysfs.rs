@@ -15,11 +15,8 @@ const SYS_BLOCK: &str = "/sys/block";
 /// are left out; stacked devices show up as the use of their members.
 pub(crate) fn disk_names() -> Result<Vec<String>> {
     let rd = std::fs::read_dir(SYS_BLOCK).map_err(|e| DiskError::io("list", SYS_BLOCK, e))?;
-    let mut names: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !["ram", "zram", "fd", "dm-", "md"].iter().any(|p| n.starts_with(p)))
-        .collect();
+    let mut names: Vec<String> =
+        rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !["ram", "zram", "fd", "dm-", "md"].iter().any(|p| n.starts_with(p))).collect();
     names.sort();
     Ok(names)
 }
@@ -46,15 +43,10 @@ pub(crate) fn read_disk(name: &str) -> Result<Option<Disk>> {
     if sectors == 0 {
         return Ok(None);
     }
-    let devno = read_attr(dir.join("dev")).and_then(|s| parse_devno(&s)).ok_or_else(|| DiskError::Changed {
-        disk: PathBuf::from("/dev").join(name),
-        what: "no device number in sysfs".into(),
-    })?;
+    let devno = read_attr(dir.join("dev")).and_then(|s| parse_devno(&s)).ok_or_else(|| DiskError::Changed { disk: PathBuf::from("/dev").join(name), what: "no device number in sysfs".into() })?;
     let model = read_attr(dir.join("device/model")).or_else(|| {
         // Loop devices say what they are backed by; virtio disks have no model.
-        read_attr(dir.join("loop/backing_file"))
-            .map(|f| format!("loop device ({f})"))
-            .or_else(|| name.starts_with("vd").then(|| "virtio disk".to_string()))
+        read_attr(dir.join("loop/backing_file")).map(|f| format!("loop device ({f})")).or_else(|| name.starts_with("vd").then(|| "virtio disk".to_string()))
     });
     Ok(Some(Disk {
         name: name.to_string(),
@@ -116,16 +108,11 @@ fn disks_of_devno(devno: (u32, u32), depth: u32) -> Vec<String> {
     if dir.join("partition").exists() {
         return dir.parent().and_then(|p| p.file_name()).map(|n| vec![n.to_string_lossy().into_owned()]).unwrap_or_default();
     }
-    let slaves: Vec<PathBuf> =
-        std::fs::read_dir(dir.join("slaves")).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    let slaves: Vec<PathBuf> = std::fs::read_dir(dir.join("slaves")).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     if slaves.is_empty() || depth > 8 {
         return dir.file_name().map(|n| vec![n.to_string_lossy().into_owned()]).unwrap_or_default();
     }
-    slaves
-        .iter()
-        .filter_map(|s| read_attr(s.join("dev")).and_then(|d| parse_devno(&d)))
-        .flat_map(|d| disks_of_devno(d, depth + 1))
-        .collect()
+    slaves.iter().filter_map(|s| read_attr(s.join("dev")).and_then(|d| parse_devno(&d))).flat_map(|d| disks_of_devno(d, depth + 1)).collect()
 }
 
 /// Disk name -> why it is a system disk. The running system's `/`,

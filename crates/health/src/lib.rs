@@ -84,9 +84,7 @@ impl HealthSampler {
 
 /// Resident memory of this process, from /proc/self/status (VmRSS).
 pub fn own_rss() -> Result<u64, HealthError> {
-    let status = procfs::process::Process::myself()
-        .and_then(|p| p.status())
-        .map_err(proc_err("this process's status"))?;
+    let status = procfs::process::Process::myself().and_then(|p| p.status()).map_err(proc_err("this process's status"))?;
     Ok(status.vmrss.unwrap_or(0) * 1024)
 }
 
@@ -99,13 +97,7 @@ fn read_disks() -> Result<HashMap<String, DiskCounters>, HealthError> {
         .filter(|d| Path::new("/sys/block").join(&d.name).exists() && !d.name.starts_with("ram"))
         .filter(|d| d.reads + d.writes > 0)
         .map(|d| {
-            let c = DiskCounters {
-                reads: d.reads,
-                writes: d.writes,
-                sectors_read: d.sectors_read,
-                sectors_written: d.sectors_written,
-                io_ticks_ms: d.time_in_progress,
-            };
+            let c = DiskCounters { reads: d.reads, writes: d.writes, sectors_read: d.sectors_read, sectors_written: d.sectors_written, io_ticks_ms: d.time_in_progress };
             (d.name, c)
         })
         .collect())
@@ -135,14 +127,7 @@ fn io_rates(then: &HashMap<String, DiskCounters>, now: &HashMap<String, DiskCoun
 
 /// Size and free space of the file system holding `path` (statvfs).
 pub fn datastore_space(name: &str, path: &Path) -> DatastoreSpace {
-    let mut space = DatastoreSpace {
-        name: name.to_string(),
-        path: path.to_path_buf(),
-        total_bytes: 0,
-        available_bytes: 0,
-        used_percent: 0.0,
-        error: None,
-    };
+    let mut space = DatastoreSpace { name: name.to_string(), path: path.to_path_buf(), total_bytes: 0, available_bytes: 0, used_percent: 0.0, error: None };
     match statvfs(path) {
         Ok(st) => {
             let frsize = st.f_frsize as u64;
@@ -159,8 +144,7 @@ pub fn datastore_space(name: &str, path: &Path) -> DatastoreSpace {
 }
 
 fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: c_path is NUL-terminated; statvfs fills st on success.
     if unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) } != 0 {
@@ -191,8 +175,7 @@ mod tests {
         for l in [r.load.one, r.load.five, r.load.fifteen] {
             assert!(l.is_finite() && (0.0..10_000.0).contains(&l), "{:?}", r.load);
         }
-        let raw_uptime: f64 =
-            std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        let raw_uptime: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
         assert!(r.uptime_secs > 0 && (r.uptime_secs as f64 - raw_uptime).abs() < 5.0, "{}", r.uptime_secs);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         assert!(now.abs_diff(r.sampled_at) < 5);

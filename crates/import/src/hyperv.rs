@@ -47,7 +47,8 @@ struct DescribedNic {
 /// "00155D0A0B0C" or "00-15-5d-..." as "00:15:5d:0a:0b:0c".
 fn mac(s: &str) -> Option<String> {
     let hex: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (hex.len() == 12 && s.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '-')).then(|| hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_ascii_lowercase()).collect::<Vec<_>>().join(":"))
+    (hex.len() == 12 && s.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '-'))
+        .then(|| hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_ascii_lowercase()).collect::<Vec<_>>().join(":"))
 }
 
 pub fn plan(file: &Path, stem: &str, ext: &str) -> Result<ImportPlan, ImportError> {

@@ -157,7 +157,10 @@ fn from_ova(file: &Path, stem: &str) -> Result<ImportPlan, ImportError> {
     let v = ovf::parse(&xml, stem)?;
     let mut disks = Vec::new();
     for (id, href) in &v.files {
-        let (_, offset, size) = members.iter().find(|m| m.0 == *href || m.0.trim_start_matches("./") == href).ok_or_else(|| ImportError::file(file, format!("the OVF names {href} for disk {id}, which the OVA does not hold")))?;
+        let (_, offset, size) = members
+            .iter()
+            .find(|m| m.0 == *href || m.0.trim_start_matches("./") == href)
+            .ok_or_else(|| ImportError::file(file, format!("the OVF names {href} for disk {id}, which the OVA does not hold")))?;
         let format = serve::format_of(Path::new(href));
         disks.push((id.clone(), ImageSource::Window { path: file.to_path_buf(), offset: *offset, size: *size, format }));
     }

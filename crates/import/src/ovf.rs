@@ -163,10 +163,8 @@ pub fn parse(xml: &str, fallback_name: &str) -> Result<OvfVm, ImportError> {
     let name = text(vs, "Name").or(attr(vs, "id")).filter(|s| !s.is_empty()).unwrap_or(fallback_name).to_string();
     let hw = child(vs, "VirtualHardwareSection").ok_or_else(|| bad("the OVF has no <VirtualHardwareSection>"))?;
     let system_type = child(hw, "System").and_then(|s| text(s, "VirtualSystemType")).unwrap_or("").to_string();
-    let uefi = hw
-        .children()
-        .filter(|c| c.is_element() && c.tag_name().name() == "Config")
-        .any(|c| attr(c, "key") == Some("firmware") && attr(c, "value").is_some_and(|v| v.eq_ignore_ascii_case("efi")));
+    let uefi =
+        hw.children().filter(|c| c.is_element() && c.tag_name().name() == "Config").any(|c| attr(c, "key") == Some("firmware") && attr(c, "value").is_some_and(|v| v.eq_ignore_ascii_case("efi")));
     let items = items(hw);
 
     let mut cpus = 0u32;
@@ -314,7 +312,10 @@ mod tests {
         let md = &v.md;
         assert_eq!((md.name.as_str(), md.cpus, md.memory_mib, md.firmware, md.machine.as_str()), ("web01", 4, 8192, Firmware::Uefi, "q35"));
         // Sorted by unit on the controller, not by document order.
-        assert_eq!(md.disks.iter().map(|d| (d.id.as_str(), d.size, d.bus, d.controller.as_deref())).collect::<Vec<_>>(), vec![("disk0", 16 << 30, Bus::Scsi, Some("pvscsi")), ("disk1", 1 << 20, Bus::Scsi, Some("pvscsi"))]);
+        assert_eq!(
+            md.disks.iter().map(|d| (d.id.as_str(), d.size, d.bus, d.controller.as_deref())).collect::<Vec<_>>(),
+            vec![("disk0", 16 << 30, Bus::Scsi, Some("pvscsi")), ("disk1", 1 << 20, Bus::Scsi, Some("pvscsi"))]
+        );
         assert_eq!(v.files, vec![("disk0".to_string(), "web01-disk1.vmdk".to_string()), ("disk1".to_string(), "web01-disk2.vmdk".to_string())]);
         assert_eq!(md.nics[0], Nic { id: "net0".into(), mac: "00:50:56:ab:cd:ef".into(), model: "vmxnet3".into() });
         assert_eq!(md.nics[1].model, "e1000");

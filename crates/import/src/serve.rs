@@ -48,11 +48,9 @@ impl ImageSource {
                 let f = format.map(|f| format!("driver={f},")).unwrap_or_default();
                 format!("{f}file.driver=file,file.filename={}", opt(&path.to_string_lossy()))
             }
-            ImageSource::Window { path, offset, size, format } => format!(
-                "driver={},file.driver=raw,file.offset={offset},file.size={size},file.file.driver=file,file.file.filename={}",
-                format.unwrap_or("raw"),
-                opt(&path.to_string_lossy())
-            ),
+            ImageSource::Window { path, offset, size, format } => {
+                format!("driver={},file.driver=raw,file.offset={offset},file.size={size},file.file.driver=file,file.file.filename={}", format.unwrap_or("raw"), opt(&path.to_string_lossy()))
+            }
         }
     }
 }

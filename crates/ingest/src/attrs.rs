@@ -22,8 +22,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// user's to set: `s u c S i a d A m j t D T C x P F`. The others
 /// (extents, htree index, inline data, verity, encryption, ...) describe
 /// how the file system stores the inode and are neither kept nor set.
-pub const USER_FLAGS: u32 = 0x1 | 0x2 | 0x4 | 0x8 | IMMUTABLE | APPEND | NODUMP | 0x80 | 0x400 | 0x4000 | 0x8000 | 0x10000 | 0x20000
-    | 0x80_0000 | 0x200_0000 | 0x2000_0000 | 0x4000_0000;
+pub const USER_FLAGS: u32 = 0x1 | 0x2 | 0x4 | 0x8 | IMMUTABLE | APPEND | NODUMP | 0x80 | 0x400 | 0x4000 | 0x8000 | 0x10000 | 0x20000 | 0x80_0000 | 0x200_0000 | 0x2000_0000 | 0x4000_0000;
 pub const IMMUTABLE: u32 = 0x10;
 pub const APPEND: u32 = 0x20;
 pub const NODUMP: u32 = 0x40;

@@ -233,14 +233,7 @@ pub struct Archived {
 /// Walks `sources` (from `resolve_sources`) into `target`: every file
 /// read, chunked, hashed and put, unless the parent's tree says it is
 /// unchanged.
-pub fn archive(
-    target: &dyn BackupTarget,
-    sources: &[PathBuf],
-    parent: Option<ParentTree>,
-    params: ChunkParams,
-    walk: &WalkOptions,
-    progress: &Progress,
-) -> Result<Archived> {
+pub fn archive(target: &dyn BackupTarget, sources: &[PathBuf], parent: Option<ParentTree>, params: ChunkParams, walk: &WalkOptions, progress: &Progress) -> Result<Archived> {
     let threads = walk.threads;
     let arch = Archiver {
         target,
@@ -348,11 +341,7 @@ impl Archiver<'_> {
         for s in sources {
             let name = s.file_name().unwrap_or(OsStr::new("root")).as_bytes().to_vec();
             if let Some((_, other)) = names.iter().find(|(n, _)| *n == name) {
-                return Err(IngestError::SourceNameClash {
-                    a: (*other).clone(),
-                    b: s.clone(),
-                    name: String::from_utf8_lossy(&name).into(),
-                });
+                return Err(IngestError::SourceNameClash { a: (*other).clone(), b: s.clone(), name: String::from_utf8_lossy(&name).into() });
             }
             names.push((name, s));
         }
@@ -466,13 +455,7 @@ impl Archiver<'_> {
 
     /// A batch's names (indices into `names`) with their nodes in the
     /// parent snapshot, and read-ahead hints for its new files.
-    fn prepare_batch<'n>(
-        &self,
-        dir: &Path,
-        names: &'n NameList,
-        batch: &[u32],
-        parent: &mut ParentListing,
-    ) -> (Vec<&'n [u8]>, Vec<Option<Node>>) {
+    fn prepare_batch<'n>(&self, dir: &Path, names: &'n NameList, batch: &[u32], parent: &mut ParentListing) -> (Vec<&'n [u8]>, Vec<Option<Node>>) {
         let batch_names: Vec<&[u8]> = batch.iter().map(|&i| names.get(i)).collect();
         let olds: Vec<Option<Node>> = batch_names.iter().map(|name| parent.find(name, dir, self.progress)).collect();
         // Files the parent knows may be unchanged and not read at all;

@@ -33,13 +33,7 @@ impl Chunker {
     pub fn new(min: u32, avg: u32, max: u32) -> Self {
         // Normalization level 1, as `StreamCDC::new`.
         let bits = logarithm2(avg);
-        Chunker {
-            min: min as usize,
-            avg: avg as usize,
-            max: max as usize,
-            mask_s: MASKS[(bits + 1) as usize],
-            mask_l: MASKS[(bits - 1) as usize],
-        }
+        Chunker { min: min as usize, avg: avg as usize, max: max as usize, mask_s: MASKS[(bits + 1) as usize], mask_l: MASKS[(bits - 1) as usize] }
     }
 
     fn cut(&self, data: &[u8]) -> usize {
@@ -50,15 +44,7 @@ impl Chunker {
     /// `buf[..filled]` holds bytes already read from `src` (a file first
     /// read whole as a small one that turned out larger); `size_hint` is
     /// the expected total, to size reads. Returns the bytes read in all.
-    pub fn chunk<E>(
-        &self,
-        src: &mut impl Read,
-        buf: &mut Vec<u8>,
-        filled: usize,
-        size_hint: u64,
-        io_error: impl Fn(io::Error) -> E,
-        mut emit: impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Result<u64, E> {
+    pub fn chunk<E>(&self, src: &mut impl Read, buf: &mut Vec<u8>, filled: usize, size_hint: u64, io_error: impl Fn(io::Error) -> E, mut emit: impl FnMut(&[u8]) -> Result<(), E>) -> Result<u64, E> {
         let cap = self.max + READ_SLACK;
         let (mut start, mut len, mut eof) = (0usize, filled, false);
         let mut total = filled as u64;

@@ -20,7 +20,7 @@ pub mod readahead;
 pub mod restore;
 pub mod scan;
 
-pub use backup::{archive, backup, Archived, resolve_sources, BackupOptions, BackupOutcome, BackupTarget, ChunkParams, LocalTarget, ParentTree, WalkOptions};
+pub use backup::{archive, backup, resolve_sources, Archived, BackupOptions, BackupOutcome, BackupTarget, ChunkParams, LocalTarget, ParentTree, WalkOptions};
 pub use error::{IngestError, Result};
 pub use progress::Progress;
 pub use restore::{restore, RestoreOptions, RestoreOutcome};

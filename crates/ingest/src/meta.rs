@@ -29,10 +29,5 @@ pub fn node_from(name: Vec<u8>, st: &libc::stat) -> Node {
 /// xattr, an ACL or an inode flag changes ctime, so an unchanged file's
 /// extended metadata is the parent's too.
 pub fn unchanged(old: &Node, new: &Node) -> bool {
-    old.kind == NodeKind::File
-        && new.kind == NodeKind::File
-        && old.size == new.size
-        && old.mtime_ns == new.mtime_ns
-        && old.ctime_ns == new.ctime_ns
-        && old.ino == new.ino
+    old.kind == NodeKind::File && new.kind == NodeKind::File && old.size == new.size && old.mtime_ns == new.mtime_ns && old.ctime_ns == new.ctime_ns && old.ino == new.ino
 }

@@ -70,11 +70,7 @@ fn read_ahead(rx: Receiver<PathBuf>) {
         // O_NOATIME where allowed (our own files, or root): read-ahead
         // should not change what the user sees. Errors are the walk's to
         // report when it opens the file itself.
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOATIME)
-            .open(&path)
-            .or_else(|_| File::open(&path));
+        let file = OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(&path).or_else(|_| File::open(&path));
         if let Ok(f) = file {
             // SAFETY: a plain syscall on a descriptor we own.
             unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };

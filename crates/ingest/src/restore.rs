@@ -227,13 +227,7 @@ fn restore_with(
         r.set_root_meta(n);
     }
     let warnings = progress.messages.lock().unwrap().clone();
-    Ok(RestoreOutcome {
-        files: r.files.load(Ordering::Relaxed),
-        dirs: r.dirs.load(Ordering::Relaxed),
-        bytes: r.bytes.load(Ordering::Relaxed),
-        left_out: r.left_out.load(Ordering::Relaxed),
-        warnings,
-    })
+    Ok(RestoreOutcome { files: r.files.load(Ordering::Relaxed), dirs: r.dirs.load(Ordering::Relaxed), bytes: r.bytes.load(Ordering::Relaxed), left_out: r.left_out.load(Ordering::Relaxed), warnings })
 }
 
 fn cvt(rc: libc::c_int) -> std::io::Result<()> {
@@ -378,8 +372,7 @@ impl Restorer<'_> {
     /// records are read in the background, whole ranges of packs at a
     /// time, while the batch's first files are written.
     fn prefetch(&self, batch: &[Node]) {
-        let ids: Vec<BlobId> =
-            batch.iter().filter(|n| n.kind == NodeKind::File).flat_map(|n| n.content.iter().copied()).collect();
+        let ids: Vec<BlobId> = batch.iter().filter(|n| n.kind == NodeKind::File).flat_map(|n| n.content.iter().copied()).collect();
         if !ids.is_empty() {
             // Behind already: skip rather than wait.
             let _ = self.prefetch.try_send(ids);

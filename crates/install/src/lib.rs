@@ -190,12 +190,7 @@ pub fn check(req: &InstallRequest) -> Result<Disk, InstallError> {
         return Err(fail(why));
     }
     if now.size < MIN_DISK_SIZE {
-        return Err(fail(format!(
-            "{} holds {}, the appliance needs at least {}",
-            now.path.display(),
-            lifeboat_disks::human_size(now.size),
-            lifeboat_disks::human_size(MIN_DISK_SIZE)
-        )));
+        return Err(fail(format!("{} holds {}, the appliance needs at least {}", now.path.display(), lifeboat_disks::human_size(now.size), lifeboat_disks::human_size(MIN_DISK_SIZE))));
     }
     for tool in ["wipefs", "sfdisk", "partx", "mkfs.ext4", "mkfs.vfat", "rsync", "grub-install", "mount", "umount"] {
         if which(tool).is_none() {
@@ -286,10 +281,7 @@ impl Job<'_> {
         write_file(&boot.join("grub/grub.cfg"), &grub_cfg(&root_uuid, &kver, &self.req.kernel_args))?;
 
         self.begin(Step::GrubBios, progress, disk.display().to_string());
-        run(Command::new("grub-install")
-            .args(["--target=i386-pc", "--modules=part_gpt ext2", "--no-floppy"])
-            .arg(format!("--boot-directory={}", boot.display()))
-            .arg(disk))?;
+        run(Command::new("grub-install").args(["--target=i386-pc", "--modules=part_gpt ext2", "--no-floppy"]).arg(format!("--boot-directory={}", boot.display())).arg(disk))?;
 
         self.begin(Step::GrubUefi, progress, esp.display().to_string());
         run(Command::new("grub-install")
@@ -442,11 +434,7 @@ pub fn grub_cfg(root_uuid: &str, kver: &str, kernel_args: &str) -> String {
 /// The kernel version of the copied root: its newest /lib/modules entry.
 fn kernel_version(root: &Path) -> StepResult<String> {
     let dir = root.join("lib/modules");
-    let mut v: Vec<String> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v.pop().ok_or_else(|| format!("{} is empty: the live root has no kernel modules", dir.display()))
 }
@@ -537,12 +525,7 @@ fn run(cmd: &mut Command) -> StepResult<()> {
 fn run_with_input(cmd: &mut Command, input: &str) -> StepResult<()> {
     use std::io::Write;
     let program = program_of(cmd);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
     child.stdin.take().expect("piped").write_all(input.as_bytes()).map_err(|e| format!("cannot write to {program}: {e}"))?;
     let out = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
     if !out.status.success() {

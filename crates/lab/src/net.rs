@@ -341,7 +341,11 @@ impl LabNetwork {
             schema::NfListObject::Rule(schema::Rule { family: types::NfFamily::INet, table: table(), chain: Cow::Borrowed(chain), expr: Cow::Owned(expr), ..Default::default() })
         };
         let is_lo = |dir: &'static str| {
-            stmt::Statement::Match(stmt::Match { left: expr::Expression::Named(expr::NamedExpression::Meta(expr::Meta { key: if dir == "in" { expr::MetaKey::Iifname } else { expr::MetaKey::Oifname } })), right: expr::Expression::String(Cow::Borrowed("lo")), op: stmt::Operator::EQ })
+            stmt::Statement::Match(stmt::Match {
+                left: expr::Expression::Named(expr::NamedExpression::Meta(expr::Meta { key: if dir == "in" { expr::MetaKey::Iifname } else { expr::MetaKey::Oifname } })),
+                right: expr::Expression::String(Cow::Borrowed("lo")),
+                op: stmt::Operator::EQ,
+            })
         };
         let established = || {
             stmt::Statement::Match(stmt::Match {
@@ -368,7 +372,10 @@ impl LabNetwork {
         for (prod, lab) in &self.masquerade {
             b.add(rule(
                 "lab_masquerade",
-                vec![host("daddr", &prod.to_string()), stmt::Statement::DNAT(Some(stmt::NAT { addr: Some(expr::Expression::String(Cow::Owned(lab.to_string()))), family: Some(stmt::NATFamily::IP), port: None, flags: None }))],
+                vec![
+                    host("daddr", &prod.to_string()),
+                    stmt::Statement::DNAT(Some(stmt::NAT { addr: Some(expr::Expression::String(Cow::Owned(lab.to_string()))), family: Some(stmt::NATFamily::IP), port: None, flags: None })),
+                ],
             ));
         }
         {

@@ -164,12 +164,30 @@ impl LabReport {
                     Outcome::Skip => "#9e9e9e",
                 };
                 h.push_str(&format!("<text x=\"0\" y=\"{}\">{}</text>", y + 14.0, esc(&st.name)));
-                h.push_str(&format!("<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"16\" fill=\"{color}\"><title>{}: {} ({:.1} s) {}</title></rect>", esc(&st.name), st.outcome.as_str(), secs(&st.started, &st.ended), esc(&st.detail)));
+                h.push_str(&format!(
+                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"16\" fill=\"{color}\"><title>{}: {} ({:.1} s) {}</title></rect>",
+                    esc(&st.name),
+                    st.outcome.as_str(),
+                    secs(&st.started, &st.ended),
+                    esc(&st.detail)
+                ));
             }
-            h.push_str(&format!("<text x=\"150\" y=\"{}\">0 s</text><text x=\"{}\" y=\"{}\">{total:.1} s</text></svg>", row * v.steps.len() as f64 + 20.0, w + 110.0, row * v.steps.len() as f64 + 20.0));
+            h.push_str(&format!(
+                "<text x=\"150\" y=\"{}\">0 s</text><text x=\"{}\" y=\"{}\">{total:.1} s</text></svg>",
+                row * v.steps.len() as f64 + 20.0,
+                w + 110.0,
+                row * v.steps.len() as f64 + 20.0
+            ));
             h.push_str("<table class=\"steps\"><tr><th>Step</th><th>Result</th><th>Start</th><th>Duration</th><th>Detail</th></tr>");
             for st in &v.steps {
-                h.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td><td>{}</td></tr>", esc(&st.name), badge(Some(st.outcome)), t(&st.started), secs(&st.started, &st.ended), esc(&st.detail)));
+                h.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td><td>{}</td></tr>",
+                    esc(&st.name),
+                    badge(Some(st.outcome)),
+                    t(&st.started),
+                    secs(&st.started, &st.ended),
+                    esc(&st.detail)
+                ));
             }
             h.push_str("</table>");
             if let Some(png) = v.screenshot.as_ref().and_then(|f| std::fs::read(dir.join(f)).ok()) {

@@ -106,11 +106,7 @@ pub const TEXT_MODE: (u32, u32) = (720, 400);
 /// The characters of a VGA text buffer (80x25, character and attribute
 /// bytes), one line per row, trailing blanks trimmed.
 pub fn text_of_vga(buf: &[u8]) -> String {
-    buf.chunks(160)
-        .take(25)
-        .map(|row| row.iter().step_by(2).map(|c| if (0x20..0x7f).contains(c) { *c as char } else { ' ' }).collect::<String>().trim_end().to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+    buf.chunks(160).take(25).map(|row| row.iter().step_by(2).map(|c| if (0x20..0x7f).contains(c) { *c as char } else { ' ' }).collect::<String>().trim_end().to_string()).collect::<Vec<_>>().join("\n")
 }
 
 /// Messages that mean a firmware or boot loader gave up.

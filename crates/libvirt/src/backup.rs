@@ -22,8 +22,8 @@
 //! every path, errors included, and we wait until libvirt reports it gone.
 
 use crate::domain::DomainDisk;
-use crate::virsh::Virsh;
 use crate::domain::{parse_domain, qemu_owner};
+use crate::virsh::Virsh;
 use crate::{disk_capacity, domain_state_with, LibvirtError};
 use lifeboat_qemu::backup::RemoveDir;
 use lifeboat_qemu::{commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, VmBackupOutcome};
@@ -62,11 +62,7 @@ fn backup_xml(disks: &[DomainDisk], socket: &Path, scratch_dir: &Path, increment
     x += &format!("  <server transport='unix' socket='{}'/>\n  <disks>\n", xml_escape(&socket.display().to_string()));
     for d in disks {
         let scratch = scratch_dir.join(format!("{}.scratch.qcow2", d.target));
-        x += &format!(
-            "    <disk name='{}' backup='yes' type='file'><scratch file='{}'/></disk>\n",
-            xml_escape(&d.target),
-            xml_escape(&scratch.display().to_string())
-        );
+        x += &format!("    <disk name='{}' backup='yes' type='file'><scratch file='{}'/></disk>\n", xml_escape(&d.target), xml_escape(&scratch.display().to_string()));
     }
     x += "  </disks>\n</domainbackup>\n";
     x

@@ -369,22 +369,22 @@ impl Inner {
                     n
                 } else {
                     Node {
-                    name: Vec::new(),
-                    kind: NodeKind::Dir,
-                    mode: libc::S_IFDIR | 0o755,
-                    uid: self.uid,
-                    gid: self.gid,
-                    size: 0,
-                    mtime_ns: ns,
-                    ctime_ns: ns,
-                    dev: 0,
-                    ino: 0,
-                    nlink: 2,
-                    rdev: 0,
-                    content: Vec::new(),
-                    subtree: Some(snap.tree),
-                    link_target: None,
-                    ext: None,
+                        name: Vec::new(),
+                        kind: NodeKind::Dir,
+                        mode: libc::S_IFDIR | 0o755,
+                        uid: self.uid,
+                        gid: self.gid,
+                        size: 0,
+                        mtime_ns: ns,
+                        ctime_ns: ns,
+                        dev: 0,
+                        ino: 0,
+                        nlink: 2,
+                        rdev: 0,
+                        content: Vec::new(),
+                        subtree: Some(snap.tree),
+                        link_target: None,
+                        ext: None,
                     }
                 };
                 SnapEntry { name: snapshot_dir_name(&snap.time, &id), id, node: Arc::new(node) }
@@ -689,16 +689,7 @@ impl Iterator for PlusEntries<'_> {
         if p.dot.is_none() {
             self.pending = Some((p.name.clone(), p.obj));
         }
-        Some(Ok(DirectoryEntryPlus {
-            inode: ino,
-            generation: 0,
-            kind,
-            name: OsString::from_vec(p.name),
-            offset: p.next,
-            attr,
-            entry_ttl: ttl,
-            attr_ttl: ttl,
-        }))
+        Some(Ok(DirectoryEntryPlus { inode: ino, generation: 0, kind, name: OsString::from_vec(p.name), offset: p.next, attr, entry_ttl: ttl, attr_ttl: ttl }))
     }
 }
 
@@ -806,13 +797,7 @@ impl Filesystem for SnapshotFs {
         Ok(())
     }
 
-    async fn readdir<'a>(
-        &'a self,
-        _req: Request,
-        parent: Inode,
-        _fh: u64,
-        offset: i64,
-    ) -> FResult<ReplyDirectory<impl Stream<Item = FResult<DirectoryEntry>> + Send + 'a>> {
+    async fn readdir<'a>(&'a self, _req: Request, parent: Inode, _fh: u64, offset: i64) -> FResult<ReplyDirectory<impl Stream<Item = FResult<DirectoryEntry>> + Send + 'a>> {
         let items = self.blocking(move |inner| inner.list(parent, offset)).await?;
         let entries = items.into_iter().map(move |p| {
             let inode = p.dot.unwrap_or_else(|| entry_id(parent, &p.name, &p.obj));

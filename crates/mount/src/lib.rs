@@ -89,13 +89,7 @@ pub fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, MountError> {
 /// `on_mounted` runs once the mount is in place.
 pub fn serve(ds: Arc<Datastore>, mountpoint: &Path, cfg: &MountConfig, on_mounted: impl FnOnce(&Path)) -> Result<Ended, MountError> {
     let mp = check_mountpoint(mountpoint)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(64)
-        .thread_name("lifeboat-fuse")
-        .enable_all()
-        .build()
-        .map_err(MountError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).max_blocking_threads(64).thread_name("lifeboat-fuse").enable_all().build().map_err(MountError::Runtime)?;
     if unsafe { libc::geteuid() } == 0 {
         // What a killed earlier mount left of vms/ (mounts, loop devices).
         lifeboat_vmfiles::clean_stale();

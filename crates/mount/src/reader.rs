@@ -38,11 +38,7 @@ impl OpenFile {
             ends.push(at);
         }
         if at != self.node.size {
-            tracing::warn!(
-                "{}: chunks hold {at} bytes but the file's size is {}; reading what the chunks hold",
-                self.node.name_lossy(),
-                self.node.size
-            );
+            tracing::warn!("{}: chunks hold {at} bytes but the file's size is {}; reading what the chunks hold", self.node.name_lossy(), self.node.size);
         }
         let ends: Arc<[u64]> = ends.into();
         Ok(self.ends.get_or_init(|| ends).clone())

@@ -29,8 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => return Err(format!("unexpected argument {a}").into()),
         }
     }
-    let image =
-        image.ok_or("usage: serve_file IMAGE [--name N] [--listen ADDR] [--cow OVERLAY]")?;
+    let image = image.ok_or("usage: serve_file IMAGE [--name N] [--listen ADDR] [--cow OVERLAY]")?;
     let base = FileDevice::open(&image)?;
     let dev: Arc<dyn BlockDevice> = match cow {
         Some(ov) => Arc::new(CowOverlay::open(base, &ov)?),
@@ -41,20 +40,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
-    let server = Server::new(ServerConfig {
-        default_export: Some(name.clone()),
-        tls,
-        ..Default::default()
-    });
+    let server = Server::new(ServerConfig { default_export: Some(name.clone()), tls, ..Default::default() });
     server.add_export(Export::new(name.clone(), dev));
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let l = tokio::net::TcpListener::bind(&listen).await?;
-        eprintln!(
-            "serving {} as nbd://{}/{name}",
-            image.display(),
-            l.local_addr()?
-        );
+        eprintln!("serving {} as nbd://{}/{name}", image.display(), l.local_addr()?);
         server.serve_tcp(l).await
     })?;
     Ok(())

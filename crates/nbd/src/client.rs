@@ -315,10 +315,7 @@ impl NbdClient {
             }
             if u32::from_be_bytes(p[..4].try_into().unwrap()) == id {
                 for d in p[4..].chunks_exact(8) {
-                    out.push(StatusExtent {
-                        len: u32::from_be_bytes(d[..4].try_into().unwrap()) as u64,
-                        flags: u32::from_be_bytes(d[4..].try_into().unwrap()),
-                    });
+                    out.push(StatusExtent { len: u32::from_be_bytes(d[..4].try_into().unwrap()) as u64, flags: u32::from_be_bytes(d[4..].try_into().unwrap()) });
                 }
             }
             Ok(())

@@ -56,35 +56,19 @@ impl<D: BlockDevice> CowOverlay<D> {
         let bitmap_path = PathBuf::from(bitmap_path);
 
         let exists = overlay_path.exists() && bitmap_path.exists();
-        let ofile = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(overlay_path)?;
-        let bfile = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&bitmap_path)?;
+        let ofile = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(overlay_path)?;
+        let bfile = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&bitmap_path)?;
         let mut bits = vec![0u64; words];
         if exists && bfile.metadata()?.len() > 0 {
             let mut hdr = [0u8; HEADER_LEN as usize];
             bfile.read_exact_at(&mut hdr, 0)?;
             if &hdr[0..8] != BITMAP_MAGIC {
-                return Err(invalid(format!(
-                    "{}: not a Lifeboat CoW bitmap",
-                    bitmap_path.display()
-                )));
+                return Err(invalid(format!("{}: not a Lifeboat CoW bitmap", bitmap_path.display())));
             }
             let osize = u64::from_le_bytes(hdr[8..16].try_into().unwrap());
             let gran = u64::from_le_bytes(hdr[16..24].try_into().unwrap());
             if osize != size || gran != COW_BLOCK {
-                return Err(invalid(format!(
-                    "{}: overlay made for a {osize}-byte disk with {gran}-byte blocks, base is {size} bytes",
-                    bitmap_path.display()
-                )));
+                return Err(invalid(format!("{}: overlay made for a {osize}-byte disk with {gran}-byte blocks, base is {size} bytes", bitmap_path.display())));
             }
             let mut raw = vec![0u8; words * 8];
             bfile.read_exact_at(&mut raw, HEADER_LEN)?;
@@ -190,15 +174,7 @@ impl<D: BlockDevice> CowOverlay<D> {
     /// Split `[off, off+len)` into (head partial, full blocks, tail partial).
     /// Returns (head: Option<(block, off, len)>, full: Option<(first, last, off, len)>, tail).
     #[allow(clippy::type_complexity)]
-    fn split(
-        &self,
-        off: u64,
-        len: u64,
-    ) -> (
-        Option<(u64, u64, u64)>,
-        Option<(u64, u64, u64, u64)>,
-        Option<(u64, u64, u64)>,
-    ) {
+    fn split(&self, off: u64, len: u64) -> (Option<(u64, u64, u64)>, Option<(u64, u64, u64, u64)>, Option<(u64, u64, u64)>) {
         let end = off + len;
         let fb = off / COW_BLOCK;
         let lb = (end - 1) / COW_BLOCK;
@@ -207,11 +183,7 @@ impl<D: BlockDevice> CowOverlay<D> {
             s == bs && e == be
         };
         if fb == lb {
-            return if full(fb, off, end) {
-                (None, Some((fb, fb, off, len)), None)
-            } else {
-                (Some((fb, off, len)), None, None)
-            };
+            return if full(fb, off, end) { (None, Some((fb, fb, off, len)), None) } else { (Some((fb, off, len)), None, None) };
         }
         let mut head = None;
         let mut first_full = fb;
@@ -345,11 +317,7 @@ impl<D: BlockDevice> BlockDevice for CowOverlay<D> {
         // Snapshot the bits first: each was set after its data reached the
         // overlay file, so syncing the file next makes all of them true.
         let dirty = self.dirty.swap(false, std::sync::atomic::Ordering::AcqRel);
-        let snapshot = if dirty {
-            Some(self.bits.read().clone())
-        } else {
-            None
-        };
+        let snapshot = if dirty { Some(self.bits.read().clone()) } else { None };
         self.overlay.flush()?;
         if let Some(bits) = snapshot {
             if let Err(e) = self.persist_bitmap(&bits) {
@@ -441,9 +409,7 @@ mod tests {
         let ov = dir.path().join("ov.raw");
         CowOverlay::open(FileDevice::open(&bp).unwrap(), &ov).unwrap();
         std::fs::write(&bp, vec![0u8; 100]).unwrap();
-        let e = CowOverlay::open(FileDevice::open(&bp).unwrap(), &ov)
-            .err()
-            .unwrap();
+        let e = CowOverlay::open(FileDevice::open(&bp).unwrap(), &ov).err().unwrap();
         assert!(e.to_string().contains("overlay made for"), "{e}");
     }
 }

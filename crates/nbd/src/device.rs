@@ -41,29 +41,13 @@ pub struct Extent {
 
 impl Extent {
     pub fn data(len: u32) -> Self {
-        Extent {
-            len,
-            hole: false,
-            zero: false,
-        }
+        Extent { len, hole: false, zero: false }
     }
     pub fn hole(len: u32) -> Self {
-        Extent {
-            len,
-            hole: true,
-            zero: true,
-        }
+        Extent { len, hole: true, zero: true }
     }
     pub fn flags(&self) -> u32 {
-        (if self.hole {
-            crate::proto::STATE_HOLE
-        } else {
-            0
-        }) | (if self.zero {
-            crate::proto::STATE_ZERO
-        } else {
-            0
-        })
+        (if self.hole { crate::proto::STATE_HOLE } else { 0 }) | (if self.zero { crate::proto::STATE_ZERO } else { 0 })
     }
 }
 
@@ -222,11 +206,7 @@ impl FileDevice {
 
     pub fn from_file(file: File, read_only: bool) -> io::Result<Self> {
         let size = file.metadata()?.len();
-        Ok(FileDevice {
-            file,
-            size,
-            read_only,
-        })
+        Ok(FileDevice { file, size, read_only })
     }
 
     fn seek(&self, off: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
@@ -287,14 +267,7 @@ impl FileDevice {
     }
 
     fn fallocate(&self, mode: libc::c_int, off: u64, len: u64) -> io::Result<()> {
-        let r = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                mode,
-                off as libc::off_t,
-                len as libc::off_t,
-            )
-        };
+        let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) };
         if r < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -354,21 +327,10 @@ impl BlockDevice for FileDevice {
             return Err(eperm());
         }
         let len = len as u64;
-        let mode = if may_trim {
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
-        } else {
-            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
-        };
+        let mode = if may_trim { libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE } else { libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE };
         match self.fallocate(mode, off, len) {
             Ok(()) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
-                ) =>
-            {
-                self.write_zero_bytes(off, len)
-            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) => self.write_zero_bytes(off, len),
             Err(e) => Err(e),
         }
     }
@@ -377,17 +339,8 @@ impl BlockDevice for FileDevice {
         if self.read_only {
             return Err(eperm());
         }
-        match self.fallocate(
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off,
-            len as u64,
-        ) {
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
-                ) =>
-            {
+        match self.fallocate(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len as u64) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) => {
                 Ok(()) // trim is advisory
             }
             r => r,
@@ -433,9 +386,7 @@ mod tests {
         assert!(chunks.iter().any(|c| matches!(c, ReadChunk::Zero(_))));
         let flat = flatten(&chunks);
         assert_eq!(flat.len(), 4 << 20);
-        assert!(flat[(1 << 20)..(1 << 20) + 65536]
-            .iter()
-            .all(|&b| b == 0xab));
+        assert!(flat[(1 << 20)..(1 << 20) + 65536].iter().all(|&b| b == 0xab));
         assert!(flat[..1 << 20].iter().all(|&b| b == 0));
         let ext = d.block_status(0, 4 << 20).unwrap();
         assert_eq!(ext.iter().map(|e| e.len as u64).sum::<u64>(), 4 << 20);

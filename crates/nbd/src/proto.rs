@@ -351,11 +351,7 @@ pub fn check_request(r: &Request, n: &Negotiated) -> Verdict {
         return err(EINVAL);
     }
     if r.cmd == CMD_READ && r.len > MAX_PAYLOAD {
-        let e = if r.flags & CMD_FLAG_DF != 0 {
-            EOVERFLOW
-        } else {
-            EINVAL
-        };
+        let e = if r.flags & CMD_FLAG_DF != 0 { EOVERFLOW } else { EINVAL };
         return err(e);
     }
     let end = r.offset.checked_add(r.len as u64);
@@ -367,11 +363,7 @@ pub fn check_request(r: &Request, n: &Negotiated) -> Verdict {
             if r.cmd == CMD_BLOCK_STATUS && r.offset < n.size {
                 return Verdict::Run { payload: 0 };
             }
-            let e = if matches!(r.cmd, CMD_WRITE | CMD_WRITE_ZEROES) {
-                ENOSPC
-            } else {
-                EINVAL
-            };
+            let e = if matches!(r.cmd, CMD_WRITE | CMD_WRITE_ZEROES) { ENOSPC } else { EINVAL };
             return err(e);
         }
     }
@@ -451,12 +443,7 @@ pub fn structured_header(flags: u16, rtype: u16, cookie: u64, len: u32) -> [u8; 
 pub fn structured_error(cookie: u64, errno: u32, msg: &str) -> Vec<u8> {
     let msg = &msg.as_bytes()[..msg.len().min(MAX_STRING)];
     let mut v = Vec::with_capacity(26 + msg.len());
-    v.extend_from_slice(&structured_header(
-        REPLY_FLAG_DONE,
-        REPLY_TYPE_ERROR,
-        cookie,
-        6 + msg.len() as u32,
-    ));
+    v.extend_from_slice(&structured_header(REPLY_FLAG_DONE, REPLY_TYPE_ERROR, cookie, 6 + msg.len() as u32));
     v.extend_from_slice(&errno.to_be_bytes());
     v.extend_from_slice(&(msg.len() as u16).to_be_bytes());
     v.extend_from_slice(msg);
@@ -467,11 +454,7 @@ pub fn structured_error(cookie: u64, errno: u32, msg: &str) -> Vec<u8> {
 pub fn errno_of(e: &std::io::Error) -> u32 {
     if let Some(code) = e.raw_os_error() {
         let c = code as u32;
-        if [
-            EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN,
-        ]
-        .contains(&c)
-        {
+        if [EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN].contains(&c) {
             return c;
         }
         if code == libc::EROFS || code == libc::EACCES {
@@ -496,21 +479,10 @@ mod tests {
     use super::*;
 
     fn neg(size: u64) -> Negotiated {
-        Negotiated {
-            size,
-            read_only: false,
-            structured: true,
-            base_allocation: Some(1),
-        }
+        Negotiated { size, read_only: false, structured: true, base_allocation: Some(1) }
     }
     fn req(cmd: u16, flags: u16, offset: u64, len: u32) -> Request {
-        Request {
-            flags,
-            cmd,
-            cookie: 7,
-            offset,
-            len,
-        }
+        Request { flags, cmd, cookie: 7, offset, len }
     }
 
     #[test]
@@ -526,87 +498,20 @@ mod tests {
     #[test]
     fn verdicts() {
         let n = neg(1 << 20);
-        assert_eq!(
-            check_request(&req(CMD_READ, 0, 0, 4096), &n),
-            Verdict::Run { payload: 0 }
-        );
-        assert_eq!(
-            check_request(&req(CMD_READ, 0, (1 << 20) - 1, 2), &n),
-            Verdict::Error {
-                errno: EINVAL,
-                payload: 0
-            }
-        );
-        assert_eq!(
-            check_request(&req(CMD_READ, 0, u64::MAX, 2), &n),
-            Verdict::Error {
-                errno: EINVAL,
-                payload: 0
-            }
-        );
-        assert_eq!(
-            check_request(&req(CMD_WRITE, 0, (1 << 20) - 1, 2), &n),
-            Verdict::Error {
-                errno: ENOSPC,
-                payload: 2
-            }
-        );
-        assert_eq!(
-            check_request(&req(CMD_WRITE, 0, 0, u32::MAX), &n),
-            Verdict::Close
-        );
-        assert_eq!(
-            check_request(&req(CMD_READ, CMD_FLAG_DF, 0, MAX_PAYLOAD + 1), &n),
-            Verdict::Error {
-                errno: EOVERFLOW,
-                payload: 0
-            }
-        );
-        assert_eq!(
-            check_request(&req(99, 0, 0, 1), &n),
-            Verdict::Error {
-                errno: EINVAL,
-                payload: 0
-            }
-        );
-        assert_eq!(
-            check_request(&req(CMD_BLOCK_STATUS, 0, 4096, u32::MAX), &n),
-            Verdict::Run { payload: 0 }
-        );
-        let ro = Negotiated {
-            read_only: true,
-            ..n
-        };
-        assert_eq!(
-            check_request(&req(CMD_WRITE, 0, 0, 512), &ro),
-            Verdict::Error {
-                errno: EPERM,
-                payload: 512
-            }
-        );
-        assert_eq!(
-            check_request(&req(CMD_DISC, 0, 0, 0), &n),
-            Verdict::Disconnect
-        );
-        let unstructured = Negotiated {
-            structured: false,
-            base_allocation: None,
-            ..n
-        };
-        assert_eq!(
-            check_request(&req(CMD_READ, CMD_FLAG_DF, 0, 1), &unstructured),
-            Verdict::Error {
-                errno: EINVAL,
-                payload: 0
-            }
-        );
-        assert_eq!(
-            check_request(&req(CMD_BLOCK_STATUS, 0, 0, 1), &unstructured),
-            Verdict::Error {
-                errno: EINVAL,
-                payload: 0
-            }
-        );
+        assert_eq!(check_request(&req(CMD_READ, 0, 0, 4096), &n), Verdict::Run { payload: 0 });
+        assert_eq!(check_request(&req(CMD_READ, 0, (1 << 20) - 1, 2), &n), Verdict::Error { errno: EINVAL, payload: 0 });
+        assert_eq!(check_request(&req(CMD_READ, 0, u64::MAX, 2), &n), Verdict::Error { errno: EINVAL, payload: 0 });
+        assert_eq!(check_request(&req(CMD_WRITE, 0, (1 << 20) - 1, 2), &n), Verdict::Error { errno: ENOSPC, payload: 2 });
+        assert_eq!(check_request(&req(CMD_WRITE, 0, 0, u32::MAX), &n), Verdict::Close);
+        assert_eq!(check_request(&req(CMD_READ, CMD_FLAG_DF, 0, MAX_PAYLOAD + 1), &n), Verdict::Error { errno: EOVERFLOW, payload: 0 });
+        assert_eq!(check_request(&req(99, 0, 0, 1), &n), Verdict::Error { errno: EINVAL, payload: 0 });
+        assert_eq!(check_request(&req(CMD_BLOCK_STATUS, 0, 4096, u32::MAX), &n), Verdict::Run { payload: 0 });
+        let ro = Negotiated { read_only: true, ..n };
+        assert_eq!(check_request(&req(CMD_WRITE, 0, 0, 512), &ro), Verdict::Error { errno: EPERM, payload: 512 });
+        assert_eq!(check_request(&req(CMD_DISC, 0, 0, 0), &n), Verdict::Disconnect);
+        let unstructured = Negotiated { structured: false, base_allocation: None, ..n };
+        assert_eq!(check_request(&req(CMD_READ, CMD_FLAG_DF, 0, 1), &unstructured), Verdict::Error { errno: EINVAL, payload: 0 });
+        assert_eq!(check_request(&req(CMD_BLOCK_STATUS, 0, 0, 1), &unstructured), Verdict::Error { errno: EINVAL, payload: 0 });
     }
 
     #[test]
@@ -620,10 +525,7 @@ mod tests {
         let r = parse_info_request(&d).unwrap();
         assert_eq!(r.name, "vm1");
         assert_eq!(r.requests, vec![INFO_BLOCK_SIZE, INFO_NAME]);
-        assert_eq!(
-            parse_info_request(&d[..d.len() - 1]),
-            Err(ParseError::Truncated)
-        );
+        assert_eq!(parse_info_request(&d[..d.len() - 1]), Err(ParseError::Truncated));
         let mut long = d.clone();
         long.push(0);
         assert_eq!(parse_info_request(&long), Err(ParseError::Trailing));

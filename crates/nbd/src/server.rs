@@ -42,11 +42,7 @@ pub struct Export {
 
 impl Export {
     pub fn new(name: impl Into<String>, device: Arc<dyn BlockDevice>) -> Self {
-        Export {
-            name: name.into(),
-            description: String::new(),
-            device,
-        }
+        Export { name: name.into(), description: String::new(), device }
     }
     pub fn with_description(mut self, d: impl Into<String>) -> Self {
         self.description = d.into();
@@ -68,12 +64,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            default_export: None,
-            tls: None,
-            max_in_flight: 16,
-            handshake_timeout: Duration::from_secs(30),
-        }
+        ServerConfig { default_export: None, tls: None, max_in_flight: 16, handshake_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -98,12 +89,7 @@ struct Session {
 
 impl Server {
     pub fn new(cfg: ServerConfig) -> Self {
-        Server {
-            inner: Arc::new(Inner {
-                cfg,
-                exports: RwLock::new(HashMap::new()),
-            }),
-        }
+        Server { inner: Arc::new(Inner { cfg, exports: RwLock::new(HashMap::new()) }) }
     }
 
     pub fn add_export(&self, e: Export) {
@@ -229,17 +215,9 @@ impl Server {
                 }
             };
             if h.len > MAX_OPTION_LEN {
-                warn!(
-                    option = h.option,
-                    len = h.len,
-                    "nbd: option too long; closing"
-                );
+                warn!(option = h.option, len = h.len, "nbd: option too long; closing");
                 let msg = format!("option length {} exceeds {}", h.len, MAX_OPTION_LEN);
-                let _ = send(
-                    &mut s,
-                    option_reply(h.option, REP_ERR_TOO_BIG, msg.as_bytes()),
-                )
-                .await;
+                let _ = send(&mut s, option_reply(h.option, REP_ERR_TOO_BIG, msg.as_bytes())).await;
                 return Ok(None);
             }
             let mut data = vec![0u8; h.len as usize];
@@ -253,11 +231,7 @@ impl Server {
                 if opt == OPT_EXPORT_NAME {
                     return Ok(None);
                 }
-                send(
-                    &mut s,
-                    err(REP_ERR_TLS_REQD, "this server requires TLS: use STARTTLS"),
-                )
-                .await?;
+                send(&mut s, err(REP_ERR_TLS_REQD, "this server requires TLS: use STARTTLS")).await?;
                 continue;
             }
 
@@ -286,19 +260,11 @@ impl Server {
                 }
                 OPT_STARTTLS => {
                     let Some(tls) = tls_cfg else {
-                        send(
-                            &mut s,
-                            err(REP_ERR_UNSUP, "TLS is not configured on this server"),
-                        )
-                        .await?;
+                        send(&mut s, err(REP_ERR_UNSUP, "TLS is not configured on this server")).await?;
                         continue;
                     };
                     if tls_active || !data.is_empty() {
-                        send(
-                            &mut s,
-                            err(REP_ERR_INVALID, "TLS already active, or data given"),
-                        )
-                        .await?;
+                        send(&mut s, err(REP_ERR_INVALID, "TLS already active, or data given")).await?;
                         continue;
                     }
                     send(&mut s, reply(REP_ACK, &[])).await?;
@@ -317,11 +283,7 @@ impl Server {
                 }
                 OPT_STRUCTURED_REPLY => {
                     if !data.is_empty() {
-                        send(
-                            &mut s,
-                            err(REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data"),
-                        )
-                        .await?;
+                        send(&mut s, err(REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data")).await?;
                         continue;
                     }
                     structured = true;
@@ -330,48 +292,24 @@ impl Server {
                 OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
                     let set = opt == OPT_SET_META_CONTEXT;
                     if set && !structured {
-                        send(
-                            &mut s,
-                            err(REP_ERR_INVALID, "negotiate structured replies first"),
-                        )
-                        .await?;
+                        send(&mut s, err(REP_ERR_INVALID, "negotiate structured replies first")).await?;
                         continue;
                     }
                     let req = match parse_meta_context_request(&data) {
                         Ok(r) => r,
                         Err(e) => {
-                            send(
-                                &mut s,
-                                err(REP_ERR_INVALID, &format!("bad meta context request: {e}")),
-                            )
-                            .await?;
+                            send(&mut s, err(REP_ERR_INVALID, &format!("bad meta context request: {e}"))).await?;
                             continue;
                         }
                     };
                     if self.lookup(&req.export).is_none() {
-                        send(
-                            &mut s,
-                            err(
-                                REP_ERR_UNKNOWN,
-                                &format!("no export named {:?}", req.export),
-                            ),
-                        )
-                        .await?;
+                        send(&mut s, err(REP_ERR_UNKNOWN, &format!("no export named {:?}", req.export))).await?;
                         continue;
                     }
-                    let selected = if !set && req.queries.is_empty() {
-                        true
-                    } else {
-                        req.queries
-                            .iter()
-                            .any(|q| query_matches_base_allocation(q, !set))
-                    };
+                    let selected = if !set && req.queries.is_empty() { true } else { req.queries.iter().any(|q| query_matches_base_allocation(q, !set)) };
                     let mut out = Vec::new();
                     if selected {
-                        out.extend(reply(
-                            REP_META_CONTEXT,
-                            &rep_meta_context(if set { 1 } else { 0 }, BASE_ALLOCATION),
-                        ));
+                        out.extend(reply(REP_META_CONTEXT, &rep_meta_context(if set { 1 } else { 0 }, BASE_ALLOCATION)));
                     }
                     out.extend(reply(REP_ACK, &[]));
                     if set {
@@ -383,38 +321,24 @@ impl Server {
                     let req = match parse_info_request(&data) {
                         Ok(r) => r,
                         Err(e) => {
-                            send(
-                                &mut s,
-                                err(REP_ERR_INVALID, &format!("bad info request: {e}")),
-                            )
-                            .await?;
+                            send(&mut s, err(REP_ERR_INVALID, &format!("bad info request: {e}"))).await?;
                             continue;
                         }
                     };
                     let Some(export) = self.lookup(&req.name) else {
-                        send(
-                            &mut s,
-                            err(REP_ERR_UNKNOWN, &format!("no export named {:?}", req.name)),
-                        )
-                        .await?;
+                        send(&mut s, err(REP_ERR_UNKNOWN, &format!("no export named {:?}", req.name))).await?;
                         continue;
                     };
                     let dev = &export.device;
                     let flags = Self::transmission_flags(dev.as_ref(), structured);
                     let mut out = Vec::new();
                     out.extend(reply(REP_INFO, &info_export(dev.size(), flags)));
-                    out.extend(reply(
-                        REP_INFO,
-                        &info_block_size(1, PREFERRED_BLOCK, MAX_PAYLOAD),
-                    ));
+                    out.extend(reply(REP_INFO, &info_block_size(1, PREFERRED_BLOCK, MAX_PAYLOAD)));
                     if req.requests.contains(&INFO_NAME) {
                         out.extend(reply(REP_INFO, &info_string(INFO_NAME, &export.name)));
                     }
                     if req.requests.contains(&INFO_DESCRIPTION) && !export.description.is_empty() {
-                        out.extend(reply(
-                            REP_INFO,
-                            &info_string(INFO_DESCRIPTION, &export.description),
-                        ));
+                        out.extend(reply(REP_INFO, &info_string(INFO_DESCRIPTION, &export.description)));
                     }
                     out.extend(reply(REP_ACK, &[]));
                     send(&mut s, out).await?;
@@ -423,12 +347,7 @@ impl Server {
                             Some((name, true)) if *name == req.name => Some(1),
                             _ => None,
                         };
-                        let neg = Negotiated {
-                            size: dev.size(),
-                            read_only: dev.read_only(),
-                            structured,
-                            base_allocation,
-                        };
+                        let neg = Negotiated { size: dev.size(), read_only: dev.read_only(), structured, base_allocation };
                         return Ok(Some((s, Session { export, flags, neg })));
                     }
                 }
@@ -453,20 +372,11 @@ impl Server {
                         Some((n, true)) if *n == name => Some(1),
                         _ => None,
                     };
-                    let neg = Negotiated {
-                        size: dev.size(),
-                        read_only: dev.read_only(),
-                        structured,
-                        base_allocation,
-                    };
+                    let neg = Negotiated { size: dev.size(), read_only: dev.read_only(), structured, base_allocation };
                     return Ok(Some((s, Session { export, flags, neg })));
                 }
                 _ => {
-                    send(
-                        &mut s,
-                        err(REP_ERR_UNSUP, &format!("option {opt} is not supported")),
-                    )
-                    .await?;
+                    send(&mut s, err(REP_ERR_UNSUP, &format!("option {opt} is not supported"))).await?;
                 }
             }
         }
@@ -516,24 +426,14 @@ async fn transmit(stream: BoxStream, sess: Session, max_in_flight: usize) -> io:
             }
             Verdict::Error { errno, payload } => {
                 if payload > 0 {
-                    let n = tokio::io::copy(
-                        &mut (&mut rd).take(payload as u64),
-                        &mut tokio::io::sink(),
-                    )
-                    .await?;
+                    let n = tokio::io::copy(&mut (&mut rd).take(payload as u64), &mut tokio::io::sink()).await?;
                     if n < payload as u64 {
                         break;
                     }
                 }
                 debug!(cmd = req.cmd, errno, "nbd: request refused");
-                let msg = format!(
-                    "request refused (cmd {}, offset {}, length {})",
-                    req.cmd, req.offset, req.len
-                );
-                if write_error(&wr, &sess.neg, &req, errno, &msg)
-                    .await
-                    .is_err()
-                {
+                let msg = format!("request refused (cmd {}, offset {}, length {})", req.cmd, req.offset, req.len);
+                if write_error(&wr, &sess.neg, &req, errno, &msg).await.is_err() {
                     break;
                 }
             }
@@ -542,16 +442,8 @@ async fn transmit(stream: BoxStream, sess: Session, max_in_flight: usize) -> io:
                     CMD_READ | CMD_WRITE => req.len.div_ceil(BUDGET_UNIT).max(1),
                     _ => 1,
                 };
-                let slot = slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore never closed");
-                let bytes = budget
-                    .clone()
-                    .acquire_many_owned(units)
-                    .await
-                    .expect("semaphore never closed");
+                let slot = slots.clone().acquire_owned().await.expect("semaphore never closed");
+                let bytes = budget.clone().acquire_many_owned(units).await.expect("semaphore never closed");
                 let mut data = Vec::new();
                 if payload > 0 {
                     data = vec![0u8; payload as usize];
@@ -577,13 +469,7 @@ enum Outcome {
     Status(Vec<Extent>),
 }
 
-async fn run_request(
-    wr: Writer,
-    sess: Arc<Session>,
-    req: Request,
-    data: Vec<u8>,
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-) {
+async fn run_request(wr: Writer, sess: Arc<Session>, req: Request, data: Vec<u8>, _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) {
     let dev = sess.export.device.clone();
     let size = sess.neg.size;
     if req.cmd == CMD_READ {
@@ -664,12 +550,7 @@ async fn run_request(
         Ok(Outcome::Status(ext)) => {
             let id = sess.neg.base_allocation.unwrap_or(0);
             let mut v = Vec::with_capacity(20 + 4 + ext.len() * 8);
-            v.extend_from_slice(&structured_header(
-                REPLY_FLAG_DONE,
-                REPLY_TYPE_BLOCK_STATUS,
-                req.cookie,
-                4 + 8 * ext.len() as u32,
-            ));
+            v.extend_from_slice(&structured_header(REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, req.cookie, 4 + 8 * ext.len() as u32));
             v.extend_from_slice(&id.to_be_bytes());
             for e in &ext {
                 v.extend_from_slice(&e.len.to_be_bytes());
@@ -704,13 +585,7 @@ async fn write_all_locked(wr: &Writer, b: &[u8]) -> io::Result<()> {
     w.flush().await
 }
 
-async fn write_error(
-    wr: &Writer,
-    neg: &Negotiated,
-    req: &Request,
-    errno: u32,
-    msg: &str,
-) -> io::Result<()> {
+async fn write_error(wr: &Writer, neg: &Negotiated, req: &Request, errno: u32, msg: &str) -> io::Result<()> {
     if neg.structured && matches!(req.cmd, CMD_READ | CMD_BLOCK_STATUS) {
         write_all_locked(wr, &structured_error(req.cookie, errno, msg)).await
     } else {
@@ -729,23 +604,12 @@ async fn write_zero_bytes(w: &mut BufWriter<WriteHalf<BoxStream>>, mut n: u64) -
     Ok(())
 }
 
-async fn write_read(
-    wr: &Writer,
-    neg: &Negotiated,
-    req: &Request,
-    chunks: Vec<ReadChunk>,
-) -> io::Result<()> {
+async fn write_read(wr: &Writer, neg: &Negotiated, req: &Request, chunks: Vec<ReadChunk>) -> io::Result<()> {
     let mut w = wr.lock().await;
     let df = req.flags & CMD_FLAG_DF != 0;
     if !neg.structured || df {
         if neg.structured {
-            w.write_all(&structured_header(
-                REPLY_FLAG_DONE,
-                REPLY_TYPE_OFFSET_DATA,
-                req.cookie,
-                8 + req.len,
-            ))
-            .await?;
+            w.write_all(&structured_header(REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, req.cookie, 8 + req.len)).await?;
             w.write_all(&req.offset.to_be_bytes()).await?;
         } else {
             w.write_all(&simple_reply(0, req.cookie)).await?;
@@ -764,24 +628,12 @@ async fn write_read(
         let flags = if i == last { REPLY_FLAG_DONE } else { 0 };
         match c {
             ReadChunk::Data(d) => {
-                w.write_all(&structured_header(
-                    flags,
-                    REPLY_TYPE_OFFSET_DATA,
-                    req.cookie,
-                    8 + d.len() as u32,
-                ))
-                .await?;
+                w.write_all(&structured_header(flags, REPLY_TYPE_OFFSET_DATA, req.cookie, 8 + d.len() as u32)).await?;
                 w.write_all(&off.to_be_bytes()).await?;
                 w.write_all(d).await?;
             }
             ReadChunk::Zero(n) => {
-                w.write_all(&structured_header(
-                    flags,
-                    REPLY_TYPE_OFFSET_HOLE,
-                    req.cookie,
-                    12,
-                ))
-                .await?;
+                w.write_all(&structured_header(flags, REPLY_TYPE_OFFSET_HOLE, req.cookie, 12)).await?;
                 w.write_all(&off.to_be_bytes()).await?;
                 w.write_all(&n.to_be_bytes()).await?;
             }

@@ -22,23 +22,15 @@ fn bad(msg: String) -> io::Error {
 impl TlsConfig {
     /// From a PEM certificate chain (server first) and a PEM private key.
     pub fn from_pem_files(cert: &Path, key: &Path, required: bool) -> io::Result<Self> {
-        let certs = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| bad(format!("{}: {e}", cert.display())))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("{}: {e}", cert.display())))?;
+        let certs = CertificateDer::pem_file_iter(cert).map_err(|e| bad(format!("{}: {e}", cert.display())))?.collect::<Result<Vec<_>, _>>().map_err(|e| bad(format!("{}: {e}", cert.display())))?;
         if certs.is_empty() {
             return Err(bad(format!("{}: no certificate found", cert.display())));
         }
-        let key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| bad(format!("{}: {e}", key.display())))?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(format!("{}: {e}", key.display())))?;
         Self::from_der(certs, key, required)
     }
 
-    pub fn from_der(
-        certs: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        required: bool,
-    ) -> io::Result<Self> {
+    pub fn from_der(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, required: bool) -> io::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -46,9 +38,6 @@ impl TlsConfig {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| bad(format!("TLS certificate/key: {e}")))?;
-        Ok(TlsConfig {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
-            required,
-        })
+        Ok(TlsConfig { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)), required })
     }
 }

@@ -10,37 +10,17 @@ use std::sync::Arc;
 use common::*;
 use lifeboat_nbd::{BlockDevice, CowOverlay, FileDevice, ServerConfig};
 
-const MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio_pci",
-    "virtio_blk",
-];
+const MODULES: &[&str] = &["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"];
 
 /// Newest /boot/vmlinuz-* and its module directory.
 fn host_kernel() -> (PathBuf, PathBuf) {
-    let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    kernels.retain(|p| {
-        p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("vmlinuz-")
-    });
+    let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot").map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    kernels.retain(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-"));
     kernels.sort();
-    let k = kernels.pop().expect(
-        "no /boot/vmlinuz-*: run scripts/setup.sh (installs linux-image-amd64 for guest tests)",
-    );
+    let k = kernels.pop().expect("no /boot/vmlinuz-*: run scripts/setup.sh (installs linux-image-amd64 for guest tests)");
     let ver = k.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_string();
     let mods = PathBuf::from(format!("/lib/modules/{ver}"));
-    assert!(
-        mods.is_dir(),
-        "{} missing: reinstall linux-image-{ver}",
-        mods.display()
-    );
+    assert!(mods.is_dir(), "{} missing: reinstall linux-image-{ver}", mods.display());
     (k, mods)
 }
 
@@ -69,11 +49,7 @@ struct Cpio {
 impl Cpio {
     fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
         self.ino += 1;
-        let hdr =
-            format!(
-            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            self.ino, mode, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0
-        );
+        let hdr = format!("070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}", self.ino, mode, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0);
         self.out.extend_from_slice(hdr.as_bytes());
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(0);
@@ -92,8 +68,7 @@ impl Cpio {
 }
 
 fn initramfs(mods: &Path) -> Vec<u8> {
-    let busybox = std::fs::read("/bin/busybox")
-        .expect("/bin/busybox missing: run scripts/setup.sh (installs busybox-static)");
+    let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox missing: run scripts/setup.sh (installs busybox-static)");
     let mut insmods = String::new();
     for m in MODULES {
         insmods.push_str(&format!("insmod /lib/modules/{m}.ko\n"));
@@ -114,10 +89,7 @@ echo GUEST-DONE
 poweroff -f
 "#
     );
-    let mut c = Cpio {
-        out: Vec::new(),
-        ino: 0,
-    };
+    let mut c = Cpio { out: Vec::new(), ino: 0 };
     for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules"] {
         c.entry(d, 0o040755, &[]);
     }
@@ -180,27 +152,12 @@ fn qemu_guest_boots_from_nbd_cow_export() {
     );
     let console = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        console.contains("GUEST-MARKER: LIFEBOAT-NBD-BOOT-DISK-MARKER-01"),
-        "console:\n{console}\nstderr:\n{err}"
-    );
-    assert!(
-        console.contains(&format!("GUEST-MD5: {md5}")),
-        "console:\n{console}\nstderr:\n{err}"
-    );
-    assert!(
-        console.contains("GUEST-DONE"),
-        "console:\n{console}\nstderr:\n{err}"
-    );
+    assert!(console.contains("GUEST-MARKER: LIFEBOAT-NBD-BOOT-DISK-MARKER-01"), "console:\n{console}\nstderr:\n{err}");
+    assert!(console.contains(&format!("GUEST-MD5: {md5}")), "console:\n{console}\nstderr:\n{err}");
+    assert!(console.contains("GUEST-DONE"), "console:\n{console}\nstderr:\n{err}");
 
     // The guest's write is in the overlay; the base is untouched.
-    let io = run_ok(
-        "qemu-io",
-        &["-f", "raw", "-r", "-c", "read -v 4096 16", &srv.uri("vm")],
-    );
-    assert!(
-        io.contains("written-by-guest") || io.contains("77 72 69 74"),
-        "{io}"
-    );
+    let io = run_ok("qemu-io", &["-f", "raw", "-r", "-c", "read -v 4096 16", &srv.uri("vm")]);
+    assert!(io.contains("written-by-guest") || io.contains("77 72 69 74"), "{io}");
     assert_eq!(before, sha(&img), "the base image changed");
 }

@@ -25,12 +25,8 @@ impl Raw {
         r.s.read_exact(&mut g).unwrap();
         assert_eq!(&g[0..8], b"NBDMAGIC");
         assert_eq!(&g[8..16], b"IHAVEOPT");
-        assert_eq!(
-            u16::from_be_bytes([g[16], g[17]]),
-            FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES
-        );
-        r.s.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
-            .unwrap();
+        assert_eq!(u16::from_be_bytes([g[16], g[17]]), FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+        r.s.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes()).unwrap();
         r
     }
     fn opt(&mut self, opt: u32, data: &[u8]) {
@@ -78,45 +74,25 @@ impl Raw {
         }
     }
     fn req(&mut self, cmd: u16, flags: u16, cookie: u64, offset: u64, len: u32) {
-        let r = Request {
-            flags,
-            cmd,
-            cookie,
-            offset,
-            len,
-        };
+        let r = Request { flags, cmd, cookie, offset, len };
         self.s.write_all(&encode_request(&r)).unwrap();
     }
     /// Simple reply: (errno, cookie).
     fn simple(&mut self) -> (u32, u64) {
         let mut h = [0u8; 16];
         self.s.read_exact(&mut h).unwrap();
-        assert_eq!(
-            u32::from_be_bytes(h[0..4].try_into().unwrap()),
-            SIMPLE_REPLY_MAGIC
-        );
-        (
-            u32::from_be_bytes(h[4..8].try_into().unwrap()),
-            u64::from_be_bytes(h[8..16].try_into().unwrap()),
-        )
+        assert_eq!(u32::from_be_bytes(h[0..4].try_into().unwrap()), SIMPLE_REPLY_MAGIC);
+        (u32::from_be_bytes(h[4..8].try_into().unwrap()), u64::from_be_bytes(h[8..16].try_into().unwrap()))
     }
     /// Structured chunk: (flags, type, cookie, payload).
     fn chunk(&mut self) -> (u16, u16, u64, Vec<u8>) {
         let mut h = [0u8; 20];
         self.s.read_exact(&mut h).unwrap();
-        assert_eq!(
-            u32::from_be_bytes(h[0..4].try_into().unwrap()),
-            STRUCTURED_REPLY_MAGIC
-        );
+        assert_eq!(u32::from_be_bytes(h[0..4].try_into().unwrap()), STRUCTURED_REPLY_MAGIC);
         let n = u32::from_be_bytes(h[16..20].try_into().unwrap());
         let mut d = vec![0u8; n as usize];
         self.s.read_exact(&mut d).unwrap();
-        (
-            u16::from_be_bytes([h[4], h[5]]),
-            u16::from_be_bytes([h[6], h[7]]),
-            u64::from_be_bytes(h[8..16].try_into().unwrap()),
-            d,
-        )
+        (u16::from_be_bytes([h[4], h[5]]), u16::from_be_bytes([h[6], h[7]]), u64::from_be_bytes(h[8..16].try_into().unwrap()), d)
     }
     /// True if the server closed the connection (EOF, not a timeout).
     fn closed(&mut self) -> bool {
@@ -156,10 +132,7 @@ fn still_serving(srv: &TestServer) {
     c.go("disk", true);
     c.req(CMD_READ, 0, 1, 0, 4096);
     let (flags, t, cookie, d) = c.chunk();
-    assert_eq!(
-        (flags & REPLY_FLAG_DONE, t, cookie),
-        (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 1)
-    );
+    assert_eq!((flags & REPLY_FLAG_DONE, t, cookie), (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 1));
     assert!(d[8..].iter().all(|&b| b == 0xab));
     c.req(CMD_DISC, 0, 2, 0, 0);
     assert!(c.closed());
@@ -251,13 +224,7 @@ fn transmission_abuse() {
     c.go("disk", true);
 
     // Read past the end, overflowing offset, huge length, zero length.
-    for (cookie, off, len, want) in [
-        (10, IMAGE_SIZE - 10, 4096u32, EINVAL),
-        (11, u64::MAX - 10, 4096, EINVAL),
-        (12, 0, u32::MAX, EINVAL),
-        (13, 0, 0, EINVAL),
-        (14, IMAGE_SIZE, 1, EINVAL),
-    ] {
+    for (cookie, off, len, want) in [(10, IMAGE_SIZE - 10, 4096u32, EINVAL), (11, u64::MAX - 10, 4096, EINVAL), (12, 0, u32::MAX, EINVAL), (13, 0, 0, EINVAL), (14, IMAGE_SIZE, 1, EINVAL)] {
         c.req(CMD_READ, 0, cookie, off, len);
         let (f, t, ck, d) = c.chunk();
         assert_eq!((f, t, ck), (REPLY_FLAG_DONE, REPLY_TYPE_ERROR, cookie));
@@ -266,10 +233,7 @@ fn transmission_abuse() {
     // DF with a too-large read: EOVERFLOW.
     c.req(CMD_READ, CMD_FLAG_DF, 15, 0, MAX_PAYLOAD + 1);
     let (_, t, _, d) = c.chunk();
-    assert_eq!(
-        (t, u32::from_be_bytes(d[0..4].try_into().unwrap())),
-        (REPLY_TYPE_ERROR, EOVERFLOW)
-    );
+    assert_eq!((t, u32::from_be_bytes(d[0..4].try_into().unwrap())), (REPLY_TYPE_ERROR, EOVERFLOW));
     // Unknown command and unknown flags: EINVAL.
     c.req(42, 0, 16, 0, 512);
     assert_eq!(c.simple(), (EINVAL, 16));
@@ -294,10 +258,7 @@ fn transmission_abuse() {
     c.req(CMD_BLOCK_STATUS, 0, 21, IMAGE_SIZE - 65536, u32::MAX);
     let (f, t, _, d) = c.chunk();
     assert_eq!((f, t), (REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS));
-    let total: u64 = d[4..]
-        .chunks(8)
-        .map(|e| u32::from_be_bytes(e[0..4].try_into().unwrap()) as u64)
-        .sum();
+    let total: u64 = d[4..].chunks(8).map(|e| u32::from_be_bytes(e[0..4].try_into().unwrap()) as u64).sum();
     assert_eq!(total, 65536);
     c.req(CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE, 22, 0, 32 << 20);
     let (_, _, _, d) = c.chunk();
@@ -310,10 +271,7 @@ fn transmission_abuse() {
     let mut seen = std::collections::HashSet::new();
     for _ in 0..64 {
         let (f, t, ck, d) = c.chunk();
-        assert_eq!(
-            (f, t, d.len()),
-            (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 8 + 4096)
-        );
+        assert_eq!((f, t, d.len()), (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 8 + 4096));
         seen.insert(ck);
     }
     assert_eq!(seen.len(), 64);
@@ -329,10 +287,7 @@ fn transmission_abuse() {
     while c.opt_reply().0 != REP_ACK {}
     c.req(CMD_BLOCK_STATUS, 0, 1, 0, 4096);
     let (_, t, _, d) = c.chunk();
-    assert_eq!(
-        (t, u32::from_be_bytes(d[0..4].try_into().unwrap())),
-        (REPLY_TYPE_ERROR, EINVAL)
-    );
+    assert_eq!((t, u32::from_be_bytes(d[0..4].try_into().unwrap())), (REPLY_TYPE_ERROR, EINVAL));
 
     // A write with a huge length: closed, nothing allocated.
     let mut c = Raw::connect(&srv);
@@ -379,9 +334,7 @@ impl BlockDevice for Slow {
         if off == 0 {
             std::thread::sleep(Duration::from_secs(2));
         }
-        Ok(vec![lifeboat_nbd::ReadChunk::Data(
-            vec![off as u8; len as usize].into(),
-        )])
+        Ok(vec![lifeboat_nbd::ReadChunk::Data(vec![off as u8; len as usize].into())])
     }
 }
 
@@ -398,21 +351,13 @@ fn slow_read_stalls_neither_the_connection_nor_others() {
     assert_eq!(a.simple(), (0, 2));
     let mut buf = [0u8; 512];
     a.s.read_exact(&mut buf).unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_millis(1500), "{:?}", t0.elapsed());
     // Another connection is served meanwhile.
     let mut b = Raw::connect(&srv);
     b.go("slow", false);
     b.req(CMD_READ, 0, 3, 8192, 512);
     assert_eq!(b.simple(), (0, 3));
-    assert!(
-        t0.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_millis(1500), "{:?}", t0.elapsed());
     assert_eq!(a.simple(), (0, 1));
 }
 
@@ -423,13 +368,9 @@ fn unix_socket_with_qemu_img() {
     make_image(&img);
     let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&img).unwrap());
     let srv = TestServer::start(ServerConfig::default(), vec![]);
-    srv.server
-        .add_export(lifeboat_nbd::Export::new("disk", dev));
+    srv.server.add_export(lifeboat_nbd::Export::new("disk", dev));
     let sock = dir.path().join("nbd.sock");
-    let l = srv
-        .rt
-        .block_on(async { tokio::net::UnixListener::bind(&sock) })
-        .unwrap();
+    let l = srv.rt.block_on(async { tokio::net::UnixListener::bind(&sock) }).unwrap();
     let s = srv.server.clone();
     srv.rt.spawn(async move { s.serve_unix(l).await });
     let uri = format!("nbd+unix:///disk?socket={}", sock.display());

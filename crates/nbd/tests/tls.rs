@@ -16,12 +16,10 @@ fn make_certs(dir: &Path, client_dir: &Path) -> (std::path::PathBuf, std::path::
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "Lifeboat test CA");
+    ca.distinguished_name.push(DnType::CommonName, "Lifeboat test CA");
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let mut sp =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let mut sp = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     sp.distinguished_name.push(DnType::CommonName, "localhost");
     let key = KeyPair::generate().unwrap();
     let cert = sp.signed_by(&key, &ca_cert, &ca_key).unwrap();
@@ -43,13 +41,7 @@ fn tls_required_export_with_nbdinfo_and_qemu_img() {
     let (cp, kp) = make_certs(dir.path(), &client_dir);
     let tls = TlsConfig::from_pem_files(&cp, &kp, true).unwrap();
     let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&img).unwrap());
-    let srv = TestServer::start(
-        ServerConfig {
-            tls: Some(tls),
-            ..Default::default()
-        },
-        vec![("disk", dev)],
-    );
+    let srv = TestServer::start(ServerConfig { tls: Some(tls), ..Default::default() }, vec![("disk", dev)]);
     let port = srv.addr.port();
 
     // Plain NBD is refused (NBD_REP_ERR_TLS_REQD).
@@ -59,10 +51,7 @@ fn tls_required_export_with_nbdinfo_and_qemu_img() {
     // the exact reply is checked byte for byte in the unit test below.)
 
     // nbds:// with our CA works, including the block-status map.
-    let uri = format!(
-        "nbds://localhost:{port}/disk?tls-certificates={}",
-        client_dir.display()
-    );
+    let uri = format!("nbds://localhost:{port}/disk?tls-certificates={}", client_dir.display());
     let size = run_ok("nbdinfo", &["--size", &uri]);
     assert_eq!(size.trim(), IMAGE_SIZE.to_string());
     let map = run_ok("nbdinfo", &["--map", &uri]);
@@ -72,16 +61,10 @@ fn tls_required_export_with_nbdinfo_and_qemu_img() {
     assert_eq!(sha(&img), sha(&out));
 
     // qemu-img with x509 credentials.
-    let obj = format!(
-        "tls-creds-x509,id=tls0,dir={},endpoint=client",
-        client_dir.display()
-    );
+    let obj = format!("tls-creds-x509,id=tls0,dir={},endpoint=client", client_dir.display());
     let opts = format!("driver=nbd,host=localhost,port={port},export=disk,tls-creds=tls0");
     let local = format!("driver=file,filename={}", img.display());
-    run_ok(
-        "qemu-img",
-        &["compare", "--object", &obj, "--image-opts", &opts, &local],
-    );
+    run_ok("qemu-img", &["compare", "--object", &obj, "--image-opts", &opts, &local]);
 }
 
 #[test]
@@ -93,13 +76,7 @@ fn tls_required_refuses_options_before_starttls() {
     let img = dir.path().join("base.raw");
     make_image(&img);
     let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&img).unwrap());
-    let srv = TestServer::start(
-        ServerConfig {
-            tls: Some(tls),
-            ..Default::default()
-        },
-        vec![("disk", dev)],
-    );
+    let srv = TestServer::start(ServerConfig { tls: Some(tls), ..Default::default() }, vec![("disk", dev)]);
     let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
     let mut g = [0u8; 18];
     s.read_exact(&mut g).unwrap();
@@ -114,8 +91,6 @@ fn tls_required_refuses_options_before_starttls() {
     let t = u32::from_be_bytes(h[12..16].try_into().unwrap());
     assert_eq!(t, lifeboat_nbd::proto::REP_ERR_TLS_REQD);
     // A bad certificate path is a clear error.
-    let e = TlsConfig::from_pem_files(&dir.path().join("nope.pem"), &kp, true)
-        .err()
-        .unwrap();
+    let e = TlsConfig::from_pem_files(&dir.path().join("nope.pem"), &kp, true).err().unwrap();
     assert!(e.to_string().contains("nope.pem"), "{e}");
 }

@@ -9,9 +9,7 @@
 
 use crate::tree::{handle, split, Kind, NfsDisk, Registry, ROOT};
 use lifeboat_nbd::ReadChunk;
-use nfs3_server::nfs3_types::nfs3::{
-    createverf3, fattr3, filename3, ftype3, nfspath3, nfsstat3, nfstime3, sattr3, set_size3, specdata3, stable_how,
-};
+use nfs3_server::nfs3_types::nfs3::{createverf3, fattr3, filename3, ftype3, nfspath3, nfsstat3, nfstime3, sattr3, set_size3, specdata3, stable_how};
 use nfs3_server::vfs::{DirEntryPlus, FileHandleU64, NextResult, NfsFileSystem, NfsReadFileSystem, ReadDirPlusIterator, VFSCapabilities};
 use std::fs::File;
 use std::net::IpAddr;
@@ -34,7 +32,21 @@ fn names(d: &NfsDisk) -> [(String, Kind); 3] {
 
 fn dir_attr(id: u64, mtime: u32) -> fattr3 {
     let t = nfstime3 { seconds: mtime, nseconds: 0 };
-    fattr3 { type_: ftype3::NF3DIR, mode: 0o555, nlink: 2, uid: 0, gid: 0, size: 4096, used: 4096, rdev: specdata3 { specdata1: 0, specdata2: 0 }, fsid: FSID, fileid: id, atime: t, mtime: t, ctime: t }
+    fattr3 {
+        type_: ftype3::NF3DIR,
+        mode: 0o555,
+        nlink: 2,
+        uid: 0,
+        gid: 0,
+        size: 4096,
+        used: 4096,
+        rdev: specdata3 { specdata1: 0, specdata2: 0 },
+        fsid: FSID,
+        fileid: id,
+        atime: t,
+        mtime: t,
+        ctime: t,
+    }
 }
 
 /// Attributes of a created file or directory, from the host's.
@@ -116,11 +128,7 @@ impl ClientView {
     /// The export whose files area backs the snapshot directory of `me`:
     /// the first writable export of that snapshot this client sees.
     fn area_owner(&self, me: &NfsDisk) -> Option<(u64, PathBuf)> {
-        self.registry
-            .visible(self.peer)
-            .into_iter()
-            .filter(|(_, d)| d.vm == me.vm && d.snapshot_time == me.snapshot_time)
-            .find_map(|(i, d)| d.files.clone().map(|a| (i, a)))
+        self.registry.visible(self.peer).into_iter().filter(|(_, d)| d.vm == me.vm && d.snapshot_time == me.snapshot_time).find_map(|(i, d)| d.files.clone().map(|a| (i, a)))
     }
 
     /// The created node behind handle `n` (index part of a `Created` handle).
@@ -394,10 +402,7 @@ impl NfsReadFileSystem for ClientView {
         }
         let len = (count.min(MAX_READ) as u64).min(size - offset) as u32;
         let dev = d.device.clone();
-        let chunks = tokio::task::spawn_blocking(move || dev.read_at(offset, len))
-            .await
-            .map_err(|_| nfsstat3::NFS3ERR_IO)?
-            .map_err(|e| io_err("read", e))?;
+        let chunks = tokio::task::spawn_blocking(move || dev.read_at(offset, len)).await.map_err(|_| nfsstat3::NFS3ERR_IO)?.map_err(|e| io_err("read", e))?;
         let mut buf = Vec::with_capacity(len as usize);
         for c in chunks {
             match c {
@@ -484,10 +489,7 @@ impl NfsFileSystem for ClientView {
         }
         let dev = d.device.clone();
         let data = data.to_vec();
-        tokio::task::spawn_blocking(move || dev.write_at(offset, &data))
-            .await
-            .map_err(|_| nfsstat3::NFS3ERR_IO)?
-            .map_err(|e| io_err("write", e))?;
+        tokio::task::spawn_blocking(move || dev.write_at(offset, &data)).await.map_err(|_| nfsstat3::NFS3ERR_IO)?.map_err(|e| io_err("write", e))?;
         // UNSTABLE: COMMIT flushes the overlay.
         Ok((self.attr(id.as_u64())?, stable_how::UNSTABLE))
     }

@@ -112,14 +112,36 @@ fn mutated_rpc_calls_never_panic_or_hang() {
     std::fs::write(&raw, vec![7u8; 256 * 1024]).unwrap();
     let reg = Arc::new(Registry::default());
     let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&raw).unwrap());
-    reg.add(NfsDisk { vm: "vm".into(), snapshot_time: "t".into(), disk: "d".into(), device, writable: false, clients: vec!["127.0.0.1".parse().unwrap()], mtime: 0, meta: vec![("vm.json".into(), b"{}".to_vec())], files: None }).unwrap();
+    reg.add(NfsDisk {
+        vm: "vm".into(),
+        snapshot_time: "t".into(),
+        disk: "d".into(),
+        device,
+        writable: false,
+        clients: vec!["127.0.0.1".parse().unwrap()],
+        mtime: 0,
+        meta: vec![("vm.json".into(), b"{}".to_vec())],
+        files: None,
+    })
+    .unwrap();
     // A writable export too: its snapshot directory takes new files into
     // a files area, the one place a client's names reach the host.
     let wraw = tmp.path().join("w.raw");
     std::fs::write(&wraw, vec![9u8; 64 * 1024]).unwrap();
     let area = tmp.path().join("area");
     let wdev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&wraw).unwrap());
-    reg.add(NfsDisk { vm: "vw".into(), snapshot_time: "t".into(), disk: "d".into(), device: wdev, writable: true, clients: vec!["127.0.0.1".parse().unwrap()], mtime: 0, meta: Vec::new(), files: Some(area.clone()) }).unwrap();
+    reg.add(NfsDisk {
+        vm: "vw".into(),
+        snapshot_time: "t".into(),
+        disk: "d".into(),
+        device: wdev,
+        writable: true,
+        clients: vec!["127.0.0.1".parse().unwrap()],
+        mtime: 0,
+        meta: Vec::new(),
+        files: Some(area.clone()),
+    })
+    .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let svc = Service::new(reg.clone(), 2049);

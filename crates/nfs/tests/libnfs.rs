@@ -48,7 +48,6 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-
 /// QEMU's `nfs://` driver asks the portmapper on port 111 (its URLs take
 /// no port), so the tests that serve one take turns.
 static PORT_111: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -14,7 +14,7 @@ mod settings;
 #[cfg(feature = "test-sink")]
 pub mod testing;
 
+pub use lifeboat_api_types::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
 pub use mailer::{Mailer, NotifyError};
 pub use report::{Attachment, JobReport};
-pub use lifeboat_api_types::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
 pub use settings::validate;

@@ -47,11 +47,7 @@ impl Mailer {
     pub fn new(settings: &SmtpSettings) -> Result<Mailer, NotifyError> {
         crate::validate(settings).map_err(NotifyError::Invalid)?;
         let from: Mailbox = settings.from.parse().map_err(|e| NotifyError::Invalid(format!("from: {e}")))?;
-        let to = settings
-            .to
-            .iter()
-            .map(|t| t.parse::<Mailbox>().map_err(|e| NotifyError::Invalid(format!("recipient {t:?}: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
+        let to = settings.to.iter().map(|t| t.parse::<Mailbox>().map_err(|e| NotifyError::Invalid(format!("recipient {t:?}: {e}")))).collect::<Result<Vec<_>, _>>()?;
         let host = settings.host.trim_start_matches('[').trim_end_matches(']').to_string();
         let tls = match settings.security {
             SmtpSecurity::None => Tls::None,
@@ -60,9 +56,7 @@ impl Mailer {
         };
         let mut builder = SmtpTransport::builder_dangerous(host).port(settings.port()).tls(tls).timeout(Some(SMTP_TIMEOUT));
         if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
-            builder = builder
-                .credentials(Credentials::new(user.clone(), password.clone()))
-                .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+            builder = builder.credentials(Credentials::new(user.clone(), password.clone())).authentication(vec![Mechanism::Plain, Mechanism::Login]);
         }
         Ok(Mailer { settings: settings.clone(), from, to, transport: builder.build() })
     }
@@ -73,9 +67,7 @@ impl Mailer {
         for to in &self.to {
             message = message.to(to.clone());
         }
-        let message = message
-            .body(body.to_string())
-            .map_err(|e| NotifyError::Invalid(format!("cannot build the mail: {e}")))?;
+        let message = message.body(body.to_string()).map_err(|e| NotifyError::Invalid(format!("cannot build the mail: {e}")))?;
         self.transport.send(&message).map(|_| ()).map_err(|e| self.classify(e))
     }
 
@@ -157,19 +149,12 @@ fn tls_parameters(settings: &SmtpSettings, host: &str) -> Result<TlsParameters, 
 /// lettre reports a failed TLS handshake (untrusted certificate, wrong
 /// name) as a network error around rustls' error.
 fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
-    sources(e).any(|s| {
-        s.is::<rustls::Error>()
-            || s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).is_some_and(|inner| inner.is::<rustls::Error>())
-    })
+    sources(e).any(|s| s.is::<rustls::Error>() || s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).is_some_and(|inner| inner.is::<rustls::Error>()))
 }
 
 /// A socket read or write timeout shows as EAGAIN (`WouldBlock`), not `TimedOut`.
 fn is_timeout(e: &lettre::transport::smtp::Error) -> bool {
-    e.is_timeout()
-        || sources(e).any(|s| {
-            s.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
-        })
+    e.is_timeout() || sources(e).any(|s| s.downcast_ref::<std::io::Error>().is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)))
 }
 
 fn sources<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {

@@ -56,12 +56,7 @@ impl JobReport {
         }
         let _ = writeln!(b, "Started:   {}", self.started.format("%Y-%m-%d %H:%M:%S UTC"));
         let secs = (self.finished - self.started).num_seconds().max(0);
-        let _ = writeln!(
-            b,
-            "Finished:  {} (took {})",
-            self.finished.format("%Y-%m-%d %H:%M:%S UTC"),
-            human_duration(secs as u64)
-        );
+        let _ = writeln!(b, "Finished:  {} (took {})", self.finished.format("%Y-%m-%d %H:%M:%S UTC"), human_duration(secs as u64));
         if !self.summary.trim().is_empty() {
             let _ = writeln!(b, "\nSummary:\n{}", indent(&self.summary));
         }

@@ -24,15 +24,12 @@ pub fn validate(s: &SmtpSettings) -> Result<(), String> {
         (None, Some(_)) => return Err("password is set but username is not; set both or neither".into()),
         _ => {}
     }
-    s.from
-        .parse::<lettre::message::Mailbox>()
-        .map_err(|e| format!("from address {:?} is not an e-mail address: {e}", s.from))?;
+    s.from.parse::<lettre::message::Mailbox>().map_err(|e| format!("from address {:?} is not an e-mail address: {e}", s.from))?;
     if s.to.is_empty() {
         return Err("no recipients: add at least one address to \"to\"".into());
     }
     for to in &s.to {
-        to.parse::<lettre::message::Mailbox>()
-            .map_err(|e| format!("recipient {to:?} is not an e-mail address: {e}"))?;
+        to.parse::<lettre::message::Mailbox>().map_err(|e| format!("recipient {to:?} is not an e-mail address: {e}"))?;
     }
     Ok(())
 }
@@ -83,5 +80,4 @@ mod tests {
         s.host = " ".into();
         assert!(validate(&s).unwrap_err().contains("host"));
     }
-
 }

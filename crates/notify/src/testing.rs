@@ -35,11 +35,7 @@ impl SmtpSink {
         if auth {
             cmd.args(["--user", USER, "--password", PASSWORD]);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start /usr/bin/python3 smtp_sink.py (apt install python3-aiosmtpd; scripts/setup.sh does)");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start /usr/bin/python3 smtp_sink.py (apt install python3-aiosmtpd; scripts/setup.sh does)");
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -99,16 +95,10 @@ impl TestPki {
         let server_key = KeyPair::generate().unwrap();
         let server_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         let server = server_params.signed_by(&server_key, &ca, &ca_key).unwrap();
-        let pki = TestPki {
-            ca_cert: dir.path().join("ca.pem"),
-            server_cert: dir.path().join("server.pem"),
-            server_key: dir.path().join("server.key"),
-            _dir: dir,
-        };
+        let pki = TestPki { ca_cert: dir.path().join("ca.pem"), server_cert: dir.path().join("server.pem"), server_key: dir.path().join("server.key"), _dir: dir };
         std::fs::write(&pki.ca_cert, ca.pem()).unwrap();
         std::fs::write(&pki.server_cert, server.pem()).unwrap();
         std::fs::write(&pki.server_key, server_key.serialize_pem()).unwrap();
         pki
     }
 }
-

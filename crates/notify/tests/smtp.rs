@@ -134,10 +134,7 @@ fn unreachable_server_is_a_clear_error_naming_it() {
 fn untrusted_certificate_is_a_tls_error() {
     let pki = TestPki::new();
     let sink = SmtpSink::start("starttls", Some(&pki), true, &[]);
-    let err = Mailer::new(&settings(sink.port, SmtpSecurity::Starttls, None, true))
-        .unwrap()
-        .send_test("lb-test")
-        .unwrap_err();
+    let err = Mailer::new(&settings(sink.port, SmtpSecurity::Starttls, None, true)).unwrap().send_test("lb-test").unwrap_err();
     assert!(matches!(err, NotifyError::Tls { .. }), "{err:?}");
     assert!(err.to_string().contains(&format!("localhost:{}", sink.port)), "{err}");
     sink.assert_no_mail();

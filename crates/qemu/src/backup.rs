@@ -121,11 +121,7 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
         return Err(e.into());
     }
 
-    let to_read: Vec<DiskToRead> = session
-        .disks
-        .iter()
-        .map(|d| DiskToRead { device: d.device.clone(), uri: session.uri(d), bitmap: d.bitmap.clone(), full_reason: d.full_reason.clone() })
-        .collect();
+    let to_read: Vec<DiskToRead> = session.disks.iter().map(|d| DiskToRead { device: d.device.clone(), uri: session.uri(d), bitmap: d.bitmap.clone(), full_reason: d.full_reason.clone() }).collect();
     let res = read_disks(&sink, &to_read, &parent_disks, bytes_done);
     let (disk_nodes, disk_stats) = match res {
         Ok(v) => v,
@@ -199,12 +195,7 @@ pub struct DiskToRead {
 
 /// Reads each exported disk into chunks, reusing the parent's chunks
 /// where the bitmap says nothing changed.
-pub fn read_disks(
-    sink: &BlobSink,
-    disks: &[DiskToRead],
-    parent_disks: &[Node],
-    bytes_done: &AtomicU64,
-) -> Result<(Vec<Node>, Vec<(String, DiskStats)>), VmBackupError> {
+pub fn read_disks(sink: &BlobSink, disks: &[DiskToRead], parent_disks: &[Node], bytes_done: &AtomicU64) -> Result<(Vec<Node>, Vec<(String, DiskStats)>), VmBackupError> {
     let mut nodes = Vec::new();
     let mut stats = Vec::new();
     for d in disks {
@@ -323,21 +314,14 @@ pub fn load_vm(ds: &Datastore, snap: &Snapshot) -> Result<LoadedVm, VmBackupErro
         return Err(VmBackupError::Other("this snapshot is a file backup, not a VM; use `lifeboat restore`".into()));
     }
     let tree = ds.load_tree(&snap.tree)?;
-    let meta = tree
-        .nodes
-        .iter()
-        .find(|n| n.name == METADATA_FILE.as_bytes())
-        .ok_or_else(|| VmBackupError::Other(format!("VM snapshot has no {METADATA_FILE}")))?;
+    let meta = tree.nodes.iter().find(|n| n.name == METADATA_FILE.as_bytes()).ok_or_else(|| VmBackupError::Other(format!("VM snapshot has no {METADATA_FILE}")))?;
     let mut doc = Vec::new();
     for c in &meta.content {
         doc.extend(ds.read_blob(c)?);
     }
     let stored: Vec<&Node> = tree.nodes.iter().filter(|n| n.name != METADATA_FILE.as_bytes() && n.name.ends_with(b".raw")).collect();
     let fb = Fallbacks {
-        names: vec![
-            snap.paths.first().and_then(|p| p.strip_prefix("vm:")).unwrap_or("").to_string(),
-            format!("vm-{}", snap.time.format("%Y%m%d-%H%M%S")),
-        ],
+        names: vec![snap.paths.first().and_then(|p| p.strip_prefix("vm:")).unwrap_or("").to_string(), format!("vm-{}", snap.time.format("%Y%m%d-%H%M%S"))],
         names_are: "the snapshot",
         stored_disks: stored.iter().map(|n| (String::from_utf8_lossy(&n.name[..n.name.len() - 4]).into_owned(), n.size)).collect(),
     };
@@ -356,4 +340,3 @@ pub fn load_vm(ds: &Datastore, snap: &Snapshot) -> Result<LoadedVm, VmBackupErro
 pub fn disk_node<'a>(disks: &'a [Node], id: &str) -> Option<&'a Node> {
     disks.iter().find(|n| n.name == format!("{id}.raw").as_bytes())
 }
-

@@ -255,7 +255,13 @@ mod tests {
         let d = devices(&a);
         assert_eq!(
             d[..5],
-            ["ide-hd,drive=d0,id=hd0,bus=ide.0,unit=0,bootindex=1", "ide-hd,drive=d1,id=hd1,bus=ide.0,unit=1", "ide-hd,drive=d2,id=hd2,bus=ide.1,unit=0", "ahci,id=sata0", "ide-hd,drive=d3,id=sd0,bus=sata0.0"]
+            [
+                "ide-hd,drive=d0,id=hd0,bus=ide.0,unit=0,bootindex=1",
+                "ide-hd,drive=d1,id=hd1,bus=ide.0,unit=1",
+                "ide-hd,drive=d2,id=hd2,bus=ide.1,unit=0",
+                "ahci,id=sata0",
+                "ide-hd,drive=d3,id=sd0,bus=sata0.0"
+            ]
         );
         assert!(a.windows(2).any(|w| w == ["-accel", "tcg"]));
         let mut m5 = m.clone();
@@ -267,7 +273,8 @@ mod tests {
 
     #[test]
     fn q35_sata_uses_the_builtin_ahci_and_scsi_keeps_its_hba() {
-        let m = md("pc-q35-10.0", &[("sda", Bus::Sata, Some("ich9-ahci")), ("sdb", Bus::Scsi, Some("lsi53c895a")), ("sdc", Bus::Scsi, Some("virtio-scsi-pci")), ("sdd", Bus::Scsi, Some("lsi53c895a"))]);
+        let m =
+            md("pc-q35-10.0", &[("sda", Bus::Sata, Some("ich9-ahci")), ("sdb", Bus::Scsi, Some("lsi53c895a")), ("sdc", Bus::Scsi, Some("virtio-scsi-pci")), ("sdd", Bus::Scsi, Some("lsi53c895a"))]);
         let a = qemu_args(&m, &plan()).unwrap();
         let d = devices(&a);
         assert_eq!(d[0], "ide-hd,drive=d0,id=sda,bus=ide.0,bootindex=1");

@@ -107,12 +107,7 @@ pub fn disks(q: &mut Qmp) -> Result<Vec<DiskNode>, QmpError> {
 /// Reads the VM's hardware into a metadata document.
 pub fn capture(q: &mut Qmp) -> Result<(VmMetadata, Vec<DiskNode>), QmpError> {
     let name = q.execute("query-name", json!({}))?["name"].as_str().unwrap_or("").to_string();
-    let uuid = q
-        .execute("query-uuid", json!({}))?
-        .get("UUID")
-        .and_then(Value::as_str)
-        .filter(|u| *u != "00000000-0000-0000-0000-000000000000")
-        .map(String::from);
+    let uuid = q.execute("query-uuid", json!({}))?.get("UUID").and_then(Value::as_str).filter(|u| *u != "00000000-0000-0000-0000-000000000000").map(String::from);
     let cpus = q.execute("query-cpus-fast", json!({}))?.as_array().map_or(1, |a| a.len() as u32);
     let memory_mib = q.execute("query-memory-size-summary", json!({}))?["base-memory"].as_u64().unwrap_or(0) >> 20;
     let machine = qom_str(q, "/machine", "type").unwrap_or_default();
@@ -135,15 +130,7 @@ pub fn capture(q: &mut Qmp) -> Result<(VmMetadata, Vec<DiskNode>), QmpError> {
             }
         }
         let (bus, controller) = bus_of(q, &path, &model);
-        disks_md.push(Disk {
-            id: d.device.clone(),
-            size: d.size,
-            bus,
-            controller,
-            model: Some(model).filter(|m| !m.is_empty()),
-            format: d.format.clone(),
-            source: Some(d.filename.clone()),
-        });
+        disks_md.push(Disk { id: d.device.clone(), size: d.size, bus, controller, model: Some(model).filter(|m| !m.is_empty()), format: d.format.clone(), source: Some(d.filename.clone()) });
     }
     // NICs are the guest devices with a `mac` property (query-rx-filter
     // only knows virtio-net).

@@ -30,9 +30,9 @@ pub mod socket_dir;
 
 pub use accel::{Accel, AccelChoice};
 pub use backup::{backup_vm, check_restorable, commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, LoadedVm, VmBackupError, VmBackupOptions, VmBackupOutcome};
+pub use fleece::{DiskExport, FleeceSession};
 pub use instant::{qemu_args, BootPlan, DiskSource, NetMode, UefiFirmware};
 pub use instant_vm::{BootOptions, InstantError, InstantVm, NbdListen};
-pub use fleece::{DiskExport, FleeceSession};
 pub use inventory::{capture, DiskNode};
 pub use qga::{AgentError, GuestAgent};
 pub use qmp::{Qmp, QmpError};
@@ -40,12 +40,7 @@ pub use socket_dir::SocketDir;
 
 /// `qemu-img create -f FMT PATH SIZE`; the error is qemu-img's own words.
 pub(crate) fn qemu_img_create(path: &std::path::Path, fmt: &str, size: u64) -> Result<(), String> {
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", fmt])
-        .arg(path)
-        .arg(size.to_string())
-        .output()
-        .map_err(|e| format!("cannot run qemu-img: {e}"))?;
+    let out = std::process::Command::new("qemu-img").args(["create", "-q", "-f", fmt]).arg(path).arg(size.to_string()).output().map_err(|e| format!("cannot run qemu-img: {e}"))?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
     }

@@ -86,11 +86,7 @@ impl Qmp {
 
     /// Runs a command and returns its `return` value.
     pub fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, QmpError> {
-        let msg = if arguments.as_object().is_some_and(|o| o.is_empty()) || arguments.is_null() {
-            json!({ "execute": command })
-        } else {
-            json!({ "execute": command, "arguments": arguments })
-        };
+        let msg = if arguments.as_object().is_some_and(|o| o.is_empty()) || arguments.is_null() { json!({ "execute": command }) } else { json!({ "execute": command, "arguments": arguments }) };
         tracing::debug!("qmp -> {msg}");
         let mut bytes = serde_json::to_vec(&msg).expect("json");
         bytes.push(b'\n');
@@ -105,11 +101,7 @@ impl Qmp {
                 return Ok(r.clone());
             }
             if let Some(e) = m.get("error") {
-                return Err(QmpError::Command {
-                    command: command.into(),
-                    class: e["class"].as_str().unwrap_or("").into(),
-                    desc: e["desc"].as_str().unwrap_or("").into(),
-                });
+                return Err(QmpError::Command { command: command.into(), class: e["class"].as_str().unwrap_or("").into(), desc: e["desc"].as_str().unwrap_or("").into() });
             }
             return Err(self.protocol(&format!("unexpected message {m}")));
         }

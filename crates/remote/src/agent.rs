@@ -8,11 +8,11 @@
 //! only when what it names is stored.
 
 use crate::protocol::{BlobParams, CommitRequest, Committed, OpenSession, PackStored, SessionInfo};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use lifeboat_ingest::{BackupTarget, ChunkParams, IngestError, Progress};
 use lifeboat_store::blob::{self, RecordHeader};
 use lifeboat_store::pack::{PACK_HEADER_LEN, PACK_MAGIC};
 use lifeboat_store::{BackupSummary, BlobId, BlobKind, PackId, StoreError};
-use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -65,12 +65,7 @@ pub struct AgentOptions {
 
 impl AgentOptions {
     fn walk(&self) -> lifeboat_ingest::WalkOptions {
-        lifeboat_ingest::WalkOptions {
-            excludes: self.excludes.clone(),
-            threads: self.threads,
-            one_file_system: self.one_file_system,
-            exclude_nodump: self.exclude_nodump,
-        }
+        lifeboat_ingest::WalkOptions { excludes: self.excludes.clone(), threads: self.threads, one_file_system: self.one_file_system, exclude_nodump: self.exclude_nodump }
     }
 }
 
@@ -197,10 +192,8 @@ impl Retry {
                 Err(TransportError::Connection(msg)) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.retry_for {
-                        return Err(self.remote(format!(
-                            "cannot {what}: {msg}; gave up after retrying for {} s (is the appliance up and reachable? raise --retry-for to wait longer)",
-                            self.retry_for.as_secs()
-                        )));
+                        return Err(self
+                            .remote(format!("cannot {what}: {msg}; gave up after retrying for {} s (is the appliance up and reachable? raise --retry-for to wait longer)", self.retry_for.as_secs())));
                     }
                     if self.cancel.load(Ordering::Relaxed) {
                         return Err(IngestError::Interrupted);
@@ -298,10 +291,7 @@ impl AgentSink {
         let uploaders = (0..UPLOADERS)
             .map(|i| {
                 let (r2, s2, rx) = (retry.clone(), shared.clone(), rx.clone());
-                std::thread::Builder::new()
-                    .name(format!("pack-upload-{i}"))
-                    .spawn(move || upload_loop(&r2, &s2, rx))
-                    .expect("spawn a pack uploader")
+                std::thread::Builder::new().name(format!("pack-upload-{i}")).spawn(move || upload_loop(&r2, &s2, rx)).expect("spawn a pack uploader")
             })
             .collect();
         AgentSink { retry, shared, tx: Mutex::new(Some(tx)), uploaders: Mutex::new(uploaders), bytes_added: AtomicU64::new(0) }
@@ -506,8 +496,10 @@ impl BackupTarget for AgentSink {
 
     fn read_tree(&self, id: &BlobId) -> lifeboat_store::Result<Vec<u8>> {
         let t = &self.retry.transport;
-        self.retry
-            .call("read a tree of the parent snapshot", || t.read_tree(&self.shared.session, id))
-            .map_err(|e| StoreError::Io { op: "fetch", path: PathBuf::from(format!("tree {id}")), source: std::io::Error::other(e.to_string()) })
+        self.retry.call("read a tree of the parent snapshot", || t.read_tree(&self.shared.session, id)).map_err(|e| StoreError::Io {
+            op: "fetch",
+            path: PathBuf::from(format!("tree {id}")),
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 }

@@ -77,18 +77,13 @@ impl Transport for HttpTransport {
             .timeout(REQUEST_TIMEOUT)
             .body(protocol::encode_ids(ids));
         let body = self.bytes(self.send(rb)?)?;
-        protocol::decode_bits(&body, ids.len())
-            .ok_or_else(|| TransportError::Refused { status: 200, message: format!("a missing-blob answer of {} bytes for {} ids", body.len(), ids.len()) })
+        protocol::decode_bits(&body, ids.len()).ok_or_else(|| TransportError::Refused { status: 200, message: format!("a missing-blob answer of {} bytes for {} ids", body.len(), ids.len()) })
     }
 
     fn put_pack(&self, session: &str, pack: &PackId, seq: u64, bytes: &[u8]) -> Result<PackStored, TransportError> {
         // No overall timeout: a big pack on a slow link takes what it takes;
         // a dead link is noticed by the TCP user timeout.
-        let rb = self
-            .client
-            .raw(Method::PUT, &Self::session_path(session, &format!("/packs/{pack}?seq={seq}")))
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(bytes.to_vec());
+        let rb = self.client.raw(Method::PUT, &Self::session_path(session, &format!("/packs/{pack}?seq={seq}"))).header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(bytes.to_vec());
         let resp = self.send(rb)?;
         self.client.finish_raw(resp).map_err(map)
     }

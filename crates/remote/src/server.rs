@@ -147,11 +147,7 @@ impl IngestSessions {
         // The sink registers the session as a writer before the parent is
         // chosen: gc then keeps everything the parent holds until we end.
         let sink = BlobSink::new(ds.clone())?;
-        let parent = if req.force_full {
-            None
-        } else {
-            ds.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == req.hostname && s.paths == paths)
-        };
+        let parent = if req.force_full { None } else { ds.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == req.hostname && s.paths == paths) };
         let cfg = ds.config();
         let params = BlobParams {
             small_file_max: cfg.small_file_max,

@@ -79,10 +79,7 @@ pub fn verify_pack(ds: &Datastore, id: &PackId, bytes: &[u8]) -> Result<Verified
         for child in r? {
             refs.push((h.id, child));
         }
-        blobs.push((
-            h.id,
-            BlobLocation { pack: *id, offset: *at, stored_len: h.stored_len, plain_len: h.plain_len, kind: h.kind, encoding: h.encoding },
-        ));
+        blobs.push((h.id, BlobLocation { pack: *id, offset: *at, stored_len: h.stored_len, plain_len: h.plain_len, kind: h.kind, encoding: h.encoding }));
     }
     let inside: std::collections::HashSet<BlobId> = blobs.iter().map(|b| b.0).collect();
     refs.retain(|(_, child)| !inside.contains(child));

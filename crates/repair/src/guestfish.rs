@@ -39,11 +39,10 @@ impl Guestfish {
         c.stdin(Stdio::null()).stderr(log);
         let o = c.output().map_err(|e| GfError { cmd: "--listen".into(), msg: format!("cannot run guestfish (install libguestfs-tools): {e}") })?;
         let out = String::from_utf8_lossy(&o.stdout);
-        let pid = out
-            .split(|c: char| c == ';' || c.is_whitespace())
-            .find_map(|w| w.strip_prefix("GUESTFISH_PID="))
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| GfError { cmd: "--listen".into(), msg: format!("no GUESTFISH_PID in its output: {} {}", out.trim(), std::fs::read_to_string(tmp.join("guestfish.log")).unwrap_or_default().trim()) })?;
+        let pid = out.split(|c: char| c == ';' || c.is_whitespace()).find_map(|w| w.strip_prefix("GUESTFISH_PID=")).and_then(|p| p.parse().ok()).ok_or_else(|| GfError {
+            cmd: "--listen".into(),
+            msg: format!("no GUESTFISH_PID in its output: {} {}", out.trim(), std::fs::read_to_string(tmp.join("guestfish.log")).unwrap_or_default().trim()),
+        })?;
         let g = Guestfish { pid, tmp: tmp.to_path_buf() };
         g.run(&["run"])?;
         Ok(g)

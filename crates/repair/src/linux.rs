@@ -272,7 +272,13 @@ fn network(g: &Guestfish, plan: &RepairPlan) -> StepResult {
                 changes.extend(c.into_iter().map(|c| format!("{f}: {c}")));
                 new = t;
             } else if f.contains("ifcfg-") && new.contains("BOOTPROTO=") {
-                let t = new.lines().filter(|l| !["IPADDR", "PREFIX", "NETMASK", "GATEWAY"].iter().any(|k| l.trim_start().starts_with(k))).map(|l| if l.trim_start().starts_with("BOOTPROTO=") { "BOOTPROTO=dhcp" } else { l }).collect::<Vec<_>>().join("\n") + "\n";
+                let t = new
+                    .lines()
+                    .filter(|l| !["IPADDR", "PREFIX", "NETMASK", "GATEWAY"].iter().any(|k| l.trim_start().starts_with(k)))
+                    .map(|l| if l.trim_start().starts_with("BOOTPROTO=") { "BOOTPROTO=dhcp" } else { l })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    + "\n";
                 if t != new {
                     changes.push(format!("{f}: BOOTPROTO=dhcp"));
                     new = t;
@@ -319,7 +325,11 @@ fn network(g: &Guestfish, plan: &RepairPlan) -> StepResult {
         _ => {}
     }
     if changes.iter().all(|c| c.starts_with("note:")) {
-        let mut d = vec![format!("checked {}; interfaces configured: {}", if files.is_empty() { "no network configuration files".to_string() } else { files.join(", ") }, if names.is_empty() { "none".into() } else { names.join(", ") })];
+        let mut d = vec![format!(
+            "checked {}; interfaces configured: {}",
+            if files.is_empty() { "no network configuration files".to_string() } else { files.join(", ") },
+            if names.is_empty() { "none".into() } else { names.join(", ") }
+        )];
         d.extend(changes);
         return Ok((Outcome::Unchanged, d));
     }
@@ -358,7 +368,13 @@ fn initramfs(g: &Guestfish, plan: &RepairPlan) -> StepResult {
         let dep = g.read(&format!("{moddir}/{k}/modules.dep")).map_err(e)?.unwrap_or_default();
         let builtin = g.read(&format!("{moddir}/{k}/modules.builtin")).map_err(e)?.unwrap_or_default();
         for d in &plan.drivers {
-            let file = |t: &str| t.lines().any(|l| l.split(':').next().is_some_and(|p| p.rsplit('/').next().is_some_and(|f| f.split('.').next() == Some(d.as_str()) || f.split('.').next().map(|x| x.replace('-', "_")) == Some(d.clone()))));
+            let file = |t: &str| {
+                t.lines().any(|l| {
+                    l.split(':')
+                        .next()
+                        .is_some_and(|p| p.rsplit('/').next().is_some_and(|f| f.split('.').next() == Some(d.as_str()) || f.split('.').next().map(|x| x.replace('-', "_")) == Some(d.clone())))
+                })
+            };
             if file(&builtin) {
                 continue;
             }
@@ -450,7 +466,8 @@ mod tests {
 
     #[test]
     fn ifupdown_static_becomes_dhcp_and_names_are_found() {
-        let t = "auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet static\n    address 10.0.2.15/24\n    gateway 10.0.2.2\n    dns-nameservers 1.1.1.1\n\nauto ens4\niface ens4 inet dhcp\n";
+        let t =
+            "auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet static\n    address 10.0.2.15/24\n    gateway 10.0.2.2\n    dns-nameservers 1.1.1.1\n\nauto ens4\niface ens4 inet dhcp\n";
         let (new, c) = ifupdown_to_dhcp(t);
         assert_eq!(new, "auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet dhcp\n    dns-nameservers 1.1.1.1\n\nauto ens4\niface ens4 inet dhcp\n");
         assert_eq!(c, vec!["interface ens3: static -> dhcp".to_string()]);

@@ -100,7 +100,8 @@ fn key_exists(hive: &Path, key: &str) -> Result<bool, String> {
     // `cd` fails exactly when the key is not there.
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = Command::new("hivexsh").arg(hive).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| format!("cannot run hivexsh (install libhivex-bin): {e}"))?;
+    let mut child =
+        Command::new("hivexsh").arg(hive).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| format!("cannot run hivexsh (install libhivex-bin): {e}"))?;
     let _ = writeln!(child.stdin.take().expect("stdin"), "cd {key}");
     Ok(child.wait().map_err(|e| e.to_string())?.success())
 }

@@ -42,14 +42,7 @@ struct StoredToken {
 
 impl StoredToken {
     fn info(&self) -> TokenInfo {
-        TokenInfo {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            role: self.role,
-            created: self.created,
-            agent: self.agent,
-            original_location: self.original_location,
-        }
+        TokenInfo { id: self.id.clone(), name: self.name.clone(), role: self.role, created: self.created, agent: self.agent, original_location: self.original_location }
     }
 }
 
@@ -90,13 +83,7 @@ impl AuthStore {
     pub fn open(state_dir: &Path, session_minutes: u64) -> Result<AuthStore> {
         let path = state_dir.join("auth.json");
         let file = read_json(&path)?.unwrap_or_default();
-        Ok(AuthStore {
-            path,
-            file: Mutex::new(file),
-            sessions: Mutex::new(HashMap::new()),
-            session_len: Duration::minutes(session_minutes as i64),
-            console_token: Mutex::new(None),
-        })
+        Ok(AuthStore { path, file: Mutex::new(file), sessions: Mutex::new(HashMap::new()), session_len: Duration::minutes(session_minutes as i64), console_token: Mutex::new(None) })
     }
 
     pub fn has_admin_password(&self) -> bool {
@@ -110,10 +97,7 @@ impl AuthStore {
         let mut salt = [0u8; 16];
         getrandom::getrandom(&mut salt).expect("the OS random source works");
         let salt = SaltString::encode_b64(&salt).map_err(|e| StateError::Invalid(format!("salt: {e}")))?;
-        let hash = argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| StateError::Invalid(format!("hashing the password: {e}")))?
-            .to_string();
+        let hash = argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| StateError::Invalid(format!("hashing the password: {e}")))?.to_string();
         let mut f = self.file.lock();
         let old = f.admin_password.replace(hash);
         if let Err(e) = write_json(&self.path, &*f, 0o600) {
@@ -130,9 +114,7 @@ impl AuthStore {
             None => return false,
         };
         // Verify even for a wrong user name so timing does not tell.
-        let ok = PasswordHash::new(&hash)
-            .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-            .unwrap_or(false);
+        let ok = PasswordHash::new(&hash).map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false);
         ok && username == ADMIN_USER
     }
 
@@ -168,8 +150,7 @@ impl AuthStore {
         if bearer.starts_with("c.") {
             let t = self.console_token.lock();
             let t = t.as_deref()?;
-            return constant_time_eq(t.as_bytes(), bearer.as_bytes())
-                .then(|| Principal { name: CONSOLE_USER.into(), role: Role::ReadOnly, token_id: None, original_location: false });
+            return constant_time_eq(t.as_bytes(), bearer.as_bytes()).then(|| Principal { name: CONSOLE_USER.into(), role: Role::ReadOnly, token_id: None, original_location: false });
         }
         if bearer.starts_with("s.") {
             let s = self.sessions.lock();
@@ -186,12 +167,7 @@ impl AuthStore {
         let t = f.tokens.iter().find(|t| t.id == id)?;
         let h = blake3::hash(secret.as_bytes()).to_hex();
         if constant_time_eq(h.as_bytes(), t.secret_blake3.as_bytes()) {
-            Some(Principal {
-                name: format!("token:{}", t.name),
-                role: t.role,
-                token_id: Some(t.id.clone()),
-                original_location: t.original_location,
-            })
+            Some(Principal { name: format!("token:{}", t.name), role: t.role, token_id: Some(t.id.clone()), original_location: t.original_location })
         } else {
             None
         }
@@ -200,10 +176,7 @@ impl AuthStore {
     pub fn create_token(&self, name: &str, role: Role, agent: bool, original_location: bool) -> Result<TokenCreated> {
         crate::config::validate_name(name).map_err(StateError::Invalid)?;
         if original_location && role != Role::Admin {
-            return Err(StateError::Invalid(format!(
-                "original_location is an admin token's capability; a {} token cannot have it",
-                role.as_str()
-            )));
+            return Err(StateError::Invalid(format!("original_location is an admin token's capability; a {} token cannot have it", role.as_str())));
         }
         let mut f = self.file.lock();
         if f.tokens.iter().any(|t| t.name == name) {
@@ -211,15 +184,7 @@ impl AuthStore {
         }
         let id = random_hex(8);
         let secret = random_hex(32);
-        let t = StoredToken {
-            id: id.clone(),
-            name: name.into(),
-            role,
-            created: Utc::now(),
-            agent,
-            original_location,
-            secret_blake3: blake3::hash(secret.as_bytes()).to_hex().to_string(),
-        };
+        let t = StoredToken { id: id.clone(), name: name.into(), role, created: Utc::now(), agent, original_location, secret_blake3: blake3::hash(secret.as_bytes()).to_hex().to_string() };
         f.tokens.push(t.clone());
         if let Err(e) = write_json(&self.path, &*f, 0o600) {
             f.tokens.pop();

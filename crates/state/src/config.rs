@@ -199,9 +199,7 @@ impl Config {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if let Some(a) = self.listen_plain {
             if !a.ip().is_loopback() {
-                return Err(format!(
-                    "listen_plain = \"{a}\": plain HTTP is only allowed on a loopback address (127.0.0.1 or ::1); use the TLS listener for remote access"
-                ));
+                return Err(format!("listen_plain = \"{a}\": plain HTTP is only allowed on a loopback address (127.0.0.1 or ::1); use the TLS listener for remote access"));
             }
         }
         for d in &self.datastores {
@@ -245,10 +243,7 @@ impl Config {
 
 /// Names that are safe in URLs and file names.
 pub fn validate_name(name: &str) -> std::result::Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !name.starts_with('-');
+    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && !name.starts_with('-');
     if ok {
         Ok(())
     } else {
@@ -286,7 +281,13 @@ mod tests {
         let c = Config::load(Some(&p)).unwrap();
         assert_eq!(c.restore_roots[1].path(), Path::new("/r2"));
         assert!(c.restore_roots[1].owners() && !c.restore_roots[0].owners());
-        for bad in ["backup_roots = [\"/\"]", "restore_roots = [\"/var/lib/lifeboat/restores\"]", "restore_roots = [\"/etc/x\"]", "restore_roots = [\"rel\"]", "state_dir = \"/srv/st\"\nrestore_roots = [\"/srv/st/r\"]"] {
+        for bad in [
+            "backup_roots = [\"/\"]",
+            "restore_roots = [\"/var/lib/lifeboat/restores\"]",
+            "restore_roots = [\"/etc/x\"]",
+            "restore_roots = [\"rel\"]",
+            "state_dir = \"/srv/st\"\nrestore_roots = [\"/srv/st/r\"]",
+        ] {
             std::fs::write(&p, bad).unwrap();
             let e = Config::load(Some(&p)).unwrap_err().to_string();
             assert!(e.contains("_roots"), "{bad}: {e}");

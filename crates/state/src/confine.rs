@@ -30,24 +30,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Trees no job may read or write, whoever asks (unless the capability
 /// `original_location` lifts it, see `Protected::System`).
-pub const SYSTEM_TREES: &[&str] = &[
-    "/bin",
-    "/boot",
-    "/dev",
-    "/etc",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/proc",
-    "/root",
-    "/run",
-    "/sbin",
-    "/sys",
-    "/usr",
-    "/var/lib/lifeboat",
-    "/var/log",
-];
+pub const SYSTEM_TREES: &[&str] = &["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run", "/sbin", "/sys", "/usr", "/var/lib/lifeboat", "/var/log"];
 
 /// The daemon's one `Confinement`, shared by the API (early checks) and
 /// the jobs actor (checks at run time); datastores added through the
@@ -232,8 +215,7 @@ impl Confinement {
         }
         // A datastore lives in the state directory by default: one added
         // under <state>/datastores/ is not refused for being inside it.
-        let state_datastores =
-            |tree: &Path| what == PathUse::Datastore && p != tree.join("datastores") && p.starts_with(tree.join("datastores"));
+        let state_datastores = |tree: &Path| what == PathUse::Datastore && p != tree.join("datastores") && p.starts_with(tree.join("datastores"));
         let mut in_state = false;
         for (tree, name) in &self.protected {
             if state_datastores(tree) {
@@ -264,11 +246,7 @@ impl Confinement {
             return Ok(Placement { root: PathBuf::from("/"), rel, owners: grant.admin });
         }
         let list = roots.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>().join(", ");
-        Err(ConfineError::OutsideRoots {
-            path: path.into(),
-            setting: what.setting(),
-            roots: if list.is_empty() { "none".into() } else { list },
-        })
+        Err(ConfineError::OutsideRoots { path: path.into(), setting: what.setting(), roots: if list.is_empty() { "none".into() } else { list } })
     }
 
     /// `check`, then the resolution of what exists of the path beneath
@@ -304,14 +282,9 @@ pub fn open_beneath(pl: &Placement, how: Open) -> Result<OwnedFd, ConfineError> 
         // A configured root that is not there yet (the default
         // /srv/lifeboat/restores before the first restore): the admin
         // named it, so it is made, private.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&pl.root)
-            .map_err(|e| ConfineError::Io { path: full.clone(), source: annotate(e, &pl.root) })?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&pl.root).map_err(|e| ConfineError::Io { path: full.clone(), source: annotate(e, &pl.root) })?;
     }
-    let root = open_raw(libc::AT_FDCWD, pl.root.as_os_str().as_bytes(), libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| ConfineError::Io { path: full.clone(), source: annotate(e, &pl.root) })?;
+    let root = open_raw(libc::AT_FDCWD, pl.root.as_os_str().as_bytes(), libc::O_PATH | libc::O_DIRECTORY).map_err(|e| ConfineError::Io { path: full.clone(), source: annotate(e, &pl.root) })?;
     let comps: Vec<&std::ffi::OsStr> = pl.rel.iter().collect();
     if comps.is_empty() {
         return Ok(root);
@@ -335,15 +308,10 @@ pub fn open_beneath(pl: &Placement, how: Open) -> Result<OwnedFd, ConfineError> 
         at.push(c);
         let last = i + 1 == comps.len();
         let name = c.as_bytes();
-        let flags = if last && how == Open::Existing {
-            libc::O_PATH | libc::O_NOFOLLOW
-        } else {
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW
-        };
+        let flags = if last && how == Open::Existing { libc::O_PATH | libc::O_NOFOLLOW } else { libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW };
         let mut r = open_raw(dir.as_raw_fd(), name, flags);
         if how == Open::CreateDir && matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
-            let cname =
-                CString::new(name).map_err(|_| ConfineError::Io { path: full.clone(), source: std::io::ErrorKind::InvalidInput.into() })?;
+            let cname = CString::new(name).map_err(|_| ConfineError::Io { path: full.clone(), source: std::io::ErrorKind::InvalidInput.into() })?;
             if unsafe { libc::mkdirat(dir.as_raw_fd(), cname.as_ptr(), 0o700) } != 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() != std::io::ErrorKind::AlreadyExists {
@@ -354,9 +322,7 @@ pub fn open_beneath(pl: &Placement, how: Open) -> Result<OwnedFd, ConfineError> 
         }
         dir = match r {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(ConfineError::Symlink { path: full, at: at.display().to_string(), root: pl.root.display().to_string() })
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(ConfineError::Symlink { path: full, at: at.display().to_string(), root: pl.root.display().to_string() }),
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
                 // O_DIRECTORY|O_NOFOLLOW on a symlink gives ENOTDIR on
                 // some kernels: tell the two apart.
@@ -410,9 +376,7 @@ pub fn openat2_beneath(dir: &OwnedFd, rel: &[u8], flags: libc::c_int) -> std::io
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    let fd = unsafe {
-        libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
-    };
+    let fd = unsafe { libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
     if fd < 0 {
         Err(std::io::Error::last_os_error())
     } else {

@@ -296,14 +296,7 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_crc() {
-        let h = RecordHeader {
-            kind: BlobKind::Tree,
-            encoding: Encoding::Zstd,
-            plain_len: 1234,
-            stored_len: 99,
-            id: BlobId::of(b"x"),
-            encrypted: true,
-        };
+        let h = RecordHeader { kind: BlobKind::Tree, encoding: Encoding::Zstd, plain_len: 1234, stored_len: 99, id: BlobId::of(b"x"), encrypted: true };
         let mut b = h.encode();
         assert_eq!(RecordHeader::decode(&b).unwrap(), h);
         b[5] ^= 1;

@@ -135,10 +135,7 @@ pub fn check(ds: &Datastore, read_data: bool, on_bytes: &(dyn Fn(u64) + Sync)) -
                 rep.errors.push(format!("blob {id}: lies past the end of pack {}", loc.pack));
                 true
             }
-            _ => {
-                bad_packs.contains_key(&loc.pack)
-                    || bad_records.get(&loc.pack).is_some_and(|(offs, until)| offs.contains(&loc.offset) || loc.offset >= *until)
-            }
+            _ => bad_packs.contains_key(&loc.pack) || bad_records.get(&loc.pack).is_some_and(|(offs, until)| offs.contains(&loc.offset) || loc.offset >= *until),
         };
         if bad {
             bad_blobs.insert(id);
@@ -273,22 +270,11 @@ fn verify_pack(ds: &Datastore, id: &PackId, bytes: &AtomicU64, on_bytes: &(dyn F
 }
 
 /// Paths under tree `id` (relative, starting with "/") whose data is lost.
-fn tree_damage(
-    ds: &Datastore,
-    id: &BlobId,
-    bad_blobs: &HashSet<BlobId>,
-    lost: &dyn Fn(&BlobId) -> bool,
-    memo: &mut HashMap<BlobId, Vec<String>>,
-    depth: usize,
-) -> Vec<String> {
+fn tree_damage(ds: &Datastore, id: &BlobId, bad_blobs: &HashSet<BlobId>, lost: &dyn Fn(&BlobId) -> bool, memo: &mut HashMap<BlobId, Vec<String>>, depth: usize) -> Vec<String> {
     if let Some(m) = memo.get(id) {
         return m.clone();
     }
-    let tree = if bad_blobs.contains(id) {
-        Err("directory listing is damaged".to_string())
-    } else {
-        ds.load_tree(id).map_err(|e| e.to_string())
-    };
+    let tree = if bad_blobs.contains(id) { Err("directory listing is damaged".to_string()) } else { ds.load_tree(id).map_err(|e| e.to_string()) };
     let mut out = Vec::new();
     match tree {
         Err(m) => out.push(format!("/: {m}")),

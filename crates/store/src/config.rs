@@ -117,12 +117,8 @@ impl DatastoreConfig {
         let path = root.join(CONFIG_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::NotADatastore { path: root.to_path_buf() })
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-                return Err(StoreError::NotADatastore { path: root.to_path_buf() })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotADatastore { path: root.to_path_buf() }),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(StoreError::NotADatastore { path: root.to_path_buf() }),
             Err(e) => return Err(StoreError::io("read", path, e)),
         };
         // Read the version first so a future format is refused with a clear
@@ -131,14 +127,9 @@ impl DatastoreConfig {
         struct Version {
             format_version: u32,
         }
-        let v: Version = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::BadConfig { path: path.clone(), reason: e.to_string() })?;
+        let v: Version = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadConfig { path: path.clone(), reason: e.to_string() })?;
         if v.format_version != FORMAT_VERSION {
-            return Err(StoreError::UnsupportedVersion {
-                path: root.to_path_buf(),
-                found: v.format_version,
-                supported: FORMAT_VERSION,
-            });
+            return Err(StoreError::UnsupportedVersion { path: root.to_path_buf(), found: v.format_version, supported: FORMAT_VERSION });
         }
         // Features next: an unknown one means this code would misread the
         // datastore (e.g. take sealed bytes for plain ones).
@@ -147,13 +138,11 @@ impl DatastoreConfig {
             #[serde(default)]
             features: Vec<String>,
         }
-        let f: Features = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::BadConfig { path: path.clone(), reason: e.to_string() })?;
+        let f: Features = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadConfig { path: path.clone(), reason: e.to_string() })?;
         if let Some(unknown) = f.features.iter().find(|f| !FEATURES.contains(&f.as_str())) {
             return Err(StoreError::UnsupportedFeature { path: root.to_path_buf(), feature: unknown.clone() });
         }
-        let cfg: DatastoreConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::BadConfig { path: path.clone(), reason: e.to_string() })?;
+        let cfg: DatastoreConfig = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadConfig { path: path.clone(), reason: e.to_string() })?;
         if cfg.chunk_min == 0 || cfg.chunk_min > cfg.chunk_avg || cfg.chunk_avg > cfg.chunk_max || cfg.pack_target == 0 {
             return Err(StoreError::BadConfig { path, reason: "chunker sizes or pack size out of range".into() });
         }

@@ -143,9 +143,7 @@ fn slot_key(kdf: &Kdf, key: &KeySource) -> Result<Zeroizing<[u8; 32]>> {
         (Kdf::Argon2id { m_kib, t, p, salt }, KeySource::Passphrase(pw)) => {
             let salt = hex::decode(salt).map_err(|_| bad("key slot salt is not hex".into()))?;
             let params = argon2::Params::new(*m_kib, *t, *p, Some(32)).map_err(|e| bad(format!("argon2 parameters: {e}")))?;
-            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-                .hash_password_into(pw.as_bytes(), &salt, &mut out[..])
-                .map_err(|e| bad(format!("argon2: {e}")))?;
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params).hash_password_into(pw.as_bytes(), &salt, &mut out[..]).map_err(|e| bad(format!("argon2: {e}")))?;
         }
         (Kdf::Blake3 { salt }, KeySource::KeyFile(path)) => {
             let salt = hex::decode(salt).map_err(|_| bad("key slot salt is not hex".into()))?;
@@ -180,17 +178,8 @@ pub fn new_slot(datastore_id: &str, master: &MasterKey, key: &KeySource) -> Resu
     let k = slot_key(&kdf, key)?;
     let nonce = random::<NONCE_LEN>();
     let aead = XChaCha20Poly1305::new((&*k).into());
-    let wrapped = aead
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: &master.0[..], aad: &wrap_aad(datastore_id, &id) })
-        .expect("encryption of 32 bytes cannot fail");
-    Ok(KeySlot {
-        id,
-        kind: key.kind(),
-        created: chrono::Utc::now(),
-        kdf,
-        nonce: hex::encode(nonce),
-        wrapped_master: hex::encode(wrapped),
-    })
+    let wrapped = aead.encrypt(XNonce::from_slice(&nonce), Payload { msg: &master.0[..], aad: &wrap_aad(datastore_id, &id) }).expect("encryption of 32 bytes cannot fail");
+    Ok(KeySlot { id, kind: key.kind(), created: chrono::Utc::now(), kdf, nonce: hex::encode(nonce), wrapped_master: hex::encode(wrapped) })
 }
 
 /// Unwraps the master key with `key`: tries each slot of the key's kind.
@@ -281,9 +270,7 @@ mod tests {
         let k = slot_key(&kdf, &key).unwrap();
         let id = "0000aaaa".to_string();
         let nonce = random::<NONCE_LEN>();
-        let wrapped = XChaCha20Poly1305::new((&*k).into())
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &m.0[..], aad: &wrap_aad(ds_id, &id) })
-            .unwrap();
+        let wrapped = XChaCha20Poly1305::new((&*k).into()).encrypt(XNonce::from_slice(&nonce), Payload { msg: &m.0[..], aad: &wrap_aad(ds_id, &id) }).unwrap();
         KeySlot { id, kind: SlotKind::Passphrase, created: chrono::Utc::now(), kdf, nonce: hex::encode(nonce), wrapped_master: hex::encode(wrapped) }
     }
 
@@ -319,10 +306,7 @@ mod tests {
         let m = MasterKey::random();
         let kf = dir.path().join("key");
         std::fs::write(&kf, b"0123456789abcdef0123456789abcdef").unwrap();
-        let enc = EncryptionConfig {
-            cipher: CIPHER.into(),
-            slots: vec![cheap_passphrase_slot("ds1", &m, "right"), new_slot("ds1", &m, &KeySource::KeyFile(kf.clone())).unwrap()],
-        };
+        let enc = EncryptionConfig { cipher: CIPHER.into(), slots: vec![cheap_passphrase_slot("ds1", &m, "right"), new_slot("ds1", &m, &KeySource::KeyFile(kf.clone())).unwrap()] };
         let (got, slot) = unlock(dir.path(), "ds1", &enc, &KeySource::passphrase("right")).unwrap();
         assert_eq!(*got.0, *m.0);
         assert_eq!(slot, "0000aaaa");

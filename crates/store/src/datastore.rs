@@ -177,13 +177,7 @@ impl Datastore {
 
     fn open_inner(root: &Path, config: DatastoreConfig, crypto: Option<Crypto>) -> Result<Self> {
         let index = IndexReader::open(&root.join("index"))?;
-        Ok(Datastore {
-            root: root.to_path_buf(),
-            config,
-            index: RwLock::new(Arc::new(index)),
-            open_packs: Mutex::new(HashMap::new()),
-            crypto,
-        })
+        Ok(Datastore { root: root.to_path_buf(), config, index: RwLock::new(Arc::new(index)), open_packs: Mutex::new(HashMap::new()), crypto })
     }
 
     /// Whether the datastore at `root` is encrypted (reads its config only).
@@ -215,10 +209,7 @@ impl Datastore {
             return Err(StoreError::KeySlot { path: root.to_path_buf(), reason: format!("no key slot {slot_id}; list them with `lifeboat datastore key list`") });
         }
         if slots.len() == 1 {
-            return Err(StoreError::KeySlot {
-                path: root.to_path_buf(),
-                reason: format!("key slot {slot_id} is the last one; add another key first (without a key slot the data is lost)"),
-            });
+            return Err(StoreError::KeySlot { path: root.to_path_buf(), reason: format!("key slot {slot_id} is the last one; add another key first (without a key slot the data is lost)") });
         }
         slots.retain(|s| s.id != slot_id);
         config.save(root)
@@ -333,11 +324,8 @@ impl Datastore {
     pub fn prefetch<'a>(&self, ids: impl IntoIterator<Item = &'a BlobId>) {
         /// Records closer than this are read as one range.
         const GAP: u64 = 256 << 10;
-        let mut locs: Vec<(PackId, u64, u64)> = ids
-            .into_iter()
-            .filter_map(|id| self.index().blob(id).ok().flatten())
-            .map(|l| (l.pack, l.offset, l.offset + crate::blob::RECORD_HEADER_LEN as u64 + l.stored_len as u64))
-            .collect();
+        let mut locs: Vec<(PackId, u64, u64)> =
+            ids.into_iter().filter_map(|id| self.index().blob(id).ok().flatten()).map(|l| (l.pack, l.offset, l.offset + crate::blob::RECORD_HEADER_LEN as u64 + l.stored_len as u64)).collect();
         locs.sort_unstable();
         let mut i = 0;
         while i < locs.len() {
@@ -448,8 +436,7 @@ impl Datastore {
                 Some(c) => c.open_doc(&id, &doc).map_err(|reason| StoreError::BadSnapshot { id: id.to_hex(), reason })?,
                 None => doc,
             };
-            let snap: Snapshot = serde_json::from_slice(&doc)
-                .map_err(|e| StoreError::BadSnapshot { id: id.to_hex(), reason: e.to_string() })?;
+            let snap: Snapshot = serde_json::from_slice(&doc).map_err(|e| StoreError::BadSnapshot { id: id.to_hex(), reason: e.to_string() })?;
             out.push((id, snap));
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
@@ -463,11 +450,7 @@ impl Datastore {
             return all.pop().ok_or(StoreError::NoSnapshots);
         }
         let q = query.to_ascii_lowercase();
-        let hits: Vec<_> = if q.is_empty() || !q.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Vec::new()
-        } else {
-            all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&q)).collect()
-        };
+        let hits: Vec<_> = if q.is_empty() || !q.bytes().all(|b| b.is_ascii_hexdigit()) { Vec::new() } else { all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&q)).collect() };
         match hits.len() {
             0 => Err(StoreError::NoSuchSnapshot { query: query.to_string() }),
             1 => Ok(hits.into_iter().next().unwrap()),

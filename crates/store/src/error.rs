@@ -35,7 +35,12 @@ pub enum StoreError {
     DiskFull { path: PathBuf },
 
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("datastore index {path}: {message}")]
     Index { path: PathBuf, message: String },
@@ -96,10 +101,7 @@ impl StoreError {
     /// Stored data is gone or damaged (as opposed to a failure to reach
     /// the datastore at all): callers may skip what it belongs to.
     pub fn is_data_loss(&self) -> bool {
-        matches!(
-            self,
-            StoreError::MissingBlob { .. } | StoreError::CorruptBlob { .. } | StoreError::CorruptPack { .. } | StoreError::BadTree { .. }
-        )
+        matches!(self, StoreError::MissingBlob { .. } | StoreError::CorruptBlob { .. } | StoreError::CorruptPack { .. } | StoreError::BadTree { .. })
     }
 
     pub fn is_disk_full(&self) -> bool {

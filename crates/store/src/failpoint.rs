@@ -58,13 +58,7 @@ pub fn hit(name: &str) -> Result<()> {
                     let ms = a["sleep".len()..].parse().unwrap_or(1000);
                     std::thread::sleep(std::time::Duration::from_millis(ms));
                 }
-                "error" => {
-                    return Err(StoreError::io(
-                        "failpoint",
-                        name,
-                        std::io::Error::other(format!("failpoint {name} fired")),
-                    ))
-                }
+                "error" => return Err(StoreError::io("failpoint", name, std::io::Error::other(format!("failpoint {name} fired")))),
                 _ => {}
             }
         }

@@ -53,13 +53,7 @@ impl FileLock {
     /// `| LOCK_NB`), retrying on EINTR.
     pub fn take(path: &Path, op: libc::c_int) -> Result<Self> {
         use std::os::fd::AsRawFd;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .or_else(|_| File::open(path))
-            .map_err(|e| StoreError::io("open", path, e))?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).or_else(|_| File::open(path)).map_err(|e| StoreError::io("open", path, e))?;
         loop {
             if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
                 return Ok(FileLock { _file: file });
@@ -118,11 +112,7 @@ impl WriterRegistration {
         }
         loop {
             let path = dir.join(format!("{}.lock", crate::id::PackId::random().to_hex()));
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| StoreError::io("create", &path, e))?;
+            let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| StoreError::io("create", &path, e))?;
             if try_lock_exclusive(&file).map_err(|e| StoreError::io("lock", &path, e))? {
                 let ours = file.metadata().map_err(|e| StoreError::io("stat", &path, e))?.ino();
                 if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ours) {

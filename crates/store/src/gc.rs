@@ -133,7 +133,6 @@ fn record_len(loc: &BlobLocation) -> u64 {
     loc.stored_len as u64 + crate::blob::RECORD_HEADER_LEN as u64
 }
 
-
 fn doomed_packs(index: &IndexReader) -> Result<HashSet<PackId>> {
     let mut out = HashSet::new();
     index.for_each_ref(REF_DOOMED_PACK, |k, _| {
@@ -360,13 +359,7 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
 }
 
 /// Marks a snapshot document and everything under its root tree.
-fn mark_snapshot(
-    ds: &Datastore,
-    sid: &BlobId,
-    root: &BlobId,
-    marks: &mut MarkSet,
-    read: Option<&dyn Fn(&BlobId) -> Result<Vec<u8>>>,
-) -> Result<()> {
+fn mark_snapshot(ds: &Datastore, sid: &BlobId, root: &BlobId, marks: &mut MarkSet, read: Option<&dyn Fn(&BlobId) -> Result<Vec<u8>>>) -> Result<()> {
     marks.insert(sid);
     let mut stack = vec![*root];
     while let Some(t) = stack.pop() {
@@ -377,9 +370,7 @@ fn mark_snapshot(
             Some(read) => ds.dir_cursor_with(&t, read),
             None => ds.dir_cursor(&t),
         };
-        let mut c = c.map_err(|e| StoreError::GcStopped {
-            reason: format!("cannot read directory tree {t} of snapshot {}: {e}", sid.short()),
-        })?;
+        let mut c = c.map_err(|e| StoreError::GcStopped { reason: format!("cannot read directory tree {t} of snapshot {}: {e}", sid.short()) })?;
         while let Some(n) = c.next_node()? {
             for b in &n.content {
                 marks.insert(b);
@@ -600,11 +591,7 @@ mod tests {
         let mut w = PackWriter::create(ds.root()).unwrap();
         w.append(header, &stored).unwrap();
         let sealed = w.seal(ds.root()).unwrap();
-        let batch = IndexBatch {
-            packs: vec![(sealed.id, PackInfo { len: sealed.len, blobs: 1 })],
-            blobs: sealed.blobs.clone(),
-            ..Default::default()
-        };
+        let batch = IndexBatch { packs: vec![(sealed.id, PackInfo { len: sealed.len, blobs: 1 })], blobs: sealed.blobs.clone(), ..Default::default() };
         index::commit(&ds.index_path(), batch).unwrap();
         drop(sealed);
         ds.refresh_index().unwrap();

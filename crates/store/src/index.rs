@@ -77,10 +77,7 @@ impl PackInfo {
         b
     }
     fn decode(b: &[u8]) -> Option<Self> {
-        (b.len() == 12).then(|| PackInfo {
-            len: u64::from_le_bytes(b[..8].try_into().unwrap()),
-            blobs: u32::from_le_bytes(b[8..].try_into().unwrap()),
-        })
+        (b.len() == 12).then(|| PackInfo { len: u64::from_le_bytes(b[..8].try_into().unwrap()), blobs: u32::from_le_bytes(b[8..].try_into().unwrap()) })
     }
 }
 
@@ -143,11 +140,7 @@ const DELETE_RESERVE: u64 = 128 << 10;
 
 fn ensure_space(path: &Path, batch: &IndexBatch) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let only_deletes = batch.packs.is_empty()
-        && batch.blobs.is_empty()
-        && batch.snapshots.is_empty()
-        && batch.relocate_blobs.is_empty()
-        && batch.restore_blobs.is_empty();
+    let only_deletes = batch.packs.is_empty() && batch.blobs.is_empty() && batch.snapshots.is_empty() && batch.relocate_blobs.is_empty() && batch.restore_blobs.is_empty();
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return Ok(()) };
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
@@ -162,12 +155,7 @@ fn ensure_space(path: &Path, batch: &IndexBatch) -> Result<()> {
             + batch.snapshots.iter().map(|s| s.1.len() as u64 + 48).sum::<u64>()
             + (batch.relocate_blobs.len() + batch.restore_blobs.len()) as u64 * 80
             + batch.refs.iter().map(|r| (r.0.len() + r.1.len()) as u64 + 16).sum::<u64>()
-            + (batch.delete_blobs.len()
-                + batch.delete_packs.len()
-                + batch.delete_snapshots.len()
-                + batch.delete_blobs_in.len()
-                + batch.delete_refs.len()) as u64
-                * 48);
+            + (batch.delete_blobs.len() + batch.delete_packs.len() + batch.delete_snapshots.len() + batch.delete_blobs_in.len() + batch.delete_refs.len()) as u64 * 48);
     if free < need {
         return Err(StoreError::DiskFull { path: path.to_path_buf() });
     }
@@ -202,10 +190,7 @@ pub struct IndexReader {
 impl IndexReader {
     pub fn open(path: &Path) -> Result<Self> {
         if !path.join("CURRENT").exists() {
-            return Err(StoreError::Index {
-                path: path.to_path_buf(),
-                message: "index is missing; rebuild it from the packs with `lifeboat datastore repair`".into(),
-            });
+            return Err(StoreError::Index { path: path.to_path_buf(), message: "index is missing; rebuild it from the packs with `lifeboat datastore repair`".into() });
         }
         let _open = open_lock(path, libc::LOCK_SH);
         // A commit in another process replaces the MANIFEST and may delete
@@ -232,9 +217,7 @@ impl IndexReader {
     pub fn blob(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
         match self.db.get_pinned_cf(self.cf(CF_BLOBS), id.0).map_err(|e| index_err(&self.path, e))? {
             None => Ok(None),
-            Some(v) => BlobLocation::decode(&v)
-                .map(Some)
-                .ok_or_else(|| index_err(&self.path, format!("blob {id}: damaged index entry"))),
+            Some(v) => BlobLocation::decode(&v).map(Some).ok_or_else(|| index_err(&self.path, format!("blob {id}: damaged index entry"))),
         }
     }
 
@@ -274,7 +257,6 @@ impl IndexReader {
         }
         Ok(out)
     }
-
 
     pub fn get_ref(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db.get_cf(self.cf(CF_REFS), key).map_err(|e| index_err(&self.path, e))
@@ -445,9 +427,7 @@ pub fn commit(path: &Path, batch: IndexBatch) -> Result<()> {
     for id in &batch.delete_packs {
         wb.delete_cf(cf(CF_PACKS), id.0);
     }
-    let current = |id: &BlobId| -> Result<Option<BlobLocation>> {
-        Ok(db.get_pinned_cf(cf(CF_BLOBS), id.0).map_err(|e| index_err(path, e))?.and_then(|v| BlobLocation::decode(&v)))
-    };
+    let current = |id: &BlobId| -> Result<Option<BlobLocation>> { Ok(db.get_pinned_cf(cf(CF_BLOBS), id.0).map_err(|e| index_err(path, e))?.and_then(|v| BlobLocation::decode(&v))) };
     for (id, pack) in &batch.delete_blobs_in {
         if current(id)?.is_some_and(|l| l.pack == *pack) {
             wb.delete_cf(cf(CF_BLOBS), id.0);
@@ -514,14 +494,7 @@ mod tests {
 
     #[test]
     fn location_round_trip() {
-        let loc = BlobLocation {
-            pack: PackId([7; 16]),
-            offset: 1 << 40,
-            stored_len: 5,
-            plain_len: 9,
-            kind: BlobKind::Tree,
-            encoding: Encoding::Zstd,
-        };
+        let loc = BlobLocation { pack: PackId([7; 16]), offset: 1 << 40, stored_len: 5, plain_len: 9, kind: BlobKind::Tree, encoding: Encoding::Zstd };
         assert_eq!(BlobLocation::decode(&loc.encode()), Some(loc));
         assert_eq!(BlobLocation::decode(&[0u8; 3]), None);
     }
@@ -533,14 +506,7 @@ mod tests {
         create(&p).unwrap();
         let before = IndexReader::open(&p).unwrap();
         let id = BlobId::of(b"abc");
-        let loc = BlobLocation {
-            pack: PackId([1; 16]),
-            offset: 32,
-            stored_len: 3,
-            plain_len: 3,
-            kind: BlobKind::SmallFile,
-            encoding: Encoding::Raw,
-        };
+        let loc = BlobLocation { pack: PackId([1; 16]), offset: 32, stored_len: 3, plain_len: 3, kind: BlobKind::SmallFile, encoding: Encoding::Raw };
         commit(&p, IndexBatch { blobs: vec![(id, loc)], ..Default::default() }).unwrap();
         assert!(!before.contains_blob(&id).unwrap());
         let after = IndexReader::open(&p).unwrap();

@@ -30,13 +30,7 @@ impl MarkSet {
         let nbits = (expected.max(4096) * BITS_PER_BLOB).next_multiple_of(64);
         let mut salt = [0u8; 8];
         getrandom::getrandom(&mut salt).expect("random salt");
-        MarkSet {
-            trees: HashSet::new(),
-            bits: vec![0; (nbits / 64) as usize],
-            nbits,
-            salt: u64::from_le_bytes(salt),
-            leaves: 0,
-        }
+        MarkSet { trees: HashSet::new(), bits: vec![0; (nbits / 64) as usize], nbits, salt: u64::from_le_bytes(salt), leaves: 0 }
     }
 
     fn positions(&self, id: &BlobId) -> impl Iterator<Item = u64> + '_ {

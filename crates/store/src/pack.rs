@@ -329,17 +329,7 @@ impl PackWriter {
         buf.push(PACK_MAGIC);
         buf.push(&id.0);
         buf.push(&[0u8; 8]);
-        Ok(PackWriter {
-            id,
-            part_path,
-            file: Arc::new(file),
-            direct,
-            buf,
-            written: 0,
-            len: PACK_HEADER_LEN,
-            blobs: Vec::new(),
-            behind: None,
-        })
+        Ok(PackWriter { id, part_path, file: Arc::new(file), direct, buf, written: 0, len: PACK_HEADER_LEN, blobs: Vec::new(), behind: None })
     }
 
     pub fn id(&self) -> PackId {
@@ -361,17 +351,7 @@ impl PackWriter {
         self.push(&header.encode())?;
         self.push(stored)?;
         self.len += (RECORD_HEADER_LEN + stored.len()) as u64;
-        self.blobs.push((
-            header.id,
-            BlobLocation {
-                pack: self.id,
-                offset,
-                stored_len: header.stored_len,
-                plain_len: header.plain_len,
-                kind: header.kind,
-                encoding: header.encoding,
-            },
-        ));
+        self.blobs.push((header.id, BlobLocation { pack: self.id, offset, stored_len: header.stored_len, plain_len: header.plain_len, kind: header.kind, encoding: header.encoding }));
         Ok(())
     }
 
@@ -425,13 +405,7 @@ impl PackWriter {
             let _ = std::fs::remove_file(&self.part_path);
             return Err(e);
         }
-        Ok(WrittenPack {
-            id: self.id,
-            part_path: std::mem::take(&mut self.part_path),
-            file: self.file.clone(),
-            len: self.len,
-            blobs: std::mem::take(&mut self.blobs),
-        })
+        Ok(WrittenPack { id: self.id, part_path: std::mem::take(&mut self.part_path), file: self.file.clone(), len: self.len, blobs: std::mem::take(&mut self.blobs) })
     }
 
     /// Makes the pack durable and moves it into `packs/`.
@@ -514,10 +488,7 @@ pub fn seal_all(root: &Path, packs: Vec<WrittenPack>) -> Result<Vec<SealedPack>>
         Ok(())
     })();
     match res {
-        Ok(()) => Ok(packs
-            .into_iter()
-            .map(|p| SealedPack { id: p.id, len: p.len, blobs: p.blobs, _lock: p.file })
-            .collect()),
+        Ok(()) => Ok(packs.into_iter().map(|p| SealedPack { id: p.id, len: p.len, blobs: p.blobs, _lock: p.file }).collect()),
         Err(e) => {
             packs.into_iter().for_each(WrittenPack::discard);
             Err(e)
@@ -556,17 +527,7 @@ pub fn store_built(root: &Path, id: PackId, bytes: &[u8], blobs: Vec<(BlobId, Bl
             break file;
         }
     };
-    let w = PackWriter {
-        id,
-        part_path,
-        file: Arc::new(file),
-        direct: false,
-        buf: AlignedBuf::empty(),
-        written: bytes.len() as u64,
-        len: bytes.len() as u64,
-        blobs,
-        behind: None,
-    };
+    let w = PackWriter { id, part_path, file: Arc::new(file), direct: false, buf: AlignedBuf::empty(), written: bytes.len() as u64, len: bytes.len() as u64, blobs, behind: None };
     if let Err(e) = (&*w.file).write_all(bytes) {
         let err = StoreError::io("write", &w.part_path, e);
         w.discard();
@@ -577,18 +538,14 @@ pub fn store_built(root: &Path, id: PackId, bytes: &[u8], blobs: Vec<(BlobId, Bl
 
 fn read_error(e: std::io::Error, path: &Path, loc: &BlobLocation) -> StoreError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        StoreError::CorruptPack {
-            pack: loc.pack.to_hex(),
-            reason: format!("truncated: record at offset {} runs past the end of {}", loc.offset, path.display()),
-        }
+        StoreError::CorruptPack { pack: loc.pack.to_hex(), reason: format!("truncated: record at offset {} runs past the end of {}", loc.offset, path.display()) }
     } else {
         StoreError::io("read", path, e)
     }
 }
 
 fn decode_header(h: &[u8], loc: &BlobLocation) -> Result<RecordHeader> {
-    RecordHeader::decode(h)
-        .map_err(|reason| StoreError::CorruptPack { pack: loc.pack.to_hex(), reason: format!("offset {}: {reason}", loc.offset) })
+    RecordHeader::decode(h).map_err(|reason| StoreError::CorruptPack { pack: loc.pack.to_hex(), reason: format!("offset {}: {reason}", loc.offset) })
 }
 
 /// Reads one record's stored bytes at a known location.

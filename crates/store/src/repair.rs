@@ -114,9 +114,7 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
         let mut off = PACK_HEADER_LEN as usize;
         let mut resyncing = false;
         while off + RECORD_HEADER_LEN <= bytes.len() {
-            let parsed = RecordHeader::decode(&bytes[off..off + RECORD_HEADER_LEN])
-                .ok()
-                .filter(|h| off + RECORD_HEADER_LEN + h.stored_len as usize <= bytes.len());
+            let parsed = RecordHeader::decode(&bytes[off..off + RECORD_HEADER_LEN]).ok().filter(|h| off + RECORD_HEADER_LEN + h.stored_len as usize <= bytes.len());
             let Some(h) = parsed else {
                 if !resyncing {
                     note_unreadable(&mut rep, pack, off as u64, "record header damaged");
@@ -130,14 +128,7 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
             match ds.decode_record(&h, stored) {
                 Ok(plain) => {
                     resyncing = false;
-                    let loc = BlobLocation {
-                        pack: *pack,
-                        offset: off as u64,
-                        stored_len: h.stored_len,
-                        plain_len: h.plain_len,
-                        kind: h.kind,
-                        encoding: h.encoding,
-                    };
+                    let loc = BlobLocation { pack: *pack, offset: off as u64, stored_len: h.stored_len, plain_len: h.plain_len, kind: h.kind, encoding: h.encoding };
                     if good.insert(h.id) {
                         batch.blobs.push((h.id, loc));
                         count += 1;

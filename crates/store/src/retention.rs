@@ -38,14 +38,7 @@ impl KeepPolicy {
     }
 
     fn rules(&self) -> [(&'static str, u32); 6] {
-        [
-            ("last", self.last),
-            ("hourly", self.hourly),
-            ("daily", self.daily),
-            ("weekly", self.weekly),
-            ("monthly", self.monthly),
-            ("yearly", self.yearly),
-        ]
+        [("last", self.last), ("hourly", self.hourly), ("daily", self.daily), ("weekly", self.weekly), ("monthly", self.monthly), ("yearly", self.yearly)]
     }
 }
 
@@ -132,11 +125,7 @@ mod tests {
     }
 
     fn kept(p: &KeepPolicy, snaps: &[(BlobId, Snapshot)]) -> Vec<String> {
-        let mut v: Vec<String> = apply(p, snaps, &Utc)
-            .into_iter()
-            .filter(|d| d.keep)
-            .map(|d| d.time.format("%Y-%m-%d %H:%M").to_string())
-            .collect();
+        let mut v: Vec<String> = apply(p, snaps, &Utc).into_iter().filter(|d| d.keep).map(|d| d.time.format("%Y-%m-%d %H:%M").to_string()).collect();
         v.sort();
         v
     }
@@ -171,10 +160,7 @@ mod tests {
         // last: 31st 18:00 and 12:00; daily: 31st and 30th; weekly (ISO
         // weeks start Monday; 2026-03-29 is a Sunday): 31st and 29th;
         // monthly: March, February, January.
-        assert_eq!(
-            kept(&p, &s),
-            ["2026-01-31 18:00", "2026-02-28 18:00", "2026-03-29 18:00", "2026-03-30 18:00", "2026-03-31 12:00", "2026-03-31 18:00"]
-        );
+        assert_eq!(kept(&p, &s), ["2026-01-31 18:00", "2026-02-28 18:00", "2026-03-29 18:00", "2026-03-30 18:00", "2026-03-31 12:00", "2026-03-31 18:00"]);
     }
 
     #[test]

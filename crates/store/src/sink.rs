@@ -44,7 +44,11 @@ enum SealJob {
     Pack(PackWriter),
     /// Seal and commit everything written so far, plus `packs` and the
     /// snapshot record if any.
-    Commit { packs: Vec<PackWriter>, snapshot: Option<(BlobId, Vec<u8>)>, reply: Sender<Result<()>> },
+    Commit {
+        packs: Vec<PackWriter>,
+        snapshot: Option<(BlobId, Vec<u8>)>,
+        reply: Sender<Result<()>>,
+    },
 }
 
 /// A pack is also sealed at this many blobs: what a run holds per pack
@@ -151,13 +155,10 @@ impl BlobSink {
             packs_committed: AtomicU64::new(0),
         });
         let s2 = shared.clone();
-        let sealer = std::thread::Builder::new()
-            .name("pack-sealer".into())
-            .spawn(move || sealer_loop(s2, rx))
-            .map_err(|e| {
-                shared.registry.leave(shared.me);
-                StoreError::io("spawn", "pack-sealer", e)
-            })?;
+        let sealer = std::thread::Builder::new().name("pack-sealer".into()).spawn(move || sealer_loop(s2, rx)).map_err(|e| {
+            shared.registry.leave(shared.me);
+            StoreError::io("spawn", "pack-sealer", e)
+        })?;
         Ok(BlobSink { _lock: lock, _registration: registration, shared, sealer: Some(sealer), compression, zstd_level, pack_target })
     }
 
@@ -223,8 +224,7 @@ impl BlobSink {
     }
 
     fn append_new(&self, kind: BlobKind, id: BlobId, data: &[u8], encoding: blob::Encoding, stored: &[u8]) -> Result<PutOutcome> {
-        let mut header =
-            RecordHeader { kind, encoding, plain_len: data.len() as u32, stored_len: stored.len() as u32, id, encrypted: false };
+        let mut header = RecordHeader { kind, encoding, plain_len: data.len() as u32, stored_len: stored.len() as u32, id, encrypted: false };
         let stored = self.shared.ds.seal_record(&mut header, std::borrow::Cow::Borrowed(stored));
         if let Err(w) = self.shared.registry.claim(id, self.shared.me) {
             // Another thread of ours, or another run, stores it.
@@ -591,8 +591,8 @@ fn seal_and_commit(shared: &Shared, written: Vec<WrittenPack>, snapshot: Option<
     index::commit(&shared.ds.index_path(), batch)?;
     shared.packs_committed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
     drop(sealed); // releases the packs' locks: they are in the index now
-    // Taken before the reopen: a commit landing in between shows as a
-    // change next time.
+                  // Taken before the reopen: a commit landing in between shows as a
+                  // change next time.
     let view = IndexView::now(&shared.ds);
     shared.ds.refresh_index()?;
     for id in &ids {

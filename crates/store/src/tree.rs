@@ -180,9 +180,7 @@ impl Tree {
     pub fn decode(id: &BlobId, bytes: &[u8]) -> Result<Self> {
         let mut c = match Self::parse(id, bytes)? {
             TreeBlob::Page(c) => c,
-            TreeBlob::Paged(_) => {
-                return Err(StoreError::BadTree { id: id.to_hex(), reason: "paged tree: read it through the datastore".into() })
-            }
+            TreeBlob::Paged(_) => return Err(StoreError::BadTree { id: id.to_hex(), reason: "paged tree: read it through the datastore".into() }),
         };
         let mut nodes = Vec::with_capacity(c.remaining().min(PAGE_MAX));
         while let Some(n) = c.next_node()? {
@@ -194,8 +192,7 @@ impl Tree {
     /// Parses a tree blob: a page (read with the cursor) or a page list.
     pub fn parse<'a>(id: &BlobId, bytes: &'a [u8]) -> Result<TreeBlob<'a>> {
         if bytes.first() == Some(&TREE_PAGED) {
-            let pages: Vec<BlobId> = postcard::from_bytes(&bytes[1..])
-                .map_err(|e| StoreError::BadTree { id: id.to_hex(), reason: e.to_string() })?;
+            let pages: Vec<BlobId> = postcard::from_bytes(&bytes[1..]).map_err(|e| StoreError::BadTree { id: id.to_hex(), reason: e.to_string() })?;
             return Ok(TreeBlob::Paged(pages));
         }
         Ok(TreeBlob::Page(Self::cursor(id, bytes)?))
@@ -247,16 +244,7 @@ impl PageCursor {
         };
         let body = &bytes[1..body_end];
         let (count, rest) = postcard::take_from_bytes::<usize>(body).map_err(|e| bad(e.to_string()))?;
-        Ok(PageCursor {
-            id: *id,
-            pos: body_end - rest.len(),
-            body_end,
-            left: count,
-            index: 0,
-            ext_pos: body_end,
-            ext_end,
-            next_ext: None,
-        })
+        Ok(PageCursor { id: *id, pos: body_end - rest.len(), body_end, left: count, index: 0, ext_pos: body_end, ext_end, next_ext: None })
     }
 
     pub fn remaining(&self) -> usize {
@@ -510,10 +498,7 @@ mod tests {
 
     fn with_ext(name: &[u8], i: u8) -> Node {
         let mut n = node(name);
-        n.ext = Some(Box::new(NodeExt {
-            xattrs: vec![(b"user.a".to_vec(), vec![i; 3]), (b"system.posix_acl_access".to_vec(), vec![2, 0, 0, 0])],
-            flags: 0x10 * i as u32,
-        }));
+        n.ext = Some(Box::new(NodeExt { xattrs: vec![(b"user.a".to_vec(), vec![i; 3]), (b"system.posix_acl_access".to_vec(), vec![2, 0, 0, 0])], flags: 0x10 * i as u32 }));
         n
     }
 
@@ -566,8 +551,7 @@ mod tests {
 
     #[test]
     fn extended_metadata_survives_paging() {
-        let nodes: Vec<Node> =
-            (0..20_000u32).map(|i| if i % 7 == 0 { with_ext(format!("f{i:07}").as_bytes(), (i % 5) as u8 + 1) } else { node(format!("f{i:07}").as_bytes()) }).collect();
+        let nodes: Vec<Node> = (0..20_000u32).map(|i| if i % 7 == 0 { with_ext(format!("f{i:07}").as_bytes(), (i % 5) as u8 + 1) } else { node(format!("f{i:07}").as_bytes()) }).collect();
         let mut store = std::collections::HashMap::new();
         let mut put = |b: Vec<u8>| -> Result<BlobId> {
             let id = BlobId::of(&b);

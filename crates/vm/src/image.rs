@@ -126,14 +126,7 @@ const PATCH_BELOW: u64 = CHUNK / 2;
 /// Reads one disk from an NBD export into the datastore. With `parent`
 /// (the same disk in the previous snapshot, same size) and
 /// `dirty_context`, only dirty chunks are read.
-pub fn backup_disk(
-    sink: &BlobSink,
-    nbd: &mut NbdClient,
-    name: &str,
-    parent: Option<&Node>,
-    dirty_context: Option<&str>,
-    bytes_done: &AtomicU64,
-) -> Result<(Node, DiskStats), ImageError> {
+pub fn backup_disk(sink: &BlobSink, nbd: &mut NbdClient, name: &str, parent: Option<&Node>, dirty_context: Option<&str>, bytes_done: &AtomicU64) -> Result<(Node, DiskStats), ImageError> {
     let size = nbd.size();
     let n = size.div_ceil(CHUNK);
     let mut st = DiskStats { size, chunks: n, ..Default::default() };

@@ -313,10 +313,7 @@ impl VmMetadata {
 /// A device id QEMU accepts (`id=`) that is also a safe file name
 /// (`<id>.raw` in the snapshot, `<id>.qcow2` on restore).
 pub fn is_device_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.as_bytes()[0].is_ascii_alphabetic()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    !s.is_empty() && s.len() <= 64 && s.as_bytes()[0].is_ascii_alphabetic() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn is_mac(s: &str) -> bool {

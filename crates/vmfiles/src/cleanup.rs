@@ -74,13 +74,7 @@ pub struct Cleaned {
 pub fn clean_stale() -> Cleaned {
     let work = work_dir();
     let mut done = Cleaned::default();
-    let dead = |p: &Path| -> bool {
-        p.strip_prefix(&work)
-            .ok()
-            .and_then(|r| r.components().next())
-            .and_then(|c| owner(&c.as_os_str().to_string_lossy()).map(|(_, pid)| !alive(pid)))
-            .unwrap_or(false)
-    };
+    let dead = |p: &Path| -> bool { p.strip_prefix(&work).ok().and_then(|r| r.components().next()).and_then(|c| owner(&c.as_os_str().to_string_lossy()).map(|(_, pid)| !alive(pid))).unwrap_or(false) };
     // File systems first: they hold the loop devices, which hold the FUSE
     // disk file. Lazily, as their disk's FUSE server is gone and a normal
     // unmount could wait on it.

@@ -29,21 +29,7 @@ impl DiskFs {
     fn attr(&self, ino: Inode) -> FileAttr {
         let t = Timestamp::new(0, 0);
         let (kind, perm, size) = if ino == ROOT { (FileType::Directory, 0o555, 0) } else { (FileType::RegularFile, 0o444, self.device.size()) };
-        FileAttr {
-            ino,
-            size,
-            blocks: size.div_ceil(512),
-            atime: t,
-            mtime: t,
-            ctime: t,
-            kind,
-            perm,
-            nlink: if ino == ROOT { 2 } else { 1 },
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-        }
+        FileAttr { ino, size, blocks: size.div_ceil(512), atime: t, mtime: t, ctime: t, kind, perm, nlink: if ino == ROOT { 2 } else { 1 }, uid: 0, gid: 0, rdev: 0, blksize: 4096 }
     }
 }
 
@@ -131,13 +117,7 @@ impl Filesystem for DiskFs {
         Ok(())
     }
 
-    async fn readdir<'a>(
-        &'a self,
-        _req: Request,
-        _parent: Inode,
-        _fh: u64,
-        offset: i64,
-    ) -> FResult<ReplyDirectory<impl Stream<Item = FResult<DirectoryEntry>> + Send + 'a>> {
+    async fn readdir<'a>(&'a self, _req: Request, _parent: Inode, _fh: u64, offset: i64) -> FResult<ReplyDirectory<impl Stream<Item = FResult<DirectoryEntry>> + Send + 'a>> {
         let all = vec![
             DirectoryEntry { inode: ROOT, kind: FileType::Directory, name: OsString::from("."), offset: 1 },
             DirectoryEntry { inode: ROOT, kind: FileType::Directory, name: OsString::from(".."), offset: 2 },

@@ -25,10 +25,19 @@ fn lvm_report(device: &Path, what: &str, fields: &str) -> Result<Vec<Vec<String>
         "devices{{filter={filter} global_filter={filter} use_devicesfile=0 obtain_device_list_from_udev=0 scan_lvs=0}} \
          backup{{backup=0 archive=0}} activation{{udev_sync=0 udev_rules=0 monitoring=0}}"
     );
-    let out = run(Command::new("lvm")
-        .arg(what)
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .args(["--readonly", "--noheadings", "--nosuffix", "--units", "b", "--separator", "|", "-o", fields, "--config", &config]))?;
+    let out = run(Command::new("lvm").arg(what).env("LVM_SUPPRESS_FD_WARNINGS", "1").args([
+        "--readonly",
+        "--noheadings",
+        "--nosuffix",
+        "--units",
+        "b",
+        "--separator",
+        "|",
+        "-o",
+        fields,
+        "--config",
+        &config,
+    ]))?;
     Ok(out.lines().map(|l| l.trim().split('|').map(str::to_string).collect()).filter(|r: &Vec<String>| r.len() == fields.split(',').count()).collect())
 }
 
@@ -59,15 +68,7 @@ pub(crate) fn logical_volumes(image: &Path, pv: &Partition) -> Result<Vec<Partit
         let new = out.last().map(|p| p.name != name).unwrap_or(true);
         if new {
             next_pe = None;
-            out.push(Partition {
-                number: pv.number,
-                name: name.clone(),
-                start: 0,
-                size: 0,
-                fstype: None,
-                label: None,
-                unsupported: None,
-            });
+            out.push(Partition { number: pv.number, name: name.clone(), start: 0, size: 0, fstype: None, label: None, unsupported: None });
         }
         let lv = out.last_mut().expect("pushed above");
         if lv.unsupported.is_some() {

@@ -22,9 +22,7 @@ pub struct LoopDevice {
 impl LoopDevice {
     /// Attaches `image` bytes `offset..offset+size` read-only.
     pub fn attach(image: &Path, offset: u64, size: u64) -> Result<Self> {
-        let device = run(Command::new("losetup")
-            .args(["--find", "--show", "--read-only", "--offset", &offset.to_string(), "--sizelimit", &size.to_string()])
-            .arg(image))?;
+        let device = run(Command::new("losetup").args(["--find", "--show", "--read-only", "--offset", &offset.to_string(), "--sizelimit", &size.to_string()]).arg(image))?;
         tracing::debug!(image = %image.display(), offset, size, %device, "loop device attached");
         Ok(LoopDevice { device: PathBuf::from(device) })
     }
@@ -119,9 +117,7 @@ impl Drop for MountedFs {
 
 /// Whether the running kernel reads `fstype` (built in or loadable).
 fn kernel_has(fstype: &str) -> bool {
-    let listed = std::fs::read_to_string("/proc/filesystems")
-        .map(|l| l.lines().any(|line| line.split_whitespace().last() == Some(fstype)))
-        .unwrap_or(false);
+    let listed = std::fs::read_to_string("/proc/filesystems").map(|l| l.lines().any(|line| line.split_whitespace().last() == Some(fstype))).unwrap_or(false);
     listed || Command::new("modprobe").arg(fstype).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
@@ -130,11 +126,6 @@ fn kernel_has(fstype: &str) -> bool {
 /// module; FAT partitions in VMs are small EFI system partitions, so a
 /// copy is cheap, and mtools is far lighter than booting libguestfs.
 fn copy_fat(device: &Path, dst: &Path) -> Result<()> {
-    run(Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .args(["-s", "-m", "-n", "-i"])
-        .arg(device)
-        .arg("::")
-        .arg(dst))?;
+    run(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-s", "-m", "-n", "-i"]).arg(device).arg("::").arg(dst))?;
     Ok(())
 }

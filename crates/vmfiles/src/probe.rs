@@ -48,11 +48,7 @@ impl DiskLayout {
         self.partitions.iter().find(|p| p.name == name).ok_or_else(|| VmFilesError::NoSuchPartition {
             path: path.to_path_buf(),
             name: name.to_string(),
-            available: if self.partitions.is_empty() {
-                "none".into()
-            } else {
-                self.partitions.iter().map(|p| p.name.clone()).collect::<Vec<_>>().join(", ")
-            },
+            available: if self.partitions.is_empty() { "none".into() } else { self.partitions.iter().map(|p| p.name.clone()).collect::<Vec<_>>().join(", ") },
         })
     }
 }

@@ -50,11 +50,7 @@ impl SnapshotDisk {
                     [one] => Ok(*one),
                     many => Err(VmFilesError::ChoosePartition {
                         disk: self.disk.clone(),
-                        available: if many.is_empty() {
-                            "none".into()
-                        } else {
-                            many.iter().map(|p| format!("{}: {}", p.name, p.fstype.as_deref().unwrap_or("-"))).collect::<Vec<_>>().join(", ")
-                        },
+                        available: if many.is_empty() { "none".into() } else { many.iter().map(|p| format!("{}: {}", p.name, p.fstype.as_deref().unwrap_or("-"))).collect::<Vec<_>>().join(", ") },
                     }),
                 }
             }
@@ -87,8 +83,12 @@ impl GuestFiles {
     /// last component is not followed when it is a symlink (it is listed
     /// or copied as a link).
     pub fn resolve(&self, path: &str) -> Result<PathBuf> {
-        let rel = within_guest(self.root(), &guest_relative(path)?)
-            .map_err(|source| VmFilesError::NoSuchPath { path: path.to_string(), partition: self.partition.name.clone(), disk: self.disk.disk.clone(), source })?;
+        let rel = within_guest(self.root(), &guest_relative(path)?).map_err(|source| VmFilesError::NoSuchPath {
+            path: path.to_string(),
+            partition: self.partition.name.clone(),
+            disk: self.disk.disk.clone(),
+            source,
+        })?;
         let p = self.root().join(rel);
         match std::fs::symlink_metadata(&p) {
             Ok(_) => Ok(p),

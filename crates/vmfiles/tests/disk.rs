@@ -56,10 +56,7 @@ fn gpt_ext4_vfat_and_empty_partition() {
     let p1 = layout.partition(&disk, "1").unwrap().clone();
     let p2 = layout.partition(&disk, "2").unwrap().clone();
     for (img, p) in [(&fs, &p1), (&vfat, &p2)] {
-        sh(Command::new("dd")
-            .arg(format!("if={}", img.display()))
-            .arg(format!("of={}", disk.display()))
-            .args(["bs=1M", "conv=notrunc,fsync", &format!("seek={}", p.start / MIB)]));
+        sh(Command::new("dd").arg(format!("if={}", img.display())).arg(format!("of={}", disk.display())).args(["bs=1M", "conv=notrunc,fsync", &format!("seek={}", p.start / MIB)]));
     }
     let before = hash(&disk);
 
@@ -188,10 +185,7 @@ fn fs_image(dir: &Path, fstype: &str, size: u64, src: &Path) -> std::path::PathB
 }
 
 fn dd_into(img: &Path, disk: &Path, offset: u64) {
-    sh(Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", disk.display()))
-        .args(["bs=1M", "conv=notrunc,fsync", &format!("seek={}", offset / MIB)]));
+    sh(Command::new("dd").arg(format!("if={}", img.display())).arg(format!("of={}", disk.display())).args(["bs=1M", "conv=notrunc,fsync", &format!("seek={}", offset / MIB)]));
 }
 
 /// GPT with an EFI FAT partition, an LVM PV holding xfs and btrfs
@@ -210,12 +204,10 @@ fn gpt_lvm_xfs_btrfs_vfat_ntfs() {
 
     // The PV: 1 MiB of metadata, then 4 MiB extents; each volume placed on
     // extents we choose, so the test knows their offsets without LVM.
-    let pv = String::from_utf8(
-        Command::new("losetup").args(["--find", "--show", "--offset", &p2.start.to_string(), "--sizelimit", &p2.size.to_string()]).arg(&disk).output().unwrap().stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
+    let pv = String::from_utf8(Command::new("losetup").args(["--find", "--show", "--offset", &p2.start.to_string(), "--sizelimit", &p2.size.to_string()]).arg(&disk).output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     let lvm = |args: &[&str]| {
         let config = format!("devices{{filter=[\"a|^{pv}$|\",\"r|.*|\"] obtain_device_list_from_udev=0}} activation{{udev_sync=0 udev_rules=0}} backup{{backup=0 archive=0}}");
         let out = Command::new("lvm").args(args).args(["--config", &config]).env("LVM_SUPPRESS_FD_WARNINGS", "1").output().unwrap();

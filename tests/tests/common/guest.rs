@@ -30,21 +30,12 @@ pub fn guest_dir() -> PathBuf {
 /// Runs build.sh for `kind` with `out` as OUTDIR; returns the fresh copy.
 pub fn build_guest(kind: &str, out: &Path) -> PathBuf {
     let start = Instant::now();
-    let o = Command::new("bash")
-        .arg(guest_dir().join("build.sh"))
-        .arg(format!("--{kind}"))
-        .arg(out)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tests/guest/build.sh");
+    let o = Command::new("bash").arg(guest_dir().join("build.sh")).arg(format!("--{kind}")).arg(out).stdin(Stdio::null()).output().expect("run tests/guest/build.sh");
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "tests/guest/build.sh --{kind} failed ({})\n--- stdout\n{stdout}\n--- stderr\n{stderr}", o.status);
     let prefix = format!("{kind}=");
-    let path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("build.sh printed no {prefix}PATH\n{stdout}\n{stderr}"));
+    let path = stdout.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("build.sh printed no {prefix}PATH\n{stdout}\n{stderr}"));
     let path = PathBuf::from(path);
     assert!(path.is_file(), "{} does not exist", path.display());
     eprintln!("guest {kind}: build.sh took {:.1} s ({})", start.elapsed().as_secs_f64(), stderr.trim().replace('\n', "; "));
@@ -200,7 +191,6 @@ impl Vm {
     }
 }
 
-
 pub fn fs_spec(disk: &Path) -> String {
     format!("{}?offset={PART_OFFSET}", disk.display())
 }
@@ -232,12 +222,7 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// QEMU arguments for a second QMP monitor at RUN/lb-qmp.sock, for
 /// lifeboat, while the test keeps the first.
 pub fn lifeboat_qmp_args(run: &Path) -> Vec<String> {
-    vec![
-        "-chardev".into(),
-        format!("socket,id=lbqmp,path={}/lb-qmp.sock,server=on,wait=off", run.display()),
-        "-mon".into(),
-        "chardev=lbqmp,mode=control".into(),
-    ]
+    vec!["-chardev".into(), format!("socket,id=lbqmp,path={}/lb-qmp.sock,server=on,wait=off", run.display()), "-mon".into(), "chardev=lbqmp,mode=control".into()]
 }
 
 pub fn qemu_img(args: &[&str]) -> std::process::Output {

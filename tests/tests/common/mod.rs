@@ -159,12 +159,7 @@ impl ChildGuard {
     pub fn wait(mut self) -> Out {
         let child = self.child.take().unwrap();
         let o = child.wait_with_output().expect("wait for lifeboat");
-        Out {
-            status: o.status,
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-            args: self.args.clone(),
-        }
+        Out { status: o.status, stdout: String::from_utf8_lossy(&o.stdout).into_owned(), stderr: String::from_utf8_lossy(&o.stderr).into_owned(), args: self.args.clone() }
     }
 }
 
@@ -532,11 +527,7 @@ pub fn gen_tree(root: &Path, seed: u64, spec: TreeSpec) -> u64 {
             let b = rng.below(bits + 1);
             rng.below(1 << b).min(spec.max_file)
         };
-        let (name, data) = if rng.below(4) == 0 {
-            (format!("note{i:03}.txt"), rng.text(size as usize))
-        } else {
-            (format!("file{i:03}.bin"), rng.bytes(size as usize))
-        };
+        let (name, data) = if rng.below(4) == 0 { (format!("note{i:03}.txt"), rng.text(size as usize)) } else { (format!("file{i:03}.bin"), rng.bytes(size as usize)) };
         total += data.len() as u64;
         write_file(&d.join(name), &data);
     }
@@ -602,9 +593,7 @@ pub fn scan_tree(root: &Path) -> BTreeMap<PathBuf, Entry> {
             } else {
                 Kind::Other
             };
-            let hash = (kind == Kind::File).then(|| {
-                lifeboat_store::BlobId::of(&fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())))
-            });
+            let hash = (kind == Kind::File).then(|| lifeboat_store::BlobId::of(&fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))));
             let link = (kind == Kind::Symlink).then(|| fs::read_link(&p).unwrap().into_os_string());
             out.insert(
                 p.strip_prefix(root).unwrap().to_path_buf(),
@@ -779,4 +768,3 @@ pub fn pack_records(path: &Path) -> Vec<(u64, u8, u64)> {
     assert_eq!(off, data.len(), "pack records do not add up");
     out
 }
-

@@ -15,10 +15,7 @@ impl Tmux {
     pub fn start(program: &Path, args: &[String]) -> Tmux {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let socket = format!("lifeboat-test-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let quoted: Vec<String> = std::iter::once(program.display().to_string())
-            .chain(args.iter().cloned())
-            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
-            .collect();
+        let quoted: Vec<String> = std::iter::once(program.display().to_string()).chain(args.iter().cloned()).map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
         let script = format!("{}; echo \"[console exited with status $?]\"; sleep 3600", quoted.join(" "));
         let st = Command::new("tmux")
             .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "120", "-y", "45"])

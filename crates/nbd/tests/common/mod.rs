@@ -18,19 +18,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(cfg: ServerConfig, exports: Vec<(&str, Arc<dyn BlockDevice>)>) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let server = Server::new(cfg);
         for (name, dev) in exports {
-            server
-                .add_export(Export::new(name, dev).with_description(format!("test export {name}")));
+            server.add_export(Export::new(name, dev).with_description(format!("test export {name}")));
         }
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let s = server.clone();
         rt.spawn(async move { s.serve_tcp(listener).await });
@@ -54,33 +47,20 @@ pub fn tool(name: &str) -> PathBuf {
         "nbdinfo" | "nbdcopy" => "libnbd-bin",
         _ => "qemu-utils",
     };
-    panic!(
-        "{name} not found in PATH: run scripts/setup.sh (installs {pkg} from bookworm-backports)"
-    );
+    panic!("{name} not found in PATH: run scripts/setup.sh (installs {pkg} from bookworm-backports)");
 }
 
 /// Run a tool under `timeout 120`, returning its output.
 pub fn run(name: &str, args: &[&str]) -> Output {
     let bin = tool(name);
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(&bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {name}: {e}"));
+    let out = Command::new("timeout").arg("120").arg(&bin).args(args).output().unwrap_or_else(|e| panic!("running {name}: {e}"));
     out
 }
 
 /// Run a tool and insist it succeeds; returns stdout.
 pub fn run_ok(name: &str, args: &[&str]) -> String {
     let out = run(name, args);
-    assert!(
-        out.status.success(),
-        "{name} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{name} {args:?} failed ({}):\nstdout: {}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
