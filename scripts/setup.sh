@@ -103,3 +103,7 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2
   exit 1
 fi
+
+# test.sh checks formatting and lints; rustup's minimal profile lacks both.
+cargo fmt --version >/dev/null 2>&1 || { echo "setup: rustup component add rustfmt" >&2; rustup component add rustfmt; }
+cargo clippy --version >/dev/null 2>&1 || { echo "setup: rustup component add clippy" >&2; rustup component add clippy; }

@@ -239,6 +239,16 @@ impl Drop for ExportActor {
 #[rtype(result = "Result<ExportInfo, ExportError>")]
 pub struct CreateExport(pub ExportCreate);
 
+/// A VM disk of a snapshot, opened for an export (behind its overlay
+/// when writable).
+struct OpenedDisk {
+    sid: BlobId,
+    disk: String,
+    device: Arc<dyn BlockDevice>,
+    md: lifeboat_vm::VmMetadata,
+    snap_time: chrono::DateTime<Utc>,
+}
+
 impl Handler<CreateExport> for ExportActor {
     type Result = ResponseActFuture<Self, Result<ExportInfo, ExportError>>;
     fn handle(&mut self, msg: CreateExport, _: &mut Context<Self>) -> Self::Result {
@@ -265,7 +275,7 @@ impl Handler<CreateExport> for ExportActor {
         let req2 = req.clone();
         let fut = async move {
             let ds = ds_addr.send(DatastoreHandle).await.map_err(|e| ExportError::Unavailable(format!("datastore {:?}: {e}", req2.datastore)))?;
-            let r = blocking(move || -> Result<(BlobId, String, Arc<dyn BlockDevice>, lifeboat_vm::VmMetadata, chrono::DateTime<Utc>), ExportError> {
+            let r = blocking(move || -> Result<OpenedDisk, ExportError> {
                 // The snapshot may come from another process (the CLI, an
                 // agent): look at the index as it is now.
                 ds.refresh_index().map_err(|e| ExportError::Unavailable(format!("datastore {:?}: {e}", req2.datastore)))?;
@@ -291,14 +301,14 @@ impl Handler<CreateExport> for ExportActor {
                 } else {
                     Arc::new(base)
                 };
-                Ok((sid, disk, device, md.clone(), snap.time))
+                Ok(OpenedDisk { sid, disk, device, md: md.clone(), snap_time: snap.time })
             })
             .await
             .unwrap_or_else(|e| Err(ExportError::Unavailable(e)))?;
             Ok((ds_addr, r))
         };
         Box::pin(fut.into_actor(self).map(move |res: Result<_, ExportError>, act, _| {
-            let (ds_addr, (sid, disk, device, md, snap_time)) = res?;
+            let (ds_addr, OpenedDisk { sid, disk, device, md, snap_time }) = res?;
             let device = Arc::new(Gated { inner: device, open: AtomicBool::new(true) });
             // Only a valid request opens a listener.
             let (name, uri, nfs) = match req.protocol {

@@ -57,15 +57,17 @@ impl InstantVms {
         lifeboat_qemu::instant_vm::sweep_stale(&self.dir)
     }
 
+    /// Whether an instant-restored VM of this name runs.
     pub fn contains(&self, name: &str) -> bool {
         self.live.lock().contains_key(name)
     }
 
-    /// Keeps a booted VM; its snapshot is pinned until it ends.
-    pub fn insert(&self, name: &str, vm: InstantVm, info: InstantVmInfo, datastore: Addr<DatastoreActor>) -> Result<(), (InstantVm, String)> {
+    /// Keeps a booted VM; its snapshot is pinned until it ends. A name
+    /// already taken gives the VM back (boxed: it is large) to be discarded.
+    pub fn insert(&self, name: &str, vm: InstantVm, info: InstantVmInfo, datastore: Addr<DatastoreActor>) -> Result<(), (Box<InstantVm>, String)> {
         let mut live = self.live.lock();
         if live.contains_key(name) {
-            return Err((vm, format!("an instant-restored VM named {name:?} runs already")));
+            return Err((Box::new(vm), format!("an instant-restored VM named {name:?} runs already")));
         }
         datastore.do_send(PinSnapshot { id: vm.snapshot, pin: true });
         let entry = VmEntry { name: name.to_string(), source: VmSource::Qmp { qmp: vm.qmp.display().to_string(), agent: None }, registered: info.started };

@@ -330,7 +330,7 @@ fn extract_archive(body: impl std::io::Read, path: &str, dst: &std::path::Path) 
     let policy = lifeboat_vmfiles::UnpackPolicy { as_archived: unsafe { libc::geteuid() } == 0 };
     let top = lifeboat_vmfiles::guest_relative(path)?.file_name().map(|n| n.to_os_string());
     let Some(top) = top.filter(|_| !dst.is_dir()) else {
-        return Ok(lifeboat_vmfiles::unpack_tar(body, dst, policy).map_err(|e| anyhow::anyhow!("unpacking {path} into {}: {e}", dst.display()))?);
+        return lifeboat_vmfiles::unpack_tar(body, dst, policy).map_err(|e| anyhow::anyhow!("unpacking {path} into {}: {e}", dst.display()));
     };
     if std::fs::symlink_metadata(dst).is_ok() {
         anyhow::bail!("{} exists and is not a directory; remove it or name a directory", dst.display());

@@ -22,8 +22,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `DISK?offset=...`: the e2fsprogs way to reach the partition, no mount.
-
 /// (width, height, pixels brighter than dark grey) of a binary PPM (P6).
 fn ppm_lit_pixels(p: &Path) -> (usize, usize, usize) {
     let data = std::fs::read(p).unwrap_or_else(|e| panic!("read screendump {}: {e}", p.display()));

@@ -42,7 +42,7 @@ fn ok(cmd: &str) -> String {
 
 /// A stand-in guest: its own namespace, a veth into the lab's bridge,
 /// the given address and MAC, and a web server answering `who`.
-struct FakeGuest(String);
+struct FakeGuest(String, std::process::Child);
 
 impl FakeGuest {
     fn new(name: &str, lab: &LabNetwork, who: &str, dir: &Path) -> FakeGuest {
@@ -57,20 +57,22 @@ impl FakeGuest {
         let www = dir.join(name);
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("who"), who).unwrap();
-        Command::new("ip")
+        let server = Command::new("ip")
             .args(["netns", "exec", name, "python3", "-m", "http.server", "--bind", "10.0.2.15", "8080", "--directory"])
             .arg(&www)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        FakeGuest(name.to_string())
+        FakeGuest(name.to_string(), server)
     }
 }
 
 impl Drop for FakeGuest {
     fn drop(&mut self) {
         let _ = sh(&format!("for p in $(ip netns pids {0}); do kill -9 $p; done; ip netns del {0}", self.0));
+        let _ = self.1.kill();
+        let _ = self.1.wait();
     }
 }
 

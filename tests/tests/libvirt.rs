@@ -236,7 +236,7 @@ fn libvirt_pull_backup_incremental_restore() {
     let (same, _) = identical(&disk, "qcow2", &ref1);
     assert!(!same, "the guest did not change its disk after the backup point");
     let md = restore(&ds, &id1, &t.path().join("restore1"));
-    let (same, why) = identical(&t.path().join("restore1/vda.raw"), "raw", &ref1);
+    let (same, why) = identical(t.path().join("restore1/vda.raw"), "raw", &ref1);
     assert!(same, "restored disk differs from the disk at the backup point: {why}");
     assert_eq!((md["name"].as_str(), md["source"].as_str(), md["cpus"].as_u64(), md["memory_mib"].as_u64()), (Some(DOMAIN), Some("libvirt"), Some(1), Some(256)), "{md}");
     assert_eq!((md["nics"][0]["mac"].as_str(), md["nics"][0]["model"].as_str()), (Some(MAC), Some("virtio-net-pci")), "{md}");
@@ -261,11 +261,11 @@ fn libvirt_pull_backup_incremental_restore() {
     assert_eq!(inc["parent"].as_str(), Some(id1.as_str()));
     // 16 + 4 MiB written since the first point (5 chunks at least) plus
     // file system metadata: far less than the 64-chunk disk.
-    assert!(read >= 5 && read <= 16 && reused + read + d["chunks_zero"].as_u64().unwrap() == chunks, "{inc}");
+    assert!((5..=16).contains(&read) && reused + read + d["chunks_zero"].as_u64().unwrap() == chunks, "{inc}");
     assert!(d["bytes_read"].as_u64().unwrap() * 3 < d["size"].as_u64().unwrap(), "{inc}");
     let id2 = inc["snapshot_id"].as_str().unwrap().to_string();
     restore(&ds, &id2, &t.path().join("restore2"));
-    let (same, why) = identical(&t.path().join("restore2/vda.raw"), "raw", &ref2);
+    let (same, why) = identical(t.path().join("restore2/vda.raw"), "raw", &ref2);
     assert!(same, "incremental restore differs from the disk at its point: {why}");
     std::fs::remove_dir_all(t.path().join("restore2")).unwrap();
     let cps = lv.virsh(&["checkpoint-list", DOMAIN, "--name"]);

@@ -78,7 +78,7 @@ fn vm_backup_incremental_restore_and_instant_restore() {
         c
     });
     o.expect_ok();
-    let (same, why) = identical(&out1.join(format!("{disk_id}.qcow2")), "qcow2", &ref1);
+    let (same, why) = identical(out1.join(format!("{disk_id}.qcow2")), "qcow2", &ref1);
     assert!(same, "restored disk differs from the disk at the backup point: {why}");
     let restored_md: Value = serde_json::from_slice(&std::fs::read(out1.join("vm.json")).unwrap()).unwrap();
     assert_eq!(restored_md["nics"], md["nics"]);
@@ -99,7 +99,7 @@ fn vm_backup_incremental_restore_and_instant_restore() {
     assert!(d["full_reason"].is_null(), "{inc}");
     // Since the first point the guest wrote 16 + 4 MiB (5 chunks at
     // least) plus file system metadata: far less than the disk.
-    assert!(read >= 5 && read <= 16 && reused + read + d["chunks_zero"].as_u64().unwrap() == chunks, "{inc}");
+    assert!((5..=16).contains(&read) && reused + read + d["chunks_zero"].as_u64().unwrap() == chunks, "{inc}");
     // File system metadata dirties chunks in small places: those are read
     // in part and patched onto the parent's chunk (the restore below
     // proves the patching byte-exact).
@@ -199,7 +199,7 @@ fn vm_backup_incremental_restore_and_instant_restore() {
             c
         });
         o.expect_ok();
-        identical(&t.path().join("again").join(format!("{disk_id}.raw")), "raw", &ref2)
+        identical(t.path().join("again").join(format!("{disk_id}.raw")), "raw", &ref2)
     };
     assert!(same, "snapshot changed after instant restore: {why}");
 }

@@ -107,7 +107,7 @@ pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &
     let qmp = vm.qmp.display().to_string();
     let warnings = vm.warnings.clone();
     if let Err((vm, e)) = instant.insert(&name, vm, info.clone(), me) {
-        vm.discard();
+        (*vm).discard();
         return Err(e);
     }
     h.log(&format!("VM {name} runs ({state}), QEMU pid {}; stop it with DELETE /api/vms/{name}, or move it onto local disks with a vm-migrate-back job", info.pid));

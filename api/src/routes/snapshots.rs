@@ -73,7 +73,7 @@ pub async fn lab_reports(_auth: Auth<perm::Read>, st: web::Data<ApiState>, name:
             vms: r.vms.iter().map(|v| (v.vm.clone(), v.passed)).collect(),
         });
     }
-    out.sort_by(|a, b| b.started.cmp(&a.started));
+    out.sort_by_key(|r| std::cmp::Reverse(r.started));
     Ok(web::Json(out))
 }
 

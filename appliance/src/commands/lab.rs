@@ -14,6 +14,8 @@ use std::time::Duration;
 const MARKERS: &str = "/run/lifeboat/labs";
 
 #[derive(Subcommand)]
+// Parsed once per process.
+#[allow(clippy::large_enum_variant)]
 pub enum LabCmd {
     /// Boot VM snapshots in a fresh isolated lab network straight from
     /// their instant-restore exports, probe them, and report. Several

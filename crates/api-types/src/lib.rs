@@ -703,6 +703,9 @@ pub struct ScheduleInfo {
 /// this as JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
+// Events are built once and sent on; the big variant (a whole job) is
+// the common one, so boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A job started or finished (or changed state otherwise).
     JobState { job: JobInfo },

@@ -130,12 +130,12 @@ pub fn datastore_space(name: &str, path: &Path) -> DatastoreSpace {
     let mut space = DatastoreSpace { name: name.to_string(), path: path.to_path_buf(), total_bytes: 0, available_bytes: 0, used_percent: 0.0, error: None };
     match statvfs(path) {
         Ok(st) => {
-            let frsize = st.f_frsize as u64;
-            space.total_bytes = st.f_blocks as u64 * frsize;
-            space.available_bytes = st.f_bavail as u64 * frsize;
-            let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64);
+            let frsize = st.f_frsize;
+            space.total_bytes = st.f_blocks * frsize;
+            space.available_bytes = st.f_bavail * frsize;
+            let used = st.f_blocks.saturating_sub(st.f_bfree);
             // Like df: used against what unprivileged users could have.
-            let usable = used + st.f_bavail as u64;
+            let usable = used + st.f_bavail;
             space.used_percent = if usable == 0 { 0.0 } else { used as f64 * 100.0 / usable as f64 };
         }
         Err(e) => space.error = Some(format!("cannot measure {}: {e}", path.display())),

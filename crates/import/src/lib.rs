@@ -20,7 +20,7 @@ mod hyperv;
 pub mod ovf;
 mod serve;
 
-use lifeboat_qemu::{check_restorable, commit_vm_snapshot, read_disks, DiskToRead, SocketDir, VmBackupError, VmBackupOutcome};
+use lifeboat_qemu::{check_restorable, commit_vm_snapshot, read_disks, DiskToRead, DisksRead, SocketDir, VmBackupError, VmBackupOutcome};
 use lifeboat_store::{BlobSink, Datastore, StoreError};
 use lifeboat_vm::VmMetadata;
 use serve::{ImageServer, ImageSource};
@@ -196,7 +196,7 @@ pub fn import_vm(ds: &Arc<Datastore>, file: &Path, opts: &ImportOptions, bytes_d
     // Before a byte is stored: the document as it will be committed.
     check_restorable(&p.md)?;
     let sink = BlobSink::new(ds.clone())?;
-    let (nodes, stats) = match read_disks(&sink, &to_read, &[], bytes_done) {
+    let DisksRead { nodes, stats } = match read_disks(&sink, &to_read, &[], bytes_done) {
         Ok(v) => v,
         Err(e) => {
             sink.abort();

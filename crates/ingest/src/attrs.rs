@@ -226,7 +226,7 @@ pub fn write_flags(fd: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
 /// mask::r--,other::---"), ids numeric; `None` if it is not one.
 pub fn acl_text(value: &[u8]) -> Option<String> {
     // Header: u32 version 2; then entries of u16 tag, u16 perm, u32 id.
-    if value.len() < 4 || u32::from_le_bytes(value[..4].try_into().ok()?) != 2 || (value.len() - 4) % 8 != 0 {
+    if value.len() < 4 || u32::from_le_bytes(value[..4].try_into().ok()?) != 2 || !(value.len() - 4).is_multiple_of(8) {
         return None;
     }
     let mut out = Vec::new();

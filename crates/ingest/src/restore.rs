@@ -80,6 +80,13 @@ struct Dir {
 
 const RESTORE_BATCH: usize = 1024;
 
+/// (dev, ino) of a file in the backup, as its node recorded them.
+type Inode = (u64, u64);
+
+/// A hard link made once the whole tree is written: the link's path
+/// (components beneath the target), the inode it joins, its node.
+type DeferredLink = (Vec<Vec<u8>>, Inode, Node);
+
 struct Restorer<'a> {
     ds: &'a Datastore,
     opts: &'a RestoreOptions,
@@ -89,8 +96,8 @@ struct Restorer<'a> {
     root: &'a Dir,
     /// (dev, ino) of a multiply-linked file -> where it was written
     /// first, as components beneath the target.
-    links: Mutex<HashMap<(u64, u64), Vec<Vec<u8>>>>,
-    deferred_links: Mutex<Vec<(Vec<Vec<u8>>, (u64, u64), Node)>>,
+    links: Mutex<HashMap<Inode, Vec<Vec<u8>>>>,
+    deferred_links: Mutex<Vec<DeferredLink>>,
     /// Entries (components beneath the target) whose inode flags are set
     /// once everything else is written.
     deferred_flags: Mutex<Vec<(Vec<Vec<u8>>, u32)>>,
@@ -183,7 +190,7 @@ fn restore_with(
     if root_meta.is_some() {
         r.prepare_existing_dir(&root.fd, &root.path);
     }
-    pool.install(|| r.restore_tree(&snap.tree, root, &mut Vec::new()))?;
+    pool.install(|| r.restore_tree(&snap.tree, root, &[]))?;
     // Hard links last: their first path is written by now. Both ends are
     // found again from the target's descriptor, without following.
     let deferred: Vec<_> = r.deferred_links.lock().drain(..).collect();
@@ -315,7 +322,7 @@ impl Restorer<'_> {
 
     /// Restores a directory's entries, decoding them in batches from the
     /// encoded tree so a huge directory never sits decoded in memory.
-    fn restore_tree(&self, id: &BlobId, dir: &Dir, rel: &mut Vec<Vec<u8>>) -> Result<()> {
+    fn restore_tree(&self, id: &BlobId, dir: &Dir, rel: &[Vec<u8>]) -> Result<()> {
         // Lost data (a damaged pack, blobs `repair` dropped) costs the
         // paths it belongs to, named, and the rest is still restored.
         let mut cursor = match self.ds.dir_cursor(id) {
@@ -327,9 +334,9 @@ impl Restorer<'_> {
             Err(e) => return Err(e.into()),
         };
         let run = |n: &Node| -> Result<()> {
-            let mut rel = rel.clone();
+            let mut rel = rel.to_vec();
             rel.push(n.name.clone());
-            self.restore_node(n, dir, &mut rel)
+            self.restore_node(n, dir, &rel)
         };
         let mut batch: Vec<Node> = Vec::with_capacity(RESTORE_BATCH);
         // A crafted tree may name an entry twice (a symlink `a`, then a
@@ -393,7 +400,7 @@ impl Restorer<'_> {
         self.progress.warn(format!("{}: {what} not restored: only an admin's restore recreates it", path.display()));
     }
 
-    fn restore_node(&self, n: &Node, parent: &Dir, rel: &mut Vec<Vec<u8>>) -> Result<()> {
+    fn restore_node(&self, n: &Node, parent: &Dir, rel: &[Vec<u8>]) -> Result<()> {
         if self.progress.cancelled() {
             return Err(IngestError::Interrupted);
         }
@@ -455,10 +462,10 @@ impl Restorer<'_> {
                     let key = (n.dev, n.ino);
                     let mut links = self.links.lock();
                     if links.contains_key(&key) {
-                        self.deferred_links.lock().push((rel.clone(), key, n.clone()));
+                        self.deferred_links.lock().push((rel.to_vec(), key, n.clone()));
                         return Ok(());
                     }
-                    links.insert(key, rel.clone());
+                    links.insert(key, rel.to_vec());
                 }
                 self.write_file(parent, &name, &path, n)?;
                 self.defer_flags(n, rel);

@@ -93,7 +93,7 @@ mod tests {
         assert_eq!(unsafe { libc::write(w, b"1234567".as_ptr().cast(), 7) }, 7);
         unsafe { libc::close(w) };
         let p = Progress::default();
-        count_totals(&[root.clone()], &Excludes::new(&["*.log".to_string()]).unwrap(), &p);
+        count_totals(std::slice::from_ref(&root), &Excludes::new(&["*.log".to_string()]).unwrap(), &p);
         assert_eq!((p.total_files.load(Ordering::Relaxed), p.total_bytes.load(Ordering::Relaxed)), (2, 12));
         assert!(p.scan_done.load(Ordering::Relaxed));
         // tempdir's own removal goes by path: take the deep chain apart.

@@ -26,7 +26,7 @@ use crate::domain::{parse_domain, qemu_owner};
 use crate::virsh::Virsh;
 use crate::{disk_capacity, domain_state_with, LibvirtError};
 use lifeboat_qemu::backup::RemoveDir;
-use lifeboat_qemu::{commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, VmBackupOutcome};
+use lifeboat_qemu::{commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, DisksRead, VmBackupOutcome};
 use lifeboat_store::{BlobSink, Datastore, Node};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -241,7 +241,7 @@ pub fn backup_domain(ds: &Arc<Datastore>, opts: &LibvirtBackupOptions, bytes_don
     if let Err(e) = lifeboat_store::failpoint::hit("vm-fleeced") {
         return Err(fail(&mut job, sink, e.into()));
     }
-    let (disk_nodes, disk_stats) = match read_disks(&sink, &to_read, &parent_disks, bytes_done) {
+    let DisksRead { nodes: disk_nodes, stats: disk_stats } = match read_disks(&sink, &to_read, &parent_disks, bytes_done) {
         Ok(v) => v,
         Err(e) => return Err(fail(&mut job, sink, e.into())),
     };

@@ -57,11 +57,16 @@ impl GuestNode {
     }
 }
 
+/// A disk of a VM snapshot: (snapshot, disk id).
+type DiskKey = (BlobId, String);
+/// A partition of a VM snapshot's disk: (snapshot, disk id, partition).
+type PartitionKey = (BlobId, String, String);
+
 /// What `vms/` holds open: partition layouts, mounted guests, open files.
 #[derive(Default)]
 pub(crate) struct GuestState {
-    layouts: Mutex<HashMap<(BlobId, String), Arc<Vec<Partition>>>>,
-    mounts: Mutex<HashMap<(BlobId, String, String), Arc<GuestMount>>>,
+    layouts: Mutex<HashMap<DiskKey, Arc<Vec<Partition>>>>,
+    mounts: Mutex<HashMap<PartitionKey, Arc<GuestMount>>>,
     pub files: Mutex<HashMap<u64, Arc<File>>>,
 }
 

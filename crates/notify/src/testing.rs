@@ -82,6 +82,12 @@ pub struct TestPki {
     pub server_key: PathBuf,
 }
 
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TestPki {
     pub fn new() -> TestPki {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};

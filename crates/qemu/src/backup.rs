@@ -123,7 +123,7 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
 
     let to_read: Vec<DiskToRead> = session.disks.iter().map(|d| DiskToRead { device: d.device.clone(), uri: session.uri(d), bitmap: d.bitmap.clone(), full_reason: d.full_reason.clone() }).collect();
     let res = read_disks(&sink, &to_read, &parent_disks, bytes_done);
-    let (disk_nodes, disk_stats) = match res {
+    let DisksRead { nodes: disk_nodes, stats: disk_stats } = match res {
         Ok(v) => v,
         Err(e) => {
             let _ = session.finish(&mut q, false);
@@ -193,9 +193,18 @@ pub struct DiskToRead {
     pub full_reason: Option<String>,
 }
 
+/// What [`read_disks`] stored: the disks' tree nodes (`<device>.raw`) and
+/// per device what reading it took.
+pub struct DisksRead {
+    /// One node per disk, in the order asked.
+    pub nodes: Vec<Node>,
+    /// (device, its statistics), in the same order.
+    pub stats: Vec<(String, DiskStats)>,
+}
+
 /// Reads each exported disk into chunks, reusing the parent's chunks
 /// where the bitmap says nothing changed.
-pub fn read_disks(sink: &BlobSink, disks: &[DiskToRead], parent_disks: &[Node], bytes_done: &AtomicU64) -> Result<(Vec<Node>, Vec<(String, DiskStats)>), VmBackupError> {
+pub fn read_disks(sink: &BlobSink, disks: &[DiskToRead], parent_disks: &[Node], bytes_done: &AtomicU64) -> Result<DisksRead, VmBackupError> {
     let mut nodes = Vec::new();
     let mut stats = Vec::new();
     for d in disks {
@@ -215,7 +224,7 @@ pub fn read_disks(sink: &BlobSink, disks: &[DiskToRead], parent_disks: &[Node], 
         nodes.push(node);
         stats.push((d.device.clone(), st));
     }
-    Ok((nodes, stats))
+    Ok(DisksRead { nodes, stats })
 }
 
 /// Stores the metadata document next to the disks and commits the VM

@@ -29,7 +29,7 @@ pub mod qmp;
 pub mod socket_dir;
 
 pub use accel::{Accel, AccelChoice};
-pub use backup::{backup_vm, check_restorable, commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, LoadedVm, VmBackupError, VmBackupOptions, VmBackupOutcome};
+pub use backup::{backup_vm, check_restorable, commit_vm_snapshot, latest_vm_snapshot, load_vm, read_disks, DiskToRead, DisksRead, LoadedVm, VmBackupError, VmBackupOptions, VmBackupOutcome};
 pub use fleece::{DiskExport, FleeceSession};
 pub use instant::{qemu_args, BootPlan, DiskSource, NetMode, UefiFirmware};
 pub use instant_vm::{BootOptions, InstantError, InstantVm, NbdListen};

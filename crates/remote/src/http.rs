@@ -53,7 +53,7 @@ fn describe(e: &reqwest::Error) -> String {
 /// answer is the appliance's final word.
 fn map(e: ClientError) -> TransportError {
     match e {
-        ClientError::Api { status, .. } if matches!(status, 502..=504) => TransportError::Connection(e.to_string()),
+        ClientError::Api { status: 502..=504, .. } => TransportError::Connection(e.to_string()),
         ClientError::Api { status, message, .. } => TransportError::Refused { status, message },
         ClientError::Transport { .. } => TransportError::Connection(e.to_string()),
         ClientError::Usage(m) => TransportError::Refused { status: 0, message: m },

@@ -120,7 +120,7 @@ pub fn encode_ids(ids: &[lifeboat_store::BlobId]) -> Vec<u8> {
 }
 
 pub fn decode_ids(body: &[u8]) -> Option<Vec<lifeboat_store::BlobId>> {
-    if body.len() % 32 != 0 {
+    if !body.len().is_multiple_of(32) {
         return None;
     }
     Some(body.chunks_exact(32).map(|c| lifeboat_store::BlobId(c.try_into().unwrap())).collect())

@@ -83,7 +83,7 @@ pub fn verify_pack(ds: &Datastore, id: &PackId, bytes: &[u8]) -> Result<Verified
     }
     let inside: std::collections::HashSet<BlobId> = blobs.iter().map(|b| b.0).collect();
     refs.retain(|(_, child)| !inside.contains(child));
-    refs.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+    refs.sort_unstable_by_key(|a| a.1);
     refs.dedup_by(|a, b| a.1 == b.1);
     Ok(VerifiedPack { blobs, external_refs: refs })
 }

@@ -28,8 +28,8 @@ impl Direct {
     }
     fn call<T>(&self, f: impl FnOnce() -> Result<T, RemoteError>) -> Result<T, TransportError> {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let drop_now = self.drop_every > 0 && n % self.drop_every == 0;
-        if drop_now && n % 2 == 0 {
+        let drop_now = self.drop_every > 0 && n.is_multiple_of(self.drop_every);
+        if drop_now && n.is_multiple_of(2) {
             return Err(TransportError::Connection("connection reset (before)".into()));
         }
         let r = f().map_err(|e| TransportError::Refused { status: e.http_status(), message: e.to_string() });

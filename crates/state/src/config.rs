@@ -251,6 +251,16 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// Datastores added through the API, kept beside the other state (the
+/// config file may be read-only, e.g. on a firmware image).
+pub fn added_datastores(state_dir: &Path) -> Result<Vec<DatastoreEntry>> {
+    Ok(crate::read_json(&state_dir.join("datastores.json"))?.unwrap_or_default())
+}
+
+pub fn save_added_datastores(state_dir: &Path, list: &[DatastoreEntry]) -> Result<()> {
+    crate::write_json(&state_dir.join("datastores.json"), &list, 0o640)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,14 +303,4 @@ mod tests {
             assert!(e.contains("_roots"), "{bad}: {e}");
         }
     }
-}
-
-/// Datastores added through the API, kept beside the other state (the
-/// config file may be read-only, e.g. on a firmware image).
-pub fn added_datastores(state_dir: &Path) -> Result<Vec<DatastoreEntry>> {
-    Ok(crate::read_json(&state_dir.join("datastores.json"))?.unwrap_or_default())
-}
-
-pub fn save_added_datastores(state_dir: &Path, list: &[DatastoreEntry]) -> Result<()> {
-    crate::write_json(&state_dir.join("datastores.json"), &list, 0o640)
 }

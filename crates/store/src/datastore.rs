@@ -510,7 +510,7 @@ impl Datastore {
                 out.push((id, path, len));
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by_key(|a| a.0);
         Ok(out)
     }
 }

@@ -358,8 +358,11 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     Ok(rep)
 }
 
+/// Reads a blob's plain bytes (a cache in front of the datastore, say).
+type BlobReader<'a> = dyn Fn(&BlobId) -> Result<Vec<u8>> + 'a;
+
 /// Marks a snapshot document and everything under its root tree.
-fn mark_snapshot(ds: &Datastore, sid: &BlobId, root: &BlobId, marks: &mut MarkSet, read: Option<&dyn Fn(&BlobId) -> Result<Vec<u8>>>) -> Result<()> {
+fn mark_snapshot(ds: &Datastore, sid: &BlobId, root: &BlobId, marks: &mut MarkSet, read: Option<&BlobReader<'_>>) -> Result<()> {
     marks.insert(sid);
     let mut stack = vec![*root];
     while let Some(t) = stack.pop() {

@@ -390,7 +390,7 @@ impl PackWriter {
             behind.submit(&self.file, self.written, last).map_err(|e| StoreError::io("write", &self.part_path, e))?;
         }
         behind.finish().map_err(|e| StoreError::io("write", &self.part_path, e))?;
-        if self.direct && self.len % ALIGN as u64 != 0 {
+        if self.direct && !self.len.is_multiple_of(ALIGN as u64) {
             // The last block was written padded.
             self.file.set_len(self.len).map_err(|e| StoreError::io("truncate", &self.part_path, e))?;
         }

@@ -51,9 +51,12 @@ pub struct Decision {
     pub reasons: Vec<&'static str>,
 }
 
+/// What retention groups snapshots by: (host, paths).
+pub type GroupKey = (String, Vec<String>);
+
 /// Snapshots grouped by (host, paths), each group oldest first.
-pub fn group(snaps: &[(BlobId, Snapshot)]) -> BTreeMap<(String, Vec<String>), Vec<(BlobId, Snapshot)>> {
-    let mut g: BTreeMap<(String, Vec<String>), Vec<(BlobId, Snapshot)>> = BTreeMap::new();
+pub fn group(snaps: &[(BlobId, Snapshot)]) -> BTreeMap<GroupKey, Vec<(BlobId, Snapshot)>> {
+    let mut g: BTreeMap<GroupKey, Vec<(BlobId, Snapshot)>> = BTreeMap::new();
     for (id, s) in snaps {
         g.entry((s.hostname.clone(), s.paths.clone())).or_default().push((*id, s.clone()));
     }

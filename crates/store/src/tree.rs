@@ -360,7 +360,7 @@ impl TreeWriter {
 
     /// Appends a node; names must come in strictly increasing byte order.
     pub fn push(&mut self, node: &Node, store_page: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>) -> Result<()> {
-        debug_assert!(self.last.as_deref().map_or(true, |l| l < node.name.as_slice()), "nodes out of order");
+        debug_assert!(self.last.as_deref().is_none_or(|l| l < node.name.as_slice()), "nodes out of order");
         self.page.push(node);
         if cfg!(debug_assertions) {
             self.last = Some(node.name.clone());

@@ -156,7 +156,7 @@ mod tests {
         fs::set_permissions(s.join("sub/f"), fs::Permissions::from_mode(0o4640)).unwrap();
         fs::hard_link(s.join("sub/f"), s.join("hard")).unwrap();
         std::os::unix::fs::symlink("sub/f", s.join("link")).unwrap();
-        std::os::unix::fs::symlink("/".repeat(1) + &"x".repeat(200), s.join("longlink")).unwrap();
+        std::os::unix::fs::symlink("/".to_string() + &"x".repeat(200), s.join("longlink")).unwrap();
         let long = "n".repeat(150);
         fs::write(s.join(&long), b"long name").unwrap();
         fs::set_permissions(s.join("sub"), fs::Permissions::from_mode(0o500)).unwrap();

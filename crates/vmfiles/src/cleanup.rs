@@ -118,7 +118,7 @@ pub fn clean_stale() -> Cleaned {
     done
 }
 
-fn owner_kind<'a>(work: &Path, p: &'a Path) -> Option<&'static str> {
+fn owner_kind(work: &Path, p: &Path) -> Option<&'static str> {
     let first = p.strip_prefix(work).ok()?.components().next()?;
     match owner(&first.as_os_str().to_string_lossy())?.0 {
         "fs" => Some("fs"),

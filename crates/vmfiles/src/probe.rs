@@ -101,7 +101,7 @@ pub fn probe(path: &Path) -> Result<DiskLayout> {
             }
             let start = *p.get_start().bytes().as_ref() as u64;
             let size = *p.get_size().bytes().as_ref() as u64;
-            ranges.push((p.get_partno().unwrap_or(0) as u32, start, size));
+            ranges.push((p.get_partno().unwrap_or(0), start, size));
         }
     }
     for (number, start, size) in ranges {

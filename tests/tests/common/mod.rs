@@ -466,17 +466,17 @@ pub fn chmod(path: &Path, mode: u32) {
 /// Gives every entry below `root` (not `root` itself) a fixed mtime derived
 /// from its path, deepest first so directory times stick.
 pub fn fix_times(root: &Path, base_secs: i64) {
-    fn walk(dir: &Path, base: i64, out: &mut Vec<PathBuf>) {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
             if e.file_type().unwrap().is_dir() {
-                walk(&p, base, out);
+                walk(&p, out);
             }
             out.push(p);
         }
     }
     let mut all = Vec::new();
-    walk(root, base_secs, &mut all);
+    walk(root, &mut all);
     for p in all {
         let h = lifeboat_store::BlobId::of(p.strip_prefix(root).unwrap().as_os_str().as_bytes());
         let x = u64::from_le_bytes(h.0[..8].try_into().unwrap());
