@@ -97,8 +97,7 @@ impl Handler<SnapshotInfos> for DatastoreActor {
         Box::pin(async move {
             blocking(move || {
                 let snaps = ds.snapshots().map_err(work::err)?;
-                let damaged: std::collections::HashSet<Vec<u8>> =
-                    ds.index().refs_with_prefix(lifeboat_store::repair::REF_DAMAGED).map_err(work::err)?.into_iter().map(|(k, _)| k[lifeboat_store::repair::REF_DAMAGED.len()..].to_vec()).collect();
+                let damaged = ds.damaged_snapshots().map_err(work::err)?;
                 Ok(snaps
                     .into_iter()
                     .map(|(id, s)| SnapshotInfo {
@@ -110,7 +109,7 @@ impl Handler<SnapshotInfos> for DatastoreActor {
                         kind: if s.kind == lifeboat_store::SnapshotKind::Vm { "vm" } else { "files" }.into(),
                         files: s.summary.files,
                         bytes: s.summary.total_bytes,
-                        damaged: damaged.contains(&id.0[..]),
+                        damaged: damaged.contains_key(&id),
                     })
                     .collect())
             })
@@ -133,7 +132,7 @@ impl Handler<Usage> for DatastoreActor {
         Box::pin(async move {
             blocking(move || {
                 let snapshots = ds.snapshots().map_err(work::err)?.len() as u64;
-                let used_bytes = ds.pack_files().map_err(work::err)?.iter().map(|(_, _, n)| n).sum();
+                let used_bytes = ds.pack_files().map_err(work::err)?.iter().map(|p| p.len).sum();
                 let (free_bytes, total_bytes) = statvfs(ds.root());
                 Ok(DatastoreInfo {
                     name,
@@ -192,7 +191,7 @@ impl Handler<ForgetSnapshots> for DatastoreActor {
                     }
                     ids.push(id);
                 }
-                lifeboat_store::forget::forget_snapshots(&ds, &ids).map_err(work::err)
+                lifeboat_store::forget_snapshots(&ds, &ids).map_err(work::err)
             })
             .await
             .unwrap_or_else(Err)

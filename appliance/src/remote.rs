@@ -507,8 +507,8 @@ fn print_result(job: &JobInfo) {
             })
             .is_ok(),
         JobSpec::Restore { target, .. } => from_value::<Restore>(r.clone()).map(|x| crate::commands::restore::print_summary(&short(&x.snapshot), target, x.files, x.dirs, x.bytes, secs)).is_ok(),
-        JobSpec::Verify { read_data, .. } => from_value::<lifeboat_store::check::CheckReport>(r.clone()).map(|rep| crate::commands::check::print_report(&rep, *read_data)).is_ok(),
-        JobSpec::Gc { .. } => from_value::<lifeboat_store::gc::GcReport>(r.clone()).map(|rep| crate::commands::gc::print_report(&rep)).is_ok(),
+        JobSpec::Verify { read_data, .. } => from_value::<lifeboat_store::CheckReport>(r.clone()).map(|rep| crate::commands::check::print_report(&rep, *read_data)).is_ok(),
+        JobSpec::Gc { .. } => from_value::<lifeboat_store::GcReport>(r.clone()).map(|rep| crate::commands::gc::print_report(&rep)).is_ok(),
         JobSpec::Forget { .. } => from_value::<Forget>(r.clone()).map(|f| println!("removed {} snapshots; run `gc` to reclaim their space", f.forgotten.len())).is_ok(),
         JobSpec::VmBackup { .. } => from_value::<VmBackup>(r.clone())
             .map(|b| {

@@ -3,7 +3,7 @@
 
 use super::{err, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::KeepRules;
-use lifeboat_store::retention::{self, KeepPolicy};
+use lifeboat_store::{group_by_source, KeepPolicy};
 use lifeboat_store::{BlobId, Datastore};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,13 +31,13 @@ pub fn apply_keep(ds: &Arc<Datastore>, keep: &KeepRules, only: Option<(&String, 
     }
     let all = ds.snapshots().map_err(err)?;
     let mut remove = Vec::new();
-    for ((host, paths), group) in retention::group(&all) {
+    for ((host, paths), group) in group_by_source(&all) {
         if let Some((oh, op)) = only {
             if &host != oh || &paths != op {
                 continue;
             }
         }
-        for d in retention::apply(&policy, &group, &tz) {
+        for d in policy.apply(&group, &tz) {
             if !d.keep {
                 if pinned.contains(&d.id) {
                     h.log(&format!("keeping snapshot {}: an NBD export serves it", d.id.short()));
@@ -47,7 +47,7 @@ pub fn apply_keep(ds: &Arc<Datastore>, keep: &KeepRules, only: Option<(&String, 
             }
         }
     }
-    lifeboat_store::forget::forget_snapshots(ds, &remove).map_err(err)?;
+    lifeboat_store::forget_snapshots(ds, &remove).map_err(err)?;
     h.log(&format!("forgot {} snapshots", remove.len()));
     Ok(remove.iter().map(|i| i.to_hex()).collect())
 }

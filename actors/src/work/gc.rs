@@ -5,6 +5,6 @@ use lifeboat_store::Datastore;
 
 pub fn run(ds: &Datastore, h: &JobHandle) -> JobResult {
     h.set_phase("marking");
-    let rep = lifeboat_store::gc::gc(ds, &Default::default(), &|e| h.log(&format!("{e:?}"))).map_err(err)?;
+    let rep = lifeboat_store::gc(ds, &Default::default(), &|e| h.log(&format!("{e:?}"))).map_err(err)?;
     Ok(JobOutput { result: serde_json::to_value(&rep).unwrap_or_default(), warnings: vec![] })
 }

@@ -6,7 +6,8 @@ use lifeboat_store::Datastore;
 
 pub fn run(ds: &Datastore, read_data: bool, h: &JobHandle) -> JobResult {
     h.set_phase(if read_data { "reading all data" } else { "checking index and packs" });
-    let rep = lifeboat_store::check::check(ds, read_data, &|n| h.progress.add(&h.progress.bytes, n)).map_err(err)?;
+    let rep =
+        lifeboat_store::check(ds, if read_data { lifeboat_store::CheckDepth::ReadData } else { lifeboat_store::CheckDepth::Structure }, &|n| h.progress.add(&h.progress.bytes, n)).map_err(err)?;
     let _ = Progress::get(&h.progress.bytes);
     let result = serde_json::to_value(&rep).unwrap_or_default();
     if !rep.ok() {

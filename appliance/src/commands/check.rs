@@ -24,7 +24,7 @@ pub fn run(a: CheckArgs) -> anyhow::Result<u8> {
     } else {
         None
     };
-    let rep = lifeboat_store::check::check(&ds, a.read_data, &|n| {
+    let rep = lifeboat_store::check(&ds, if a.read_data { lifeboat_store::CheckDepth::ReadData } else { lifeboat_store::CheckDepth::Structure }, &|n| {
         if let Some(pb) = &pb {
             pb.inc(n)
         }
@@ -41,7 +41,7 @@ pub fn run(a: CheckArgs) -> anyhow::Result<u8> {
 }
 
 /// The readable check report, local or a daemon's verify job.
-pub fn print_report(rep: &lifeboat_store::check::CheckReport, read_data: bool) {
+pub fn print_report(rep: &lifeboat_store::CheckReport, read_data: bool) {
     println!("checked {} snapshots, {} packs, {} blobs{}", rep.snapshots, rep.packs, rep.blobs, if read_data { format!(", read {}", ui::bytes(rep.bytes_read)) } else { String::new() });
     for e in &rep.errors {
         println!("error: {e}");

@@ -211,7 +211,7 @@ fn key(cmd: KeyCmd) -> anyhow::Result<u8> {
 
 fn repair(a: &DatastoreArg, json: bool) -> anyhow::Result<u8> {
     let path = &a.datastore;
-    let moved = lifeboat_store::repair::prepare(path)?;
+    let moved = lifeboat_store::prepare_repair(path)?;
     if let Some(m) = &moved {
         eprintln!("the index could not be opened; moved it to {} and rebuilding from the packs", m.display());
     }
@@ -222,7 +222,7 @@ fn repair(a: &DatastoreArg, json: bool) -> anyhow::Result<u8> {
         pb.set_style(indicatif::ProgressStyle::with_template("reading packs [{wide_bar}] {bytes}/{total_bytes} ETA {eta}").unwrap());
         pb
     });
-    let mut rep = lifeboat_store::repair::repair(&ds, &|done, total| {
+    let mut rep = lifeboat_store::repair(&ds, &|done, total| {
         if let Some(pb) = &pb {
             pb.set_length(total);
             pb.set_position(done);

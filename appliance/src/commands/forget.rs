@@ -1,7 +1,7 @@
 use crate::commands::open_datastore;
 use crate::DatastoreArg;
-use lifeboat_store::retention::{self, KeepPolicy};
 use lifeboat_store::BlobId;
+use lifeboat_store::{group_by_source, KeepPolicy};
 
 #[derive(clap::Args)]
 pub struct ForgetArgs {
@@ -59,8 +59,8 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<u8> {
     let mut groups_json = Vec::new();
     if !policy.is_empty() {
         let considered: Vec<_> = all.iter().filter(|(_, s)| a.tags.iter().all(|t| s.tags.contains(t))).cloned().collect();
-        for ((host, paths), group) in retention::group(&considered) {
-            let decisions = retention::apply(&policy, &group, &chrono::Local);
+        for ((host, paths), group) in group_by_source(&considered) {
+            let decisions = policy.apply(&group, &chrono::Local);
             if !a.json {
                 println!("{host} {}:", paths.join(" "));
                 for d in &decisions {
@@ -90,12 +90,12 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
-    lifeboat_store::forget::forget_snapshots(&ds, &remove)?;
+    lifeboat_store::forget_snapshots(&ds, &remove)?;
     if !a.json {
         println!("removed {} of {} snapshots; run `lifeboat gc` to reclaim their space", remove.len(), all.len());
     }
     if a.gc {
-        let rep = lifeboat_store::gc::gc(&ds, &Default::default(), &|e| crate::commands::gc::show_event(&e, a.json))?;
+        let rep = lifeboat_store::gc(&ds, &Default::default(), &|e| crate::commands::gc::show_event(&e, a.json))?;
         if !a.json {
             crate::commands::gc::print_report(&rep);
         }

@@ -1,6 +1,6 @@
 use crate::commands::open_datastore;
 use crate::{ui, DatastoreArg};
-use lifeboat_store::gc::{GcEvent, GcOptions, GcReport};
+use lifeboat_store::{GcEvent, GcOptions, GcReport};
 
 #[derive(clap::Args)]
 pub struct GcArgs {
@@ -63,7 +63,7 @@ pub fn print_report(rep: &GcReport) {
 pub fn run(a: GcArgs) -> anyhow::Result<u8> {
     let ds = open_datastore(&a.ds)?;
     let opts = GcOptions { dry_run: a.dry_run, repack_threshold: a.repack_threshold as f64 / 100.0 };
-    let rep = lifeboat_store::gc::gc(&ds, &opts, &|e| show_event(&e, a.json))?;
+    let rep = lifeboat_store::gc(&ds, &opts, &|e| show_event(&e, a.json))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {

@@ -14,11 +14,7 @@ pub fn run(a: SnapshotsArgs) -> anyhow::Result<u8> {
     let ds = open_datastore(&a.ds)?;
     let snaps = ds.snapshots()?;
     // Snapshots `datastore repair` found losing data.
-    let mut damaged = std::collections::HashMap::new();
-    for (k, v) in ds.index().refs_with_prefix(lifeboat_store::repair::REF_DAMAGED)? {
-        let paths: Vec<String> = serde_json::from_slice(&v).unwrap_or_default();
-        damaged.insert(k[lifeboat_store::repair::REF_DAMAGED.len()..].to_vec(), paths);
-    }
+    let damaged = ds.damaged_snapshots()?;
     if a.json {
         let v: Vec<_> = snaps
             .iter()
@@ -33,7 +29,7 @@ pub fn run(a: SnapshotsArgs) -> anyhow::Result<u8> {
                     "tree": s.tree.to_hex(),
                     "parent": s.parent.map(|p| p.to_hex()),
                     "summary": s.summary,
-                    "damaged": damaged.get(&id.0[..]),
+                    "damaged": damaged.get(id),
                 })
             })
             .collect();
@@ -52,7 +48,7 @@ pub fn run(a: SnapshotsArgs) -> anyhow::Result<u8> {
             s.tags.join(","),
             s.paths.join(" ")
         );
-        if let Some(p) = damaged.get(&id.0[..]) {
+        if let Some(p) = damaged.get(id) {
             println!("          DAMAGED: {} paths lose data (see `lifeboat check --read-data`)", p.len());
         }
     }

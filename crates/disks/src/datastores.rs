@@ -4,7 +4,7 @@
 
 use crate::mounts::MountTable;
 use crate::Disk;
-use lifeboat_store::config::{DatastoreConfig, CONFIG_FILE};
+use lifeboat_store::{DatastoreConfig, CONFIG_FILE};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

@@ -422,8 +422,8 @@ impl Inner {
         }
         let bytes = self.ds.read_blob(tree)?;
         let pages = match Tree::parse(tree, &bytes)? {
-            lifeboat_store::tree::TreeBlob::Paged(p) => p,
-            lifeboat_store::tree::TreeBlob::Page(_) => {
+            lifeboat_store::TreeBlob::Paged(p) => p,
+            lifeboat_store::TreeBlob::Page(_) => {
                 let nodes = Tree::decode(tree, &bytes)?.nodes;
                 self.cache_page(*tree, Arc::new(nodes));
                 vec![*tree]

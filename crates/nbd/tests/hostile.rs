@@ -347,7 +347,8 @@ fn slow_read_stalls_neither_the_connection_nor_others() {
     let t0 = std::time::Instant::now();
     a.req(CMD_READ, 0, 1, 0, 512); // slow
     a.req(CMD_READ, 0, 2, 4096, 512); // fast, sent after
-                                      // The fast one is answered first, long before the slow one.
+
+    // The fast one is answered first, long before the slow one.
     assert_eq!(a.simple(), (0, 2));
     let mut buf = [0u8; 512];
     a.s.read_exact(&mut buf).unwrap();

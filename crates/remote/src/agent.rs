@@ -10,9 +10,9 @@
 use crate::protocol::{BlobParams, CommitRequest, Committed, OpenSession, PackStored, SessionInfo};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use lifeboat_ingest::{BackupTarget, ChunkParams, IngestError, Progress};
-use lifeboat_store::blob::{self, RecordHeader};
-use lifeboat_store::pack::{PACK_HEADER_LEN, PACK_MAGIC};
+use lifeboat_store::RecordHeader;
 use lifeboat_store::{BackupSummary, BlobId, BlobKind, PackId, StoreError};
+use lifeboat_store::{PACK_HEADER_LEN, PACK_MAGIC};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -352,7 +352,7 @@ impl AgentSink {
                 present.push(*id);
                 continue;
             }
-            let (encoding, stored) = blob::encode(data, self.shared.params.codec());
+            let (encoding, stored) = lifeboat_store::encode_plain(data, self.shared.params.codec());
             let header = RecordHeader { kind: *kind, encoding, plain_len: data.len() as u32, stored_len: stored.len() as u32, id: *id, encrypted: false };
             self.bytes_added.fetch_add(data.len() as u64, Ordering::Relaxed);
             records.push((header, stored.into_owned()));

@@ -40,8 +40,8 @@ pub struct BlobParams {
 
 impl BlobParams {
     /// The codec the agent compresses blobs with.
-    pub fn codec(&self) -> lifeboat_store::blob::Codec {
-        use lifeboat_store::blob::Codec;
+    pub fn codec(&self) -> lifeboat_store::Codec {
+        use lifeboat_store::Codec;
         match self.compression {
             lifeboat_store::Compression::None => Codec::None,
             lifeboat_store::Compression::Lz4 => Codec::Lz4,

@@ -5,7 +5,6 @@
 
 use crate::protocol::{BlobParams, CommitRequest, Committed, OpenSession, PackStored, ParentInfo, SessionInfo};
 use crate::verify::verify_pack;
-use lifeboat_store::index::{self, IndexBatch, PackInfo};
 use lifeboat_store::{BlobId, BlobKind, BlobSink, Datastore, PackId, Snapshot, StoreError};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
@@ -117,7 +116,7 @@ pub struct UploadSession {
     paths: Vec<String>,
     tags: Vec<String>,
     parent: Option<BlobId>,
-    sink: Mutex<Option<BlobSink>>,
+    sink: parking_lot::RwLock<Option<BlobSink>>,
     /// Packs are verified and written as they come (an agent sends two at
     /// once), but indexed in the agent's order: see `put_pack`.
     order: Mutex<PackOrder>,
@@ -174,7 +173,7 @@ impl IngestSessions {
             paths,
             tags: req.tags.clone(),
             parent: parent.map(|(sid, _)| sid),
-            sink: Mutex::new(Some(sink)),
+            sink: parking_lot::RwLock::new(Some(sink)),
             order: Mutex::new(PackOrder::default()),
             turn: Condvar::new(),
             committed: Mutex::new(None),
@@ -209,7 +208,7 @@ impl IngestSessions {
     pub fn close(&self, id: &str, owner: &str) -> Result<()> {
         self.get(id, owner)?;
         if let Some(s) = self.sessions.lock().remove(id) {
-            if let Some(sink) = s.sink.lock().take() {
+            if let Some(sink) = s.sink.write().take() {
                 sink.abort();
             }
         }
@@ -298,19 +297,15 @@ impl UploadSession {
     fn put_pack_inner(&self, pack: &PackId, seq: u64, bytes: &[u8]) -> Result<PackStored> {
         let bad = |reason: String| RemoteError::BadPack { pack: pack.to_hex(), reason };
         let v = verify_pack(&self.ds, pack, bytes).map_err(bad)?;
-        let root = self.ds.root();
-        let path = lifeboat_store::pack::pack_path(root, pack);
-        let stored_already = path.exists();
-        let sealed = if stored_already {
-            // Same id, so the same agent's same pack, written by an earlier
-            // try that did not get as far as the index.
-            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if len != bytes.len() as u64 {
-                return Err(bad(format!("a different pack {pack} is already stored")));
-            }
-            None
-        } else {
-            Some(lifeboat_store::pack::store_built(root, *pack, bytes, v.blobs.clone())?)
+        // Same id already stored: the same agent's same pack, written by
+        // an earlier try that did not get as far as the index.
+        let built = {
+            let sink = self.sink.read();
+            let sink = sink.as_ref().ok_or_else(|| RemoteError::Committed { id: self.id.clone() })?;
+            sink.store_built_pack(*pack, bytes, v.blobs).map_err(|e| match e {
+                StoreError::CorruptPack { reason, .. } => bad(reason),
+                e => e.into(),
+            })?
         };
         // Our turn: every earlier pack of the run is indexed.
         {
@@ -332,18 +327,17 @@ impl UploadSession {
                 // Maybe committed by another writer a moment ago.
                 self.ds.refresh_index()?;
                 if !self.ds.index().contains_blob(blob)? {
-                    if sealed.is_some() {
-                        let _ = std::fs::remove_file(&path);
-                    }
+                    built.discard();
                     return Err(RemoteError::MissingRef { pack: pack.to_hex(), tree: tree.to_hex(), blob: blob.to_hex() });
                 }
             }
         }
-        let count = v.blobs.len() as u32;
-        let batch = IndexBatch { packs: vec![(*pack, PackInfo { len: bytes.len() as u64, blobs: count })], blobs: v.blobs, ..Default::default() };
-        index::commit(&self.ds.index_path(), batch)?;
-        drop(sealed); // in the index now: its lock can go
-        self.ds.refresh_index()?;
+        let (count, stored_already) = (built.blob_count(), built.already_stored());
+        {
+            let sink = self.sink.read();
+            let sink = sink.as_ref().ok_or_else(|| RemoteError::Committed { id: self.id.clone() })?;
+            sink.index_built_pack(built)?;
+        }
         *self.last_refresh.lock() = Instant::now();
         self.order.lock().next = seq + 1;
         Ok(PackStored { pack: pack.to_hex(), blobs: count, already_stored: stored_already })
@@ -386,7 +380,7 @@ impl UploadSession {
             kind: Default::default(),
             root: req.root.clone(),
         };
-        let sink = self.sink.lock().take().ok_or_else(|| RemoteError::Committed { id: self.id.clone() })?;
+        let sink = self.sink.write().take().ok_or_else(|| RemoteError::Committed { id: self.id.clone() })?;
         let id = sink.commit_snapshot(snapshot.encode())?;
         *committed = Some(id);
         tracing::info!(session = %self.id, snapshot = %id, hostname = %self.hostname, "agent snapshot committed");

@@ -4,11 +4,7 @@
 //! blobs its trees name. A pack from a buggy or hostile agent can never
 //! put wrong bytes under an id that other hosts deduplicate against.
 
-use lifeboat_store::blob::{BlobKind, Encoding, RecordHeader, RECORD_HEADER_LEN};
-use lifeboat_store::index::BlobLocation;
-use lifeboat_store::pack::{PACK_HEADER_LEN, PACK_MAGIC};
-use lifeboat_store::tree::TreeBlob;
-use lifeboat_store::{BlobId, Datastore, PackId, Tree};
+use lifeboat_store::{BlobId, BlobKind, BlobLocation, Datastore, Encoding, PackId, RecordError, RecordHeader, Tree, TreeBlob, PACK_HEADER_LEN, PACK_MAGIC, RECORD_HEADER_LEN};
 use rayon::prelude::*;
 
 /// What a verified pack holds.
@@ -30,7 +26,7 @@ pub fn verify_pack(ds: &Datastore, id: &PackId, bytes: &[u8]) -> Result<Verified
     if bytes[8..24] != id.0 {
         return Err(format!("pack header names pack {}, uploaded as {id}", PackId(bytes[8..24].try_into().unwrap())));
     }
-    let lz4_allowed = ds.config().features.iter().any(|f| f == lifeboat_store::config::FEATURE_LZ4);
+    let lz4_allowed = ds.config().features.iter().any(|f| f == lifeboat_store::FEATURE_LZ4);
     // Headers first (cheap, sequential), then the records in parallel.
     let mut records = Vec::new();
     let mut at = PACK_HEADER_LEN;
@@ -91,11 +87,11 @@ pub fn verify_pack(ds: &Datastore, id: &PackId, bytes: &[u8]) -> Result<Verified
 /// A record's plain bytes, read in place (raw) or decompressed: no copy
 /// of the upload per record. Sessions exist for unencrypted datastores
 /// only, so a sealed record is refused.
-fn plain_bytes<'a>(h: &RecordHeader, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+fn plain_bytes<'a>(h: &RecordHeader, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, RecordError> {
     if h.encrypted {
-        return Err("record is encrypted, but the datastore is not".into());
+        return Err(RecordError::Sealed);
     }
-    lifeboat_store::blob::decode_slice(h.encoding, stored, h.plain_len as usize)
+    lifeboat_store::decode_stored(h.encoding, stored, h.plain_len as usize)
 }
 
 /// The blobs a tree blob names: its pages, or its nodes' contents and

@@ -138,7 +138,7 @@ fn two_agents_one_datastore_then_incremental() {
     assert_eq!(oa.summary.files, 6 * 40 + 2);
     assert_restores_identical(&ds, &oa.snapshot_id, &a, dir.path());
     assert_restores_identical(&ds, &ob.snapshot_id, &b, dir.path());
-    let rep = lifeboat_store::check::check(&ds, true, &|_| {}).unwrap();
+    let rep = lifeboat_store::check(&ds, lifeboat_store::CheckDepth::ReadData, &|_| {}).unwrap();
     assert!(rep.ok(), "{rep:?}");
 
     // Second run of host a: the parent is found, nothing is read again,
@@ -213,7 +213,7 @@ fn dropped_connections_are_retried_and_the_run_completes() {
     assert!(out.upload.retries > 0 && out.upload.packs_uploaded > 3, "{:?}", out.upload);
     assert_restores_identical(&ds, &out.snapshot_id, &src, dir.path());
     assert_eq!(ds.snapshots().unwrap().len(), 1, "a retried commit commits once");
-    let rep = lifeboat_store::check::check(&ds, true, &|_| {}).unwrap();
+    let rep = lifeboat_store::check(&ds, lifeboat_store::CheckDepth::ReadData, &|_| {}).unwrap();
     assert!(rep.ok(), "{rep:?}");
 }
 
@@ -229,13 +229,13 @@ fn bad_packs_trees_with_missing_blobs_and_encrypted_datastores_are_refused() {
 
     let pack = |records: &[(lifeboat_store::BlobKind, &[u8], Option<BlobId>)]| {
         let id = PackId::random();
-        let mut b = lifeboat_store::pack::PACK_MAGIC.to_vec();
+        let mut b = lifeboat_store::PACK_MAGIC.to_vec();
         b.extend_from_slice(&id.0);
         b.extend_from_slice(&[0u8; 8]);
         for (kind, data, claimed) in records {
-            let h = lifeboat_store::blob::RecordHeader {
+            let h = lifeboat_store::RecordHeader {
                 kind: *kind,
-                encoding: lifeboat_store::blob::Encoding::Raw,
+                encoding: lifeboat_store::Encoding::Raw,
                 plain_len: data.len() as u32,
                 stored_len: data.len() as u32,
                 id: claimed.unwrap_or(BlobId::of(data)),
@@ -256,7 +256,7 @@ fn bad_packs_trees_with_missing_blobs_and_encrypted_datastores_are_refused() {
     let tree = lifeboat_store::Tree { nodes: vec![lifeboat_store::Node::file(b"f", 0o644, 5, 0, vec![ghost])] }.encode();
     let (id, b) = pack(&[(Tree, &tree, None)]);
     let e = s.put_pack(&id, 0, &b).unwrap_err();
-    assert!(!lifeboat_store::pack::pack_path(ds.root(), &id).exists(), "a refused pack is not left behind");
+    assert!(!lifeboat_store::pack_path(ds.root(), &id).exists(), "a refused pack is not left behind");
     assert!(matches!(e, RemoteError::MissingRef { .. }) && e.to_string().contains(&ghost.to_hex()), "{e}");
     // The same tree with its content in the same pack is fine, and a
     // second upload of the same pack is answered as stored.

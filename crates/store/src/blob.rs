@@ -75,7 +75,58 @@ pub enum Codec {
     Zstd(i32),
 }
 
+/// Bytes of a record header in front of each blob's stored bytes.
 pub const RECORD_HEADER_LEN: usize = 48;
+
+/// Why a record's header or stored bytes do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// Fewer bytes than a header.
+    #[error("record header truncated ({0} of {RECORD_HEADER_LEN} bytes)")]
+    HeaderTruncated(usize),
+    /// The header's CRC does not match it.
+    #[error("record header checksum mismatch")]
+    HeaderChecksum,
+    /// A kind byte this version does not know.
+    #[error("unknown blob kind {0}")]
+    UnknownKind(u8),
+    /// An encoding byte this version does not know.
+    #[error("unknown encoding {0}")]
+    UnknownEncoding(u8),
+    /// Flag bits this version does not know (header bytes 3 and 2).
+    #[error("unknown record flags {0:#06x}")]
+    UnknownFlags(u16),
+    /// The bytes decode to another length than the header says.
+    #[error("{what} {got} bytes, expected {expected}")]
+    Length {
+        /// "stored" (raw) or "decompressed".
+        what: &'static str,
+        /// Bytes there are.
+        got: usize,
+        /// Bytes the header promises.
+        expected: usize,
+    },
+    /// A plain record in an encrypted datastore.
+    #[error("record is not encrypted, but the datastore is")]
+    NotSealed,
+    /// A sealed record in a datastore without a key.
+    #[error("record is encrypted, but the datastore is not")]
+    Sealed,
+    /// The sealed bytes do not open with the datastore's key.
+    #[error("{0}")]
+    Authentication(String),
+    /// The plain bytes hash to another id than the header's.
+    #[error("content does not match its hash")]
+    HashMismatch,
+    /// The compressed bytes are damaged.
+    #[error("{codec}: {reason}")]
+    Damaged {
+        /// "zstd" or "lz4".
+        codec: &'static str,
+        /// The decompressor's words.
+        reason: String,
+    },
+}
 
 /// The header in front of every blob in a pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +144,7 @@ pub struct RecordHeader {
 pub const FLAG_ENCRYPTED: u8 = 1;
 
 impl RecordHeader {
+    /// The header's bytes as they go into a pack.
     pub fn encode(&self) -> [u8; RECORD_HEADER_LEN] {
         let mut b = [0u8; RECORD_HEADER_LEN];
         b[0] = self.kind as u8;
@@ -107,18 +159,19 @@ impl RecordHeader {
         b
     }
 
-    pub fn decode(b: &[u8]) -> Result<Self, String> {
+    /// Parses and checks a header (its first [`RECORD_HEADER_LEN`] bytes).
+    pub fn decode(b: &[u8]) -> Result<Self, RecordError> {
         if b.len() < RECORD_HEADER_LEN {
-            return Err(format!("record header truncated ({} of {RECORD_HEADER_LEN} bytes)", b.len()));
+            return Err(RecordError::HeaderTruncated(b.len()));
         }
         let crc = u32::from_le_bytes(b[44..48].try_into().unwrap());
         if crc32fast::hash(&b[..44]) != crc {
-            return Err("record header checksum mismatch".into());
+            return Err(RecordError::HeaderChecksum);
         }
-        let kind = BlobKind::from_u8(b[0]).ok_or_else(|| format!("unknown blob kind {}", b[0]))?;
-        let encoding = Encoding::from_u8(b[1]).ok_or_else(|| format!("unknown encoding {}", b[1]))?;
+        let kind = BlobKind::from_u8(b[0]).ok_or(RecordError::UnknownKind(b[0]))?;
+        let encoding = Encoding::from_u8(b[1]).ok_or(RecordError::UnknownEncoding(b[1]))?;
         if b[2] & !FLAG_ENCRYPTED != 0 || b[3] != 0 {
-            return Err(format!("unknown record flags {:#04x}{:02x}", b[3], b[2]));
+            return Err(RecordError::UnknownFlags(u16::from_le_bytes([b[2], b[3]])));
         }
         let mut id = [0u8; 32];
         id.copy_from_slice(&b[12..44]);
@@ -238,11 +291,11 @@ fn compress(plain: &[u8], codec: Codec, out: &mut Vec<u8>) -> Option<usize> {
 const PROBE: usize = 4 << 10;
 
 /// Decodes stored bytes back to plain bytes and checks the length.
-pub fn decode(encoding: Encoding, stored: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, String> {
+pub fn decode(encoding: Encoding, stored: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, RecordError> {
     match encoding {
         Encoding::Raw => {
             if stored.len() != plain_len {
-                return Err(format!("stored {} bytes, expected {plain_len}", stored.len()));
+                return Err(RecordError::Length { what: "stored", got: stored.len(), expected: plain_len });
             }
             Ok(stored)
         }
@@ -251,23 +304,25 @@ pub fn decode(encoding: Encoding, stored: Vec<u8>, plain_len: usize) -> Result<V
 }
 
 /// `decode` of borrowed bytes: raw bytes are handed back in place.
-pub fn decode_slice(encoding: Encoding, stored: &[u8], plain_len: usize) -> Result<Cow<'_, [u8]>, String> {
+pub fn decode_slice(encoding: Encoding, stored: &[u8], plain_len: usize) -> Result<Cow<'_, [u8]>, RecordError> {
+    let zstd_err = |e: std::io::Error| RecordError::Damaged { codec: "zstd", reason: e.to_string() };
+    let lz4_err = |reason: String| RecordError::Damaged { codec: "lz4", reason };
     let out = match encoding {
         Encoding::Raw if stored.len() == plain_len => return Ok(Cow::Borrowed(stored)),
-        Encoding::Raw => return Err(format!("stored {} bytes, expected {plain_len}", stored.len())),
+        Encoding::Raw => return Err(RecordError::Length { what: "stored", got: stored.len(), expected: plain_len }),
         Encoding::Zstd => DECOMPRESSOR.with(|d| {
             let mut d = d.borrow_mut();
             if d.is_none() {
-                *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+                *d = Some(zstd::bulk::Decompressor::new().map_err(zstd_err)?);
             }
             let mut out = Vec::with_capacity(plain_len);
-            d.as_mut().unwrap().decompress_to_buffer(stored, &mut out).map_err(|e| format!("zstd: {e}"))?;
-            Ok::<_, String>(out)
+            d.as_mut().unwrap().decompress_to_buffer(stored, &mut out).map_err(zstd_err)?;
+            Ok::<_, RecordError>(out)
         })?,
         Encoding::Lz4 => {
             use lz4::liblz4::LZ4_decompress_safe;
-            let want = i32::try_from(plain_len).map_err(|_| format!("lz4: plain length {plain_len} out of range"))?;
-            let have = i32::try_from(stored.len()).map_err(|_| format!("lz4: block of {} bytes out of range", stored.len()))?;
+            let want = i32::try_from(plain_len).map_err(|_| lz4_err(format!("plain length {plain_len} out of range")))?;
+            let have = i32::try_from(stored.len()).map_err(|_| lz4_err(format!("block of {} bytes out of range", stored.len())))?;
             let mut out: Vec<u8> = Vec::with_capacity(plain_len);
             // SAFETY: LZ4_decompress_safe reads `have` bytes of `stored`,
             // writes at most `want` bytes into `out`'s spare capacity and
@@ -276,7 +331,7 @@ pub fn decode_slice(encoding: Encoding, stored: &[u8], plain_len: usize) -> Resu
             // whatever the input.
             let n = unsafe { LZ4_decompress_safe(stored.as_ptr().cast(), out.as_mut_ptr().cast(), have, want) };
             if n < 0 {
-                return Err("lz4: damaged block".into());
+                return Err(lz4_err("damaged block".into()));
             }
             unsafe { out.set_len(n as usize) };
             // The block must fill exactly `plain_len` bytes: one that
@@ -285,7 +340,7 @@ pub fn decode_slice(encoding: Encoding, stored: &[u8], plain_len: usize) -> Resu
         }
     };
     if out.len() != plain_len {
-        return Err(format!("decompressed {} bytes, expected {plain_len}", out.len()));
+        return Err(RecordError::Length { what: "decompressed", got: out.len(), expected: plain_len });
     }
     Ok(Cow::Owned(out))
 }
@@ -300,12 +355,12 @@ mod tests {
         let mut b = h.encode();
         assert_eq!(RecordHeader::decode(&b).unwrap(), h);
         b[5] ^= 1;
-        assert!(RecordHeader::decode(&b).unwrap_err().contains("checksum"));
+        assert_eq!(RecordHeader::decode(&b).unwrap_err(), RecordError::HeaderChecksum);
         b[5] ^= 1;
         b[2] = 2;
         let crc = crc32fast::hash(&b[..44]);
         b[44..48].copy_from_slice(&crc.to_le_bytes());
-        assert!(RecordHeader::decode(&b).unwrap_err().contains("unknown record flags"));
+        assert!(matches!(RecordHeader::decode(&b).unwrap_err(), RecordError::UnknownFlags(_)));
     }
 
     #[test]

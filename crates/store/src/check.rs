@@ -35,12 +35,26 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// No data is lost (leftovers do not count).
     pub fn ok(&self) -> bool {
         self.errors.is_empty() && self.affected.is_empty()
     }
 }
 
-pub fn check(ds: &Datastore, read_data: bool, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<CheckReport> {
+/// How deep [`check`] looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckDepth {
+    /// Index against pack files, every record header, every snapshot's
+    /// trees and the blobs they reference.
+    Structure,
+    /// Also every blob's bytes against its hash: reads all the data.
+    ReadData,
+}
+
+/// Checks the datastore as deep as asked; `on_bytes` hears of the pack
+/// bytes read as they are.
+pub fn check(ds: &Datastore, depth: CheckDepth, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<CheckReport> {
+    let read_data = depth == CheckDepth::ReadData;
     // A gc in its sweep deletes packs an older view still lists: wait for
     // it, and keep the next one out until we are done.
     let _gc = crate::fsutil::FileLock::take(&ds.root().join("gc.lock"), libc::LOCK_SH)?;
@@ -49,7 +63,7 @@ pub fn check(ds: &Datastore, read_data: bool, on_bytes: &(dyn Fn(u64) + Sync)) -
     let index = ds.index();
 
     // Packs: index vs files.
-    let files: HashMap<PackId, (PathBuf, u64)> = ds.pack_files()?.into_iter().map(|(id, p, l)| (id, (p, l))).collect();
+    let files: HashMap<PackId, (PathBuf, u64)> = ds.pack_files()?.into_iter().map(|f| (f.id, (f.path, f.len))).collect();
     let indexed = index.packs()?;
     let indexed_ids: HashSet<PackId> = indexed.iter().map(|(id, _)| *id).collect();
     let mut bad_packs: HashMap<PackId, String> = HashMap::new();
@@ -69,9 +83,9 @@ pub fn check(ds: &Datastore, read_data: bool, on_bytes: &(dyn Fn(u64) + Sync)) -
             rep.unreferenced_packs.push((id.to_hex(), *len));
         }
     }
-    for (p, len, live) in ds.partial_packs()? {
-        if !live {
-            rep.stale_partials.push((p, len));
+    for p in ds.partial_packs()? {
+        if !p.live {
+            rep.stale_partials.push((p.path, p.len));
         }
     }
     rep.packs = indexed.len() as u64;

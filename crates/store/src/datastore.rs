@@ -1,7 +1,7 @@
 //! A datastore on local disk: open/init, reading blobs, trees and
 //! snapshots, and housekeeping of crashed writers' leftovers.
 
-use crate::blob::{self, RecordHeader};
+use crate::blob::{self, RecordError, RecordHeader};
 use crate::config::DatastoreConfig;
 use crate::crypto::{self, Crypto, EncryptionConfig, KeySource, MasterKey};
 use crate::error::{Result, StoreError};
@@ -84,6 +84,29 @@ impl<'a> DirCursor<'a> {
         }
         self.at.as_mut().expect("a page is open").next_node(&self.bytes)
     }
+}
+
+/// A pack file under `packs/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackFile {
+    /// The id its name carries.
+    pub id: PackId,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub len: u64,
+}
+
+/// A pack file under `partial/`: being written, or left by a writer
+/// that died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialPack {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub len: u64,
+    /// Its writer still holds it (a live run's pack, not a leftover).
+    pub live: bool,
 }
 
 pub struct Datastore {
@@ -251,16 +274,16 @@ impl Datastore {
 
     /// A record's plain bytes: authenticated and decrypted if sealed,
     /// decompressed, and checked against the id in its header.
-    pub fn decode_record(&self, header: &RecordHeader, stored: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    pub fn decode_record(&self, header: &RecordHeader, stored: Vec<u8>) -> std::result::Result<Vec<u8>, RecordError> {
         let stored = match (&self.crypto, header.encrypted) {
-            (Some(c), true) => c.open(&header.aad(), &stored)?,
-            (Some(_), false) => return Err("record is not encrypted, but the datastore is".into()),
-            (None, true) => return Err("record is encrypted, but the datastore is not".into()),
+            (Some(c), true) => c.open(&header.aad(), &stored).map_err(RecordError::Authentication)?,
+            (Some(_), false) => return Err(RecordError::NotSealed),
+            (None, true) => return Err(RecordError::Sealed),
             (None, false) => stored,
         };
         let plain = blob::decode(header.encoding, stored, header.plain_len as usize)?;
         if self.blob_id(&plain) != header.id {
-            return Err("content does not match its hash".into());
+            return Err(RecordError::HashMismatch);
         }
         Ok(plain)
     }
@@ -387,7 +410,7 @@ impl Datastore {
             return Err(corrupt(format!("record at offset {} holds blob {}", loc.offset, header.id)));
         }
         // A raw record comes back as the same Vec: the allocation is kept.
-        *buf = self.decode_record(&header, std::mem::take(buf)).map_err(corrupt)?;
+        *buf = self.decode_record(&header, std::mem::take(buf)).map_err(|e| corrupt(e.to_string()))?;
         Ok(())
     }
 
@@ -398,7 +421,7 @@ impl Datastore {
         if header.id != *id {
             return Err(corrupt(format!("record at offset {} holds blob {}", loc.offset, header.id)));
         }
-        self.decode_record(&header, stored).map_err(corrupt)
+        self.decode_record(&header, stored).map_err(|e| corrupt(e.to_string()))
     }
 
     /// A whole directory listing in memory (paged or not). For walking a
@@ -426,6 +449,19 @@ impl Datastore {
     /// A cursor that reads the listing and its pages with `read`.
     pub fn dir_cursor_with<'a>(&'a self, id: &BlobId, read: &'a dyn Fn(&BlobId) -> Result<Vec<u8>>) -> Result<DirCursor<'a>> {
         DirCursor::open(id, read)
+    }
+
+    /// Snapshots `repair` found losing data, with the paths in each that
+    /// lost it (empty when the record cannot be read).
+    pub fn damaged_snapshots(&self) -> Result<std::collections::HashMap<BlobId, Vec<String>>> {
+        let prefix = crate::repair::REF_DAMAGED;
+        let mut out = std::collections::HashMap::new();
+        for (k, v) in self.index().refs_with_prefix(prefix)? {
+            if let Ok(id) = <[u8; 32]>::try_from(&k[prefix.len()..]) {
+                out.insert(BlobId(id), serde_json::from_slice(&v).unwrap_or_default());
+            }
+        }
+        Ok(out)
     }
 
     /// All snapshots, oldest first.
@@ -461,17 +497,17 @@ impl Datastore {
     /// Removes partial packs whose writer is gone (crashed or killed); a
     /// live writer holds a lock on its file. Returns bytes freed.
     pub fn remove_stale_partials(&self) -> Result<u64> {
-        Ok(self.scan_partials(true)?.iter().filter(|p| !p.2).map(|p| p.1).sum())
+        Ok(self.scan_partials(true)?.iter().filter(|p| !p.live).map(|p| p.len).sum())
     }
 
-    /// Partial pack files present now: (path, size, still being written).
-    pub fn partial_packs(&self) -> Result<Vec<(PathBuf, u64, bool)>> {
+    /// Partial pack files present now.
+    pub fn partial_packs(&self) -> Result<Vec<PartialPack>> {
         self.scan_partials(false)
     }
 
     /// A dead writer's file is removed while we hold its lock, so a
     /// writer that just created a file of that name cannot lose it.
-    fn scan_partials(&self, remove_dead: bool) -> Result<Vec<(PathBuf, u64, bool)>> {
+    fn scan_partials(&self, remove_dead: bool) -> Result<Vec<PartialPack>> {
         let dir = partial_dir(&self.root);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -487,13 +523,13 @@ impl Datastore {
             if !live && remove_dead {
                 let _ = std::fs::remove_file(&path);
             }
-            out.push((path, len, live));
+            out.push(PartialPack { path, len, live });
         }
         Ok(out)
     }
 
     /// Pack files on disk under `packs/`.
-    pub fn pack_files(&self) -> Result<Vec<(PackId, PathBuf, u64)>> {
+    pub fn pack_files(&self) -> Result<Vec<PackFile>> {
         let top = self.root.join("packs");
         let mut out = Vec::new();
         for d in std::fs::read_dir(&top).map_err(|e| StoreError::io("read", &top, e))?.flatten() {
@@ -507,10 +543,10 @@ impl Datastore {
                     continue;
                 }
                 let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push((id, path, len));
+                out.push(PackFile { id, path, len });
             }
         }
-        out.sort_by_key(|a| a.0);
+        out.sort_by_key(|a| a.id);
         Ok(out)
     }
 }
@@ -602,7 +638,7 @@ mod tests {
         let e = ds.read_blob(&b).unwrap_err();
         assert!(matches!(e, StoreError::CorruptBlob { .. }) && e.to_string().contains("authentication failed"), "{e}");
         assert!(e.to_string().contains(&b.to_hex()), "{e}");
-        let rep = crate::check::check(&ds, true, &|_| {}).unwrap();
+        let rep = crate::check::check(&ds, crate::check::CheckDepth::ReadData, &|_| {}).unwrap();
         assert!(!rep.ok() && rep.errors.iter().any(|m| m.contains("authentication failed")), "{rep:?}");
 
         // Key rotation: add a passphrase, remove the key file slot.

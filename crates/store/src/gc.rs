@@ -222,7 +222,7 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
         rep.packs_repacked = repack.len() as u64;
         rep.bytes_freed = doom.iter().chain(&repack).map(|p| packs[p].len).sum();
         rep.bytes_repacked = repack.iter().map(|p| packs[p].len - usage[p].dead_bytes).sum();
-        rep.bytes_freed += ds.pack_files()?.iter().filter(|(id, _, _)| !packs.contains_key(id)).map(|p| p.2).sum::<u64>();
+        rep.bytes_freed += ds.pack_files()?.iter().filter(|p| !packs.contains_key(&p.id)).map(|p| p.len).sum::<u64>();
         rep.trees = marks.trees() as u64;
         rep.marks = marks.marks();
         rep.mark_set_bytes = marks.memory();
@@ -487,7 +487,7 @@ pub fn remove_orphan_packs(ds: &Datastore) -> Result<(u64, u64)> {
     ds.refresh_index()?;
     let known: HashSet<PackId> = ds.index().packs()?.into_iter().map(|(id, _)| id).collect();
     let mut held = Vec::new();
-    for (id, path, len) in ds.pack_files()? {
+    for crate::datastore::PackFile { id, path, len } in ds.pack_files()? {
         if known.contains(&id) {
             continue;
         }
@@ -556,19 +556,19 @@ mod tests {
         }
         sink.flush().unwrap();
         ds.refresh_index().unwrap();
-        let before: u64 = ds.pack_files().unwrap().iter().map(|p| p.2).sum();
+        let before: u64 = ds.pack_files().unwrap().iter().map(|p| p.len).sum();
 
         let dry = gc(&ds, &GcOptions { dry_run: true, ..Default::default() }, &|_| {}).unwrap();
         assert!(dry.bytes_freed >= 8 * 100_000, "{dry:?}");
-        assert_eq!(ds.pack_files().unwrap().iter().map(|p| p.2).sum::<u64>(), before, "dry run deletes nothing");
+        assert_eq!(ds.pack_files().unwrap().iter().map(|p| p.len).sum::<u64>(), before, "dry run deletes nothing");
 
         let rep = gc(&ds, &GcOptions::default(), &|_| {}).unwrap();
         assert_eq!(rep.bytes_freed, dry.bytes_freed);
-        let after: u64 = ds.pack_files().unwrap().iter().map(|p| p.2).sum();
+        let after: u64 = ds.pack_files().unwrap().iter().map(|p| p.len).sum();
         assert_eq!(before - after, rep.bytes_freed);
         assert!(ds.index().blob(&lost[0]).unwrap().is_none());
         assert_eq!(ds.read_blob(&kept).unwrap(), noise(1, 100_000));
-        let check = crate::check::check(&ds, true, &|_| {}).unwrap();
+        let check = crate::check::check(&ds, crate::check::CheckDepth::ReadData, &|_| {}).unwrap();
         assert!(check.ok(), "{check:?}");
     }
 
@@ -598,18 +598,18 @@ mod tests {
         index::commit(&ds.index_path(), batch).unwrap();
         drop(sealed);
         ds.refresh_index().unwrap();
-        let before: u64 = ds.pack_files().unwrap().iter().map(|p| p.2).sum();
+        let before: u64 = ds.pack_files().unwrap().iter().map(|p| p.len).sum();
 
         let dry = gc(&ds, &GcOptions { dry_run: true, ..Default::default() }, &|_| {}).unwrap();
         assert_eq!(dry.packs_repacked, 1, "{dry:?}");
         let rep = gc(&ds, &GcOptions::default(), &|_| {}).unwrap();
         assert_eq!(rep.packs_repacked, 1, "{rep:?}");
-        let after: u64 = ds.pack_files().unwrap().iter().map(|p| p.2).sum();
+        let after: u64 = ds.pack_files().unwrap().iter().map(|p| p.len).sum();
         assert!(after + 100_000 <= before, "{before} -> {after} pack bytes: {rep:?}");
         assert_ne!(ds.index().blob(&twice).unwrap().unwrap().pack, first.pack);
         assert_eq!(ds.read_blob(&twice).unwrap(), noise(1, 100_000));
         assert_eq!(ds.read_blob(&once).unwrap(), noise(2, 20_000));
-        let check = crate::check::check(&ds, true, &|_| {}).unwrap();
+        let check = crate::check::check(&ds, crate::check::CheckDepth::ReadData, &|_| {}).unwrap();
         assert!(check.ok(), "{check:?}");
 
         // Nothing is garbage any more.

@@ -8,34 +8,52 @@
 //! on-disk format is documented in `docs/format.md`.
 //!
 //! This crate knows nothing of actors, the API or the CLI.
+#![warn(missing_docs)]
 
-pub mod blob;
-pub mod check;
-pub mod config;
-pub mod crypto;
-pub mod datastore;
-pub mod error;
+mod blob;
+mod check;
+mod config;
+mod crypto;
+mod datastore;
+mod error;
 pub mod failpoint;
-pub mod forget;
-pub mod fsutil;
-pub mod gc;
-pub mod id;
-pub mod index;
-pub mod markset;
-pub mod pack;
+mod forget;
+mod fsutil;
+mod gc;
+mod id;
+mod index;
+mod markset;
+mod pack;
 mod pending;
-pub mod repair;
-pub mod retention;
-pub mod sink;
-pub mod snapshot;
-pub mod tree;
+mod repair;
+mod retention;
+mod sink;
+mod snapshot;
+mod tree;
 
-pub use blob::BlobKind;
-pub use config::{Compression, DatastoreConfig};
-pub use crypto::KeySource;
-pub use datastore::Datastore;
+// What everything stands on: ids and errors.
 pub use error::{Result, StoreError};
 pub use id::{BlobId, PackId};
-pub use sink::{BlobSink, PutOutcome};
+
+// Opening a datastore and reading it.
+pub use config::{Compression, DatastoreConfig, CONFIG_FILE, FEATURE_ENCRYPTION, FEATURE_LZ4};
+pub use crypto::KeySource;
+pub use datastore::{Datastore, DirCursor, PackFile, PartialPack};
+pub use index::{BlobLocation, IndexReader};
 pub use snapshot::{BackupSummary, RootDir, Snapshot, SnapshotKind};
-pub use tree::{Node, NodeExt, NodeKind, Tree};
+pub use tree::{Node, NodeCursor, NodeExt, NodeKind, Tree, TreeBlob, TreeWriter};
+
+// Writing: every blob goes in through a sink.
+pub use sink::{BlobSink, BuiltPack, PutOutcome, SinkStats};
+
+// The record and pack format, for writers that build packs elsewhere
+// (the backup agent) and the server that verifies them.
+pub use blob::{decode_slice as decode_stored, encode as encode_plain, BlobKind, Codec, Encoding, RecordError, RecordHeader, RECORD_HEADER_LEN};
+pub use pack::{pack_path, PACK_HEADER_LEN, PACK_MAGIC};
+
+// Maintenance, one operation each.
+pub use check::{check, CheckDepth, CheckReport};
+pub use forget::forget_snapshots;
+pub use gc::{gc, GcEvent, GcOptions, GcReport};
+pub use repair::{prepare as prepare_repair, repair, LostBlob, RepairReport};
+pub use retention::{group_by_source, GroupKey, KeepDecision, KeepPolicy};

@@ -621,7 +621,7 @@ impl PackScanner {
         let corrupt = |reason: String| StoreError::CorruptPack { pack: self.pack.to_hex(), reason: format!("offset {at}: {reason}") };
         let mut hb = [0u8; RECORD_HEADER_LEN];
         self.reader.read_exact(&mut hb).map_err(|_| corrupt("record header truncated".into()))?;
-        let header = RecordHeader::decode(&hb).map_err(corrupt)?;
+        let header = RecordHeader::decode(&hb).map_err(|e| corrupt(e.to_string()))?;
         if at + (RECORD_HEADER_LEN as u64) + header.stored_len as u64 > self.file_len {
             return Err(corrupt(format!("record of {} bytes runs past the end of the pack", header.stored_len)));
         }

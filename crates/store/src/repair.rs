@@ -95,7 +95,7 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
     index::create(&new)?;
 
     let files = ds.pack_files()?;
-    let total: u64 = files.iter().map(|f| f.2).sum();
+    let total: u64 = files.iter().map(|f| f.len).sum();
     let mut done = 0u64;
     let mut good: HashSet<BlobId> = HashSet::new();
     let mut bad: HashMap<BlobId, LostBlob> = HashMap::new();
@@ -103,7 +103,7 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
     let mut forgotten: HashSet<BlobId> = HashSet::new();
     let mut forget_records: Vec<BlobId> = Vec::new();
     let mut batch = IndexBatch::default();
-    for (pack, path, len) in &files {
+    for crate::datastore::PackFile { id: pack, path, len } in &files {
         let bytes = std::fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
         rep.bytes_read += bytes.len() as u64;
         let mut count = 0u32;
@@ -154,7 +154,7 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
                 }
                 Err(reason) => {
                     if !good.contains(&h.id) {
-                        bad.insert(h.id, LostBlob { id: h.id.to_hex(), pack: pack.to_hex(), offset: off as u64, reason });
+                        bad.insert(h.id, LostBlob { id: h.id.to_hex(), pack: pack.to_hex(), offset: off as u64, reason: reason.to_string() });
                     }
                     off = start + h.stored_len as usize;
                 }

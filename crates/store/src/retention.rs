@@ -43,7 +43,7 @@ impl KeepPolicy {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Decision {
+pub struct KeepDecision {
     pub id: BlobId,
     pub time: DateTime<Utc>,
     pub keep: bool,
@@ -55,7 +55,7 @@ pub struct Decision {
 pub type GroupKey = (String, Vec<String>);
 
 /// Snapshots grouped by (host, paths), each group oldest first.
-pub fn group(snaps: &[(BlobId, Snapshot)]) -> BTreeMap<GroupKey, Vec<(BlobId, Snapshot)>> {
+pub fn group_by_source(snaps: &[(BlobId, Snapshot)]) -> BTreeMap<GroupKey, Vec<(BlobId, Snapshot)>> {
     let mut g: BTreeMap<GroupKey, Vec<(BlobId, Snapshot)>> = BTreeMap::new();
     for (id, s) in snaps {
         g.entry((s.hostname.clone(), s.paths.clone())).or_default().push((*id, s.clone()));
@@ -66,35 +66,38 @@ pub fn group(snaps: &[(BlobId, Snapshot)]) -> BTreeMap<GroupKey, Vec<(BlobId, Sn
     g
 }
 
-/// Applies the policy to one group, in the given time zone. Decisions
-/// come newest first.
-pub fn apply<Tz: TimeZone>(policy: &KeepPolicy, group: &[(BlobId, Snapshot)], tz: &Tz) -> Vec<Decision> {
-    let mut order: Vec<&(BlobId, Snapshot)> = group.iter().collect();
-    order.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
-    let mut left: Vec<u32> = policy.rules().iter().map(|r| r.1).collect();
-    let mut last_bucket: Vec<Option<i64>> = vec![None; left.len()];
-    let mut out = Vec::new();
-    for (n, (id, s)) in order.into_iter().enumerate() {
-        let t = s.time.with_timezone(tz);
-        let buckets: [i64; 6] = [
-            n as i64,
-            (t.year() as i64 * 10_000 + t.ordinal() as i64) * 100 + t.hour_of_day() as i64,
-            t.year() as i64 * 10_000 + t.ordinal() as i64,
-            t.iso_week().year() as i64 * 100 + t.iso_week().week() as i64,
-            t.year() as i64 * 100 + t.month() as i64,
-            t.year() as i64,
-        ];
-        let mut reasons = Vec::new();
-        for (r, (name, _)) in policy.rules().iter().enumerate() {
-            if left[r] > 0 && last_bucket[r] != Some(buckets[r]) {
-                left[r] -= 1;
-                last_bucket[r] = Some(buckets[r]);
-                reasons.push(*name);
+impl KeepPolicy {
+    /// Applies the policy to one group, in the given time zone. Decisions
+    /// come newest first.
+    pub fn apply<Tz: TimeZone>(&self, group: &[(BlobId, Snapshot)], tz: &Tz) -> Vec<KeepDecision> {
+        let policy = self;
+        let mut order: Vec<&(BlobId, Snapshot)> = group.iter().collect();
+        order.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+        let mut left: Vec<u32> = policy.rules().iter().map(|r| r.1).collect();
+        let mut last_bucket: Vec<Option<i64>> = vec![None; left.len()];
+        let mut out = Vec::new();
+        for (n, (id, s)) in order.into_iter().enumerate() {
+            let t = s.time.with_timezone(tz);
+            let buckets: [i64; 6] = [
+                n as i64,
+                (t.year() as i64 * 10_000 + t.ordinal() as i64) * 100 + t.hour_of_day() as i64,
+                t.year() as i64 * 10_000 + t.ordinal() as i64,
+                t.iso_week().year() as i64 * 100 + t.iso_week().week() as i64,
+                t.year() as i64 * 100 + t.month() as i64,
+                t.year() as i64,
+            ];
+            let mut reasons = Vec::new();
+            for (r, (name, _)) in policy.rules().iter().enumerate() {
+                if left[r] > 0 && last_bucket[r] != Some(buckets[r]) {
+                    left[r] -= 1;
+                    last_bucket[r] = Some(buckets[r]);
+                    reasons.push(*name);
+                }
             }
+            out.push(KeepDecision { id: *id, time: s.time, keep: !reasons.is_empty(), reasons });
         }
-        out.push(Decision { id: *id, time: s.time, keep: !reasons.is_empty(), reasons });
+        out
     }
-    out
 }
 
 trait HourOfDay {
@@ -128,7 +131,7 @@ mod tests {
     }
 
     fn kept(p: &KeepPolicy, snaps: &[(BlobId, Snapshot)]) -> Vec<String> {
-        let mut v: Vec<String> = apply(p, snaps, &Utc).into_iter().filter(|d| d.keep).map(|d| d.time.format("%Y-%m-%d %H:%M").to_string()).collect();
+        let mut v: Vec<String> = p.apply(snaps, &Utc).into_iter().filter(|d| d.keep).map(|d| d.time.format("%Y-%m-%d %H:%M").to_string()).collect();
         v.sort();
         v
     }
@@ -179,7 +182,7 @@ mod tests {
         let mut b = snap("2025-01-02T00:00:00Z");
         a.1.hostname = "a".into();
         b.1.hostname = "b".into();
-        let g = group(&[a, b]);
+        let g = group_by_source(&[a, b]);
         assert_eq!(g.len(), 2);
         assert!(KeepPolicy::default().is_empty());
     }

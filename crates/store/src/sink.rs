@@ -12,9 +12,9 @@ use crate::blob::{self, BlobKind, Codec, RecordHeader};
 use crate::config::Compression;
 use crate::datastore::Datastore;
 use crate::error::{Result, StoreError};
-use crate::id::BlobId;
-use crate::index::{self, IndexBatch, PackInfo};
-use crate::pack::{PackWriter, WrittenPack};
+use crate::id::{BlobId, PackId};
+use crate::index::{self, BlobLocation, IndexBatch, PackInfo};
+use crate::pack::{PackWriter, SealedPack, WrittenPack};
 use crate::pending::{Registry, WriterId};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
@@ -24,6 +24,39 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+/// A pack built elsewhere and stored by [`BlobSink::store_built_pack`],
+/// waiting for its index commit.
+pub struct BuiltPack {
+    id: PackId,
+    len: u64,
+    blobs: Vec<(BlobId, BlobLocation)>,
+    path: std::path::PathBuf,
+    /// `None` when an earlier try had stored it already; holds the pack's
+    /// lock (gc leaves a locked pack alone) until it is indexed.
+    sealed: Option<SealedPack>,
+}
+
+impl BuiltPack {
+    /// True when an earlier try had stored this very pack.
+    pub fn already_stored(&self) -> bool {
+        self.sealed.is_none()
+    }
+
+    /// How many records it holds.
+    pub fn blob_count(&self) -> u32 {
+        self.blobs.len() as u32
+    }
+
+    /// Removes the pack again, if this call stored it (a copy an earlier
+    /// try stored is gc's to judge).
+    pub fn discard(self) {
+        if self.sealed.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What [`BlobSink::put`] did with a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
     pub id: BlobId,
@@ -304,6 +337,38 @@ impl BlobSink {
         let doc = self.shared.ds.seal_doc(&id, snapshot_doc);
         self.finish(Some((id, doc)))?;
         Ok(id)
+    }
+
+    /// Stores a whole pack built elsewhere (a remote agent's, verified
+    /// record by record by the caller; `blobs` are its records'
+    /// locations): durable in `packs/`, not yet in the index. Storing it
+    /// again (a retried upload: same id) finds the first copy, if it is
+    /// the same length. [`BlobSink::index_built_pack`] makes its blobs
+    /// visible; [`BuiltPack::discard`] takes it back.
+    pub fn store_built_pack(&self, id: PackId, bytes: &[u8], blobs: Vec<(BlobId, BlobLocation)>) -> Result<BuiltPack> {
+        self.check_failed()?;
+        let root = self.shared.ds.root();
+        let path = crate::pack::pack_path(root, &id);
+        let len = bytes.len() as u64;
+        let sealed = match std::fs::metadata(&path) {
+            Ok(m) if m.len() == len => None,
+            Ok(m) => return Err(StoreError::CorruptPack { pack: id.to_hex(), reason: format!("a different pack with this id ({} bytes, not {len}) is already stored", m.len()) }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(crate::pack::store_built(root, id, bytes, blobs.clone())?),
+            Err(e) => return Err(StoreError::io("stat", &path, e)),
+        };
+        Ok(BuiltPack { id, len, blobs, path, sealed })
+    }
+
+    /// Commits a built pack's blobs to the index, then reopens the view
+    /// so that this and later runs deduplicate against them.
+    pub fn index_built_pack(&self, pack: BuiltPack) -> Result<()> {
+        self.check_failed()?;
+        let batch = IndexBatch { packs: vec![(pack.id, PackInfo { len: pack.len, blobs: pack.blobs.len() as u32 })], blobs: pack.blobs, ..Default::default() };
+        index::commit(&self.shared.ds.index_path(), batch)?;
+        self.shared.packs_committed.fetch_add(1, Ordering::Relaxed);
+        // In the index now: its lock can go.
+        drop(pack.sealed);
+        self.shared.ds.refresh_index()
     }
 
     /// Seals and commits whatever is written, without a snapshot.
@@ -590,9 +655,10 @@ fn seal_and_commit(shared: &Shared, written: Vec<WrittenPack>, snapshot: Option<
     let ids: Vec<BlobId> = batch.blobs.iter().map(|(id, _)| *id).collect();
     index::commit(&shared.ds.index_path(), batch)?;
     shared.packs_committed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
-    drop(sealed); // releases the packs' locks: they are in the index now
-                  // Taken before the reopen: a commit landing in between shows as a
-                  // change next time.
+    // Releases the packs' locks: they are in the index now.
+    drop(sealed);
+    // Taken before the reopen: a commit landing in between shows as a
+    // change next time.
     let view = IndexView::now(&shared.ds);
     shared.ds.refresh_index()?;
     for id in &ids {
@@ -633,7 +699,7 @@ mod tests {
     }
 
     fn pack_bytes(ds: &Datastore) -> u64 {
-        ds.pack_files().unwrap().iter().map(|p| p.2).sum()
+        ds.pack_files().unwrap().iter().map(|p| p.len).sum()
     }
 
     #[test]
@@ -661,7 +727,7 @@ mod tests {
         commit(a, &blobs).unwrap();
         let stored = pack_bytes(&ds);
         assert!(stored < 41 * 50_000 + 64 * 1024, "{stored} pack bytes for 40 x 50,000 bytes shared");
-        let check = crate::check::check(&ds, true, &|_| {}).unwrap();
+        let check = crate::check::check(&ds, crate::check::CheckDepth::ReadData, &|_| {}).unwrap();
         assert!(check.ok(), "{check:?}");
     }
 
@@ -685,7 +751,7 @@ mod tests {
         for x in &blobs {
             assert_eq!(ds.read_blob(&ds.blob_id(x)).unwrap(), *x);
         }
-        let check = crate::check::check(&ds, true, &|_| {}).unwrap();
+        let check = crate::check::check(&ds, crate::check::CheckDepth::ReadData, &|_| {}).unwrap();
         assert!(check.ok(), "{check:?}");
     }
 
@@ -705,7 +771,7 @@ mod tests {
         assert!(matches!(e, StoreError::SharedBlobLost { .. }), "{e}");
         ds.refresh_index().unwrap();
         assert!(ds.snapshots().unwrap().is_empty());
-        let check = crate::check::check(&ds, true, &|_| {}).unwrap();
+        let check = crate::check::check(&ds, crate::check::CheckDepth::ReadData, &|_| {}).unwrap();
         assert!(check.ok(), "{check:?}");
     }
 }

@@ -569,7 +569,7 @@ mod tests {
             assert_eq!(flatten(&d.read_at(0, 4096).unwrap()), plain[..4096]);
         }
         // Flip one byte in the middle of chunk 0's raw record.
-        let (_, path, _) = ds.pack_files().unwrap().into_iter().next().unwrap();
+        let path = ds.pack_files().unwrap().into_iter().next().unwrap().path;
         let mut bytes = std::fs::read(&path).unwrap();
         let at = bytes.windows(64).position(|w| w == &plain[1 << 20..(1 << 20) + 64]).expect("chunk 0 is stored raw");
         let mid = at + 10;
