@@ -21,6 +21,7 @@ pub enum BlobKind {
     VmChunk = 4,
     /// A snapshot document or other metadata.
     Snapshot = 5,
+    /// Metadata beside a backup (a VM's `vm.json`, say).
     Metadata = 6,
     /// A forget record: snapshots removed by `forget`, so an index rebuilt
     /// from the packs does not bring them back.
@@ -28,6 +29,7 @@ pub enum BlobKind {
 }
 
 impl BlobKind {
+    /// The kind a record header's byte names, if any.
     pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             1 => BlobKind::FileChunk,
@@ -46,13 +48,16 @@ impl BlobKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Encoding {
+    /// Stored as it is.
     Raw = 0,
+    /// zstd-compressed.
     Zstd = 1,
     /// An LZ4 block (no frame; the plain length is in the record header).
     Lz4 = 2,
 }
 
 impl Encoding {
+    /// The encoding a record header's byte names, if any.
     pub fn from_u8(v: u8) -> Option<Self> {
         match v {
             0 => Some(Encoding::Raw),
@@ -68,10 +73,12 @@ impl Encoding {
 /// to read it, so a datastore may hold records of all kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {
+    /// Store everything raw.
     None,
     /// LZ4: about 1.6x zstd level 1's speed on text-like data (and 3x its
     /// decompression speed) for about a quarter more stored bytes of it.
     Lz4,
+    /// zstd at this level.
     Zstd(i32),
 }
 
@@ -131,10 +138,15 @@ pub enum RecordError {
 /// The header in front of every blob in a pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordHeader {
+    /// What the blob is.
     pub kind: BlobKind,
+    /// How the stored bytes are compressed.
     pub encoding: Encoding,
+    /// Bytes of the blob itself.
     pub plain_len: u32,
+    /// Bytes that follow the header in the pack.
     pub stored_len: u32,
+    /// The BLAKE3 hash of the plain bytes (keyed in an encrypted datastore).
     pub id: BlobId,
     /// The stored bytes are sealed (encrypted datastores, `crypto.rs`).
     pub encrypted: bool,

@@ -13,12 +13,17 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+/// What [`check`] found.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct CheckReport {
+    /// Packs in the index.
     pub packs: u64,
+    /// Blobs in the index.
     pub blobs: u64,
+    /// Snapshots walked.
     pub snapshots: u64,
+    /// Pack bytes read (with [`CheckDepth::ReadData`]).
     pub bytes_read: u64,
     /// Problems that mean lost or unreadable data.
     pub errors: Vec<String>,

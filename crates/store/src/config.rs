@@ -5,21 +5,27 @@ use crate::error::{Result, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The config file's name in the datastore directory.
 pub const CONFIG_FILE: &str = "config.json";
 /// The on-disk format this code reads and writes (docs/format.md).
 pub const FORMAT_VERSION: u32 = 1;
 
+/// A datastore's `config.json`: its format, identity and write parameters.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DatastoreConfig {
+    /// On-disk format version ([`FORMAT_VERSION`] when created).
     pub format_version: u32,
     /// Random id, so two datastores are never confused.
     pub id: String,
+    /// When `datastore init` made it.
     pub created: chrono::DateTime<chrono::Utc>,
     /// Files up to this size are stored whole as one blob.
     pub small_file_max: u64,
     /// FastCDC parameters for larger files (bytes).
     pub chunk_min: u32,
+    /// FastCDC average chunk size.
     pub chunk_avg: u32,
+    /// FastCDC maximum chunk size.
     pub chunk_max: u32,
     /// A pack is sealed once it holds this many bytes.
     pub pack_target: u64,
@@ -93,6 +99,7 @@ impl std::fmt::Display for Compression {
 }
 
 impl DatastoreConfig {
+    /// The defaults `datastore init` uses.
     pub fn new() -> Self {
         let mut c = DatastoreConfig {
             format_version: FORMAT_VERSION,
@@ -113,6 +120,7 @@ impl DatastoreConfig {
         c
     }
 
+    /// Reads and checks `config.json` in `root`.
     pub fn load(root: &Path) -> Result<Self> {
         let path = root.join(CONFIG_FILE);
         let bytes = match std::fs::read(&path) {
@@ -169,6 +177,7 @@ impl DatastoreConfig {
         Ok(cfg)
     }
 
+    /// Blobs are sealed with a key (`--encrypt` at init).
     pub fn is_encrypted(&self) -> bool {
         self.encryption.is_some()
     }
@@ -204,6 +213,7 @@ impl DatastoreConfig {
         self
     }
 
+    /// Writes `config.json` in `root` atomically.
     pub fn save(&self, root: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).expect("config serializes");
         crate::fsutil::write_atomic(&root.join(CONFIG_FILE), &bytes)

@@ -39,11 +39,14 @@ pub const ARGON2_P: u32 = 1;
 /// What unlocks an encrypted datastore.
 #[derive(Clone)]
 pub enum KeySource {
+    /// A passphrase (from `--password-file` or `LIFEBOAT_PASSWORD`).
     Passphrase(Zeroizing<String>),
+    /// A file holding a raw key (`--key-file`).
     KeyFile(PathBuf),
 }
 
 impl KeySource {
+    /// A passphrase key source.
     pub fn passphrase(s: impl Into<String>) -> Self {
         KeySource::Passphrase(Zeroizing::new(s.into()))
     }

@@ -39,6 +39,7 @@ impl TreeSource<'_> {
 /// Iterates a directory's nodes across its pages.
 pub struct DirCursor<'a> {
     source: TreeSource<'a>,
+    /// The directory's page blobs, in order.
     pub pages: Vec<BlobId>,
     next_page: usize,
     bytes: Vec<u8>,
@@ -72,6 +73,7 @@ impl<'a> DirCursor<'a> {
         Ok(())
     }
 
+    /// The next node in name order; `None` after the last.
     pub fn next_node(&mut self) -> Result<Option<Node>> {
         while self.at.as_ref().map_or(0, |a| a.remaining()) == 0 {
             let Some(&id) = self.pages.get(self.next_page) else { return Ok(None) };
@@ -109,6 +111,7 @@ pub struct PartialPack {
     pub live: bool,
 }
 
+/// An open datastore: its config, index view and (if encrypted) keys. Shared across threads behind an `Arc`.
 pub struct Datastore {
     root: PathBuf,
     config: DatastoreConfig,
@@ -125,6 +128,7 @@ impl Datastore {
         Self::init_with(root, DatastoreConfig::new())
     }
 
+    /// Like [`Datastore::init`], with a config of the caller's.
     pub fn init_with(root: &Path, config: DatastoreConfig) -> Result<Self> {
         Self::create(root, config, None)
     }
@@ -188,6 +192,7 @@ impl Datastore {
         Self::open_with(root, Some(key))
     }
 
+    /// Opens an existing datastore, unlocking it with `key` if it is encrypted.
     pub fn open_with(root: &Path, key: Option<&KeySource>) -> Result<Self> {
         let config = DatastoreConfig::load(root)?;
         let crypto = match (&config.encryption, key) {
@@ -245,6 +250,7 @@ impl Datastore {
         Ok(crypto::unlock(root, &config.id, enc, key)?.1)
     }
 
+    /// Blobs are sealed with the datastore's key.
     pub fn is_encrypted(&self) -> bool {
         self.crypto.is_some()
     }
@@ -296,12 +302,15 @@ impl Datastore {
         }
     }
 
+    /// The datastore directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
+    /// Its `config.json`.
     pub fn config(&self) -> &DatastoreConfig {
         &self.config
     }
+    /// Where its RocksDB index lives.
     pub fn index_path(&self) -> PathBuf {
         self.root.join("index")
     }
@@ -366,6 +375,7 @@ impl Datastore {
         }
     }
 
+    /// Where a blob is stored; [`StoreError::MissingBlob`] if nowhere.
     pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
         self.index().blob(id)?.ok_or_else(|| StoreError::MissingBlob { id: id.to_hex() })
     }
@@ -414,6 +424,7 @@ impl Datastore {
         Ok(())
     }
 
+    /// A blob's plain bytes from a known location, checked against its id.
     pub fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Vec<u8>> {
         let file = self.pack_file(&loc.pack)?;
         let (header, stored) = pack::read_record(&file, &pack_path(&self.root, &loc.pack), loc)?;

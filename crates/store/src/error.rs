@@ -3,6 +3,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong inside the datastore. Messages name the
 /// thing that failed and, where there is one, what the admin can do.
 #[derive(Debug, thiserror::Error)]
+// Each variant's `#[error]` text, which names its fields, is its
+// documentation; repeating it per field would only add noise.
+#[allow(missing_docs)]
 pub enum StoreError {
     #[error("{path}: not a Lifeboat datastore (no {file}); create one with `lifeboat datastore init {path}`", file = crate::config::CONFIG_FILE)]
     NotADatastore { path: PathBuf },
@@ -85,6 +88,7 @@ pub enum StoreError {
     Interrupted,
 }
 
+/// The datastore's result type.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl StoreError {
@@ -104,6 +108,7 @@ impl StoreError {
         matches!(self, StoreError::MissingBlob { .. } | StoreError::CorruptBlob { .. } | StoreError::CorruptPack { .. } | StoreError::BadTree { .. })
     }
 
+    /// The datastore's filesystem (or quota) is full.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::DiskFull { .. })
     }

@@ -21,6 +21,7 @@ pub struct ForgetRecord {
     pub snapshots: Vec<BlobId>,
 }
 
+/// Removes snapshots from the index and records them as forgotten in a forget blob, so an index rebuilt from the packs does not bring them back. Their data is gc's to reclaim.
 pub fn forget_snapshots(ds: &Arc<Datastore>, ids: &[BlobId]) -> Result<()> {
     if ds.config().append_only {
         return Err(StoreError::AppendOnly { path: ds.root().to_path_buf(), op: "forget" });

@@ -78,14 +78,6 @@ impl DatastoreLock {
     pub fn exclusive(root: &Path) -> Result<Self> {
         FileLock::take(&root.join("lock"), libc::LOCK_EX).map(DatastoreLock)
     }
-    /// Exclusive if free right now, else `None`.
-    pub fn try_exclusive(root: &Path) -> Result<Option<Self>> {
-        match FileLock::take(&root.join("lock"), libc::LOCK_EX | libc::LOCK_NB) {
-            Ok(l) => Ok(Some(DatastoreLock(l))),
-            Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 /// A running writer's entry under `writers/`: a file it holds an

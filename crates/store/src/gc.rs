@@ -48,8 +48,10 @@ const REF_DOOMED_BLOB: &[u8] = b"gc/blob/";
 /// Index entries per commit when dooming or resurrecting many blobs.
 const CHUNK: usize = 50_000;
 
+/// How [`gc`] runs.
 #[derive(Clone, Debug)]
 pub struct GcOptions {
+    /// Report what would be freed; change nothing.
     pub dry_run: bool,
     /// A pack whose dead bytes reach this fraction of its size is
     /// repacked; below it the garbage is kept (copying live data costs
@@ -63,16 +65,23 @@ impl Default for GcOptions {
     }
 }
 
+/// What [`gc`] did (or, dry, would do).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct GcReport {
+    /// Snapshots whose data was marked live.
     pub snapshots: u64,
     /// Directory trees walked, and marks made in all.
     pub trees: u64,
+    /// Blobs marked live.
     pub marks: u64,
+    /// Memory the mark set took.
     pub mark_set_bytes: u64,
+    /// Packs deleted whole (nothing live in them).
     pub packs_deleted: u64,
+    /// Packs rewritten without their garbage.
     pub packs_repacked: u64,
+    /// Blobs dropped from the index.
     pub blobs_deleted: u64,
     /// Bytes of pack files deleted (before what repacking wrote anew).
     pub bytes_freed: u64,
@@ -80,26 +89,45 @@ pub struct GcReport {
     pub bytes_repacked: u64,
     /// Packs left with garbage under the repack threshold.
     pub partly_used_packs: u64,
+    /// Bytes of garbage left in packs under the repack threshold.
     pub garbage_kept: u64,
     /// Live blobs that failed verification while repacking: their pack
     /// is kept as it is; `check --read-data` names what they belong to.
     pub damaged_blobs: u64,
+    /// Backups gc waited for before sweeping.
     pub writers_waited: u64,
+    /// Blobs an interrupted gc had doomed that a snapshot uses again: put back in the index.
     pub resurrected: u64,
     /// Packs written while a backup was running, left for the next run.
     pub young_packs_skipped: u64,
     /// Unfinished work of an interrupted gc found and completed.
     pub recovered_packs: u64,
+    /// Nothing was changed (a dry run).
     pub dry_run: bool,
 }
 
 /// What a running gc tells its caller.
 #[derive(Debug)]
 pub enum GcEvent {
+    /// Walking every snapshot's trees.
     Marking,
-    Marked { snapshots: u64, trees: u64 },
-    Repacking { done: u64, total: u64 },
+    /// Marking done.
+    Marked {
+        /// Snapshots walked.
+        snapshots: u64,
+        /// Trees walked.
+        trees: u64,
+    },
+    /// Rewriting packs.
+    Repacking {
+        /// Packs rewritten so far.
+        done: u64,
+        /// Packs to rewrite.
+        total: u64,
+    },
+    /// Waiting for this many running backups to finish.
     WaitingForWriters(usize),
+    /// Deleting what is garbage.
     Sweeping,
 }
 
@@ -144,6 +172,7 @@ fn doomed_packs(index: &IndexReader) -> Result<HashSet<PackId>> {
     Ok(out)
 }
 
+/// Reclaims the space of blobs no snapshot uses: mark, wait for running writers, repack and sweep (the protocol is in the module doc). `on_event` hears of each phase.
 pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Result<GcReport> {
     if ds.config().append_only && !opts.dry_run {
         return Err(StoreError::AppendOnly { path: ds.root().to_path_buf(), op: "gc" });

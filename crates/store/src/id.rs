@@ -28,17 +28,21 @@ impl<'de> Deserialize<'de> for BlobId {
 }
 
 impl BlobId {
+    /// The id of these plain bytes (unkeyed BLAKE3).
     pub fn of(data: &[u8]) -> Self {
         BlobId(*blake3::hash(data).as_bytes())
     }
+    /// 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+    /// Parses 64 hex digits.
     pub fn from_hex(s: &str) -> Option<Self> {
         let mut b = [0u8; 32];
         hex::decode_to_slice(s, &mut b).ok()?;
         Some(BlobId(b))
     }
+    /// The first 8 hex digits, as shown to people.
     pub fn short(&self) -> String {
         hex::encode(&self.0[..4])
     }
@@ -61,14 +65,17 @@ impl fmt::Display for BlobId {
 pub struct PackId(pub [u8; 16]);
 
 impl PackId {
+    /// A fresh random id for a new pack.
     pub fn random() -> Self {
         let mut b = [0u8; 16];
         getrandom::getrandom(&mut b).expect("the OS random source works");
         PackId(b)
     }
+    /// 32 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+    /// Parses 32 hex digits.
     pub fn from_hex(s: &str) -> Option<Self> {
         let mut b = [0u8; 16];
         hex::decode_to_slice(s, &mut b).ok()?;

@@ -23,17 +23,24 @@ const LOCK_WAIT: Duration = Duration::from_secs(300);
 /// Where a blob lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobLocation {
+    /// The pack holding it.
     pub pack: PackId,
     /// Offset of the record header in the pack.
     pub offset: u64,
+    /// Bytes of the record after its header.
     pub stored_len: u32,
+    /// Bytes of the blob itself.
     pub plain_len: u32,
+    /// What the blob is.
     pub kind: BlobKind,
+    /// How its stored bytes are compressed.
     pub encoding: Encoding,
 }
 
 impl BlobLocation {
+    /// Bytes of [`BlobLocation::encode`].
     pub const ENCODED_LEN: usize = 34;
+    /// The index value's bytes.
     pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
         let mut b = [0u8; Self::ENCODED_LEN];
         b[..16].copy_from_slice(&self.pack.0);
@@ -44,6 +51,7 @@ impl BlobLocation {
         b[33] = self.encoding as u8;
         b
     }
+    /// Parses an index value; `None` if damaged.
     pub fn decode(b: &[u8]) -> Option<Self> {
         if b.len() != Self::ENCODED_LEN {
             return None;
@@ -188,6 +196,7 @@ pub struct IndexReader {
 }
 
 impl IndexReader {
+    /// Opens a read view of the index at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.join("CURRENT").exists() {
             return Err(StoreError::Index { path: path.to_path_buf(), message: "index is missing; rebuild it from the packs with `lifeboat datastore repair`".into() });
@@ -214,6 +223,7 @@ impl IndexReader {
         self.db.cf_handle(name).expect("column family created at init")
     }
 
+    /// Where a blob is, if indexed.
     pub fn blob(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
         match self.db.get_pinned_cf(self.cf(CF_BLOBS), id.0).map_err(|e| index_err(&self.path, e))? {
             None => Ok(None),
@@ -221,6 +231,7 @@ impl IndexReader {
         }
     }
 
+    /// The blob is indexed.
     pub fn contains_blob(&self, id: &BlobId) -> Result<bool> {
         if !self.db.key_may_exist_cf(self.cf(CF_BLOBS), id.0) {
             return Ok(false);
@@ -243,6 +254,7 @@ impl IndexReader {
         Ok(())
     }
 
+    /// Every indexed pack.
     pub fn packs(&self) -> Result<Vec<(PackId, PackInfo)>> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_PACKS), rocksdb::IteratorMode::Start) {
@@ -258,6 +270,7 @@ impl IndexReader {
         Ok(out)
     }
 
+    /// The value under a ref key, if any.
     pub fn get_ref(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db.get_cf(self.cf(CF_REFS), key).map_err(|e| index_err(&self.path, e))
     }

@@ -14,9 +14,12 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The first bytes of every pack file.
 pub const PACK_MAGIC: &[u8; 8] = b"LBPACK\x00\x01";
+/// Bytes of a pack's header (magic, then reserved).
 pub const PACK_HEADER_LEN: u64 = 32;
 
+/// Where pack `id` lives under `root` (`packs/<2 hex>/<id>.pack`).
 pub fn pack_path(root: &Path, id: &PackId) -> PathBuf {
     let h = id.to_hex();
     root.join("packs").join(&h[..2]).join(format!("{h}.pack"))
@@ -332,9 +335,6 @@ impl PackWriter {
         Ok(PackWriter { id, part_path, file: Arc::new(file), direct, buf, written: 0, len: PACK_HEADER_LEN, blobs: Vec::new(), behind: None })
     }
 
-    pub fn id(&self) -> PackId {
-        self.id
-    }
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -601,10 +601,6 @@ impl PackScanner {
         let mut id = [0u8; 16];
         id.copy_from_slice(&hdr[8..24]);
         Ok(PackScanner { pack: PackId(id), reader, offset: PACK_HEADER_LEN, file_len })
-    }
-
-    pub fn pack_id(&self) -> PackId {
-        self.pack
     }
 
     /// Offset of the next record (of the failing one after an error).

@@ -33,12 +33,18 @@ pub const REF_LOST: &[u8] = b"lost/";
 pub const REF_DAMAGED: &[u8] = b"damaged/";
 const CHUNK: usize = 50_000;
 
+/// What [`repair`] did.
 #[derive(Debug, Default, Serialize)]
 pub struct RepairReport {
+    /// Pack files read.
     pub packs: u64,
+    /// Blobs indexed from them.
     pub blobs: u64,
+    /// Snapshots kept.
     pub snapshots: u64,
+    /// Snapshots whose tree was lost entirely, forgotten.
     pub forgotten: u64,
+    /// Pack bytes read.
     pub bytes_read: u64,
     /// Records that failed verification and have no good copy elsewhere.
     pub lost_blobs: Vec<LostBlob>,
@@ -50,11 +56,16 @@ pub struct RepairReport {
     pub old_index: Option<String>,
 }
 
+/// A blob repair could not read back.
 #[derive(Debug, Clone, Serialize)]
 pub struct LostBlob {
+    /// Its id (hex).
     pub id: String,
+    /// The pack it was in (hex).
     pub pack: String,
+    /// Its record's offset in the pack.
     pub offset: u64,
+    /// Why it could not be read.
     pub reason: String,
 }
 

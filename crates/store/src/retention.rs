@@ -14,18 +14,25 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// How many snapshots of each period to keep (restic's `--keep-*`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeepPolicy {
+    /// The N newest.
     #[serde(default)]
     pub last: u32,
+    /// The newest of each of the N latest hours that have one.
     #[serde(default)]
     pub hourly: u32,
+    /// Likewise per day.
     #[serde(default)]
     pub daily: u32,
+    /// Likewise per ISO week.
     #[serde(default)]
     pub weekly: u32,
+    /// Likewise per month.
     #[serde(default)]
     pub monthly: u32,
+    /// Likewise per year.
     #[serde(default)]
     pub yearly: u32,
 }
@@ -42,10 +49,14 @@ impl KeepPolicy {
     }
 }
 
+/// What a policy decided for one snapshot.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeepDecision {
+    /// The snapshot.
     pub id: BlobId,
+    /// When it was taken.
     pub time: DateTime<Utc>,
+    /// It stays.
     pub keep: bool,
     /// The rules that keep it ("daily", ...); empty when removed.
     pub reasons: Vec<&'static str>,

@@ -59,17 +59,24 @@ impl BuiltPack {
 /// What [`BlobSink::put`] did with a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
+    /// The blob's id.
     pub id: BlobId,
     /// False when the blob was already in the datastore (dedup).
     pub added: bool,
+    /// Bytes it took in the pack (0 when deduplicated).
     pub stored_len: u64,
 }
 
+/// What a sink has written so far.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SinkStats {
+    /// New blobs.
     pub blobs_added: u64,
+    /// Their plain bytes.
     pub bytes_added: u64,
+    /// Bytes they took in packs.
     pub bytes_stored: u64,
+    /// Packs sealed and indexed.
     pub packs_committed: u64,
 }
 
@@ -150,6 +157,7 @@ pub(crate) struct Shared {
     packs_committed: AtomicU64,
 }
 
+/// The write side of one backup run: see the module doc.
 pub struct BlobSink {
     _lock: crate::fsutil::DatastoreLock,
     _registration: crate::fsutil::WriterRegistration,
@@ -161,6 +169,7 @@ pub struct BlobSink {
 }
 
 impl BlobSink {
+    /// Starts a run on the datastore: registers it as a writer (gc waits for it) and starts its sealer thread.
     pub fn new(ds: Arc<Datastore>) -> Result<Self> {
         let lock = crate::fsutil::DatastoreLock::shared(ds.root())?;
         // Registered before the index view we deduplicate against is
@@ -222,6 +231,7 @@ impl BlobSink {
         self.shared.ds.index().contains_blob(id)
     }
 
+    /// Stores a blob unless the datastore (or a run in flight) has it already.
     pub fn put(&self, kind: BlobKind, data: &[u8]) -> Result<PutOutcome> {
         let id = self.shared.ds.blob_id(data);
         self.put_with_id(kind, id, data)
@@ -314,6 +324,7 @@ impl BlobSink {
         self.shared.fail(e.to_string());
     }
 
+    /// What the run has written so far.
     pub fn stats(&self) -> SinkStats {
         SinkStats {
             blobs_added: self.shared.blobs_added.load(Ordering::Relaxed),

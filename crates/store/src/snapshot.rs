@@ -5,13 +5,20 @@
 use crate::id::BlobId;
 use serde::{Deserialize, Serialize};
 
+/// What a backup run read and wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupSummary {
+    /// Files in the snapshot.
     pub files: u64,
+    /// Directories in the snapshot.
     pub dirs: u64,
+    /// Files the parent snapshot did not have.
     pub files_new: u64,
+    /// Files changed since the parent.
     pub files_changed: u64,
+    /// Files taken from the parent unread.
     pub files_unchanged: u64,
+    /// Directories taken from the parent whole.
     pub dirs_unchanged: u64,
     /// Total size of the files in the snapshot.
     pub total_bytes: u64,
@@ -19,9 +26,13 @@ pub struct BackupSummary {
     pub bytes_read: u64,
     /// Plain bytes of new blobs and what they took on disk.
     pub bytes_added: u64,
+    /// Bytes the new blobs took on disk.
     pub bytes_stored: u64,
+    /// New blobs stored.
     pub blobs_added: u64,
+    /// Entries that could not be backed up (each logged).
     pub warnings: u64,
+    /// Wall time of the run.
     pub duration_ms: u64,
     /// The walk recorded extended attributes and inode flags. Snapshots
     /// made before it could have none: a backup on top of one reads them
@@ -35,6 +46,7 @@ pub struct BackupSummary {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SnapshotKind {
+    /// Files and directories.
     #[default]
     Files,
     /// A VM: `vm.json` and one `<disk>.raw` per disk (crates/vm).
@@ -47,20 +59,29 @@ impl SnapshotKind {
     }
 }
 
+/// A snapshot document: what was backed up, when, from where.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// When the backup started.
     pub time: chrono::DateTime<chrono::Utc>,
+    /// The machine backed up.
     pub hostname: String,
     /// Absolute source paths, as given and canonicalized.
     pub paths: Vec<String>,
+    /// Labels the admin gave.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The root directory tree.
     pub tree: BlobId,
+    /// The snapshot this one was taken against (unchanged files came from it).
     #[serde(default)]
     pub parent: Option<BlobId>,
+    /// What the run did.
     #[serde(default)]
     pub summary: BackupSummary,
+    /// The program and version that wrote it.
     pub program: String,
+    /// Files or a VM.
     #[serde(default, skip_serializing_if = "SnapshotKind::is_files")]
     pub kind: SnapshotKind,
     /// The backed-up directory's own metadata when its contents form the
@@ -75,10 +96,15 @@ pub struct Snapshot {
 /// flags of a snapshot's source directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootDir {
+    /// Permission and type bits.
     pub mode: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i64,
+    /// Extended attributes and inode flags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext: Option<crate::NodeExt>,
 }
@@ -102,6 +128,7 @@ impl RootDir {
 }
 
 impl Snapshot {
+    /// The document's bytes as stored (JSON).
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("snapshot serializes")
     }

@@ -13,14 +13,22 @@ use crate::error::{Result, StoreError};
 use crate::id::BlobId;
 use serde::{Deserialize, Serialize};
 
+/// What a directory entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeKind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
+    /// A named pipe.
     Fifo,
+    /// A character device.
     CharDevice,
+    /// A block device.
     BlockDevice,
+    /// A Unix socket.
     Socket,
 }
 
@@ -45,21 +53,33 @@ impl NodeKind {
 pub struct Node {
     /// Raw name bytes: names need not be UTF-8.
     pub name: Vec<u8>,
+    /// What the entry is.
     pub kind: NodeKind,
+    /// `st_mode` permission bits (with set-ID and sticky bits).
     pub mode: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// Size in bytes.
     pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i64,
+    /// Status change time, nanoseconds since the epoch.
     pub ctime_ns: i64,
+    /// Device of the source file system (hard links and unchanged detection).
     pub dev: u64,
+    /// Inode number on the source.
     pub ino: u64,
+    /// Hard link count on the source.
     pub nlink: u64,
+    /// Device number of a device node.
     pub rdev: u64,
     /// File contents: the blobs in order (one for a small file).
     pub content: Vec<BlobId>,
     /// A directory's own tree.
     pub subtree: Option<BlobId>,
+    /// A symlink's target bytes.
     pub link_target: Option<Vec<u8>>,
     /// Extended attributes and inode flags, when the entry has any. Not
     /// part of a node's own encoding: a page carries them in a section of
@@ -89,6 +109,7 @@ pub struct NodeExt {
 }
 
 impl NodeExt {
+    /// Nothing recorded.
     pub fn is_empty(&self) -> bool {
         self.xattrs.is_empty() && self.flags == 0
     }
@@ -119,13 +140,16 @@ impl Node {
         }
     }
 
+    /// The name, with bytes that are not UTF-8 replaced.
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
 }
 
+/// A whole directory listing, decoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
+    /// Entries in name order.
     pub nodes: Vec<Node>,
 }
 
@@ -160,7 +184,9 @@ fn cut_after(name: &[u8]) -> bool {
 /// What a tree blob is: a page of nodes, or the list of a paged tree's
 /// pages.
 pub enum TreeBlob<'a> {
+    /// One page of nodes, read in place.
     Page(NodeCursor<'a>),
+    /// The page ids of a paged tree, in order.
     Paged(Vec<BlobId>),
 }
 
@@ -205,6 +231,7 @@ impl Tree {
         Ok(NodeCursor { bytes, at: PageCursor::open(id, bytes)? })
     }
 
+    /// The entry of this name, if any.
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
     }
@@ -286,6 +313,7 @@ pub struct NodeCursor<'a> {
 }
 
 impl NodeCursor<'_> {
+    /// Nodes not yet read.
     pub fn remaining(&self) -> usize {
         self.at.remaining()
     }
@@ -354,6 +382,7 @@ impl PageBuilder {
 }
 
 impl TreeWriter {
+    /// A writer for a directory of about `entries_hint` entries.
     pub fn new(entries_hint: usize) -> Self {
         TreeWriter { page: PageBuilder::new(entries_hint), pages: Vec::new(), last: None }
     }
