@@ -25,6 +25,10 @@
 //!    gets its index entry back (resurrection) and its pack is kept.
 //! 6. Delete the doomed packs no index entry points to.
 //!
+//! `gc` carries these out one function each: `mark`, then a `GcPlan` (a
+//! `PackVerdict` per pack, which is all a dry run reports), `repack_live`,
+//! `doom_dead`, the wait, `resurrect`, `delete_doomed`.
+//!
 //! A crash anywhere leaves `gc/` records that the next run finishes from:
 //! it waits for the writers running then, marks everything and resurrects
 //! what is reachable before deleting anything. Pack files the index does
@@ -172,7 +176,100 @@ fn doomed_packs(index: &IndexReader) -> Result<HashSet<PackId>> {
     Ok(out)
 }
 
-/// Reclaims the space of blobs no snapshot uses: mark, wait for running writers, repack and sweep (the protocol is in the module doc). `on_event` hears of each phase.
+/// What gc decides for one pack once marking is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PackVerdict {
+    /// Every record is live.
+    Keep,
+    /// Some garbage, under the repack threshold: kept as it is.
+    KeepPartlyUsed,
+    /// Mostly garbage: the live records are copied out, then it goes.
+    Repack,
+    /// Nothing in it is live: it goes whole.
+    Delete,
+    /// Written since a running backup began, so its garbage may be a
+    /// snapshot not committed yet: judged by the next run.
+    Young,
+}
+
+impl PackVerdict {
+    /// The verdict for a pack used as `u`, of `len` bytes; `young` is
+    /// asked (a stat) only of packs that hold garbage.
+    fn judge(u: &PackUse, len: u64, young: impl FnOnce() -> bool, repack_threshold: f64) -> Self {
+        if (u.live == 0 || u.dead > 0) && young() {
+            PackVerdict::Young
+        } else if u.live == 0 {
+            PackVerdict::Delete
+        } else if u.dead > 0 && u.dead_bytes as f64 >= repack_threshold * len as f64 {
+            PackVerdict::Repack
+        } else if u.dead > 0 {
+            PackVerdict::KeepPartlyUsed
+        } else {
+            PackVerdict::Keep
+        }
+    }
+}
+
+/// Step 1's outcome: a verdict per pack, from one index view's marks.
+struct GcPlan {
+    packs: HashMap<PackId, PackInfo>,
+    usage: HashMap<PackId, PackUse>,
+    verdicts: HashMap<PackId, PackVerdict>,
+}
+
+impl GcPlan {
+    /// Judges every indexed pack; `usage` is what the index says of each.
+    fn new(packs: HashMap<PackId, PackInfo>, mut usage: HashMap<PackId, PackUse>, young: impl Fn(&PackId) -> bool, repack_threshold: f64) -> Self {
+        let mut verdicts = HashMap::new();
+        for (pack, info) in &packs {
+            // A pack an interrupted run doomed is judged afresh like any
+            // other; its leftover records are settled in step 6.
+            let u = usage.get(pack).copied().unwrap_or_default().with_unindexed(info);
+            usage.insert(*pack, u);
+            verdicts.insert(*pack, PackVerdict::judge(&u, info.len, || young(pack), repack_threshold));
+        }
+        GcPlan { packs, usage, verdicts }
+    }
+
+    fn with(&self, v: PackVerdict) -> HashSet<PackId> {
+        self.verdicts.iter().filter(|(_, x)| **x == v).map(|(p, _)| *p).collect()
+    }
+
+    /// Live bytes repacking `packs` copies.
+    fn live_bytes(&self, packs: &HashSet<PackId>) -> u64 {
+        packs.iter().map(|p| self.packs[p].len - self.usage[p].dead_bytes).sum()
+    }
+
+    /// What the plan decides, counted into the report (also a dry run's).
+    fn count(&self, rep: &mut GcReport) {
+        for (p, v) in &self.verdicts {
+            let u = &self.usage[p];
+            match v {
+                PackVerdict::Delete | PackVerdict::Repack => rep.blobs_deleted += u.dead,
+                PackVerdict::KeepPartlyUsed => {
+                    rep.partly_used_packs += 1;
+                    rep.garbage_kept += u.dead_bytes;
+                }
+                PackVerdict::Young => rep.young_packs_skipped += 1,
+                PackVerdict::Keep => {}
+            }
+        }
+    }
+
+    /// A dry run's answer: what carrying the plan out would free, with
+    /// `orphan_bytes` of pack files the index does not know.
+    fn predict(&self, rep: &mut GcReport, orphan_bytes: u64) {
+        let (delete, repack) = (self.with(PackVerdict::Delete), self.with(PackVerdict::Repack));
+        rep.packs_deleted = delete.len() as u64;
+        rep.packs_repacked = repack.len() as u64;
+        rep.bytes_freed = delete.iter().chain(&repack).map(|p| self.packs[p].len).sum::<u64>() + orphan_bytes;
+        rep.bytes_repacked = self.live_bytes(&repack);
+    }
+}
+
+/// Reclaims the space of blobs no snapshot uses: mark, repack, doom, wait
+/// for running writers, resurrect, delete (the steps of the module doc).
+/// `on_event` hears of each phase.
 pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Result<GcReport> {
     if ds.config().append_only && !opts.dry_run {
         return Err(StoreError::AppendOnly { path: ds.root().to_path_buf(), op: "gc" });
@@ -194,9 +291,58 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
         Some(since) => std::fs::metadata(pack_path(root, p)).and_then(|m| m.modified()).map_or(true, |m| m >= since),
     };
 
-    // 1. Mark, from one view of the index.
     ds.refresh_index()?;
     let index = ds.index();
+    let (mut marks, seen) = mark(ds, &index, &mut rep, on_event)?;
+    let plan = GcPlan::new(index.packs()?.into_iter().collect(), pack_usage(&index, &marks)?, young, opts.repack_threshold);
+    let already_doomed = doomed_packs(&index)?;
+    rep.recovered_packs = already_doomed.len() as u64;
+    plan.count(&mut rep);
+    if opts.dry_run {
+        let orphans = ds.pack_files()?.iter().filter(|p| !plan.packs.contains_key(&p.id)).map(|p| p.len).sum();
+        plan.predict(&mut rep, orphans);
+        rep.trees = marks.trees() as u64;
+        rep.marks = marks.marks();
+        rep.mark_set_bytes = marks.memory();
+        return Ok(rep);
+    }
+
+    let mut repack = plan.with(PackVerdict::Repack);
+    if !repack.is_empty() {
+        let damaged = repack_live(ds, &index, &marks, &repack, plan.live_bytes(&repack), &mut rep, on_event)?;
+        for p in damaged {
+            repack.remove(&p);
+        }
+    }
+    rep.packs_repacked = repack.len() as u64;
+    let mut doom = plan.with(PackVerdict::Delete);
+    doom.extend(repack);
+    doom_dead(ds, &index, &marks, &doom)?;
+    drop(index);
+
+    if !doom.is_empty() || !already_doomed.is_empty() {
+        rep.writers_waited = WriterRegistration::wait_for_writers(root, |n| on_event(GcEvent::WaitingForWriters(n)))? as u64;
+        crate::failpoint::hit("gc-wait")?;
+    }
+
+    on_event(GcEvent::Sweeping);
+    let stale_refs = resurrect(ds, &mut marks, &seen, &mut rep)?;
+    delete_doomed(ds, stale_refs, &mut rep)?;
+
+    let (n, bytes) = remove_orphan_packs(ds)?;
+    rep.packs_deleted += n;
+    rep.bytes_freed += bytes;
+    rep.bytes_freed += ds.remove_stale_partials()?;
+    ds.refresh_index()?;
+    rep.trees = marks.trees() as u64;
+    rep.marks = marks.marks();
+    rep.mark_set_bytes = marks.memory();
+    Ok(rep)
+}
+
+/// Step 1: marks every snapshot and forget record of one index view;
+/// also gives the snapshots seen, so step 5 marks only newer ones.
+fn mark(ds: &Datastore, index: &IndexReader, rep: &mut GcReport, on_event: &dyn Fn(GcEvent)) -> Result<(MarkSet, HashSet<BlobId>)> {
     on_event(GcEvent::Marking);
     let mut marks = MarkSet::with_capacity(index.estimate_blobs() + index.estimate_blobs() / 4 + 1024);
     let snaps = ds.snapshots()?;
@@ -204,14 +350,14 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     for (sid, snap) in &snaps {
         mark_snapshot(ds, sid, &snap.tree, &mut marks, None)?;
     }
-    mark_forget_records(&index, &mut marks)?;
+    mark_forget_records(index, &mut marks)?;
     rep.snapshots = snaps.len() as u64;
     on_event(GcEvent::Marked { snapshots: rep.snapshots, trees: marks.trees() as u64 });
+    Ok((marks, seen))
+}
 
-    // Plan per pack.
-    let packs: HashMap<PackId, PackInfo> = index.packs()?.into_iter().collect();
-    let already_doomed = doomed_packs(&index)?;
-    rep.recovered_packs = already_doomed.len() as u64;
+/// Live and dead records per pack, as the index names them.
+fn pack_usage(index: &IndexReader, marks: &MarkSet) -> Result<HashMap<PackId, PackUse>> {
     let mut usage: HashMap<PackId, PackUse> = HashMap::new();
     index.for_each_blob(|id, loc| {
         let u = usage.entry(loc.pack).or_default();
@@ -224,79 +370,37 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
         }
         Ok(())
     })?;
-    let mut doom: HashSet<PackId> = HashSet::new();
-    let mut repack: HashSet<PackId> = HashSet::new();
-    for (pack, info) in &packs {
-        // A pack an interrupted run doomed is judged afresh like any
-        // other; its leftover records are settled in step 6.
-        let u = usage.get(pack).copied().unwrap_or_default().with_unindexed(info);
-        usage.insert(*pack, u);
-        if (u.live == 0 || u.dead > 0) && young(pack) {
-            rep.young_packs_skipped += 1;
-            continue;
-        }
-        if u.live == 0 {
-            doom.insert(*pack);
-            rep.blobs_deleted += u.dead;
-        } else if u.dead > 0 && u.dead_bytes as f64 >= opts.repack_threshold * info.len as f64 {
-            repack.insert(*pack);
-            rep.blobs_deleted += u.dead;
-        } else if u.dead > 0 {
-            rep.partly_used_packs += 1;
-            rep.garbage_kept += u.dead_bytes;
-        }
-    }
-    if opts.dry_run {
-        rep.packs_deleted = doom.len() as u64;
-        rep.packs_repacked = repack.len() as u64;
-        rep.bytes_freed = doom.iter().chain(&repack).map(|p| packs[p].len).sum();
-        rep.bytes_repacked = repack.iter().map(|p| packs[p].len - usage[p].dead_bytes).sum();
-        rep.bytes_freed += ds.pack_files()?.iter().filter(|p| !packs.contains_key(&p.id)).map(|p| p.len).sum::<u64>();
-        rep.trees = marks.trees() as u64;
-        rep.marks = marks.marks();
-        rep.mark_set_bytes = marks.memory();
-        return Ok(rep);
-    }
+    Ok(usage)
+}
 
-    // 2. Repack.
-    if !repack.is_empty() {
-        let damaged = repack_live(ds, &index, &marks, &repack, &usage, &packs, &mut rep, on_event)?;
-        for p in damaged {
-            repack.remove(&p);
+/// Step 3: the dead entries of doomed (deleted or repacked) packs leave
+/// the index, each recorded under `gc/blob/` and each pack under
+/// `gc/pack/` in the same batch.
+fn doom_dead(ds: &Datastore, index: &IndexReader, marks: &MarkSet, doom: &HashSet<PackId>) -> Result<()> {
+    if doom.is_empty() {
+        return Ok(());
+    }
+    let index_path = ds.index_path();
+    let mut batch = ChunkedBatch::new(&index_path, CHUNK).with_failpoint("gc-doom");
+    for p in doom {
+        batch.add(|b| b.refs.push((ref_key(REF_DOOMED_PACK, &p.0), Vec::new())))?;
+    }
+    index.for_each_blob(|id, loc| {
+        if doom.contains(&loc.pack) && !marks.contains(&id) {
+            batch.add(|b| {
+                b.delete_blobs_in.push((id, loc.pack));
+                b.refs.push((ref_key(REF_DOOMED_BLOB, &id.0), loc.encode().to_vec()));
+            })?;
         }
-    }
+        Ok(())
+    })?;
+    batch.flush()
+}
 
-    // 3. Doom: the dead entries of doomed and repacked packs go.
-    doom.extend(repack.iter().copied());
-    rep.packs_repacked = repack.len() as u64;
-    if !doom.is_empty() {
-        let index_path = ds.index_path();
-        let mut batch = ChunkedBatch::new(&index_path, CHUNK).with_failpoint("gc-doom");
-        for p in &doom {
-            batch.add(|b| b.refs.push((ref_key(REF_DOOMED_PACK, &p.0), Vec::new())))?;
-        }
-        index.for_each_blob(|id, loc| {
-            if doom.contains(&loc.pack) && !marks.contains(&id) {
-                batch.add(|b| {
-                    b.delete_blobs_in.push((id, loc.pack));
-                    b.refs.push((ref_key(REF_DOOMED_BLOB, &id.0), loc.encode().to_vec()));
-                })?;
-            }
-            Ok(())
-        })?;
-        batch.flush()?;
-    }
-    drop(index);
-
-    // 4. Wait for the writers that may have seen a doomed blob.
-    let has_doomed = !doom.is_empty() || !already_doomed.is_empty();
-    if has_doomed {
-        rep.writers_waited = WriterRegistration::wait_for_writers(root, |n| on_event(GcEvent::WaitingForWriters(n)))? as u64;
-        crate::failpoint::hit("gc-wait")?;
-    }
-
-    // 5. Mark what was committed meanwhile; resurrect what it reaches.
-    on_event(GcEvent::Sweeping);
+/// Step 5: marks the snapshots committed since step 1; a doomed blob they
+/// reach gets its index entry back. Returns `gc/blob/` keys that do not
+/// parse, for step 6 to drop.
+fn resurrect(ds: &Datastore, marks: &mut MarkSet, seen: &HashSet<BlobId>, rep: &mut GcReport) -> Result<Vec<Vec<u8>>> {
     ds.refresh_index()?;
     let index = ds.index();
     let doomed_now = doomed_packs(&index)?;
@@ -313,10 +417,10 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     };
     for (sid, snap) in ds.snapshots()? {
         if !seen.contains(&sid) {
-            mark_snapshot(ds, &sid, &snap.tree, &mut marks, Some(&read_any))?;
+            mark_snapshot(ds, &sid, &snap.tree, marks, Some(&read_any))?;
         }
     }
-    mark_forget_records(&index, &mut marks)?;
+    mark_forget_records(&index, marks)?;
     let index_path = ds.index_path();
     let mut batch = ChunkedBatch::new(&index_path, CHUNK);
     let mut stale_refs = Vec::new();
@@ -333,9 +437,12 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
         Ok(())
     })?;
     batch.flush()?;
-    drop(index);
+    Ok(stale_refs)
+}
 
-    // 6. Delete doomed packs that no entry names any more.
+/// Step 6: deletes the doomed packs no index entry names any more, then
+/// the `gc/` records that have served their purpose.
+fn delete_doomed(ds: &Datastore, stale_refs: Vec<Vec<u8>>, rep: &mut GcReport) -> Result<()> {
     ds.refresh_index()?;
     let index = ds.index();
     let mut referenced: HashSet<PackId> = HashSet::new();
@@ -345,13 +452,13 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     })?;
     let mut batch = IndexBatch::default();
     let mut files = Vec::new();
-    for p in &doomed_now {
+    for p in &doomed_packs(&index)? {
         batch.delete_refs.push(ref_key(REF_DOOMED_PACK, &p.0));
         if referenced.contains(p) {
             continue;
         }
         batch.delete_packs.push(*p);
-        files.push(pack_path(root, p));
+        files.push(pack_path(ds.root(), p));
     }
     if !batch.is_empty() {
         index::commit(&ds.index_path(), batch)?;
@@ -367,24 +474,13 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
             Err(e) => return Err(StoreError::io("delete", f, e)),
         }
     }
-    // The doomed-blob records have served their purpose.
+    let index_path = ds.index_path();
     let mut batch = ChunkedBatch::new(&index_path, CHUNK);
     for k in stale_refs {
         batch.add(|b| b.delete_refs.push(k))?;
     }
     index.for_each_ref(REF_DOOMED_BLOB, |k, _| batch.add(|b| b.delete_refs.push(k.to_vec())))?;
-    batch.flush()?;
-    drop(index);
-
-    let (n, bytes) = remove_orphan_packs(ds)?;
-    rep.packs_deleted += n;
-    rep.bytes_freed += bytes;
-    rep.bytes_freed += ds.remove_stale_partials()?;
-    ds.refresh_index()?;
-    rep.trees = marks.trees() as u64;
-    rep.marks = marks.marks();
-    rep.mark_set_bytes = marks.memory();
-    Ok(rep)
+    batch.flush()
 }
 
 /// Reads a blob's plain bytes (a cache in front of the datastore, say).
@@ -433,16 +529,7 @@ fn mark_forget_records(index: &IndexReader, marks: &mut MarkSet) -> Result<()> {
 /// moves their index entries. Returns the packs that held a damaged live
 /// blob: those are kept whole.
 #[allow(clippy::too_many_arguments)]
-fn repack_live(
-    ds: &Datastore,
-    index: &IndexReader,
-    marks: &MarkSet,
-    repack: &HashSet<PackId>,
-    usage: &HashMap<PackId, PackUse>,
-    packs: &HashMap<PackId, PackInfo>,
-    rep: &mut GcReport,
-    on_event: &dyn Fn(GcEvent),
-) -> Result<HashSet<PackId>> {
+fn repack_live(ds: &Datastore, index: &IndexReader, marks: &MarkSet, repack: &HashSet<PackId>, total: u64, rep: &mut GcReport, on_event: &dyn Fn(GcEvent)) -> Result<HashSet<PackId>> {
     let root = ds.root();
     let mut live: Vec<(BlobId, BlobLocation)> = Vec::new();
     index.for_each_blob(|id, loc| {
@@ -452,7 +539,6 @@ fn repack_live(
         Ok(())
     })?;
     live.sort_by_key(|(_, l)| (l.pack, l.offset));
-    let total: u64 = repack.iter().map(|p| packs[p].len - usage[p].dead_bytes).sum();
     let mut done = 0u64;
     let mut damaged = HashSet::new();
     let mut writer: Option<PackWriter> = None;
@@ -547,6 +633,64 @@ pub fn remove_orphan_packs(ds: &Datastore) -> Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn used(live: u64, dead: u64, dead_bytes: u64) -> PackUse {
+        PackUse { live, dead, dead_bytes, indexed_bytes: 0 }
+    }
+
+    #[test]
+    fn verdicts_follow_liveness_threshold_and_age() {
+        let j = |u: PackUse, young: bool| PackVerdict::judge(&u, 1000, || young, 0.25);
+        assert_eq!(j(used(3, 0, 0), false), PackVerdict::Keep);
+        assert_eq!(j(used(0, 2, 900), false), PackVerdict::Delete);
+        assert_eq!(j(used(1, 2, 250), false), PackVerdict::Repack, "at the threshold");
+        assert_eq!(j(used(1, 2, 249), false), PackVerdict::KeepPartlyUsed);
+        assert_eq!(j(used(0, 2, 900), true), PackVerdict::Young);
+        assert_eq!(j(used(1, 1, 900), true), PackVerdict::Young);
+        // A pack without garbage is never asked its age.
+        assert_eq!(PackVerdict::judge(&used(3, 0, 0), 1000, || panic!("stat of a clean pack"), 0.25), PackVerdict::Keep);
+    }
+
+    #[test]
+    fn unindexed_records_count_as_garbage() {
+        // Two records indexed (100 bytes), the pack says three and 32 +
+        // 150 bytes: one record's 50 bytes are a copy the index does not
+        // name.
+        let u = PackUse { live: 2, dead: 0, dead_bytes: 0, indexed_bytes: 100 }.with_unindexed(&PackInfo { len: crate::pack::PACK_HEADER_LEN + 150, blobs: 3 });
+        assert_eq!((u.live, u.dead, u.dead_bytes), (2, 1, 50));
+        let u = PackUse { live: 2, dead: 0, dead_bytes: 0, indexed_bytes: 100 }.with_unindexed(&PackInfo { len: crate::pack::PACK_HEADER_LEN + 100, blobs: 2 });
+        assert_eq!((u.dead, u.dead_bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_plan_counts_what_it_would_free() {
+        let ids: Vec<PackId> = (0..5u8).map(|i| PackId([i; 16])).collect();
+        let len = crate::pack::PACK_HEADER_LEN + 1000;
+        let packs: HashMap<PackId, PackInfo> = ids.iter().map(|p| (*p, PackInfo { len, blobs: 4 })).collect();
+        let usage: HashMap<PackId, PackUse> = [
+            (ids[0], PackUse { live: 4, dead: 0, dead_bytes: 0, indexed_bytes: 1000 }),
+            (ids[1], PackUse { live: 0, dead: 4, dead_bytes: 1000, indexed_bytes: 1000 }),
+            (ids[2], PackUse { live: 1, dead: 3, dead_bytes: 750, indexed_bytes: 1000 }),
+            (ids[3], PackUse { live: 3, dead: 1, dead_bytes: 100, indexed_bytes: 1000 }),
+            (ids[4], PackUse { live: 0, dead: 4, dead_bytes: 1000, indexed_bytes: 1000 }),
+        ]
+        .into_iter()
+        .collect();
+        let young = ids[4];
+        let plan = GcPlan::new(packs, usage, |p| *p == young, 0.25);
+        assert_eq!(plan.verdicts[&ids[0]], PackVerdict::Keep);
+        assert_eq!(plan.verdicts[&ids[1]], PackVerdict::Delete);
+        assert_eq!(plan.verdicts[&ids[2]], PackVerdict::Repack);
+        assert_eq!(plan.verdicts[&ids[3]], PackVerdict::KeepPartlyUsed);
+        assert_eq!(plan.verdicts[&ids[4]], PackVerdict::Young);
+        let mut rep = GcReport::default();
+        plan.count(&mut rep);
+        plan.predict(&mut rep, 77);
+        assert_eq!((rep.blobs_deleted, rep.partly_used_packs, rep.garbage_kept, rep.young_packs_skipped), (4 + 3, 1, 100, 1));
+        assert_eq!((rep.packs_deleted, rep.packs_repacked), (1, 1));
+        assert_eq!(rep.bytes_freed, 2 * len + 77);
+        assert_eq!(rep.bytes_repacked, len - 750);
+    }
     use crate::blob::BlobKind;
     use crate::config::DatastoreConfig;
     use crate::sink::BlobSink;
