@@ -319,3 +319,54 @@ fn tree_damage(ds: &Datastore, id: &BlobId, bad_blobs: &HashSet<BlobId>, lost: &
     memo.insert(*id, out.clone());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::RECORD_HEADER_LEN;
+    use crate::testutil::{offset_of, one_pack};
+
+    fn both(ds: &Datastore) -> (CheckReport, CheckReport) {
+        (check(ds, CheckDepth::Structure, &|_| {}).unwrap(), check(ds, CheckDepth::ReadData, &|_| {}).unwrap())
+    }
+
+    #[test]
+    fn a_clean_datastore_passes_at_both_depths() {
+        let t = tempfile::tempdir().unwrap();
+        let (ds, _, path) = one_pack(t.path());
+        let (s, r) = both(&ds);
+        assert!(s.ok() && r.ok(), "{s:?} {r:?}");
+        assert_eq!((s.packs, s.blobs, s.snapshots, s.bytes_read), (1, 5, 1, 0));
+        assert_eq!(r.bytes_read, std::fs::metadata(path).unwrap().len() - crate::pack::PACK_HEADER_LEN);
+    }
+
+    #[test]
+    fn damaged_content_is_found_by_reading_the_data_and_named_by_path() {
+        let t = tempfile::tempdir().unwrap();
+        let (ds, ids, path) = one_pack(t.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offset_of(&ds, &ids[1]) + RECORD_HEADER_LEN + 3] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let (s, r) = both(&ds);
+        assert!(s.ok(), "the structure is intact: {s:?}");
+        assert!(!r.ok());
+        assert!(r.errors.iter().any(|e| e.contains(&ids[1].to_string())), "{:?}", r.errors);
+        assert_eq!(r.affected.len(), 1, "{:?}", r.affected);
+        assert!(r.affected[0].contains("/f1"), "{:?}", r.affected);
+    }
+
+    #[test]
+    fn a_missing_pack_and_a_stray_one_are_told_apart() {
+        let t = tempfile::tempdir().unwrap();
+        let (ds, _, path) = one_pack(t.path());
+        let stray = path.with_file_name(format!("{}.pack", crate::id::PackId([7; 16]).to_hex()));
+        std::fs::rename(&path, &stray).unwrap();
+        let s = check(&ds, CheckDepth::Structure, &|_| {}).unwrap();
+        assert!(!s.ok());
+        assert!(s.errors.iter().any(|e| e.contains("file missing")), "{:?}", s.errors);
+        assert_eq!(s.unreferenced_packs.len(), 1, "{:?}", s.unreferenced_packs);
+        // The root listing was in that pack too.
+        assert_eq!(s.affected.len(), 1, "{:?}", s.affected);
+        assert!(s.affected[0].ends_with("/: directory listing is damaged"), "{:?}", s.affected);
+    }
+}

@@ -584,11 +584,7 @@ mod tests {
     use crate::snapshot::Snapshot;
     use std::os::unix::fs::FileExt;
 
-    fn noise(seed: u8, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut v);
-        v
-    }
+    use crate::testutil::noise;
 
     #[test]
     fn encrypted_round_trip_wrong_key_and_tamper() {

@@ -702,11 +702,7 @@ mod tests {
         Node::file(name.as_bytes(), 0o644, 0, 0, content)
     }
 
-    fn noise(seed: u8, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut v);
-        v
-    }
+    use crate::testutil::noise;
 
     #[test]
     fn gc_frees_what_no_snapshot_needs_and_keeps_the_rest() {

@@ -31,6 +31,9 @@ mod sink;
 mod snapshot;
 mod tree;
 
+#[cfg(test)]
+mod testutil;
+
 // What everything stands on: ids and errors.
 pub use error::{Result, StoreError};
 pub use id::{BlobId, PackId};

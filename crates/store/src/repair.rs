@@ -118,65 +118,36 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
         let bytes = std::fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
         rep.bytes_read += bytes.len() as u64;
         let mut count = 0u32;
-        if bytes.len() < PACK_HEADER_LEN as usize || &bytes[..8] != PACK_MAGIC {
-            // The records may still be fine: scan them anyway.
-            tracing::warn!("pack {pack}: damaged pack header");
-        }
-        let mut off = PACK_HEADER_LEN as usize;
-        let mut resyncing = false;
-        while off + RECORD_HEADER_LEN <= bytes.len() {
-            let parsed = RecordHeader::decode(&bytes[off..off + RECORD_HEADER_LEN]).ok().filter(|h| off + RECORD_HEADER_LEN + h.stored_len as usize <= bytes.len());
-            let Some(h) = parsed else {
-                if !resyncing {
-                    note_unreadable(&mut rep, pack, off as u64, "record header damaged");
-                    resyncing = true;
-                }
-                off += 1;
-                continue;
-            };
-            let start = off + RECORD_HEADER_LEN;
-            let stored = bytes[start..start + h.stored_len as usize].to_vec();
-            match ds.decode_record(&h, stored) {
-                Ok(plain) => {
-                    resyncing = false;
-                    let loc = BlobLocation { pack: *pack, offset: off as u64, stored_len: h.stored_len, plain_len: h.plain_len, kind: h.kind, encoding: h.encoding };
-                    if good.insert(h.id) {
-                        batch.blobs.push((h.id, loc));
+        for v in scan_pack(ds, pack, &bytes) {
+            match v {
+                ScannedRecord::Good { id, loc, plain } => {
+                    if good.insert(id) {
+                        batch.blobs.push((id, loc));
                         count += 1;
                     }
-                    bad.remove(&h.id);
-                    match h.kind {
-                        BlobKind::Snapshot => snapshots.push((h.id, plain)),
-                        BlobKind::Forget => {
-                            if let Ok(r) = serde_json::from_slice::<ForgetRecord>(&plain) {
+                    bad.remove(&id);
+                    match (loc.kind, plain) {
+                        (BlobKind::Snapshot, Some(doc)) => snapshots.push((id, doc)),
+                        (BlobKind::Forget, Some(doc)) => {
+                            if let Ok(r) = serde_json::from_slice::<ForgetRecord>(&doc) {
                                 forgotten.extend(r.snapshots);
-                                forget_records.push(h.id);
+                                forget_records.push(id);
                             }
                         }
                         _ => {}
                     }
-                    off = start + h.stored_len as usize;
                 }
-                Err(reason) if resyncing => {
-                    // Most likely not a header at all, only bytes that look
-                    // like one: keep looking one byte on.
-                    let _ = reason;
-                    off += 1;
-                }
-                Err(reason) => {
-                    if !good.contains(&h.id) {
-                        bad.insert(h.id, LostBlob { id: h.id.to_hex(), pack: pack.to_hex(), offset: off as u64, reason: reason.to_string() });
+                ScannedRecord::Damaged { id, lost } => {
+                    if !good.contains(&id) {
+                        bad.insert(id, lost);
                     }
-                    off = start + h.stored_len as usize;
                 }
+                ScannedRecord::Unreadable { offset, what } => rep.unreadable_packs.push(format!("pack {pack} at offset {offset}: {what}")),
             }
             if batch.len() >= CHUNK {
                 // Blob entries only: the snapshots go in last.
                 index::commit(&new, std::mem::take(&mut batch))?;
             }
-        }
-        if off != bytes.len() && !resyncing {
-            note_unreadable(&mut rep, pack, off as u64, "truncated record at the end");
         }
         batch.packs.push((*pack, PackInfo { len: *len, blobs: count }));
         rep.packs += 1;
@@ -240,6 +211,142 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
     Ok(rep)
 }
 
-fn note_unreadable(rep: &mut RepairReport, pack: &PackId, off: u64, what: &str) {
-    rep.unreadable_packs.push(format!("pack {pack} at offset {off}: {what}"));
+/// What the scan of a pack found at one place in it.
+#[derive(Debug)]
+enum ScannedRecord {
+    /// A record that verifies: it is indexed at `loc`. Snapshot and
+    /// forget records bring their plain bytes.
+    Good { id: BlobId, loc: BlobLocation, plain: Option<Vec<u8>> },
+    /// A readable header whose content does not verify: lost, unless a
+    /// good copy turns up elsewhere.
+    Damaged { id: BlobId, lost: LostBlob },
+    /// From `offset` on, nothing could be read up to the next record
+    /// that verifies (or the end).
+    Unreadable { offset: u64, what: &'static str },
+}
+
+/// Reads every record of a pack's bytes in order. A damaged header hides
+/// where the next record starts: the scan then tries each following
+/// offset for a header with a valid checksum whose content verifies.
+fn scan_pack(ds: &Datastore, pack: &PackId, bytes: &[u8]) -> Vec<ScannedRecord> {
+    let mut out = Vec::new();
+    if bytes.len() < PACK_HEADER_LEN as usize || &bytes[..8] != PACK_MAGIC {
+        // The records may still be fine: scan them anyway.
+        tracing::warn!("pack {pack}: damaged pack header");
+    }
+    let mut off = PACK_HEADER_LEN as usize;
+    let mut resyncing = false;
+    while off + RECORD_HEADER_LEN <= bytes.len() {
+        let parsed = RecordHeader::decode(&bytes[off..off + RECORD_HEADER_LEN]).ok().filter(|h| off + RECORD_HEADER_LEN + h.stored_len as usize <= bytes.len());
+        let Some(h) = parsed else {
+            if !resyncing {
+                out.push(ScannedRecord::Unreadable { offset: off as u64, what: "record header damaged" });
+                resyncing = true;
+            }
+            off += 1;
+            continue;
+        };
+        let start = off + RECORD_HEADER_LEN;
+        let stored = bytes[start..start + h.stored_len as usize].to_vec();
+        match ds.decode_record(&h, stored) {
+            Ok(plain) => {
+                resyncing = false;
+                let loc = BlobLocation { pack: *pack, offset: off as u64, stored_len: h.stored_len, plain_len: h.plain_len, kind: h.kind, encoding: h.encoding };
+                let plain = matches!(h.kind, BlobKind::Snapshot | BlobKind::Forget).then_some(plain);
+                out.push(ScannedRecord::Good { id: h.id, loc, plain });
+                off = start + h.stored_len as usize;
+            }
+            // Most likely not a header at all, only bytes that look like
+            // one: keep looking one byte on.
+            Err(_) if resyncing => off += 1,
+            Err(reason) => {
+                out.push(ScannedRecord::Damaged { id: h.id, lost: LostBlob { id: h.id.to_hex(), pack: pack.to_hex(), offset: off as u64, reason: reason.to_string() } });
+                off = start + h.stored_len as usize;
+            }
+        }
+    }
+    if off != bytes.len() && !resyncing {
+        out.push(ScannedRecord::Unreadable { offset: off as u64, what: "truncated record at the end" });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{offset_of, one_pack};
+
+    fn goods(v: &[ScannedRecord]) -> Vec<BlobId> {
+        v.iter().filter_map(|r| if let ScannedRecord::Good { id, .. } = r { Some(*id) } else { None }).collect()
+    }
+
+    #[test]
+    fn a_clean_pack_scans_to_its_index() {
+        let t = tempfile::tempdir().unwrap();
+        let (ds, ids, path) = one_pack(t.path());
+        let pack = ds.pack_files().unwrap()[0].id;
+        let scanned = scan_pack(&ds, &pack, &std::fs::read(&path).unwrap());
+        // Three files, the tree and the snapshot document.
+        assert_eq!(scanned.len(), 5, "{scanned:?}");
+        for r in &scanned {
+            let ScannedRecord::Good { id, loc, plain } = r else { panic!("{r:?}") };
+            assert_eq!(ds.index().blob(id).unwrap(), Some(*loc));
+            assert_eq!(plain.is_some(), loc.kind == BlobKind::Snapshot);
+        }
+        assert!(ids.iter().all(|id| goods(&scanned).contains(id)));
+    }
+
+    #[test]
+    fn damage_is_named_and_the_scan_finds_its_way_on() {
+        let t = tempfile::tempdir().unwrap();
+        let (ds, ids, path) = one_pack(t.path());
+        let pack = ds.pack_files().unwrap()[0].id;
+        let clean = std::fs::read(&path).unwrap();
+
+        // Content: that blob is lost, the rest is read.
+        let mut bytes = clean.clone();
+        bytes[offset_of(&ds, &ids[1]) + RECORD_HEADER_LEN + 10] ^= 0xff;
+        let scanned = scan_pack(&ds, &pack, &bytes);
+        let damaged: Vec<&BlobId> = scanned.iter().filter_map(|r| if let ScannedRecord::Damaged { id, .. } = r { Some(id) } else { None }).collect();
+        assert_eq!(damaged, vec![&ids[1]]);
+        assert_eq!(goods(&scanned).len(), 4);
+
+        // A header: where the next record starts is found again.
+        let mut bytes = clean.clone();
+        let at = offset_of(&ds, &ids[1]);
+        bytes[at + 5] ^= 0xff;
+        let scanned = scan_pack(&ds, &pack, &bytes);
+        assert!(matches!(scanned[1], ScannedRecord::Unreadable { offset, what: "record header damaged" } if offset as usize == at), "{scanned:?}");
+        let found = goods(&scanned);
+        assert!(found.contains(&ids[0]) && found.contains(&ids[2]) && !found.contains(&ids[1]), "{scanned:?}");
+
+        // A cut tail: the last record's header promises more than there
+        // is, so it does not count as one.
+        let scanned = scan_pack(&ds, &pack, &clean[..clean.len() - 5]);
+        assert_eq!(goods(&scanned).len(), 4);
+        assert!(matches!(scanned.last(), Some(ScannedRecord::Unreadable { what: "record header damaged", .. })), "{scanned:?}");
+        // A cut inside the last header.
+        let Some(ScannedRecord::Good { loc, .. }) = scan_pack(&ds, &pack, &clean).pop() else { panic!("clean pack") };
+        let scanned = scan_pack(&ds, &pack, &clean[..loc.offset as usize + 20]);
+        assert!(matches!(scanned.last(), Some(ScannedRecord::Unreadable { what: "truncated record at the end", .. })), "{scanned:?}");
+    }
+
+    #[test]
+    fn repair_rebuilds_the_index_and_names_what_was_lost() {
+        let t = tempfile::tempdir().unwrap();
+        let (ds, ids, path) = one_pack(t.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offset_of(&ds, &ids[2]) + RECORD_HEADER_LEN + 1] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let rep = repair(&ds, &|_, _| {}).unwrap();
+        assert_eq!((rep.packs, rep.blobs, rep.snapshots), (1, 4, 1));
+        assert_eq!(rep.lost_blobs.iter().map(|l| l.id.clone()).collect::<Vec<_>>(), vec![ids[2].to_hex()]);
+        assert_eq!(rep.affected.len(), 1, "{:?}", rep.affected);
+        assert!(rep.affected[0].contains("/f2: file lost data"), "{:?}", rep.affected);
+        let damaged = ds.damaged_snapshots().unwrap();
+        let (sid, _) = ds.snapshots().unwrap().pop().unwrap();
+        assert_eq!(damaged.get(&sid).map(|p| p.len()), Some(1));
+        assert!(ds.index().blob(&ids[2]).unwrap().is_none());
+        assert!(ds.index().blob(&ids[0]).unwrap().is_some());
+    }
 }

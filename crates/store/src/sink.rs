@@ -685,11 +685,7 @@ mod tests {
     use crate::snapshot::Snapshot;
     use crate::tree::{Node, Tree};
 
-    fn noise(seed: u8, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut v);
-        v
-    }
+    use crate::testutil::noise;
 
     fn datastore(dir: &std::path::Path) -> Arc<Datastore> {
         let cfg = DatastoreConfig { pack_target: 256 << 10, ..DatastoreConfig::new() };
