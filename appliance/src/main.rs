@@ -4,8 +4,6 @@
 mod commands;
 mod logging;
 mod remote;
-mod remote_lab;
-mod remote_vm;
 mod systemd;
 mod ui;
 

@@ -32,21 +32,11 @@ pub struct AgentArgs {
     /// Host name recorded in the snapshot (default: this machine's)
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
-    /// Tag the snapshot (repeatable)
-    #[arg(long = "tag", value_name = "T")]
-    pub tags: Vec<String>,
-    /// Leave out paths matching GLOB: with a '/' the absolute path, else the name (repeatable)
-    #[arg(long = "exclude", value_name = "GLOB")]
-    pub excludes: Vec<String>,
+    #[command(flatten)]
+    pub select: crate::commands::backup::BackupSelection,
     /// Read every file even if the parent snapshot has it unchanged
     #[arg(long)]
     pub force: bool,
-    /// Stay on each source's file system: mount points below it are kept as empty directories
-    #[arg(long, short = 'x')]
-    pub one_file_system: bool,
-    /// Leave out files and directories with the nodump inode flag (chattr +d)
-    #[arg(long)]
-    pub exclude_nodump: bool,
     /// Worker threads (default: from the core count)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -75,17 +65,17 @@ pub fn run(a: AgentArgs) -> anyhow::Result<u8> {
     ui::install_cancel_handler(&progress.cancel);
     let opts = AgentOptions {
         sources: a.sources.clone(),
-        tags: a.tags.clone(),
-        excludes: a.excludes.clone(),
+        tags: a.select.tags.clone(),
+        excludes: a.select.excludes.clone(),
         hostname: a.hostname.clone().unwrap_or_else(hostname),
         datastore: a.datastore.clone(),
         threads: a.threads,
         force_full: a.force,
-        one_file_system: a.one_file_system,
-        exclude_nodump: a.exclude_nodump,
+        one_file_system: a.select.one_file_system,
+        exclude_nodump: a.select.exclude_nodump,
         retry_for: Duration::from_secs(a.retry_for),
     };
-    let bar = ui::backup_bar(&progress, &a.sources, &a.excludes, a.json);
+    let bar = ui::backup_bar(&progress, &a.sources, &a.select.excludes, a.json);
     let res = run_agent_backup(transport, &opts, &progress);
     drop(bar);
     let out = match res {

@@ -4,25 +4,33 @@ use lifeboat_ingest::{backup, BackupOptions, Progress};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// What a file backup takes and how it is labelled: the same options
+/// for a backup here, an agent's and a job on the appliance.
 #[derive(clap::Args)]
-pub struct BackupArgs {
-    #[command(flatten)]
-    pub ds: DatastoreArg,
+pub struct BackupSelection {
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "T")]
     pub tags: Vec<String>,
     /// Leave out paths matching GLOB: with a '/' the absolute path, else the name (repeatable)
     #[arg(long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
-    /// Read every file even if the parent snapshot has it unchanged
-    #[arg(long)]
-    pub force: bool,
     /// Stay on each source's file system: mount points below it are kept as empty directories
     #[arg(long, short = 'x')]
     pub one_file_system: bool,
     /// Leave out files and directories with the nodump inode flag (chattr +d)
     #[arg(long)]
     pub exclude_nodump: bool,
+}
+
+#[derive(clap::Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub ds: DatastoreArg,
+    #[command(flatten)]
+    pub select: BackupSelection,
+    /// Read every file even if the parent snapshot has it unchanged
+    #[arg(long)]
+    pub force: bool,
     /// Worker threads (default: from the core count)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -40,15 +48,15 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
     ui::install_cancel_handler(&progress.cancel);
     let opts = BackupOptions {
         sources: a.sources.clone(),
-        tags: a.tags.clone(),
-        excludes: a.excludes.clone(),
+        tags: a.select.tags.clone(),
+        excludes: a.select.excludes.clone(),
         hostname: hostname(),
         threads: a.threads,
         force_full: a.force,
-        one_file_system: a.one_file_system,
-        exclude_nodump: a.exclude_nodump,
+        one_file_system: a.select.one_file_system,
+        exclude_nodump: a.select.exclude_nodump,
     };
-    let bar = ui::backup_bar(&progress, &a.sources, &a.excludes, a.json);
+    let bar = ui::backup_bar(&progress, &a.sources, &a.select.excludes, a.json);
     let res = backup(ds, &opts, &progress);
     drop(bar);
     let out = match res {

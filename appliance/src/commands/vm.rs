@@ -280,7 +280,7 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                crate::remote_vm::print_vms(&list);
+                crate::remote::vm::print_vms(&list);
             }
             Ok(0)
         }
@@ -708,7 +708,7 @@ fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Optio
                 .iter()
                 .map(|p| VmPartitionInfo { name: p.name.clone(), start: p.start, size: p.size, fstype: p.fstype.clone(), label: p.label.clone(), unsupported: p.unsupported.clone() })
                 .collect();
-            crate::remote_vm::print_partitions(&disk.disk, Some(disk.size), layout.table.as_deref(), &parts);
+            crate::remote::vm::print_partitions(&disk.disk, Some(disk.size), layout.table.as_deref(), &parts);
         }
         return Ok(0);
     };
@@ -733,7 +733,7 @@ fn vm_files(ds: &DatastoreArg, snapshot: &str, path: Option<String>, disk: Optio
         println!("{}", serde_json::Value::Array(list));
     } else {
         let list: Vec<_> = entries.into_iter().map(|e| VmFileEntry { name: e.name, mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, mtime: e.mtime, link_target: e.link_target }).collect();
-        crate::remote_vm::print_guest_entries(&list);
+        crate::remote::vm::print_guest_entries(&list);
     }
     Ok(0)
 }

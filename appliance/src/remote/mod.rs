@@ -2,14 +2,29 @@
 //! daemon through its API. Datastores are named here (default
 //! `default`), paths are on the appliance, and long jobs show a progress
 //! bar fed by the server's event stream.
+//!
+//! One module per subcommand, as in `commands/` for the local CLI; each
+//! has its arguments and one `run`.
 
-use anyhow::Context;
+mod backup;
+mod check;
+mod datastore;
+mod forget;
+mod gc;
+mod jobs;
+mod lab;
+mod login;
+mod restore;
+mod schedule;
+mod snapshots;
+mod token;
+pub(crate) mod vm;
+
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lifeboat_api_types::*;
 use lifeboat_client::{ApiClient, TlsTrust};
 use std::io::IsTerminal;
-use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "lifeboat", version, about = "Lifeboat: drive an appliance through its API")]
@@ -54,152 +69,44 @@ pub enum RemoteCmd {
     /// Datastores: list or create
     Datastore {
         #[command(subcommand)]
-        cmd: RemoteDatastoreCmd,
+        cmd: datastore::DatastoreCmd,
     },
     /// List snapshots
-    Snapshots {
-        #[command(flatten)]
-        ds: DsName,
-        #[arg(long)]
-        json: bool,
-    },
+    Snapshots(snapshots::SnapshotsArgs),
     /// Back up directories on the appliance
-    Backup {
-        #[command(flatten)]
-        ds: DsName,
-        #[arg(long = "tag", value_name = "T")]
-        tags: Vec<String>,
-        #[arg(long = "exclude", value_name = "GLOB")]
-        exclude: Vec<String>,
-        /// Stay on each path's file system
-        #[arg(long, short = 'x')]
-        one_file_system: bool,
-        /// Leave out entries with the nodump flag (chattr +d)
-        #[arg(long)]
-        exclude_nodump: bool,
-        #[command(flatten)]
-        wait: Wait,
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<String>,
-    },
+    Backup(backup::BackupArgs),
     /// Restore a snapshot into a directory on the appliance
-    Restore {
-        #[command(flatten)]
-        ds: DsName,
-        #[arg(long = "include", value_name = "PATH")]
-        include: Vec<String>,
-        #[command(flatten)]
-        wait: Wait,
-        snapshot: String,
-        target: String,
-    },
+    Restore(restore::RestoreArgs),
     /// Verify a datastore
-    Check {
-        #[command(flatten)]
-        ds: DsName,
-        #[arg(long)]
-        read_data: bool,
-        #[command(flatten)]
-        wait: Wait,
-    },
+    Check(check::CheckArgs),
     /// Reclaim space
-    Gc {
-        #[command(flatten)]
-        ds: DsName,
-        #[command(flatten)]
-        wait: Wait,
-    },
+    Gc(gc::GcArgs),
     /// Remove a snapshot by id
-    Forget {
-        #[command(flatten)]
-        ds: DsName,
-        snapshot: String,
-    },
+    Forget(forget::ForgetArgs),
     /// Jobs: list, show, log, cancel, watch
     Jobs {
         #[command(subcommand)]
-        cmd: Option<RemoteJobsCmd>,
+        cmd: Option<jobs::JobsCmd>,
     },
     /// Schedules: list, add, delete, run
     Schedule {
         #[command(subcommand)]
-        cmd: RemoteScheduleCmd,
+        cmd: schedule::ScheduleCmd,
     },
     /// API tokens: list, create, revoke
     Token {
         #[command(subcommand)]
-        cmd: RemoteTokenCmd,
+        cmd: token::TokenCmd,
     },
     /// VMs: list, register, backup, snapshots, restore, export
     Vm {
         #[command(subcommand)]
-        cmd: crate::remote_vm::RemoteVmCmd,
+        cmd: vm::RemoteVmCmd,
     },
     /// Verification labs: define, list, run, history
     Lab {
         #[command(subcommand)]
-        cmd: crate::remote_lab::RemoteLabCmd,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum RemoteDatastoreCmd {
-    List,
-    Create { name: String, path: String },
-}
-
-#[derive(Subcommand)]
-pub enum RemoteJobsCmd {
-    List {
-        #[arg(long)]
-        running: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    Show {
-        id: String,
-    },
-    Log {
-        id: String,
-    },
-    Cancel {
-        id: String,
-    },
-    /// Follow a running job with a progress bar until it ends
-    Watch {
-        id: String,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum RemoteScheduleCmd {
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Add a schedule from a JSON ScheduleSpec file (see /api/openapi.json)
-    Add {
-        file: PathBuf,
-    },
-    Delete {
-        id: String,
-    },
-    Run {
-        id: String,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum RemoteTokenCmd {
-    List,
-    Create {
-        name: String,
-        /// admin, operator, read-only or backup-only
-        #[arg(long, default_value = "read-only")]
-        role: Role,
-    },
-    Revoke {
-        id: String,
+        cmd: lab::RemoteLabCmd,
     },
 }
 
@@ -223,153 +130,19 @@ pub fn run(cli: RemoteCli) -> anyhow::Result<u8> {
     }
     let c = ApiClient::new(&cli.server, cli.token.clone(), trust)?;
     match cli.command {
-        RemoteCmd::Login => {
-            let pw = if std::io::stdin().is_terminal() {
-                zeroize::Zeroizing::new(rpassword::prompt_password("admin password: ")?)
-            } else {
-                let mut s = String::new();
-                std::io::stdin().read_line(&mut s)?;
-                zeroize::Zeroizing::new(s.trim_end_matches(['\r', '\n']).to_string())
-            };
-            let r: LoginResponse = c.post("/api/login", &LoginRequest { username: "admin".into(), password: pw.to_string() })?;
-            println!("{}", r.token);
-            Ok(0)
-        }
-        RemoteCmd::Datastore { cmd: RemoteDatastoreCmd::List } => {
-            let list: Vec<DatastoreInfo> = c.get("/api/datastores")?;
-            for d in list {
-                println!(
-                    "{:<16} {:>5} snapshots  {:>10} used  {:>10} free  {:<7}  {}{}",
-                    d.name,
-                    d.snapshots,
-                    crate::ui::bytes(d.used_bytes),
-                    crate::ui::bytes(d.free_bytes),
-                    d.compression,
-                    d.path,
-                    if d.encrypted { "  (encrypted)" } else { "" }
-                );
-            }
-            Ok(0)
-        }
-        RemoteCmd::Datastore { cmd: RemoteDatastoreCmd::Create { name, path } } => {
-            let d: DatastoreInfo = c.post("/api/datastores", &DatastoreCreate { name, path })?;
-            println!("datastore {} at {}", d.name, d.path);
-            Ok(0)
-        }
-        RemoteCmd::Snapshots { ds, json } => {
-            let list: Vec<SnapshotInfo> = c.get(&format!("/api/datastores/{}/snapshots", ds.datastore))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                for s in list {
-                    println!(
-                        "{:<9} {:<20} {:<16} {:>9} {:>10}  {:<12} {}{}",
-                        &s.id[..8.min(s.id.len())],
-                        s.time.format("%Y-%m-%d %H:%M:%S"),
-                        s.hostname,
-                        s.files,
-                        crate::ui::bytes(s.bytes),
-                        s.tags.join(","),
-                        s.paths.join(" "),
-                        if s.damaged { "  DAMAGED" } else { "" }
-                    );
-                }
-            }
-            Ok(0)
-        }
-        RemoteCmd::Backup { ds, tags, exclude, one_file_system, exclude_nodump, wait, paths } => {
-            run_job(&c, JobSpec::Backup { datastore: ds.datastore, paths, tags, exclude, one_file_system, exclude_nodump }, &wait)
-        }
-        RemoteCmd::Restore { ds, include, wait, snapshot, target } => run_job(&c, JobSpec::Restore { datastore: ds.datastore, snapshot, target, include }, &wait),
-        RemoteCmd::Check { ds, read_data, wait } => run_job(&c, JobSpec::Verify { datastore: ds.datastore, read_data }, &wait),
-        RemoteCmd::Gc { ds, wait } => run_job(&c, JobSpec::Gc { datastore: ds.datastore }, &wait),
-        RemoteCmd::Forget { ds, snapshot } => {
-            c.delete::<()>(&format!("/api/datastores/{}/snapshots/{}", ds.datastore, snapshot))?;
-            println!("removed snapshot {snapshot}; run gc to reclaim its space");
-            Ok(0)
-        }
-        RemoteCmd::Jobs { cmd } => match cmd.unwrap_or(RemoteJobsCmd::List { running: false, json: false }) {
-            RemoteJobsCmd::List { running, json } => {
-                let jobs: Vec<JobInfo> = c.get(&format!("/api/jobs?running={running}"))?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&jobs)?);
-                } else {
-                    for j in jobs {
-                        println!("{:<26} {:<12} {:<12} {:<10} {}", j.id, j.spec.kind(), format!("{:?}", j.state).to_lowercase(), j.spec.datastore(), j.error.unwrap_or_default());
-                    }
-                }
-                Ok(0)
-            }
-            RemoteJobsCmd::Show { id } => {
-                let j: JobInfo = c.get(&format!("/api/jobs/{id}"))?;
-                println!("{}", serde_json::to_string_pretty(&j)?);
-                Ok(0)
-            }
-            RemoteJobsCmd::Log { id } => {
-                print!("{}", c.get_text(&format!("/api/jobs/{id}/log"))?);
-                Ok(0)
-            }
-            RemoteJobsCmd::Cancel { id } => {
-                let _: JobInfo = c.post(&format!("/api/jobs/{id}/cancel"), &())?;
-                println!("cancel requested for job {id}");
-                Ok(0)
-            }
-            RemoteJobsCmd::Watch { id } => {
-                let events = c.events()?;
-                let job: JobInfo = c.get(&format!("/api/jobs/{id}"))?;
-                follow(events, job, false)
-            }
-        },
-        RemoteCmd::Schedule { cmd } => match cmd {
-            RemoteScheduleCmd::List { json } => {
-                let list: Vec<ScheduleInfo> = c.get("/api/schedules")?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
-                } else {
-                    for s in list {
-                        println!("{:<12} {:<20} {:<16} {:<8} next {}", s.id, s.spec.name, s.spec.cron, s.spec.job.kind(), s.next_run.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()));
-                    }
-                }
-                Ok(0)
-            }
-            RemoteScheduleCmd::Add { file } => {
-                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-                let spec: ScheduleSpec = serde_json::from_str(&text).with_context(|| format!("{} is not a schedule (JSON ScheduleSpec)", file.display()))?;
-                let s: ScheduleInfo = c.post("/api/schedules", &spec)?;
-                println!("schedule {} ({}) added", s.id, s.spec.name);
-                Ok(0)
-            }
-            RemoteScheduleCmd::Delete { id } => {
-                c.delete::<()>(&format!("/api/schedules/{id}"))?;
-                Ok(0)
-            }
-            RemoteScheduleCmd::Run { id } => {
-                let j: JobInfo = c.post(&format!("/api/schedules/{id}/run"), &())?;
-                println!("{}", j.id);
-                Ok(0)
-            }
-        },
-        RemoteCmd::Vm { cmd } => crate::remote_vm::run(&c, cmd),
-        RemoteCmd::Lab { cmd } => crate::remote_lab::run(&c, cmd),
-        RemoteCmd::Token { cmd } => match cmd {
-            RemoteTokenCmd::List => {
-                let list: Vec<TokenInfo> = c.get("/api/tokens")?;
-                for t in list {
-                    println!("{:<18} {:<20} {:<12} {}{}", t.id, t.name, t.role.as_str(), t.created.format("%Y-%m-%d %H:%M"), if t.agent { "  agent" } else { "" });
-                }
-                Ok(0)
-            }
-            RemoteTokenCmd::Create { name, role } => {
-                let t: TokenCreated = c.post("/api/tokens", &TokenCreate { name, role, original_location: false })?;
-                eprintln!("token {} ({}) created; its secret is shown only now:", t.info.name, t.info.role.as_str());
-                println!("{}", t.token);
-                Ok(0)
-            }
-            RemoteTokenCmd::Revoke { id } => {
-                c.delete::<()>(&format!("/api/tokens/{id}"))?;
-                Ok(0)
-            }
-        },
+        RemoteCmd::Login => login::run(&c),
+        RemoteCmd::Datastore { cmd } => datastore::run(&c, cmd),
+        RemoteCmd::Snapshots(a) => snapshots::run(&c, a),
+        RemoteCmd::Backup(a) => backup::run(&c, a),
+        RemoteCmd::Restore(a) => restore::run(&c, a),
+        RemoteCmd::Check(a) => check::run(&c, a),
+        RemoteCmd::Gc(a) => gc::run(&c, a),
+        RemoteCmd::Forget(a) => forget::run(&c, a),
+        RemoteCmd::Jobs { cmd } => jobs::run(&c, cmd),
+        RemoteCmd::Schedule { cmd } => schedule::run(&c, cmd),
+        RemoteCmd::Token { cmd } => token::run(&c, cmd),
+        RemoteCmd::Vm { cmd } => vm::run(&c, cmd),
+        RemoteCmd::Lab { cmd } => lab::run(&c, cmd),
     }
 }
 
@@ -394,7 +167,7 @@ pub(crate) fn run_started(c: &ApiClient, wait: &Wait, start: impl FnOnce(&ApiCli
     }
 }
 
-fn follow(events: lifeboat_client::EventStream, mut job: JobInfo, json: bool) -> anyhow::Result<u8> {
+pub(crate) fn follow(events: lifeboat_client::EventStream, mut job: JobInfo, json: bool) -> anyhow::Result<u8> {
     let bar = if std::io::stderr().is_terminal() && !json {
         let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         pb.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap());

@@ -2,7 +2,7 @@
 //! Definitions live in the appliance (`/api/labs`); a run is a
 //! `lab-verify` job followed like any other.
 
-use crate::remote::{run_started, Wait};
+use super::{run_started, Wait};
 use clap::Subcommand;
 use lifeboat_api_types::{JobInfo, JobState, LabDefinition};
 use lifeboat_client::ApiClient;

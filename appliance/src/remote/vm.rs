@@ -2,8 +2,8 @@
 //! VMs, datastores and paths are the appliance's; backups and restores
 //! are daemon jobs followed with the same progress bar as file backups.
 
+use super::{run_job, DsName, Wait};
 use crate::commands::vm::{GuestFilesArgs, RetargetArgs};
-use crate::remote::{run_job, DsName, Wait};
 use clap::Subcommand;
 use lifeboat_api_types::*;
 use lifeboat_client::ApiClient;
