@@ -1,6 +1,7 @@
 //! Backup job: paths on the appliance into a datastore, then the
 //! schedule's retention on the same (host, paths) group.
 
+use super::outcome::BackupJobOutcome;
 use super::{err, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::KeepRules;
 use lifeboat_ingest::BackupOptions;
@@ -49,16 +50,12 @@ pub fn run(
     h.set_phase("backing up");
     let out = lifeboat_ingest::backup(ds.clone(), &opts, &h.progress).map_err(err)?;
     h.log(&format!("snapshot {} committed", out.snapshot_id.to_hex()));
-    let mut result = serde_json::json!({
-        "snapshot": out.snapshot_id.to_hex(),
-        "summary": out.snapshot.summary,
-    });
+    let mut outcome = BackupJobOutcome { snapshot: out.snapshot_id.to_hex(), summary: out.snapshot.summary.clone(), forgotten: None };
     if !keep.is_empty() {
         h.set_phase("applying retention");
-        let removed = super::forget::apply_keep(ds, keep, Some((&out.snapshot.hostname, &out.snapshot.paths)), pinned, tz, h)?;
-        result["forgotten"] = serde_json::json!(removed);
+        outcome.forgotten = Some(super::forget::apply_keep(ds, keep, Some((&out.snapshot.hostname, &out.snapshot.paths)), pinned, tz, h)?);
     }
-    Ok(JobOutput { result, warnings: out.warnings })
+    Ok(JobOutput::new(&outcome, out.warnings))
 }
 
 /// For the daemon's own use (its API crate does not depend on ingest).

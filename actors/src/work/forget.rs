@@ -15,7 +15,7 @@ pub fn policy(k: &KeepRules) -> KeepPolicy {
 pub fn run(ds: &Arc<Datastore>, keep: &KeepRules, pinned: &HashSet<BlobId>, tz: chrono_tz::Tz, h: &JobHandle) -> JobResult {
     h.set_phase("applying retention");
     let removed = apply_keep(ds, keep, None, pinned, tz, h)?;
-    Ok(JobOutput { result: serde_json::json!({ "forgotten": removed }), warnings: vec![] })
+    Ok(JobOutput::new(&super::outcome::ForgetJobOutcome { forgotten: removed }, vec![]))
 }
 
 /// Applies `keep` to every (host, paths) group, or only to `only`.

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod forget;
 pub mod gc;
 pub mod lab_verify;
+pub mod outcome;
 pub mod restore;
 pub mod verify;
 pub mod vm_backup;
@@ -76,6 +77,13 @@ pub struct JobOutput {
     pub result: serde_json::Value,
     /// Inputs that could not be read (the job still counts as done).
     pub warnings: Vec<String>,
+}
+
+impl JobOutput {
+    /// A job's typed outcome (see `outcome`) as its result.
+    pub fn new(outcome: &impl serde::Serialize, warnings: Vec<String>) -> Self {
+        JobOutput { result: serde_json::to_value(outcome).expect("job outcomes serialize"), warnings }
+    }
 }
 
 /// A job's failure as the admin reads it.

@@ -26,5 +26,5 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, include: &[String], con
     };
     let out = lifeboat_ingest::restore(ds, &snap, &opts, &h.progress).map_err(err)?;
     let warnings = out.warnings.clone();
-    Ok(JobOutput { result: serde_json::json!({ "snapshot": id.to_hex(), "files": out.files, "dirs": out.dirs, "bytes": out.bytes, "left_out": out.left_out }), warnings })
+    Ok(JobOutput::new(&super::outcome::RestoreJobOutcome { snapshot: id.to_hex(), files: out.files, dirs: out.dirs, bytes: out.bytes, left_out: out.left_out }, warnings))
 }

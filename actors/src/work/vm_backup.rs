@@ -2,6 +2,7 @@
 //! in time (`lifeboat_qemu::backup_vm`), then the schedule's retention on
 //! that VM's snapshots only.
 
+use super::outcome::{VmBackupJobOutcome, VmDiskOutcome};
 use super::{err, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::{KeepRules, VmSource};
 use lifeboat_qemu::{backup::vm_path, backup_vm, VmBackupOptions};
@@ -52,28 +53,26 @@ pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, full: bool, tags: &[String], keep:
                 h.log(&format!("disk {id}: full read: {r}"));
                 full_reasons.push(format!("{id}: {r}"));
             }
-            let mut v = serde_json::to_value(s).unwrap_or_default();
-            v["id"] = serde_json::json!(id);
-            v
+            VmDiskOutcome { id: id.clone(), stats: s.clone() }
         })
         .collect();
-    let mut result = serde_json::json!({
-        "snapshot": out.snapshot_id.to_hex(),
-        "vm": vm.name,
-        "qemu_name": out.vm,
-        "consistency": out.consistency,
-        "frozen_filesystems": out.frozen_filesystems,
-        "parent": out.parent.map(|p| p.to_hex()),
-        "disks": disks,
-        "bytes_read": out.disks.iter().map(|d| d.1.bytes_read).sum::<u64>(),
-        "full_reason": if full_reasons.is_empty() { serde_json::Value::Null } else { full_reasons.join("; ").into() },
-        "duration_ms": out.duration_ms,
-    });
+    let mut outcome = VmBackupJobOutcome {
+        snapshot: out.snapshot_id.to_hex(),
+        vm: vm.name.clone(),
+        qemu_name: out.vm.clone(),
+        consistency: out.consistency.clone(),
+        frozen_filesystems: out.frozen_filesystems,
+        parent: out.parent.map(|p| p.to_hex()),
+        disks,
+        bytes_read: out.disks.iter().map(|d| d.1.bytes_read).sum::<u64>(),
+        full_reason: (!full_reasons.is_empty()).then(|| full_reasons.join("; ")),
+        duration_ms: out.duration_ms,
+        forgotten: None,
+    };
     if !keep.is_empty() {
         h.set_phase("applying retention");
         let paths = vec![vm_path(&out.vm)];
-        let removed = super::forget::apply_keep(ds, keep, Some((&hostname, &paths)), pinned, tz, h)?;
-        result["forgotten"] = serde_json::json!(removed);
+        outcome.forgotten = Some(super::forget::apply_keep(ds, keep, Some((&hostname, &paths)), pinned, tz, h)?);
     }
-    Ok(JobOutput { result, warnings })
+    Ok(JobOutput::new(&outcome, warnings))
 }

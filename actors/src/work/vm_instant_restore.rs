@@ -111,7 +111,8 @@ pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &
         return Err(e);
     }
     h.log(&format!("VM {name} runs ({state}), QEMU pid {}; stop it with DELETE /api/vms/{name}, or move it onto local disks with a vm-migrate-back job", info.pid));
-    Ok(JobOutput { result: serde_json::json!({ "vm": name, "snapshot": info.snapshot, "state": state, "pid": info.pid, "qmp": qmp, "serial_log": info.serial_log, "target": retargeted }), warnings })
+    let outcome = super::outcome::VmInstantRestoreJobOutcome { vm: name, snapshot: info.snapshot, state, pid: info.pid, qmp, serial_log: info.serial_log, target: retargeted };
+    Ok(JobOutput::new(&outcome, warnings))
 }
 
 #[cfg(test)]

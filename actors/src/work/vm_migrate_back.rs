@@ -38,7 +38,7 @@ pub fn run(reg: &VmRegistry, name: &str, target: &str, format: &str, confine: &C
             let registered = reg.add(entry).map_err(|e| format!("the VM runs on {} now, but registering it failed: {e}", files.join(", ")));
             h.log(&format!("VM {name} runs on local images now ({}); its exports are closed", files.join(", ")));
             registered?;
-            Ok(JobOutput { result: serde_json::json!({ "vm": name, "files": files, "pid": pid, "qmp": qmp }), warnings: vec![] })
+            Ok(JobOutput::new(&super::outcome::VmMigrateBackJobOutcome { vm: name.to_string(), files, pid, qmp }, vec![]))
         }
         Err(e) => {
             instant.end_migration(name, vm, false);

@@ -81,7 +81,7 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, confine: 
         p.bytes.fetch_add(n.size, Ordering::Relaxed);
         files.push(file.display().to_string());
     }
-    Ok(JobOutput { result: serde_json::json!({ "snapshot": sid.to_hex(), "vm": md.name, "files": files }), warnings: vm.warnings.clone() })
+    Ok(JobOutput::new(&super::outcome::VmRestoreJobOutcome { snapshot: sid.to_hex(), vm: md.name.clone(), files }, vm.warnings.clone()))
 }
 
 /// What a restore for other platforms asks for.

@@ -60,12 +60,16 @@ pub fn run(ds: &Arc<Datastore>, r: &Request<'_>, confine: &Confinement, grant: G
             _ => format!("copying {path} into {}: {e}", r.target),
         })?;
     }
-    Ok(JobOutput {
-        result: serde_json::json!({
-            "snapshot": sid.to_hex(), "disk": fs.disk.disk, "partition": fs.partition.name,
-            "paths": r.paths, "target": r.target, "left_out": report.left_out,
-            "files": report.files, "dirs": report.dirs, "bytes": report.bytes,
-        }),
-        warnings: report.warnings,
-    })
+    let outcome = super::outcome::VmRestoreFilesJobOutcome {
+        snapshot: sid.to_hex(),
+        disk: fs.disk.disk.clone(),
+        partition: fs.partition.name.clone(),
+        paths: r.paths.to_vec(),
+        target: r.target.to_string(),
+        left_out: report.left_out,
+        files: report.files,
+        dirs: report.dirs,
+        bytes: report.bytes,
+    };
+    Ok(JobOutput::new(&outcome, report.warnings))
 }

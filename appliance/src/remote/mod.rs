@@ -215,54 +215,8 @@ pub(crate) fn follow(events: lifeboat_client::EventStream, mut job: JobInfo, jso
 /// same work; kinds without a readable form (and results this client
 /// cannot read) are shown as JSON.
 fn print_result(job: &JobInfo) {
-    use serde::Deserialize;
+    use lifeboat_actors::work::outcome::*;
     use serde_json::from_value;
-    #[derive(Deserialize)]
-    struct Backup {
-        snapshot: String,
-        summary: lifeboat_store::BackupSummary,
-        #[serde(default)]
-        forgotten: Vec<String>,
-    }
-    #[derive(Deserialize)]
-    struct Restore {
-        snapshot: String,
-        files: u64,
-        dirs: u64,
-        bytes: u64,
-    }
-    #[derive(Deserialize)]
-    struct Forget {
-        forgotten: Vec<String>,
-    }
-    #[derive(Deserialize)]
-    struct VmDisk {
-        id: String,
-        #[serde(flatten)]
-        stats: lifeboat_vm::image::DiskStats,
-    }
-    #[derive(Deserialize)]
-    struct VmBackup {
-        snapshot: String,
-        vm: String,
-        consistency: String,
-        disks: Vec<VmDisk>,
-        #[serde(default)]
-        forgotten: Vec<String>,
-    }
-    #[derive(Deserialize)]
-    struct VmRestore {
-        vm: String,
-        files: Vec<String>,
-    }
-    #[derive(Deserialize)]
-    struct VmInstant {
-        vm: String,
-        snapshot: String,
-        state: String,
-        pid: u32,
-        serial_log: String,
-    }
     let short = |id: &str| id.chars().take(8).collect::<String>();
     let secs = job.finished.map(|f| (f - job.started).num_milliseconds().max(0) as f64 / 1000.0).unwrap_or(0.0);
     let forgotten = |ids: &[String]| {
@@ -273,33 +227,35 @@ fn print_result(job: &JobInfo) {
     let r = job.result.clone();
     let shown = match &job.spec {
         _ if r.is_null() => true,
-        JobSpec::Backup { .. } | JobSpec::AgentBackup { .. } => from_value::<Backup>(r.clone())
+        JobSpec::Backup { .. } | JobSpec::AgentBackup { .. } => from_value::<BackupJobOutcome>(r.clone())
             .map(|b| {
                 crate::commands::backup::print_summary(&short(&b.snapshot), &b.summary);
-                forgotten(&b.forgotten);
+                forgotten(&b.forgotten.unwrap_or_default());
             })
             .is_ok(),
-        JobSpec::Restore { target, .. } => from_value::<Restore>(r.clone()).map(|x| crate::commands::restore::print_summary(&short(&x.snapshot), target, x.files, x.dirs, x.bytes, secs)).is_ok(),
+        JobSpec::Restore { target, .. } => {
+            from_value::<RestoreJobOutcome>(r.clone()).map(|x| crate::commands::restore::print_summary(&short(&x.snapshot), target, x.files, x.dirs, x.bytes, secs)).is_ok()
+        }
         JobSpec::Verify { read_data, .. } => from_value::<lifeboat_store::CheckReport>(r.clone()).map(|rep| crate::commands::check::print_report(&rep, *read_data)).is_ok(),
         JobSpec::Gc { .. } => from_value::<lifeboat_store::GcReport>(r.clone()).map(|rep| crate::commands::gc::print_report(&rep)).is_ok(),
-        JobSpec::Forget { .. } => from_value::<Forget>(r.clone()).map(|f| println!("removed {} snapshots; run `gc` to reclaim their space", f.forgotten.len())).is_ok(),
-        JobSpec::VmBackup { .. } => from_value::<VmBackup>(r.clone())
+        JobSpec::Forget { .. } => from_value::<ForgetJobOutcome>(r.clone()).map(|f| println!("removed {} snapshots; run `gc` to reclaim their space", f.forgotten.len())).is_ok(),
+        JobSpec::VmBackup { .. } => from_value::<VmBackupJobOutcome>(r.clone())
             .map(|b| {
                 println!("snapshot {} of VM {} saved ({}-consistent)", short(&b.snapshot), b.vm, b.consistency);
                 for d in &b.disks {
                     crate::commands::vm::print_disk_stats(&d.id, &d.stats);
                 }
-                forgotten(&b.forgotten);
+                forgotten(&b.forgotten.unwrap_or_default());
             })
             .is_ok(),
         JobSpec::LabVerify { .. } => from_value::<lifeboat_lab::LabReport>(r.clone()).map(|rep| print!("{}", rep.summary_text())).is_ok(),
-        JobSpec::VmInstantRestore { .. } => from_value::<VmInstant>(r.clone())
+        JobSpec::VmInstantRestore { .. } => from_value::<VmInstantRestoreJobOutcome>(r.clone())
             .map(|x| {
                 println!("VM {} runs from snapshot {} ({}, QEMU pid {}); serial log on the appliance: {}", x.vm, short(&x.snapshot), x.state, x.pid, x.serial_log);
                 println!("stop it with `vm stop {}`, or move it onto local disks with `vm migrate-back {} DIR`", x.vm, x.vm);
             })
             .is_ok(),
-        JobSpec::VmMigrateBack { .. } => from_value::<VmRestore>(r.clone())
+        JobSpec::VmMigrateBack { .. } => from_value::<VmMigrateBackJobOutcome>(r.clone())
             .map(|x| {
                 for f in &x.files {
                     println!("disk: {f}");
@@ -307,7 +263,7 @@ fn print_result(job: &JobInfo) {
                 println!("VM {} runs on local disks now; it stays registered under that name", x.vm);
             })
             .is_ok(),
-        JobSpec::VmRestore { target, .. } => from_value::<VmRestore>(r.clone())
+        JobSpec::VmRestore { target, .. } => from_value::<VmRestoreJobOutcome>(r.clone())
             .map(|x| {
                 for f in &x.files {
                     println!("disk: {f}");
@@ -316,8 +272,7 @@ fn print_result(job: &JobInfo) {
             })
             .is_ok(),
         JobSpec::VmRestoreFiles { paths, target, .. } => {
-            println!("copied {} from partition {} of disk {} to {target}", paths.join(", "), r["partition"].as_str().unwrap_or("?"), r["disk"].as_str().unwrap_or("?"));
-            true
+            from_value::<VmRestoreFilesJobOutcome>(r.clone()).map(|x| println!("copied {} from partition {} of disk {} to {target}", paths.join(", "), x.partition, x.disk)).is_ok()
         }
     };
     if !shown {
