@@ -5,6 +5,7 @@
 //! pinned by the certificate's SHA-256 fingerprint (shown by
 //! `lifeboat serve` and the console) rather than by a CA; `--insecure`
 //! skips the check for tests and first contact.
+#![warn(missing_docs)]
 
 mod tls;
 
@@ -15,7 +16,10 @@ use std::io::BufRead;
 
 pub use tls::{cert_fingerprint, TlsTrust};
 
+/// Why a call to the appliance failed.
 #[derive(Debug, thiserror::Error)]
+// Each variant's `#[error]` text is its documentation.
+#[allow(missing_docs)]
 pub enum ClientError {
     /// The server answered with an error document.
     #[error("{server}: {message} (HTTP {status})")]
@@ -27,6 +31,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The HTTP status of an error answer.
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
@@ -35,8 +40,10 @@ impl ClientError {
     }
 }
 
+/// The client's result type.
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// A blocking client of one appliance's REST API, with a token.
 pub struct ApiClient {
     base: String,
     token: Option<String>,
@@ -44,6 +51,8 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    /// A client of `server` (`https://host:port`), trusting its
+    /// certificate as `trust` says.
     pub fn new(server: &str, token: Option<String>, trust: TlsTrust) -> Result<ApiClient> {
         Self::with_builder(server, token, trust, reqwest::blocking::Client::builder())
     }
@@ -89,10 +98,12 @@ impl ApiClient {
         Ok(ApiClient { base, token, http })
     }
 
+    /// The appliance's base URL.
     pub fn server(&self) -> &str {
         &self.base
     }
 
+    /// Uses this token from now on.
     pub fn set_token(&mut self, token: String) {
         self.token = Some(token);
     }
@@ -130,6 +141,7 @@ impl ApiClient {
         Err(ClientError::Api { server: self.base.clone(), status: status.as_u16(), kind, message })
     }
 
+    /// GET, the answer as JSON.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let r = self.request(reqwest::Method::GET, path).send().map_err(|e| self.transport(e))?;
         self.finish(r)
@@ -152,6 +164,7 @@ impl ApiClient {
         Ok(r)
     }
 
+    /// GET, the answer as text.
     pub fn get_text(&self, path: &str) -> Result<String> {
         let r = self.request(reqwest::Method::GET, path).send().map_err(|e| self.transport(e))?;
         if !r.status().is_success() {
@@ -160,16 +173,19 @@ impl ApiClient {
         r.text().map_err(|e| self.transport(e))
     }
 
+    /// POST a JSON body, the answer as JSON.
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let r = self.request(reqwest::Method::POST, path).json(body).send().map_err(|e| self.transport(e))?;
         self.finish(r)
     }
 
+    /// PUT a JSON body, the answer as JSON.
     pub fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let r = self.request(reqwest::Method::PUT, path).json(body).send().map_err(|e| self.transport(e))?;
         self.finish(r)
     }
 
+    /// DELETE, the answer as JSON (`()` for none).
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let r = self.request(reqwest::Method::DELETE, path).send().map_err(|e| self.transport(e))?;
         self.finish(r)

@@ -7,6 +7,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::Digest;
 use std::sync::Arc;
 
+/// How the client decides to trust the appliance's certificate.
 #[derive(Debug, Clone)]
 pub enum TlsTrust {
     /// The certificate's SHA-256, hex, with or without colons.

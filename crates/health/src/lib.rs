@@ -7,6 +7,7 @@
 //! (or since the sampler was made). Pure reads, no threads: the caller
 //! decides how often to sample. The report types are in
 //! lifeboat-api-types (`GET /api/health/details` serves them).
+#![warn(missing_docs)]
 
 pub use lifeboat_api_types::{DatastoreSpace, DiskIo, HealthReport, LoadAverages, Memory};
 use std::collections::HashMap;
@@ -20,7 +21,10 @@ use procfs::Current;
 /// Sectors in /proc/diskstats are always 512 bytes, whatever the device's.
 const DISKSTATS_SECTOR: u64 = 512;
 
+/// Why a reading failed.
 #[derive(Debug, thiserror::Error)]
+// Each variant's `#[error]` text is its documentation.
+#[allow(missing_docs)]
 pub enum HealthError {
     #[error("cannot read {what} from /proc: {source}")]
     Proc { what: &'static str, source: procfs::ProcError },

@@ -630,6 +630,7 @@ impl Inner {
 }
 
 impl SnapshotFs {
+    /// The file system over every snapshot of `ds`.
     pub fn new(ds: Arc<Datastore>) -> Self {
         let now = SystemTime::now().into();
         SnapshotFs {

@@ -24,6 +24,7 @@
 //! chunks per handle. Every datastore read runs on tokio's blocking pool, so
 //! many readers progress at once. `st_ino` values are derived from the path
 //! (stable across lookups and `readdir`), independent of the node ids.
+#![warn(missing_docs)]
 
 mod fs;
 mod reader;
@@ -36,7 +37,10 @@ use lifeboat_store::Datastore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Why mounting or serving the file system failed.
 #[derive(Debug, thiserror::Error)]
+// Each variant's `#[error]` text is its documentation.
+#[allow(missing_docs)]
 pub enum MountError {
     #[error("mount point {} does not exist: create it first", .0.display())]
     NoMountpoint(PathBuf),

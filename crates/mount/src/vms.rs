@@ -75,6 +75,7 @@ pub(crate) struct GuestState {
 pub struct GuestMounts(pub(crate) Arc<GuestState>);
 
 impl GuestMounts {
+    /// Unmounts every guest file system and frees its loop device.
     pub fn close(&self) {
         self.0.files.lock().clear();
         for (_, m) in self.0.mounts.lock().drain() {
