@@ -7,6 +7,7 @@
 //! Sending is blocking (lettre's synchronous transport): callers in async
 //! code run it on a blocking pool. The password never appears in `Debug` output, logs
 //! or errors, and `SmtpSettings::masked` is what an API returns.
+#![warn(missing_docs)]
 
 mod mailer;
 mod report;

@@ -11,7 +11,10 @@ use std::time::Duration;
 /// relay counts as unreachable.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Why a mail could not be sent; each names the relay and what to check.
 #[derive(Debug, thiserror::Error)]
+// Each variant's `#[error]` text is its documentation.
+#[allow(missing_docs)]
 pub enum NotifyError {
     #[error("SMTP settings: {0}")]
     Invalid(String),
@@ -44,6 +47,7 @@ pub struct Mailer {
 }
 
 impl Mailer {
+    /// A mailer for these settings (checked first; no connection yet).
     pub fn new(settings: &SmtpSettings) -> Result<Mailer, NotifyError> {
         crate::validate(settings).map_err(NotifyError::Invalid)?;
         let from: Mailbox = settings.from.parse().map_err(|e| NotifyError::Invalid(format!("from: {e}")))?;

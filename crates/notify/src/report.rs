@@ -6,6 +6,7 @@ use std::fmt::Write;
 /// A finished job, as a report mail shows it.
 #[derive(Debug, Clone)]
 pub struct JobReport {
+    /// The job's id.
     pub job_id: String,
     /// What ran: "backup", "verify", "gc", ...
     pub kind: String,
@@ -18,7 +19,9 @@ pub struct JobReport {
     /// How it ended, in a word or two for the subject: "ok", "FAILED",
     /// "ok with warnings", "SKIPPED"...
     pub outcome: String,
+    /// When it started.
     pub started: DateTime<Utc>,
+    /// When it ended.
     pub finished: DateTime<Utc>,
     /// A few lines: what was done (files, bytes, snapshot id...).
     pub summary: String,
@@ -33,17 +36,21 @@ pub struct JobReport {
 /// A file attached to a report mail.
 #[derive(Debug, Clone)]
 pub struct Attachment {
+    /// Its file name in the mail.
     pub filename: String,
     /// A MIME type, e.g. `text/html; charset=utf-8`.
     pub content_type: String,
+    /// Its bytes.
     pub data: Vec<u8>,
 }
 
 impl JobReport {
+    /// The mail's subject: appliance, job kind, target, outcome.
     pub fn subject(&self) -> String {
         format!("[Lifeboat {}] {} {}: {}", self.appliance, self.kind, self.target, self.outcome)
     }
 
+    /// The mail's plain-text body.
     pub fn body(&self) -> String {
         let mut b = String::new();
         let _ = writeln!(b, "Job {} ({} of {}): {}.", self.job_id, self.kind, self.target, self.outcome);

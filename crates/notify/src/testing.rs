@@ -12,11 +12,13 @@ use std::time::Duration;
 
 /// The login the sink accepts when started with `auth`.
 pub const USER: &str = "lifeboat-mailer";
+/// The password the sink accepts for [`USER`].
 pub const PASSWORD: &str = "s3cret-smtp-pass";
 
 /// The aiosmtpd sink process; killed on drop.
 pub struct SmtpSink {
     child: Child,
+    /// Where it listens on 127.0.0.1.
     pub port: u16,
     mails: mpsc::Receiver<String>,
 }
@@ -53,15 +55,18 @@ impl SmtpSink {
 
     /// A mail already received, without waiting (for async tests that
     /// must not block their runtime).
+    /// The next mail received, if one is waiting (as the sink's JSON).
     pub fn try_mail(&self) -> Option<Value> {
         self.mails.try_recv().ok().map(|line| serde_json::from_str(&line).unwrap())
     }
 
+    /// The next mail, waiting up to 20 s for it.
     pub fn next_mail(&self) -> Value {
         let line = self.mails.recv_timeout(Duration::from_secs(20)).expect("no mail reached the SMTP sink");
         serde_json::from_str(&line).unwrap()
     }
 
+    /// Fails the test if a mail arrives within 300 ms.
     pub fn assert_no_mail(&self) {
         assert!(self.mails.recv_timeout(Duration::from_millis(300)).is_err(), "the sink received a mail");
     }
@@ -77,8 +82,11 @@ impl Drop for SmtpSink {
 /// A test CA and a server certificate for `localhost` signed by it.
 pub struct TestPki {
     _dir: tempfile::TempDir,
+    /// The CA's certificate (PEM).
     pub ca_cert: PathBuf,
+    /// The server's certificate (PEM).
     pub server_cert: PathBuf,
+    /// The server's key (PEM).
     pub server_key: PathBuf,
 }
 
@@ -89,6 +97,7 @@ impl Default for TestPki {
 }
 
 impl TestPki {
+    /// A fresh CA and server certificate in a temporary directory.
     pub fn new() -> TestPki {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
         let dir = tempfile::tempdir().unwrap();
