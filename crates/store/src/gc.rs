@@ -326,8 +326,8 @@ pub fn gc(ds: &Datastore, opts: &GcOptions, on_event: &dyn Fn(GcEvent)) -> Resul
     }
 
     on_event(GcEvent::Sweeping);
-    let stale_refs = resurrect(ds, &mut marks, &seen, &mut rep)?;
-    delete_doomed(ds, stale_refs, &mut rep)?;
+    let doomed = resurrect(ds, &mut marks, &seen, &mut rep)?;
+    delete_doomed(ds, doomed, &mut rep)?;
 
     let (n, bytes) = remove_orphan_packs(ds)?;
     rep.packs_deleted += n;
@@ -397,10 +397,17 @@ fn doom_dead(ds: &Datastore, index: &IndexReader, marks: &MarkSet, doom: &HashSe
     batch.flush()
 }
 
+/// What step 5 leaves step 6: the packs doomed (by this run or an
+/// interrupted one; only gc dooms, and it holds `gc.lock`), and the
+/// `gc/blob/` keys that do not parse.
+struct Doomed {
+    packs: HashSet<PackId>,
+    stale_refs: Vec<Vec<u8>>,
+}
+
 /// Step 5: marks the snapshots committed since step 1; a doomed blob they
-/// reach gets its index entry back. Returns `gc/blob/` keys that do not
-/// parse, for step 6 to drop.
-fn resurrect(ds: &Datastore, marks: &mut MarkSet, seen: &HashSet<BlobId>, rep: &mut GcReport) -> Result<Vec<Vec<u8>>> {
+/// reach gets its index entry back.
+fn resurrect(ds: &Datastore, marks: &mut MarkSet, seen: &HashSet<BlobId>, rep: &mut GcReport) -> Result<Doomed> {
     ds.refresh_index()?;
     let index = ds.index();
     let doomed_now = doomed_packs(&index)?;
@@ -437,12 +444,12 @@ fn resurrect(ds: &Datastore, marks: &mut MarkSet, seen: &HashSet<BlobId>, rep: &
         Ok(())
     })?;
     batch.flush()?;
-    Ok(stale_refs)
+    Ok(Doomed { packs: doomed_now, stale_refs })
 }
 
 /// Step 6: deletes the doomed packs no index entry names any more, then
 /// the `gc/` records that have served their purpose.
-fn delete_doomed(ds: &Datastore, stale_refs: Vec<Vec<u8>>, rep: &mut GcReport) -> Result<()> {
+fn delete_doomed(ds: &Datastore, doomed: Doomed, rep: &mut GcReport) -> Result<()> {
     ds.refresh_index()?;
     let index = ds.index();
     let mut referenced: HashSet<PackId> = HashSet::new();
@@ -452,7 +459,7 @@ fn delete_doomed(ds: &Datastore, stale_refs: Vec<Vec<u8>>, rep: &mut GcReport) -
     })?;
     let mut batch = IndexBatch::default();
     let mut files = Vec::new();
-    for p in &doomed_packs(&index)? {
+    for p in &doomed.packs {
         batch.delete_refs.push(ref_key(REF_DOOMED_PACK, &p.0));
         if referenced.contains(p) {
             continue;
@@ -476,7 +483,7 @@ fn delete_doomed(ds: &Datastore, stale_refs: Vec<Vec<u8>>, rep: &mut GcReport) -
     }
     let index_path = ds.index_path();
     let mut batch = ChunkedBatch::new(&index_path, CHUNK);
-    for k in stale_refs {
+    for k in doomed.stale_refs {
         batch.add(|b| b.delete_refs.push(k))?;
     }
     index.for_each_ref(REF_DOOMED_BLOB, |k, _| batch.add(|b| b.delete_refs.push(k.to_vec())))?;
