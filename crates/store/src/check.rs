@@ -324,7 +324,7 @@ fn tree_damage(ds: &Datastore, id: &BlobId, bad_blobs: &HashSet<BlobId>, lost: &
 mod tests {
     use super::*;
     use crate::blob::RECORD_HEADER_LEN;
-    use crate::testutil::{offset_of, one_pack};
+    use crate::testutil::{flip_byte, offset_of, one_pack};
 
     fn both(ds: &Datastore) -> (CheckReport, CheckReport) {
         (check(ds, CheckDepth::Structure, &|_| {}).unwrap(), check(ds, CheckDepth::ReadData, &|_| {}).unwrap())
@@ -344,9 +344,7 @@ mod tests {
     fn damaged_content_is_found_by_reading_the_data_and_named_by_path() {
         let t = tempfile::tempdir().unwrap();
         let (ds, ids, path) = one_pack(t.path());
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[offset_of(&ds, &ids[1]) + RECORD_HEADER_LEN + 3] ^= 0x40;
-        std::fs::write(&path, &bytes).unwrap();
+        flip_byte(&path, offset_of(&ds, &ids[1]) + RECORD_HEADER_LEN + 3, 0x40);
         let (s, r) = both(&ds);
         assert!(s.ok(), "the structure is intact: {s:?}");
         assert!(!r.ok());

@@ -274,7 +274,7 @@ fn scan_pack(ds: &Datastore, pack: &PackId, bytes: &[u8]) -> Vec<ScannedRecord> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{offset_of, one_pack};
+    use crate::testutil::{flip_byte, offset_of, one_pack};
 
     fn goods(v: &[ScannedRecord]) -> Vec<BlobId> {
         v.iter().filter_map(|r| if let ScannedRecord::Good { id, .. } = r { Some(*id) } else { None }).collect()
@@ -335,9 +335,7 @@ mod tests {
     fn repair_rebuilds_the_index_and_names_what_was_lost() {
         let t = tempfile::tempdir().unwrap();
         let (ds, ids, path) = one_pack(t.path());
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[offset_of(&ds, &ids[2]) + RECORD_HEADER_LEN + 1] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
+        flip_byte(&path, offset_of(&ds, &ids[2]) + RECORD_HEADER_LEN + 1, 1);
         let rep = repair(&ds, &|_, _| {}).unwrap();
         assert_eq!((rep.packs, rep.blobs, rep.snapshots), (1, 4, 1));
         assert_eq!(rep.lost_blobs.iter().map(|l| l.id.clone()).collect::<Vec<_>>(), vec![ids[2].to_hex()]);

@@ -31,6 +31,13 @@ pub fn one_pack(dir: &Path) -> (Arc<Datastore>, Vec<BlobId>, PathBuf) {
     (ds, ids, packs[0].path.clone())
 }
 
+/// Flips the bits of `mask` in the byte at `at` of the file at `path`.
+pub fn flip_byte(path: &Path, at: usize, mask: u8) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= mask;
+    std::fs::write(path, &bytes).unwrap();
+}
+
 /// Where a blob's record starts in its pack.
 pub fn offset_of(ds: &Datastore, id: &BlobId) -> usize {
     ds.index().blob(id).unwrap().unwrap().offset as usize
