@@ -353,6 +353,12 @@ pub struct IndexBatch {
 }
 
 impl IndexBatch {
+    /// A new pack of `len` bytes and its blobs, all indexed by this batch.
+    pub fn add_pack(&mut self, id: PackId, len: u64, blobs: &[(BlobId, BlobLocation)]) {
+        self.packs.push((id, PackInfo { len, blobs: blobs.len() as u32 }));
+        self.blobs.extend_from_slice(blobs);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

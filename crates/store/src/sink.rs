@@ -13,7 +13,7 @@ use crate::config::Compression;
 use crate::datastore::Datastore;
 use crate::error::{Result, StoreError};
 use crate::id::{BlobId, PackId};
-use crate::index::{self, BlobLocation, IndexBatch, PackInfo};
+use crate::index::{self, BlobLocation, IndexBatch};
 use crate::pack::{PackWriter, SealedPack, WrittenPack};
 use crate::pending::{Registry, WriterId};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
@@ -374,7 +374,8 @@ impl BlobSink {
     /// so that this and later runs deduplicate against them.
     pub fn index_built_pack(&self, pack: BuiltPack) -> Result<()> {
         self.check_failed()?;
-        let batch = IndexBatch { packs: vec![(pack.id, PackInfo { len: pack.len, blobs: pack.blobs.len() as u32 })], blobs: pack.blobs, ..Default::default() };
+        let mut batch = IndexBatch::default();
+        batch.add_pack(pack.id, pack.len, &pack.blobs);
         index::commit(&self.shared.ds.index_path(), batch)?;
         self.shared.packs_committed.fetch_add(1, Ordering::Relaxed);
         // In the index now: its lock can go.
@@ -654,8 +655,7 @@ fn seal_and_commit(shared: &Shared, written: Vec<WrittenPack>, snapshot: Option<
     let sealed = crate::pack::seal_all(shared.ds.root(), written)?;
     let mut batch = IndexBatch::default();
     for s in &sealed {
-        batch.packs.push((s.id, PackInfo { len: s.len, blobs: s.blobs.len() as u32 }));
-        batch.blobs.extend(s.blobs.iter().cloned());
+        batch.add_pack(s.id, s.len, &s.blobs);
     }
     if let Some(snap) = snapshot {
         batch.snapshots.push(snap);
