@@ -232,10 +232,7 @@ impl Handler<Execute> for DatastoreActor {
             blocking(move || {
                 let h = &msg.handle;
                 match &msg.spec {
-                    JobSpec::Backup { paths, tags, exclude, one_file_system, exclude_nodump, .. } => {
-                        let walk = work::backup::Walk { exclude, one_file_system: *one_file_system, exclude_nodump: *exclude_nodump };
-                        work::backup::run(&ds, paths, tags, &walk, &msg.keep, &pinned, tz, &msg.confine, msg.grant, h)
-                    }
+                    JobSpec::Backup { paths, select, .. } => work::backup::run(&ds, paths, select, &msg.keep, &pinned, tz, &msg.confine, msg.grant, h),
                     JobSpec::Restore { snapshot, target, include, .. } => work::restore::run(&ds, snapshot, target, include, &msg.confine, msg.grant, h),
                     JobSpec::Verify { read_data, .. } => work::verify::run(&ds, *read_data, h),
                     JobSpec::Forget { keep, .. } => work::forget::run(&ds, keep, &pinned, tz, h),

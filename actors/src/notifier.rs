@@ -235,7 +235,7 @@ mod tests {
         let now = chrono::Utc::now();
         JobInfo {
             id: "7".into(),
-            spec: JobSpec::Backup { datastore: "main".into(), paths: vec!["/srv/a".into()], tags: vec![], exclude: vec![], one_file_system: false, exclude_nodump: false },
+            spec: JobSpec::Backup { datastore: "main".into(), paths: vec!["/srv/a".into()], select: Default::default() },
             state,
             schedule: Some("hourly".into()),
             started: now,

@@ -3,7 +3,7 @@
 
 use super::outcome::BackupJobOutcome;
 use super::{err, JobHandle, JobOutput, JobResult};
-use lifeboat_api_types::KeepRules;
+use lifeboat_api_types::{BackupSelection, KeepRules};
 use lifeboat_ingest::BackupOptions;
 use lifeboat_state::confine::{Confinement, Grant, PathUse};
 use lifeboat_store::{BlobId, Datastore};
@@ -11,19 +11,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// How a backup job walks its paths (`JobSpec::Backup`).
-pub struct Walk<'a> {
-    pub exclude: &'a [String],
-    pub one_file_system: bool,
-    pub exclude_nodump: bool,
-}
-
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     ds: &Arc<Datastore>,
     paths: &[String],
-    tags: &[String],
-    walk: &Walk<'_>,
+    select: &BackupSelection,
     keep: &KeepRules,
     pinned: &HashSet<BlobId>,
     tz: chrono_tz::Tz,
@@ -38,15 +30,7 @@ pub fn run(
     for p in paths {
         confine.check_resolved(p, PathUse::BackupSource, grant).map_err(err)?;
     }
-    let opts = BackupOptions {
-        sources: paths.iter().map(PathBuf::from).collect(),
-        tags: tags.to_vec(),
-        excludes: walk.exclude.to_vec(),
-        hostname: lifeboat_ingest::hostname(),
-        one_file_system: walk.one_file_system,
-        exclude_nodump: walk.exclude_nodump,
-        ..Default::default()
-    };
+    let opts = BackupOptions { sources: paths.iter().map(PathBuf::from).collect(), hostname: lifeboat_ingest::hostname(), select: select.clone(), ..Default::default() };
     h.set_phase("backing up");
     let out = lifeboat_ingest::backup(ds.clone(), &opts, &h.progress).map_err(err)?;
     h.log(&format!("snapshot {} committed", out.snapshot_id.to_hex()));

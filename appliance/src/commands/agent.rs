@@ -5,7 +5,7 @@ use crate::commands::{hostname, Interrupted};
 use crate::{ui, EXIT_PARTIAL};
 use anyhow::Context;
 use lifeboat_client::{ApiClient, TlsTrust};
-use lifeboat_ingest::Progress;
+use lifeboat_ingest::{BackupOptions, Progress};
 use lifeboat_remote::http::HttpTransport;
 use lifeboat_remote::{run_agent_backup, AgentOptions};
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
     #[command(flatten)]
-    pub select: crate::commands::backup::BackupSelection,
+    pub select: lifeboat_ingest::BackupSelection,
     /// Read every file even if the parent snapshot has it unchanged
     #[arg(long)]
     pub force: bool,
@@ -64,15 +64,8 @@ pub fn run(a: AgentArgs) -> anyhow::Result<u8> {
     let progress = Arc::new(Progress::new());
     ui::install_cancel_handler(&progress.cancel);
     let opts = AgentOptions {
-        sources: a.sources.clone(),
-        tags: a.select.tags.clone(),
-        excludes: a.select.excludes.clone(),
-        hostname: a.hostname.clone().unwrap_or_else(hostname),
+        backup: BackupOptions { sources: a.sources.clone(), hostname: a.hostname.clone().unwrap_or_else(hostname), threads: a.threads, force_full: a.force, select: a.select.clone() },
         datastore: a.datastore.clone(),
-        threads: a.threads,
-        force_full: a.force,
-        one_file_system: a.select.one_file_system,
-        exclude_nodump: a.select.exclude_nodump,
         retry_for: Duration::from_secs(a.retry_for),
     };
     let bar = ui::backup_bar(&progress, &a.sources, &a.select.excludes, a.json);

@@ -1,26 +1,8 @@
 use crate::commands::{hostname, open_datastore, Interrupted};
 use crate::{ui, DatastoreArg, EXIT_PARTIAL};
-use lifeboat_ingest::{backup, BackupOptions, Progress};
+use lifeboat_ingest::{backup, BackupOptions, BackupSelection, Progress};
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// What a file backup takes and how it is labelled: the same options
-/// for a backup here, an agent's and a job on the appliance.
-#[derive(clap::Args)]
-pub struct BackupSelection {
-    /// Tag the snapshot (repeatable)
-    #[arg(long = "tag", value_name = "T")]
-    pub tags: Vec<String>,
-    /// Leave out paths matching GLOB: with a '/' the absolute path, else the name (repeatable)
-    #[arg(long = "exclude", value_name = "GLOB")]
-    pub excludes: Vec<String>,
-    /// Stay on each source's file system: mount points below it are kept as empty directories
-    #[arg(long, short = 'x')]
-    pub one_file_system: bool,
-    /// Leave out files and directories with the nodump inode flag (chattr +d)
-    #[arg(long)]
-    pub exclude_nodump: bool,
-}
 
 #[derive(clap::Args)]
 pub struct BackupArgs {
@@ -46,16 +28,7 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
     let ds = open_datastore(&a.ds)?;
     let progress = Arc::new(Progress::new());
     ui::install_cancel_handler(&progress.cancel);
-    let opts = BackupOptions {
-        sources: a.sources.clone(),
-        tags: a.select.tags.clone(),
-        excludes: a.select.excludes.clone(),
-        hostname: hostname(),
-        threads: a.threads,
-        force_full: a.force,
-        one_file_system: a.select.one_file_system,
-        exclude_nodump: a.select.exclude_nodump,
-    };
+    let opts = BackupOptions { sources: a.sources.clone(), hostname: hostname(), threads: a.threads, force_full: a.force, select: a.select.clone() };
     let bar = ui::backup_bar(&progress, &a.sources, &a.select.excludes, a.json);
     let res = backup(ds, &opts, &progress);
     drop(bar);

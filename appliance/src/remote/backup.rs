@@ -1,8 +1,7 @@
 //! `backup`: a `backup` job on the appliance.
 
 use super::{run_job, DsName, Wait};
-use crate::commands::backup::BackupSelection;
-use lifeboat_api_types::JobSpec;
+use lifeboat_api_types::{BackupSelection, JobSpec};
 use lifeboat_client::ApiClient;
 
 #[derive(clap::Args)]
@@ -19,7 +18,6 @@ pub struct BackupArgs {
 }
 
 pub fn run(c: &ApiClient, a: BackupArgs) -> anyhow::Result<u8> {
-    let BackupSelection { tags, excludes, one_file_system, exclude_nodump } = a.select;
-    let spec = JobSpec::Backup { datastore: a.ds.datastore, paths: a.paths, tags, exclude: excludes, one_file_system, exclude_nodump };
+    let spec = JobSpec::Backup { datastore: a.ds.datastore, paths: a.paths, select: a.select };
     run_job(c, spec, &a.wait)
 }

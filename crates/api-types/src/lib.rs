@@ -297,6 +297,30 @@ impl KeepRules {
     }
 }
 
+/// What a file backup takes and how it is labelled: one definition for
+/// a backup on the appliance's command line, an agent's, a `backup` job
+/// and the ingest library (the doc comments are the CLI's help).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct BackupSelection {
+    /// Tag the snapshot (repeatable)
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long = "tag", value_name = "T"))]
+    pub tags: Vec<String>,
+    /// Leave out paths matching GLOB: with a '/' the absolute path, else the name (repeatable)
+    #[serde(default, rename = "exclude")]
+    #[cfg_attr(feature = "clap", arg(long = "exclude", value_name = "GLOB"))]
+    pub excludes: Vec<String>,
+    /// Stay on each source's file system: mount points below it are kept as empty directories
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long, short = 'x'))]
+    pub one_file_system: bool,
+    /// Leave out files and directories with the nodump inode flag (chattr +d)
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub exclude_nodump: bool,
+}
+
 /// What a job does. The daemon runs these; a schedule names one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -305,17 +329,8 @@ pub enum JobSpec {
     Backup {
         datastore: String,
         paths: Vec<String>,
-        #[serde(default)]
-        tags: Vec<String>,
-        #[serde(default)]
-        exclude: Vec<String>,
-        /// Do not descend into other file systems below each path (mount
-        /// points are kept as empty directories).
-        #[serde(default)]
-        one_file_system: bool,
-        /// Leave out entries with the nodump inode flag (`chattr +d`).
-        #[serde(default)]
-        exclude_nodump: bool,
+        #[serde(flatten)]
+        select: BackupSelection,
     },
     /// Restore a snapshot into a directory on the appliance.
     Restore {
@@ -722,4 +737,26 @@ pub struct HealthStatus {
     /// `ok` while the daemon serves.
     pub status: String,
     pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared selection is flattened into the `backup` job: its wire
+    /// form is the one clients and stored schedules already use.
+    #[test]
+    fn backup_job_keeps_its_wire_form() {
+        let json = serde_json::json!({
+            "kind": "backup", "datastore": "main", "paths": ["/srv"],
+            "tags": ["t"], "exclude": ["*.tmp"], "one_file_system": true, "exclude_nodump": true
+        });
+        let spec: JobSpec = serde_json::from_value(json.clone()).unwrap();
+        let select = BackupSelection { tags: vec!["t".into()], excludes: vec!["*.tmp".into()], one_file_system: true, exclude_nodump: true };
+        assert_eq!(spec, JobSpec::Backup { datastore: "main".into(), paths: vec!["/srv".into()], select });
+        assert_eq!(serde_json::to_value(&spec).unwrap(), json);
+        // Everything but the paths may be left out.
+        let bare: JobSpec = serde_json::from_value(serde_json::json!({"kind": "backup", "datastore": "main", "paths": ["/srv"]})).unwrap();
+        assert_eq!(bare, JobSpec::Backup { datastore: "main".into(), paths: vec!["/srv".into()], select: BackupSelection::default() });
+    }
 }

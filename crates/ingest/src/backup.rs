@@ -9,6 +9,7 @@ use crate::fsat;
 use crate::meta::{node_from, unchanged};
 use crate::progress::Progress;
 use crate::readahead::Readahead;
+use lifeboat_api_types::BackupSelection;
 use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, DirCursor, Node, NodeExt, NodeKind, RootDir, Snapshot, StoreError, Tree, TreeWriter};
 use rayon::prelude::*;
 use std::ffi::{CStr, CString, OsStr};
@@ -28,38 +29,18 @@ thread_local! {
     static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// A backup's inputs: what to read (`select`, shared with the CLI and
+/// the API's `backup` job) and how.
 #[derive(Clone, Debug, Default)]
 pub struct BackupOptions {
     pub sources: Vec<PathBuf>,
-    pub tags: Vec<String>,
-    pub excludes: Vec<String>,
     pub hostname: String,
     /// Worker threads; 0 = a default from the core count.
     pub threads: usize,
     /// Ignore any parent snapshot and read every file.
     pub force_full: bool,
-    /// Do not descend into directories on another file system than
-    /// their source (mount points are kept as empty directories).
-    pub one_file_system: bool,
-    /// Leave out files and directories with the `nodump` flag (`chattr +d`).
-    pub exclude_nodump: bool,
-}
-
-/// How the walk chooses and reads entries (shared by local backups and
-/// agents).
-#[derive(Clone, Debug, Default)]
-pub struct WalkOptions {
-    pub excludes: Vec<String>,
-    /// Worker threads; 0 = a default from the core count.
-    pub threads: usize,
-    pub one_file_system: bool,
-    pub exclude_nodump: bool,
-}
-
-impl From<&BackupOptions> for WalkOptions {
-    fn from(o: &BackupOptions) -> Self {
-        WalkOptions { excludes: o.excludes.clone(), threads: o.threads, one_file_system: o.one_file_system, exclude_nodump: o.exclude_nodump }
-    }
+    /// Tags, excludes, `--one-file-system`, `--exclude-nodump`.
+    pub select: BackupSelection,
 }
 
 #[derive(Debug)]
@@ -231,18 +212,18 @@ pub struct Archived {
 /// Walks `sources` (from `resolve_sources`) into `target`: every file
 /// read, chunked, hashed and put, unless the parent's tree says it is
 /// unchanged.
-pub fn archive(target: &dyn BackupTarget, sources: &[PathBuf], parent: Option<ParentTree>, params: ChunkParams, walk: &WalkOptions, progress: &Progress) -> Result<Archived> {
-    let threads = walk.threads;
+/// `select`'s tags are the caller's to record; the walk uses the rest.
+pub fn archive(target: &dyn BackupTarget, sources: &[PathBuf], parent: Option<ParentTree>, params: ChunkParams, select: &BackupSelection, threads: usize, progress: &Progress) -> Result<Archived> {
     let arch = Archiver {
         target,
-        excludes: Excludes::new(&walk.excludes)?,
+        excludes: Excludes::new(&select.excludes)?,
         progress,
         c: Counters::default(),
         small_file_max: params.small_file_max,
         chunker: Chunker::new(params.chunk_min, params.chunk_avg, params.chunk_max),
         readahead: Readahead::start(READAHEAD_THREADS),
-        one_file_system: walk.one_file_system,
-        exclude_nodump: walk.exclude_nodump,
+        one_file_system: select.one_file_system,
+        exclude_nodump: select.exclude_nodump,
         reuse_ext: parent.is_some_and(|p| p.ext_metadata),
     };
     let threads = if threads == 0 { default_threads() } else { threads };
@@ -286,7 +267,7 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
 
     let target = LocalTarget { sink: &sink, ds: &ds };
     let params = ChunkParams::from(ds.config());
-    let Archived { tree, root, mut summary } = match archive(&target, &sources, parent_tree, params, &WalkOptions::from(opts), progress) {
+    let Archived { tree, root, mut summary } = match archive(&target, &sources, parent_tree, params, &opts.select, opts.threads, progress) {
         Ok(r) => r,
         Err(e) => {
             sink.abort();
@@ -303,7 +284,7 @@ pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> 
         time,
         hostname: opts.hostname.clone(),
         paths,
-        tags: opts.tags.clone(),
+        tags: opts.select.tags.clone(),
         tree,
         parent: parent.map(|(id, _)| id),
         summary,

@@ -20,8 +20,9 @@ pub mod readahead;
 pub mod restore;
 pub mod scan;
 
-pub use backup::{archive, backup, resolve_sources, Archived, BackupOptions, BackupOutcome, BackupTarget, ChunkParams, LocalTarget, ParentTree, WalkOptions};
+pub use backup::{archive, backup, resolve_sources, Archived, BackupOptions, BackupOutcome, BackupTarget, ChunkParams, LocalTarget, ParentTree};
 pub use error::{IngestError, Result};
+pub use lifeboat_api_types::BackupSelection;
 pub use progress::Progress;
 pub use restore::{restore, RestoreOptions, RestoreOutcome};
 

@@ -69,7 +69,7 @@ fn main() {
     let ds = Arc::new(Datastore::init(&work.join("remote")).unwrap());
     let tr: Arc<dyn Transport> = Arc::new(Direct { ds, sessions: IngestSessions::new() });
     let (t, c) = (Instant::now(), cpu());
-    let o = run_agent_backup(tr, &AgentOptions { sources: vec![tree], hostname: "h".into(), ..Default::default() }, &Progress::new()).unwrap();
+    let o = run_agent_backup(tr, &AgentOptions { backup: BackupOptions { sources: vec![tree], hostname: "h".into(), ..Default::default() }, ..Default::default() }, &Progress::new()).unwrap();
     let r = t.elapsed().as_secs_f64();
     println!("agent (direct): {r:.2} s, {:.2} CPU s, ratio {:.2}, {:?}", cpu() - c, r / l, o.upload);
 }

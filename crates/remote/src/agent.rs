@@ -46,43 +46,21 @@ pub trait Transport: Send + Sync {
     fn close(&self, session: &str) -> Result<(), TransportError>;
 }
 
+/// An agent's backup: the same inputs as one on the appliance, and where
+/// it goes.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
-    pub sources: Vec<PathBuf>,
-    pub tags: Vec<String>,
-    pub excludes: Vec<String>,
-    pub hostname: String,
+    /// Sources, host name, threads, selection (`lifeboat_ingest::backup`'s).
+    pub backup: lifeboat_ingest::BackupOptions,
+    /// The appliance's datastore (None: its default).
     pub datastore: Option<String>,
-    pub threads: usize,
-    pub force_full: bool,
-    /// `backup --one-file-system` / `--exclude-nodump`, see
-    /// `lifeboat_ingest::BackupOptions`.
-    pub one_file_system: bool,
-    pub exclude_nodump: bool,
     /// How long to keep retrying while the appliance cannot be reached.
     pub retry_for: Duration,
 }
 
-impl AgentOptions {
-    fn walk(&self) -> lifeboat_ingest::WalkOptions {
-        lifeboat_ingest::WalkOptions { excludes: self.excludes.clone(), threads: self.threads, one_file_system: self.one_file_system, exclude_nodump: self.exclude_nodump }
-    }
-}
-
 impl Default for AgentOptions {
     fn default() -> Self {
-        AgentOptions {
-            sources: Vec::new(),
-            tags: Vec::new(),
-            excludes: Vec::new(),
-            hostname: String::new(),
-            datastore: None,
-            threads: 0,
-            force_full: false,
-            one_file_system: false,
-            exclude_nodump: false,
-            retry_for: Duration::from_secs(600),
-        }
+        AgentOptions { backup: Default::default(), datastore: None, retry_for: Duration::from_secs(600) }
     }
 }
 
@@ -117,9 +95,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub fn run_agent_backup(transport: Arc<dyn Transport>, opts: &AgentOptions, progress: &Progress) -> Result<AgentOutcome, IngestError> {
     let start = Instant::now();
     let time = chrono::Utc::now();
-    let (sources, paths) = lifeboat_ingest::resolve_sources(&opts.sources)?;
+    let (sources, paths) = lifeboat_ingest::resolve_sources(&opts.backup.sources)?;
     let retry = Arc::new(Retry { transport: transport.clone(), retry_for: opts.retry_for, cancel: progress.cancel.clone(), retries: AtomicU64::new(0) });
-    let req = OpenSession { datastore: opts.datastore.clone(), hostname: opts.hostname.clone(), paths, tags: opts.tags.clone(), force_full: opts.force_full };
+    let req = OpenSession { datastore: opts.datastore.clone(), hostname: opts.backup.hostname.clone(), paths, tags: opts.backup.select.tags.clone(), force_full: opts.backup.force_full };
     let info = retry.call("open a session", || transport.open(&req))?;
     tracing::info!(session = %info.session, parent = ?info.parent, "upload session open");
     let parent = match &info.parent {
@@ -132,7 +110,7 @@ pub fn run_agent_backup(transport: Arc<dyn Transport>, opts: &AgentOptions, prog
     let sink = AgentSink::new(retry.clone(), &info);
     let p = info.params;
     let params = ChunkParams { small_file_max: p.small_file_max, chunk_min: p.chunk_min, chunk_avg: p.chunk_avg, chunk_max: p.chunk_max };
-    let walked = lifeboat_ingest::archive(&sink, &sources, parent, params, &opts.walk(), progress);
+    let walked = lifeboat_ingest::archive(&sink, &sources, parent, params, &opts.backup.select, opts.backup.threads, progress);
     let lifeboat_ingest::Archived { tree, root, mut summary } = match walked.and_then(|r| sink.finish().map(|_| r)) {
         Ok(r) => r,
         Err(e) => {

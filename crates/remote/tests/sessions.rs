@@ -86,7 +86,7 @@ fn make_tree(root: &Path, seed: u64) {
 }
 
 fn opts(src: &Path, host: &str) -> AgentOptions {
-    AgentOptions { sources: vec![src.to_path_buf()], hostname: host.into(), retry_for: Duration::from_secs(20), ..Default::default() }
+    AgentOptions { backup: lifeboat_ingest::BackupOptions { sources: vec![src.to_path_buf()], hostname: host.into(), ..Default::default() }, retry_for: Duration::from_secs(20), ..Default::default() }
 }
 
 /// Restores `snap` and compares every file, link and mode with `src`.
