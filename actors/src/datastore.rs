@@ -1,7 +1,7 @@
 //! `DatastoreActor`: owns one open datastore and runs the work against
 //! it (snapshot listings, usage, jobs) on the blocking pool.
 
-use crate::work::{self, JobHandle, JobResult};
+use crate::work::{self, JobFailure, JobHandle, JobResult};
 use actix::prelude::*;
 use lifeboat_api_types::{DatastoreInfo, JobSpec, KeepRules, SnapshotInfo};
 use lifeboat_ingest::{BackupOptions, BackupOutcome, IngestError, Progress};
@@ -96,8 +96,8 @@ impl Handler<SnapshotInfos> for DatastoreActor {
         let ds = self.ds.clone();
         Box::pin(async move {
             blocking(move || {
-                let snaps = ds.snapshots().map_err(work::err)?;
-                let damaged = ds.damaged_snapshots().map_err(work::err)?;
+                let snaps = ds.snapshots().map_err(message)?;
+                let damaged = ds.damaged_snapshots().map_err(message)?;
                 Ok(snaps
                     .into_iter()
                     .map(|(id, s)| SnapshotInfo {
@@ -131,8 +131,8 @@ impl Handler<Usage> for DatastoreActor {
         let name = self.name.clone();
         Box::pin(async move {
             blocking(move || {
-                let snapshots = ds.snapshots().map_err(work::err)?.len() as u64;
-                let used_bytes = ds.pack_files().map_err(work::err)?.iter().map(|p| p.len).sum();
+                let snapshots = ds.snapshots().map_err(message)?.len() as u64;
+                let used_bytes = ds.pack_files().map_err(message)?.iter().map(|p| p.len).sum();
                 let (free_bytes, total_bytes) = statvfs(ds.root());
                 Ok(DatastoreInfo {
                     name,
@@ -153,6 +153,11 @@ impl Handler<Usage> for DatastoreActor {
             .unwrap_or_else(Err)
         })
     }
+}
+
+/// An error as the API's answer shows it (with its causes).
+fn message(e: impl std::fmt::Display) -> String {
+    format!("{e:#}")
 }
 
 fn statvfs(p: &std::path::Path) -> (u64, u64) {
@@ -181,17 +186,17 @@ impl Handler<ForgetSnapshots> for DatastoreActor {
         Box::pin(async move {
             blocking(move || {
                 if ds.config().append_only {
-                    return Err(work::err(StoreError::AppendOnly { path: ds.root().to_path_buf(), op: "forget" }));
+                    return Err(message(StoreError::AppendOnly { path: ds.root().to_path_buf(), op: "forget" }));
                 }
                 let mut ids = Vec::new();
                 for q in &msg.0 {
-                    let id = ds.resolve_snapshot(q).map_err(work::err)?.0;
+                    let id = ds.resolve_snapshot(q).map_err(message)?.0;
                     if pinned.contains(&id) {
                         return Err(format!("snapshot {} is in use by an NBD export or by a VM running from it: delete the export or stop the VM first (GET /api/exports, GET /api/vms)", id.short()));
                     }
                     ids.push(id);
                 }
-                lifeboat_store::forget_snapshots(&ds, &ids).map_err(work::err)
+                lifeboat_store::forget_snapshots(&ds, &ids).map_err(message)
             })
             .await
             .unwrap_or_else(Err)
@@ -237,7 +242,7 @@ impl Handler<Execute> for DatastoreActor {
                     JobSpec::Verify { read_data, .. } => work::verify::run(&ds, *read_data, h),
                     JobSpec::Forget { keep, .. } => work::forget::run(&ds, keep, &pinned, tz, h),
                     JobSpec::Gc { .. } => work::gc::run(&ds, h),
-                    JobSpec::AgentBackup { .. } => Err("agent backups are driven by the agent, not started as jobs".into()),
+                    JobSpec::AgentBackup { .. } => Err(JobFailure::Invalid("agent backups are driven by the agent, not started as jobs".into())),
                     JobSpec::VmBackup { full, tags, .. } => match &msg.vm {
                         Some((vm, _busy)) => work::vm_backup::run(&ds, vm, *full, tags, &msg.keep, &pinned, tz, h),
                         None => Err("internal error: a VM backup without its VM".into()),
@@ -273,7 +278,7 @@ impl Handler<Execute> for DatastoreActor {
                 }
             })
             .await
-            .unwrap_or_else(Err)
+            .unwrap_or_else(|e| Err(JobFailure::Failed(e)))
         })
     }
 }

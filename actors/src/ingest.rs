@@ -6,7 +6,7 @@
 
 use crate::datastore::{blocking, DatastoreHandle};
 use crate::jobs::{BeginExternal, Finished, JobsActor};
-use crate::work::{JobHandle, JobOutput};
+use crate::work::{JobFailure, JobHandle, JobOutput, JobResult};
 use crate::Datastores;
 use actix::prelude::*;
 use lifeboat_api_types::JobSpec;
@@ -35,7 +35,7 @@ impl IngestActor {
     }
 
     /// Ends the job of `session` (if it still runs) with `result`.
-    fn finish(&mut self, session: &str, result: Result<JobOutput, String>) {
+    fn finish(&mut self, session: &str, result: JobResult) {
         if let Some((id, _)) = self.running.remove(session) {
             self.jobs.do_send(Finished { id, result });
         }
@@ -50,7 +50,7 @@ impl Actor for IngestActor {
             let live: std::collections::HashSet<String> = a.sessions.list().into_iter().map(|s| s.0).collect();
             let gone: Vec<String> = a.running.keys().filter(|s| !live.contains(*s)).cloned().collect();
             for s in gone {
-                a.finish(&s, Err("the agent's session ended without a snapshot (the agent stopped or lost the appliance for an hour)".into()));
+                a.finish(&s, Err(JobFailure::Failed("the agent's session ended without a snapshot (the agent stopped or lost the appliance for an hour)".into())));
             }
         });
     }
@@ -165,7 +165,7 @@ impl Handler<CallSession> for IngestActor {
                         let result = serde_json::json!({ "snapshot_id": c.snapshot, "session": session });
                         act.finish(&session, Ok(JobOutput { result, warnings: Vec::new() }));
                     }
-                    Ok(SessionReply::Closed) => act.finish(&session, Err("the agent ended its session without a snapshot".into())),
+                    Ok(SessionReply::Closed) => act.finish(&session, Err(JobFailure::Failed("the agent ended its session without a snapshot".into()))),
                     Err(e @ (RemoteError::BadPack { .. } | RemoteError::MissingRef { .. } | RemoteError::Store(_))) => {
                         if let Some((_, h)) = act.running.get(&session) {
                             h.log(&format!("error: {e}"));

@@ -6,11 +6,11 @@
 use crate::connector::VmRegistry;
 use crate::datastore::Execute;
 use crate::events::{EventsActor, Publish};
-use crate::work::{JobHandle, JobResult};
+use crate::work::{JobFailure, JobHandle, JobResult};
 use crate::Datastores;
 use actix::prelude::*;
 use chrono::Utc;
-use lifeboat_api_types::{Event, JobInfo, JobProgress, JobSpec, JobState, KeepRules, NotifyWhen};
+use lifeboat_api_types::{Event, JobErrorKind, JobInfo, JobProgress, JobSpec, JobState, KeepRules, NotifyWhen};
 use lifeboat_state::confine::{Grant, SharedConfinement};
 use lifeboat_state::JobStore;
 use std::collections::{BTreeMap, HashMap};
@@ -124,6 +124,7 @@ impl JobsActor {
             finished: if state.is_finished() { Some(Utc::now()) } else { None },
             progress: JobProgress::default(),
             error: None,
+            error_kind: None,
             result: serde_json::Value::Null,
         }
     }
@@ -307,7 +308,7 @@ impl Handler<StartJob> for JobsActor {
         let confine = self.confine.read().clone();
         let exec = Execute { job: id.clone(), spec: msg.spec, keep: msg.keep, handle, vm, vms: self.vms.clone(), confine, grant: msg.grant, guests: self.guests.clone() };
         actix::spawn(async move {
-            let result = ds.send(exec).await.unwrap_or_else(|e| Err(format!("the datastore actor is gone: {e}")));
+            let result = ds.send(exec).await.unwrap_or_else(|e| Err(JobFailure::Failed(format!("the datastore actor is gone: {e}"))));
             me.do_send(Finished { id, result });
         });
         Ok(job)
@@ -342,12 +343,16 @@ impl Handler<Finished> for JobsActor {
                 }
             }
             Err(e) => {
-                job.state = if cancelled { JobState::Cancelled } else { JobState::Failed };
+                // A cancelled job may fail on whatever it was doing when
+                // the flag was seen; it is still a cancellation.
+                let kind = if cancelled { JobErrorKind::Cancelled } else { e.kind() };
+                job.state = if kind == JobErrorKind::Cancelled { JobState::Cancelled } else { JobState::Failed };
                 if let Some(r) = run.handle.take_failed_result() {
                     job.result = r;
                 }
                 run.handle.log(&format!("error: {e}"));
-                job.error = Some(e);
+                job.error = Some(e.to_string());
+                job.error_kind = Some(kind);
             }
         }
         run.handle.log(&format!("finished: {:?}", job.state));

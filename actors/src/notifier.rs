@@ -242,6 +242,7 @@ mod tests {
             finished: Some(now),
             progress: JobProgress { phase: "done".into(), files_done: 3, bytes_done: 300, ..Default::default() },
             error: (state == JobState::Failed).then(|| "disk full".into()),
+            error_kind: (state == JobState::Failed).then_some(lifeboat_api_types::JobErrorKind::Failed),
             result: serde_json::json!({"snapshot": "abc123"}),
         }
     }

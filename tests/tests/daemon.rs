@@ -298,6 +298,39 @@ fn jobs_stream_events_restore_and_survive_restarts_and_crashes() {
 }
 
 #[test]
+fn a_cancelled_job_ends_cancelled_and_a_failed_one_says_why() {
+    let dir = scratch("daemon-cancel");
+    let src = dir.path().join("src");
+    gen_tree(&src, 4, TreeSpec { files: 200, big_files: 8, big_size: 4 << 20, ..TreeSpec::small() });
+    let ds = Ds::init(dir.path().join("state/datastores/default"));
+    ds.set_pack_target(1 << 20);
+    // Every pack write waits: the backup still runs when the cancel comes.
+    let d = Daemon::start(&dir.path().join("state"), None, &[("LIFEBOAT_FAILPOINTS", "pack-write=sleep300")]);
+    let id = start_job(&d, json!({ "kind": "backup", "datastore": "default", "paths": [src] }));
+    let end = Instant::now() + Duration::from_secs(60);
+    while d.admin_ok("GET", &format!("/api/jobs/{id}"), None)["progress"]["bytes_done"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < end, "the backup never started reading");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = d.call("POST", &format!("/api/jobs/{id}/cancel"), Some(&d.admin), None);
+    assert!(r.status < 300, "{r:?}");
+    let j = d.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(j["state"], "cancelled", "{j}");
+    assert_eq!(j["error_kind"], "cancelled", "{j}");
+    assert_eq!(d.admin_ok("GET", "/api/datastores/default/snapshots", None).as_array().unwrap().len(), 0);
+    // A snapshot that is not there: the job names it, and says it is missing
+    // rather than broken.
+    let r = start_job(&d, json!({ "kind": "verify", "datastore": "default" }));
+    assert_eq!(d.wait_job(&r, Duration::from_secs(60))["state"], "succeeded");
+    let vr = start_job(&d, json!({ "kind": "vm-restore", "datastore": "default", "snapshot": "ffffffff", "target": dir.path().join("out") }));
+    let j = d.wait_job(&vr, Duration::from_secs(60));
+    assert_eq!(j["state"], "failed", "{j}");
+    assert_eq!(j["error_kind"], "not-found", "{j}");
+    assert!(j["error"].as_str().unwrap().contains("ffffffff"), "{j}");
+    d.stop();
+}
+
+#[test]
 fn a_panicking_job_fails_and_the_daemon_carries_on() {
     let dir = scratch("daemon-panic");
     let src = dir.path().join("src");
@@ -306,6 +339,7 @@ fn a_panicking_job_fails_and_the_daemon_carries_on() {
     let first = start_job(&d, json!({ "kind": "backup", "datastore": "default", "paths": [src] }));
     let j = d.wait_job(&first, Duration::from_secs(60));
     assert_eq!(j["state"], "failed", "{j}");
+    assert_eq!(j["error_kind"], "failed", "{j}");
     assert!(j["error"].as_str().unwrap().contains("panicked"), "{j}");
     assert_eq!(d.call("GET", "/api/health", None, None).status, 200);
     assert_eq!(d.admin_ok("GET", "/api/datastores/default/snapshots", None).as_array().unwrap().len(), 0);

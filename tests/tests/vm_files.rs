@@ -252,6 +252,7 @@ fn api(d: &Daemon, snap: &str, src: &std::path::Path, scratch: &std::path::Path)
     assert_eq!(r.status, 202, "{r:?}");
     let j = d.wait_job(r.json()["id"].as_str().unwrap(), std::time::Duration::from_secs(60));
     assert!(j["state"] == "failed" && j["error"].as_str().unwrap().contains("/etc/nope"), "{j:#}");
+    assert_eq!(j["error_kind"], "not-found", "{j:#}");
     assert!(!out.exists(), "a failed restore wrote its target");
     // An operator: modes, times and links, no set-ID bits, no owners.
     let r = d.call("POST", &format!("{base}/vm-restore-files"), Some(&op), Some(&body(&out, &["/etc", "/bin/su"])));

@@ -2,7 +2,7 @@
 //! schedule's retention on the same (host, paths) group.
 
 use super::outcome::BackupJobOutcome;
-use super::{err, JobHandle, JobOutput, JobResult};
+use super::{JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::{BackupSelection, KeepRules};
 use lifeboat_ingest::BackupOptions;
 use lifeboat_state::confine::{Confinement, Grant, PathUse};
@@ -28,11 +28,11 @@ pub fn run(
     // itself never follows symlinks; a source swapped for a symlink
     // between this check and the walk's first open is not caught.)
     for p in paths {
-        confine.check_resolved(p, PathUse::BackupSource, grant).map_err(err)?;
+        confine.check_resolved(p, PathUse::BackupSource, grant)?;
     }
     let opts = BackupOptions { sources: paths.iter().map(PathBuf::from).collect(), hostname: lifeboat_ingest::hostname(), select: select.clone(), ..Default::default() };
     h.set_phase("backing up");
-    let out = lifeboat_ingest::backup(ds.clone(), &opts, &h.progress).map_err(err)?;
+    let out = lifeboat_ingest::backup(ds.clone(), &opts, &h.progress)?;
     h.log(&format!("snapshot {} committed", out.snapshot_id.to_hex()));
     let mut outcome = BackupJobOutcome { snapshot: out.snapshot_id.to_hex(), summary: out.snapshot.summary.clone(), forgotten: None };
     if !keep.is_empty() {

@@ -1,7 +1,7 @@
 //! Forget job: keep rules over a datastore's snapshots (restic
 //! semantics, see docs/retention.md).
 
-use super::{err, JobHandle, JobOutput, JobResult};
+use super::{JobFailure, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::KeepRules;
 use lifeboat_store::{group_by_source, KeepPolicy};
 use lifeboat_store::{BlobId, Datastore};
@@ -21,15 +21,15 @@ pub fn run(ds: &Arc<Datastore>, keep: &KeepRules, pinned: &HashSet<BlobId>, tz: 
 /// Applies `keep` to every (host, paths) group, or only to `only`.
 /// Snapshots in `pinned` (served by exports) are kept whatever the
 /// rules say. Returns the ids removed.
-pub fn apply_keep(ds: &Arc<Datastore>, keep: &KeepRules, only: Option<(&String, &Vec<String>)>, pinned: &HashSet<BlobId>, tz: chrono_tz::Tz, h: &JobHandle) -> Result<Vec<String>, String> {
+pub fn apply_keep(ds: &Arc<Datastore>, keep: &KeepRules, only: Option<(&String, &Vec<String>)>, pinned: &HashSet<BlobId>, tz: chrono_tz::Tz, h: &JobHandle) -> Result<Vec<String>, JobFailure> {
     let policy = policy(keep);
     if policy.is_empty() {
-        return Err("the keep rules are empty, so nothing would be kept: set at least one of last/hourly/daily/weekly/monthly/yearly".into());
+        return Err(JobFailure::Invalid("the keep rules are empty, so nothing would be kept: set at least one of last/hourly/daily/weekly/monthly/yearly".into()));
     }
     if ds.config().append_only {
-        return Err(err(lifeboat_store::StoreError::AppendOnly { path: ds.root().to_path_buf(), op: "forget" }));
+        return Err(lifeboat_store::StoreError::AppendOnly { path: ds.root().to_path_buf(), op: "forget" }.into());
     }
-    let all = ds.snapshots().map_err(err)?;
+    let all = ds.snapshots()?;
     let mut remove = Vec::new();
     for ((host, paths), group) in group_by_source(&all) {
         if let Some((oh, op)) = only {
@@ -47,7 +47,7 @@ pub fn apply_keep(ds: &Arc<Datastore>, keep: &KeepRules, only: Option<(&String, 
             }
         }
     }
-    lifeboat_store::forget_snapshots(ds, &remove).map_err(err)?;
+    lifeboat_store::forget_snapshots(ds, &remove)?;
     h.log(&format!("forgot {} snapshots", remove.len()));
     Ok(remove.iter().map(|i| i.to_hex()).collect())
 }

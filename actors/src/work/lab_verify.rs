@@ -3,7 +3,7 @@
 //! screenshots) lands in `<datastore>/lab-reports/<lab id>/`, served by
 //! `GET /api/datastores/{name}/lab-reports/{lab id}/report.html`.
 
-use super::{err, JobHandle, JobOutput, JobResult};
+use super::{err, JobFailure, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::{LabNetworkSpec, LabVmSpec};
 use lifeboat_lab::{LabVm, Probes, VerifyOptions};
 use lifeboat_store::Datastore;
@@ -18,22 +18,22 @@ pub const MARKERS: &str = "/run/lifeboat/labs";
 
 #[allow(clippy::too_many_arguments)]
 pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u64, network: &LabNetworkSpec, accel: lifeboat_qemu::Accel, scripts_dir: &std::path::Path, h: &JobHandle) -> JobResult {
-    let mut probes: Probes = probes.parse()?;
+    let mut probes: Probes = probes.parse().map_err(JobFailure::Invalid)?;
     // Scripts run as root inside the lab: only the admin's, from the
     // configured directory, by plain name.
     for s in probes.scripts.iter_mut() {
         let name = s.to_string_lossy().into_owned();
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(format!("script {name:?}: give the plain name of a script in {}", scripts_dir.display()));
+            return Err(JobFailure::Invalid(format!("script {name:?}: give the plain name of a script in {}", scripts_dir.display())));
         }
         *s = scripts_dir.join(&name);
         if !s.is_file() {
-            return Err(format!("script {name:?} is not in {} (lab_scripts_dir)", scripts_dir.display()));
+            return Err(JobFailure::NotFound(format!("script {name:?} is not in {} (lab_scripts_dir)", scripts_dir.display())));
         }
     }
     // "The newest backup" includes those another process (the CLI on the
     // appliance, an agent session) committed since this view was opened.
-    ds.refresh_index().map_err(err)?;
+    ds.refresh_index()?;
     let mut lab_vms = Vec::new();
     for v in vms {
         lab_vms.push(LabVm { snapshot: super::resolve_vm_snapshot(ds, &v.snapshot)?, ip: v.ip.clone(), delay: Duration::from_secs(v.delay) });
@@ -61,7 +61,7 @@ pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u
         cancel: p.cancel.clone(),
     };
     let rep = lifeboat_lab::verify(ds.clone(), &opts).map_err(err)?;
-    rep.write(&report_dir).map_err(|e| format!("writing the report into {}: {e}", report_dir.display()))?;
+    rep.write(&report_dir).map_err(|e| JobFailure::Failed(format!("writing the report into {}: {e}", report_dir.display())))?;
     p.files.store(rep.vms.len() as u64, Ordering::Relaxed);
     for line in rep.summary_text().lines() {
         h.log(line);
@@ -76,7 +76,11 @@ pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u
             .filter(|v| !v.passed)
             .map(|v| format!("{} failed at {}", v.vm, v.steps.iter().filter(|s| s.outcome == lifeboat_lab::Outcome::Fail).map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")))
             .collect();
-        return Err(format!("lab {id}: {} (report {id} in GET /api/datastores/<name>/lab-reports; on the appliance {})", failed.join("; "), report_dir.join("report.html").display()));
+        return Err(JobFailure::Failed(format!(
+            "lab {id}: {} (report {id} in GET /api/datastores/<name>/lab-reports; on the appliance {})",
+            failed.join("; "),
+            report_dir.join("report.html").display()
+        )));
     }
     Ok(JobOutput { result, warnings: vec![] })
 }

@@ -3,6 +3,7 @@
 //! they call the crates and report through a `JobHandle`.
 
 pub mod backup;
+pub mod failure;
 pub mod forget;
 pub mod gc;
 pub mod lab_verify;
@@ -86,26 +87,28 @@ impl JobOutput {
     }
 }
 
-/// A job's failure as the admin reads it.
-pub type JobResult = Result<JobOutput, String>;
+pub use failure::JobFailure;
 
-pub(crate) fn err(e: impl std::fmt::Display) -> String {
-    format!("{e:#}")
+/// How a job ends.
+pub type JobResult = Result<JobOutput, JobFailure>;
+
+/// An error of a crate without a kind of its own, as `Failed`.
+pub(crate) fn err(e: impl std::fmt::Display) -> JobFailure {
+    JobFailure::failed(e)
 }
 
 /// `vm:NAME` is the newest VM snapshot of that VM; anything else is a
 /// snapshot id, prefix or `latest` (resolved by the caller).
-pub(crate) fn resolve_vm_snapshot(ds: &lifeboat_store::Datastore, query: &str) -> Result<String, String> {
+pub(crate) fn resolve_vm_snapshot(ds: &lifeboat_store::Datastore, query: &str) -> Result<String, JobFailure> {
     match query.strip_prefix("vm:") {
         Some(name) => {
             let path = vec![format!("vm:{name}")];
-            ds.snapshots()
-                .map_err(err)?
+            ds.snapshots()?
                 .into_iter()
                 .rev()
                 .find(|(_, s)| s.kind == lifeboat_store::SnapshotKind::Vm && s.paths == path)
                 .map(|(id, _)| id.to_hex())
-                .ok_or_else(|| format!("no backup of VM {name} in this datastore"))
+                .ok_or_else(|| JobFailure::NotFound(format!("no backup of VM {name} in this datastore")))
         }
         None => Ok(query.to_string()),
     }

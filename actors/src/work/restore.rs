@@ -1,6 +1,6 @@
 //! Restore job: a snapshot (or parts of it) into a directory on the appliance.
 
-use super::{err, JobHandle, JobOutput, JobResult};
+use super::{JobHandle, JobOutput, JobResult};
 use lifeboat_ingest::RestoreOptions;
 use lifeboat_state::confine::{open_beneath, Confinement, Grant, Open, PathUse};
 use lifeboat_store::Datastore;
@@ -11,9 +11,9 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, include: &[String], con
     // The target is checked and opened beneath its root before the
     // snapshot is even looked up; the restore then works below that
     // descriptor only.
-    let place = confine.check(target, PathUse::RestoreTarget, grant).map_err(err)?;
-    let (id, snap) = ds.resolve_snapshot(snapshot).map_err(err)?;
-    let dir = open_beneath(&place, Open::CreateDir).map_err(err)?;
+    let place = confine.check(target, PathUse::RestoreTarget, grant)?;
+    let (id, snap) = ds.resolve_snapshot(snapshot)?;
+    let dir = open_beneath(&place, Open::CreateDir)?;
     h.set_phase("restoring");
     h.log(&format!("restoring snapshot {} into {target}", id.to_hex()));
     let opts = RestoreOptions {
@@ -24,7 +24,7 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, include: &[String], con
         special: grant.admin,
         threads: 0,
     };
-    let out = lifeboat_ingest::restore(ds, &snap, &opts, &h.progress).map_err(err)?;
+    let out = lifeboat_ingest::restore(ds, &snap, &opts, &h.progress)?;
     let warnings = out.warnings.clone();
     Ok(JobOutput::new(&super::outcome::RestoreJobOutcome { snapshot: id.to_hex(), files: out.files, dirs: out.dirs, bytes: out.bytes, left_out: out.left_out }, warnings))
 }

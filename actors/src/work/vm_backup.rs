@@ -3,7 +3,7 @@
 //! that VM's snapshots only.
 
 use super::outcome::{VmBackupJobOutcome, VmDiskOutcome};
-use super::{err, JobHandle, JobOutput, JobResult};
+use super::{err, JobFailure, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::{KeepRules, VmSource};
 use lifeboat_qemu::{backup::vm_path, backup_vm, VmBackupOptions};
 use lifeboat_state::VmEntry;
@@ -18,7 +18,7 @@ pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, full: bool, tags: &[String], keep:
     // Totals for the progress bar, from a quick inventory.
     let inv = crate::connector::probe(vm);
     if let Some(e) = &inv.error {
-        return Err(format!("VM {}: {e}", vm.name));
+        return Err(JobFailure::Failed(format!("VM {}: {e}", vm.name)));
     }
     let p = &h.progress;
     p.total_files.store(inv.disks.len() as u64, Ordering::Relaxed);
@@ -30,12 +30,12 @@ pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, full: bool, tags: &[String], keep:
         VmSource::Qmp { qmp, agent } => {
             h.log(&format!("VM {} ({}), {} disks, QMP {qmp}", vm.name, inv.qemu_name, inv.disks.len()));
             let opts = VmBackupOptions { qmp: PathBuf::from(qmp), agent: agent.as_ref().map(PathBuf::from), tags: tags.to_vec(), hostname: hostname.clone(), full };
-            backup_vm(ds, &opts, &p.bytes).map_err(|e| format!("VM {}: {}", vm.name, err(e)))?
+            backup_vm(ds, &opts, &p.bytes).map_err(|e| err(e).context(format!("VM {}", vm.name)))?
         }
         VmSource::Libvirt { uri, domain } => {
             h.log(&format!("VM {} (libvirt domain {domain} at {uri}), {} disks", vm.name, inv.disks.len()));
             let opts = lifeboat_libvirt::LibvirtBackupOptions { uri: uri.clone(), domain: domain.clone(), tags: tags.to_vec(), hostname: hostname.clone(), full };
-            lifeboat_libvirt::backup_domain(ds, &opts, &p.bytes).map_err(|e| format!("VM {}: {}", vm.name, err(e)))?
+            lifeboat_libvirt::backup_domain(ds, &opts, &p.bytes).map_err(|e| err(e).context(format!("VM {}", vm.name)))?
         }
     };
     p.files.store(out.disks.len() as u64, Ordering::Relaxed);

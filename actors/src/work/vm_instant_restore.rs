@@ -4,7 +4,7 @@
 //! and hands the running VM to `crate::instant::InstantVms`, where
 //! `/api/vms` shows it. The job ends once QEMU runs the VM.
 
-use super::{err, JobHandle, JobOutput, JobResult};
+use super::{err, JobFailure, JobHandle, JobOutput, JobResult};
 use crate::connector::VmRegistry;
 use crate::datastore::DatastoreActor;
 use actix::Addr;
@@ -36,25 +36,25 @@ pub struct Target<'a> {
 }
 
 /// A name for `/api/vms`: letters, digits, `-`, `_`.
-fn check_name(n: &str) -> Result<(), String> {
+fn check_name(n: &str) -> Result<(), JobFailure> {
     if n.is_empty() || n.len() > 64 || n.starts_with('-') || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(format!("VM name {n:?}: use up to 64 letters, digits, '-' and '_'"));
+        return Err(JobFailure::Invalid(format!("VM name {n:?}: use up to 64 letters, digits, '-' and '_'")));
     }
     Ok(())
 }
 
 pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &Request, h: &JobHandle) -> JobResult {
-    let net: NetMode = r.net.parse()?;
-    let platform: Option<lifeboat_convert::Platform> = r.target.as_ref().map(|t| t.platform.parse()).transpose()?;
+    let net: NetMode = r.net.parse().map_err(JobFailure::Invalid)?;
+    let platform: Option<lifeboat_convert::Platform> = r.target.as_ref().map(|t| t.platform.parse()).transpose().map_err(JobFailure::Invalid)?;
     // The newest backup may come from another process (the CLI, an agent).
-    ds.refresh_index().map_err(err)?;
+    ds.refresh_index()?;
     let query = super::resolve_vm_snapshot(ds, r.snapshot)?;
-    let (sid, snap) = ds.resolve_snapshot(&query).map_err(err)?;
-    let md = lifeboat_qemu::load_vm(ds, &snap).map_err(err)?.md;
+    let (sid, snap) = ds.resolve_snapshot(&query)?;
+    let md = lifeboat_qemu::load_vm(ds, &snap)?.md;
     let name = r.name.map(String::from).unwrap_or_else(|| format!("{}-instant", md.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect::<String>()));
     check_name(&name)?;
     if reg.get(&name).is_some() {
-        return Err(format!("a VM named {name:?} exists already (GET /api/vms); give another \"name\""));
+        return Err(JobFailure::Refused(format!("a VM named {name:?} exists already (GET /api/vms); give another \"name\"")));
     }
     let instant = reg.instant();
     let workdir = instant.workdir(&name);
@@ -93,7 +93,7 @@ pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &
     };
     if h.progress.cancelled() {
         vm.discard();
-        return Err("cancelled".into());
+        return Err(JobFailure::Cancelled);
     }
     let info = InstantVmInfo {
         datastore: r.datastore.to_string(),
@@ -108,7 +108,7 @@ pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &
     let warnings = vm.warnings.clone();
     if let Err((vm, e)) = instant.insert(&name, vm, info.clone(), me) {
         (*vm).discard();
-        return Err(e);
+        return Err(JobFailure::Refused(e));
     }
     h.log(&format!("VM {name} runs ({state}), QEMU pid {}; stop it with DELETE /api/vms/{name}, or move it onto local disks with a vm-migrate-back job", info.pid));
     let outcome = super::outcome::VmInstantRestoreJobOutcome { vm: name, snapshot: info.snapshot, state, pid: info.pid, qmp, serial_log: info.serial_log, target: retargeted };

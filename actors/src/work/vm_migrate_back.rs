@@ -5,7 +5,7 @@
 //! the datastore and is registered as an ordinary VM under its name.
 
 use super::vm_restore::{in_dir, remove_in};
-use super::{err, JobHandle, JobOutput, JobResult};
+use super::{JobFailure, JobHandle, JobOutput, JobResult};
 use crate::connector::VmRegistry;
 use lifeboat_api_types::VmSource;
 use lifeboat_state::confine::{open_beneath, Confinement, Grant, Open, PathUse};
@@ -14,12 +14,12 @@ use std::path::Path;
 
 pub fn run(reg: &VmRegistry, name: &str, target: &str, format: &str, confine: &Confinement, grant: Grant, h: &JobHandle) -> JobResult {
     if format != "raw" && format != "qcow2" {
-        return Err(format!("format {format:?}: use qcow2 or raw"));
+        return Err(JobFailure::Invalid(format!("format {format:?}: use qcow2 or raw")));
     }
-    let place = confine.check(target, PathUse::RestoreTarget, grant).map_err(err)?;
-    let dir = open_beneath(&place, Open::CreateDir).map_err(err)?;
+    let place = confine.check(target, PathUse::RestoreTarget, grant)?;
+    let dir = open_beneath(&place, Open::CreateDir)?;
     let instant = reg.instant();
-    let mut vm = instant.take_for_migration(name)?;
+    let mut vm = instant.take_for_migration(name).map_err(JobFailure::Refused)?;
     h.set_phase("migrating disks");
     // QEMU creates and opens the images through our descriptor of the
     // directory: the path cannot lead out of the root.
@@ -42,7 +42,7 @@ pub fn run(reg: &VmRegistry, name: &str, target: &str, format: &str, confine: &C
         }
         Err(e) => {
             instant.end_migration(name, vm, false);
-            Err(format!("migrating VM {name} back: {}; it still runs from the backup", err(e)))
+            Err(JobFailure::Failed(format!("migrating VM {name} back: {e:#}; it still runs from the backup")))
         }
     }
 }

@@ -9,7 +9,7 @@
 //! (`O_EXCL | O_NOFOLLOW`, after removing what was there), and disk ids
 //! from the snapshot (untrusted) must be plain names.
 
-use super::{err, JobHandle, JobOutput, JobResult};
+use super::{err, JobFailure, JobHandle, JobOutput, JobResult};
 use lifeboat_state::confine::{open_beneath, Confinement, Grant, Open, PathUse};
 use lifeboat_store::Datastore;
 use lifeboat_vm::image::restore_raw;
@@ -22,17 +22,17 @@ use std::sync::atomic::Ordering;
 
 pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, confine: &Confinement, grant: Grant, h: &JobHandle) -> JobResult {
     if format != "raw" && format != "qcow2" {
-        return Err(format!("format {format:?}: use raw or qcow2"));
+        return Err(JobFailure::Invalid(format!("format {format:?}: use raw or qcow2")));
     }
-    let place = confine.check(target, PathUse::RestoreTarget, grant).map_err(err)?;
-    let (sid, snap) = ds.resolve_snapshot(snapshot).map_err(err)?;
-    let vm = lifeboat_qemu::load_vm(ds, &snap).map_err(err)?;
+    let place = confine.check(target, PathUse::RestoreTarget, grant)?;
+    let (sid, snap) = ds.resolve_snapshot(snapshot)?;
+    let vm = lifeboat_qemu::load_vm(ds, &snap)?;
     let (md, disks) = (&vm.md, &vm.disks);
     let ids: Vec<String> = md.disks.iter().map(|d| d.id.clone()).collect();
     if let Some(bad) = ids.iter().find(|id| lifeboat_state::confine::check_plain_name(id).is_err()) {
-        return Err(format!("the snapshot names a disk {bad:?}, which is no plain file name; it is not restored"));
+        return Err(JobFailure::Refused(format!("the snapshot names a disk {bad:?}, which is no plain file name; it is not restored")));
     }
-    let dir = open_beneath(&place, Open::CreateDir).map_err(err)?;
+    let dir = open_beneath(&place, Open::CreateDir)?;
     let target = Path::new(target);
     let p = &h.progress;
     p.total_files.store(disks.len() as u64, Ordering::Relaxed);
@@ -41,14 +41,14 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, confine: 
     h.set_phase("restoring VM disks");
     h.log(&format!("restoring VM {} of snapshot {} into {}", md.name, sid.to_hex(), target.display()));
     let json = target.join("vm.json");
-    create_in(&dir, "vm.json").and_then(|mut f| f.write_all(&md.to_json())).map_err(|e| format!("writing {}: {e}", json.display()))?;
+    create_in(&dir, "vm.json").and_then(|mut f| f.write_all(&md.to_json())).map_err(|e| JobFailure::Failed(format!("writing {}: {e}", json.display())))?;
     let mut files = Vec::new();
     for w in &vm.warnings {
         h.log(&format!("warning: {w}"));
     }
     for (n, id) in disks.iter().zip(&ids) {
         if p.cancelled() {
-            return Err("cancelled".into());
+            return Err(JobFailure::Cancelled);
         }
         let raw_name = format!("{id}.raw");
         let raw = target.join(&raw_name);
@@ -56,21 +56,21 @@ pub fn run(ds: &Datastore, snapshot: &str, target: &str, format: &str, confine: 
         // never follows a symlink); it gets the directory through our
         // descriptor, so the path it opens cannot lead elsewhere.
         remove_in(&dir, &raw_name);
-        restore_raw(ds, n, &in_dir(&dir, &raw_name)).map_err(|e| format!("{}: {}", raw.display(), err(e)))?;
+        restore_raw(ds, n, &in_dir(&dir, &raw_name)).map_err(|e| err(e).context(raw.display()))?;
         let file = if format == "qcow2" {
             let q_name = format!("{id}.qcow2");
             let q = target.join(&q_name);
             // qemu-img opens its output with O_TRUNC and follows links:
             // it writes through the /proc path of a file we created.
-            let out = create_in(&dir, &q_name).map_err(|e| format!("creating {}: {e}", q.display()))?;
+            let out = create_in(&dir, &q_name).map_err(|e| JobFailure::Failed(format!("creating {}: {e}", q.display())))?;
             let o = std::process::Command::new("qemu-img")
                 .args(["convert", "-f", "raw", "-O", "qcow2"])
                 .arg(in_dir(&dir, &raw_name))
                 .arg(format!("/proc/{}/fd/{}", std::process::id(), out.as_raw_fd()))
                 .output()
-                .map_err(|e| format!("cannot run qemu-img: {e}"))?;
+                .map_err(|e| JobFailure::Failed(format!("cannot run qemu-img: {e}")))?;
             if !o.status.success() {
-                return Err(format!("qemu-img convert {}: {}", raw.display(), String::from_utf8_lossy(&o.stderr).trim()));
+                return Err(JobFailure::Failed(format!("qemu-img convert {}: {}", raw.display(), String::from_utf8_lossy(&o.stderr).trim())));
             }
             remove_in(&dir, &raw_name);
             q
@@ -102,10 +102,10 @@ pub struct ForTargets<'a> {
 /// directory is opened beneath its root and every file is made through
 /// that descriptor.
 pub fn run_for_targets(ds: &std::sync::Arc<Datastore>, snapshot: &str, target: &str, t: &ForTargets, confine: &Confinement, grant: Grant, h: &JobHandle) -> JobResult {
-    let format = t.format.map(str::parse::<lifeboat_convert::DiskFormat>).transpose()?;
-    let specs = lifeboat_convert::parse_targets(&t.platforms, format)?;
-    let (sid, snap) = ds.resolve_snapshot(snapshot).map_err(err)?;
-    let vm = lifeboat_qemu::load_vm(ds, &snap).map_err(err)?;
+    let format = t.format.map(str::parse::<lifeboat_convert::DiskFormat>).transpose().map_err(JobFailure::Invalid)?;
+    let specs = lifeboat_convert::parse_targets(&t.platforms, format).map_err(JobFailure::Invalid)?;
+    let (sid, snap) = ds.resolve_snapshot(snapshot)?;
+    let vm = lifeboat_qemu::load_vm(ds, &snap)?;
     let p = &h.progress;
     p.total_files.store((vm.disks.len() * specs.len()) as u64, Ordering::Relaxed);
     p.total_bytes.store(vm.disks.iter().map(|n| n.size).sum::<u64>() * specs.len() as u64, Ordering::Relaxed);
@@ -126,8 +126,8 @@ pub fn run_for_targets(ds: &std::sync::Arc<Datastore>, snapshot: &str, target: &
             Some(sub) => format!("{}/{sub}", target.trim_end_matches('/')),
             None => target.to_string(),
         };
-        let place = confine.check(&shown, PathUse::RestoreTarget, grant).map_err(err)?;
-        let dir = open_beneath(&place, Open::CreateDir).map_err(err)?;
+        let place = confine.check(&shown, PathUse::RestoreTarget, grant)?;
+        let dir = open_beneath(&place, Open::CreateDir)?;
         let opts = lifeboat_convert::TargetRestoreOptions {
             platform: s.platform,
             format: s.format,
@@ -163,7 +163,7 @@ pub fn run_for_targets(ds: &std::sync::Arc<Datastore>, snapshot: &str, target: &
         }
     }
     if let Some(msg) = lifeboat_convert::failure_message(&failed, specs.len()) {
-        return Err(msg);
+        return Err(JobFailure::Failed(msg));
     }
     let mut result = if done.len() == 1 {
         done.remove(0)

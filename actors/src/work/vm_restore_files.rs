@@ -11,7 +11,7 @@
 //! root with `owners = true`.
 
 use super::vm_restore::in_dir;
-use super::{err, JobHandle, JobOutput, JobResult};
+use super::{JobFailure, JobHandle, JobOutput, JobResult};
 use lifeboat_state::confine::{open_beneath, Confinement, Grant, Open, PathUse};
 use lifeboat_store::Datastore;
 use std::sync::atomic::Ordering;
@@ -27,17 +27,17 @@ pub struct Request<'a> {
 
 pub fn run(ds: &Arc<Datastore>, r: &Request<'_>, confine: &Confinement, grant: Grant, h: &JobHandle) -> JobResult {
     if r.paths.is_empty() {
-        return Err("name at least one guest path to restore".into());
+        return Err(JobFailure::Invalid("name at least one guest path to restore".into()));
     }
-    let place = confine.check(r.target, PathUse::RestoreTarget, grant).map_err(err)?;
-    ds.refresh_index().map_err(err)?;
-    let (sid, snap) = ds.resolve_snapshot(r.snapshot).map_err(err)?;
+    let place = confine.check(r.target, PathUse::RestoreTarget, grant)?;
+    ds.refresh_index()?;
+    let (sid, snap) = ds.resolve_snapshot(r.snapshot)?;
     h.set_phase("reading the guest's disk");
-    let disk = lifeboat_vmfiles::SnapshotDisk::open(ds, &snap, r.disk).map_err(err)?;
-    let fs = disk.mount(r.partition).map_err(err)?;
+    let disk = lifeboat_vmfiles::SnapshotDisk::open(ds, &snap, r.disk)?;
+    let fs = disk.mount(r.partition)?;
     // Every path is checked before anything is written.
-    let sources = r.paths.iter().map(|p| fs.resolve(p)).collect::<Result<Vec<_>, _>>().map_err(err)?;
-    let dir = open_beneath(&place, Open::CreateDir).map_err(err)?;
+    let sources = r.paths.iter().map(|p| fs.resolve(p)).collect::<Result<Vec<_>, _>>()?;
+    let dir = open_beneath(&place, Open::CreateDir)?;
     let owners = unsafe { libc::geteuid() } == 0 && place.owners;
     h.set_phase("copying");
     h.log(&format!("copying {} from partition {} of disk {} of snapshot {} into {}", r.paths.join(", "), fs.partition.name, fs.disk.disk, sid.to_hex(), r.target));
@@ -56,8 +56,8 @@ pub fn run(ds: &Arc<Datastore>, r: &Request<'_>, confine: &Confinement, grant: G
         let name = src.strip_prefix(fs.root()).ok().and_then(|r| r.file_name()).map(|n| n.to_string_lossy().into_owned());
         let to = in_dir(&dir, name.as_deref().unwrap_or(""));
         lifeboat_vmfiles::copy_out(src, &to, path, policy, &mut report, &on_file, &|| p.cancelled()).map_err(|e| match e.kind() {
-            std::io::ErrorKind::Interrupted => "cancelled".to_string(),
-            _ => format!("copying {path} into {}: {e}", r.target),
+            std::io::ErrorKind::Interrupted => JobFailure::Cancelled,
+            _ => JobFailure::Failed(format!("copying {path} into {}: {e}", r.target)),
         })?;
     }
     let outcome = super::outcome::VmRestoreFilesJobOutcome {

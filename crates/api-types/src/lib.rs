@@ -665,10 +665,36 @@ pub struct JobInfo {
     pub progress: JobProgress,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why it failed, beside the message (absent unless failed or cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<JobErrorKind>,
     /// Kind-specific result (a backup's summary, a check's report, ...).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub result: serde_json::Value,
+}
+
+/// What a failed job's error means for the admin's next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobErrorKind {
+    /// Stopped on request (a cancel, the daemon stopping).
+    Cancelled,
+    /// The job's own request is wrong (a format, a name, empty rules):
+    /// the same request fails again; fix it.
+    Invalid,
+    /// Something it names is not there (a snapshot, a VM, a path in a
+    /// snapshot).
+    NotFound,
+    /// Refused by policy: confinement roots, an append-only datastore,
+    /// a snapshot or VM in use, a lock held.
+    Refused,
+    /// The datastore is damaged (a missing or corrupt blob, pack, tree):
+    /// run `check`, then `repair`.
+    Damaged,
+    /// Anything else while it ran (an I/O error, QEMU, a guest); the
+    /// message names it.
+    Failed,
 }
 
 /// When to mail about a schedule's runs.

@@ -9,11 +9,14 @@ use lifeboat_api_types::{JobInfo, JobState};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The job history directory, `<state>/jobs/`: `<id>.json` (mode
+/// 0640) holds a job's `JobInfo`, `<id>.log` its log lines.
 pub struct JobStore {
     dir: PathBuf,
 }
 
 impl JobStore {
+    /// Opens `<state_dir>/jobs/`, creating it if needed.
     pub fn open(state_dir: &Path) -> Result<JobStore> {
         let dir = state_dir.join("jobs");
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -29,10 +32,13 @@ impl JobStore {
         self.dir.join(format!("{id}.json"))
     }
 
+    /// Where job `id`'s log is (it may not exist yet).
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.log"))
     }
 
+    /// Writes the job's record (whole, atomically), creating or
+    /// replacing `<id>.json`.
     pub fn save(&self, job: &JobInfo) -> Result<()> {
         write_json(&self.path(&job.id), job, 0o640)
     }
@@ -44,6 +50,7 @@ impl JobStore {
         writeln!(f, "{} {}", Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"), line).map_err(io_err(&p))
     }
 
+    /// The whole log of job `id`; empty if it has none.
     pub fn read_log(&self, id: &str) -> Result<String> {
         let p = self.log_path(id);
         match std::fs::read_to_string(&p) {
@@ -89,6 +96,7 @@ impl JobStore {
         Ok((jobs, problems))
     }
 
+    /// Deletes job `id`'s record and log; missing files are ignored.
     pub fn remove(&self, id: &str) {
         let _ = std::fs::remove_file(self.path(id));
         let _ = std::fs::remove_file(self.log_path(id));
@@ -113,6 +121,7 @@ mod tests {
             finished: None,
             progress: JobProgress::default(),
             error: None,
+            error_kind: None,
             result: serde_json::Value::Null,
         };
         s.save(&mk("a", JobState::Succeeded)).unwrap();
