@@ -10,18 +10,63 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+/// Why an [`NbdClient`] call failed. Every variant but `BadUri` names the
+/// URI given to [`NbdClient::connect`] (`uri`). After `Io` or `Protocol`
+/// the connection may be out of step with the server: drop the client.
+/// After `Command` (the reply was read whole) it can be used again.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// Connecting, reading or writing the socket failed (reads time out
+    /// after 120 s).
     #[error("NBD {uri}: {source}")]
-    Io { uri: String, source: std::io::Error },
+    Io {
+        /// URI of the server.
+        uri: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The server broke the protocol or refused the handshake.
     #[error("NBD {uri}: {what}")]
-    Protocol { uri: String, what: String },
+    Protocol {
+        /// URI of the server.
+        uri: String,
+        /// What went wrong, for people.
+        what: String,
+    },
+    /// NBD_OPT_GO got NBD_REP_ERR_UNKNOWN: no export of that name.
     #[error("NBD {uri}: the server has no export named '{name}'")]
-    NoExport { uri: String, name: String },
+    NoExport {
+        /// URI of the server.
+        uri: String,
+        /// The export name from the URI.
+        name: String,
+    },
+    /// A meta context asked for at connect time was not granted, or
+    /// [`NbdClient::block_status`] named one that was not negotiated. For
+    /// `qemu:dirty-bitmap:<name>` this means the bitmap is gone.
     #[error("NBD {uri}: the server does not offer meta context {context}")]
-    NoContext { uri: String, context: String },
+    NoContext {
+        /// URI of the server.
+        uri: String,
+        /// The context name.
+        context: String,
+    },
+    /// The server answered a request with an error.
     #[error("NBD {uri}: {command} at offset {offset} failed: error {errno} {msg}")]
-    Command { uri: String, command: &'static str, offset: u64, errno: u32, msg: String },
+    Command {
+        /// URI of the server.
+        uri: String,
+        /// Which request: "read" or "block status".
+        command: &'static str,
+        /// Byte offset of the request.
+        offset: u64,
+        /// NBD error value (Linux errno numbers: 5 = EIO, 22 = EINVAL, ...).
+        errno: u32,
+        /// The server's message; empty when it sent a simple reply.
+        msg: String,
+    },
+    /// The URI is neither `nbd://host:port/name` nor
+    /// `nbd+unix:///name?socket=PATH`.
     #[error("bad NBD URI {0}: expected nbd://host:port/name or nbd+unix:///name?socket=PATH")]
     BadUri(String),
 }
@@ -29,6 +74,9 @@ pub enum ClientError {
 trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 
+/// A blocking connection to one export, in transmission phase. Each call
+/// sends one request and waits for its whole reply (`&mut self`: one
+/// request at a time per connection).
 pub struct NbdClient {
     uri: String,
     s: Box<dyn Stream>,
@@ -41,12 +89,18 @@ pub struct NbdClient {
 /// One extent of a block status reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatusExtent {
+    /// Length in bytes (the wire field is 32 bits).
     pub len: u64,
+    /// The context's flags: `STATE_HOLE`/`STATE_ZERO` for
+    /// `base:allocation`, `STATE_DIRTY` for a dirty bitmap.
     pub flags: u32,
 }
 
-/// `base:allocation` flags.
+/// `base:allocation` flag NBD_STATE_HOLE: not allocated (same value as
+/// [`crate::proto::STATE_HOLE`]).
 pub const STATE_HOLE: u32 = 1;
+/// `base:allocation` flag NBD_STATE_ZERO: reads as zeroes (same value as
+/// [`crate::proto::STATE_ZERO`]).
 pub const STATE_ZERO: u32 = 2;
 /// `qemu:dirty-bitmap:*` flag: the block changed.
 pub const STATE_DIRTY: u32 = 1;
@@ -198,9 +252,12 @@ impl NbdClient {
         Ok(())
     }
 
+    /// Export size in bytes, from NBD_INFO_EXPORT (0 if the server sent
+    /// none).
     pub fn size(&self) -> u64 {
         self.size
     }
+    /// The server flagged the export NBD_FLAG_READ_ONLY.
     pub fn read_only(&self) -> bool {
         self.flags & TF_READ_ONLY != 0
     }
@@ -326,12 +383,14 @@ impl NbdClient {
         Ok(out)
     }
 
-    /// All extents of a context over the whole disk, merged.
+    /// All extents of a context over the whole disk, as `(offset, length,
+    /// flags)` in bytes, adjacent runs with the same flags merged.
     pub fn map(&mut self, context: &str) -> Result<Vec<(u64, u64, u32)>, ClientError> {
         let mut out: Vec<(u64, u64, u32)> = Vec::new();
         let mut off = 0u64;
         while off < self.size {
             let len = (self.size - off).min(1 << 30) as u32;
+            let asked = off;
             for e in self.block_status(off, len, context)? {
                 let e_len = e.len.min(self.size - off);
                 if e_len == 0 {
@@ -346,10 +405,17 @@ impl NbdClient {
                     break;
                 }
             }
+            // The spec has the first extent cover at least one byte; a
+            // server that answers with nothing would be asked forever.
+            if off == asked {
+                return Err(self.proto(format!("BLOCK_STATUS at offset {asked} returned no extent of non-zero length")));
+            }
         }
         Ok(out)
     }
 
+    /// Send NBD_CMD_DISC and drop the connection (errors are ignored;
+    /// dropping the client without this just closes the socket).
     pub fn disconnect(mut self) {
         let _ = self.request(CMD_DISC, 0, 0, 0);
     }

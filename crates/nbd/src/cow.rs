@@ -25,6 +25,11 @@ pub const COW_BLOCK: u64 = 64 * 1024;
 const BITMAP_MAGIC: &[u8; 8] = b"LBCOWBM1";
 const HEADER_LEN: u64 = 32;
 
+/// A writable [`BlockDevice`] over the read-only device `D`: writes go to
+/// an overlay file, reads come from the overlay where a block was written
+/// and from the base elsewhere. The overlay file and its `.bitmap` belong to
+/// the caller, who deletes them to discard the writes; dropping the value
+/// flushes pending bitmap changes (best effort) but removes nothing.
 pub struct CowOverlay<D> {
     base: D,
     overlay: FileDevice,
@@ -97,10 +102,12 @@ impl<D: BlockDevice> CowOverlay<D> {
         Ok(me)
     }
 
+    /// The read-only device under the overlay.
     pub fn base(&self) -> &D {
         &self.base
     }
 
+    /// Where the block bitmap is kept: the overlay path plus `.bitmap`.
     pub fn bitmap_path(&self) -> &Path {
         &self.bitmap_path
     }

@@ -15,16 +15,19 @@ pub enum ReadChunk {
     /// `Bytes` so a device can hand out a slice of a buffer it keeps (a
     /// decoded datastore chunk) without copying it per request.
     Data(bytes::Bytes),
+    /// This many bytes that read as zeroes.
     Zero(u32),
 }
 
 impl ReadChunk {
+    /// Bytes of the read this chunk covers.
     pub fn len(&self) -> u32 {
         match self {
             ReadChunk::Data(d) => d.len() as u32,
             ReadChunk::Zero(n) => *n,
         }
     }
+    /// True when the chunk covers no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -34,18 +37,25 @@ impl ReadChunk {
 /// `zero` = reads as zeroes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
+    /// Length in bytes.
     pub len: u32,
+    /// Not allocated (NBD_STATE_HOLE).
     pub hole: bool,
+    /// Reads as zeroes (NBD_STATE_ZERO).
     pub zero: bool,
 }
 
 impl Extent {
+    /// `len` allocated bytes that may hold anything.
     pub fn data(len: u32) -> Self {
         Extent { len, hole: false, zero: false }
     }
+    /// `len` unallocated bytes that read as zeroes.
     pub fn hole(len: u32) -> Self {
         Extent { len, hole: true, zero: true }
     }
+    /// The `base:allocation` flags word sent on the wire
+    /// (`STATE_HOLE` | `STATE_ZERO`).
     pub fn flags(&self) -> u32 {
         (if self.hole { crate::proto::STATE_HOLE } else { 0 }) | (if self.zero { crate::proto::STATE_ZERO } else { 0 })
     }
@@ -124,6 +134,8 @@ pub trait BlockDevice: Send + Sync + 'static {
         Ok(vec![Extent::data(len)])
     }
 
+    /// Write `data` at `off`. The default refuses with EPERM (read-only
+    /// device).
     fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
         let _ = (off, data);
         Err(eperm())
@@ -147,6 +159,9 @@ pub trait BlockDevice: Send + Sync + 'static {
         }
     }
 
+    /// Make every write completed so far durable (NBD_CMD_FLUSH, and after
+    /// a FUA request). The default does nothing, which suits a read-only
+    /// device.
     fn flush(&self) -> io::Result<()> {
         Ok(())
     }
@@ -204,6 +219,8 @@ impl FileDevice {
         Self::from_file(file, false)
     }
 
+    /// Serve an already open file; its current length is the device size.
+    /// `read_only: false` needs a file opened for writing.
     pub fn from_file(file: File, read_only: bool) -> io::Result<Self> {
         let size = file.metadata()?.len();
         Ok(FileDevice { file, size, read_only })

@@ -21,6 +21,7 @@
 //! [`client`] is a small blocking client (structured replies, meta
 //! contexts, READ, BLOCK_STATUS): the VM backup pulls disks from QEMU's
 //! exports with it.
+#![warn(missing_docs)]
 
 pub mod client;
 pub mod cow;

@@ -35,15 +35,23 @@ const BUDGET_UNIT: u32 = 64 * 1024;
 /// One named export.
 #[derive(Clone)]
 pub struct Export {
+    /// Name clients ask for (NBD_OPT_GO / NBD_OPT_EXPORT_NAME); unique
+    /// within a server, a later export of the same name replaces it.
     pub name: String,
+    /// Free text shown by NBD_OPT_LIST and NBD_INFO_DESCRIPTION; may be
+    /// empty.
     pub description: String,
+    /// The disk behind the export, shared by all its connections; whether
+    /// it is writable decides the transmission flags.
     pub device: Arc<dyn BlockDevice>,
 }
 
 impl Export {
+    /// An export named `name` of `device`, with no description.
     pub fn new(name: impl Into<String>, device: Arc<dyn BlockDevice>) -> Self {
         Export { name: name.into(), description: String::new(), device }
     }
+    /// Set the description clients see when they list exports.
     pub fn with_description(mut self, d: impl Into<String>) -> Self {
         self.description = d.into();
         self
@@ -88,18 +96,26 @@ struct Session {
 }
 
 impl Server {
+    /// A server with no exports yet; it serves nothing until one of the
+    /// `serve_*` methods or [`Server::handle`] runs.
     pub fn new(cfg: ServerConfig) -> Self {
         Server { inner: Arc::new(Inner { cfg, exports: RwLock::new(HashMap::new()) }) }
     }
 
+    /// Offer `e` to new connections, replacing any export of the same name
+    /// (connections already using the old one keep it).
     pub fn add_export(&self, e: Export) {
         self.inner.exports.write().insert(e.name.clone(), e);
     }
 
+    /// Stop offering the export `name` to new connections and return it.
+    /// Connections already in transmission keep using its device until
+    /// they close.
     pub fn remove_export(&self, name: &str) -> Option<Export> {
         self.inner.exports.write().remove(name)
     }
 
+    /// Names of the exports currently offered, sorted.
     pub fn export_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.inner.exports.read().keys().cloned().collect();
         v.sort();

@@ -10,6 +10,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// TLS settings of a server.
 #[derive(Clone)]
 pub struct TlsConfig {
+    /// rustls server side (no client certificates) that NBD_OPT_STARTTLS
+    /// hands the connection to.
     pub acceptor: tokio_rustls::TlsAcceptor,
     /// Refuse every option but STARTTLS (and ABORT) until TLS is up.
     pub required: bool,
@@ -30,6 +32,9 @@ impl TlsConfig {
         Self::from_der(certs, key, required)
     }
 
+    /// From DER certificates (server first) and key, with rustls' safe
+    /// default protocol versions and the ring crypto provider. Errors are
+    /// `InvalidInput` naming what rustls rejected.
     pub fn from_der(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, required: bool) -> io::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let cfg = rustls::ServerConfig::builder_with_provider(provider)

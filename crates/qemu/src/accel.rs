@@ -21,7 +21,9 @@ pub enum Accel {
     /// KVM when a probe guest boots under it, else TCG.
     #[default]
     Auto,
+    /// KVM, without probing: QEMU fails to start if `/dev/kvm` is unusable.
     Kvm,
+    /// TCG software emulation: works everywhere, much slower.
     Tcg,
 }
 
@@ -52,6 +54,8 @@ impl std::fmt::Display for Accel {
 pub struct AccelChoice {
     /// `Kvm` or `Tcg`, never `Auto`.
     pub accel: Accel,
+    /// One sentence for logs and the admin: what was chosen and why (e.g.
+    /// why KVM was not usable).
     pub reason: String,
 }
 

@@ -16,42 +16,61 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Why a VM backup (or loading a VM snapshot) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VmBackupError {
+    /// Talking to the VM's QEMU failed.
     #[error(transparent)]
     Qmp(#[from] QmpError),
+    /// The point in time (fleecing) could not be set up.
     #[error(transparent)]
     Fleece(#[from] FleeceError),
+    /// Reading a disk over NBD into the datastore failed.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// The datastore failed (writing, committing, loading).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Everything else, in words: a VM without disks, a description no
+    /// restore could boot, a snapshot that is not a VM or lacks a disk.
     #[error("{0}")]
     Other(String),
 }
 
+/// What [`backup_vm`] backs up, and how.
 pub struct VmBackupOptions {
     /// QMP socket of the VM; its file name names a VM QEMU knows no name for.
     pub qmp: PathBuf,
     /// qemu-ga socket: freeze the guest's filesystems around the point.
     pub agent: Option<PathBuf>,
+    /// Tags of the snapshot.
     pub tags: Vec<String>,
+    /// Host name recorded in the snapshot; the parent is the latest VM
+    /// snapshot of the same VM from the same host name.
     pub hostname: String,
     /// Read every chunk even when a bitmap could spare it.
     pub full: bool,
 }
 
+/// What a VM backup made; the libvirt and import connectors report the
+/// same.
 #[derive(Debug, serde::Serialize)]
 pub struct VmBackupOutcome {
+    /// The committed snapshot.
     pub snapshot_id: BlobId,
+    /// VM name, as stored in the metadata (after fallbacks).
     pub vm: String,
     /// "application" when qemu-ga froze the filesystems, else "crash".
     pub consistency: String,
+    /// Filesystems qemu-ga froze (0: crash-consistent).
     pub frozen_filesystems: u64,
     /// Why the guest could not be frozen, when an agent was given.
     pub agent_error: Option<String>,
+    /// (disk id, what reading it took), one per disk.
     pub disks: Vec<(String, DiskStats)>,
+    /// The snapshot this one is incremental to, if any.
     pub parent: Option<BlobId>,
+    /// Wall-clock time of the whole backup, in milliseconds.
     pub duration_ms: u64,
     /// What the backup filled in or changed in the VM's description so
     /// that it restores (e.g. a name for a VM QEMU knows none for).
@@ -63,6 +82,12 @@ pub fn vm_path(name: &str) -> String {
     format!("vm:{name}")
 }
 
+/// Backs up the running VM behind `opts.qmp` into `ds` and commits a VM
+/// snapshot: capture, optional guest freeze, fleecing, reading the disks
+/// (incrementally from the latest snapshot of this VM and host unless
+/// `opts.full`). Blocking; holds the VM's QMP monitor throughout.
+/// `bytes_done` grows by each chunk's size as it is handled (read, reused
+/// from the parent or zero): progress against the disks' total size.
 pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &AtomicU64) -> Result<VmBackupOutcome, VmBackupError> {
     let start = Instant::now();
     let time = chrono::Utc::now();
@@ -103,7 +128,15 @@ pub fn backup_vm(ds: &Arc<Datastore>, opts: &VmBackupOptions, bytes_done: &Atomi
     if let Some(a) = agent.as_mut() {
         match a.freeze() {
             Ok(n) => frozen = n,
-            Err(e) => agent_error = Some(e.to_string()),
+            Err(e) => {
+                // A freeze that timed out here may still complete in the
+                // guest, and one that failed partway may have left file
+                // systems frozen: thaw whatever is (a no-op otherwise).
+                if let Err(t) = a.thaw() {
+                    tracing::warn!("thawing after a failed freeze: {t}");
+                }
+                agent_error = Some(e.to_string());
+            }
         }
     }
     let session = FleeceSession::start(&mut q, &nodes, &work, !opts.full && parent.is_some());
@@ -297,6 +330,7 @@ impl Drop for RemoveDir {
 /// repaired, see `lifeboat_vm::VmMetadata::load`) and each described
 /// disk's stored data, in the description's order.
 pub struct LoadedVm {
+    /// The VM's description, upgraded and repaired.
     pub md: VmMetadata,
     /// `disks[i]` holds the data of `md.disks[i]`.
     pub disks: Vec<Node>,
@@ -310,6 +344,7 @@ impl LoadedVm {
         self.md.disks.iter().zip(&self.disks).find(|(d, _)| d.id == id)
     }
 
+    /// The disk ids, comma-separated: for messages that list the choices.
     pub fn disk_ids(&self) -> String {
         self.md.disks.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ")
     }
@@ -346,6 +381,7 @@ pub fn load_vm(ds: &Datastore, snap: &Snapshot) -> Result<LoadedVm, VmBackupErro
     Ok(LoadedVm { md: loaded.md, disks, warnings: loaded.warnings })
 }
 
+/// The tree node holding disk `id`'s data (`<id>.raw`) among `disks`.
 pub fn disk_node<'a>(disks: &'a [Node], id: &str) -> Option<&'a Node> {
     disks.iter().find(|n| n.name == format!("{id}.raw").as_bytes())
 }

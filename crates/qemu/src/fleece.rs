@@ -25,10 +25,16 @@ use std::time::Duration;
 
 const BITMAPS: [&str; 2] = ["lifeboat-a", "lifeboat-b"];
 
+/// One disk of a [`FleeceSession`]: its frozen view exported read-only
+/// over QEMU's NBD server.
 #[derive(Clone, Debug)]
 pub struct DiskExport {
+    /// Guest device id ([`DiskNode::device`]); also the export name.
     pub device: String,
+    /// The live block node whose point in time is exported; it carries the
+    /// dirty bitmaps.
     pub node: String,
+    /// Disk size in bytes.
     pub size: u64,
     /// NBD export name on the session's socket.
     pub export: String,
@@ -43,19 +49,32 @@ pub struct DiskExport {
     job: String,
 }
 
+/// A point in time of a VM's disks, exported by QEMU until
+/// [`FleeceSession::finish`]. QEMU keeps copying overwritten blocks into the
+/// overlays meanwhile, so end it promptly. Dropping it without `finish`
+/// leaves the jobs, exports and overlays in QEMU.
 pub struct FleeceSession {
     /// QEMU's NBD server socket: `nbd+unix:///<export>?socket=<this>`.
     pub socket: PathBuf,
+    /// The exported disks, in the order given to [`FleeceSession::start`].
     pub disks: Vec<DiskExport>,
     finished: bool,
 }
 
+/// Why a point in time could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum FleeceError {
+    /// A QMP command failed (QEMU refused the transaction, the export, ...).
     #[error(transparent)]
     Qmp(#[from] QmpError),
+    /// `qemu-img create` of a fleece overlay failed.
     #[error("creating the temporary overlay {path}: {msg}")]
-    Overlay { path: PathBuf, msg: String },
+    Overlay {
+        /// The overlay file in the work directory.
+        path: PathBuf,
+        /// qemu-img's own message.
+        msg: String,
+    },
 }
 
 /// The recording bitmaps on `node`: (name, inconsistent).

@@ -42,18 +42,36 @@ impl std::str::FromStr for NetMode {
 #[derive(Clone, Debug)]
 pub enum DiskSource {
     /// An NBD export on a TCP server (the export name is the disk id).
-    Nbd { host: String, port: u16 },
+    Nbd {
+        /// Server address as QEMU should dial it (name or IP).
+        host: String,
+        /// Server TCP port.
+        port: u16,
+    },
     /// An NBD export on a unix socket: reachable from a QEMU inside a
     /// network namespace of its own (the lab), with no network path to
     /// the appliance at all.
-    NbdUnix { path: PathBuf },
-    /// A local image file (a copied restore, a test).
-    File { path: PathBuf, format: String },
+    NbdUnix {
+        /// The server's socket (export name: the disk id).
+        path: PathBuf,
+    },
+    /// Local image files (a copied restore, a test).
+    File {
+        /// Directory holding one image per disk, `<disk id>.<format>`.
+        path: PathBuf,
+        /// QEMU block driver of the images (`raw`, `qcow2`), also their
+        /// file extension.
+        format: String,
+    },
 }
 
+/// OVMF files a UEFI guest boots with.
 #[derive(Clone, Debug)]
 pub struct UefiFirmware {
+    /// Firmware code, shared and mapped read-only.
     pub code: PathBuf,
+    /// This VM's own, writable variable store (boot entries); see
+    /// [`UefiFirmware::prepare`].
     pub vars: PathBuf,
 }
 
@@ -77,9 +95,13 @@ impl UefiFirmware {
 /// Everything that is not in the metadata document.
 #[derive(Clone, Debug)]
 pub struct BootPlan {
+    /// Accelerator (`-accel`).
     pub accel: AccelChoice,
+    /// Where every disk is read from.
     pub source: DiskSource,
+    /// How the NICs are connected.
     pub net: NetMode,
+    /// QMP socket QEMU creates (`-qmp unix:...,server=on,wait=off`).
     pub qmp: PathBuf,
     /// The guest's serial console goes to this file.
     pub serial: PathBuf,
@@ -94,10 +116,14 @@ pub struct BootPlan {
     pub uefi: UefiFirmware,
 }
 
+/// The metadata describes hardware [`qemu_args`] cannot recreate (too many
+/// IDE/SATA disks, an unknown SCSI controller).
 #[derive(Debug, thiserror::Error)]
 #[error("VM {vm} cannot be booted as described: {reason}")]
 pub struct BootError {
+    /// The VM's name in its metadata.
     pub vm: String,
+    /// Which disk and what about it, for people.
     pub reason: String,
 }
 

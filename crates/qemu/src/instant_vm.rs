@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 pub const MIGRATED_MARKER: &str = "migrated";
 const PID_FILE: &str = "qemu.pid";
 
+/// Why an instant VM could not be exported, booted or migrated. The
+/// variant says whose fault it is; the text says what.
 #[derive(Debug, thiserror::Error)]
 pub enum InstantError {
     /// The snapshot or its description (the caller named it).
@@ -59,9 +61,13 @@ pub enum NbdListen {
 pub struct BootOptions {
     /// `-name` of the VM.
     pub name: String,
+    /// Accelerator, already resolved (see [`crate::accel::choose`]).
     pub accel: AccelChoice,
+    /// How the NICs are connected.
     pub net: NetMode,
+    /// Start with the CPUs stopped (`-S`): run state `prelaunch`.
     pub paused: bool,
+    /// Give the VM a standard VGA card (for screenshots).
     pub video: bool,
     /// Appended to QEMU's command line.
     pub extra_args: Vec<String>,
@@ -79,13 +85,23 @@ pub fn serve_overlays(ds: &Arc<Datastore>, vm: &LoadedVm, dir: &Path) -> std::io
     Ok(server)
 }
 
+/// A VM snapshot served over NBD through copy-on-write overlays, and the
+/// QEMU booted on it once [`InstantVm::boot`] ran. Dropping it kills QEMU
+/// and stops the exports but keeps the work directory (see
+/// [`InstantVm::discard`], [`InstantVm::release`]).
 pub struct InstantVm {
+    /// The VM's hardware as recorded in the snapshot (after repairs).
     pub md: VmMetadata,
+    /// Id of the snapshot being served.
     pub snapshot: BlobId,
     /// What reading the description upgraded or repaired.
     pub warnings: Vec<String>,
+    /// Work directory: overlays, sockets, logs, pid file. The caller
+    /// chooses it; [`InstantVm::discard`] removes it.
     pub workdir: PathBuf,
+    /// QEMU's QMP socket, `<workdir>/qmp.sock`.
     pub qmp: PathBuf,
+    /// The guest's serial console log, `<workdir>/serial.log`.
     pub serial: PathBuf,
     /// Where QEMU (or anyone) reads the disks.
     pub source: DiskSource,
@@ -191,6 +207,8 @@ impl InstantVm {
         Some((st, said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_string()))
     }
 
+    /// QEMU's process id: `None` before [`InstantVm::boot`] and after
+    /// [`InstantVm::stop`]; still `Some` if QEMU exited on its own.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

@@ -13,8 +13,14 @@ pub struct DiskNode {
     pub qom_path: String,
     /// Block node at the top of the disk's graph (what the guest writes).
     pub node: String,
+    /// Virtual size in bytes (`virtual-size` of the image; 0 if QEMU gave
+    /// none).
     pub size: u64,
+    /// Image format of the inserted medium (`qcow2`, `raw`, ...); `raw`
+    /// if QEMU gave none. Bitmaps survive a restart only on qcow2.
     pub format: String,
+    /// Image file name as `query-block` reports it; recorded as the disk's
+    /// `source` in the metadata.
     pub filename: String,
 }
 

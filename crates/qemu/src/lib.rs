@@ -16,6 +16,7 @@
 //!
 //! The guest keeps running and writing the whole time; what the export
 //! shows does not change.
+#![warn(missing_docs)]
 
 pub mod accel;
 pub mod backup;

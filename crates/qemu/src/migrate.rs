@@ -10,10 +10,14 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
+/// Why migrating a disk back failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// A QMP command failed or an event did not come in time.
     #[error(transparent)]
     Qmp(#[from] QmpError),
+    /// `qemu-img create` of the target failed, or the mirror job ended
+    /// with an error (the message says which).
     #[error("{0}")]
     Other(String),
 }

@@ -14,14 +14,30 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Why talking to the guest agent failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// The socket could not be used, nothing answered in time (often: no
+    /// qemu-ga in the guest), or the answer was not QGA JSON.
     #[error("guest agent {path}: {msg}")]
-    Io { path: PathBuf, msg: String },
+    Io {
+        /// The agent's socket on the host (QEMU's virtio-serial chardev).
+        path: PathBuf,
+        /// What went wrong, for people.
+        msg: String,
+    },
+    /// The agent answered the command with an error.
     #[error("guest agent refused {command}: {desc}")]
-    Command { command: String, desc: String },
+    Command {
+        /// The QGA command, e.g. `guest-fsfreeze-freeze`.
+        command: String,
+        /// The agent's `desc`.
+        desc: String,
+    },
 }
 
+/// A synchronized connection to qemu-ga. Commands are answered in order;
+/// every read waits at most the `timeout` given to [`GuestAgent::connect`].
 pub struct GuestAgent {
     path: PathBuf,
     reader: BufReader<UnixStream>,
@@ -82,6 +98,8 @@ impl GuestAgent {
         }
     }
 
+    /// Runs a QGA command and returns its `return` value; `Value::Null`
+    /// sends no `arguments`.
     pub fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, AgentError> {
         let msg = if arguments.is_null() { json!({ "execute": command }) } else { json!({ "execute": command, "arguments": arguments }) };
         self.send(&msg)?;
@@ -93,10 +111,15 @@ impl GuestAgent {
         Ok(self.execute("guest-fsfreeze-freeze", Value::Null)?.as_u64().unwrap_or(0))
     }
 
+    /// Thaws the guest filesystems (`guest-fsfreeze-thaw`); returns how
+    /// many. Call it after every successful [`GuestAgent::freeze`]: qemu-ga
+    /// does not thaw a Linux guest on its own.
     pub fn thaw(&mut self) -> Result<u64, AgentError> {
         Ok(self.execute("guest-fsfreeze-thaw", Value::Null)?.as_u64().unwrap_or(0))
     }
 
+    /// The guest OS (`guest-get-osinfo`), or `None` when the agent cannot
+    /// tell (an older agent, or any error).
     pub fn os_info(&mut self) -> Option<GuestOs> {
         let v = self.execute("guest-get-osinfo", Value::Null).ok()?;
         Some(GuestOs {

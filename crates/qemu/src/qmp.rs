@@ -9,23 +9,71 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Why a QMP call failed. `path` is always the QMP socket. After
+/// `Command` the connection is still in step; after `Closed`, `Io` or
+/// `Protocol` it is not, and a new one is needed.
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
+    /// The socket could not be connected: no VM runs with a QMP socket
+    /// there.
     #[error("QMP socket {path}: {source}; is the VM running with -qmp unix:{path},server=on,wait=off?")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        /// QMP socket.
+        path: PathBuf,
+        /// The connect error.
+        source: std::io::Error,
+    },
+    /// Reading or writing the connected socket failed.
     #[error("QMP {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// QMP socket.
+        path: PathBuf,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// QEMU closed the connection (it exited, or dropped the monitor).
     #[error("QMP {path}: the VM closed the connection")]
-    Closed { path: PathBuf },
+    Closed {
+        /// QMP socket.
+        path: PathBuf,
+    },
+    /// What came back is not QMP: no greeting, bad JSON, or a message that
+    /// is neither `return`, `error` nor an event.
     #[error("QMP {path}: not a QMP server: {what}")]
-    Protocol { path: PathBuf, what: String },
+    Protocol {
+        /// QMP socket.
+        path: PathBuf,
+        /// What was wrong, for people.
+        what: String,
+    },
     /// QEMU refused a command; `class` is QEMU's error class.
     #[error("QEMU refused {command}: {desc}")]
-    Command { command: String, class: String, desc: String },
+    Command {
+        /// The QMP command, e.g. `blockdev-add`.
+        command: String,
+        /// QEMU's error class, e.g. `GenericError`, `DeviceNotFound`.
+        class: String,
+        /// QEMU's message.
+        desc: String,
+    },
+    /// No answer (or awaited event) within the time allowed. A greeting
+    /// that never comes usually means another client holds the monitor
+    /// (QEMU serves one at a time).
     #[error("QMP {path}: no {what} within {secs} s")]
-    Timeout { path: PathBuf, what: String, secs: u64 },
+    Timeout {
+        /// QMP socket.
+        path: PathBuf,
+        /// What was awaited: `answer`, or `<NAME> event`.
+        what: String,
+        /// The limit, in seconds.
+        secs: u64,
+    },
 }
 
+/// A connection to a VM's QMP monitor, past the greeting and
+/// `qmp_capabilities`. Blocking: commands are sent one at a time and wait
+/// for their answer; events that arrive meanwhile are kept for
+/// [`Qmp::wait_event`].
 pub struct Qmp {
     path: PathBuf,
     reader: BufReader<UnixStream>,
@@ -40,6 +88,8 @@ pub struct Qmp {
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Qmp {
+    /// Connects to the QMP socket at `path` and negotiates capabilities;
+    /// waits up to 60 s for each answer (see [`Qmp::connect_timeout`]).
     pub fn connect(path: &Path) -> Result<Self, QmpError> {
         Self::connect_timeout(path, COMMAND_TIMEOUT)
     }
@@ -133,6 +183,7 @@ impl Qmp {
         }
     }
 
+    /// The QMP socket this connection uses.
     pub fn path(&self) -> &Path {
         &self.path
     }
