@@ -101,15 +101,13 @@ pub(crate) fn err(e: impl std::fmt::Display) -> JobFailure {
 /// snapshot id, prefix or `latest` (resolved by the caller).
 pub(crate) fn resolve_vm_snapshot(ds: &lifeboat_store::Datastore, query: &str) -> Result<String, JobFailure> {
     match query.strip_prefix("vm:") {
-        Some(name) => {
-            let path = vec![format!("vm:{name}")];
-            ds.snapshots()?
-                .into_iter()
-                .rev()
-                .find(|(_, s)| s.kind == lifeboat_store::SnapshotKind::Vm && s.paths == path)
-                .map(|(id, _)| id.to_hex())
-                .ok_or_else(|| JobFailure::NotFound(format!("no backup of VM {name} in this datastore")))
-        }
+        Some(name) => ds
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.vm_name() == Some(name) && s.paths.len() == 1)
+            .map(|(id, _)| id.to_hex())
+            .ok_or_else(|| JobFailure::NotFound(format!("no backup of VM {name} in this datastore"))),
         None => Ok(query.to_string()),
     }
 }

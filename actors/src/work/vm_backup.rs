@@ -5,7 +5,7 @@
 use super::outcome::{VmBackupJobOutcome, VmDiskOutcome};
 use super::{err, JobFailure, JobHandle, JobOutput, JobResult};
 use lifeboat_api_types::{KeepRules, VmSource};
-use lifeboat_qemu::{backup::vm_path, backup_vm, VmBackupOptions};
+use lifeboat_qemu::{backup_vm, VmBackupOptions};
 use lifeboat_state::VmEntry;
 use lifeboat_store::{BlobId, Datastore};
 use std::collections::HashSet;
@@ -71,7 +71,7 @@ pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, full: bool, tags: &[String], keep:
     };
     if !keep.is_empty() {
         h.set_phase("applying retention");
-        let paths = vec![vm_path(&out.vm)];
+        let paths = vec![lifeboat_store::vm_source_path(&out.vm)];
         outcome.forgotten = Some(super::forget::apply_keep(ds, keep, Some((&hostname, &paths)), pinned, tz, h)?);
     }
     Ok(JobOutput::new(&outcome, warnings))

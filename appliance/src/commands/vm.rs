@@ -339,16 +339,14 @@ pub fn run(cmd: VmCmd) -> anyhow::Result<u8> {
             let store = open_datastore(&ds)?;
             let snaps: Vec<_> = store.snapshots()?.into_iter().filter(|(_, s)| s.kind == SnapshotKind::Vm).collect();
             if json {
-                let v: Vec<_> = snaps
-                    .iter()
-                    .map(|(id, s)| serde_json::json!({ "id": id.to_hex(), "time": s.time, "vm": s.paths.first().map(|p| p.trim_start_matches("vm:")), "host": s.hostname, "tags": s.tags, "summary": s.summary }))
-                    .collect();
+                let v: Vec<_> =
+                    snaps.iter().map(|(id, s)| serde_json::json!({ "id": id.to_hex(), "time": s.time, "vm": s.vm_name(), "host": s.hostname, "tags": s.tags, "summary": s.summary })).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(0);
             }
             println!("{:<9} {:<20} {:<20} {:>10}  host", "id", "time (UTC)", "vm", "size");
             for (id, s) in &snaps {
-                let vm = s.paths.first().map(|p| p.trim_start_matches("vm:")).unwrap_or("");
+                let vm = s.vm_name().unwrap_or("");
                 println!("{:<9} {:<20} {:<20} {:>10}  {}", id.short(), s.time.format("%Y-%m-%d %H:%M:%S"), vm, ui::bytes(s.summary.total_bytes), s.hostname);
             }
             Ok(0)

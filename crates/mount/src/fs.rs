@@ -349,7 +349,7 @@ impl Inner {
             .iter()
             .filter(|(_, snap)| snap.kind == lifeboat_store::SnapshotKind::Vm)
             .map(|(id, snap)| {
-                let vm: String = snap.paths.first().map(|p| p.trim_start_matches("vm:")).unwrap_or("").chars().map(|c| if c == '/' || c == '\0' { '_' } else { c }).collect();
+                let vm: String = snap.vm_name().unwrap_or("").chars().map(|c| if c == '/' || c == '\0' { '_' } else { c }).collect();
                 let name = if vm.is_empty() { snapshot_dir_name(&snap.time, id) } else { format!("{}_{vm}", snapshot_dir_name(&snap.time, id)) };
                 Arc::new(VmSnap::new(*id, snap.clone(), name))
             })

@@ -8,7 +8,7 @@ use crate::inventory::capture;
 use crate::qga::GuestAgent;
 use crate::qmp::{Qmp, QmpError};
 use lifeboat_nbd::client::NbdClient;
-use lifeboat_store::{BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, Snapshot, SnapshotKind, StoreError, Tree};
+use lifeboat_store::{vm_source_path, BackupSummary, BlobId, BlobKind, BlobSink, Datastore, Node, Snapshot, SnapshotKind, StoreError, Tree};
 use lifeboat_vm::image::{backup_disk, DiskStats, ImageError, METADATA_FILE};
 use lifeboat_vm::{Fallbacks, VmMetadata};
 use std::path::PathBuf;
@@ -75,11 +75,6 @@ pub struct VmBackupOutcome {
     /// What the backup filled in or changed in the VM's description so
     /// that it restores (e.g. a name for a VM QEMU knows none for).
     pub warnings: Vec<String>,
-}
-
-/// The snapshot `paths` entry naming a VM.
-pub fn vm_path(name: &str) -> String {
-    format!("vm:{name}")
 }
 
 /// Backs up the running VM behind `opts.qmp` into `ds` and commits a VM
@@ -207,7 +202,7 @@ pub fn check_restorable(md: &VmMetadata) -> Result<(), VmBackupError> {
 /// The newest VM snapshot of VM `name` taken from `hostname`: the parent
 /// an incremental backup builds on.
 pub fn latest_vm_snapshot(ds: &Datastore, hostname: &str, name: &str) -> Result<Option<(BlobId, Snapshot)>, StoreError> {
-    let paths = vec![vm_path(name)];
+    let paths = vec![vm_source_path(name)];
     Ok(ds.snapshots()?.into_iter().rev().find(|(_, s)| s.kind == SnapshotKind::Vm && s.hostname == hostname && s.paths == paths))
 }
 
@@ -292,7 +287,7 @@ pub fn commit_vm_snapshot(
     let snapshot = Snapshot {
         time,
         hostname: hostname.to_string(),
-        paths: vec![vm_path(&md.name)],
+        paths: vec![vm_source_path(&md.name)],
         tags: tags.to_vec(),
         tree,
         parent,
@@ -365,7 +360,7 @@ pub fn load_vm(ds: &Datastore, snap: &Snapshot) -> Result<LoadedVm, VmBackupErro
     }
     let stored: Vec<&Node> = tree.nodes.iter().filter(|n| n.name != METADATA_FILE.as_bytes() && n.name.ends_with(b".raw")).collect();
     let fb = Fallbacks {
-        names: vec![snap.paths.first().and_then(|p| p.strip_prefix("vm:")).unwrap_or("").to_string(), format!("vm-{}", snap.time.format("%Y%m%d-%H%M%S"))],
+        names: vec![snap.vm_name().unwrap_or("").to_string(), format!("vm-{}", snap.time.format("%Y%m%d-%H%M%S"))],
         names_are: "the snapshot",
         stored_disks: stored.iter().map(|n| (String::from_utf8_lossy(&n.name[..n.name.len() - 4]).into_owned(), n.size)).collect(),
     };

@@ -43,7 +43,7 @@ pub use config::{Compression, DatastoreConfig, CONFIG_FILE, FEATURE_ENCRYPTION, 
 pub use crypto::KeySource;
 pub use datastore::{Datastore, DirCursor, PackFile, PartialPack};
 pub use index::{BlobLocation, IndexReader};
-pub use snapshot::{BackupSummary, RootDir, Snapshot, SnapshotKind};
+pub use snapshot::{vm_source_path, BackupSummary, RootDir, Snapshot, SnapshotKind};
 pub use tree::{Node, NodeCursor, NodeExt, NodeKind, Tree, TreeBlob, TreeWriter};
 
 // Writing: every blob goes in through a sink.

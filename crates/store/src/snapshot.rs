@@ -127,7 +127,21 @@ impl RootDir {
     }
 }
 
+/// The `paths` entry of a VM snapshot: `vm:<name>` (docs/vm-format.md),
+/// so that retention groups a VM's backups by (host, VM) like files.
+pub fn vm_source_path(name: &str) -> String {
+    format!("vm:{name}")
+}
+
 impl Snapshot {
+    /// The VM's name (from `vm:<name>`), for a VM snapshot; None for files.
+    pub fn vm_name(&self) -> Option<&str> {
+        if self.kind != SnapshotKind::Vm {
+            return None;
+        }
+        self.paths.first().and_then(|p| p.strip_prefix("vm:"))
+    }
+
     /// The document's bytes as stored (JSON).
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("snapshot serializes")
@@ -148,5 +162,17 @@ impl Snapshot {
             kind: Default::default(),
             root: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vm_name_only_for_vm_snapshots() {
+        let mut s = super::Snapshot::for_test(crate::BlobId::of(b"t"));
+        s.paths = vec![super::vm_source_path("web-1")];
+        assert_eq!(s.vm_name(), None, "a files snapshot has no VM name");
+        s.kind = super::SnapshotKind::Vm;
+        assert_eq!(s.vm_name(), Some("web-1"));
     }
 }
