@@ -237,7 +237,14 @@ fn scan_pack(ds: &Datastore, pack: &PackId, bytes: &[u8]) -> Vec<ScannedRecord> 
     let mut off = PACK_HEADER_LEN as usize;
     let mut resyncing = false;
     while off + RECORD_HEADER_LEN <= bytes.len() {
-        let parsed = RecordHeader::decode(&bytes[off..off + RECORD_HEADER_LEN]).ok().filter(|h| off + RECORD_HEADER_LEN + h.stored_len as usize <= bytes.len());
+        let parsed = RecordHeader::decode(&bytes[off..off + RECORD_HEADER_LEN]).ok();
+        // A sound header (its checksum holds) whose record runs past the
+        // end: the pack was cut there, nothing follows.
+        if !resyncing && parsed.as_ref().is_some_and(|h| off + RECORD_HEADER_LEN + h.stored_len as usize > bytes.len()) {
+            out.push(ScannedRecord::Unreadable { offset: off as u64, what: "truncated record at the end" });
+            return out;
+        }
+        let parsed = parsed.filter(|h| off + RECORD_HEADER_LEN + h.stored_len as usize <= bytes.len());
         let Some(h) = parsed else {
             if !resyncing {
                 out.push(ScannedRecord::Unreadable { offset: off as u64, what: "record header damaged" });
@@ -324,7 +331,7 @@ mod tests {
         // is, so it does not count as one.
         let scanned = scan_pack(&ds, &pack, &clean[..clean.len() - 5]);
         assert_eq!(goods(&scanned).len(), 4);
-        assert!(matches!(scanned.last(), Some(ScannedRecord::Unreadable { what: "record header damaged", .. })), "{scanned:?}");
+        assert!(matches!(scanned.last(), Some(ScannedRecord::Unreadable { what: "truncated record at the end", .. })), "{scanned:?}");
         // A cut inside the last header.
         let Some(ScannedRecord::Good { loc, .. }) = scan_pack(&ds, &pack, &clean).pop() else { panic!("clean pack") };
         let scanned = scan_pack(&ds, &pack, &clean[..loc.offset as usize + 20]);
