@@ -302,7 +302,10 @@ pub fn sweep_stale(root: &Path) -> Vec<PathBuf> {
         if let Some(pid) = std::fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("qemu-system") && cmdline.contains(&*dir.to_string_lossy()) {
+            // Its own files are under `<dir>/`: the slash keeps `/x/a`
+            // from matching a QEMU of `/x/ab`.
+            let own = format!("{}/", dir.to_string_lossy());
+            if cmdline.contains("qemu-system") && cmdline.contains(&own) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 // Until it is gone it may hold the overlays open.
                 for _ in 0..50 {
