@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The one user name that logs in with the admin password.
 pub const ADMIN_USER: &str = "admin";
 /// The principal name of the console's read-only credential.
 pub const CONSOLE_USER: &str = "console";
@@ -49,9 +50,13 @@ impl StoredToken {
 /// Who a request is from, once its token checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// `admin` for a session, `token:<id>` for an API token.
+    /// `admin` for a session, `console` for the console token,
+    /// `token:<name>` for an API token (the name it was created with).
     pub name: String,
+    /// What the principal may call (sessions are always `Admin`, the
+    /// console token `ReadOnly`).
     pub role: Role,
+    /// The API token's id, `None` for a session or the console token.
     pub token_id: Option<String>,
     /// An admin token's "restore to the original location" capability.
     pub original_location: bool,
@@ -69,6 +74,10 @@ struct Session {
     expires: DateTime<Utc>,
 }
 
+/// The admin password, API tokens and login sessions. Password and
+/// tokens persist in `<state>/auth.json` (mode 0600, holding only
+/// hashes); sessions and the console token live in memory only. Shared
+/// between threads: every method takes `&self`.
 pub struct AuthStore {
     path: PathBuf,
     file: Mutex<AuthFile>,
@@ -80,12 +89,17 @@ pub struct AuthStore {
 }
 
 impl AuthStore {
+    /// Reads `<state_dir>/auth.json` (none yet: no password, no tokens).
+    /// Sessions opened later last `session_minutes`.
     pub fn open(state_dir: &Path, session_minutes: u64) -> Result<AuthStore> {
         let path = state_dir.join("auth.json");
         let file = read_json(&path)?.unwrap_or_default();
         Ok(AuthStore { path, file: Mutex::new(file), sessions: Mutex::new(HashMap::new()), session_len: Duration::minutes(session_minutes as i64), console_token: Mutex::new(None) })
     }
 
+    /// Whether the admin password was set; until it is, nobody can log
+    /// in (the console TUI or
+    /// `lifeboat admin passwd` sets it).
     pub fn has_admin_password(&self) -> bool {
         self.file.lock().admin_password.is_some()
     }
@@ -108,6 +122,8 @@ impl AuthStore {
         Ok(())
     }
 
+    /// Whether `username` is `admin` and `password` matches its argon2id
+    /// hash; false while no password is set. Opens no session.
     pub fn verify_admin_password(&self, username: &str, password: &str) -> bool {
         let hash = match &self.file.lock().admin_password {
             Some(h) => h.clone(),
@@ -118,7 +134,9 @@ impl AuthStore {
         ok && username == ADMIN_USER
     }
 
-    /// Checks the credentials and opens a session.
+    /// Checks the credentials and opens a session: returns its bearer
+    /// token (`s.` + 64 hex digits) and when it expires. Expired
+    /// sessions are dropped here.
     pub fn login(&self, username: &str, password: &str) -> Option<(String, DateTime<Utc>)> {
         if !self.verify_admin_password(username, password) {
             return None;
@@ -132,6 +150,7 @@ impl AuthStore {
         Some((token, expires))
     }
 
+    /// Ends the session of that bearer token (no-op if unknown).
     pub fn logout(&self, token: &str) {
         self.sessions.lock().remove(token);
     }
@@ -173,6 +192,11 @@ impl AuthStore {
         }
     }
 
+    /// Creates an API token named `name` (unique, checked by
+    /// `validate_name`) and stores it. `agent` marks a token registered
+    /// for an ingest agent; `original_location` is refused unless `role` is admin. The
+    /// returned `token` (`<id>.<secret>`) is shown once: only its hash is
+    /// kept.
     pub fn create_token(&self, name: &str, role: Role, agent: bool, original_location: bool) -> Result<TokenCreated> {
         crate::config::validate_name(name).map_err(StateError::Invalid)?;
         if original_location && role != Role::Admin {
@@ -193,10 +217,13 @@ impl AuthStore {
         Ok(TokenCreated { info: t.info(), token: format!("{id}.{secret}") })
     }
 
+    /// The stored API tokens, without secrets.
     pub fn tokens(&self) -> Vec<TokenInfo> {
         self.file.lock().tokens.iter().map(StoredToken::info).collect()
     }
 
+    /// Deletes the token with id `id` and returns what it was;
+    /// `NotFound` if there is none. Requests with it fail from then on.
     pub fn revoke_token(&self, id: &str) -> Result<TokenInfo> {
         let mut f = self.file.lock();
         let pos = f.tokens.iter().position(|t| t.id == id).ok_or_else(|| StateError::NotFound(format!("token {id}")))?;
@@ -209,6 +236,7 @@ impl AuthStore {
     }
 }
 
+/// The admin password rule: at least 8 characters. `Invalid` says so.
 pub fn check_password_strength(password: &str) -> Result<()> {
     if password.chars().count() < MIN_PASSWORD_LEN {
         return Err(StateError::Invalid(format!("the password is too short: use at least {MIN_PASSWORD_LEN} characters")));

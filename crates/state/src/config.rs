@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Where [`Config::load`] looks when no path is given; a missing file
+/// there means all defaults.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/lifeboat/lifeboat.toml";
 
+/// The daemon's configuration file, `lifeboat.toml`. Unknown keys are
+/// refused (a typo must not silently fall back to a default).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -95,13 +99,17 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RestoreRoot {
+    /// A plain path: `"/srv/restores"`.
     Path(PathBuf),
+    /// The table form: `{ path = "...", owners = true }`.
     Table(RestoreRootTable),
 }
 
+/// A restore root in its table form (see [`RestoreRoot::Table`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRootTable {
+    /// The directory restores may write into.
     pub path: PathBuf,
     /// Restore owners (uid/gid) here for non-admin callers too.
     #[serde(default)]
@@ -109,20 +117,27 @@ pub struct RestoreRootTable {
 }
 
 impl RestoreRoot {
+    /// The root directory, whichever form it was written in.
     pub fn path(&self) -> &Path {
         match self {
             RestoreRoot::Path(p) | RestoreRoot::Table(RestoreRootTable { path: p, .. }) => p,
         }
     }
+    /// Whether restores here keep backed-up owners for every caller
+    /// (false for the plain form).
     pub fn owners(&self) -> bool {
         matches!(self, RestoreRoot::Table(RestoreRootTable { owners: true, .. }))
     }
 }
 
+/// A datastore the daemon opens: a `[[datastore]]` table of the config
+/// file, or one added through the API (`datastores.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatastoreEntry {
+    /// Its name in the API and CLI (checked by [`validate_name`]).
     pub name: String,
+    /// The datastore's directory.
     pub path: PathBuf,
     /// Key file for an encrypted datastore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -257,6 +272,8 @@ pub fn added_datastores(state_dir: &Path) -> Result<Vec<DatastoreEntry>> {
     Ok(crate::read_json(&state_dir.join("datastores.json"))?.unwrap_or_default())
 }
 
+/// Replaces `<state>/datastores.json` (mode 0640) with `list`, the whole
+/// set of datastores added through the API.
 pub fn save_added_datastores(state_dir: &Path, list: &[DatastoreEntry]) -> Result<()> {
     crate::write_json(&state_dir.join("datastores.json"), &list, 0o640)
 }

@@ -29,7 +29,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Trees no job may read or write, whoever asks (unless the capability
-/// `original_location` lifts it, see `Protected::System`).
+/// `original_location` lifts it, see [`ConfineError::System`]).
 pub const SYSTEM_TREES: &[&str] = &["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run", "/sbin", "/sys", "/usr", "/var/lib/lifeboat", "/var/log"];
 
 /// The daemon's one `Confinement`, shared by the API (early checks) and
@@ -38,6 +38,7 @@ pub const SYSTEM_TREES: &[&str] = &["/bin", "/boot", "/dev", "/etc", "/lib", "/l
 pub type SharedConfinement = std::sync::Arc<parking_lot::RwLock<Confinement>>;
 
 impl Confinement {
+    /// Wraps it for sharing between the API and the jobs actor.
     pub fn shared(self) -> SharedConfinement {
         std::sync::Arc::new(parking_lot::RwLock::new(self))
     }
@@ -76,24 +77,86 @@ pub struct Grant {
     pub original_location: bool,
 }
 
+/// Why a path was refused or could not be opened. The lexical check
+/// names the path as the caller gave it, the resolution (`Symlink`,
+/// `NotDir`, `Io`) the normalised path; the messages say what to do
+/// instead.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfineError {
+    /// The path is relative.
     #[error("{path:?} must be an absolute path on the appliance")]
-    NotAbsolute { path: String },
+    NotAbsolute {
+        /// The path as given.
+        path: String,
+    },
+    /// The path holds a `..` component (never resolved lexically).
     #[error("{path:?} contains a `..` segment: name the directory directly")]
-    DotDot { path: String },
+    DotDot {
+        /// The path as given.
+        path: String,
+    },
+    /// The path lies under none of the roots for its use.
     #[error("{path:?} is outside the {setting} configured in lifeboat.toml ({roots}): use a path under one of them, or ask an admin to add a root")]
-    OutsideRoots { path: String, setting: &'static str, roots: String },
+    OutsideRoots {
+        /// The path as given.
+        path: String,
+        /// The config key that lists the roots (`backup_roots`, ...).
+        setting: &'static str,
+        /// Those roots, comma-separated, or `none`.
+        roots: String,
+    },
+    /// The path is, lies in or contains a protected tree (state, config,
+    /// a datastore or key file): refused to everyone.
     #[error("{path:?} is or holds {what} ({tree}), which no job may {verb}")]
-    Protected { path: String, what: String, tree: String, verb: &'static str },
+    Protected {
+        /// The path as given.
+        path: String,
+        /// What the tree is, e.g. `the daemon's state directory`.
+        what: String,
+        /// The protected tree.
+        tree: String,
+        /// `read` (backup source) or `write`.
+        verb: &'static str,
+    },
+    /// The path is, lies in or contains a system tree ([`SYSTEM_TREES`],
+    /// or `/` itself) and the caller lacks `original_location`.
     #[error("{path:?} is or holds a system tree ({tree}): only an admin token with the original_location capability may {verb} it")]
-    System { path: String, tree: String, verb: &'static str },
+    System {
+        /// The path as given.
+        path: String,
+        /// The system tree it hit.
+        tree: String,
+        /// `read` (backup source) or `write`.
+        verb: &'static str,
+    },
+    /// Resolving beneath the root met a symlink (or a way out of the root).
     #[error("{path:?}: {at} is a symlink or leads out of {root}; jobs do not follow symlinks beneath their roots")]
-    Symlink { path: String, at: String, root: String },
+    Symlink {
+        /// The checked path, root joined with the rest.
+        path: String,
+        /// Where: the path up to the offending component, or the whole
+        /// relative part when openat2 refused it in one call.
+        at: String,
+        /// The root resolution started from.
+        root: String,
+    },
+    /// A component that must be a directory is something else.
     #[error("{path:?}: {at} is not a directory")]
-    NotDir { path: String, at: String },
+    NotDir {
+        /// The checked path, root joined with the rest.
+        path: String,
+        /// The path up to the component that is not a directory.
+        at: String,
+    },
+    /// Opening or creating failed for another reason (not found,
+    /// permission, ...); the source names the component.
     #[error("{path:?}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The checked path, root joined with the rest.
+        path: String,
+        /// The OS error, annotated with the component where it can be.
+        source: std::io::Error,
+    },
 }
 
 impl ConfineError {
@@ -107,6 +170,7 @@ impl ConfineError {
 /// A root from lifeboat.toml.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Root {
+    /// The root directory, as configured.
     pub path: PathBuf,
     /// Restores under it keep the backed-up owners (uid/gid) for
     /// non-admin callers too.
@@ -116,6 +180,8 @@ pub struct Root {
 /// A checked path: its root and the rest beneath it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
+    /// The root the path lies under (`/` for an `original_location`
+    /// caller or a datastore outside every root).
     pub root: PathBuf,
     /// Normal components only (no `.`, `..`, nor a leading `/`).
     pub rel: PathBuf,
@@ -124,6 +190,8 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// The whole path, `root/rel`: for messages, never to open (use
+    /// [`open_beneath`]).
     pub fn full(&self) -> PathBuf {
         self.root.join(&self.rel)
     }
@@ -132,7 +200,9 @@ impl Placement {
 /// The daemon's confinement: roots and protected trees.
 #[derive(Debug, Clone, Default)]
 pub struct Confinement {
+    /// Where backup jobs may read (`backup_roots`).
     pub backup_roots: Vec<Root>,
+    /// Where restore and vm-restore jobs may write (`restore_roots`).
     pub restore_roots: Vec<Root>,
     /// (tree, what it is): never read nor written by a job.
     pub protected: Vec<(PathBuf, String)>,
@@ -251,7 +321,7 @@ impl Confinement {
 
     /// `check`, then the resolution of what exists of the path beneath
     /// its root (symlinks refused). For the API's early answer; the job
-    /// resolves again with `open_dir_beneath`.
+    /// resolves again with [`open_beneath`].
     pub fn check_resolved(&self, path: &str, what: PathUse, grant: Grant) -> Result<Placement, ConfineError> {
         let pl = self.check(path, what, grant)?;
         match open_beneath(&pl, Open::Existing) {

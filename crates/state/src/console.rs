@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+/// The access file's name inside the state directory.
 pub const CONSOLE_ACCESS_FILE: &str = "console-access.json";
 
+/// The content of `console-access.json`: how the console reaches and
+/// authenticates to this daemon run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsoleAccess {
     /// `http://127.0.0.1:PORT` (the plain loopback listener) when there is
@@ -40,14 +43,18 @@ impl ConsoleAccess {
         format!("https://{}", SocketAddr::new(ip, https.port()))
     }
 
+    /// `<state_dir>/console-access.json`.
     pub fn path(state_dir: &Path) -> PathBuf {
         state_dir.join(CONSOLE_ACCESS_FILE)
     }
 
+    /// Writes the file atomically, mode 0600 (it holds the token).
     pub fn write(&self, state_dir: &Path) -> crate::Result<()> {
         crate::write_json(&Self::path(state_dir), self, 0o600)
     }
 
+    /// Reads the file; `None` when it is absent (the daemon is not
+    /// running, or stopped cleanly).
     pub fn read(state_dir: &Path) -> crate::Result<Option<ConsoleAccess>> {
         crate::read_json(&Self::path(state_dir))
     }

@@ -7,6 +7,8 @@ use lifeboat_api_types::LabDefinition;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 
+/// The lab definitions, held in memory and written whole to
+/// `<state>/labs.json` (mode 0640, sorted by name) on every change.
 pub struct LabStore {
     path: PathBuf,
     items: Mutex<Vec<LabDefinition>>,
@@ -19,21 +21,26 @@ impl std::fmt::Debug for LabStore {
 }
 
 impl LabStore {
+    /// Reads `<state_dir>/labs.json` (none yet: no labs).
     pub fn open(state_dir: &Path) -> Result<LabStore> {
         let path = state_dir.join("labs.json");
         let items = read_json(&path)?.unwrap_or_default();
         Ok(LabStore { path, items: Mutex::new(items) })
     }
 
+    /// Every definition, sorted by name.
     pub fn list(&self) -> Vec<LabDefinition> {
         self.items.lock().clone()
     }
 
+    /// The definition named `name`, if any.
     pub fn get(&self, name: &str) -> Option<LabDefinition> {
         self.items.lock().iter().find(|l| l.name == name).cloned()
     }
 
     /// Adds a definition, or replaces the one of that name when `replace`.
+    /// Refuses a bad name or no VMs (`Invalid`), an existing name when
+    /// adding (`Conflict`), a missing one when replacing (`NotFound`).
     pub fn put(&self, lab: LabDefinition, replace: bool) -> Result<()> {
         crate::config::validate_name(&lab.name).map_err(StateError::Invalid)?;
         if lab.vms.is_empty() {
@@ -55,6 +62,7 @@ impl LabStore {
         Ok(())
     }
 
+    /// Deletes the definition named `name`; `NotFound` if there is none.
     pub fn remove(&self, name: &str) -> Result<()> {
         let mut items = self.items.lock();
         if !items.iter().any(|l| l.name == name) {

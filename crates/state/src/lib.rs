@@ -8,6 +8,8 @@
 //! Every file is written whole to a temporary name, fsynced and renamed,
 //! so a crash leaves the old or the new version, never half of one.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod config;
 pub mod confine;
@@ -30,20 +32,43 @@ pub use vms::{VmEntry, VmStore};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Why reading or changing the configuration or a state file failed.
+/// The variants map onto answers the API gives: `Invalid` a bad request,
+/// `NotFound` a 404, `Conflict` a 409; `Io` and `Parse` are the
+/// appliance's own fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// Reading, writing or renaming a file failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory the operation was on.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file exists but does not parse (bad JSON or TOML) or, for the
+    /// config file, fails `Config::validate`. Nothing is overwritten: the
+    /// admin has to repair or move the file.
     #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file that does not parse.
+        path: PathBuf,
+        /// What is wrong with it, for the admin.
+        message: String,
+    },
+    /// The caller's input is refused (a bad name, a weak password ...);
+    /// the message says why.
     #[error("{0}")]
     Invalid(String),
+    /// The named item (its words, e.g. `token 1a2b`) does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// An item of that name (or for that VM) exists already.
     #[error("{0}")]
     Conflict(String),
 }
 
+/// `Result` with a [`StateError`].
 pub type Result<T> = std::result::Result<T, StateError>;
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -74,12 +99,14 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
     }
 }
 
+/// Writes `value` as pretty JSON through [`write_atomic`] with `mode`.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T, mode: u32) -> Result<()> {
     let b = serde_json::to_vec_pretty(value).expect("state serializes");
     write_atomic(path, &b, mode)
 }
 
-/// 32 random bytes as hex: ids and secrets.
+/// `bytes` random bytes from the OS, hex-encoded (so `2 * bytes`
+/// characters): ids and secrets.
 pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     getrandom::getrandom(&mut b).expect("the OS random source works");

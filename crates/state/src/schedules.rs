@@ -8,29 +8,38 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// A schedule as kept in `schedules.json`: its spec with the id it
+/// was given (the spec's fields sit flat beside `id` in the JSON).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct StoredSchedule {
+    /// Random id (12 hex digits), given at creation, never changed.
     pub id: String,
+    /// What to run and when; its `name` is unique among schedules.
     #[serde(flatten)]
     pub spec: ScheduleSpec,
 }
 
+/// The schedules, held in memory and written whole to
+/// `<state>/schedules.json` (mode 0640) on every change.
 pub struct ScheduleStore {
     path: PathBuf,
     items: Mutex<Vec<StoredSchedule>>,
 }
 
 impl ScheduleStore {
+    /// Reads `<state_dir>/schedules.json` (none yet: no schedules).
     pub fn open(state_dir: &Path) -> Result<ScheduleStore> {
         let path = state_dir.join("schedules.json");
         let items = read_json(&path)?.unwrap_or_default();
         Ok(ScheduleStore { path, items: Mutex::new(items) })
     }
 
+    /// Every schedule, in creation order.
     pub fn list(&self) -> Vec<StoredSchedule> {
         self.items.lock().clone()
     }
 
+    /// The schedule with id `id`, if any.
     pub fn get(&self, id: &str) -> Option<StoredSchedule> {
         self.items.lock().iter().find(|s| s.id == id).cloned()
     }
@@ -41,6 +50,8 @@ impl ScheduleStore {
         Ok(())
     }
 
+    /// Stores a new schedule under a fresh id; `Conflict` if one of
+    /// that name exists. The spec is not checked here.
     pub fn create(&self, spec: ScheduleSpec) -> Result<StoredSchedule> {
         let mut items = self.items.lock();
         if items.iter().any(|s| s.spec.name == spec.name) {
@@ -53,6 +64,8 @@ impl ScheduleStore {
         Ok(s)
     }
 
+    /// Replaces the spec of schedule `id`, keeping its id; `NotFound`
+    /// if there is none, `Conflict` if another schedule has the new name.
     pub fn update(&self, id: &str, spec: ScheduleSpec) -> Result<StoredSchedule> {
         let mut items = self.items.lock();
         if items.iter().any(|s| s.spec.name == spec.name && s.id != id) {
@@ -66,6 +79,7 @@ impl ScheduleStore {
         Ok(out)
     }
 
+    /// Deletes schedule `id`; `NotFound` if there is none.
     pub fn delete(&self, id: &str) -> Result<()> {
         let mut items = self.items.lock();
         if !items.iter().any(|s| s.id == id) {

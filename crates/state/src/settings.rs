@@ -7,12 +7,14 @@ use lifeboat_api_types::SmtpSettings;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 
+/// Appliance settings from the state directory, cached in memory.
 pub struct SettingsStore {
     smtp_path: PathBuf,
     smtp: Mutex<Option<SmtpSettings>>,
 }
 
 impl SettingsStore {
+    /// Reads the settings files under `state_dir` (absent: not set).
     pub fn open(state_dir: &Path) -> Result<SettingsStore> {
         let smtp_path = state_dir.join("smtp.json");
         let smtp = read_json(&smtp_path)?;

@@ -10,33 +10,46 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// One registered VM, an element of `vms.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmEntry {
+    /// The name the API and CLI use for it (checked by `validate_name`,
+    /// unique); not necessarily the hypervisor's name.
     pub name: String,
+    /// How the VM is reached (a QMP socket, a libvirt domain ...);
+    /// one VM cannot be registered twice under different names.
     pub source: VmSource,
+    /// When it was registered.
     pub registered: DateTime<Utc>,
 }
 
+/// The registered VMs, held in memory and written whole to
+/// `<state>/vms.json` (mode 0640) on every change.
 pub struct VmStore {
     path: PathBuf,
     items: Mutex<Vec<VmEntry>>,
 }
 
 impl VmStore {
+    /// Reads `<state_dir>/vms.json` (none yet: no VMs).
     pub fn open(state_dir: &Path) -> Result<VmStore> {
         let path = state_dir.join("vms.json");
         let items = read_json(&path)?.unwrap_or_default();
         Ok(VmStore { path, items: Mutex::new(items) })
     }
 
+    /// Every registered VM, in registration order.
     pub fn list(&self) -> Vec<VmEntry> {
         self.items.lock().clone()
     }
 
+    /// The VM registered as `name`, if any.
     pub fn get(&self, name: &str) -> Option<VmEntry> {
         self.items.lock().iter().find(|v| v.name == name).cloned()
     }
 
+    /// Registers a VM: `Invalid` for a bad name, `Conflict` if the name
+    /// or the same source is registered already.
     pub fn add(&self, entry: VmEntry) -> Result<()> {
         crate::config::validate_name(&entry.name).map_err(StateError::Invalid)?;
         let mut items = self.items.lock();
@@ -53,6 +66,8 @@ impl VmStore {
         Ok(())
     }
 
+    /// Unregisters VM `name` and returns its entry; `NotFound` if there
+    /// is none. Its backups stay.
     pub fn remove(&self, name: &str) -> Result<VmEntry> {
         let mut items = self.items.lock();
         let gone = items.iter().find(|v| v.name == name).cloned().ok_or_else(|| StateError::NotFound(format!("VM {name:?}")))?;

@@ -21,19 +21,44 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// Size of a disk chunk in bytes (4 MiB); a disk's last chunk may be
+/// shorter. Changing it would make every existing chunk id useless for
+/// dedup and incremental backups.
 pub const CHUNK: u64 = 4 << 20;
+/// Name of the metadata document in a VM snapshot's root tree.
 pub const METADATA_FILE: &str = "vm.json";
 
+/// Why backing up or restoring a disk failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// Reading the disk from the NBD export failed.
     #[error(transparent)]
     Nbd(#[from] ClientError),
+    /// Storing or reading a chunk in the datastore failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Writing the restored raw file failed.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The file being written.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A parent chunk an incremental backup would patch has the wrong
+    /// length: the parent is damaged, so patching it would store a
+    /// wrong disk.
     #[error("chunk {index} of the parent backup (blob {id}) holds {got} bytes, not {expected}; back up with --full and run `lifeboat check --read-data`")]
-    ParentChunk { index: u64, id: String, got: u64, expected: u64 },
+    ParentChunk {
+        /// The chunk's index in the disk (0-based).
+        index: u64,
+        /// The parent chunk's blob id, hex.
+        id: String,
+        /// Bytes the stored blob holds.
+        got: u64,
+        /// Bytes the chunk must hold.
+        expected: u64,
+    },
 }
 
 /// The id of an all-zero chunk of `len` bytes.
@@ -52,10 +77,14 @@ fn chunk_len(size: u64, i: u64) -> u64 {
     (size - i * CHUNK).min(CHUNK)
 }
 
+/// What [`backup_disk`] did for one disk, reported in the job result
+/// (missing fields read as zero / `None`).
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct DiskStats {
+    /// The disk's size in bytes.
     pub size: u64,
+    /// Chunks the disk has (`size` / [`CHUNK`], rounded up).
     pub chunks: u64,
     /// Read over NBD.
     pub chunks_read: u64,
@@ -67,9 +96,12 @@ pub struct DiskStats {
     pub chunks_patched: u64,
     /// Known zero from block status, not read.
     pub chunks_zero: u64,
+    /// Bytes read over NBD (whole chunks, plus the dirty ranges of
+    /// patched ones).
     pub bytes_read: u64,
-    /// Chunks that were new to the datastore, and their plain bytes.
+    /// Chunks that were new to the datastore (the rest deduplicated).
     pub chunks_added: u64,
+    /// Plain (uncompressed) bytes of those new chunks.
     pub bytes_added: u64,
     /// Set when an incremental read was asked for but done in full.
     pub full_reason: Option<String>,
@@ -350,6 +382,9 @@ const CACHED_CHUNKS: usize = 16;
 type ChunkCache = std::collections::VecDeque<(u64, std::sync::Arc<ChunkCell>)>;
 
 impl DatastoreDisk {
+    /// Serves `disk` (a disk file node of a VM snapshot, as
+    /// [`backup_disk`] made it) from `ds`. Starts two read-ahead threads,
+    /// which end when this value drops.
     pub fn new(ds: std::sync::Arc<Datastore>, disk: &Node) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<(BlobId, std::sync::Arc<ChunkCell>)>(2 * READ_AHEAD as usize);
         let buffers = BufferPool::default();

@@ -14,6 +14,8 @@
 //! version a released `vm backup` wrote (`upgrade`), repairs what an old
 //! or hand-edited document got wrong, and says what it changed.
 
+#![warn(missing_docs)]
+
 pub mod image;
 mod upgrade;
 
@@ -24,10 +26,14 @@ use std::collections::BTreeMap;
 /// read too (see `upgrade.rs` for what changed between them).
 pub const METADATA_VERSION: u32 = 2;
 
+/// What the VM boots with; a guest installed for one rarely boots with
+/// the other, so restore keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Firmware {
+    /// Legacy BIOS; JSON `bios`.
     Bios,
+    /// UEFI (OVMF on QEMU); JSON `uefi`.
     Uefi,
 }
 
@@ -49,12 +55,16 @@ pub enum Bus {
     Virtio,
     /// NVMe: the disk is its own controller.
     Nvme,
+    /// USB mass storage (`usb-storage`).
     Usb,
 }
 
 impl Bus {
+    /// Every bus; parsing a name (`FromStr`) looks it up here.
     pub const ALL: [Bus; 6] = [Bus::Ide, Bus::Sata, Bus::Scsi, Bus::Virtio, Bus::Nvme, Bus::Usb];
 
+    /// The name used in the JSON document and on the command line
+    /// (`ide`, `sata`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Bus::Ide => "ide",
@@ -91,8 +101,11 @@ impl std::str::FromStr for Bus {
     }
 }
 
+/// The metadata document, `vm.json` in a VM snapshot: the VM's hardware
+/// in hypervisor-neutral terms.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmMetadata {
+    /// The document's format version; [`METADATA_VERSION`] once loaded.
     pub version: u32,
     /// The name the VM is known by (QEMU `-name`, libvirt domain name).
     pub name: String,
@@ -101,13 +114,18 @@ pub struct VmMetadata {
     pub uuid: Option<String>,
     /// Where it came from, e.g. "qemu 10.0.2" or "libvirt".
     pub source: String,
+    /// BIOS or UEFI.
     pub firmware: Firmware,
     /// Machine type as the source named it, e.g. "pc-q35-10.0"; restore
     /// maps it to what the target offers.
     pub machine: String,
+    /// Virtual CPUs (at least 1).
     pub cpus: u32,
+    /// Memory in MiB (at least 1).
     pub memory_mib: u64,
+    /// The disks (at least one).
     pub disks: Vec<Disk>,
+    /// The network cards (may be none).
     pub nics: Vec<Nic>,
     /// Device ids in boot order (disks and NICs).
     #[serde(default)]
@@ -120,6 +138,9 @@ pub struct VmMetadata {
     pub extra: BTreeMap<String, String>,
 }
 
+/// One virtual disk (or CD-ROM drive) of the VM. Its data is stored
+/// beside the document as `<id>.raw` (under its old id if loading had to
+/// change it, see [`Loaded::renamed`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disk {
     /// Stable id of the disk within the VM (the guest-visible device id).
@@ -153,30 +174,52 @@ impl Disk {
     }
 }
 
+/// One network card of the VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nic {
+    /// Stable id of the NIC within the VM (a device id, unique among
+    /// disks and NICs).
     pub id: String,
+    /// MAC address, `xx:xx:xx:xx:xx:xx` in hex, unique within the VM;
+    /// kept on restore so the guest's network config still matches.
     pub mac: String,
     /// Device model: virtio-net-pci, e1000, rtl8139, vmxnet3 ...
     pub model: String,
 }
 
+/// The guest operating system, as qemu-ga's `guest-get-osinfo` (or an
+/// imported OVF) reported it. Informational: restore does not need it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestOs {
+    /// Short OS id, e.g. `ubuntu`, `mswindows`.
     pub id: String,
+    /// Human-readable name, e.g. `Ubuntu 24.04 LTS`.
     pub name: String,
+    /// OS version id, e.g. `24.04`, when known.
     #[serde(default)]
     pub version: Option<String>,
+    /// Kernel release, when known.
     #[serde(default)]
     pub kernel: Option<String>,
 }
 
+/// Why a metadata document was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
+    /// Not JSON, not an object, or a field that cannot be read as its
+    /// type.
     #[error("VM metadata is not valid JSON: {0}")]
     Parse(String),
+    /// Written by a newer lifeboat: refused rather than misread.
     #[error("VM metadata version {found} is newer than this lifeboat knows (it reads versions 1 to {supported}); restore with a newer lifeboat")]
-    Version { found: u32, supported: u32 },
+    Version {
+        /// The document's version.
+        found: u32,
+        /// [`METADATA_VERSION`].
+        supported: u32,
+    },
+    /// Readable, but something a restore needs is missing or wrong
+    /// ([`VmMetadata::validate`]); the message names it.
     #[error("VM metadata is invalid: {0}")]
     Invalid(String),
 }
@@ -184,6 +227,7 @@ pub enum MetadataError {
 /// A document as [`VmMetadata::load`] read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Loaded {
+    /// The document, upgraded, completed and valid.
     pub md: VmMetadata,
     /// What was upgraded or repaired, for the admin.
     pub warnings: Vec<String>,
@@ -214,6 +258,7 @@ pub struct Fallbacks {
 }
 
 impl VmMetadata {
+    /// The document as pretty-printed JSON, as stored in `vm.json`.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("metadata serializes")
     }
@@ -243,7 +288,7 @@ impl VmMetadata {
     }
 
     /// Fills and repairs what a restore needs and the source did not
-    /// give: a name (uuid, then `fb.name`), CPUs and memory, a machine
+    /// give: a name (uuid, then `fb.names`), CPUs and memory, a machine
     /// type, well-formed unique MACs, disk sizes and ids matching the
     /// stored disks, a boot order naming existing devices. Returns what
     /// it changed, in words for the admin.

@@ -16,8 +16,12 @@ use tar::{EntryType, Header, HeaderMode};
 /// What an archive holds; sockets cannot be archived and are counted.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ArchiveReport {
+    /// Entries written (files, directories, links, special files); the
+    /// guest root itself is not one.
     pub entries: u64,
+    /// Bytes of regular file data written (a hard link's data once).
     pub bytes: u64,
+    /// Sockets skipped: tar has no entry type for them.
     pub sockets_left_out: u64,
 }
 

@@ -62,8 +62,11 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 /// What `clean_stale` undid.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Cleaned {
+    /// File system and FUSE disk mounts lazily unmounted.
     pub mounts: usize,
+    /// Loop devices detached.
     pub loop_devices: usize,
+    /// Private directories removed.
     pub dirs: usize,
 }
 

@@ -29,10 +29,16 @@ pub struct CopyPolicy {
 /// What a copy did; `warnings` name what was left out or changed.
 #[derive(Debug, Default)]
 pub struct CopyReport {
+    /// Regular files copied (a further hard link to one is not counted).
     pub files: u64,
+    /// Directories copied or merged into, `src` included.
     pub dirs: u64,
+    /// Bytes of regular file data copied.
     pub bytes: u64,
+    /// Entries the policy changed: special files left out, and entries
+    /// whose set-ID bits were cleared (those are copied).
     pub left_out: u64,
+    /// One line per such entry, naming it by its guest path.
     pub warnings: Vec<String>,
 }
 

@@ -142,6 +142,11 @@ pub struct DiskFile {
 }
 
 impl DiskFile {
+    /// Mounts a FUSE file system on a new private directory (`disk-<pid>-*`
+    /// in the work dir, see `clean_stale`) showing `device` as `disk`, and
+    /// serves it from a thread of its own until drop. Fails with
+    /// `VmFilesError::DiskFile` when FUSE cannot mount (no /dev/fuse, not
+    /// permitted).
     pub fn serve(device: Arc<dyn BlockDevice>) -> crate::Result<Self> {
         let dir = crate::cleanup::private_dir("disk")?;
         let mp = dir.path().to_path_buf();
@@ -191,6 +196,7 @@ impl DiskFile {
         self.dir.as_ref().expect("set until drop").path().join(NAME)
     }
 
+    /// The FUSE mount point holding `disk`.
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().expect("set until drop").path()
     }

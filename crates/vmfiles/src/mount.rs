@@ -27,6 +27,7 @@ impl LoopDevice {
         Ok(LoopDevice { device: PathBuf::from(device) })
     }
 
+    /// The device node, e.g. `/dev/loop3`.
     pub fn path(&self) -> &Path {
         &self.device
     }

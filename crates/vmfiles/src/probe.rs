@@ -15,12 +15,14 @@ pub struct Partition {
     pub number: u32,
     /// How a user names it: the number, or `vg/lv` for an LVM volume.
     pub name: String,
-    /// Byte offset and length in the disk image.
+    /// Byte offset in the disk image.
     pub start: u64,
+    /// Length in bytes.
     pub size: u64,
     /// File system type as libblkid names it (`ext4`, `xfs`, `vfat`,
     /// `LVM2_member`...); None when nothing is recognised.
     pub fstype: Option<String>,
+    /// The file system's label, when it has one.
     pub label: Option<String>,
     /// Why its files cannot be read here (an LVM layout that needs
     /// device-mapper, LVM tools missing); None when they can.
@@ -35,10 +37,14 @@ impl Partition {
     }
 }
 
+/// What [`probe`] found on a disk image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskLayout {
     /// `gpt`, `dos`, or None for a disk without a partition table.
     pub table: Option<String>,
+    /// The partitions in table order (extended DOS partitions left
+    /// out), or the whole disk as partition 0; then the LVM volumes
+    /// found in them.
     pub partitions: Vec<Partition>,
 }
 

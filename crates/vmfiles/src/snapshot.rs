@@ -11,8 +11,11 @@ use std::sync::Arc;
 /// One disk of a VM snapshot served as a read-only file, with its
 /// partitions and file systems.
 pub struct SnapshotDisk {
+    /// The disk's id in the VM's metadata.
     pub disk: String,
+    /// The virtual disk's size in bytes.
     pub size: u64,
+    /// Its partitions and file systems, probed once at open.
     pub layout: DiskLayout,
     file: DiskFile,
 }
@@ -70,11 +73,16 @@ impl SnapshotDisk {
 pub struct GuestFiles {
     // Field order is drop order: the file system before the disk under it.
     fs: MountedFs,
+    /// The partition (or LVM volume) that is mounted.
     pub partition: Partition,
+    /// The disk it is on, served until this value drops.
     pub disk: SnapshotDisk,
 }
 
 impl GuestFiles {
+    /// Where the guest's root directory is mounted on the appliance.
+    /// Do not open guest paths under it directly: use [`Self::resolve`],
+    /// which keeps the guest's symlinks inside the guest.
     pub fn root(&self) -> &Path {
         self.fs.root()
     }
@@ -119,12 +127,19 @@ impl GuestFiles {
 /// One file of the guest as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestEntry {
+    /// File name (lossily UTF-8), not the whole path.
     pub name: String,
+    /// `st_mode`: file type bits and permissions.
     pub mode: u32,
+    /// Owner as the guest's numeric uid.
     pub uid: u32,
+    /// Group as the guest's numeric gid.
     pub gid: u32,
+    /// Size in bytes (`st_size`).
     pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
     pub mtime: i64,
+    /// A symlink's target as stored, unresolved; `None` for other types.
     pub link_target: Option<String>,
 }
 
@@ -141,6 +156,7 @@ impl GuestEntry {
         }
     }
 
+    /// Whether it is a directory (a symlink to one is not).
     pub fn is_dir(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFDIR
     }
