@@ -4,6 +4,8 @@
 //! the OpenAPI document is generated from the same definitions the code
 //! uses.
 
+#![warn(missing_docs)]
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -43,13 +45,23 @@ pub enum Role {
 /// The permission a route needs; `Role::allows` maps roles onto them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
+    /// See datastores, snapshots, jobs, schedules, labs, VMs, exports
+    /// and health; change nothing.
     Read,
+    /// Start and cancel jobs, restore, delete snapshots, edit schedules
+    /// and labs, register VMs, open and close exports.
     Operate,
+    /// Upload backups through the agent API.
     Backup,
+    /// Manage API tokens, agents, datastores, settings and the admin
+    /// password.
     Admin,
 }
 
 impl Role {
+    /// Whether this role grants `p`: `Admin` every permission,
+    /// `Operator` read, operate and backup, `ReadOnly` read only,
+    /// `BackupOnly` backup only.
     pub fn allows(self, p: Permission) -> bool {
         match self {
             Role::Admin => true,
@@ -59,6 +71,8 @@ impl Role {
         }
     }
 
+    /// The role's name as the API spells it: `admin`, `operator`,
+    /// `read-only` or `backup-only` (what `FromStr` reads back).
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
@@ -93,30 +107,45 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// Body of `POST /api/login`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LoginRequest {
+    /// `admin`, the appliance's only user account.
     pub username: String,
+    /// The admin password (set on the console or with `lifeboat admin
+    /// passwd`).
     pub password: String,
 }
 
+/// Answer of `POST /api/login`: a new admin session.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LoginResponse {
     /// Bearer token for the `Authorization` header.
     pub token: String,
+    /// When the session ends (RFC 3339, UTC): `session_minutes`
+    /// (lifeboat.toml) after the login. A daemon restart or a password
+    /// change ends it earlier.
     pub expires_at: DateTime<Utc>,
+    /// The session's role: always `admin`.
     pub role: Role,
 }
 
+/// Body of `PUT /api/password`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PasswordChange {
+    /// The admin password in use now; a wrong one is refused (400).
     pub current_password: String,
+    /// The new admin password, at least 8 characters. The change ends
+    /// every session, this one included.
     pub new_password: String,
 }
 
+/// Body of `POST /api/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenCreate {
     /// A name for people: the script, host or agent using it.
     pub name: String,
+    /// What the token may do.
     pub role: Role,
     /// Admin tokens only: jobs may restore to (and back up from) any
     /// path but the daemon's own state, config and datastores, outside
@@ -126,11 +155,19 @@ pub struct TokenCreate {
     pub original_location: bool,
 }
 
+/// An API token as `GET /api/tokens` and `GET /api/agents` list it,
+/// without its secret.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenInfo {
+    /// The token's id: 16 hex digits, the part of the bearer value before
+    /// the `.`; what `DELETE /api/tokens/{id}` takes.
     pub id: String,
+    /// The name it was created with, unique among tokens (1-64 letters,
+    /// digits, `-`, `_`).
     pub name: String,
+    /// What the token may do.
     pub role: Role,
+    /// When it was created (RFC 3339, UTC).
     pub created: DateTime<Utc>,
     /// Set for tokens registered as ingest agents.
     #[serde(default)]
@@ -143,12 +180,14 @@ pub struct TokenInfo {
 /// Returned once, when a token is made: the secret is never shown again.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenCreated {
+    /// The new token's id, name, role and flags, flat in this object.
     #[serde(flatten)]
     pub info: TokenInfo,
     /// `<id>.<secret>`, the value for `Authorization: Bearer`.
     pub token: String,
 }
 
+/// Body of `POST /api/datastores`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DatastoreCreate {
     /// Short name: letters, digits, `-` and `_`.
@@ -157,36 +196,60 @@ pub struct DatastoreCreate {
     pub path: String,
 }
 
+/// A datastore with its usage, as `GET /api/datastores` lists it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DatastoreInfo {
+    /// The datastore's name: the `{name}` of `/api/datastores/{name}`
+    /// and the `datastore` of jobs.
     pub name: String,
+    /// Its directory on the appliance (absolute).
     pub path: String,
+    /// Blobs are encrypted with the datastore's key.
     pub encrypted: bool,
+    /// Nothing that removes data is allowed: forget, deleting snapshots
+    /// and gc are refused.
     pub append_only: bool,
     /// How new blobs are compressed: `auto`, `lz4`, `zstd:<level>` or `none`.
     pub compression: String,
+    /// How many snapshots it holds.
     pub snapshots: u64,
     /// Bytes in pack files.
     pub used_bytes: u64,
+    /// Bytes free on its file system for unprivileged writers (statvfs
+    /// `f_bavail`); 0 when it cannot be measured.
     pub free_bytes: u64,
+    /// Size of its file system in bytes; 0 when it cannot be measured.
     pub total_bytes: u64,
 }
 
+/// A snapshot as `GET /api/datastores/{name}/snapshots` lists it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotInfo {
+    /// The snapshot's id, 64 hex digits; requests also take a unique
+    /// prefix of it.
     pub id: String,
+    /// When the backup started (RFC 3339, UTC).
     pub time: DateTime<Utc>,
+    /// The machine backed up: the host name an agent reported, or the
+    /// appliance's own for its file and VM backups.
     pub hostname: String,
+    /// The absolute source paths; for a VM backup one entry, `vm:NAME`
+    /// with the name the hypervisor reports for the VM.
     pub paths: Vec<String>,
+    /// Labels given at backup time.
     pub tags: Vec<String>,
     /// `files` or `vm`.
     pub kind: String,
+    /// Files in the snapshot; for a VM backup, its disks.
     pub files: u64,
+    /// Total size of those files in bytes; for a VM backup, the sum of
+    /// its disks' virtual sizes.
     pub bytes: u64,
     /// Some of its data was lost (see `datastore repair`).
     pub damaged: bool,
 }
 
+/// Body of `POST /api/datastores/{name}/snapshots/{id}/restore`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RestoreRequest {
     /// Directory on the appliance to restore into.
@@ -218,9 +281,14 @@ pub struct VmFilesQuery {
 pub struct VmPartitionInfo {
     /// The partition number, or `VG/LV`; what `partition` takes.
     pub name: String,
+    /// Offset from the start of the disk, in bytes.
     pub start: u64,
+    /// Length in bytes.
     pub size: u64,
+    /// The file system type as libblkid names it (`ext4`, `xfs`, `vfat`,
+    /// `LVM2_member`, ...); null when none is recognised.
     pub fstype: Option<String>,
+    /// The file system's label; null when it has none.
     pub label: Option<String>,
     /// Why its files cannot be read here, when they cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,14 +298,20 @@ pub struct VmPartitionInfo {
 /// One file of a guest, as `ls -l` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VmFileEntry {
+    /// The file's name, not its whole path (invalid UTF-8 replaced).
     pub name: String,
     /// `st_mode`: type and permission bits.
     pub mode: u32,
+    /// Owner: the numeric uid in the guest.
     pub uid: u32,
+    /// Group: the numeric gid in the guest.
     pub gid: u32,
+    /// Size in bytes (`st_size`).
     pub size: u64,
     /// Seconds since the epoch.
     pub mtime: i64,
+    /// A symlink's target as stored, unresolved; absent for other file
+    /// types.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_target: Option<String>,
 }
@@ -246,17 +320,23 @@ pub struct VmFileEntry {
 /// `path`), or the entries of a guest directory (one entry for a file).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VmFilesListing {
+    /// The disk's id (what `disk` takes), also when it was chosen by
+    /// default.
     pub disk: String,
     /// `gpt`, `dos`, or none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
+    /// The disk's partitions and LVM volumes (without `path`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<VmPartitionInfo>,
     /// The partition listed (with `path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
+    /// The guest path listed, as given (with `path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The directory's entries sorted by name, or the one file `path`
+    /// names (with `path`); absent for an empty directory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<VmFileEntry>,
 }
@@ -268,8 +348,11 @@ pub struct VmRestoreFilesRequest {
     pub paths: Vec<String>,
     /// Directory on the appliance (under `restore_roots`).
     pub target: String,
+    /// The disk's id; default: the VM's only disk.
     #[serde(default)]
     pub disk: Option<String>,
+    /// A partition number or `VG/LV`; default: the only one with a file
+    /// system.
     #[serde(default)]
     pub partition: Option<String>,
 }
@@ -277,21 +360,33 @@ pub struct VmRestoreFilesRequest {
 /// Retention rules, restic semantics (docs/retention.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeepRules {
+    /// Keep the N newest snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<u32>,
+    /// Keep the newest snapshot of each of the N most recent hours that
+    /// have one (in the appliance's time zone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the N most recent days that
+    /// have one (in the appliance's time zone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily: Option<u32>,
+    /// Keep the newest snapshot of each of the N most recent ISO weeks
+    /// (Monday to Sunday) that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the N most recent months that
+    /// have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the N most recent years that
+    /// have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub yearly: Option<u32>,
 }
 
 impl KeepRules {
+    /// Whether no rule is given (every count absent).
     pub fn is_empty(&self) -> bool {
         *self == KeepRules::default()
     }
@@ -327,41 +422,77 @@ pub struct BackupSelection {
 pub enum JobSpec {
     /// Back up directories on the appliance into a datastore.
     Backup {
+        /// The datastore to back up into.
         datastore: String,
+        /// Absolute paths on the appliance to back up (at least one),
+        /// each under `backup_roots`.
         paths: Vec<String>,
+        /// Tags and exclusions (`tags`, `exclude`, `one_file_system`,
+        /// `exclude_nodump`), flat in this object.
         #[serde(flatten)]
         select: BackupSelection,
     },
     /// Restore a snapshot into a directory on the appliance.
     Restore {
+        /// The datastore holding the snapshot.
         datastore: String,
+        /// The snapshot's id, a unique prefix of it, or `latest`.
         snapshot: String,
+        /// Directory on the appliance to restore into, under
+        /// `restore_roots`; made (with missing parents) if absent.
         target: String,
+        /// Only these paths of the snapshot (`/etc/hosts`, `docs`);
+        /// default: all.
         #[serde(default)]
         include: Vec<String>,
     },
     /// `check`, with `read_data` every blob is read and hashed.
     Verify {
+        /// The datastore to check.
         datastore: String,
+        /// Also read every blob and compare it with its hash (reads all
+        /// the data); without it the index, the packs' record headers and
+        /// the snapshots' trees are checked.
         #[serde(default)]
         read_data: bool,
     },
     /// Remove snapshots by keep rules.
-    Forget { datastore: String, keep: KeepRules },
+    Forget {
+        /// The datastore whose snapshots are thinned out, each group of
+        /// the same host and paths on its own.
+        datastore: String,
+        /// Which snapshots to keep; at least one rule is needed.
+        keep: KeepRules,
+    },
     /// Reclaim space.
-    Gc { datastore: String },
+    Gc {
+        /// The datastore whose unreferenced data is removed.
+        datastore: String,
+    },
     /// A backup uploaded by a remote agent (made by the agent API, not
     /// startable through `POST /api/jobs`).
-    AgentBackup { datastore: String, agent: String, hostname: String, paths: Vec<String> },
+    AgentBackup {
+        /// The datastore the agent uploads into.
+        datastore: String,
+        /// Who uploads: `token:<name>` for an API token (an agent's
+        /// registered name), `admin` for an admin session.
+        agent: String,
+        /// The host name the agent reported for the machine backed up.
+        hostname: String,
+        /// Absolute source paths on the agent's machine.
+        paths: Vec<String>,
+    },
     /// Back up a registered VM (see `/api/vms`): all disks at one point
     /// in time, incremental through dirty bitmaps after the first run.
     VmBackup {
+        /// The datastore to back up into.
         datastore: String,
         /// The VM's registered name.
         vm: String,
         /// Read every disk whole (ignore the changed-block bitmaps).
         #[serde(default)]
         full: bool,
+        /// Labels for the snapshot.
         #[serde(default)]
         tags: Vec<String>,
     },
@@ -371,8 +502,12 @@ pub enum JobSpec {
     /// mapped, disks in its format, its description beside them, the
     /// guest repaired, `restore-report.json`.
     VmRestore {
+        /// The datastore holding the VM snapshot.
         datastore: String,
+        /// The VM snapshot's id, a unique prefix of it, or `latest`.
         snapshot: String,
+        /// Directory on the appliance for the images, under
+        /// `restore_roots`; made (with missing parents) if absent.
         target: String,
         /// `raw` (default) or `qcow2`; with `platform` also `vmdk` or
         /// `vhdx` (default then: the platform's own).
@@ -403,6 +538,8 @@ pub enum JobSpec {
     /// the job fails when a VM fails a probe. Reports:
     /// `GET /api/datastores/{name}/lab-reports`.
     LabVerify {
+        /// The datastore holding the VM backups (a named `lab` must use
+        /// the same one); the report is kept there.
         datastore: String,
         /// A lab definition (`/api/labs`) to run: its VMs, probes and boot
         /// timeout are used where `vms` is left empty.
@@ -428,6 +565,8 @@ pub enum JobSpec {
     /// runs; `/api/vms` then lists it as instant-restored until it is
     /// stopped (`DELETE /api/vms/{name}`) or migrated back.
     VmInstantRestore {
+        /// The datastore holding the VM snapshot; the VM reads its disks
+        /// from it while it runs.
         datastore: String,
         /// `vm:NAME` (the newest backup of that VM), a snapshot id, a
         /// prefix or `latest`.
@@ -463,6 +602,8 @@ pub enum JobSpec {
         datastore: String,
         /// The instant-restored VM's name in `/api/vms`.
         vm: String,
+        /// Directory on the appliance for the images, under
+        /// `restore_roots`; made (with missing parents) if absent.
         target: String,
         /// `qcow2` (default) or `raw`.
         #[serde(default = "qcow2_format")]
@@ -473,11 +614,15 @@ pub enum JobSpec {
     /// backup: modes, times and symlinks kept; owners, set-ID bits and
     /// device nodes as for `restore`.
     VmRestoreFiles {
+        /// The datastore holding the VM snapshot.
         datastore: String,
+        /// The VM snapshot's id, a unique prefix of it, or `latest`.
         snapshot: String,
         /// Guest paths (files or directories), each copied into `target`
         /// under its own name.
         paths: Vec<String>,
+        /// Directory on the appliance to copy into, under
+        /// `restore_roots`; made (with missing parents) if absent.
         target: String,
         /// The disk's id; default: the VM's only disk.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -530,6 +675,7 @@ pub struct LabNetworkSpec {
 }
 
 impl LabNetworkSpec {
+    /// Whether it asks for nothing: no masquerade, no DNS names, no DHCP.
     pub fn is_empty(&self) -> bool {
         self.masquerade.is_empty() && self.dns.is_empty() && !self.dhcp
     }
@@ -541,6 +687,8 @@ impl LabNetworkSpec {
 pub struct LabDefinition {
     /// Letters, digits, `-`, `_`.
     pub name: String,
+    /// The datastore holding the VMs' backups; run reports are kept
+    /// there.
     pub datastore: String,
     /// The application group, booted in this order (usually `vm:NAME`:
     /// that VM's newest backup).
@@ -548,11 +696,14 @@ pub struct LabDefinition {
     /// Comma-separated: ping, heartbeat, screenshot, script=NAME.
     #[serde(default = "default_probes")]
     pub probes: String,
+    /// Seconds a guest may take from power-on to answering (1-3600;
+    /// default 180).
     #[serde(default = "default_boot_timeout")]
     pub boot_timeout: u64,
     /// Verify after every successful backup of one of its VMs.
     #[serde(default)]
     pub after_backup: bool,
+    /// Masquerade map, DNS and DHCP inside the lab; absent: none.
     #[serde(default, skip_serializing_if = "LabNetworkSpec::is_empty")]
     pub network: LabNetworkSpec,
     /// When to mail the run's report (summary in the body, the HTML
@@ -564,9 +715,14 @@ pub struct LabDefinition {
 /// A lab run's report, as listed by `GET /api/datastores/{name}/lab-reports`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LabReportInfo {
+    /// The report's id, `YYYYMMDD-HHMMSS-xxxxxx` (the run's start in UTC
+    /// and 6 hex digits): the `{id}` of `.../lab-reports/{id}/{file}`.
     pub id: String,
+    /// Every VM passed.
     pub passed: bool,
+    /// When the run started (RFC 3339, UTC).
     pub started: DateTime<Utc>,
+    /// When the run ended (RFC 3339, UTC).
     pub ended: DateTime<Utc>,
     /// VM names with their verdicts.
     pub vms: Vec<(String, bool)>,
@@ -581,6 +737,7 @@ fn default_boot_timeout() -> u64 {
 }
 
 impl JobSpec {
+    /// The datastore the job works on (every kind names one).
     pub fn datastore(&self) -> &str {
         match self {
             JobSpec::Backup { datastore, .. }
@@ -598,6 +755,8 @@ impl JobSpec {
         }
     }
 
+    /// The job's kind as its `kind` tag spells it (`backup`,
+    /// `vm-restore`, ...).
     pub fn kind(&self) -> &'static str {
         match self {
             JobSpec::Backup { .. } => "backup",
@@ -616,14 +775,20 @@ impl JobSpec {
     }
 }
 
+/// Where a job is: `running`, or how it ended (every other state is
+/// final).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobState {
+    /// Started and not ended; `progress` is live.
     Running,
+    /// Finished without errors or warnings.
     Succeeded,
     /// Finished, but some inputs could not be read (exit code 3 in the CLI).
     Warnings,
+    /// Ended with an error: see `error` and `error_kind`.
     Failed,
+    /// Stopped on request (`POST /api/jobs/{id}/cancel`).
     Cancelled,
     /// The daemon stopped while it ran; its partial data is left for gc.
     Interrupted,
@@ -633,36 +798,60 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Whether the job has ended: any state but `running`.
     pub fn is_finished(self) -> bool {
         self != JobState::Running
     }
 }
 
+/// How far a job has got: live while it runs, the last figures once it
+/// has ended.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobProgress {
     /// What the job is doing now, e.g. `scanning`, `backing up`, `committing`.
     pub phase: String,
+    /// Items done so far: files for file backups and restores, disks for
+    /// VM backups and restores, VMs for lab runs, blobs for agent
+    /// uploads.
     pub files_done: u64,
+    /// Bytes done so far: of the files or disks backed up or restored;
+    /// for `verify`, pack bytes read; for agent uploads, pack bytes
+    /// received.
     pub bytes_done: u64,
     /// Known once the scan is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_total: Option<u64>,
+    /// Bytes to do, counted like `bytes_done`; known once the scan is
+    /// done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_total: Option<u64>,
 }
 
+/// A job: what it does, where it is, and how it ended (`GET /api/jobs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobInfo {
+    /// The job's id, `YYYYMMDDTHHMMSS-xxxxxx`: its start time (UTC) and
+    /// 6 random hex digits, so ids sort by start time.
     pub id: String,
+    /// What the job does, as started (a `lab-verify` naming a lab
+    /// carries the lab's VMs and probes).
     pub spec: JobSpec,
+    /// Where the job is: `running`, or how it ended.
     pub state: JobState,
     /// The schedule that started it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// When it started (RFC 3339, UTC); for a `skipped` run, when it was
+    /// skipped.
     pub started: DateTime<Utc>,
+    /// When it ended (RFC 3339, UTC); absent while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<DateTime<Utc>>,
+    /// How far it has got.
     pub progress: JobProgress,
+    /// What went wrong, for a human: set when `failed` or `cancelled`,
+    /// and saying why a run was `skipped` or `interrupted`; absent
+    /// otherwise (warnings are in `result.warnings`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Why it failed, beside the message (absent unless failed or cancelled).
@@ -678,7 +867,8 @@ pub struct JobInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobErrorKind {
-    /// Stopped on request (a cancel, the daemon stopping).
+    /// Stopped on request (`POST /api/jobs/{id}/cancel`). (A job the
+    /// daemon stopped under is `interrupted`, a state of its own.)
     Cancelled,
     /// The job's own request is wrong (a format, a name, empty rules):
     /// the same request fails again; fix it.
@@ -701,26 +891,40 @@ pub enum JobErrorKind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NotifyWhen {
+    /// No mail.
     Never,
+    /// Mail when a run fails or is skipped (the default); not for runs
+    /// that end with warnings or are cancelled.
     #[default]
     Failure,
+    /// Mail after every run, whatever its outcome.
     Always,
 }
 
+/// A job to run at the times a cron expression names: the body of
+/// `POST /api/schedules` and `PUT /api/schedules/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ScheduleSpec {
+    /// A name for people, unique among schedules (1-64 letters, digits,
+    /// `-`, `_`).
     pub name: String,
     /// Cron expression with seconds: `sec min hour day-of-month month
     /// day-of-week [year]`, e.g. `0 30 2 * * *` (02:30 daily), in the
     /// appliance's time zone.
     pub cron: String,
+    /// The job each run starts (any kind but `agent-backup`); its paths
+    /// are checked when the schedule is saved and again at each run.
     pub job: JobSpec,
     /// Applied after each successful backup or vm-backup run, to the
     /// snapshots of the same source (host and paths, or VM).
     #[serde(default, skip_serializing_if = "KeepRules::is_empty")]
     pub keep: KeepRules,
+    /// When to mail a run's report (through the relay of
+    /// `/api/settings/smtp`); default `failure`.
     #[serde(default)]
     pub notify: NotifyWhen,
+    /// Whether its timer runs it; default true. `POST
+    /// /api/schedules/{id}/run` runs a disabled schedule too.
     #[serde(default = "yes")]
     pub enabled: bool,
 }
@@ -729,13 +933,23 @@ fn yes() -> bool {
     true
 }
 
+/// A stored schedule: its id and next run, the spec's fields flat
+/// beside them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ScheduleInfo {
+    /// The schedule's id: 12 hex digits, given at creation, never
+    /// changed; jobs it starts name it in `schedule`.
     pub id: String,
+    /// What it runs and when, flat in this object.
     #[serde(flatten)]
     pub spec: ScheduleSpec,
+    /// When its timer runs it next (RFC 3339, UTC); absent while it is
+    /// disabled or when the cron expression names no future time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<DateTime<Utc>>,
+    /// The id of the job its latest run started (by timer or `run`,
+    /// skipped runs included); absent until it first runs after a
+    /// daemon start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_job: Option<String>,
 }
@@ -749,19 +963,37 @@ pub struct ScheduleInfo {
 #[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A job started or finished (or changed state otherwise).
-    JobState { job: JobInfo },
+    JobState {
+        /// The job as it is now.
+        job: JobInfo,
+    },
     /// Progress of a running job, at most a few times a second.
-    JobProgress { id: String, progress: JobProgress },
+    JobProgress {
+        /// The job's id.
+        id: String,
+        /// Its progress now.
+        progress: JobProgress,
+    },
     /// A scheduled run was skipped because the previous one still runs.
-    ScheduleSkipped { schedule: String, running_job: String },
+    ScheduleSkipped {
+        /// The schedule's id.
+        schedule: String,
+        /// The id of its previous run's job, still running.
+        running_job: String,
+    },
     /// Anything else an admin should see in the audit trail.
-    Notice { message: String },
+    Notice {
+        /// The notice, for a human.
+        message: String,
+    },
 }
 
+/// Answer of `GET /api/health` (no token needed).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HealthStatus {
     /// `ok` while the daemon serves.
     pub status: String,
+    /// The daemon's version, e.g. `0.1.0`.
     pub version: String,
 }
 

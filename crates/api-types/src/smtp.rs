@@ -27,6 +27,8 @@ pub enum SmtpSecurity {
 }
 
 impl SmtpSecurity {
+    /// The port a relay usually listens on with this protection: 587,
+    /// 465 or 25.
     pub fn default_port(self) -> u16 {
         match self {
             SmtpSecurity::Starttls => 587,
@@ -44,6 +46,7 @@ pub struct SmtpSettings {
     /// Relay port; absent means the usual port of `security`.
     #[serde(default)]
     pub port: Option<u16>,
+    /// How the connection is protected; default `starttls`.
     #[serde(default)]
     pub security: SmtpSecurity,
     /// Login for AUTH (PLAIN or LOGIN); absent: no AUTH.
@@ -80,6 +83,8 @@ impl fmt::Debug for SmtpSettings {
 }
 
 impl SmtpSettings {
+    /// The port to connect to: `port`, or else the usual port of
+    /// `security`.
     pub fn port(&self) -> u16 {
         self.port.unwrap_or(self.security.default_port())
     }

@@ -23,8 +23,15 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// (extents, htree index, inline data, verity, encryption, ...) describe
 /// how the file system stores the inode and are neither kept nor set.
 pub const USER_FLAGS: u32 = 0x1 | 0x2 | 0x4 | 0x8 | IMMUTABLE | APPEND | NODUMP | 0x80 | 0x400 | 0x4000 | 0x8000 | 0x10000 | 0x20000 | 0x80_0000 | 0x200_0000 | 0x2000_0000 | 0x4000_0000;
+/// `chattr +i` (`FS_IMMUTABLE_FL`): the inode cannot be changed, linked,
+/// renamed or removed (not even by root), and a directory's entries cannot
+/// be added or removed.
 pub const IMMUTABLE: u32 = 0x10;
+/// `chattr +a` (`FS_APPEND_FL`): a file may only be appended to; like
+/// `IMMUTABLE` it cannot be renamed, linked or removed.
 pub const APPEND: u32 = 0x20;
+/// `chattr +d` (`FS_NODUMP_FL`): "do not back up". Kept like any flag, and
+/// the entry is left out of a backup with `--exclude-nodump`.
 pub const NODUMP: u32 = 0x40;
 /// Flags that forbid changing the file (or, on a directory, its entries):
 /// set last on restore, cleared first when a restore runs over them.

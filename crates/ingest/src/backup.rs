@@ -33,7 +33,14 @@ thread_local! {
 /// the API's `backup` job) and how.
 #[derive(Clone, Debug, Default)]
 pub struct BackupOptions {
+    /// Files and directories to back up, as given: `resolve_sources`
+    /// makes them canonical, and a missing one fails the backup. A single
+    /// directory's contents become the snapshot's root; otherwise the root
+    /// holds one entry per source, named by its last component.
     pub sources: Vec<PathBuf>,
+    /// The host name the snapshot records (`crate::hostname()` for this
+    /// machine). With the source paths it picks the parent snapshot, so a
+    /// different name means a full read.
     pub hostname: String,
     /// Worker threads; 0 = a default from the core count.
     pub threads: usize,
@@ -43,10 +50,16 @@ pub struct BackupOptions {
     pub select: BackupSelection,
 }
 
+/// What `backup` committed.
 #[derive(Debug)]
 pub struct BackupOutcome {
+    /// The id of the new snapshot.
     pub snapshot_id: BlobId,
+    /// The snapshot as committed: root tree, parent, summary counters.
     pub snapshot: Snapshot,
+    /// The run's warnings (a copy of `Progress::messages`, so at most the
+    /// first 1000): entries skipped, stored without some metadata, or
+    /// changed while read. The snapshot is committed all the same.
     pub warnings: Vec<String>,
 }
 
@@ -75,7 +88,11 @@ pub trait BackupTarget: Sync {
 
 /// The local datastore as a backup target.
 pub struct LocalTarget<'a> {
+    /// Where new blobs go. It registered this run as a writer of the
+    /// datastore, and skips blobs the datastore already holds.
     pub sink: &'a BlobSink,
+    /// The datastore the parent snapshot's trees are read from (the one
+    /// `sink` writes to).
     pub ds: &'a Datastore,
 }
 
@@ -92,9 +109,15 @@ impl BackupTarget for LocalTarget<'_> {
 /// come from its config), or identical files would not deduplicate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkParams {
+    /// Files of at most this many bytes are stored whole, as one
+    /// `SmallFile` blob (an empty file as none); larger ones are chunked.
     pub small_file_max: u64,
+    /// Smallest content-defined chunk, in bytes (a file's last chunk may
+    /// be shorter).
     pub chunk_min: u32,
+    /// Average chunk size the cut points aim at, in bytes.
     pub chunk_avg: u32,
+    /// Largest chunk, in bytes: a cut is forced there.
     pub chunk_max: u32,
 }
 
@@ -122,6 +145,7 @@ struct Archiver<'a> {
 /// The parent snapshot a backup compares against.
 #[derive(Clone, Copy, Debug)]
 pub struct ParentTree {
+    /// The parent snapshot's root tree (`Snapshot::tree`).
     pub tree: BlobId,
     /// Its trees record xattrs and inode flags (`BackupSummary::ext_metadata`).
     pub ext_metadata: bool,
@@ -164,7 +188,9 @@ const DIR_BATCH: usize = 1024;
 /// to keep a disk's queue full while they wait on inodes.
 const READAHEAD_THREADS: usize = 4;
 
-pub fn default_threads() -> usize {
+/// Worker threads when the caller asks for 0 (backup and restore): one
+/// and a half per core, at least 2 and at most 16.
+pub(crate) fn default_threads() -> usize {
     // File IO blocks; a few more threads than cores keep the CPUs busy on
     // a cold cache without thrashing a warm one.
     let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -253,6 +279,21 @@ pub fn archive(target: &dyn BackupTarget, sources: &[PathBuf], parent: Option<Pa
     Ok(Archived { tree, root, summary })
 }
 
+/// Backs `opts.sources` up into the local datastore `ds` and commits one
+/// snapshot. The parent is the newest snapshot of the same host name and
+/// source paths (none with `force_full`); a file whose size, mtime,
+/// ctime and inode match the parent's record is taken as unchanged: not
+/// read, and given the parent's content (and, when the parent records
+/// them, its xattrs and flags).
+///
+/// Blocks until done: call it from a thread that may block (not an async
+/// executor). It runs its own pool of `opts.threads` workers plus a few
+/// read-ahead threads. Other threads may sample `progress` meanwhile, and
+/// setting `progress.cancel` stops the run with `IngestError::Interrupted`.
+///
+/// Entries that cannot be read are warnings (`BackupOutcome::warnings`),
+/// not errors. On any error nothing is committed; blobs already stored
+/// stay, unreferenced, until gc.
 pub fn backup(ds: Arc<Datastore>, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
     let start = Instant::now();
     let time = chrono::Utc::now();

@@ -20,6 +20,9 @@ use std::io::{self, Read};
 /// `read` once a file is larger than the buffer.
 const READ_SLACK: usize = 1 << 20;
 
+/// Content-defined chunking with one datastore's size limits, cutting
+/// exactly where `fastcdc::v2020::StreamCDC` would. Holds no buffer: one
+/// `Chunker` serves every thread, each bringing its own buffer to `chunk`.
 #[derive(Clone, Copy, Debug)]
 pub struct Chunker {
     min: usize,
@@ -30,6 +33,10 @@ pub struct Chunker {
 }
 
 impl Chunker {
+    /// A chunker for chunks of `min` to `max` bytes around `avg` (the
+    /// datastore's `ChunkParams`; a file's last chunk may be shorter than
+    /// `min`). The sizes are not checked: they must be ones
+    /// `StreamCDC::new` accepts.
     pub fn new(min: u32, avg: u32, max: u32) -> Self {
         // Normalization level 1, as `StreamCDC::new`.
         let bits = logarithm2(avg);
@@ -85,7 +92,9 @@ impl Chunker {
 }
 
 /// Reads from `src` into `buf` until `limit` bytes or the end, whichever
-/// comes first; returns how many. `buf` grows to what is read.
+/// comes first; returns how many. `size_hint` (the expected file size)
+/// sizes the reads. `buf` is grown as needed and may end up longer than
+/// what was read: only `buf[..n]` holds the file's bytes.
 pub fn read_up_to(src: &mut impl Read, buf: &mut Vec<u8>, limit: usize, size_hint: u64) -> io::Result<usize> {
     let mut len = 0;
     loop {

@@ -5,6 +5,9 @@ use crate::error::{IngestError, Result};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::path::Path;
 
+/// A compiled set of exclude patterns, checked for every entry the
+/// backup walk (and the counting scan) meets. An excluded directory is not
+/// entered, so everything below it is left out too.
 #[derive(Clone)]
 pub struct Excludes {
     by_name: GlobSet,
@@ -13,6 +16,9 @@ pub struct Excludes {
 }
 
 impl Excludes {
+    /// Compiles `patterns` (globs; an empty list excludes nothing). In a
+    /// pattern with a `/`, `*` does not cross a `/` and a trailing `/` is
+    /// ignored. An invalid glob is `IngestError::BadPattern`.
     pub fn new(patterns: &[String]) -> Result<Self> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
@@ -29,6 +35,10 @@ impl Excludes {
         Ok(Excludes { by_name: build(names)?, by_path: build(paths)?, empty: patterns.is_empty() })
     }
 
+    /// Whether the entry at `path` is left out: its last component matches
+    /// a pattern without `/`, or the whole path matches one with `/`.
+    /// `path` is the absolute path the walk built (source + names), so
+    /// path patterns should be absolute too.
     pub fn excluded(&self, path: &Path) -> bool {
         if self.empty {
             return false;

@@ -26,6 +26,8 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// `fstat` of an open descriptor: the file it refers to, whatever has
+/// happened to its name since it was opened.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above.

@@ -8,15 +8,17 @@
 //! whose (size, mtime, ctime, inode) match the parent snapshot are not read.
 //! `restore` writes a snapshot (or parts of it) back in parallel.
 
+#![warn(missing_docs)]
+
 pub mod attrs;
 pub mod backup;
-pub mod chunker;
+pub(crate) mod chunker;
 pub mod error;
 pub mod exclude;
-pub mod fsat;
-pub mod meta;
+pub(crate) mod fsat;
+pub(crate) mod meta;
 pub mod progress;
-pub mod readahead;
+pub(crate) mod readahead;
 pub mod restore;
 pub mod scan;
 

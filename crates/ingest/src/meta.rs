@@ -2,6 +2,11 @@
 
 use lifeboat_store::{Node, NodeKind};
 
+/// The tree node of the entry `name`, from its `lstat`: type and mode,
+/// owner, size (0 unless a regular file), mtime and ctime in nanoseconds
+/// since the epoch, and device, inode and link count (for hard links and
+/// `unchanged`). Content, subtree, link target and extended metadata are
+/// left empty for the caller to fill in.
 pub fn node_from(name: Vec<u8>, st: &libc::stat) -> Node {
     let kind = NodeKind::from_mode(st.st_mode);
     Node {

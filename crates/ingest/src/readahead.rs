@@ -24,6 +24,9 @@ use std::thread::JoinHandle;
 /// so this only caps a burst.
 const QUEUE: usize = 4096;
 
+/// The read-ahead threads and the queue of hints to them. Shared by the
+/// walk's threads (`hint` takes `&self`). Dropping it closes the queue and
+/// joins the threads once they have worked through the hints still queued.
 pub struct Readahead {
     tx: Option<Sender<PathBuf>>,
     threads: Vec<JoinHandle<()>>,

@@ -38,6 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Where and how `restore` writes a snapshot. `Default` restores
+/// everything into `target`, without owners or privileged bits and
+/// attributes, with the default thread count.
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
     /// The target directory (created if missing), or with `target_dir`
@@ -49,7 +52,8 @@ pub struct RestoreOptions {
     pub target_dir: Option<Arc<OwnedFd>>,
     /// Paths inside the snapshot ("/etc/hosts", "docs"); empty = all.
     pub includes: Vec<String>,
-    /// Restore owners (uid/gid); default true when running as root.
+    /// Restore owners (uid/gid). `Default` leaves it off; callers turn it
+    /// on when running as root (only root may give files to others).
     pub owners: bool,
     /// Recreate set-user/group-ID bits on files, device nodes, and
     /// extended attributes in the privileged namespaces (`trusted.*`,
@@ -57,17 +61,28 @@ pub struct RestoreOptions {
     /// restore, the local CLI). Without it they are left out, each named
     /// in the warnings.
     pub special: bool,
+    /// Worker threads; 0 = a default from the core count.
     pub threads: usize,
 }
 
+/// What `restore` wrote.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RestoreOutcome {
+    /// Regular files written. A hard link made to a file written earlier
+    /// in the run is not counted again.
     pub files: u64,
+    /// Directories restored (created, or restored over), not counting
+    /// the target itself.
     pub dirs: u64,
+    /// Total size of the files written, holes of sparse files and ranges
+    /// lost from the datastore (written as zeros) included.
     pub bytes: u64,
     /// Set-ID bits, privileged xattrs and device nodes not restored (see
     /// `RestoreOptions::special`).
     pub left_out: u64,
+    /// The run's warnings (a copy of `Progress::messages`, so at most the
+    /// first 1000): metadata that could not be set, entries left out,
+    /// data lost from the datastore. The restore went on past each.
     pub warnings: Vec<String>,
 }
 
@@ -119,6 +134,24 @@ fn components(p: &str) -> Vec<Vec<u8>> {
     p.split('/').filter(|c| !c.is_empty() && *c != ".").map(|c| c.as_bytes().to_vec()).collect()
 }
 
+/// Writes the snapshot `snap` of `ds` (all of it, or `opts.includes`)
+/// beneath the target, over whatever is there: existing directories are
+/// restored into, other entries in the way are replaced, and entries the
+/// snapshot does not name are left alone. (A directory where the snapshot
+/// has a file or symlink is not removed: that entry fails.)
+///
+/// Blocks until done: call it from a thread that may block (not an async
+/// executor). It runs its own pool of `opts.threads` workers plus one
+/// thread that prefetches file data. Other threads may sample `progress`
+/// meanwhile (it counts `files` and `bytes`; totals are the caller's to
+/// set); setting `progress.cancel` stops the run with
+/// `IngestError::Interrupted`, leaving what was written so far.
+///
+/// An include that names nothing is `IngestError::NotInSnapshot`, before
+/// anything is written. A directory, file or symlink that cannot be
+/// created or written is `IngestError::Target`. Data lost from the datastore (a damaged pack)
+/// and metadata that cannot be set are warnings: the paths concerned are
+/// named and the rest is restored.
 pub fn restore(ds: &Datastore, snap: &Snapshot, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreOutcome> {
     let includes: Vec<Vec<Vec<u8>>> = opts.includes.iter().map(|p| components(p)).collect();
     let root = ds.load_tree(&snap.tree)?;

@@ -15,6 +15,16 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// Counts the regular files under `sources` and their bytes into
+/// `progress.total_files` and `total_bytes`, leaving out what `excludes`
+/// excludes, then sets `progress.scan_done`. Runs on the calling thread
+/// (spawn one for it beside the backup) and stops early, without setting
+/// `scan_done`, once `progress` is cancelled. Unreadable entries are
+/// skipped silently (the backup reports them).
+///
+/// The totals are an estimate for an ETA: sources are taken as given (a
+/// source that is a symlink counts nothing; the backup canonicalizes it),
+/// and `--one-file-system` and `--exclude-nodump` are not applied.
 pub fn count_totals(sources: &[PathBuf], excludes: &Excludes, progress: &Progress) {
     // Directories still to list: (their parent, their name, their path).
     let mut stack: Vec<(Arc<OwnedFd>, CString, PathBuf)> = Vec::new();
