@@ -90,6 +90,20 @@ impl JobsActor {
         Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine, guests: GuestSettings::default(), labs: None })
     }
 
+    /// Each schedule's newest run in the history (schedule id -> job
+    /// id), so a restarted daemon still shows what a schedule last did.
+    pub fn last_job_per_schedule(&self) -> HashMap<String, String> {
+        let mut last: HashMap<String, &JobInfo> = HashMap::new();
+        for j in self.history.values() {
+            if let Some(s) = &j.schedule {
+                if last.get(s).is_none_or(|l| (l.started, &l.id) < (j.started, &j.id)) {
+                    last.insert(s.clone(), j);
+                }
+            }
+        }
+        last.into_iter().map(|(s, j)| (s, j.id.clone())).collect()
+    }
+
     fn log(&self, id: &str, line: &str) {
         if let Err(e) = self.store.log(id, line) {
             tracing::warn!(job = id, "job log: {e}");

@@ -43,6 +43,13 @@ impl SchedulerActor {
         s
     }
 
+    /// What each schedule last started, from the job history (see
+    /// `JobsActor::last_job_per_schedule`).
+    pub fn with_last_jobs(mut self, last: HashMap<String, String>) -> Self {
+        self.last_job = last;
+        self
+    }
+
     fn next_after(&self, spec: &ScheduleSpec, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let c = parse_cron(&spec.cron).ok()?;
         c.after(&after.with_timezone(&self.tz)).next().map(|t| t.with_timezone(&Utc))
@@ -70,6 +77,10 @@ impl SchedulerActor {
         }
         if !spec.keep.is_empty() && !matches!(spec.job, JobSpec::Backup { .. } | JobSpec::VmBackup { .. }) {
             return Err("keep rules apply to backup schedules only; for retention alone schedule a forget job".into());
+        }
+        // Else every run would back up, then fail on rules that keep nothing.
+        if !spec.keep.is_empty() && crate::work::forget::policy(&spec.keep).is_empty() {
+            return Err("keep rules of 0 keep nothing: give at least one of last/hourly/daily/weekly/monthly/yearly above 0, or leave keep out".into());
         }
         Ok(())
     }

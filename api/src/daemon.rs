@@ -107,9 +107,11 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
         tracing::warn!("removed the lab network {stale} of a run that did not finish");
     }
     let labs = Arc::new(lifeboat_state::LabStore::open(&state_dir)?);
-    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?.with_guests(guests).with_labs(labs.clone()).start();
+    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?.with_guests(guests).with_labs(labs.clone());
+    let last_jobs = jobs.last_job_per_schedule();
+    let jobs = jobs.start();
     let schedules = Arc::new(ScheduleStore::open(&state_dir)?);
-    let scheduler = SchedulerActor::new(schedules, tz, jobs.clone(), datastores.clone()).start();
+    let scheduler = SchedulerActor::new(schedules, tz, jobs.clone(), datastores.clone()).with_last_jobs(last_jobs).start();
     let ingest = IngestActor::new(datastores.clone(), jobs.clone()).start();
     let instant = lifeboat_actors::instant::InstantVms::new(state_dir.join("instant"));
     // VMs run from backups by a daemon that was killed: their overlays

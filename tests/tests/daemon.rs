@@ -368,6 +368,8 @@ fn schedules_skip_overlapping_runs_apply_retention_and_persist() {
     let bad = d.call("POST", "/api/schedules", Some(&d.admin), Some(&json!({ "name": "x", "cron": "every day", "job": spec["job"] })));
     assert_eq!(bad.status, 400);
     assert!(bad.json()["message"].as_str().unwrap().contains("cron expression"), "{bad:?}");
+    let zero = d.call("POST", "/api/schedules", Some(&d.admin), Some(&json!({ "name": "x", "cron": "0 0 * * * *", "job": spec["job"], "keep": { "last": 0 } })));
+    assert!(zero.status == 400 && zero.body.contains("keep nothing"), "{zero:?}");
     let tap = EventTap::start(&d);
     let r = d.call("POST", "/api/schedules", Some(&d.admin), Some(&spec));
     assert_eq!(r.status, 201, "{r:?}");
@@ -406,12 +408,15 @@ fn schedules_skip_overlapping_runs_apply_retention_and_persist() {
     // Retention: keep the last 2.
     let snaps = d.admin_ok("GET", "/api/datastores/default/snapshots", None);
     assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps}");
+    let last_job = d.admin_ok("GET", &format!("/api/schedules/{sid}"), None)["last_job"].clone();
+    assert!(last_job.is_string(), "{last_job}");
     drop(tap);
     d.stop();
-    // Schedules persist.
+    // Schedules persist, and so does what each last ran (from the history).
     let d = Daemon::start(&state, None, &[]);
     let list = d.admin_ok("GET", "/api/schedules", None);
     assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["last_job"], last_job, "{list}");
     assert_eq!(list[0]["name"], "every-second");
     assert_eq!(list[0]["enabled"], false);
     assert!(list[0].get("next_run").is_none(), "a disabled schedule has no next run: {list}");
