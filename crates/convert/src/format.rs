@@ -8,10 +8,15 @@ use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
 
+/// A disk image format a restore writes (`--format`, `PLATFORM:FORMAT`).
+/// Serialized, parsed and displayed as its lowercase name, which is also
+/// the written file's extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskFormat {
+    /// A plain image, sparse where the disk has holes.
     Raw,
+    /// QEMU's copy-on-write format (KVM and OpenStack's default).
     Qcow2,
     /// monolithicSparse, or streamOptimized inside an OVA.
     Vmdk,
@@ -20,8 +25,10 @@ pub enum DiskFormat {
 }
 
 impl DiskFormat {
+    /// Every format, in the order error messages list them.
     pub const ALL: [DiskFormat; 4] = [DiskFormat::Raw, DiskFormat::Qcow2, DiskFormat::Vmdk, DiskFormat::Vhdx];
 
+    /// The format's name: qemu-img's `-O` value and the file extension.
     pub fn as_str(self) -> &'static str {
         match self {
             DiskFormat::Raw => "raw",

@@ -13,9 +13,10 @@
 //! from the snapshot: mapped hardware, repair inside its overlays.
 //! `shared_reads` lets several targets be written from one read of the
 //! datastore.
+#![warn(missing_docs)]
 
 pub mod format;
-pub mod instant;
+pub(crate) mod instant;
 pub mod restore;
 pub mod shared_reads;
 pub mod target;

@@ -1,8 +1,9 @@
 //! A VM snapshot restored for a target platform, in one pass:
 //!
-//! 1. the disks are served by lifeboat's NBD server on a unix socket in
-//!    the work directory, each behind a copy-on-write overlay when the
-//!    guest is repaired (the datastore is read-only to all of this);
+//! 1. the disks are served by lifeboat's NBD server on a unix socket (in
+//!    a short private directory: socket paths are limited), each behind a
+//!    copy-on-write overlay in the work directory when the guest is
+//!    repaired (the datastore is read-only to all of this);
 //! 2. the guest is repaired through libguestfs on those exports (its
 //!    writes land in the overlays);
 //! 3. qemu-img reads each export (holes stay holes) and writes the
@@ -38,53 +39,88 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// How one target of a restore is written (`restore_for_target(s)`).
 #[derive(Clone, Debug)]
 pub struct TargetRestoreOptions {
+    /// The platform restored for.
     pub platform: Platform,
     /// The disk format; None: the platform's default.
     pub format: Option<DiskFormat>,
     /// `KEY=VALUE` overrides of the platform's mapping.
     pub maps: Vec<String>,
+    /// Repair the guest for the target (libguestfs, on copy-on-write
+    /// overlays) before the disks are written; false is `--no-repair`.
     pub repair: bool,
-    /// Overlays, the NBD socket, repair scratch; removed at the end.
+    /// Overlays, repair scratch and, for an OVA, the disks before they
+    /// are packed; created, and removed with all it holds at the end, so
+    /// give a directory of this restore's own. (The NBD socket lives in
+    /// a short directory of its own.)
     pub workdir: PathBuf,
     /// The output directory as the admin named it (written into the
     /// libvirt XML), when `out` is a descriptor path.
     pub out_display: Option<PathBuf>,
-    /// libguestfs' appliance under TCG.
+    /// Run libguestfs' appliance under TCG (software emulation), for
+    /// hosts without KVM.
     pub tcg: bool,
     /// Windows drivers the guest lacks come from here (a directory or a
     /// virtio-win ISO).
     pub drivers: Option<PathBuf>,
 }
 
+/// What one target of a restore wrote. Also written, with the source
+/// document under `source`, as `restore-report.json` beside the files.
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetRestore {
+    /// The platform restored for.
     pub platform: Platform,
+    /// The format the disks were written in.
     pub format: DiskFormat,
+    /// The VM's name.
     pub vm: String,
     /// Files written into the output directory (names).
     pub files: Vec<String>,
+    /// The hardware mapping applied (the platform's defaults with the
+    /// `--map` overrides).
     pub mapping: Mapping,
     /// NIC id -> [old MAC, new MAC].
     pub macs: std::collections::BTreeMap<String, (String, String)>,
     /// None with --no-repair.
     pub repair: Option<RepairReport>,
+    /// What loading the snapshot's description upgraded or repaired
+    /// (`LoadedVm::warnings`).
     pub warnings: Vec<String>,
     /// Chunks decoded from the datastore for this restore and every
-    /// target written beside it (one read serves them all).
+    /// target written beside it (one read serves them all). Set on the
+    /// returned value only: `restore-report.json` is written before the
+    /// count is known and says 0.
     pub chunks_read: u64,
 }
 
+/// Why a restore for a target (or an instant VM's retargeting) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetRestoreError {
+    /// The request cannot be done as asked, found before anything is
+    /// written: e.g. an unknown `--map` key or value, a disk format the
+    /// platform does not read, a mapped VM that is not valid (or, for an
+    /// instant VM, that QEMU could not boot), no target at all.
     #[error("{0}")]
     Invalid(String),
+    /// Writing the target failed: a file or directory, the NBD server,
+    /// qemu-img or tar; the message names which and why.
     #[error("{0}")]
     Io(String),
-    /// The report so far is in `report` (steps done, the failed one).
+    /// The guest repair failed; a restore then writes no disk for this
+    /// target. The report so far is in `report` (steps done, the failed
+    /// one).
     #[error("{msg}")]
-    Repair { msg: String, report: Option<Box<RepairReport>> },
+    Repair {
+        /// What failed, as a message for the user.
+        msg: String,
+        /// The repair's report up to the failed step; `None` when it
+        /// failed before any step (libguestfs could not start or inspect
+        /// the guest).
+        report: Option<Box<RepairReport>>,
+    },
 }
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> TargetRestoreError + '_ {
@@ -109,6 +145,9 @@ pub struct GuestRepair {
     pub tcg: bool,
     /// Windows drivers the guest lacks come from here.
     pub drivers: Option<PathBuf>,
+    /// Directory for the repair's temporary files (an unpacked driver
+    /// source, registry hives); created if missing, left for the caller
+    /// to remove.
     pub scratch: PathBuf,
 }
 
@@ -155,8 +194,10 @@ pub fn restore_for_target(ds: Arc<Datastore>, vm: &LoadedVm, out: &Path, o: &Tar
 /// One target of `vm restore --target PLATFORM[:FORMAT]...`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetSpec {
+    /// The platform restored for.
     pub platform: Platform,
-    /// None: `--format`, else the platform's own.
+    /// The disk format: the spec's own, else `--format`; `None` when
+    /// neither names one (the platform's default then).
     pub format: Option<DiskFormat>,
     /// Where under the output directory it goes: None for a single
     /// target (the output directory itself), else the platform's name,

@@ -65,6 +65,8 @@ impl SharedReads {
         })
     }
 
+    /// Consumer `id`'s reader (`id < readers`, else this panics). Its
+    /// reads go straight to the disk until `SharedReader::track`.
     pub fn reader(self: &Arc<Self>, id: usize) -> SharedReader {
         assert!(id < self.state.lock().unwrap().at.len());
         SharedReader { shared: self.clone(), id }

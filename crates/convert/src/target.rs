@@ -11,18 +11,28 @@ use lifeboat_vm::{Bus, Firmware, Nic, VmMetadata};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// A platform a VM snapshot is restored for (`--target PLATFORM`).
+/// Serialized, parsed and displayed as its lowercase name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
+    /// libvirt/KVM: qcow2 disks and a `domain.xml`.
     Kvm,
+    /// OpenStack: qcow2 disks, a `domain.xml` and the Glance image
+    /// properties of the boot disk (`openstack-image.json`).
     Openstack,
+    /// VMware: VMDK disks with an OVF descriptor and manifest, packed
+    /// into one OVA by default (`--map package=ovf` leaves them apart).
     Vmware,
+    /// Hyper-V: VHDX disks, `hyperv.json` and `create-vm.ps1`.
     Hyperv,
 }
 
 impl Platform {
+    /// Every platform, in the order error messages list them.
     pub const ALL: [Platform; 4] = [Platform::Kvm, Platform::Openstack, Platform::Vmware, Platform::Hyperv];
 
+    /// The platform's name as `--target` takes it and reports show it.
     pub fn as_str(self) -> &'static str {
         match self {
             Platform::Kvm => "kvm",
@@ -62,13 +72,17 @@ pub enum FirmwareChoice {
     /// What the backup had: a guest installed for BIOS has no EFI system
     /// partition, so changing firmware needs more than a restore.
     Keep,
+    /// Legacy BIOS (`--map firmware=bios`).
     Bios,
+    /// UEFI (`--map firmware=uefi`).
     Uefi,
 }
 
+/// Whether the NICs keep their MAC addresses (`--map mac=keep|new`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MacPolicy {
+    /// Every NIC keeps the MAC it had in the backup (the default).
     Keep,
     /// A fresh random MAC per NIC in the target's range (the source VM
     /// may still run on its old platform).
@@ -90,18 +104,28 @@ pub enum NetPolicy {
 /// document still boots under QEMU; each writer translates them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Mapping {
+    /// The bus of every disk except CD-ROMs (which go on IDE or AHCI);
+    /// on a Hyper-V generation 1 VM the first disk goes on IDE anyway.
     pub disk_bus: Bus,
     /// The controller of `scsi` disks (`virtio-scsi-pci`, `pvscsi`,
     /// `lsi53c895a`, `hv-storvsc`); unused for other buses.
     pub disk_controller: String,
+    /// QEMU device name of every NIC (`virtio-net-pci`, `e1000`,
+    /// `vmxnet3`, `hv-netvsc`).
     pub nic_model: String,
+    /// Firmware of the target VM.
     pub firmware: FirmwareChoice,
     /// `auto`: `q35` for UEFI or a q35 source, `pc` otherwise (KVM,
     /// OpenStack); the virtual hardware version (`vmx-14`) on VMware; the
     /// generation (UEFI: 2, BIOS: 1) on Hyper-V.
     pub machine: String,
+    /// Video device model (`vga`, `vmvga`, `hyperv`, ...), as libvirt's
+    /// `<video><model type>` and Glance's `hw_video_model` take it;
+    /// `none` leaves the video device out.
     pub video: String,
+    /// Whether NICs keep their MACs or get new ones.
     pub mac: MacPolicy,
+    /// How the guest's network configuration is repaired.
     pub network: NetPolicy,
     /// VMware: `ova` (one file, streamOptimized disks) or `ovf` (a
     /// descriptor beside monolithicSparse disks).
@@ -207,7 +231,9 @@ fn device_name(v: &str) -> Option<String> {
 /// document field holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Converted {
+    /// The platform mapped onto.
     pub platform: Platform,
+    /// The mapping applied: the platform's defaults with the overrides.
     pub mapping: Mapping,
     /// The document the target runs: buses, controllers, NIC models,
     /// MACs, firmware and machine as mapped; admin fields kept.

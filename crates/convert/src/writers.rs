@@ -14,15 +14,22 @@ use std::fmt::Write;
 /// directory), format, virtual size and bytes in the file.
 #[derive(Clone, Debug)]
 pub struct DiskFile {
+    /// The disk's id in the converted document (`Disk::id`).
     pub id: String,
+    /// The file's name: relative to the output directory, or the member
+    /// name inside an OVA.
     pub file: String,
+    /// The image format the file is in.
     pub format: DiskFormat,
+    /// Virtual size in bytes: the disk as the guest sees it.
     pub size: u64,
+    /// Length of the file in bytes (the OVF's `ovf:size`).
     pub file_bytes: u64,
 }
 
-/// XML text and attribute escaping.
-pub fn esc(s: &str) -> String {
+/// XML text and attribute escaping; control characters XML 1.0 cannot
+/// hold become spaces.
+pub(crate) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -51,6 +51,9 @@ fn mac(s: &str) -> Option<String> {
         .then(|| hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_ascii_lowercase()).collect::<Vec<_>>().join(":"))
 }
 
+/// The plan for disk image `file` (`stem`: its name without extension,
+/// `ext`: its lowercase extension). Only a VHDX/VHD looks for a
+/// `hyperv.json` beside it, and uses it only when it lists `file`.
 pub fn plan(file: &Path, stem: &str, ext: &str) -> Result<ImportPlan, ImportError> {
     let dir = file.parent().unwrap_or(Path::new("."));
     let described = dir.join("hyperv.json");

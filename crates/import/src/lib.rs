@@ -15,9 +15,10 @@
 //! extracted. The document is checked with the restores' own check
 //! before a byte is read, so an import that could not be restored is
 //! refused up front.
+#![warn(missing_docs)]
 
 mod hyperv;
-pub mod ovf;
+pub(crate) mod ovf;
 mod serve;
 
 use lifeboat_qemu::{check_restorable, commit_vm_snapshot, read_disks, DiskToRead, DisksRead, SocketDir, VmBackupError, VmBackupOutcome};
@@ -29,18 +30,45 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Why an import failed. Nothing is committed to the datastore then.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    /// The VM's description is unusable: an OVF that is not well-formed
+    /// or names what it does not hold (a disk, a file, units), or a file
+    /// name that is not a plain name beside the description.
     #[error("{0}")]
     Description(String),
+    /// A file of the import cannot be read or is not what it should be:
+    /// missing, not a regular file, not a tar archive, a truncated OVA, a
+    /// `hyperv.json` that does not parse or names a bad MAC or
+    /// generation. Also used when the socket directory for qemu-nbd
+    /// cannot be made.
     #[error("{path}: {message}")]
-    File { path: PathBuf, message: String },
+    File {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong with it, as a message for the user.
+        message: String,
+    },
+    /// The file's extension is not one import takes (the message lists
+    /// those it does).
     #[error("{0}")]
     Unsupported(String),
+    /// qemu-img or qemu-nbd cannot read a disk image (not installed, an
+    /// image format or file it does not understand, no virtual size).
     #[error("qemu-nbd could not read {path}: {message}")]
-    Reader { path: String, message: String },
+    Reader {
+        /// The image file, or the OVA holding it.
+        path: String,
+        /// qemu's own words, or why it could not run.
+        message: String,
+    },
+    /// The VM backup path failed: the document is one no restore could
+    /// boot (checked before a byte is stored), or reading a disk or
+    /// committing the snapshot failed.
     #[error(transparent)]
     Backup(#[from] VmBackupError),
+    /// The datastore failed (registering the import as a writer).
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -57,18 +85,28 @@ pub struct ImportOptions {
     /// The VM's name in the datastore (default: from the description, or
     /// the file's name).
     pub name: Option<String>,
+    /// CPU count, replacing what the description says (1 when neither
+    /// names one).
     pub cpus: Option<u32>,
+    /// Memory in MiB, replacing what the description says (1024 when
+    /// neither names one).
     pub memory_mib: Option<u64>,
+    /// Tags of the snapshot.
     pub tags: Vec<String>,
+    /// Host name recorded in the snapshot.
     pub hostname: String,
 }
 
 /// A VM described and its disks located, ready to be read.
 #[derive(Debug)]
 pub struct ImportPlan {
+    /// The VM's document as described, with `ImportOptions` applied and
+    /// the file's name in `extra["import.file"]`. Disk sizes are the
+    /// description's; `import_vm` takes each image's own.
     pub md: VmMetadata,
     /// Disk id -> where its image is.
     disks: Vec<(String, ImageSource)>,
+    /// What was assumed, mapped to something else or left out, and why.
     pub warnings: Vec<String>,
 }
 

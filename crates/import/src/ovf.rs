@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 /// A VM described by an OVF envelope.
 #[derive(Debug)]
 pub struct OvfVm {
+    /// The VM mapped onto QEMU hardware. CPU count and memory are 0 when
+    /// the envelope names none; disk sizes are the DiskSection's (0 for
+    /// a CD image).
     pub md: VmMetadata,
     /// Disk id in `md` -> the file (`href`) holding its image.
     pub files: Vec<(String, String)>,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Where a disk image to import is.
 #[derive(Clone, Debug)]
 pub enum ImageSource {
     /// An image file of its own.
@@ -55,6 +56,8 @@ impl ImageSource {
     }
 }
 
+/// A running `qemu-nbd` serving one image read-only as export `disk`;
+/// killed, and its socket removed, when dropped.
 pub struct ImageServer {
     child: Child,
     socket: PathBuf,
@@ -63,6 +66,9 @@ pub struct ImageServer {
 }
 
 impl ImageServer {
+    /// Asks `qemu-img info` for the image's virtual size, then starts
+    /// `qemu-nbd` on `socket` and waits (up to 30 s) until the socket is
+    /// there. `ImportError::Reader` carries qemu's words when it fails.
     pub fn start(src: &ImageSource, socket: &Path) -> Result<ImageServer, ImportError> {
         let shown = src.path().display().to_string();
         let reader = |message: String| ImportError::Reader { path: shown.clone(), message };
@@ -102,6 +108,7 @@ impl ImageServer {
         Ok(ImageServer { child, socket: socket.to_path_buf(), size })
     }
 
+    /// The NBD URI of the export, as the backup path's reader takes it.
     pub fn uri(&self) -> String {
         format!("nbd+unix:///disk?socket={}", self.socket.display())
     }

@@ -39,13 +39,21 @@ pub const CHECKPOINT_PREFIX: &str = "lifeboat-";
 /// Metadata `extra` key naming the checkpoint at a snapshot's point.
 pub const CHECKPOINT_KEY: &str = "libvirt-checkpoint";
 
+/// What `backup_domain` backs up, and how the snapshot is labelled.
 pub struct LibvirtBackupOptions {
     /// libvirt connection URI, e.g. `qemu:///system`.
     pub uri: String,
+    /// The domain as virsh takes it (name, UUID or id). The snapshot is
+    /// named after the `<name>` of its XML.
     pub domain: String,
+    /// Tags of the snapshot.
     pub tags: Vec<String>,
+    /// Host name recorded in the snapshot; the parent of an incremental
+    /// backup is the latest snapshot of the same VM from the same host
+    /// name.
     pub hostname: String,
-    /// Read every block even when a checkpoint could spare it.
+    /// Read every block even when a checkpoint could spare it (a new
+    /// checkpoint is still created for the next backup).
     pub full: bool,
 }
 

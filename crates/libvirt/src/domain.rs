@@ -8,11 +8,15 @@ use roxmltree::{Document, Node};
 /// A disk the backup reads: libvirt names it by its target (`vda`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainDisk {
+    /// The guest-side device name (`<target dev>`, e.g. `vda`, `sdb`):
+    /// libvirt's name for the disk and the disk's id in `VmMetadata`.
     pub target: String,
     /// Image format libvirt gives QEMU (`qcow2`, `raw`).
     pub format: String,
     /// `file`, `block`, `network`, `volume`.
     pub source_type: String,
+    /// Where the image is on the host, as `<source>` names it (`file`,
+    /// `dev`, `name` or `volume` attribute); `None` for an empty drive.
     pub source: Option<String>,
 }
 

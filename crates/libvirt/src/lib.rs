@@ -21,10 +21,11 @@
 //! speaks to local and remote URIs alike, and the XML documents are
 //! libvirt's stable, documented interface. The cost is a process per call,
 //! which is nothing next to a backup.
+#![warn(missing_docs)]
 
-pub mod backup;
-pub mod domain;
-pub mod virsh;
+pub(crate) mod backup;
+pub(crate) mod domain;
+pub(crate) mod virsh;
 
 pub use backup::{backup_domain, LibvirtBackupOptions, CHECKPOINT_PREFIX};
 pub use domain::{parse_domain, qemu_owner, DomainDisk};
@@ -33,27 +34,62 @@ pub use virsh::Virsh;
 
 use lifeboat_vm::VmMetadata;
 
+/// Why a call of this connector failed. A failed `backup_domain` commits
+/// no snapshot and deletes the checkpoint it had created.
 #[derive(Debug, thiserror::Error)]
 pub enum LibvirtError {
+    /// The `virsh` process could not be started (not installed, not on
+    /// `PATH`); install libvirt's client tools.
     #[error("cannot run virsh ({0}); install libvirt-clients")]
     NoVirsh(String),
+    /// virsh ran and exited with a failure status: libvirt refused the
+    /// command (unknown domain, connection or permission denied, a backup
+    /// job already running, ...).
     #[error("virsh -c {uri} {cmd}: {msg}")]
-    Virsh { uri: String, cmd: String, msg: String },
+    Virsh {
+        /// The connection URI virsh was given.
+        uri: String,
+        /// The virsh command and its arguments, space-separated.
+        cmd: String,
+        /// virsh's stderr lines, `error: ` prefixes stripped, joined with
+        /// `; `.
+        msg: String,
+    },
+    /// A document libvirt printed (domain or backup XML) is not
+    /// well-formed, lacks what we need (`<name>`, `<devices>`), or
+    /// describes a VM the neutral document cannot hold.
     #[error("libvirt XML: {0}")]
     Xml(String),
+    /// A backup was asked of a domain that is neither running nor paused:
+    /// a pull backup needs the QEMU process. Start the domain.
     #[error("domain {domain} is {state}; a backup needs it running (virsh start {domain})")]
-    NotRunning { domain: String, state: String },
+    NotRunning {
+        /// The domain as the caller named it.
+        domain: String,
+        /// Its state in libvirt's words (`virsh domstate`), e.g. `shut off`.
+        state: String,
+    },
+    /// The VM backup path shared with the QMP connector failed: the
+    /// hardware is one no restore could boot, the parent snapshot could
+    /// not be loaded, reading the NBD export failed, or committing did.
     #[error(transparent)]
     Backup(#[from] lifeboat_qemu::VmBackupError),
+    /// The datastore failed (finding the parent snapshot, registering the
+    /// backup as a writer).
     #[error(transparent)]
     Store(#[from] lifeboat_store::StoreError),
+    /// Anything else, as a message for the user: a domain without disks,
+    /// a work directory or XML file that cannot be created or handed to
+    /// QEMU's user, a `domblkinfo` that prints no capacity.
     #[error("{0}")]
     Other(String),
 }
 
-/// One domain of the inventory.
+/// One domain of the inventory (`lifeboat vm list --libvirt`, also as
+/// JSON).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DomainInfo {
+    /// The domain's name, as `virsh list --name` prints it.
     pub name: String,
     /// libvirt's words: running, paused, shut off, ...
     pub state: String,
