@@ -257,7 +257,15 @@ pub fn convert(src: &VmMetadata, platform: Platform, mapping: &Mapping) -> Resul
         (m, _) => m.to_string(),
     };
     let q35 = md.machine.contains("q35");
+    let hyperv_gen2 = md.machine == "hyperv-gen2";
     for d in &mut md.disks {
+        if d.is_cdrom() && hyperv_gen2 {
+            // Generation 2 has no IDE controller: its DVD drives are SCSI.
+            d.bus = Bus::Scsi;
+            d.controller = Some(mapping.disk_controller.clone());
+            d.model = Some("scsi-cd".into());
+            continue;
+        }
         if d.is_cdrom() {
             // A CD-ROM needs no driver to boot the guest: it goes where
             // every platform has one (IDE on pc, AHCI on q35).
@@ -405,6 +413,11 @@ mod tests {
         assert_eq!(hv.md.disks[0].bus, Bus::Ide, "generation 1 boots from IDE");
         let hv2 = convert(&src, Platform::Hyperv, &Mapping::defaults(Platform::Hyperv).with_overrides(&["firmware=uefi"]).unwrap()).unwrap();
         assert_eq!((hv2.md.machine.as_str(), hv2.md.firmware, hv2.md.disks[0].bus), ("hyperv-gen2", Firmware::Uefi, Bus::Scsi));
+        assert_eq!(hv2.md.disks[1].bus, Bus::Scsi, "generation 2 has no IDE: its DVD drive is on SCSI");
+        let cd = crate::writers::DiskFile { id: "cd0".into(), file: "cd0.vhdx".into(), format: crate::DiskFormat::Vhdx, size: 1 << 20, file_bytes: 1 << 20 };
+        let ps1 = crate::writers::hyperv_ps1(&hv2, &[cd]);
+        assert!(ps1.contains("Add-VMDvdDrive -VM $vm -ControllerType SCSI"), "{ps1}");
+        assert!(!ps1.contains("IDE"), "{ps1}");
         let q = convert(&src, Platform::Openstack, &Mapping::defaults(Platform::Openstack).with_overrides(&["firmware=uefi"]).unwrap()).unwrap();
         assert_eq!((q.md.machine.as_str(), q.md.disks[1].bus), ("q35", Bus::Sata), "q35 has no PIIX IDE: the CD-ROM goes on AHCI");
     }
