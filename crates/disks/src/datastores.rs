@@ -1,6 +1,7 @@
 //! Existing Lifeboat datastores on a disk's file systems: a directory
-//! holding the datastore's `config.json` (lifeboat_store::config), at the
-//! top of the file system or up to two levels down.
+//! holding the datastore's `config.json` (lifeboat_store::config) and a
+//! `packs/` directory, at the top of the file system or up to two levels
+//! down.
 
 use crate::mounts::MountTable;
 use crate::Disk;
@@ -17,6 +18,8 @@ pub struct FoundDatastore {
     pub relative: PathBuf,
     /// The datastore id from its config, if the config could be read.
     pub id: Option<String>,
+    /// The config has an encryption section: its data is encrypted.
+    /// False when the config could not be read.
     pub encrypted: bool,
     /// Why this code cannot open it (a newer format, a damaged config).
     pub problem: Option<String>,
@@ -36,7 +39,7 @@ fn mount_options(fstype: &str) -> Option<&'static str> {
 
 /// Datastores in the directory tree `top` (not following symlinks), at
 /// most two levels down, sorted by path.
-pub fn find_datastores(top: &Path) -> Vec<FoundDatastore> {
+pub(crate) fn find_datastores(top: &Path) -> Vec<FoundDatastore> {
     let mut found = Vec::new();
     let mut dirs = vec![(PathBuf::new(), 0u32)];
     while let Some((rel, depth)) = dirs.pop() {

@@ -17,18 +17,23 @@ use std::time::{Duration, Instant};
 /// The label of the file systems (and the GPT partition) the console
 /// creates.
 pub const DATA_LABEL: &str = "lifeboat-data";
-/// XFS labels hold at most 12 bytes, one less than `DATA_LABEL`.
-pub const XFS_DATA_LABEL: &str = "lifeboatdata";
+/// The XFS label the console uses instead: XFS labels hold at most 12
+/// bytes, one less than `DATA_LABEL`.
+pub(crate) const XFS_DATA_LABEL: &str = "lifeboatdata";
 /// GPT type "Linux filesystem data".
 const LINUX_FS_GUID: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 
+/// The file system `format_disk` creates on a data disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsType {
+    /// ext4 (`mkfs.ext4`), labelled `lifeboat-data`.
     Ext4,
+    /// XFS (`mkfs.xfs`), labelled `lifeboatdata`; needs at least 320 MiB.
     Xfs,
 }
 
 impl FsType {
+    /// The type as mount(2), fstab and blkid name it: `ext4`, `xfs`.
     pub fn name(self) -> &'static str {
         match self {
             FsType::Ext4 => "ext4",
@@ -42,7 +47,8 @@ impl FsType {
             FsType::Xfs => XFS_DATA_LABEL,
         }
     }
-    /// Smallest disk mkfs accepts (mkfs.xfs refuses below 300 MB).
+    /// Smallest disk, in bytes, the console formats with this type
+    /// (32 MiB for ext4, 320 MiB for XFS: mkfs.xfs refuses below 300 MB).
     pub fn min_size(self) -> u64 {
         match self {
             FsType::Ext4 => 32 << 20,
@@ -62,6 +68,7 @@ impl FsType {
 pub struct FormatRequest {
     /// The disk as listed: its path, size and devno are checked again.
     pub disk: Disk,
+    /// The file system to create.
     pub fstype: FsType,
     /// The system root that gets the fstab entry and the mount point
     /// (`/` on the appliance, a temporary directory in tests).
@@ -70,12 +77,21 @@ pub struct FormatRequest {
     pub system_paths: Vec<PathBuf>,
 }
 
-/// An existing file system to mount for its datastores.
+/// An existing file system to mount for its datastores, as listed
+/// (from a [`Filesystem`](crate::Filesystem) of the chosen disk).
 #[derive(Clone, Debug)]
 pub struct ImportRequest {
+    /// The device node to mount (`Filesystem::device`).
     pub device: PathBuf,
+    /// Its type as blkid named it (`Filesystem::fstype`), passed to
+    /// mount(2) and written to fstab.
     pub fstype: String,
+    /// Its UUID as listed (`Filesystem::uuid`): the device must still
+    /// carry it, else the import fails with `DiskError::Changed`. The
+    /// mount point and the fstab entry are derived from it.
     pub uuid: String,
+    /// The system root that gets the fstab entry and the mount point
+    /// (`/` on the appliance, a temporary directory in tests).
     pub root: PathBuf,
 }
 
@@ -84,16 +100,21 @@ pub struct ImportRequest {
 pub struct Prepared {
     /// The partition (or whole disk) holding the file system.
     pub device: PathBuf,
+    /// The file system type, as written to fstab (`ext4`, `xfs`, ...).
     pub fstype: String,
+    /// The file system UUID; fstab names it as `UUID=<uuid>`.
     pub uuid: String,
-    /// Mount point as the system sees it (`/srv/lifeboat/<uuid8>`).
+    /// Mount point as the system sees it (`/srv/lifeboat/data-<uuid8>`,
+    /// the UUID's first 8 alphanumerics).
     pub mount_point: PathBuf,
     /// The same under the root: where it is mounted now.
     pub mounted_at: PathBuf,
 }
 
-/// The mount point the console uses for the file system with `uuid`.
-pub fn mount_point_for(uuid: &str) -> PathBuf {
+/// The mount point the console uses for the file system with `uuid`:
+/// `/srv/lifeboat/data-` and the UUID's first 8 ASCII alphanumerics
+/// (dashes dropped), as the system sees it (not under the root).
+pub(crate) fn mount_point_for(uuid: &str) -> PathBuf {
     let short: String = uuid.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
     PathBuf::from("/srv/lifeboat").join(format!("data-{short}"))
 }

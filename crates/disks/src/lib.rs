@@ -3,7 +3,8 @@
 //! `list_disks` finds the machine's disks in sysfs and probes each one with
 //! libblkid (partition table, file systems, labels, UUIDs), then looks
 //! inside the file systems it can mount read-only for existing Lifeboat
-//! datastores (a directory holding the datastore's `config.json`), so the
+//! datastores (a directory holding the datastore's `config.json` and
+//! `packs/`), so the
 //! console can offer them for import instead of format. The disk holding
 //! `/` or `/boot` is marked as the system disk and never offered.
 //!
@@ -16,6 +17,7 @@
 //! partition, mkfs (ext4 or xfs) labelled `lifeboat-data`, an fstab entry by
 //! UUID and a mount, all under a configurable root so tests run them in a
 //! temporary directory against loop devices.
+#![warn(missing_docs)]
 
 mod datastores;
 mod error;
@@ -24,10 +26,11 @@ mod mounts;
 mod probe;
 mod sysfs;
 
-pub use datastores::{find_datastores, FoundDatastore};
+pub use datastores::FoundDatastore;
 pub use error::{DiskError, Result};
-pub use format::{check_format, format_disk, import_filesystem, mount_point_for, FormatRequest, FsType, ImportRequest, Prepared, DATA_LABEL};
-pub use mounts::{fstab_upsert, MountTable};
+pub use format::{check_format, format_disk, import_filesystem, FormatRequest, FsType, ImportRequest, Prepared, DATA_LABEL};
+pub(crate) use mounts::fstab_upsert;
+pub use mounts::MountTable;
 
 use std::path::{Path, PathBuf};
 
@@ -38,18 +41,28 @@ pub struct Disk {
     pub name: String,
     /// Device node: `/dev/sda`.
     pub path: PathBuf,
-    /// `major:minor`.
+    /// Kernel device number `(major, minor)`, from sysfs `dev`.
     pub devno: (u32, u32),
     /// Size in bytes.
     pub size: u64,
+    /// Vendor model from sysfs (`device/model`); for a loop device
+    /// `loop device (<backing file>)`, for a virtio disk `virtio disk`.
+    /// Compared again before formatting, to catch a reused device name.
     pub model: Option<String>,
+    /// Serial number from sysfs, when the device reports one; compared
+    /// again before formatting like `model`.
     pub serial: Option<String>,
+    /// sysfs `removable` is 1 (USB sticks, card readers, CD drives).
     pub removable: bool,
+    /// sysfs `ro` is 1: the disk cannot be written and is never formatted.
     pub read_only: bool,
-    /// `gpt`, `dos`, ... when the disk has a partition table.
+    /// libblkid's PTTYPE (`gpt`, `dos`, ...) when the disk has a
+    /// partition table.
     pub partition_table: Option<String>,
     /// A file system on the whole disk (no partition table).
     pub filesystem: Option<Filesystem>,
+    /// The partitions in the table, in table order (empty without a
+    /// partition table).
     pub partitions: Vec<Partition>,
     /// Why this disk holds the running system (`holds /`), if it does.
     pub system: Option<String>,
@@ -61,6 +74,8 @@ pub struct Disk {
     pub probe_error: Option<String>,
 }
 
+/// One entry of a disk's partition table, as libblkid reads it from the
+/// table itself (so it is listed even without a kernel device node).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Partition {
     /// Partition number in the table (1-based).
@@ -70,21 +85,32 @@ pub struct Partition {
     pub path: Option<PathBuf>,
     /// Offset from the start of the disk, bytes.
     pub start: u64,
+    /// Length of the partition, bytes.
     pub size: u64,
     /// GPT partition name, if any.
     pub name: Option<String>,
+    /// The file system in the partition; None when there is none, when
+    /// its signatures are ambiguous, and for an extended (DOS) partition.
     pub filesystem: Option<Filesystem>,
 }
 
+/// A file system (or other signature: swap, LVM, RAID member) libblkid
+/// found on a whole disk or a partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filesystem {
-    /// blkid's TYPE: `ext4`, `xfs`, `vfat`, `swap`, `LVM2_member`, ...
+    /// blkid's TYPE: `ext4`, `xfs`, `vfat`, `swap`, `LVM2_member`, ...;
+    /// `unknown (conflicting signatures)` when libblkid found more than
+    /// one on a whole disk.
     pub fstype: String,
+    /// blkid's LABEL, if the file system has one.
     pub label: Option<String>,
+    /// blkid's UUID (the form `UUID=` in fstab takes), if it has one.
+    /// `import_filesystem` needs it.
     pub uuid: Option<String>,
     /// The device node to mount it from, when there is one.
     pub device: Option<PathBuf>,
-    /// Where it is mounted now (first mount point), if it is.
+    /// Where it is mounted now (first mount point), if it is. Only filled
+    /// in by the datastore search (`ListOptions::search_datastores`).
     pub mounted_at: Option<PathBuf>,
     /// Lifeboat datastores found on it.
     pub datastores: Vec<FoundDatastore>,

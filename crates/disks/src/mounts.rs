@@ -5,23 +5,34 @@ use crate::error::{DiskError, Result};
 use crate::Disk;
 use std::path::{Path, PathBuf};
 
+/// One line of /proc/self/mountinfo.
 #[derive(Clone, Debug)]
 pub struct Mount {
+    /// `(major, minor)` of the mounted device; major 0 for file systems
+    /// without a block device (tmpfs, overlay, proc).
     pub devno: (u32, u32),
+    /// Where it is mounted, octal escapes (`\040`) decoded.
     pub mount_point: PathBuf,
+    /// The mount source (`/dev/vda1`, `tmpfs`), escapes decoded.
     pub source: String,
+    /// The file system type (`ext4`, `proc`, ...).
     pub fstype: String,
 }
 
 /// The mount table of this process's mount namespace.
 #[derive(Clone, Debug, Default)]
 pub struct MountTable {
+    /// The mounts in /proc/self/mountinfo order; unparsable lines are
+    /// skipped.
     pub mounts: Vec<Mount>,
-    /// Device paths of active swap areas.
+    /// Device (or file) paths of active swap areas, from /proc/swaps.
+    /// Empty when /proc/swaps cannot be read.
     pub swaps: Vec<PathBuf>,
 }
 
 impl MountTable {
+    /// Reads the table now. Fails only when /proc/self/mountinfo cannot
+    /// be read (no /proc).
     pub fn read() -> Result<Self> {
         let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| DiskError::io("read", "/proc/self/mountinfo", e))?;
         let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
@@ -33,7 +44,9 @@ impl MountTable {
         self.mounts.iter().filter(|m| m.devno == devno).map(|m| m.mount_point.clone()).collect()
     }
 
-    /// The mount whose mount point is exactly `path`.
+    /// The mount whose mount point is exactly `path` (no prefix match);
+    /// the last listed when several are stacked there (normally the
+    /// visible one).
     pub fn at(&self, path: &Path) -> Option<&Mount> {
         self.mounts.iter().rev().find(|m| m.mount_point == path)
     }
@@ -97,8 +110,10 @@ pub(crate) fn usage(disk: &Disk, mounts: &MountTable) -> Vec<String> {
 }
 
 /// Adds or replaces the fstab line for `mount_point` in `fstab` (created
-/// if missing), written to a temporary file and renamed into place.
-pub fn fstab_upsert(fstab: &Path, line_source: &str, mount_point: &Path, fstype: &str, options: &str) -> Result<()> {
+/// if missing), written to a temporary file and renamed into place. The
+/// line is `<line_source> <mount_point> <fstype> <options> 0 2`; other
+/// lines and comments stay as they are.
+pub(crate) fn fstab_upsert(fstab: &Path, line_source: &str, mount_point: &Path, fstype: &str, options: &str) -> Result<()> {
     let old = match std::fs::read_to_string(fstab) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -1,6 +1,6 @@
 //! Installing the live appliance (the ISO's system) to a disk, with no UI:
-//! the console's "Install to disk" screen calls `check` and `install` and
-//! shows the `Progress` they report.
+//! the console's "Install to disk" screen calls `install` (which runs
+//! `check` first) and shows the `Progress` it reports.
 //!
 //! The installed disk boots both ways without any NVRAM entry: a GPT with
 //! a 1 MiB BIOS-boot partition (GRUB i386-pc core image), an EFI system
@@ -17,6 +17,7 @@
 //! GRUB's modules are there). A failure after that unmounts what was
 //! mounted and wipes the new partition table again, so the disk never
 //! looks like a half-installed appliance, and the error names the step.
+#![warn(missing_docs)]
 
 use lifeboat_disks::Disk;
 use std::io::Read;
@@ -24,18 +25,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where Debian's live-boot mounts the squashfs and the medium.
+/// Where Debian's live-boot mounts the squashfs (the pristine root file
+/// system the install copies).
 pub const LIVE_ROOTFS: &str = "/run/live/rootfs/filesystem.squashfs";
+/// Where Debian's live-boot mounts the live medium (the ISO), which holds
+/// `live/vmlinuz` and `live/initrd.img`.
 pub const LIVE_MEDIUM: &str = "/run/live/medium";
 
-/// The smallest disk the appliance is installed to.
+/// The smallest disk the appliance is installed to, in bytes (2 GiB).
 pub const MIN_DISK_SIZE: u64 = 2 << 30;
 
-/// GPT partition types.
+/// GPT partition types: BIOS boot, EFI system, Linux root (x86-64).
 const BIOS_BOOT_GUID: &str = "21686148-6449-6E6F-744E-656564454649";
 const ESP_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 const LINUX_ROOT_X86_64_GUID: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
+/// The installed root's ext4 label, also its GPT partition name.
 pub const ROOT_LABEL: &str = "lifeboat-root";
+/// The EFI system partition's FAT volume label (at most 11 characters,
+/// upper case).
 pub const ESP_LABEL: &str = "LIFEBOATEFI";
 
 /// Kernel arguments of a live boot that must not reach the installed
@@ -49,7 +56,12 @@ pub struct LiveSource {
     pub rootfs: PathBuf,
     /// The mounted live medium: its disk is never an install target.
     pub medium: PathBuf,
+    /// The kernel image to install (`live/vmlinuz` on the medium); it is
+    /// copied to `/boot/vmlinuz-<version>`, the version being the copied
+    /// root's last `/lib/modules` entry in name order.
     pub kernel: PathBuf,
+    /// The initrd to install (`live/initrd.img` on the medium), copied to
+    /// `/boot/initrd.img-<version>`.
     pub initrd: PathBuf,
 }
 
@@ -83,28 +95,46 @@ pub fn installed_kernel_args(live_cmdline: &str) -> String {
 pub struct InstallRequest {
     /// The target disk as the user saw it when they chose it.
     pub disk: Disk,
+    /// The live system copied to it.
     pub source: LiveSource,
-    /// The installed system's kernel arguments (besides `root=`).
+    /// The installed system's kernel arguments (besides `root=`, which
+    /// the GRUB menu adds), usually `installed_kernel_args` of
+    /// /proc/cmdline.
     pub kernel_args: String,
     /// Directories whose disks are never targets (the live medium is
     /// added by `check`).
     pub system_paths: Vec<PathBuf>,
 }
 
-/// The install's steps, in order.
+/// The install's steps, in order. An `InstallError` names the step that
+/// failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
+    /// Reading the disk again and checking it, the tools, GRUB's modules
+    /// and the live source; nothing is written.
     Check,
+    /// wipefs, then sfdisk: a GPT with a 1 MiB BIOS boot partition, a
+    /// 128 MiB EFI system partition and the root on the rest.
     Partition,
+    /// mkfs.vfat on the ESP, mkfs.ext4 on the root (fresh UUIDs, labels
+    /// `ESP_LABEL` and `ROOT_LABEL`), both mounted under /run.
     Filesystems,
+    /// rsync of the live root file system to the new root (most of the
+    /// time and of the percentage).
     Copy,
+    /// Kernel and initrd into /boot, /etc/fstab, /boot/grub/grub.cfg.
     BootFiles,
+    /// `grub-install --target=i386-pc` to the disk (BIOS boot).
     GrubBios,
+    /// `grub-install --target=x86_64-efi --removable` to the ESP.
     GrubUefi,
+    /// sync and unmount.
     Finish,
 }
 
 impl Step {
+    /// What the step does, as a phrase that follows "while" (the
+    /// `Display` text too): `copying the system`.
     pub fn describe(self) -> &'static str {
         match self {
             Step::Check => "checking the disk and the tools",
@@ -142,18 +172,26 @@ impl std::fmt::Display for Step {
 /// Where the install is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
+    /// The step running now.
     pub step: Step,
     /// 0-100 over the whole install.
     pub percent: u8,
+    /// What the step works on or how far it is (a device, `1.2 GiB
+    /// copied`, `done`); may be empty.
     pub detail: String,
 }
 
 /// What was installed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Installed {
+    /// The disk installed to (device path).
     pub disk: PathBuf,
+    /// UUID of the new ext4 root, as in fstab and grub.cfg.
     pub root_uuid: String,
+    /// Volume id of the EFI system partition, `XXXX-XXXX` (the form blkid
+    /// and fstab use for FAT).
     pub esp_uuid: String,
+    /// The installed kernel's version (its /lib/modules directory name).
     pub kernel_version: String,
 }
 
@@ -162,9 +200,15 @@ pub struct Installed {
 #[derive(Debug, thiserror::Error)]
 #[error("installing to {disk} failed while {step}: {detail}. {aftermath}")]
 pub struct InstallError {
+    /// The target disk (device path).
     pub disk: PathBuf,
+    /// The step that failed; `Step::Check` means the disk was not touched.
     pub step: Step,
+    /// What went wrong (the failing command and the end of its output).
     pub detail: String,
+    /// What the disk holds now, for the user: nothing written, wiped again
+    /// (no partition table, no file system), or a partial install to wipe
+    /// by hand when the cleanup failed too.
     pub aftermath: String,
 }
 
@@ -210,8 +254,12 @@ pub fn check(req: &InstallRequest) -> Result<Disk, InstallError> {
     Ok(now)
 }
 
-/// Installs the live system to the disk, reporting progress. On error the
-/// disk is left without a partition table (see `InstallError::aftermath`).
+/// Installs the live system to the disk, reporting progress (on the
+/// calling thread, at each step and at most 4 times a second while
+/// copying). Runs `check` first: a failed check leaves the disk
+/// untouched. A later failure unmounts and wipes the disk again, leaving
+/// it without a partition table when that works; `InstallError::aftermath`
+/// says which. Needs root (mkfs, mount, grub-install).
 pub fn install(req: &InstallRequest, progress: &mut dyn FnMut(Progress)) -> Result<Installed, InstallError> {
     progress(Progress { step: Step::Check, percent: 0, detail: req.disk.path.display().to_string() });
     let disk = check(req)?;
@@ -398,14 +446,16 @@ impl Job<'_> {
 
 /// `(bytes, percent)` from an rsync --info=progress2 line like
 /// `  123456789  42%   12.34MB/s    0:00:10 (xfr#12, to-chk=3/40)`.
-pub fn parse_rsync_progress(line: &str) -> Option<(u64, u8)> {
+pub(crate) fn parse_rsync_progress(line: &str) -> Option<(u64, u8)> {
     let mut f = line.split_whitespace();
     let bytes = f.next()?.replace(',', "").parse().ok()?;
     let pct = f.next()?.strip_suffix('%')?.parse::<u8>().ok()?;
     Some((bytes, pct.min(100)))
 }
 
-pub fn fstab(root_uuid: &str, esp_uuid: &str) -> String {
+/// The installed system's /etc/fstab: the root and the ESP (`nofail`,
+/// private to root) by UUID.
+pub(crate) fn fstab(root_uuid: &str, esp_uuid: &str) -> String {
     format!(
         "# Written by the Lifeboat installer.\n\
          UUID={root_uuid} / ext4 errors=remount-ro 0 1\n\
@@ -417,7 +467,7 @@ pub fn fstab(root_uuid: &str, esp_uuid: &str) -> String {
 /// and screen, the root by UUID, and no menu: a menu's countdown stops at
 /// any key, and a key typed (or line noise) on the serial console while
 /// the firmware starts would leave the appliance waiting at the menu.
-pub fn grub_cfg(root_uuid: &str, kver: &str, kernel_args: &str) -> String {
+pub(crate) fn grub_cfg(root_uuid: &str, kver: &str, kernel_args: &str) -> String {
     format!(
         "# Written by the Lifeboat installer.\n\
          serial --unit=0 --speed=115200\n\
@@ -431,7 +481,8 @@ pub fn grub_cfg(root_uuid: &str, kver: &str, kernel_args: &str) -> String {
     )
 }
 
-/// The kernel version of the copied root: its newest /lib/modules entry.
+/// The kernel version of the copied root: its last /lib/modules entry in
+/// name order (not version order: `6.10` sorts before `6.9`).
 fn kernel_version(root: &Path) -> StepResult<String> {
     let dir = root.join("lib/modules");
     let mut v: Vec<String> = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();

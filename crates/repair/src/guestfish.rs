@@ -9,16 +9,25 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+/// A running guestfish server (`guestfish --listen`) with the guest's
+/// disks added and the appliance booted. Dropping it abandons the
+/// session without a sync; `close` ends it cleanly.
 pub struct Guestfish {
+    /// The server's process id (`GUESTFISH_PID`), used by `--remote`.
     pid: u32,
     /// Scratch directory for uploads.
     tmp: std::path::PathBuf,
 }
 
+/// A guestfish command that failed or could not be run (see the module
+/// docs on what a failing command does to the server).
 #[derive(Debug, thiserror::Error)]
 #[error("guestfish {cmd}: {msg}")]
 pub struct GfError {
+    /// The command and its arguments (`--listen` for the start).
     pub cmd: String,
+    /// The error: the server log's last line mentioning `error`, else
+    /// guestfish's stderr, or why it could not run.
     pub msg: String,
 }
 
@@ -63,14 +72,18 @@ impl Guestfish {
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     }
 
+    /// One command; its output's non-empty lines.
     pub fn lines(&self, args: &[&str]) -> Result<Vec<String>, GfError> {
         Ok(self.run(args)?.lines().map(str::to_string).filter(|l| !l.is_empty()).collect())
     }
 
+    /// One command that prints `true` or `false` (`is-file`, `is-dir`,
+    /// `exists`); anything else counts as false.
     pub fn is_true(&self, args: &[&str]) -> Result<bool, GfError> {
         Ok(self.run(args)?.trim() == "true")
     }
 
+    /// Whether guest path `p` is a regular file (`is-file`).
     pub fn is_file(&self, p: &str) -> Result<bool, GfError> {
         self.is_true(&["is-file", p])
     }

@@ -3,9 +3,9 @@
 //! driver starts at boot and is bound to its controller before Plug and
 //! Play runs, and the old platform's services stay off.
 //!
-//! Steps (each a [`Step`] of the report):
-//! 1. `drivers`: the target's driver files (`viostor.sys`, `vioscsi.sys`,
-//!    `netkvm.sys`, `pvscsi.sys`, `vmxnet3.sys` ...) are copied into
+//! Steps (each a [`Step`](crate::Step) of the report):
+//! 1. `drivers`: the target's driver files (`<service>.sys`: `viostor.sys`,
+//!    `vioscsi.sys`, `netkvm.sys`, `pvscsi.sys` ...) are copied into
 //!    `Windows\System32\drivers` from the driver source the admin gave
 //!    (a virtio-win ISO or a directory, searched for the file by name),
 //!    unless Windows has them already (`storahci`, `stornvme`, `storvsc`,
@@ -39,9 +39,14 @@ pub struct WindowsDriver {
     pub boot: bool,
     /// Windows ships it (no file to inject).
     pub inbox: bool,
+    /// The service's load order group (`SCSI miniport`, `NDIS`, ...),
+    /// written as its `Group` value.
     pub group: &'static str,
     /// CriticalDeviceDatabase keys (PCI ids) bound to it.
     pub devices: &'static [&'static str],
+    /// Device setup class GUID written as `ClassGUID` with each
+    /// `devices` key (SCSI adapter or IDE controller); empty for NICs,
+    /// which get no CriticalDeviceDatabase entry.
     pub class: &'static str,
 }
 
@@ -59,7 +64,9 @@ const DRIVERS: &[(&str, WindowsDriver)] = &[
 ];
 
 /// The Windows drivers for the target's hardware, from the Linux module
-/// names the mapping yields (the same table drives both repairs).
+/// names the mapping yields (the same table drives both repairs), each
+/// once, in the order of `linux`. Modules without a Windows counterpart
+/// (`virtio_pci`, `sd_mod`, ...) are skipped.
 pub fn windows_drivers(linux: &[String]) -> Vec<&'static WindowsDriver> {
     let mut v: Vec<&'static WindowsDriver> = Vec::new();
     for m in linux {
@@ -72,7 +79,10 @@ pub fn windows_drivers(linux: &[String]) -> Vec<&'static WindowsDriver> {
     v
 }
 
-/// Guest services of each platform, disabled when the guest leaves it.
+/// The Windows guest services to disable (`Start=4`) for a guest moving
+/// to `platform`: every other platform's; QEMU's agent and balloon
+/// service only when moving to `vmware` or `hyperv`. Only services the
+/// hive has are touched.
 pub fn windows_platform_services(platform: &str) -> Vec<&'static str> {
     let mut v = Vec::new();
     if platform != "vmware" {
@@ -117,9 +127,13 @@ fn reg_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// Edits a SYSTEM hive file for the target: boot-start storage drivers
-/// bound to their controllers, NIC driver services, old platform
-/// services disabled. Returns what it changed, line by line.
+/// Edits a SYSTEM hive file (a local copy) for the target, in its current
+/// control set only: boot-start storage drivers bound to their
+/// controllers, NIC driver services (demand start), the `disable`
+/// services that exist set to `Start=4`. Returns what it changed, line by
+/// line. Errors (as text) when the file is not a SYSTEM hive, hivex's
+/// tools are missing (libhivex-bin, libwin-hivex-perl) or a boot driver's
+/// `Start` does not read back as 0.
 pub fn repair_system_hive(hive: &Path, drivers: &[&WindowsDriver], disable: &[&str]) -> Result<Vec<String>, String> {
     let cs = current_control_set(hive)?;
     let mut details = Vec::new();
@@ -210,7 +224,7 @@ fn find_driver(source: &Path, file: &str, os_hint: &str) -> Result<Option<PathBu
 }
 
 /// The guest's OS short name as virtio-win names directories (2k19,
-/// w10, ...), from libguestfs' major/minor and product name.
+/// w10, ...), from libguestfs' product name; `w10` when it matches none.
 fn os_hint(g: &Guestfish, root: &str) -> String {
     let product = g.run(&["inspect-get-product-name", root]).unwrap_or_default().to_ascii_lowercase();
     for (k, v) in [("2022", "2k22"), ("2019", "2k19"), ("2016", "2k16"), ("2012 r2", "2k12r2"), ("2012", "2k12"), ("windows 11", "w11"), ("windows 10", "w10")] {
