@@ -12,6 +12,7 @@
 //! - `report`: the run's report, JSON and a self-contained HTML page.
 //!
 //! No actix here; the daemon's `Lab` actor and the CLI drive it.
+#![warn(missing_docs)]
 
 pub mod net;
 pub mod report;
@@ -21,7 +22,9 @@ pub mod verify;
 pub use report::{LabReport, Outcome, Step, VmReport};
 pub use verify::{verify, LabVm, Probes, VerifyOptions};
 
-/// `PROD=LAB` address pairs of a masquerade map.
+/// Parses the `PROD=LAB` address pairs of a masquerade map (both IPv4)
+/// into [`VerifyOptions::masquerade`]; the error names the pair that is
+/// not two IPv4 addresses.
 pub fn parse_masquerade<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>, String> {
     pairs
         .into_iter()
@@ -32,7 +35,9 @@ pub fn parse_masquerade<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>)
         .collect()
 }
 
-/// `NAME=ADDR` entries of the lab's DNS.
+/// Parses the `NAME=ADDR` entries of the lab's DNS into
+/// [`VerifyOptions::dns`]: a host name of at most 253 letters, digits,
+/// `.` and `-`, and an IPv4 address; the error names the bad entry.
 pub fn parse_dns<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Vec<(String, std::net::Ipv4Addr)>, String> {
     pairs
         .into_iter()
@@ -46,7 +51,8 @@ pub fn parse_dns<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Res
         .collect()
 }
 
-/// `K=V` as a pair (CLI flags).
+/// Splits `K=V` at the first `=` into a pair (a clap value parser for
+/// the `--masquerade` and `--dns` flags); an error when there is no `=`.
 pub fn split_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
@@ -62,12 +68,22 @@ mod tests {
     }
 }
 
+/// Why a lab run could not start, or a lab step could not be done. A VM
+/// that fails a probe is not an error: that is a failed step in the report.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    /// Setting up or removing the lab failed on the host: a command
+    /// (`ip`, `nft`, dnsmasq, QEMU) failed or is missing, or the run's
+    /// directories, sockets, logs or runtime could not be made. The text
+    /// names the command or path; the host, not the input, needs fixing.
     #[error("lab network: {0}")]
     Net(String),
+    /// The request is wrong: a bad lab id, address, MAC or DNS name, no VM
+    /// at all, or a snapshot that does not exist or cannot be read.
     #[error("{0}")]
     Invalid(String),
+    /// A probe's own material could not be read: a screenshot file that
+    /// cannot be opened or decoded as a PNG.
     #[error("probe: {0}")]
     Probe(String),
 }

@@ -40,7 +40,10 @@ const NETNS_ETC: &str = "/etc/netns";
 /// all of it (and kills what still runs inside).
 #[derive(Debug)]
 pub struct LabNetwork {
+    /// The lab id the network was created for.
     pub id: String,
+    /// The namespace's name, `lblab-<id>`: for `ip netns exec` and
+    /// `ip -n` (see [`LabNetwork::command`]).
     pub netns: String,
     /// The probe addresses on the bridge (`ADDR/PREFIX`); more may be
     /// added while probes run (a subnet learned from a guest).
@@ -300,10 +303,13 @@ impl LabNetwork {
             .collect()
     }
 
-    /// The ruleset, built with the `nftables` crate (nft's JSON API):
-    /// forward: drop everything; input: loopback, replies, and ICMP and
-    /// connections from the lab subnets to the probe addresses' services
-    /// (a probe's answers); output: loopback and the lab subnets only.
+    /// The ruleset, built with the `nftables` crate (nft's JSON API), table
+    /// `inet lifeboat_lab`, every filter chain dropping by default:
+    /// forward: nothing; input: loopback, replies, DHCP requests (UDP port
+    /// 67) and anything from the lab subnets; output: loopback, the lab
+    /// subnets and the limited broadcast address (DHCP offers). With a
+    /// masquerade map, a NAT output chain rewrites production addresses
+    /// to lab addresses before the filter sees them.
     pub fn ruleset(&self) -> schema::Nftables<'static> {
         let table = || Cow::Borrowed(TABLE);
         let mut b = Batch::new();

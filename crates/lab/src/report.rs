@@ -6,15 +6,23 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The result of one step; serialized as `"pass"`, `"fail"` or `"skip"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
+    /// The step did what it checks for.
     Pass,
+    /// The step failed; the VM (and so the run) fails.
     Fail,
+    /// The step did not run, or could not decide (e.g. no address to
+    /// ping, the VM did not boot, the guest had to be stopped): does not
+    /// fail the VM by itself.
     Skip,
 }
 
 impl Outcome {
+    /// `pass`, `fail` or `skip`: the JSON spelling, also used in the
+    /// summary text and as the HTML badge's CSS class.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Pass => "pass",
@@ -27,23 +35,38 @@ impl Outcome {
 /// One step of one VM's verification.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Step {
-    /// boot, ping, heartbeat, screenshot, script:<name>, shutdown
+    /// `boot`, `address` (only when the address had to be learned),
+    /// `ping`, `heartbeat`, `screenshot`, `script:<file name>`, `shutdown`,
+    /// in the order they ran.
     pub name: String,
+    /// How the step ended.
     pub outcome: Outcome,
+    /// When the step began.
     pub started: DateTime<Utc>,
+    /// When the step's outcome was known.
     pub ended: DateTime<Utc>,
+    /// One line for people: what was seen, or why it failed or was skipped
+    /// (for a script, its last 5 output lines, after its exit code when it
+    /// failed).
     pub detail: String,
 }
 
+/// One VM's verification: its steps, from boot to shutdown.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VmReport {
+    /// The VM's name, from the backup's description.
     pub vm: String,
+    /// The verified snapshot's id (64 hex digits; reports show the first 8).
     pub snapshot: String,
     /// The address probes used, when one was known.
     pub ip: Option<String>,
+    /// No step failed (skipped steps do not count against it).
     pub passed: bool,
+    /// When this VM's boot began.
     pub started: DateTime<Utc>,
+    /// When it was shut down and its report closed.
     pub ended: DateTime<Utc>,
+    /// The steps, in the order they ran.
     pub steps: Vec<Step>,
     /// File name of the screenshot beside the report.
     pub screenshot: Option<String>,
@@ -53,22 +76,34 @@ pub struct VmReport {
 }
 
 impl VmReport {
+    /// The first step called `name` (see [`Step::name`]), if it ran.
     pub fn step(&self, name: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.name == name)
     }
 }
 
+/// A whole verification run: what [`crate::verify()`] returns, written
+/// as `report.json` (this struct) and `report.html` by [`LabReport::write`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabReport {
+    /// The lab id: names the run, its namespace (`lblab-<id>`) and its
+    /// report directory.
     pub lab: String,
+    /// Every VM passed.
     pub passed: bool,
+    /// When the run began.
     pub started: DateTime<Utc>,
+    /// When the last VM was shut down and the lab network removed.
     pub ended: DateTime<Utc>,
+    /// The accelerator QEMU used and why, one sentence (KVM, or TCG and
+    /// why KVM was not usable).
     pub accelerator: String,
+    /// One report per VM, in boot order.
     pub vms: Vec<VmReport>,
 }
 
 impl LabReport {
+    /// How many VMs passed.
     pub fn passed_count(&self) -> usize {
         self.vms.iter().filter(|v| v.passed).count()
     }

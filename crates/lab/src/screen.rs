@@ -19,24 +19,36 @@ use std::path::Path;
 /// An RGB image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Screen {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
-    /// RGB, row by row.
+    /// 8-bit RGB, 3 bytes a pixel, row by row (`width * height * 3` bytes).
     pub rgb: Vec<u8>,
 }
 
 /// What a screenshot shows, as far as the lab cares.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScreenVerdict {
+    /// The guest draws its own screen: neither blank nor still the
+    /// firmware's.
     pub ok: bool,
-    /// Share of the most common colour (1.0 = uniform).
+    /// Share of the most common colour (1.0 = uniform; above 0.999 the
+    /// screen counts as blank).
     pub dominant_share: f64,
-    /// Share of the firmware screen's drawn pixels still unchanged.
+    /// Share of the firmware screen's drawn pixels still unchanged (0.0 to
+    /// 1.0; above 0.9 fails). `None` when no firmware screen of the same
+    /// size was caught, it drew nothing, or the screen was already found
+    /// blank.
     pub firmware_left: Option<f64>,
+    /// One sentence for the report: why the screen passes or fails.
     pub reason: String,
 }
 
 impl Screen {
+    /// Reads a PNG (as QEMU's `screendump` writes it; palette, grey and
+    /// 16-bit images are converted, alpha is dropped). Errors are
+    /// [`LabError::Probe`] naming the file.
     pub fn load_png(path: &Path) -> Result<Screen, LabError> {
         let bad = |e: String| LabError::Probe(format!("screenshot {}: {e}", path.display()));
         let f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;

@@ -33,11 +33,24 @@ use std::time::{Duration, Instant};
 const SCREEN_SETTLE: Duration = Duration::from_secs(10);
 
 /// Which probes run (`--probe ping,heartbeat,screenshot,script=PATH`).
+/// The default runs ping, heartbeat and screenshot; parsed from text,
+/// only the probes named run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probes {
+    /// ICMP echo from the lab's probe address to the VM's address (learned
+    /// from qemu-ga or the lab's DHCP and neighbour tables when none is
+    /// given), until it answers or the boot timeout ends.
     pub ping: bool,
+    /// A line starting with `heartbeat` on the `org.lifeboat.heartbeat`
+    /// virtio-serial port, or qemu-ga answering `guest-ping`.
     pub heartbeat: bool,
+    /// A QMP `screendump`, judged by [`crate::screen`]: not blank, not
+    /// still the firmware's screen, no boot failure in VGA text mode.
     pub screenshot: bool,
+    /// Programs run inside the lab namespace after the other probes, at
+    /// most 300 s each; exit status 0 passes. They get `LIFEBOAT_LAB_VM`,
+    /// `LIFEBOAT_LAB_SNAPSHOT`, `LIFEBOAT_LAB_NETNS` and, when known,
+    /// `LIFEBOAT_LAB_IP` in the environment.
     pub scripts: Vec<PathBuf>,
 }
 
@@ -69,29 +82,43 @@ impl std::str::FromStr for Probes {
 pub struct LabVm {
     /// Snapshot id, prefix or `latest`.
     pub snapshot: String,
-    /// The guest's address in the lab (`ADDR/PREFIX`), for ping and scripts.
+    /// The guest's address in the lab (`ADDR/PREFIX`), for ping and
+    /// scripts, the default probe address and the DHCP lease. `None`: it is
+    /// learned at run time (qemu-ga, DHCP leases, neighbour table).
     pub ip: Option<String>,
-    /// Wait this long after the previous VM's boot before booting this one.
+    /// Wait this long after the previous VM's boot before booting this one
+    /// (ignored for the first VM).
     pub delay: Duration,
 }
 
+/// Everything one verification run needs: which backups, which probes,
+/// the lab network, and where the run's files go.
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
-    /// Names the namespace (`lblab-<id>`) and the report.
+    /// Names the namespace (`lblab-<id>`) and the report; 1 to 24 letters,
+    /// digits or `-`.
     pub lab_id: String,
+    /// The VMs to boot, in boot order; at least one.
     pub vms: Vec<LabVm>,
+    /// The probes run on every VM that booted.
     pub probes: Probes,
-    /// How long a guest may take from power-on to answering.
+    /// How long a guest may take from power-on to answering, counted from
+    /// QEMU's start: the address search, ping and heartbeat wait until
+    /// then (the heartbeat at least 10 s more).
     pub boot_timeout: Duration,
-    /// Overlays, sockets, logs of the run (removed at its end).
+    /// Overlays, sockets, logs of the run: created, and removed as a whole
+    /// at its end (give a directory of the run's own).
     pub workdir: PathBuf,
     /// Where screenshots are kept (the report's directory).
     pub report_dir: PathBuf,
     /// Markers of running labs, for `sweep_stale` (survives the process).
     pub markers: PathBuf,
+    /// The QEMU accelerator asked for; `Auto` takes KVM when usable, else
+    /// TCG (the choice lands in [`LabReport::accelerator`]).
     pub accel: Accel,
-    /// The probes' addresses on the lab bridge; by default one per guest
-    /// subnet, the highest host address no guest uses.
+    /// The probes' addresses on the lab bridge (`ADDR/PREFIX`). Empty: one
+    /// per guest subnet, the highest host address no guest uses (and
+    /// `10.0.2.2/24` when DHCP is on and no guest address is given).
     pub probe_addrs: Vec<String>,
     /// Production address -> lab address, for probes and scripts.
     pub masquerade: Vec<(Ipv4Addr, Ipv4Addr)>,
@@ -99,6 +126,9 @@ pub struct VerifyOptions {
     pub dns: Vec<(String, Ipv4Addr)>,
     /// Serve DHCP: each VM with an address gets it for its first NIC's MAC.
     pub dhcp: bool,
+    /// Set to cut the run short: the delays between boots and the probes'
+    /// waits end at once (so pings and heartbeats then fail). Every VM is
+    /// still booted, shut down and reported, and scripts still run.
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -125,7 +155,9 @@ impl Running {
     }
 }
 
-/// The highest host address of `addr/prefix`'s subnet that is not taken.
+/// The highest host address of `addr/prefix`'s subnet that is not taken,
+/// as `ADDR/PREFIX`; `None` when `guest` has no prefix of 1 to 30 or the
+/// subnet is full.
 pub fn default_probe_addr(guest: &str, taken: &[Ipv4Addr]) -> Option<String> {
     let (a, len) = guest.split_once('/')?;
     let a: Ipv4Addr = a.parse().ok()?;

@@ -9,9 +9,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A WRITE of 1 MiB (the advertised wtmax) plus its headers fits.
+/// The largest RPC record a client may send, in bytes (the sum of its
+/// fragments' lengths): a WRITE of 1 MiB (the advertised wtmax) plus its
+/// headers fits.
 pub const MAX_RECORD: u64 = (1 << 20) + 64 * 1024;
 
+/// A client connection's byte stream with the record-size check: reads
+/// and writes pass through unchanged, and a read fails with
+/// `InvalidData` (which ends the connection) as soon as a record header
+/// makes the record larger than [`MAX_RECORD`].
 pub struct RecordGuard<S> {
     inner: S,
     header: [u8; 4],
@@ -22,6 +28,8 @@ pub struct RecordGuard<S> {
 }
 
 impl<S> RecordGuard<S> {
+    /// Wraps `inner`, which must be at the start of a record (a fresh
+    /// connection).
     pub fn new(inner: S) -> Self {
         RecordGuard { inner, header: [0; 4], header_have: 0, fragment_left: 0, last: false, record: 0 }
     }

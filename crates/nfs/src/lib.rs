@@ -10,12 +10,13 @@
 //!   ([`tree`]);
 //! - a cap on RPC record size ([`guard`]): the protocol code allocates a
 //!   record's announced length before reading it;
-//! - a connection cap, and a listener that stops when the last export
-//!   goes ([`NfsServer`]).
+//! - a connection cap ([`NfsServer`]); the caller stops the listener when
+//!   the last export goes ([`Registry::is_empty`]).
 //!
 //! Disks are `lifeboat_nbd::BlockDevice`s: the caller hands in the same
 //! device stack the NBD export uses (a datastore disk, under a
 //! copy-on-write overlay when writable), so writes never reach a backup.
+#![warn(missing_docs)]
 
 mod fs;
 pub mod guard;
@@ -35,6 +36,9 @@ pub struct ClientRule {
 }
 
 impl ClientRule {
+    /// Whether `ip` is inside the rule's block. An IPv4 client seen over
+    /// an IPv6 socket (`::ffff:a.b.c.d`) is compared as IPv4; an IPv4 rule
+    /// never matches a native IPv6 address, nor the other way round.
     pub fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4 client reached over an IPv6 socket shows as ::ffff:a.b.c.d.
         let ip = match ip {

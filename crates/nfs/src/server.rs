@@ -1,6 +1,7 @@
 //! The listeners: NFS (MOUNT and PORTMAP answered on the same port) and
-//! optionally a PORTMAP-only port (111) for clients that cannot be told
-//! the NFS port, such as QEMU's `nfs://` driver and ESXi.
+//! optionally a PORTMAP port (111) for clients that cannot be told the NFS
+//! port, such as QEMU's `nfs://` driver and ESXi. The second listener runs
+//! the same service, so it answers NFS and MOUNT too.
 
 use crate::fs::ClientView;
 use crate::guard::RecordGuard;
@@ -16,10 +17,19 @@ use tokio::task::JoinHandle;
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 256;
 
+/// Why the NFS server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The NFS address could not be bound (in use, not local, or a
+    /// privileged port without the right); the config's `nfs_listen`
+    /// must name another.
     #[error("cannot listen for NFS on {addr}: {source}; set nfs_listen in the config to a free address")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
 }
 
 /// A running NFS server. Dropping it (or [`NfsServer::stop`]) closes
@@ -62,14 +72,19 @@ impl NfsServer {
         Ok(NfsServer { addr, portmap: pm_addr, tasks })
     }
 
+    /// The address NFS (with MOUNT and PORTMAP) is served on; the real
+    /// port when `listen` asked for port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// The PORTMAP listener's address; `None` when none was asked for or
+    /// its port was busy.
     pub fn portmap_addr(&self) -> Option<SocketAddr> {
         self.portmap
     }
 
+    /// Closes the listeners, as dropping does.
     pub fn stop(self) {}
 }
 

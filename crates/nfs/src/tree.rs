@@ -25,25 +25,40 @@ use std::sync::Arc;
 
 /// One disk served over NFS.
 pub struct NfsDisk {
-    /// Directory names; made safe with [`plain_name`] by [`Registry::add`].
+    /// The VM's directory (`/<vm>/`). This and the next two names are
+    /// made single path components with [`plain_name`] by
+    /// [`Registry::add`].
     pub vm: String,
+    /// The snapshot's directory under the VM's (`/<vm>/<time>/`); callers
+    /// use the snapshot time, like `2024-05-01T120000Z`.
     pub snapshot_time: String,
+    /// The disk's file stem: `<disk>.img`, `<disk>-flat.vmdk`,
+    /// `<disk>.vmdk`.
     pub disk: String,
+    /// The disk's bytes. For a writable export, hand in a copy-on-write
+    /// overlay: NFS WRITEs go straight to this device.
     pub device: Arc<dyn BlockDevice>,
+    /// Clients may WRITE the disk (into `device`) and its files show mode
+    /// 0644; otherwise WRITE answers `NFS3ERR_ROFS`. Whether clients may
+    /// create files beside it is [`NfsDisk::files`]'s, not this flag's.
     pub writable: bool,
+    /// The allow-list: only peers inside one of these see this export
+    /// (and an empty list hides it from everyone).
     pub clients: Vec<ClientRule>,
-    /// Seconds since the epoch, shown as every node's times.
+    /// Seconds since the epoch, shown as every fixed node's times (files
+    /// clients created show their own).
     pub mtime: u32,
     /// Read-only files shown beside the disk (name, content): the
     /// platform metadata. At most [`MAX_META`]; names are made plain.
     pub meta: Vec<(String, Vec<u8>)>,
     /// A writable export's files area (a host directory only this export
     /// uses): what clients create in the snapshot directory lives here.
-    /// `None` for read-only exports.
+    /// `None` for read-only exports: with a files area the snapshot
+    /// directory takes new files even when `writable` is false.
     pub files: Option<PathBuf>,
 }
 
-/// Metadata files one export can show.
+/// Metadata files one export can show; [`Registry::add`] drops the rest.
 pub const MAX_META: usize = 16;
 
 impl NfsDisk {
@@ -136,8 +151,11 @@ pub(crate) fn split(h: u64) -> Option<(u64, Kind)> {
     Some((h >> 8, Kind::from_u8((h & 0xff) as u8)?))
 }
 
+/// Why [`Registry::add`] refused an export.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// Another live export already serves this disk path
+    /// (`/<vm>/<time>/<disk>.img`, given): remove that export first.
     #[error("{0} is already served over NFS by another export; delete that one first or export another snapshot")]
     Duplicate(String),
 }
@@ -180,6 +198,9 @@ impl Registry {
         Ok(idx)
     }
 
+    /// Removes export `idx`: its handles, and those of files clients made
+    /// in it, go stale at once, also on open connections. Returns the disk
+    /// (`None` if no such export); its files area on the host stays.
     pub fn remove(&self, idx: u64) -> Option<Arc<NfsDisk>> {
         let mut g = self.inner.write();
         g.nodes.retain(|_, (i, _)| *i != idx);
@@ -240,6 +261,7 @@ impl Registry {
         self.inner.read().disks.get(&idx).map(|d| d.img_path())
     }
 
+    /// No export is live: the caller may stop the [`crate::NfsServer`].
     pub fn is_empty(&self) -> bool {
         self.inner.read().disks.is_empty()
     }

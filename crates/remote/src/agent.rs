@@ -29,20 +29,36 @@ pub enum TransportError {
     Connection(String),
     /// The appliance answered no: not retried.
     #[error("{message} (HTTP {status})")]
-    Refused { status: u16, message: String },
+    Refused {
+        /// The HTTP status of the answer; 0 when the request could not
+        /// even be made (a client-side usage error), 200 when a success
+        /// answer made no sense.
+        status: u16,
+        /// The appliance's error message, or what was wrong.
+        message: String,
+    },
 }
 
 /// The calls of the protocol; HTTP in the CLI, direct in tests.
 pub trait Transport: Send + Sync {
     /// Where the appliance is, for messages.
     fn server(&self) -> String;
+    /// Opens an upload session (`POST /api/agent/sessions`): the answer
+    /// names the session, the datastore's blob parameters and the parent.
     fn open(&self, req: &OpenSession) -> Result<SessionInfo, TransportError>;
-    /// For each id, whether the appliance lacks the blob.
+    /// For each id, whether the appliance lacks the blob, in order (at most
+    /// [`crate::protocol::MISSING_QUERY_MAX`] ids a call).
     fn missing(&self, session: &str, ids: &[BlobId]) -> Result<Vec<bool>, TransportError>;
     /// Pack number `seq` of the run (0, 1, ...: the order to index them in).
     fn put_pack(&self, session: &str, pack: &PackId, seq: u64, bytes: &[u8]) -> Result<PackStored, TransportError>;
+    /// The plain bytes of tree blob `id` of the datastore: the agent reads
+    /// its parent snapshot's trees with it to skip unchanged files.
     fn read_tree(&self, session: &str, id: &BlobId) -> Result<Vec<u8>, TransportError>;
+    /// Commits the snapshot; the session's last request. Safe to repeat:
+    /// a committed session answers with the same snapshot id.
     fn commit(&self, session: &str, req: &CommitRequest) -> Result<Committed, TransportError>;
+    /// Ends the session, committed or not; what it uploaded but did not
+    /// commit stays unreferenced until gc.
     fn close(&self, session: &str) -> Result<(), TransportError>;
 }
 
@@ -67,20 +83,33 @@ impl Default for AgentOptions {
 /// Counters of what went over the wire.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct UploadStats {
+    /// Blob ids asked about in missing-blob queries.
     pub blobs_queried: u64,
+    /// Blobs in the packs the appliance stored (the appliance's count).
     pub blobs_uploaded: u64,
+    /// Bytes of the packs stored (compressed records with their headers),
+    /// each pack counted once however often it was sent.
     pub bytes_uploaded: u64,
+    /// Packs the appliance stored.
     pub packs_uploaded: u64,
     /// Requests that failed for want of a connection and were sent again.
     pub retries: u64,
 }
 
+/// What a successful agent backup made.
 #[derive(Debug)]
 pub struct AgentOutcome {
+    /// The committed snapshot's id (hex).
     pub snapshot_id: String,
+    /// The parent snapshot's id (hex) the run compared against; `None`
+    /// for a full run.
     pub parent: Option<String>,
+    /// The counters committed with the snapshot; `bytes_added`,
+    /// `bytes_stored` and `blobs_added` count what this agent uploaded.
     pub summary: BackupSummary,
+    /// What went over the wire.
     pub upload: UploadStats,
+    /// The walk's warnings (files it could not read and the like).
     pub warnings: Vec<String>,
 }
 
@@ -239,6 +268,9 @@ struct Shared {
     stats: Mutex<UploadStats>,
 }
 
+/// The ingest pipeline's [`BackupTarget`] on the agent: queues blobs,
+/// asks the appliance which it lacks, packs and uploads those. Made and
+/// driven by [`run_agent_backup`] only.
 pub struct AgentSink {
     retry: Arc<Retry>,
     shared: Arc<Shared>,

@@ -12,11 +12,18 @@ use std::time::Duration;
 /// (and is retried).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The [`Transport`] `lifeboat agent` uses: the appliance's agent routes
+/// through an authenticated [`ApiClient`]. Gateway errors (HTTP 502-504)
+/// and failed connections are [`TransportError::Connection`] (retried);
+/// any other error answer is [`TransportError::Refused`].
 pub struct HttpTransport {
     client: ApiClient,
 }
 
 impl HttpTransport {
+    /// A transport over `client` (server address, TLS trust and token
+    /// already set). Make it with `ApiClient::new_agent`: pack uploads have
+    /// no overall timeout, so only its TCP timeouts notice a dead link.
     pub fn new(client: ApiClient) -> Self {
         HttpTransport { client }
     }

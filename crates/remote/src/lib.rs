@@ -15,12 +15,13 @@
 //! Both sides talk through [`agent::Transport`]: HTTP/2 in the daemon and
 //! the CLI, a direct call in tests. The protocol is in
 //! `docs/agent-protocol.md`; its documents are in [`protocol`].
+#![warn(missing_docs)]
 
 pub mod agent;
 pub mod http;
 pub mod protocol;
 pub mod server;
-pub mod verify;
+pub(crate) mod verify;
 
 pub use agent::{run_agent_backup, AgentOptions, AgentOutcome, Transport, TransportError};
 pub use server::{IngestSessions, RemoteError, UploadSession};

@@ -11,9 +11,13 @@ pub struct OpenSession {
     /// The datastore to back up into; the appliance's default when absent.
     #[serde(default)]
     pub datastore: Option<String>,
+    /// The agent's host name, recorded in the snapshot. With `paths` it
+    /// picks the parent: the newest snapshot of the same host name and
+    /// the same set of paths.
     pub hostname: String,
     /// Absolute, canonical source paths on the agent.
     pub paths: Vec<String>,
+    /// Tags recorded in the snapshot.
     #[serde(default)]
     pub tags: Vec<String>,
     /// Read every file even if a parent snapshot exists.
@@ -24,17 +28,25 @@ pub struct OpenSession {
 /// How the agent must cut and encode blobs: the datastore's parameters.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct BlobParams {
+    /// Files of at most this many bytes are one `SmallFile` blob; larger
+    /// ones are chunked.
     pub small_file_max: u64,
+    /// Smallest content-defined chunk, in bytes.
     pub chunk_min: u32,
+    /// Average chunk size the cut points aim at, in bytes.
     pub chunk_avg: u32,
+    /// Largest chunk, in bytes.
     pub chunk_max: u32,
     /// "auto", "lz4", "zstd" or "none"; absent from appliances older than the
     /// setting, which compress with zstd.
     #[serde(default)]
     #[schema(value_type = String)]
     pub compression: lifeboat_store::Compression,
+    /// The zstd level, when blobs are compressed with zstd.
     pub zstd_level: i32,
-    /// Upload packs are sealed at this many bytes.
+    /// Upload packs are sealed at this many bytes (the datastore's pack
+    /// target, at most [`crate::server::AGENT_PACK_MAX`]; agents use 1 MiB
+    /// at least).
     pub pack_target: u64,
 }
 
@@ -66,18 +78,27 @@ pub struct ParentInfo {
     pub ext_metadata: bool,
 }
 
+/// The answer to [`OpenSession`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct SessionInfo {
+    /// The session id (hex), for the session's routes.
     pub session: String,
+    /// The datastore the session writes into (the default's name when the
+    /// request named none).
     pub datastore: String,
+    /// How to cut and encode blobs.
     pub params: BlobParams,
+    /// The snapshot to compare against; `None`: read every file (no
+    /// earlier snapshot of this host and paths, or `force_full`).
     pub parent: Option<ParentInfo>,
 }
 
 /// The answer to a pack upload.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct PackStored {
+    /// The pack's id (hex).
     pub pack: String,
+    /// Records in the pack.
     pub blobs: u32,
     /// The pack was stored by an earlier try of the same upload.
     pub already_stored: bool,
@@ -100,14 +121,17 @@ pub struct CommitRequest {
     pub root: Option<lifeboat_store::RootDir>,
 }
 
+/// The answer to a [`CommitRequest`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Committed {
+    /// The snapshot's id (hex).
     pub snapshot: String,
 }
 
 /// Ids per missing-blob query at most (the body is 32 bytes per id).
 pub const MISSING_QUERY_MAX: usize = 4096;
-/// Pack uploads at most this large are accepted.
+/// Pack uploads at most this many bytes are accepted (the body limit of
+/// the pack route).
 pub const PACK_UPLOAD_MAX: u64 = 64 << 20;
 
 /// Body of a missing-blob query: ids as 32 raw bytes each, back to back.
@@ -119,6 +143,8 @@ pub fn encode_ids(ids: &[lifeboat_store::BlobId]) -> Vec<u8> {
     b
 }
 
+/// Reads a missing-blob query's body (see [`encode_ids`]); `None` when
+/// its length is not a multiple of 32. The count is not checked here.
 pub fn decode_ids(body: &[u8]) -> Option<Vec<lifeboat_store::BlobId>> {
     if !body.len().is_multiple_of(32) {
         return None;
@@ -138,6 +164,8 @@ pub fn encode_bits(bits: &[bool]) -> Vec<u8> {
     b
 }
 
+/// Reads the answer to a query of `n` ids (see [`encode_bits`]); `None`
+/// when the body is not exactly `ceil(n / 8)` bytes.
 pub fn decode_bits(body: &[u8], n: usize) -> Option<Vec<bool>> {
     if body.len() != n.div_ceil(8) {
         return None;

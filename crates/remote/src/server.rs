@@ -11,30 +11,87 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Why the appliance refused an agent's request. [`RemoteError::http_status`]
+/// and [`RemoteError::kind`] make the error document; the message tells
+/// the agent's user what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
+    /// No such session: it expired (idle for [`SESSION_IDLE`]), was
+    /// dropped, or the appliance restarted. HTTP 404; run the agent again.
     #[error("no upload session {id} (it expired, or the appliance restarted); run the agent again")]
-    UnknownSession { id: String },
+    UnknownSession {
+        /// The session id asked for.
+        id: String,
+    },
+    /// The session was opened with another agent's token. HTTP 403.
     #[error("upload session {id} belongs to another agent")]
-    NotOwner { id: String },
+    NotOwner {
+        /// The session id asked for.
+        id: String,
+    },
+    /// Agents cannot back up into an encrypted datastore. HTTP 409.
     #[error("datastore {datastore} is encrypted; remote agents cannot back up into an encrypted datastore yet (the appliance would need the agent to hold its key): back up into an unencrypted datastore, or run `lifeboat backup` on the appliance")]
-    Encrypted { datastore: String },
+    Encrypted {
+        /// The datastore's name.
+        datastore: String,
+    },
+    /// The upload is not a sound pack of this session (bad header or
+    /// record, a hash that does not match, a sequence number reused for
+    /// another pack). HTTP 400; nothing of it is indexed.
     #[error("pack {pack} refused: {reason}")]
-    BadPack { pack: String, reason: String },
+    BadPack {
+        /// The pack id (hex).
+        pack: String,
+        /// What is wrong, and where (offset, blob).
+        reason: String,
+    },
+    /// A tree in the pack names a blob neither in the pack nor in the
+    /// datastore. HTTP 409; the pack is discarded.
     #[error("pack {pack} refused: tree {tree} names blob {blob}, which the datastore does not hold (upload it first; a concurrent gc may have removed it: run the agent again)")]
-    MissingRef { pack: String, tree: String, blob: String },
+    MissingRef {
+        /// The pack id (hex).
+        pack: String,
+        /// The tree naming the blob (hex).
+        tree: String,
+        /// The blob not found (hex).
+        blob: String,
+    },
+    /// The commit's root tree is not a stored tree. HTTP 409.
     #[error("commit refused: root tree {tree} is not in the datastore; upload it before committing")]
-    MissingRoot { tree: String },
+    MissingRoot {
+        /// The root tree id, as the request gave it.
+        tree: String,
+    },
+    /// A tree read asked for a blob that is not a stored tree. HTTP 404.
     #[error("blob {id} is not a tree of this datastore")]
-    NotATree { id: String },
+    NotATree {
+        /// The blob id (hex).
+        id: String,
+    },
+    /// The request is malformed or out of order (missing hostname or
+    /// paths, too many ids, a bad id, a pack out of sequence), or the run
+    /// was cancelled on the appliance. HTTP 400.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The session is committed: it takes no more packs. HTTP 409.
     #[error("upload session {id} is already committed")]
-    Committed { id: String },
+    Committed {
+        /// The session id.
+        id: String,
+    },
+    /// The session asked for a datastore the appliance does not have.
+    /// HTTP 404.
     #[error("no datastore named {name} on the appliance; list them with GET /api/datastores")]
-    UnknownDatastore { name: String },
+    UnknownDatastore {
+        /// The name asked for.
+        name: String,
+    },
+    /// A fault of the appliance, not the request (an actor unreachable, a
+    /// worker that panicked). HTTP 500.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The datastore failed (I/O, corruption). HTTP 507 when its disk is
+    /// full, else 500.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -71,6 +128,7 @@ impl RemoteError {
     }
 }
 
+/// The result of a session operation.
 pub type Result<T> = std::result::Result<T, RemoteError>;
 
 /// Packs uploaded by agents are sealed at this size at most, whatever the
@@ -106,10 +164,14 @@ pub struct IngestSessions {
     sessions: Mutex<HashMap<String, Arc<UploadSession>>>,
 }
 
+/// One open upload session: one agent run into one datastore, from its
+/// open to its commit or close.
 pub struct UploadSession {
+    /// The session id (32 hex digits), as [`SessionInfo::session`] gives it.
     pub id: String,
     /// Name of the agent (API token) that opened it.
     pub owner: String,
+    /// Name of the datastore it writes into.
     pub datastore: String,
     ds: Arc<Datastore>,
     hostname: String,
@@ -127,6 +189,7 @@ pub struct UploadSession {
 }
 
 impl IngestSessions {
+    /// No sessions yet.
     pub fn new() -> Self {
         Self::default()
     }

@@ -10,9 +10,12 @@ use rayon::prelude::*;
 /// What a verified pack holds.
 #[derive(Debug)]
 pub struct VerifiedPack {
+    /// Every record of the pack, in pack order, with where it would sit
+    /// once the pack is stored under its id.
     pub blobs: Vec<(BlobId, BlobLocation)>,
     /// Blobs named by the pack's trees (contents, subtrees, pages) that are
-    /// not in the pack itself: they must be stored already.
+    /// not in the pack itself, as (tree, named blob), one entry per named
+    /// blob: they must be stored already.
     pub external_refs: Vec<(BlobId, BlobId)>,
 }
 
