@@ -342,8 +342,14 @@ impl Job<'_> {
 
         self.begin(Step::Finish, progress, String::new());
         unsafe { libc::sync() };
+        // The install is complete and synced: a mount that will not let go
+        // (a shell left in it) is detached lazily, never a reason to undo
+        // (which would wipe the disk).
         while let Some(mp) = self.mounted.pop() {
-            run(Command::new("umount").arg(&mp))?;
+            if let Err(e) = run(Command::new("umount").arg(&mp)) {
+                tracing::warn!("unmounting {}: {e}; detaching it lazily", mp.display());
+                let _ = run(Command::new("umount").arg("--lazy").arg(&mp));
+            }
         }
         let _ = std::fs::remove_dir(&target);
         let _ = std::fs::remove_dir(&self.work);

@@ -4,7 +4,7 @@
 //! Play runs, and the old platform's services stay off.
 //!
 //! Steps (each a [`Step`](crate::Step) of the report):
-//! 1. `drivers`: the target's driver files (`<service>.sys`: `viostor.sys`,
+//! 1. `drivers`: the target's driver files (`<file>.sys`: `viostor.sys`,
 //!    `vioscsi.sys`, `netkvm.sys`, `pvscsi.sys` ...) are copied into
 //!    `Windows\System32\drivers` from the driver source the admin gave
 //!    (a virtio-win ISO or a directory, searched for the file by name),
@@ -33,7 +33,7 @@ const HDC: &str = "{4D36E96A-E325-11CE-BFC1-08002BE10318}";
 /// A Windows driver for hardware the target gives the guest.
 #[derive(Debug, PartialEq, Eq)]
 pub struct WindowsDriver {
-    /// Service (and file stem) name.
+    /// The service name (its key under `Services`).
     pub service: &'static str,
     /// Starts at boot: a storage driver the boot disk needs.
     pub boot: bool,
@@ -42,6 +42,10 @@ pub struct WindowsDriver {
     /// The service's load order group (`SCSI miniport`, `NDIS`, ...),
     /// written as its `Group` value.
     pub group: &'static str,
+    /// The driver binary in `system32\drivers`, without `.sys`: the
+    /// service's name but for VMware's NIC (service `vmxnet3ndis6`,
+    /// file `vmxnet3.sys`).
+    pub file: &'static str,
     /// CriticalDeviceDatabase keys (PCI ids) bound to it.
     pub devices: &'static [&'static str],
     /// Device setup class GUID written as `ClassGUID` with each
@@ -51,16 +55,25 @@ pub struct WindowsDriver {
 }
 
 const DRIVERS: &[(&str, WindowsDriver)] = &[
-    ("virtio_blk", WindowsDriver { service: "viostor", boot: true, inbox: false, group: "SCSI miniport", devices: &["pci#ven_1af4&dev_1001", "pci#ven_1af4&dev_1042"], class: SCSI_ADAPTER }),
-    ("virtio_scsi", WindowsDriver { service: "vioscsi", boot: true, inbox: false, group: "SCSI miniport", devices: &["pci#ven_1af4&dev_1004", "pci#ven_1af4&dev_1048"], class: SCSI_ADAPTER }),
-    ("vmw_pvscsi", WindowsDriver { service: "pvscsi", boot: true, inbox: false, group: "SCSI miniport", devices: &["pci#ven_15ad&dev_07c0"], class: SCSI_ADAPTER }),
-    ("hv_storvsc", WindowsDriver { service: "storvsc", boot: true, inbox: true, group: "SCSI miniport", devices: &[], class: SCSI_ADAPTER }),
-    ("ahci", WindowsDriver { service: "storahci", boot: true, inbox: true, group: "SCSI miniport", devices: &["pci#cc_010601"], class: SCSI_ADAPTER }),
-    ("nvme", WindowsDriver { service: "stornvme", boot: true, inbox: true, group: "SCSI miniport", devices: &["pci#cc_010802"], class: SCSI_ADAPTER }),
-    ("ata_piix", WindowsDriver { service: "intelide", boot: true, inbox: true, group: "System Bus Extender", devices: &["pci#ven_8086&dev_7010", "pci#ven_8086&dev_7111"], class: HDC }),
-    ("virtio_net", WindowsDriver { service: "netkvm", boot: false, inbox: false, group: "NDIS", devices: &[], class: "" }),
-    ("vmxnet3", WindowsDriver { service: "vmxnet3ndis6", boot: false, inbox: false, group: "NDIS", devices: &[], class: "" }),
-    ("hv_netvsc", WindowsDriver { service: "netvsc", boot: false, inbox: true, group: "NDIS", devices: &[], class: "" }),
+    (
+        "virtio_blk",
+        WindowsDriver { service: "viostor", file: "viostor", boot: true, inbox: false, group: "SCSI miniport", devices: &["pci#ven_1af4&dev_1001", "pci#ven_1af4&dev_1042"], class: SCSI_ADAPTER },
+    ),
+    (
+        "virtio_scsi",
+        WindowsDriver { service: "vioscsi", file: "vioscsi", boot: true, inbox: false, group: "SCSI miniport", devices: &["pci#ven_1af4&dev_1004", "pci#ven_1af4&dev_1048"], class: SCSI_ADAPTER },
+    ),
+    ("vmw_pvscsi", WindowsDriver { service: "pvscsi", file: "pvscsi", boot: true, inbox: false, group: "SCSI miniport", devices: &["pci#ven_15ad&dev_07c0"], class: SCSI_ADAPTER }),
+    ("hv_storvsc", WindowsDriver { service: "storvsc", file: "storvsc", boot: true, inbox: true, group: "SCSI miniport", devices: &[], class: SCSI_ADAPTER }),
+    ("ahci", WindowsDriver { service: "storahci", file: "storahci", boot: true, inbox: true, group: "SCSI miniport", devices: &["pci#cc_010601"], class: SCSI_ADAPTER }),
+    ("nvme", WindowsDriver { service: "stornvme", file: "stornvme", boot: true, inbox: true, group: "SCSI miniport", devices: &["pci#cc_010802"], class: SCSI_ADAPTER }),
+    (
+        "ata_piix",
+        WindowsDriver { service: "intelide", file: "intelide", boot: true, inbox: true, group: "System Bus Extender", devices: &["pci#ven_8086&dev_7010", "pci#ven_8086&dev_7111"], class: HDC },
+    ),
+    ("virtio_net", WindowsDriver { service: "netkvm", file: "netkvm", boot: false, inbox: false, group: "NDIS", devices: &[], class: "" }),
+    ("vmxnet3", WindowsDriver { service: "vmxnet3ndis6", file: "vmxnet3", boot: false, inbox: false, group: "NDIS", devices: &[], class: "" }),
+    ("hv_netvsc", WindowsDriver { service: "netvsc", file: "netvsc", boot: false, inbox: true, group: "NDIS", devices: &[], class: "" }),
 ];
 
 /// The Windows drivers for the target's hardware, from the Linux module
@@ -157,7 +170,7 @@ pub fn repair_system_hive(hive: &Path, drivers: &[&WindowsDriver], disable: &[&s
                 ("Start", dword(start)),
                 ("ErrorControl", dword(1)),
                 ("Group", reg_str(d.group)),
-                ("ImagePath", format!("str(2):{}", reg_str(&format!("system32\\drivers\\{}.sys", d.service)))),
+                ("ImagePath", format!("str(2):{}", reg_str(&format!("system32\\drivers\\{}.sys", d.file)))),
             ],
         );
         details.push(format!("{services}\\{}: Start={start}{}", d.service, if d.boot { " (boot)" } else { "" }));
@@ -281,7 +294,7 @@ pub(crate) fn repair(g: &Guestfish, root: &str, plan: &RepairPlan, report: &mut 
         let hint = os_hint(g, root);
         let source_dir = plan.driver_source.as_deref().map(|s| DriverSource::open(s, scratch)).transpose()?;
         for d in drivers.iter().filter(|d| !d.inbox) {
-            let file = format!("{}.sys", d.service);
+            let file = format!("{}.sys", d.file);
             let in_guest = g.run(&["case-sensitive-path", &format!("{drivers_dir}/{file}")]).ok().map(|p| p.trim().to_string()).filter(|p| g.is_file(p).unwrap_or(false));
             if let Some(p) = in_guest {
                 details.push(format!("{p}: already there"));
@@ -331,6 +344,9 @@ mod tests {
         assert_eq!(d.iter().map(|d| d.service).collect::<Vec<_>>(), vec!["viostor", "netkvm"]);
         assert!(d[0].boot && !d[0].inbox && !d[1].boot);
         assert_eq!(windows_drivers(&["hv_storvsc".into()])[0].service, "storvsc");
+        // VMware's NIC service loads a file of another name.
+        let v = windows_drivers(&["vmxnet3".into()]);
+        assert_eq!((v[0].service, v[0].file), ("vmxnet3ndis6", "vmxnet3"));
     }
 
     #[test]
