@@ -57,34 +57,87 @@ pub enum CheckDepth {
 }
 
 /// Checks the datastore as deep as asked; `on_bytes` hears of the pack
-/// bytes read as they are.
+/// bytes read as they are. The steps, in order: [`compare_packs`] (the
+/// index against the pack files), [`read_packs`] (every record against
+/// its hash, with [`CheckDepth::ReadData`]), [`check_index_entries`]
+/// (each index entry against the damage found), then the snapshots'
+/// trees ([`snapshot_damage`]), which name the paths that lose data.
 pub fn check(ds: &Datastore, depth: CheckDepth, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<CheckReport> {
-    let read_data = depth == CheckDepth::ReadData;
     // A gc in its sweep deletes packs an older view still lists: wait for
     // it, and keep the next one out until we are done.
     let _gc = crate::fsutil::FileLock::take(&ds.root().join("gc.lock"), libc::LOCK_SH)?;
     ds.refresh_index()?;
     let mut rep = CheckReport::default();
-    let index = ds.index();
+    let mut damage = compare_packs(ds, &mut rep)?;
+    if depth == CheckDepth::ReadData {
+        read_packs(ds, &mut damage, &mut rep, on_bytes);
+    }
+    for (id, why) in &damage.bad_packs {
+        rep.errors.push(format!("pack {id}: {why}"));
+    }
+    let bad_blobs = check_index_entries(ds, &damage, depth, &mut rep)?;
 
-    // Packs: index vs files.
+    // Damage found under a tree is memoized by tree id, so a tree shared
+    // by many snapshots is read once yet its damage is named for each.
+    rep.snapshots = ds.snapshots()?.len() as u64;
+    let lost = snapshot_damage(ds, &bad_blobs)?;
+    if depth == CheckDepth::ReadData {
+        clear_healed_marks(ds, &lost)?;
+    }
+    for (_, label, paths) in lost {
+        for m in paths {
+            rep.affected.push(format!("{label}: {m}"));
+        }
+    }
+    rep.errors.sort();
+    Ok(rep)
+}
+
+/// Where the packs are damaged, as the steps of [`check`] find it.
+#[derive(Default)]
+struct PackDamage {
+    /// Each indexed pack's length as the index has it.
+    indexed: HashMap<PackId, u64>,
+    /// Packs lost whole: missing, the wrong size, unreadable.
+    bad_packs: HashMap<PackId, String>,
+    /// Per pack read: offsets of damaged records, and the offset from
+    /// which nothing could be read (u64::MAX: all of it could).
+    bad_records: HashMap<PackId, (HashSet<u64>, u64)>,
+    /// Per pack read: how many index entries matched a sound record.
+    confirmed: HashMap<PackId, u64>,
+}
+
+impl PackDamage {
+    /// Whether the record at `loc` is damaged, or `Err` with why the
+    /// entry itself is wrong (an unknown pack, past its end).
+    fn record_is_damaged(&self, loc: &crate::index::BlobLocation) -> std::result::Result<bool, String> {
+        let end = loc.offset + blob::RECORD_HEADER_LEN as u64 + loc.stored_len as u64;
+        match self.indexed.get(&loc.pack) {
+            None => Err(format!("its pack {} is not in the index", loc.pack)),
+            Some(len) if end > *len => Err(format!("lies past the end of pack {}", loc.pack)),
+            _ => Ok(self.bad_packs.contains_key(&loc.pack) || self.bad_records.get(&loc.pack).is_some_and(|(offs, until)| offs.contains(&loc.offset) || loc.offset >= *until)),
+        }
+    }
+}
+
+/// Step 1: the index's packs against the pack files (missing, wrong
+/// size), packs no entry references and crashed writers' partial packs.
+fn compare_packs(ds: &Datastore, rep: &mut CheckReport) -> Result<PackDamage> {
     let files: HashMap<PackId, (PathBuf, u64)> = ds.pack_files()?.into_iter().map(|f| (f.id, (f.path, f.len))).collect();
-    let indexed = index.packs()?;
-    let indexed_ids: HashSet<PackId> = indexed.iter().map(|(id, _)| *id).collect();
-    let mut bad_packs: HashMap<PackId, String> = HashMap::new();
-    for (id, info) in &indexed {
+    let mut damage = PackDamage { indexed: ds.index().packs()?.into_iter().map(|(id, info)| (id, info.len)).collect(), ..Default::default() };
+    for (id, len) in &damage.indexed {
         match files.get(id) {
             None => {
-                bad_packs.insert(*id, "file missing".into());
+                damage.bad_packs.insert(*id, "file missing".into());
             }
-            Some((_, len)) if *len != info.len => {
-                bad_packs.insert(*id, format!("size {len} bytes, index says {}", info.len));
+            Some((_, on_disk)) if on_disk != len => {
+                damage.bad_packs.insert(*id, format!("size {on_disk} bytes, index says {len}"));
             }
             _ => {}
         }
     }
     for (id, (_, len)) in &files {
-        if !indexed_ids.contains(id) {
+        if !damage.indexed.contains_key(id) {
             rep.unreferenced_packs.push((id.to_hex(), *len));
         }
     }
@@ -93,81 +146,76 @@ pub fn check(ds: &Datastore, depth: CheckDepth, on_bytes: &(dyn Fn(u64) + Sync))
             rep.stale_partials.push((p.path, p.len));
         }
     }
-    rep.packs = indexed.len() as u64;
+    rep.packs = damage.indexed.len() as u64;
+    Ok(damage)
+}
 
-    // Read every pack, verify each record, and remember where the damage is.
-    let mut bad_records: HashMap<PackId, (HashSet<u64>, u64)> = HashMap::new();
-    let mut confirmed: HashMap<PackId, u64> = HashMap::new();
-    if read_data {
-        let todo: Vec<PackId> = indexed.iter().map(|(id, _)| *id).filter(|id| !bad_packs.contains_key(id)).collect();
-        let next = AtomicUsize::new(0);
-        let bytes = AtomicU64::new(0);
-        let results = Mutex::new(Vec::new());
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(id) = todo.get(i) else { break };
-                    let r = verify_pack(ds, id, &bytes, on_bytes);
-                    results.lock().unwrap().push((*id, r));
-                });
-            }
-        });
-        rep.bytes_read = bytes.load(Ordering::Relaxed);
-        for (id, r) in results.into_inner().unwrap() {
-            match r {
-                Ok(v) => {
-                    rep.unused_damaged_records += v.unused_damaged;
-                    if !v.bad.is_empty() || v.good_until.is_some() {
-                        for m in &v.messages {
-                            rep.errors.push(format!("pack {id}: {m}"));
-                        }
-                        bad_records.insert(id, (v.bad, v.good_until.unwrap_or(u64::MAX)));
+/// Step 2 (`ReadData`): every record of every sound pack decoded and
+/// hashed, a few packs at a time; where the damage is goes into `damage`.
+fn read_packs(ds: &Datastore, damage: &mut PackDamage, rep: &mut CheckReport, on_bytes: &(dyn Fn(u64) + Sync)) {
+    let todo: Vec<PackId> = damage.indexed.keys().copied().filter(|id| !damage.bad_packs.contains_key(id)).collect();
+    let next = AtomicUsize::new(0);
+    let bytes = AtomicU64::new(0);
+    let results = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(id) = todo.get(i) else { break };
+                let r = verify_pack(ds, id, &bytes, on_bytes);
+                results.lock().unwrap().push((*id, r));
+            });
+        }
+    });
+    rep.bytes_read = bytes.load(Ordering::Relaxed);
+    for (id, r) in results.into_inner().unwrap() {
+        match r {
+            Ok(v) => {
+                rep.unused_damaged_records += v.unused_damaged;
+                if !v.bad.is_empty() || v.good_until.is_some() {
+                    for m in &v.messages {
+                        rep.errors.push(format!("pack {id}: {m}"));
                     }
-                    confirmed.insert(id, v.confirmed);
+                    damage.bad_records.insert(id, (v.bad, v.good_until.unwrap_or(u64::MAX)));
                 }
-                Err(e) => {
-                    bad_packs.insert(id, e.to_string());
-                }
+                damage.confirmed.insert(id, v.confirmed);
+            }
+            Err(e) => {
+                damage.bad_packs.insert(id, e.to_string());
             }
         }
     }
-    for (id, why) in &bad_packs {
-        rep.errors.push(format!("pack {id}: {why}"));
-    }
+}
 
-    // Index entries: each must point into a healthy part of a known pack.
-    let pack_len: HashMap<PackId, u64> = indexed.iter().map(|(id, i)| (*id, i.len)).collect();
+/// Step 3: each index entry must point into a sound part of a known
+/// pack; with `ReadData` each pack read must also hold exactly the
+/// entries the index gives it. Returns the blobs whose data is lost.
+fn check_index_entries(ds: &Datastore, damage: &PackDamage, depth: CheckDepth, rep: &mut CheckReport) -> Result<HashSet<BlobId>> {
+    let index = ds.index();
     let mut bad_blobs: HashSet<BlobId> = HashSet::new();
     let mut per_pack: HashMap<PackId, u64> = HashMap::new();
     index.for_each_blob(|id, loc| {
         rep.blobs += 1;
         *per_pack.entry(loc.pack).or_default() += 1;
-        let end = loc.offset + blob::RECORD_HEADER_LEN as u64 + loc.stored_len as u64;
-        let bad = match pack_len.get(&loc.pack) {
-            None => {
-                rep.errors.push(format!("blob {id}: its pack {} is not in the index", loc.pack));
-                true
+        match damage.record_is_damaged(&loc) {
+            Ok(false) => {}
+            Ok(true) => {
+                bad_blobs.insert(id);
             }
-            Some(len) if end > *len => {
-                rep.errors.push(format!("blob {id}: lies past the end of pack {}", loc.pack));
-                true
+            Err(why) => {
+                rep.errors.push(format!("blob {id}: {why}"));
+                bad_blobs.insert(id);
             }
-            _ => bad_packs.contains_key(&loc.pack) || bad_records.get(&loc.pack).is_some_and(|(offs, until)| offs.contains(&loc.offset) || loc.offset >= *until),
-        };
-        if bad {
-            bad_blobs.insert(id);
         }
         Ok(())
     })?;
-    if read_data {
-        // Every index entry must have matched a verified record.
+    if depth == CheckDepth::ReadData {
         for (pack, n) in &per_pack {
-            if bad_packs.contains_key(pack) || bad_records.contains_key(pack) {
+            if damage.bad_packs.contains_key(pack) || damage.bad_records.contains_key(pack) {
                 continue;
             }
-            if confirmed.get(pack).copied().unwrap_or(0) != *n {
+            if damage.confirmed.get(pack).copied().unwrap_or(0) != *n {
                 rep.errors.push(format!("pack {pack}: index entries do not match the records in the pack"));
                 index.for_each_blob(|id, loc| {
                     if loc.pack == *pack {
@@ -178,22 +226,7 @@ pub fn check(ds: &Datastore, depth: CheckDepth, on_bytes: &(dyn Fn(u64) + Sync))
             }
         }
     }
-
-    // Snapshots: walk every tree; name what is lost. Damage found under a
-    // tree is memoized by tree id, so a tree shared by many snapshots is
-    // read once yet its damage is named for each of them.
-    rep.snapshots = ds.snapshots()?.len() as u64;
-    let damage = snapshot_damage(ds, &bad_blobs)?;
-    if read_data {
-        clear_healed_marks(ds, &damage)?;
-    }
-    for (_, label, paths) in damage {
-        for m in paths {
-            rep.affected.push(format!("{label}: {m}"));
-        }
-    }
-    rep.errors.sort();
-    Ok(rep)
+    Ok(bad_blobs)
 }
 
 /// `repair` marks damaged snapshots and lost blobs; a later backup may
@@ -325,6 +358,24 @@ mod tests {
     use super::*;
     use crate::blob::RECORD_HEADER_LEN;
     use crate::testutil::{flip_byte, offset_of, one_pack};
+
+    #[test]
+    fn pack_damage_judges_each_index_entry() {
+        use crate::index::BlobLocation;
+        let (p, q, gone) = (PackId::random(), PackId::random(), PackId::random());
+        let mut d = PackDamage::default();
+        d.indexed.insert(p, 10_000);
+        d.indexed.insert(q, 10_000);
+        d.bad_records.insert(p, (HashSet::from([100]), 5_000));
+        d.bad_packs.insert(q, "file missing".into());
+        let at = |pack, offset| BlobLocation { pack, offset, stored_len: 50, plain_len: 50, kind: crate::blob::BlobKind::FileChunk, encoding: crate::blob::Encoding::Raw };
+        assert_eq!(d.record_is_damaged(&at(p, 0)), Ok(false));
+        assert_eq!(d.record_is_damaged(&at(p, 100)), Ok(true), "a damaged record");
+        assert_eq!(d.record_is_damaged(&at(p, 5_000)), Ok(true), "past the unreadable point");
+        assert_eq!(d.record_is_damaged(&at(q, 0)), Ok(true), "a lost pack");
+        assert!(d.record_is_damaged(&at(p, 9_990)).unwrap_err().contains("past the end"));
+        assert!(d.record_is_damaged(&at(gone, 0)).unwrap_err().contains("not in the index"));
+    }
 
     fn both(ds: &Datastore) -> (CheckReport, CheckReport) {
         (check(ds, CheckDepth::Structure, &|_| {}).unwrap(), check(ds, CheckDepth::ReadData, &|_| {}).unwrap())

@@ -93,7 +93,10 @@ pub fn prepare(root: &Path) -> Result<Option<std::path::PathBuf>> {
     Ok(moved)
 }
 
-/// Rebuilds the index of an opened datastore from its packs.
+/// Rebuilds the index of an opened datastore from its packs, in steps:
+/// [`scan_packs`] (every record verified, the sound ones indexed into a
+/// new index), [`Salvage::finish`] (snapshots less the forgotten ones,
+/// `lost/` marks), [`swap_in`], then [`mark_damaged_snapshots`].
 pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairReport> {
     let root = ds.root();
     let _gc = FileLock::take(&root.join("gc.lock"), libc::LOCK_EX)?;
@@ -104,111 +107,157 @@ pub fn repair(ds: &Datastore, on_bytes: &dyn Fn(u64, u64)) -> Result<RepairRepor
     let new = root.join("index.new");
     let _ = std::fs::remove_dir_all(&new);
     index::create(&new)?;
+    let salvage = scan_packs(ds, &new, &mut rep, on_bytes)?;
+    index::commit(&new, salvage.finish(ds, &mut rep))?;
+    swap_in(root, &new)?;
+    ds.refresh_index()?;
+    if !rep.lost_blobs.is_empty() || !rep.unreadable_packs.is_empty() {
+        mark_damaged_snapshots(ds, &mut rep)?;
+    }
+    Ok(rep)
+}
 
+/// What the scan keeps of the packs' records for the new index.
+#[derive(Default)]
+struct Salvage {
+    /// Blobs with a sound record (the first one found is indexed).
+    good: HashSet<BlobId>,
+    /// Blobs with only damaged records so far.
+    bad: HashMap<BlobId, LostBlob>,
+    /// Snapshot documents found, by id.
+    snapshots: Vec<(BlobId, Vec<u8>)>,
+    /// Snapshots a forget record names.
+    forgotten: HashSet<BlobId>,
+    /// The forget records themselves (kept as refs, as forget writes them).
+    forget_records: Vec<BlobId>,
+    /// Entries not yet committed.
+    batch: IndexBatch,
+}
+
+impl Salvage {
+    /// Takes one record of `pack`; returns whether it was a new blob.
+    fn take(&mut self, pack: &PackId, record: ScannedRecord, rep: &mut RepairReport) -> bool {
+        match record {
+            ScannedRecord::Good { id, loc, plain } => {
+                let new = self.good.insert(id);
+                if new {
+                    self.batch.blobs.push((id, loc));
+                }
+                self.bad.remove(&id);
+                match (loc.kind, plain) {
+                    (BlobKind::Snapshot, Some(doc)) => self.snapshots.push((id, doc)),
+                    (BlobKind::Forget, Some(doc)) => {
+                        if let Ok(r) = serde_json::from_slice::<ForgetRecord>(&doc) {
+                            self.forgotten.extend(r.snapshots);
+                            self.forget_records.push(id);
+                        }
+                    }
+                    _ => {}
+                }
+                new
+            }
+            ScannedRecord::Damaged { id, lost } => {
+                if !self.good.contains(&id) {
+                    self.bad.insert(id, lost);
+                }
+                false
+            }
+            ScannedRecord::Unreadable { offset, what } => {
+                rep.unreadable_packs.push(format!("pack {pack} at offset {offset}: {what}"));
+                false
+            }
+        }
+    }
+
+    /// The last batch: the snapshots less the forgotten ones, the forget
+    /// records, and a `lost/` mark per blob with no sound record.
+    fn finish(mut self, ds: &Datastore, rep: &mut RepairReport) -> IndexBatch {
+        for (id, doc) in std::mem::take(&mut self.snapshots) {
+            if self.forgotten.contains(&id) {
+                rep.forgotten += 1;
+                continue;
+            }
+            if serde_json::from_slice::<Snapshot>(&doc).is_err() {
+                continue;
+            }
+            let sealed = ds.seal_doc(&id, doc);
+            self.batch.snapshots.push((id, sealed));
+            rep.snapshots += 1;
+        }
+        for rid in &self.forget_records {
+            self.batch.refs.push((ref_key(REF_FORGET, &rid.0), Vec::new()));
+        }
+        rep.blobs = self.good.len() as u64;
+        let mut lost: Vec<LostBlob> = self.bad.into_values().collect();
+        lost.sort_by(|a, b| (&a.pack, a.offset).cmp(&(&b.pack, b.offset)));
+        for l in &lost {
+            let id = BlobId::from_hex(&l.id).expect("hex id");
+            self.batch.refs.push((ref_key(REF_LOST, &id.0), serde_json::to_vec(l).expect("serializes")));
+        }
+        rep.lost_blobs = lost;
+        self.batch
+    }
+}
+
+/// Step 1: every pack read and its records verified, the sound ones
+/// indexed into `new` (blob entries in chunks; the snapshots go in last,
+/// with [`Salvage::finish`]).
+fn scan_packs(ds: &Datastore, new: &Path, rep: &mut RepairReport, on_bytes: &dyn Fn(u64, u64)) -> Result<Salvage> {
     let files = ds.pack_files()?;
     let total: u64 = files.iter().map(|f| f.len).sum();
     let mut done = 0u64;
-    let mut good: HashSet<BlobId> = HashSet::new();
-    let mut bad: HashMap<BlobId, LostBlob> = HashMap::new();
-    let mut snapshots: Vec<(BlobId, Vec<u8>)> = Vec::new();
-    let mut forgotten: HashSet<BlobId> = HashSet::new();
-    let mut forget_records: Vec<BlobId> = Vec::new();
-    let mut batch = IndexBatch::default();
+    let mut salvage = Salvage::default();
     for crate::datastore::PackFile { id: pack, path, len } in &files {
         let bytes = std::fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
         rep.bytes_read += bytes.len() as u64;
         let mut count = 0u32;
-        for v in scan_pack(ds, pack, &bytes) {
-            match v {
-                ScannedRecord::Good { id, loc, plain } => {
-                    if good.insert(id) {
-                        batch.blobs.push((id, loc));
-                        count += 1;
-                    }
-                    bad.remove(&id);
-                    match (loc.kind, plain) {
-                        (BlobKind::Snapshot, Some(doc)) => snapshots.push((id, doc)),
-                        (BlobKind::Forget, Some(doc)) => {
-                            if let Ok(r) = serde_json::from_slice::<ForgetRecord>(&doc) {
-                                forgotten.extend(r.snapshots);
-                                forget_records.push(id);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                ScannedRecord::Damaged { id, lost } => {
-                    if !good.contains(&id) {
-                        bad.insert(id, lost);
-                    }
-                }
-                ScannedRecord::Unreadable { offset, what } => rep.unreadable_packs.push(format!("pack {pack} at offset {offset}: {what}")),
+        for record in scan_pack(ds, pack, &bytes) {
+            if salvage.take(pack, record, rep) {
+                count += 1;
             }
-            if batch.len() >= CHUNK {
-                // Blob entries only: the snapshots go in last.
-                index::commit(&new, std::mem::take(&mut batch))?;
+            if salvage.batch.len() >= CHUNK {
+                index::commit(new, std::mem::take(&mut salvage.batch))?;
             }
         }
-        batch.packs.push((*pack, PackInfo { len: *len, blobs: count }));
+        salvage.batch.packs.push((*pack, PackInfo { len: *len, blobs: count }));
         rep.packs += 1;
         done += len;
         on_bytes(done, total);
     }
+    Ok(salvage)
+}
 
-    // Snapshots, less the forgotten ones.
-    for (id, doc) in snapshots {
-        if forgotten.contains(&id) {
-            rep.forgotten += 1;
-            continue;
-        }
-        if serde_json::from_slice::<Snapshot>(&doc).is_err() {
-            continue;
-        }
-        let sealed = ds.seal_doc(&id, doc);
-        batch.snapshots.push((id, sealed));
-        rep.snapshots += 1;
-    }
-    for rid in forget_records {
-        batch.refs.push((ref_key(REF_FORGET, &rid.0), Vec::new()));
-    }
-    rep.blobs = good.len() as u64;
-    let mut lost: Vec<LostBlob> = bad.into_values().collect();
-    lost.sort_by(|a, b| (&a.pack, a.offset).cmp(&(&b.pack, b.offset)));
-    for l in &lost {
-        let id = BlobId::from_hex(&l.id).expect("hex id");
-        batch.refs.push((ref_key(REF_LOST, &id.0), serde_json::to_vec(l).expect("serializes")));
-    }
-    rep.lost_blobs = lost;
-    index::commit(&new, batch)?;
-
-    // Swap the new index in.
+/// Step 2: the rebuilt index replaces the old one (rename, then the
+/// directory synced; the old one is removed after).
+fn swap_in(root: &Path, new: &Path) -> Result<()> {
     let idx = root.join("index");
     let old = root.join("index.old");
     let _ = std::fs::remove_dir_all(&old);
     if idx.exists() {
         std::fs::rename(&idx, &old).map_err(|e| StoreError::io("rename", &idx, e))?;
     }
-    std::fs::rename(&new, &idx).map_err(|e| StoreError::io("rename", &new, e))?;
+    std::fs::rename(new, &idx).map_err(|e| StoreError::io("rename", new, e))?;
     fsutil::sync_dir(root)?;
     let _ = std::fs::remove_dir_all(&old);
-    ds.refresh_index()?;
+    Ok(())
+}
 
-    // Name what the lost blobs cost, and remember it per snapshot.
-    if !rep.lost_blobs.is_empty() || !rep.unreadable_packs.is_empty() {
-        let damage = crate::check::snapshot_damage(ds, &HashSet::new())?;
-        let mut batch = IndexBatch::default();
-        for (sid, label, paths) in damage {
-            for p in &paths {
-                rep.affected.push(format!("{label}: {p}"));
-            }
-            batch.refs.push((ref_key(REF_DAMAGED, &sid.0), serde_json::to_vec(&paths).expect("serializes")));
+/// Step 3: what the lost blobs cost, named per snapshot and remembered
+/// under `damaged/`.
+fn mark_damaged_snapshots(ds: &Datastore, rep: &mut RepairReport) -> Result<()> {
+    let damage = crate::check::snapshot_damage(ds, &HashSet::new())?;
+    let mut batch = IndexBatch::default();
+    for (sid, label, paths) in damage {
+        for p in &paths {
+            rep.affected.push(format!("{label}: {p}"));
         }
-        if !batch.is_empty() {
-            index::commit(&ds.index_path(), batch)?;
-            ds.refresh_index()?;
-        }
+        batch.refs.push((ref_key(REF_DAMAGED, &sid.0), serde_json::to_vec(&paths).expect("serializes")));
     }
-    Ok(rep)
+    if !batch.is_empty() {
+        index::commit(&ds.index_path(), batch)?;
+        ds.refresh_index()?;
+    }
+    Ok(())
 }
 
 /// What the scan of a pack found at one place in it.
@@ -336,6 +385,37 @@ mod tests {
         let Some(ScannedRecord::Good { loc, .. }) = scan_pack(&ds, &pack, &clean).pop() else { panic!("clean pack") };
         let scanned = scan_pack(&ds, &pack, &clean[..loc.offset as usize + 20]);
         assert!(matches!(scanned.last(), Some(ScannedRecord::Unreadable { what: "truncated record at the end", .. })), "{scanned:?}");
+    }
+
+    #[test]
+    fn a_blob_is_lost_only_when_no_pack_holds_a_sound_copy() {
+        let (a, b) = (PackId::random(), PackId::random());
+        let id = |n: u8| BlobId([n; 32]);
+        let good = |n: u8, pack: PackId| ScannedRecord::Good {
+            id: id(n),
+            loc: BlobLocation { pack, offset: 64, stored_len: 10, plain_len: 10, kind: BlobKind::FileChunk, encoding: crate::blob::Encoding::Raw },
+            plain: None,
+        };
+        let damaged = |n: u8, pack: PackId| ScannedRecord::Damaged { id: id(n), lost: LostBlob { id: id(n).to_hex(), pack: pack.to_hex(), offset: 64, reason: "bad".into() } };
+        let mut rep = RepairReport::default();
+        let mut s = Salvage::default();
+        // 1: damaged, then a sound copy elsewhere. 2: sound, then a damaged
+        // copy. 3: only damaged. 4: sound twice (indexed once).
+        assert!(!s.take(&a, damaged(1, a), &mut rep));
+        assert!(s.take(&b, good(1, b), &mut rep));
+        assert!(s.take(&a, good(2, a), &mut rep));
+        assert!(!s.take(&b, damaged(2, b), &mut rep));
+        assert!(!s.take(&a, damaged(3, a), &mut rep));
+        assert!(s.take(&a, good(4, a), &mut rep));
+        assert!(!s.take(&b, good(4, b), &mut rep), "a second sound copy is not indexed again");
+        assert!(!s.take(&b, ScannedRecord::Unreadable { offset: 99, what: "truncated record at the end" }, &mut rep));
+        assert_eq!(s.batch.blobs.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![id(1), id(2), id(4)]);
+        assert_eq!(rep.unreadable_packs.len(), 1);
+        let t = tempfile::tempdir().unwrap();
+        let ds = Datastore::init(&t.path().join("ds")).unwrap();
+        let batch = s.finish(&ds, &mut rep);
+        assert_eq!(rep.lost_blobs.iter().map(|l| l.id.clone()).collect::<Vec<_>>(), vec![id(3).to_hex()]);
+        assert_eq!((rep.blobs, batch.refs.len()), (3, 1));
     }
 
     #[test]
