@@ -245,7 +245,7 @@ impl Handler<Execute> for DatastoreActor {
                     JobSpec::AgentBackup { .. } => Err(JobFailure::Invalid("agent backups are driven by the agent, not started as jobs".into())),
                     JobSpec::VmBackup { full, tags, .. } => match &msg.vm {
                         Some((vm, _busy)) => work::vm_backup::run(&ds, vm, *full, tags, &msg.keep, &pinned, tz, h),
-                        None => Err("internal error: a VM backup without its VM".into()),
+                        None => Err(JobFailure::Failed("internal error: a VM backup without its VM".into())),
                     },
                     JobSpec::VmRestore { snapshot, target, format, platform, platforms, map, no_repair, .. } if platform.is_some() || !platforms.is_empty() => {
                         let t = work::vm_restore::ForTargets {
@@ -265,7 +265,7 @@ impl Handler<Execute> for DatastoreActor {
                             let r = work::vm_instant_restore::Request { datastore: &name, snapshot, name: vm_name.as_deref(), net, paused: *paused, accel: msg.guests.accel, job: &msg.job, target };
                             work::vm_instant_restore::run(&ds, me, reg, &r, h)
                         }
-                        None => Err("this daemon has no VM connector".into()),
+                        None => Err(JobFailure::Failed("this daemon has no VM connector".into())),
                     },
                     JobSpec::VmRestoreFiles { snapshot, paths, target, disk, partition, .. } => {
                         let r = work::vm_restore_files::Request { snapshot, paths, target, disk: disk.as_deref(), partition: partition.as_deref() };
@@ -273,7 +273,7 @@ impl Handler<Execute> for DatastoreActor {
                     }
                     JobSpec::VmMigrateBack { vm, target, format, .. } => match (&msg.vms, &msg.vm) {
                         (Some(reg), Some(_busy)) => work::vm_migrate_back::run(reg, vm, target, format, &msg.confine, msg.grant, h),
-                        _ => Err("internal error: a migration back without its VM".into()),
+                        _ => Err(JobFailure::Failed("internal error: a migration back without its VM".into())),
                     },
                 }
             })

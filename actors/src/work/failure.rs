@@ -10,7 +10,8 @@ use lifeboat_store::StoreError;
 use lifeboat_vmfiles::VmFilesError;
 
 /// A job's failure. Errors of the crates convert with `?` and keep their
-/// message (the alternate `{:#}` form, with its causes) and their kind.
+/// message (the alternate `{:#}` form, with its causes) and their kind;
+/// a bare message has no `From`, so each says which kind it is.
 #[derive(Debug, thiserror::Error)]
 pub enum JobFailure {
     /// Stopped on request.
@@ -62,18 +63,6 @@ impl JobFailure {
     /// Any other error, as `Failed` with its causes.
     pub fn failed(e: impl std::fmt::Display) -> Self {
         JobFailure::Failed(format!("{e:#}"))
-    }
-}
-
-impl From<String> for JobFailure {
-    fn from(m: String) -> Self {
-        JobFailure::Failed(m)
-    }
-}
-
-impl From<&str> for JobFailure {
-    fn from(m: &str) -> Self {
-        JobFailure::Failed(m.to_string())
     }
 }
 

@@ -55,8 +55,8 @@ pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u
         markers: PathBuf::from(MARKERS),
         accel,
         probe_addrs: Vec::new(),
-        masquerade: lifeboat_lab::parse_masquerade(network.masquerade.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
-        dns: lifeboat_lab::parse_dns(network.dns.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+        masquerade: lifeboat_lab::parse_masquerade(network.masquerade.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(JobFailure::Invalid)?,
+        dns: lifeboat_lab::parse_dns(network.dns.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(JobFailure::Invalid)?,
         dhcp: network.dhcp,
         cancel: p.cancel.clone(),
     };

@@ -35,7 +35,7 @@ pub fn run(reg: &VmRegistry, name: &str, target: &str, format: &str, confine: &C
             let files: Vec<String> = made.iter().filter_map(|p| p.file_name()).map(|f| Path::new(target).join(f).display().to_string()).collect();
             let pid = instant.end_migration(name, vm, true);
             let entry = VmEntry { name: name.to_string(), source: VmSource::Qmp { qmp: qmp.clone(), agent: None }, registered: chrono::Utc::now() };
-            let registered = reg.add(entry).map_err(|e| format!("the VM runs on {} now, but registering it failed: {e}", files.join(", ")));
+            let registered = reg.add(entry).map_err(|e| JobFailure::Failed(format!("the VM runs on {} now, but registering it failed: {e}", files.join(", "))));
             h.log(&format!("VM {name} runs on local images now ({}); its exports are closed", files.join(", ")));
             registered?;
             Ok(JobOutput::new(&super::outcome::VmMigrateBackJobOutcome { vm: name.to_string(), files, pid, qmp }, vec![]))
