@@ -223,6 +223,8 @@ pub struct Execute {
     pub grant: lifeboat_state::Grant,
     /// How lab runs and restores start and repair guests.
     pub guests: crate::jobs::GuestSettings,
+    /// The `Lab` actor's live runs, where a lab run lists itself.
+    pub lab_runs: Option<crate::lab::LabRuns>,
 }
 
 impl Handler<Execute> for DatastoreActor {
@@ -258,7 +260,21 @@ impl Handler<Execute> for DatastoreActor {
                         work::vm_restore::run_for_targets(&ds, snapshot, target, &t, &msg.confine, msg.grant, h)
                     }
                     JobSpec::VmRestore { snapshot, target, format, .. } => work::vm_restore::run(&ds, snapshot, target, format.as_deref().unwrap_or("raw"), &msg.confine, msg.grant, h),
-                    JobSpec::LabVerify { vms, probes, boot_timeout, network, .. } => work::lab_verify::run(&ds, vms, probes, *boot_timeout, network, msg.guests.accel, &msg.guests.scripts_dir, h),
+                    JobSpec::LabVerify { vms, probes, boot_timeout, network, lab, .. } => {
+                        let r = work::lab_verify::Request {
+                            job: &msg.job,
+                            datastore: &name,
+                            lab: lab.as_deref(),
+                            vms,
+                            probes,
+                            boot_timeout: *boot_timeout,
+                            network,
+                            accel: msg.guests.accel,
+                            scripts_dir: &msg.guests.scripts_dir,
+                            runs: msg.lab_runs.as_ref(),
+                        };
+                        work::lab_verify::run(&ds, &r, h)
+                    }
                     JobSpec::VmInstantRestore { snapshot, name: vm_name, net, paused, platform, map, no_repair, .. } => match &msg.vms {
                         Some(reg) => {
                             let target = platform.as_deref().map(|p| work::vm_instant_restore::Target { platform: p, map, repair: !*no_repair });

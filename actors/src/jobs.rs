@@ -58,6 +58,8 @@ pub struct JobsActor {
     guests: GuestSettings,
     /// Lab definitions: named lab runs, and those due after a VM backup.
     labs: Option<Arc<lifeboat_state::LabStore>>,
+    /// The `Lab` actor's live runs, handed to lab-verify jobs.
+    lab_runs: Option<crate::lab::LabRuns>,
 }
 
 /// What lab runs need of the config.
@@ -87,7 +89,7 @@ impl JobsActor {
             tracing::warn!("job history: {p}");
         }
         let history = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
-        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine, guests: GuestSettings::default(), labs: None })
+        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine, guests: GuestSettings::default(), labs: None, lab_runs: None })
     }
 
     /// Each schedule's newest run in the history (schedule id -> job
@@ -163,6 +165,12 @@ impl JobsActor {
     /// after VM backups.
     pub fn with_labs(mut self, labs: Arc<lifeboat_state::LabStore>) -> Self {
         self.labs = Some(labs);
+        self
+    }
+
+    /// Lab-verify jobs list their runs with the `Lab` actor's registry.
+    pub fn with_lab_runs(mut self, runs: crate::lab::LabRuns) -> Self {
+        self.lab_runs = Some(runs);
         self
     }
 
@@ -320,7 +328,8 @@ impl Handler<StartJob> for JobsActor {
         let me = ctx.address();
         let id = job.id.clone();
         let confine = self.confine.read().clone();
-        let exec = Execute { job: id.clone(), spec: msg.spec, keep: msg.keep, handle, vm, vms: self.vms.clone(), confine, grant: msg.grant, guests: self.guests.clone() };
+        let exec =
+            Execute { job: id.clone(), spec: msg.spec, keep: msg.keep, handle, vm, vms: self.vms.clone(), confine, grant: msg.grant, guests: self.guests.clone(), lab_runs: self.lab_runs.clone() };
         actix::spawn(async move {
             let result = ds.send(exec).await.unwrap_or_else(|e| Err(JobFailure::Failed(format!("the datastore actor is gone: {e}"))));
             me.do_send(Finished { id, result });

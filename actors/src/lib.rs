@@ -10,7 +10,9 @@
 //! `Notifier` mails job reports; `Health` samples the machine;
 //! `Ingest` owns remote agents' upload sessions; `Connector` the
 //! registered VMs and their inventory (QMP) with the VMs running from
-//! backups (`instant`); `Export` the NBD exports of backed-up disks.
+//! backups (`instant`); `Export` the NBD exports of backed-up disks;
+//! `Lab` the verification lab's runs (listed while they run, stopped
+//! cleanly with the daemon, swept after a crash).
 
 pub mod connector;
 pub mod datastore;
@@ -20,6 +22,7 @@ pub mod health;
 pub mod ingest;
 pub mod instant;
 pub mod jobs;
+pub mod lab;
 pub mod notifier;
 pub mod scheduler;
 pub mod work;
@@ -31,6 +34,7 @@ pub use export::ExportActor;
 pub use health::{GetHealth, HealthActor, WatchDatastore};
 pub use ingest::IngestActor;
 pub use jobs::JobsActor;
+pub use lab::LabActor;
 pub use notifier::{MailJobReport, MailOutcome, NotifierActor, SendTestMail, SetSmtpSettings};
 pub use scheduler::SchedulerActor;
 

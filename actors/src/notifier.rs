@@ -63,7 +63,10 @@ pub fn job_report(job: &JobInfo, appliance: &str) -> JobReport {
     if p.files_done > 0 || p.bytes_done > 0 {
         summary.push_str(&format!("{} files, {} bytes processed\n", p.files_done, p.bytes_done));
     }
-    if let Some(result) = job.result.as_object() {
+    if let Some(text) = lab_summary(job) {
+        // A lab run: the verdict per VM and step, as the CLI prints it.
+        summary.push_str(&text);
+    } else if let Some(result) = job.result.as_object() {
         for (key, value) in result {
             match value {
                 serde_json::Value::Array(items) => {
@@ -91,6 +94,20 @@ pub fn job_report(job: &JobInfo, appliance: &str) -> JobReport {
         appliance: appliance.to_string(),
         attachments: Vec::new(),
     }
+}
+
+/// A lab run's summary (per VM: verdict, steps, why a step failed) and
+/// where its report is.
+fn lab_summary(job: &JobInfo) -> Option<String> {
+    if !matches!(job.spec, JobSpec::LabVerify { .. }) {
+        return None;
+    }
+    let rep: lifeboat_lab::LabReport = serde_json::from_value(job.result.clone()).ok()?;
+    let mut s = rep.summary_text();
+    if let Some(dir) = job.result["report_dir"].as_str() {
+        s.push_str(&format!("report: {dir}/report.html (attached)\n"));
+    }
+    Some(s)
 }
 
 /// A lab run's HTML report (self-contained: screenshots inline), read
@@ -288,6 +305,35 @@ mod tests {
         notifier.send(SetSmtpSettings(None)).await.unwrap();
         let out = notifier.send(MailJobReport { job: job(JobState::Failed), notify: NotifyWhen::Always }).await.unwrap();
         assert_eq!(out, MailOutcome::NotConfigured);
+    }
+
+    #[test]
+    fn a_lab_run_is_mailed_with_its_verdict_per_vm_and_step() {
+        let now = chrono::Utc::now();
+        let step = |name: &str, outcome, detail: &str| lifeboat_lab::Step { name: name.into(), outcome, started: now, ended: now, detail: detail.into() };
+        let vm = lifeboat_lab::VmReport {
+            vm: "db".into(),
+            snapshot: "0123456789abcdef".into(),
+            ip: Some("10.0.2.15/24".into()),
+            passed: false,
+            started: now,
+            ended: now,
+            steps: vec![step("boot", lifeboat_lab::Outcome::Pass, "ok"), step("ping", lifeboat_lab::Outcome::Fail, "10.0.2.15 did not answer ping")],
+            screenshot: None,
+            warnings: vec![],
+        };
+        let rep = lifeboat_lab::LabReport { lab: "20261205-x".into(), passed: false, started: now, ended: now, accelerator: "TCG".into(), vms: vec![vm], cancelled: false };
+        let mut result = serde_json::to_value(&rep).unwrap();
+        result["report_dir"] = "/srv/ds/lab-reports/20261205-x".into();
+        let mut j = job(JobState::Failed);
+        j.spec = JobSpec::LabVerify { datastore: "main".into(), lab: Some("nightly".into()), vms: vec![], probes: String::new(), boot_timeout: 0, network: Default::default() };
+        j.result = result;
+        let body = job_report(&j, "lb").summary;
+        assert!(body.contains("lab 20261205-x: FAILED (0 of 1 VMs passed)"), "{body}");
+        assert!(body.contains("db (01234567): FAILED - boot pass, ping fail") && body.contains("ping: 10.0.2.15 did not answer ping"), "{body}");
+        assert!(body.contains("report: /srv/ds/lab-reports/20261205-x/report.html (attached)"), "{body}");
+        // Not the raw JSON dump of the result.
+        assert!(!body.contains("accelerator:"), "{body}");
     }
 
     #[actix_rt::test]

@@ -6,7 +6,7 @@ use crate::ApiState;
 use actix::Actor;
 use actix_web::{web, App, HttpServer};
 use anyhow::{Context, Result};
-use lifeboat_actors::{ConnectorActor, DatastoreActor, Datastores, EventsActor, ExportActor, HealthActor, IngestActor, JobsActor, NotifierActor, SchedulerActor, VmRegistry};
+use lifeboat_actors::{ConnectorActor, DatastoreActor, Datastores, EventsActor, ExportActor, HealthActor, IngestActor, JobsActor, LabActor, NotifierActor, SchedulerActor, VmRegistry};
 use lifeboat_state::{AuthStore, Config, Confinement, DatastoreEntry, JobStore, ScheduleStore, SettingsStore, VmStore};
 use std::path::Path;
 use std::sync::Arc;
@@ -102,12 +102,13 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
         scripts_dir: config.lab_scripts_dir.clone(),
         windows_drivers: config.windows_drivers.clone(),
     };
-    // Lab runs cut off by a crash of the daemon leave namespaces and VMs.
-    for stale in lifeboat_lab::net::sweep_stale(std::path::Path::new(lifeboat_actors::work::lab_verify::MARKERS)) {
-        tracing::warn!("removed the lab network {stale} of a run that did not finish");
-    }
+    // Made before any job can start a run: it sweeps the namespaces and
+    // VMs of lab runs a crash of the daemon cut off.
+    let lab_actor = LabActor::new(std::path::Path::new(lifeboat_lab::net::MARKERS));
+    let lab_runs = lab_actor.runs();
+    let lab = lab_actor.start();
     let labs = Arc::new(lifeboat_state::LabStore::open(&state_dir)?);
-    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?.with_guests(guests).with_labs(labs.clone());
+    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?.with_guests(guests).with_labs(labs.clone()).with_lab_runs(lab_runs);
     let last_jobs = jobs.last_job_per_schedule();
     let jobs = jobs.start();
     let schedules = Arc::new(ScheduleStore::open(&state_dir)?);
@@ -149,6 +150,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
         exports,
         settings,
         labs,
+        lab: lab.clone(),
         state_dir: state_dir.clone(),
         confine,
         tz,
@@ -187,6 +189,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     access.write(&state_dir).context("writing the console's access file")?;
     on_ready(&started);
     let res = server.run().await.context("the API server failed");
+    // Lab runs power their VMs off and remove their networks; what does
+    // not end in time is swept at the next start.
+    let _ = lab.send(lifeboat_actors::lab::StopLabs { wait: std::time::Duration::from_secs(60) }).await;
     // VMs running from backups cannot outlive the exports they read.
     let _ = lifeboat_actors::datastore::blocking(move || instant.stop_all()).await;
     let _ = std::fs::remove_file(lifeboat_state::console::ConsoleAccess::path(&state_dir));

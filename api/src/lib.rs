@@ -35,6 +35,8 @@ pub struct ApiState {
     pub settings: Arc<SettingsStore>,
     /// Lab definitions (`/api/labs`).
     pub labs: Arc<lifeboat_state::LabStore>,
+    /// The lab runs in progress.
+    pub lab: Addr<lifeboat_actors::LabActor>,
     pub state_dir: PathBuf,
     /// Where jobs may read and write on the appliance (lifeboat.toml's
     /// roots, protected trees): checked here before a job exists.

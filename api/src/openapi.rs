@@ -24,7 +24,7 @@ use utoipa::{Modify, OpenApi};
         routes::tokens::list, routes::tokens::create, routes::tokens::revoke,
         routes::tokens::list_agents, routes::tokens::register_agent, routes::tokens::revoke_agent,
         routes::agent::open, routes::agent::missing, routes::agent::put_pack, routes::agent::tree, routes::agent::commit, routes::agent::close,
-        routes::labs::list, routes::labs::create, routes::labs::get, routes::labs::update, routes::labs::delete, routes::labs::run, routes::labs::runs,
+        routes::labs::list, routes::labs::create, routes::labs::get, routes::labs::update, routes::labs::delete, routes::labs::run, routes::labs::runs, routes::labs::running,
         routes::vms::list, routes::vms::register, routes::vms::unregister,
         routes::exports::list, routes::exports::create, routes::exports::delete,
         routes::events::stream,

@@ -214,20 +214,43 @@ fn backups_are_verified_in_labs_and_a_broken_one_fails() {
     std::fs::write(&script, "#!/bin/sh\nping -c1 -W2 \"$LIFEBOAT_LAB_IP\" >/dev/null && echo \"reached $LIFEBOAT_LAB_VM at $LIFEBOAT_LAB_IP\"\n").unwrap();
     chmod(&script, 0o755);
     let probes = format!("ping,heartbeat,screenshot,script={}", script.display());
+    // A script that says no fails the run, whatever the other probes say.
+    let refuse = t.path().join("refuse.sh");
+    std::fs::write(&refuse, "#!/bin/sh\necho \"the application on $LIFEBOAT_LAB_IP did not answer\"\nexit 3\n").unwrap();
+    chmod(&refuse, 0o755);
 
     // Two labs at once, the same guest (same IP, same MAC) in each; no
     // accelerator given: the product's default.
     let r1 = t.path().join("r1");
     let r2 = t.path().join("r2");
-    let one = ChildGuard::spawn(verify(&ds, &good, &r1, &["--probe", &probes]));
-    let two = ChildGuard::spawn(verify(&ds, &good, &r2, &["--probe", &probes]));
+    // The first lab also maps a production address and name onto the
+    // guest: a script reaches it under both, from inside the lab.
+    let prod = t.path().join("prod.sh");
+    std::fs::write(&prod, "#!/bin/sh\nset -e\ngetent hosts web.prod.example | grep -q 192.168.77.15\nping -c1 -W2 web.prod.example >/dev/null\necho reached web.prod.example\n").unwrap();
+    chmod(&prod, 0o755);
+    let one_probes = format!("{probes},script={}", prod.display());
+    let one = ChildGuard::spawn(verify(&ds, &good, &r1, &["--probe", &one_probes, "--masquerade", "192.168.77.15=10.0.2.15", "--dns", "web.prod.example=192.168.77.15"]));
+    let two = ChildGuard::spawn(verify(&ds, &good, &r2, &["--probe", &format!("{probes},script={}", refuse.display())]));
     for (o, dir) in [(one.wait(), &r1), (two.wait(), &r2)] {
-        o.expect_ok();
+        let refused = dir == &r2;
+        if refused {
+            o.expect_code(1);
+        } else {
+            o.expect_ok();
+        }
         let rep = o.json();
-        assert_eq!(rep["passed"], true, "{rep:#}");
+        assert_eq!(rep["passed"], !refused, "{rep:#}");
         let steps: Vec<(String, String)> = rep["vms"][0]["steps"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap().to_string(), s["outcome"].as_str().unwrap().to_string())).collect();
         let names: Vec<&str> = steps.iter().map(|s| s.0.as_str()).collect();
-        assert_eq!(names, ["boot", "ping", "heartbeat", "screenshot", "script:check.sh", "shutdown"], "{rep:#}");
+        if refused {
+            assert_eq!(names, ["boot", "ping", "heartbeat", "screenshot", "script:check.sh", "script:refuse.sh", "shutdown"], "{rep:#}");
+            let s = &rep["vms"][0]["steps"][5];
+            assert_eq!(s["outcome"], "fail", "{rep:#}");
+            assert!(s["detail"].as_str().unwrap().contains("exit 3") && s["detail"].as_str().unwrap().contains("did not answer"), "{rep:#}");
+        } else {
+            assert_eq!(names, ["boot", "ping", "heartbeat", "screenshot", "script:check.sh", "script:prod.sh", "shutdown"], "{rep:#}");
+            assert!(steps[5].1 == "pass" && rep["vms"][0]["steps"][5]["detail"].as_str().unwrap().contains("reached web.prod.example"), "{rep:#}");
+        }
         assert!(steps[..5].iter().all(|s| s.1 == "pass"), "{rep:#}");
         let shot = rep["vms"][0]["screenshot"].as_str().unwrap();
         assert!(dir.join(shot).is_file() && dir.join("report.html").is_file() && dir.join("report.json").is_file());
@@ -327,7 +350,7 @@ fn the_daemon_runs_lab_verifications_as_jobs_and_serves_their_reports() {
     std::fs::write(scripts.join("hello.sh"), "#!/bin/sh\nping -c1 -W2 \"$LIFEBOAT_LAB_IP\" >/dev/null && echo hello from the lab\n").unwrap();
     chmod(&scripts.join("hello.sh"), 0o755);
     let state = t.path().join("state");
-    let cfg = format!("backup_roots = [\"{0}\"]\nrestore_roots = [\"{0}/restores\"]\nlab_scripts_dir = \"{1}\"\n", t.path().display(), scripts.display());
+    let cfg = format!("timezone = \"UTC\"\nbackup_roots = [\"{0}\"]\nrestore_roots = [\"{0}/restores\"]\nlab_scripts_dir = \"{1}\"\n", t.path().display(), scripts.display());
     let d = common::daemon::Daemon::start(&state, Some(&cfg), &[]);
     // The VM is backed up by the CLI on the appliance into the daemon's datastore.
     let ds = Ds::at(state.join("datastores/default"));
@@ -401,6 +424,41 @@ fn the_daemon_runs_lab_verifications_as_jobs_and_serves_their_reports() {
     let att = &mail["attachments"][0];
     assert!(att["filename"].as_str().unwrap().starts_with("lab-report-") && att["content_type"] == "text/html", "{mail}");
     assert!(att["text"].as_str().unwrap().contains("lab-tiny"), "{mail}");
+    // Lab schedules: daily, weekly and monthly runs of the lab (cron in
+    // the appliance's time zone, UTC here); the weekly one run now.
+    let mut ids = Vec::new();
+    for (name, cron) in [("lab-daily", "0 30 2 * * *"), ("lab-weekly", "0 0 3 * * Sun"), ("lab-monthly", "0 0 4 1 * *")] {
+        let s = d.admin_ok(
+            "POST",
+            "/api/schedules",
+            Some(&serde_json::json!({ "name": name, "cron": cron, "job": { "kind": "lab-verify", "datastore": "default", "lab": "tiny-lab" }, "notify": "always" })),
+        );
+        let next = chrono::DateTime::parse_from_rfc3339(s["next_run"].as_str().unwrap_or_else(|| panic!("{s}"))).unwrap().with_timezone(&chrono::Utc);
+        let ahead = next - chrono::Utc::now();
+        use chrono::{Datelike, Timelike};
+        match name {
+            "lab-daily" => assert!(ahead <= chrono::Duration::hours(24) && (next.hour(), next.minute()) == (2, 30), "{s}"),
+            "lab-weekly" => assert!(ahead <= chrono::Duration::days(7) && next.weekday() == chrono::Weekday::Sun && next.hour() == 3, "{s}"),
+            _ => assert!(ahead <= chrono::Duration::days(31) && next.day() == 1 && next.hour() == 4, "{s}"),
+        }
+        ids.push(s["id"].as_str().unwrap().to_string());
+    }
+    let r = d.call(
+        "POST",
+        "/api/schedules",
+        Some(&d.admin),
+        Some(&serde_json::json!({ "name": "lab-nope", "cron": "0 0 3 * * *", "job": { "kind": "lab-verify", "datastore": "default", "lab": "no-such-lab" } })),
+    );
+    assert_eq!(r.status, 404, "a schedule of a lab that is not defined: {r:?}");
+    let weekly = d.admin_ok("POST", &format!("/api/schedules/{}/run", ids[1]), None);
+    let weekly = d.wait_job(weekly["id"].as_str().unwrap(), Duration::from_secs(300));
+    assert_eq!((weekly["state"].as_str(), weekly["schedule"].as_str(), weekly["spec"]["lab"].as_str()), (Some("succeeded"), Some(ids[1].as_str()), Some("tiny-lab")), "{weekly:#}");
+    assert_eq!(weekly["result"]["vms"][0]["vm"], "lab-tiny", "{weekly:#}");
+    // Its mail: the lab's own summary, not a dump of the result.
+    let mail = sink.next_mail();
+    let body = mail["body"].as_str().unwrap();
+    assert!(body.contains("PASSED (1 of 1 VMs passed)") && body.contains("lab-tiny (") && body.contains("ping pass, heartbeat pass") && body.contains("(attached)"), "{body}");
+
     // The remote CLI shows the lab and its history.
     let o = run_cmd({
         let mut c = d.remote(&ro);
@@ -417,6 +475,89 @@ fn the_daemon_runs_lab_verifications_as_jobs_and_serves_their_reports() {
     o.expect_ok();
     assert!(o.stdout.contains(run["id"].as_str().unwrap()) && o.stdout.contains("passed"), "{o}");
     assert!(lab_netns().is_empty());
+}
+
+/// QEMU processes in a lab's namespace.
+fn netns_pids(ns: &str) -> Vec<String> {
+    ok(&format!("ip netns pids {ns}")).split_whitespace().map(str::to_string).collect()
+}
+
+/// Gone, or a zombie waiting for init to reap it (its parent was killed).
+fn assert_gone(pids: &[String]) {
+    for p in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'), "process {p} of the lab still runs: {stat}");
+    }
+}
+
+#[test]
+fn a_daemon_that_stops_ends_its_lab_runs_and_one_that_was_killed_sweeps_them_at_start() {
+    require_root();
+    let _serial = serial();
+    let t = scratch("lab-daemon-stop");
+    let tiny = build_guest("tiny", t.path());
+    let state = t.path().join("state");
+    let cfg = format!("backup_roots = [\"{0}\"]\nrestore_roots = [\"{0}/restores\"]\n", t.path().display());
+    let d = common::daemon::Daemon::start(&state, Some(&cfg), &[]);
+    let ds = Ds::at(state.join("datastores/default"));
+    back_up_paused(&ds, &tiny, "lab-tiny", &t.path().join("q"));
+    // An address the guest does not have: the run pings until its boot
+    // timeout, long after the test has stopped the daemon.
+    let spec = serde_json::json!({ "kind": "lab-verify", "datastore": "default", "vms": [{ "snapshot": "vm:lab-tiny", "ip": "10.0.2.99/24" }], "probes": "ping", "boot_timeout": 600 });
+    let ro = d.token("ro", "read-only");
+    let start_run = |d: &common::daemon::Daemon| -> (String, String, Vec<String>) {
+        let job = d.admin_ok("POST", "/api/jobs", Some(&spec));
+        let id = job["id"].as_str().unwrap().to_string();
+        let mut runs = Value::Null;
+        assert!(
+            wait_until(Duration::from_secs(60), || {
+                runs = d.call("GET", "/api/lab-runs", Some(&ro), None).json();
+                runs.as_array().is_some_and(|a| !a.is_empty()) && !lab_netns().is_empty()
+            }),
+            "no lab run listed: {runs}"
+        );
+        assert_eq!(runs[0]["job"], id.as_str(), "{runs:#}");
+        assert_eq!(runs[0]["vms"], serde_json::json!(["vm:lab-tiny"]), "{runs:#}");
+        let ns = runs[0]["netns"].as_str().unwrap().to_string();
+        assert_eq!(lab_netns(), std::slice::from_ref(&ns));
+        // QEMU is up in the lab, and the guest's kernel talks on its serial
+        // line: its disks are open.
+        let serial = state.join("datastores/default/tmp").join(format!("lab-{}", ns.trim_start_matches("lblab-"))).join("vm0/serial.log");
+        assert!(wait_until(Duration::from_secs(90), || std::fs::metadata(&serial).is_ok_and(|m| m.len() > 0)), "the guest never wrote to {}", serial.display());
+        let pids = netns_pids(&ns);
+        assert!(!pids.is_empty(), "no QEMU in {ns}");
+        (id, ns, pids)
+    };
+
+    // A clean stop cancels the run: its VM is stopped and its network
+    // removed before the daemon exits.
+    let (job, _ns, pids) = start_run(&d);
+    let running = d.admin_ok("GET", &format!("/api/jobs/{job}"), None);
+    assert_eq!(running["state"], "running", "{running:#}\n{}", d.call("GET", &format!("/api/jobs/{job}/log"), Some(&d.admin), None).body);
+    let t0 = std::time::Instant::now();
+    let out = d.stop();
+    assert!(out.status.success(), "{out}");
+    assert!(t0.elapsed() < Duration::from_secs(60), "the daemon took {:?} to stop", t0.elapsed());
+    assert!(lab_netns().is_empty(), "a clean stop left {:?}", lab_netns());
+    assert_gone(&pids);
+    assert!(out.stderr.contains("stopping 1 lab run"), "{out}");
+
+    // After a SIGKILL the namespace and QEMU stay, until the next start.
+    let d = common::daemon::Daemon::start(&state, Some(&cfg), &[]);
+    let before = d.admin_ok("GET", &format!("/api/jobs/{job}"), None);
+    assert!(["cancelled", "interrupted"].contains(&before["state"].as_str().unwrap()), "{before:#}");
+    let (job2, ns, pids) = start_run(&d);
+    let running = d.admin_ok("GET", &format!("/api/jobs/{job2}"), None);
+    assert_eq!(running["state"], "running", "{running:#}\n{}", d.call("GET", &format!("/api/jobs/{job2}/log"), Some(&d.admin), None).body);
+    d.kill();
+    assert_eq!(lab_netns(), std::slice::from_ref(&ns), "the killed daemon's lab should still be there");
+    assert!(!netns_pids(&ns).is_empty(), "QEMU should still run in the orphaned lab");
+    let d = common::daemon::Daemon::start(&state, Some(&cfg), &[]);
+    assert!(lab_netns().is_empty(), "the start did not sweep {:?}", lab_netns());
+    assert_gone(&pids);
+    assert!(d.log_text().contains(&format!("removed the lab network {ns}")), "{}", d.log_text());
+    assert_eq!(d.admin_ok("GET", &format!("/api/jobs/{job2}"), None)["state"], "interrupted");
+    assert!(d.call("GET", "/api/lab-runs", Some(&d.admin), None).json().as_array().unwrap().is_empty());
 }
 
 /// Seconds since the epoch of an RFC 3339 time.

@@ -4,7 +4,8 @@
 //! `GET /api/datastores/{name}/lab-reports/{lab id}/report.html`.
 
 use super::{err, JobFailure, JobHandle, JobOutput, JobResult};
-use lifeboat_api_types::{LabNetworkSpec, LabVmSpec};
+use crate::lab::LabRuns;
+use lifeboat_api_types::{LabNetworkSpec, LabRunInfo, LabVmSpec};
 use lifeboat_lab::{LabVm, Probes, VerifyOptions};
 use lifeboat_store::Datastore;
 use std::path::PathBuf;
@@ -12,12 +13,32 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where lab runs leave markers of their namespaces (see
-/// `lifeboat_lab::net::sweep_stale`); the CLI uses the same place.
-pub const MARKERS: &str = "/run/lifeboat/labs";
+/// One run, as the job spec and the daemon's settings give it.
+pub struct Request<'a> {
+    /// The job's id.
+    pub job: &'a str,
+    /// The datastore's name.
+    pub datastore: &'a str,
+    /// The lab definition it runs, if any.
+    pub lab: Option<&'a str>,
+    /// The application group, in boot order.
+    pub vms: &'a [LabVmSpec],
+    /// Comma-separated probes.
+    pub probes: &'a str,
+    /// Seconds from power-on to answering.
+    pub boot_timeout: u64,
+    /// Masquerade map, DNS, DHCP.
+    pub network: &'a LabNetworkSpec,
+    /// The configured accelerator.
+    pub accel: lifeboat_qemu::Accel,
+    /// Where script probes come from (`lab_scripts_dir`).
+    pub scripts_dir: &'a std::path::Path,
+    /// The daemon's live runs (the `Lab` actor's), if it keeps them.
+    pub runs: Option<&'a LabRuns>,
+}
 
-#[allow(clippy::too_many_arguments)]
-pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u64, network: &LabNetworkSpec, accel: lifeboat_qemu::Accel, scripts_dir: &std::path::Path, h: &JobHandle) -> JobResult {
+pub fn run(ds: &Arc<Datastore>, r: &Request, h: &JobHandle) -> JobResult {
+    let Request { vms, probes, boot_timeout, network, accel, scripts_dir, .. } = *r;
     let mut probes: Probes = probes.parse().map_err(JobFailure::Invalid)?;
     // Scripts run as root inside the lab: only the admin's, from the
     // configured directory, by plain name.
@@ -40,6 +61,20 @@ pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u
     }
     let id = format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), &lifeboat_store::PackId::random().to_hex()[..6]);
     let report_dir = ds.root().join("lab-reports").join(&id);
+    // Listed while it runs; a clean stop of the daemon cancels it through
+    // the job's own flag and waits for its VMs and network to go.
+    let _live = r.runs.map(|runs| {
+        let info = LabRunInfo {
+            id: id.clone(),
+            job: r.job.to_string(),
+            datastore: r.datastore.to_string(),
+            lab: r.lab.map(str::to_string),
+            vms: vms.iter().map(|v| v.snapshot.clone()).collect(),
+            netns: format!("{}{id}", lifeboat_lab::net::NETNS_PREFIX),
+            started: chrono::Utc::now(),
+        };
+        runs.register(info, h.progress.cancel.clone())
+    });
     h.set_phase("verifying in the lab");
     h.log(&format!("lab {id}: {} VM(s)", lab_vms.len()));
     let p = &h.progress;
@@ -52,7 +87,7 @@ pub fn run(ds: &Arc<Datastore>, vms: &[LabVmSpec], probes: &str, boot_timeout: u
         boot_timeout: Duration::from_secs(boot_timeout),
         workdir: ds.root().join("tmp").join(format!("lab-{id}")),
         report_dir: report_dir.clone(),
-        markers: PathBuf::from(MARKERS),
+        markers: PathBuf::from(lifeboat_lab::net::MARKERS),
         accel,
         probe_addrs: Vec::new(),
         masquerade: lifeboat_lab::parse_masquerade(network.masquerade.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(JobFailure::Invalid)?,

@@ -8,7 +8,7 @@ use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{delete, get, post, put, web, HttpResponse};
 use lifeboat_actors::jobs::{ListJobs, StartJob};
-use lifeboat_api_types::{ApiError, JobInfo, JobSpec, LabDefinition};
+use lifeboat_api_types::{ApiError, JobInfo, JobSpec, LabDefinition, LabRunInfo};
 
 fn check(st: &ApiState, lab: &LabDefinition) -> Result<(), ApiErr> {
     if !st.datastores.contains(&lab.datastore) {
@@ -94,4 +94,13 @@ pub async fn runs(_auth: Auth<perm::Read>, st: web::Data<ApiState>, name: web::P
     }
     let all = st.jobs.send(ListJobs { running_only: false, limit: usize::MAX }).await?;
     Ok(web::Json(all.into_iter().filter(|j| matches!(&j.spec, JobSpec::LabVerify { lab: Some(l), .. } if *l == *name)).collect()))
+}
+
+/// Lab runs in progress, oldest first: which VMs, in which network
+/// namespace, for which job (cancel a run through its job).
+#[utoipa::path(tag = "labs", security(("bearer" = [])),
+    responses((status = 200, body = [LabRunInfo]), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+#[get("/api/lab-runs")]
+pub async fn running(_auth: Auth<perm::Read>, st: web::Data<ApiState>) -> Result<web::Json<Vec<LabRunInfo>>, ApiErr> {
+    Ok(web::Json(st.lab.send(lifeboat_actors::lab::RunningLabs).await?))
 }

@@ -69,6 +69,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(labs::delete)
         .service(labs::run)
         .service(labs::runs)
+        .service(labs::running)
         .service(vms::list)
         .service(vms::register)
         .service(vms::unregister)

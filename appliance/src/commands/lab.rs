@@ -8,10 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where lab runs leave markers of their namespaces (for the sweep of
-/// runs that were killed); tmpfs, so a reboot forgets them with the
-/// namespaces themselves.
-const MARKERS: &str = "/run/lifeboat/labs";
+// Markers live on tmpfs, so a reboot forgets them with the namespaces.
+use lifeboat_lab::net::MARKERS;
 
 #[derive(Subcommand)]
 // Parsed once per process.

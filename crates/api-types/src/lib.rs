@@ -728,6 +728,30 @@ pub struct LabReportInfo {
     pub vms: Vec<(String, bool)>,
 }
 
+/// A lab run in progress (`GET /api/lab-runs`): its VMs are booted or
+/// booting in a lab network of their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LabRunInfo {
+    /// The run's id, as its report will have it
+    /// (`YYYYMMDD-HHMMSS-xxxxxx`).
+    pub id: String,
+    /// The `lab-verify` job that runs it (`/api/jobs/{id}`; cancel it
+    /// there).
+    pub job: String,
+    /// The datastore its backups come from.
+    pub datastore: String,
+    /// The lab definition it runs, if it was started from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab: Option<String>,
+    /// The snapshots it verifies, in boot order, as given (`vm:NAME` or
+    /// a snapshot id).
+    pub vms: Vec<String>,
+    /// The network namespace the run's VMs are in.
+    pub netns: String,
+    /// When the run started (RFC 3339, UTC).
+    pub started: DateTime<Utc>,
+}
+
 fn default_probes() -> String {
     "ping,heartbeat,screenshot".into()
 }

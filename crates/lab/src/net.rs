@@ -31,6 +31,11 @@ use std::process::{Command, Stdio};
 
 /// Prefix of every lab namespace.
 pub const NETNS_PREFIX: &str = "lblab-";
+
+/// Where lab runs leave a marker per namespace (the owner's pid), so
+/// [`sweep_stale`] can tell a live run's namespace from a dead one's;
+/// the daemon and the CLI share it.
+pub const MARKERS: &str = "/run/lifeboat/labs";
 const BRIDGE: &str = "labbr0";
 const TABLE: &str = "lifeboat_lab";
 /// `ip netns exec` bind-mounts files from here over /etc (resolv.conf).
@@ -481,9 +486,16 @@ fn netns_exists(netns: &str) -> bool {
     Path::new("/run/netns").join(netns).exists()
 }
 
+/// The directory of the unix sockets of the run in namespace `netns`
+/// (beside its marker, so the sweep finds both).
+pub fn socket_dir(markers: &Path, netns: &str) -> PathBuf {
+    markers.join(format!("{netns}.d"))
+}
+
 /// Removes lab namespaces whose owner (the pid in their marker) is gone,
-/// and namespaces with our prefix that have no marker at all. Returns
-/// their names. Run at daemon start and before each CLI verification.
+/// and namespaces with our prefix that have no marker at all, with their
+/// socket directories. Returns their names. Run at daemon start and
+/// before each CLI verification.
 pub fn sweep_stale(markers: &Path) -> Vec<String> {
     let mut removed = Vec::new();
     let Ok(rd) = std::fs::read_dir("/run/netns") else { return removed };
@@ -500,6 +512,7 @@ pub fn sweep_stale(markers: &Path) -> Vec<String> {
         }
         if remove_netns(&name).is_ok() {
             let _ = std::fs::remove_file(&marker);
+            let _ = std::fs::remove_dir_all(socket_dir(markers, &name));
             removed.push(name);
         }
     }

@@ -100,6 +100,10 @@ pub struct LabReport {
     pub accelerator: String,
     /// One report per VM, in boot order.
     pub vms: Vec<VmReport>,
+    /// The run was cancelled (by the job's cancel, or the daemon
+    /// stopping): steps it cut short are skipped, and it did not pass.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 impl LabReport {
@@ -113,7 +117,13 @@ impl LabReport {
         let mut s = format!(
             "lab {}: {} ({} of {} VMs passed) in {:.1} s\n",
             self.lab,
-            if self.passed { "PASSED" } else { "FAILED" },
+            if self.cancelled {
+                "CANCELLED"
+            } else if self.passed {
+                "PASSED"
+            } else {
+                "FAILED"
+            },
             self.passed_count(),
             self.vms.len(),
             (self.ended - self.started).num_milliseconds() as f64 / 1000.0
@@ -154,7 +164,7 @@ impl LabReport {
         h.push_str("<table id=\"summary\"><tr><th>State</th><th>VMs</th><th>Passed</th><th>Start</th><th>End</th><th>Duration</th><th>Accelerator</th></tr>");
         h.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td><td>{}</td></tr></table>",
-            badge(Some(if self.passed { Outcome::Pass } else { Outcome::Fail })),
+            if self.cancelled { "<span class=\"skip\">cancelled</span>".to_string() } else { badge(Some(if self.passed { Outcome::Pass } else { Outcome::Fail })) },
             self.vms.len(),
             self.passed_count(),
             t(&self.started),
@@ -259,11 +269,15 @@ mod tests {
                 screenshot: None,
                 warnings: vec![],
             }],
+            cancelled: false,
         };
         let h = r.html(Path::new("/nonexistent"));
         assert!(h.contains("web&lt;1&gt;") && !h.contains("<b>x</b>"));
         assert!(!h.contains("http://") && !h.contains("https://"), "no outside resources");
         assert!(h.contains("<svg class=\"timeline\""));
         assert!(r.summary_text().contains("FAILED") && r.summary_text().contains("ping: <b>x</b>"));
+        let c = LabReport { cancelled: true, ..r };
+        assert!(c.summary_text().starts_with("lab l1: CANCELLED"), "{}", c.summary_text());
+        assert!(c.html(Path::new("/nonexistent")).contains(">cancelled<"));
     }
 }

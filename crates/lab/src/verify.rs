@@ -139,16 +139,36 @@ struct Running {
     /// The VM's NIC MACs (lower case), to find its address in the lab.
     macs: Vec<String>,
     dir: PathBuf,
+    /// Its unix sockets (NBD, QMP, heartbeat, qemu-ga): short paths on
+    /// tmpfs, whatever the datastore's path (see [`socket_dir`]).
+    socks: PathBuf,
     qemu: Option<Child>,
     report: VmReport,
     firmware: Option<Screen>,
     /// When the VM was powered on: the boot timeout counts from here.
     powered: Instant,
+    /// The run's cancel flag: a step that fails once it is set was cut
+    /// short, and is recorded as skipped.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Running {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
     fn push(&mut self, name: &str, outcome: Outcome, started: chrono::DateTime<Utc>, detail: impl Into<String>) {
-        self.report.steps.push(Step { name: name.into(), outcome, started, ended: Utc::now(), detail: detail.into() });
+        let mut detail = detail.into();
+        let outcome = if outcome == Outcome::Fail && self.cancelled() {
+            detail = format!("the run was cancelled ({detail})");
+            Outcome::Skip
+        } else {
+            outcome
+        };
+        if outcome == Outcome::Skip && self.cancelled() {
+            self.report.passed = false;
+        }
+        self.report.steps.push(Step { name: name.into(), outcome, started, ended: Utc::now(), detail });
         if outcome == Outcome::Fail {
             self.report.passed = false;
         }
@@ -198,6 +218,7 @@ pub fn verify(ds: Arc<Datastore>, o: &VerifyOptions) -> Result<LabReport, LabErr
     std::fs::create_dir_all(&o.workdir).map_err(|e| LabError::Net(format!("creating {}: {e}", o.workdir.display())))?;
     std::fs::create_dir_all(&o.report_dir).map_err(|e| LabError::Net(format!("creating {}: {e}", o.report_dir.display())))?;
     let _cleanup = RemoveDir(o.workdir.clone());
+    let _sockets = RemoveDir(socket_dir(o));
     if probe_addrs.is_empty() && o.dhcp {
         // Guests that only ask DHCP: the lab's default subnet.
         probe_addrs.push("10.0.2.2/24".into());
@@ -220,11 +241,17 @@ pub fn verify(ds: Arc<Datastore>, o: &VerifyOptions) -> Result<LabReport, LabErr
     let mut lab = LabNetwork::create(&o.lab_id, &spec, &o.markers)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| LabError::Net(format!("runtime: {e}")))?;
 
-    // Boot in order, each after its delay.
+    // Boot in order, each after its delay; a cancelled run boots no more.
+    let cancelled = || o.cancel.load(Ordering::Relaxed);
     let mut vms: Vec<Running> = Vec::new();
+    let mut not_booted: Vec<VmReport> = Vec::new();
     for (i, v) in o.vms.iter().enumerate() {
         if i > 0 && !v.delay.is_zero() {
             sleep_unless(&o.cancel, v.delay);
+        }
+        if cancelled() {
+            not_booted.push(cancelled_before_boot(v));
+            continue;
         }
         vms.push(boot(&ds, &rt, &mut lab, o, i, v, &accel)?);
     }
@@ -240,8 +267,33 @@ pub fn verify(ds: Arc<Datastore>, o: &VerifyOptions) -> Result<LabReport, LabErr
     }
     drop(rt);
     lab.remove()?;
-    let vms: Vec<VmReport> = vms.into_iter().map(|v| v.report).collect();
-    Ok(LabReport { lab: o.lab_id.clone(), passed: vms.iter().all(|v| v.passed), started, ended: Utc::now(), accelerator: accel.reason.clone(), vms })
+    let vms: Vec<VmReport> = vms.into_iter().map(|v| v.report).chain(not_booted).collect();
+    let cancelled = cancelled();
+    Ok(LabReport { lab: o.lab_id.clone(), passed: !cancelled && vms.iter().all(|v| v.passed), started, ended: Utc::now(), accelerator: accel.reason.clone(), vms, cancelled })
+}
+
+/// Where a run's unix sockets go: beside its namespace's marker, on
+/// tmpfs. A socket's path must fit in 108 bytes, which a work directory
+/// inside a deeply placed datastore does not; the sweep of a killed run
+/// removes this directory with the namespace.
+fn socket_dir(o: &VerifyOptions) -> PathBuf {
+    crate::net::socket_dir(&o.markers, &format!("{}{}", crate::net::NETNS_PREFIX, o.lab_id))
+}
+
+/// The report of a VM a cancelled run never booted.
+fn cancelled_before_boot(v: &LabVm) -> VmReport {
+    let now = Utc::now();
+    VmReport {
+        vm: v.snapshot.clone(),
+        snapshot: v.snapshot.clone(),
+        ip: v.ip.clone(),
+        passed: false,
+        started: now,
+        ended: now,
+        steps: vec![Step { name: "boot".into(), outcome: Outcome::Skip, started: now, ended: now, detail: "the run was cancelled before this VM booted".into() }],
+        screenshot: None,
+        warnings: Vec::new(),
+    }
 }
 
 fn sleep_unless(cancel: &AtomicBool, d: Duration) {
@@ -257,6 +309,8 @@ fn boot(ds: &Arc<Datastore>, rt: &tokio::runtime::Runtime, lab: &mut LabNetwork,
     let md = loaded.md.clone();
     let dir = o.workdir.join(format!("vm{i}"));
     std::fs::create_dir_all(&dir).map_err(|e| LabError::Net(format!("creating {}: {e}", dir.display())))?;
+    let socks = socket_dir(o).join(format!("vm{i}"));
+    std::fs::create_dir_all(&socks).map_err(|e| LabError::Net(format!("creating {}: {e}", socks.display())))?;
     let now = Utc::now();
     let mut r = Running {
         name: md.name.clone(),
@@ -264,6 +318,7 @@ fn boot(ds: &Arc<Datastore>, rt: &tokio::runtime::Runtime, lab: &mut LabNetwork,
         ip: v.ip.clone(),
         macs: md.nics.iter().map(|n| n.mac.to_ascii_lowercase()).collect(),
         dir: dir.clone(),
+        socks: socks.clone(),
         qemu: None,
         report: VmReport {
             vm: md.name.clone(),
@@ -278,11 +333,12 @@ fn boot(ds: &Arc<Datastore>, rt: &tokio::runtime::Runtime, lab: &mut LabNetwork,
         },
         firmware: None,
         powered: Instant::now(),
+        cancel: o.cancel.clone(),
     };
     let t0 = Utc::now();
     // The disks: our NBD server on a unix socket, an overlay per disk.
     let server = lifeboat_qemu::instant_vm::serve_overlays(ds, &loaded, &dir).map_err(|e| LabError::Net(e.to_string()))?;
-    let sock = dir.join("nbd.sock");
+    let sock = socks.join("nbd.sock");
     let listener = {
         let _g = rt.enter();
         tokio::net::UnixListener::bind(&sock).map_err(|e| LabError::Net(format!("NBD socket {}: {e}", sock.display())))?
@@ -296,7 +352,7 @@ fn boot(ds: &Arc<Datastore>, rt: &tokio::runtime::Runtime, lab: &mut LabNetwork,
         accel: accel.clone(),
         source: DiskSource::NbdUnix { path: sock },
         net: NetMode::Tap(format!("v{i}n%d")),
-        qmp: dir.join("qmp.sock"),
+        qmp: socks.join("qmp.sock"),
         serial: dir.join("serial.log"),
         name: format!("{}-lab", md.name),
         paused: false,
@@ -317,9 +373,9 @@ fn boot(ds: &Arc<Datastore>, rt: &tokio::runtime::Runtime, lab: &mut LabNetwork,
     c.args(args);
     // The probes' channels: a heartbeat line and qemu-ga.
     c.args(["-device", "virtio-serial-pci,id=labser"]);
-    c.arg("-chardev").arg(format!("socket,id=labhb,path={},server=on,wait=off", dir.join("hb.sock").display()));
+    c.arg("-chardev").arg(format!("socket,id=labhb,path={},server=on,wait=off", socks.join("hb.sock").display()));
     c.args(["-device", "virtserialport,bus=labser.0,chardev=labhb,name=org.lifeboat.heartbeat"]);
-    c.arg("-chardev").arg(format!("socket,id=labqga,path={},server=on,wait=off", dir.join("qga.sock").display()));
+    c.arg("-chardev").arg(format!("socket,id=labqga,path={},server=on,wait=off", socks.join("qga.sock").display()));
     c.args(["-device", "virtserialport,bus=labser.0,chardev=labqga,name=org.qemu.guest_agent.0"]);
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
     let log = std::fs::File::create(dir.join("qemu.log")).map_err(|e| LabError::Net(e.to_string()))?;
@@ -334,7 +390,7 @@ fn boot(ds: &Arc<Datastore>, rt: &tokio::runtime::Runtime, lab: &mut LabNetwork,
     }
     // Booted = QEMU runs the guest's CPUs; what the guest makes of it is
     // for the probes.
-    let qmp = dir.join("qmp.sock");
+    let qmp = socks.join("qmp.sock");
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(st) = r.qemu.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -408,7 +464,7 @@ fn probe(vm: &mut Running, lab: &LabNetwork, o: &VerifyOptions) {
         // guest is up enough to answer, or find its MAC in the lab's DHCP
         // leases and neighbour table.
         let t = Utc::now();
-        let qga = vm.dir.join("qga.sock");
+        let qga = vm.socks.join("qga.sock");
         while Instant::now() < deadline && !cancelled() {
             let found = GuestAgent::connect(&qga, Duration::from_secs(1)).ok().and_then(|mut a| guest_ipv4(&mut a)).map(|ip| (ip, "qemu-ga")).or_else(|| {
                 let seen = lab.learned_addresses();
@@ -457,12 +513,14 @@ fn probe(vm: &mut Running, lab: &LabNetwork, o: &VerifyOptions) {
         let t = Utc::now();
         // At least a short window even when ping used up the boot time.
         let until = deadline.max(Instant::now() + Duration::from_secs(10));
-        match heartbeat(&vm.dir, until, &cancelled) {
+        match heartbeat(&vm.socks, until, &cancelled) {
             Ok(how) => vm.push("heartbeat", Outcome::Pass, t, how),
             Err(why) => vm.push("heartbeat", Outcome::Fail, t, why),
         }
     }
-    if o.probes.screenshot {
+    if o.probes.screenshot && cancelled() {
+        vm.push("screenshot", Outcome::Skip, Utc::now(), "the run was cancelled");
+    } else if o.probes.screenshot {
         let t = Utc::now();
         let file = format!("{}-{}.png", safe(&vm.name), &vm.snapshot[..8]);
         let path = o.report_dir.join(&file);
@@ -472,7 +530,7 @@ fn probe(vm: &mut Running, lab: &LabNetwork, o: &VerifyOptions) {
         // fails the probe; a screen stuck on the firmware is not.
         let look_until = Instant::now() + SCREEN_SETTLE;
         let judged = loop {
-            let r = screendump(&vm.dir.join("qmp.sock"), &path).and_then(|_| Screen::load_png(&path).map_err(|e| e.to_string())).map(|s| {
+            let r = screendump(&vm.socks.join("qmp.sock"), &path).and_then(|_| Screen::load_png(&path).map_err(|e| e.to_string())).map(|s| {
                 let v = s.judge(vm.firmware.as_ref());
                 (s, v)
             });
@@ -484,7 +542,7 @@ fn probe(vm: &mut Running, lab: &LabNetwork, o: &VerifyOptions) {
         match judged {
             Ok((s, v)) => {
                 vm.report.screenshot = Some(file);
-                let text = ((s.width, s.height) == crate::screen::TEXT_MODE).then(|| vga_text(&vm.dir)).flatten();
+                let text = ((s.width, s.height) == crate::screen::TEXT_MODE).then(|| vga_text(&vm.socks, &vm.dir)).flatten();
                 match text.as_deref().and_then(crate::screen::boot_failure) {
                     Some(line) if v.ok => vm.push("screenshot", Outcome::Fail, t, format!("the screen shows a firmware or boot loader failure: {line:?}")),
                     _ => vm.push("screenshot", if v.ok { Outcome::Pass } else { Outcome::Fail }, t, v.reason),
@@ -496,6 +554,10 @@ fn probe(vm: &mut Running, lab: &LabNetwork, o: &VerifyOptions) {
     for script in &o.probes.scripts {
         let t = Utc::now();
         let name = format!("script:{}", script.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        if cancelled() {
+            vm.push(&name, Outcome::Skip, t, "the run was cancelled");
+            continue;
+        }
         let mut c = lab.command(&script.display().to_string());
         c.env("LIFEBOAT_LAB_VM", &vm.name).env("LIFEBOAT_LAB_SNAPSHOT", &vm.snapshot).env("LIFEBOAT_LAB_NETNS", &lab.netns);
         if let Some(ip) = &vm.ip {
@@ -537,9 +599,9 @@ fn ensure_probe_addr(lab: &LabNetwork, guest: &str) -> Result<(), LabError> {
 }
 
 /// The VGA text buffer (physical 0xB8000) as text, read over QMP.
-fn vga_text(dir: &Path) -> Option<String> {
+fn vga_text(socks: &Path, dir: &Path) -> Option<String> {
     let f = dir.join("vga-text.bin");
-    let mut q = Qmp::connect(&dir.join("qmp.sock")).ok()?;
+    let mut q = Qmp::connect(&socks.join("qmp.sock")).ok()?;
     q.execute("pmemsave", json!({ "val": 0xb8000u64, "size": 4000, "filename": f.display().to_string() })).ok()?;
     Some(crate::screen::text_of_vga(&std::fs::read(&f).ok()?))
 }
@@ -548,9 +610,9 @@ fn safe(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
-fn heartbeat(dir: &Path, until: Instant, cancelled: &dyn Fn() -> bool) -> Result<String, String> {
-    let hb = dir.join("hb.sock");
-    let qga = dir.join("qga.sock");
+fn heartbeat(socks: &Path, until: Instant, cancelled: &dyn Fn() -> bool) -> Result<String, String> {
+    let hb = socks.join("hb.sock");
+    let qga = socks.join("qga.sock");
     while Instant::now() < until && !cancelled() {
         if let Ok(s) = std::os::unix::net::UnixStream::connect(&hb) {
             s.set_read_timeout(Some(Duration::from_secs(2))).ok();
@@ -596,7 +658,14 @@ fn run_with_timeout(mut c: std::process::Command, limit: Duration) -> Result<(i3
 fn shutdown(vm: &mut Running) {
     let Some(mut child) = vm.qemu.take() else { return };
     let t = Utc::now();
-    let qmp = vm.dir.join("qmp.sock");
+    if vm.cancelled() {
+        // Nobody waits for a verdict: power off at once.
+        let _ = child.kill();
+        let _ = child.wait();
+        vm.push("shutdown", Outcome::Skip, t, "the run was cancelled; the VM was stopped");
+        return;
+    }
+    let qmp = vm.socks.join("qmp.sock");
     let _ = Qmp::connect(&qmp).and_then(|mut q| q.execute("system_powerdown", json!({})));
     let end = Instant::now() + Duration::from_secs(20);
     while Instant::now() < end {
