@@ -8,6 +8,7 @@
 //!    the descriptor first whose VMDK `qemu-img info` reads as
 //!    streamOptimized and `virt-v2v -i ova` accepts; repair of a disk
 //!    without an OS fails the restore loudly.
+//!    The Hyper-V VHDX is dynamic (its file parameters read back).
 //! 2. The proof: the Debian guest as an IDE/e1000/BIOS platform left it
 //!    (tests/guest/build.sh --debian-ide: root and fstab by /dev/sda1,
 //!    an initramfs with IDE drivers only, its NIC named lan0 by its old
@@ -64,6 +65,35 @@ fn info(img: &Path) -> Value {
     let o = Command::new("qemu-img").args(["info", "--output=json"]).arg(img).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A VHDX's file parameters (metadata region, MS-VHDX 2.6.2.1): the
+/// block size and `LeaveBlocksAllocated` (set: a fixed VHDX; clear: a
+/// dynamic one). GUIDs are stored with their first three fields little
+/// endian.
+fn vhdx_file_parameters(path: &Path) -> (u32, bool) {
+    const METADATA_REGION: [u8; 16] = [0x06, 0xa2, 0x7c, 0x8b, 0x90, 0x47, 0x9a, 0x4b, 0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e];
+    const FILE_PARAMETERS: [u8; 16] = [0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d, 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b];
+    let f = std::fs::read(path).unwrap();
+    let u32_at = |o: usize| u32::from_le_bytes(f[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(f[o..o + 8].try_into().unwrap());
+    assert_eq!(&f[..8], b"vhdxfile", "{} is no VHDX", path.display());
+    // The region table at 192 KiB: "regi", checksum, count, reserved,
+    // then 32-byte entries (GUID, file offset, length, required).
+    let rt = 192 * 1024;
+    assert_eq!(&f[rt..rt + 4], b"regi", "no region table in {}", path.display());
+    let meta = (0..u32_at(rt + 8) as usize)
+        .map(|i| rt + 16 + 32 * i)
+        .find(|&e| f[e..e + 16] == METADATA_REGION)
+        .map(|e| u64_at(e + 16) as usize)
+        .unwrap_or_else(|| panic!("no metadata region in {}", path.display()));
+    // The metadata table: "metadata", reserved, count, reserved (32
+    // bytes), then 32-byte entries (GUID, offset in the region, length).
+    assert_eq!(&f[meta..meta + 8], b"metadata");
+    let count = u16::from_le_bytes(f[meta + 10..meta + 12].try_into().unwrap()) as usize;
+    let item =
+        (0..count).map(|i| meta + 32 + 32 * i).find(|&e| f[e..e + 16] == FILE_PARAMETERS).map(|e| meta + u32_at(e + 16) as usize).unwrap_or_else(|| panic!("no file parameters in {}", path.display()));
+    (u32_at(item), u32_at(item + 4) & 1 == 1)
 }
 
 #[test]
@@ -176,6 +206,13 @@ fn every_target_writes_its_format_and_description() {
     let vhdx = hv.join(format!("{id}.vhdx"));
     assert_eq!(info(&vhdx)["format"].as_str(), Some("vhdx"));
     assert_same(&vhdx, "vhdx", &reference);
+    // Dynamic: LeaveBlocksAllocated clear (qemu-img info does not say).
+    // The reader tells a fixed VHDX apart, so the check can fail.
+    let (block, fixed) = vhdx_file_parameters(&vhdx);
+    assert!(!fixed && block.is_power_of_two() && block >= 1 << 20, "{} is not a dynamic VHDX (block size {block}, LeaveBlocksAllocated {fixed})", vhdx.display());
+    let fixed_vhdx = t.path().join("fixed.vhdx");
+    run_ok(Command::new("qemu-img").args(["create", "-q", "-f", "vhdx", "-o", "subformat=fixed"]).arg(&fixed_vhdx).arg("1M"));
+    assert!(vhdx_file_parameters(&fixed_vhdx).1, "a fixed VHDX reads as dynamic: the check above proves nothing");
     let d: Value = serde_json::from_slice(&std::fs::read(hv.join("hyperv.json")).unwrap()).unwrap();
     assert_eq!(
         (d["generation"].as_u64(), d["memory_mib"].as_u64(), d["disks"][0]["controller"].as_str(), d["nics"][0]["mac"].as_str()),
