@@ -420,8 +420,8 @@ fn instant_restore_jobs_migrate_back_and_cleanup() {
 /// The job's result names the mapping and the MAC change, `/api/vms`
 /// lists it as instant-restored from that job, and the QEMU the job
 /// started has a virtio-blk disk and a virtio-net NIC with the new MAC
-/// (QMP `qom-get`). Hyper-V's NIC, which QEMU lacks, is refused, nothing
-/// started.
+/// (QMP `qom-get`). A vmware mapping runs as pc with pvscsi and vmxnet3;
+/// Hyper-V's NIC, which QEMU lacks, is refused, nothing started.
 #[test]
 fn instant_restore_job_boots_with_a_target_platforms_hardware() {
     require_root();
@@ -465,6 +465,22 @@ fn instant_restore_job_boots_with_a_target_platforms_hardware() {
     assert_eq!(qom(&mut q, "net0", "type").as_str(), Some("virtio-net-pci"));
     assert_eq!(qom(&mut q, "net0", "mac").as_str(), Some(new_mac.as_str()));
     drop(q);
+
+    // vmware: its hardware version (vmx-14) names no QEMU machine; the
+    // VM runs as pc with VMware's devices, which QEMU has.
+    let j = d.admin_ok(
+        "POST",
+        "/api/jobs",
+        Some(&json!({ "kind": "vm-instant-restore", "datastore": "default", "snapshot": "vm:inst-ide", "name": "as-vmware", "paused": true, "platform": "vmware", "no_repair": true })),
+    );
+    let r = succeeded(&d, j["id"].as_str().unwrap());
+    let mut q = Qmp::connect(Path::new(r["qmp"].as_str().unwrap()));
+    assert_eq!(qom(&mut q, &disk_id, "type").as_str(), Some("scsi-hd"), "disk {disk_id}");
+    assert_eq!(qom(&mut q, "net0", "type").as_str(), Some("vmxnet3"));
+    let machine = q.cmd("qom-get", json!({ "path": "/machine", "property": "type" }));
+    assert!(machine.as_str().is_some_and(|m| m.starts_with("pc-i440fx")), "{machine}");
+    drop(q);
+    assert_eq!(d.call("DELETE", "/api/vms/as-vmware", Some(&d.admin), None).status, 204);
 
     // Hyper-V's synthetic NIC does not run under QEMU: refused before
     // anything starts, naming the way out.
