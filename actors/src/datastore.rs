@@ -277,7 +277,7 @@ impl Handler<Execute> for DatastoreActor {
                     }
                     JobSpec::VmInstantRestore { snapshot, name: vm_name, net, paused, platform, map, no_repair, .. } => match &msg.vms {
                         Some(reg) => {
-                            let target = platform.as_deref().map(|p| work::vm_instant_restore::Target { platform: p, map, repair: !*no_repair });
+                            let target = platform.as_deref().map(|p| work::vm_instant_restore::Target { platform: p, map, repair: !*no_repair, drivers: msg.guests.windows_drivers.as_deref() });
                             let r = work::vm_instant_restore::Request { datastore: &name, snapshot, name: vm_name.as_deref(), net, paused: *paused, accel: msg.guests.accel, job: &msg.job, target };
                             work::vm_instant_restore::run(&ds, me, reg, &r, h)
                         }

@@ -2,13 +2,14 @@
 # Builds the Lifeboat test guests from Debian packages, cached by a hash of
 # their inputs, and prints where they are:
 #
-#   tests/guest/build.sh [--tiny|--debian|--all] [OUTDIR]
+#   tests/guest/build.sh [--tiny|--debian|--debian-ide|--all] [OUTDIR]
 #
 #   --tiny    the tiny guest: busybox init, Debian kernel, boots in seconds
 #   --debian  a minimal Debian 12 guest: systemd, qemu-guest-agent
 #   --debian-ide  the Debian guest as a legacy platform left it: root and
 #             fstab by /dev/sda1, an initramfs with IDE drivers only
-#             (MODULES=list): boots on IDE, not on virtio until repaired
+#             (MODULES=list), its NIC named lan0 by its MAC
+#             (52:54:00:0e:10:00): boots on IDE, not on virtio until repaired
 #   --all     tiny and debian (the default)
 #   OUTDIR    if given, fresh sparse copies go there (tiny.raw, debian.raw,
 #             debian-ide.raw)
@@ -34,6 +35,10 @@ DEBIAN_SIZE_MIB=2048
 # Fixed file system UUIDs: docs and tests can name them.
 TINY_UUID=11feb0a7-0000-4000-8000-000000000001
 DEBIAN_UUID=11feb0a7-0000-4000-8000-000000000002
+# The MAC the debian-ide guest's NIC had on its old platform: its .link
+# file names the NIC lan0 by it (tests/tests/convert.rs backs it up with
+# this MAC).
+DEBIAN_IDE_MAC=52:54:00:0e:10:00
 DEBIAN_SUITE=bookworm
 DEBIAN_PACKAGES=systemd-sysv,udev,dbus,linux-image-amd64,qemu-guest-agent,iproute2,ifupdown,e2fsprogs,iputils-ping,procps
 # No fsync per unpacked file (the tar is written once, at the end).
@@ -50,7 +55,7 @@ for a in "$@"; do
     --debian) want_debian=1 ;;
     --debian-ide) want_debian_ide=1 ;;
     --all) want_tiny=1; want_debian=1 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $a (try --help)" ;;
     *) [[ -z $outdir ]] || die "only one OUTDIR"; outdir=$a ;;
   esac
@@ -318,12 +323,16 @@ EOF
 # holds only the IDE/SATA drivers it needs there (MODULES=list, as
 # MODULES=dep would make on that host). On virtio hardware it cannot find
 # its root; guest repair (UUIDs, virtio drivers in a rebuilt initramfs)
-# is what makes it boot. Made from the debian cache entry in seconds.
+# is what makes it boot. Its NIC is named lan0 by a .link file matching
+# its old MAC, and /etc/network/interfaces configures lan0: with another
+# MAC the NIC stays eth0 and gets no address until the repair's network
+# step puts the new MAC into the .link file. Made from the debian cache
+# entry in seconds.
 build_debian_ide() {
   local key dir work loopdev mnt kver t0
   build_debian
   key=$( {
-    echo "debian-ide v1 from=$(basename "$(dirname "$DEBIAN_DISK")")"
+    echo "debian-ide v2 from=$(basename "$(dirname "$DEBIAN_DISK")") mac=$DEBIAN_IDE_MAC"
     hash_files "$HERE/build.sh"
   } | sha256sum | cut -c1-16)
   dir=$CACHE/debian-ide-$key
@@ -347,6 +356,15 @@ build_debian_ide() {
   echo "/dev/sda1 / ext4 errors=remount-ro 0 1" > "$mnt/etc/fstab"
   sed -i 's|root=UUID=[^ ]*|root=/dev/sda1|' "$mnt/boot/extlinux/extlinux.conf"
   grep -q 'root=/dev/sda1' "$mnt/boot/extlinux/extlinux.conf" || die "extlinux.conf has no root= to change"
+  # The NIC by its MAC, as a real legacy guest names it (udev's .link
+  # files apply Name= even with net.ifnames=0; initramfs-tools copies them
+  # into the initramfs, so the rename happens there).
+  mkdir -p "$mnt/etc/systemd/network"
+  printf '# The NIC of the old platform, named by its MAC.\n[Match]\nMACAddress=%s\n\n[Link]\nName=lan0\n' \
+    "$DEBIAN_IDE_MAC" > "$mnt/etc/systemd/network/10-lan0.link"
+  sed -i 's/\beth0\b/lan0/g' "$mnt/etc/network/interfaces"
+  grep -q '^iface lan0 inet static' "$mnt/etc/network/interfaces" || die "/etc/network/interfaces has no static eth0 to rename"
+  ! grep -q eth0 "$mnt/etc/network/interfaces" || die "/etc/network/interfaces still names eth0"
   sed -i 's/^MODULES=.*/MODULES=list/' "$mnt/etc/initramfs-tools/initramfs.conf"
   printf '%s\n' ata_piix ata_generic libata sd_mod scsi_mod ext4 e1000 >> "$mnt/etc/initramfs-tools/modules"
   mount -t proc proc "$mnt/proc"; mount --bind /dev "$mnt/dev"; mount -t sysfs sys "$mnt/sys"
@@ -362,6 +380,7 @@ build_debian_ide() {
   losetup -d "$loopdev"; unset 'CLEANUP[-1]'
   sed -e 's/^kind=.*/kind=debian-ide/' -e "s/^key=.*/key=$key/" "$(dirname "$DEBIAN_DISK")/info" > "$work/info"
   echo "root=/dev/sda1 initramfs=MODULES=list (IDE only)" >> "$work/info"
+  echo "nic=lan0 mac=$DEBIAN_IDE_MAC (/etc/systemd/network/10-lan0.link)" >> "$work/info"
   publish "$work" "$dir" debian-ide
   unset 'CLEANUP[-1]'
   log "debian-ide guest built in $((SECONDS - t0)) s"

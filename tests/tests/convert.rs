@@ -8,11 +8,15 @@
 //!    the descriptor first whose VMDK `qemu-img info` reads as
 //!    streamOptimized and `virt-v2v -i ova` accepts; repair of a disk
 //!    without an OS fails the restore loudly.
+//!    The Hyper-V VHDX is dynamic (its file parameters read back).
 //! 2. The proof: the Debian guest as an IDE/e1000/BIOS platform left it
 //!    (tests/guest/build.sh --debian-ide: root and fstab by /dev/sda1,
-//!    an initramfs with IDE drivers only) restored for kvm (virtio-blk,
-//!    virtio-net, new MAC) boots and answers heartbeat and ping; the same
-//!    restore with --no-repair stops in its initramfs without a root.
+//!    an initramfs with IDE drivers only, its NIC named lan0 by its old
+//!    MAC) restored for kvm (virtio-blk, virtio-net, new MAC) boots and
+//!    answers heartbeat and ping, lan0 on the new MAC; the same restore
+//!    with --no-repair stops in its initramfs without a root. Instant
+//!    restore with the same mapping does the same on a tap, repaired in
+//!    its overlays, the datastore's files unchanged.
 //! 3. Several targets at once, from one read of the datastore.
 
 mod common;
@@ -24,10 +28,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The MAC of the e1000 NIC every VM here is backed up with. The
+/// debian-ide guest names its NIC `lan0` by this MAC
+/// (`/etc/systemd/network/10-lan0.link`, tests/guest/build.sh
+/// `DEBIAN_IDE_MAC`) and configures `lan0`: on a new MAC its network
+/// comes up only when the repair moved the .link file to it.
+const LEGACY_MAC: &str = "52:54:00:0e:10:00";
+
 /// Backs up `disk` (raw) as an IDE disk with an e1000 NIC of a paused
 /// `pc` QEMU; returns the snapshot id.
 fn back_up_ide(ds: &Ds, disk: &Path, name: &str, dir: &Path, mem: &str) -> String {
-    back_up_paused_as(ds, disk, name, dir, &PausedHardware { mem, mac: "52:54:00:0e:10:00", drive: "if=ide,index=0,media=disk", nic: "e1000" })
+    back_up_paused_as(ds, disk, name, dir, &PausedHardware { mem, mac: LEGACY_MAC, drive: "if=ide,index=0,media=disk", nic: "e1000" })
 }
 
 fn restore_for(ds: &Ds, snap: &str, out: &Path, extra: &[&str]) -> Out {
@@ -54,6 +65,35 @@ fn info(img: &Path) -> Value {
     let o = Command::new("qemu-img").args(["info", "--output=json"]).arg(img).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A VHDX's file parameters (metadata region, MS-VHDX 2.6.2.1): the
+/// block size and `LeaveBlocksAllocated` (set: a fixed VHDX; clear: a
+/// dynamic one). GUIDs are stored with their first three fields little
+/// endian.
+fn vhdx_file_parameters(path: &Path) -> (u32, bool) {
+    const METADATA_REGION: [u8; 16] = [0x06, 0xa2, 0x7c, 0x8b, 0x90, 0x47, 0x9a, 0x4b, 0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e];
+    const FILE_PARAMETERS: [u8; 16] = [0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d, 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b];
+    let f = std::fs::read(path).unwrap();
+    let u32_at = |o: usize| u32::from_le_bytes(f[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(f[o..o + 8].try_into().unwrap());
+    assert_eq!(&f[..8], b"vhdxfile", "{} is no VHDX", path.display());
+    // The region table at 192 KiB: "regi", checksum, count, reserved,
+    // then 32-byte entries (GUID, file offset, length, required).
+    let rt = 192 * 1024;
+    assert_eq!(&f[rt..rt + 4], b"regi", "no region table in {}", path.display());
+    let meta = (0..u32_at(rt + 8) as usize)
+        .map(|i| rt + 16 + 32 * i)
+        .find(|&e| f[e..e + 16] == METADATA_REGION)
+        .map(|e| u64_at(e + 16) as usize)
+        .unwrap_or_else(|| panic!("no metadata region in {}", path.display()));
+    // The metadata table: "metadata", reserved, count, reserved (32
+    // bytes), then 32-byte entries (GUID, offset in the region, length).
+    assert_eq!(&f[meta..meta + 8], b"metadata");
+    let count = u16::from_le_bytes(f[meta + 10..meta + 12].try_into().unwrap()) as usize;
+    let item =
+        (0..count).map(|i| meta + 32 + 32 * i).find(|&e| f[e..e + 16] == FILE_PARAMETERS).map(|e| meta + u32_at(e + 16) as usize).unwrap_or_else(|| panic!("no file parameters in {}", path.display()));
+    (u32_at(item), u32_at(item + 4) & 1 == 1)
 }
 
 #[test]
@@ -166,6 +206,13 @@ fn every_target_writes_its_format_and_description() {
     let vhdx = hv.join(format!("{id}.vhdx"));
     assert_eq!(info(&vhdx)["format"].as_str(), Some("vhdx"));
     assert_same(&vhdx, "vhdx", &reference);
+    // Dynamic: LeaveBlocksAllocated clear (qemu-img info does not say).
+    // The reader tells a fixed VHDX apart, so the check can fail.
+    let (block, fixed) = vhdx_file_parameters(&vhdx);
+    assert!(!fixed && block.is_power_of_two() && block >= 1 << 20, "{} is not a dynamic VHDX (block size {block}, LeaveBlocksAllocated {fixed})", vhdx.display());
+    let fixed_vhdx = t.path().join("fixed.vhdx");
+    run_ok(Command::new("qemu-img").args(["create", "-q", "-f", "vhdx", "-o", "subformat=fixed"]).arg(&fixed_vhdx).arg("1M"));
+    assert!(vhdx_file_parameters(&fixed_vhdx).1, "a fixed VHDX reads as dynamic: the check above proves nothing");
     let d: Value = serde_json::from_slice(&std::fs::read(hv.join("hyperv.json")).unwrap()).unwrap();
     assert_eq!(
         (d["generation"].as_u64(), d["memory_mib"].as_u64(), d["disks"][0]["controller"].as_str(), d["nics"][0]["mac"].as_str()),
@@ -285,20 +332,73 @@ impl Drop for NetNs {
 
 /// The first heartbeat line within `timeout`, if any.
 fn heartbeat(vm: &mut Vm, timeout: Duration) -> Option<String> {
-    let mut hb = Lines::connect(&vm.sock("heartbeat.sock"), Duration::from_secs(10));
+    let sock = vm.sock("heartbeat.sock");
+    let run = vm.run.clone();
+    heartbeat_on(&sock, timeout, || vm.child.running(), || console_of(&run.join("serial.log")))
+}
+
+fn console_of(serial: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(serial).unwrap_or_default()).into_owned()
+}
+
+/// The first heartbeat line on the socket `sock` within `timeout`, while
+/// `alive`; None as soon as the console shows the initramfs gave up.
+fn heartbeat_on(sock: &Path, timeout: Duration, mut alive: impl FnMut() -> bool, console: impl Fn() -> String) -> Option<String> {
+    let mut hb = Lines::connect(sock, Duration::from_secs(10));
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline && vm.child.running() {
+    while Instant::now() < deadline && alive() {
         if let Some(l) = hb.line(Duration::from_secs(2)) {
             if l.starts_with("heartbeat ") {
                 return Some(l);
             }
         }
         // The initramfs gave up: no need to wait out the timeout.
-        if vm.console().contains("ALERT!") {
+        if console().contains("ALERT!") {
             return None;
         }
     }
     None
+}
+
+/// The guest's interfaces as qemu-guest-agent on `sock` reports them
+/// (`guest-network-get-interfaces`), once it answers guest-sync.
+fn guest_interfaces(sock: &Path, timeout: Duration) -> Value {
+    let mut qga = Lines::connect(sock, Duration::from_secs(10));
+    let deadline = Instant::now() + timeout;
+    let mut id = 4200u64;
+    let mut synced = false;
+    while !synced && Instant::now() < deadline {
+        id += 1;
+        qga.send(&serde_json::json!({"execute": "guest-sync", "arguments": {"id": id}}).to_string());
+        let until = Instant::now() + Duration::from_secs(5);
+        while let Some(l) = qga.line(until.saturating_duration_since(Instant::now())) {
+            if serde_json::from_str::<Value>(&l).is_ok_and(|v| v["return"].as_u64() == Some(id)) {
+                synced = true;
+                break;
+            }
+        }
+    }
+    assert!(synced, "qemu-guest-agent on {} did not answer guest-sync within {timeout:?}", sock.display());
+    qga.send(r#"{"execute": "guest-network-get-interfaces"}"#);
+    let l = qga.line(Duration::from_secs(30)).expect("no answer to guest-network-get-interfaces");
+    let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad qga line {l:?}: {e}"));
+    v.get("return").cloned().unwrap_or_else(|| panic!("guest-network-get-interfaces failed: {l}"))
+}
+
+/// The guest's network came up on `lan0`, the name its .link file gives
+/// the NIC with `mac`: `lan0` has that MAC and 10.0.2.15, and no other
+/// interface holds the address.
+#[track_caller]
+fn assert_lan0_on(ifs: &Value, mac: &str) {
+    let list = ifs.as_array().unwrap_or_else(|| panic!("{ifs}"));
+    let lan0 = list.iter().find(|i| i["name"] == "lan0").unwrap_or_else(|| panic!("no lan0 in the guest (its .link file did not match MAC {mac}): {ifs}"));
+    assert!(lan0["hardware-address"].as_str().is_some_and(|m| m.eq_ignore_ascii_case(mac)), "lan0 has another MAC than {mac}: {ifs}");
+    assert!(lan0["ip-addresses"].as_array().into_iter().flatten().any(|a| a["ip-address"] == "10.0.2.15"), "lan0 lacks 10.0.2.15: {ifs}");
+}
+
+/// `path: sha256` of every file in the datastore but its tmp/.
+fn datastore_digest(ds: &Path) -> String {
+    run_ok(Command::new("sh").arg("-c").arg("cd \"$1\" && find . -path ./tmp -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum").arg("sh").arg(ds))
 }
 
 #[test]
@@ -339,27 +439,33 @@ fn an_ide_guest_restored_for_kvm_boots_on_virtio_only_when_repaired() {
     drop(vm);
     std::fs::remove_dir_all(&bare).unwrap();
 
-    // Repaired: root and fstab by UUID, virtio drivers in the initramfs.
+    // Repaired: root and fstab by UUID, virtio drivers in the initramfs,
+    // the NIC's .link file on the new MAC.
     let fixed = t.path().join("fixed");
     let t1 = Instant::now();
     let o = restore_for(&ds, &snap, &fixed, &["--target", "kvm", "--map", "mac=new"]);
     o.expect_ok();
     let r = o.json();
     eprintln!("restore with repair: {:.0} s\n{}", t1.elapsed().as_secs_f64(), serde_json::to_string_pretty(&r["repair"]).unwrap());
+    let conv: Value = serde_json::from_slice(&std::fs::read(fixed.join("vm.json")).unwrap()).unwrap();
+    let mac = conv["nics"][0]["mac"].as_str().unwrap().to_string();
+    assert!(mac.starts_with("52:54:00:") && mac != LEGACY_MAC, "mac=new gives a fresh MAC: {mac}");
+    assert_eq!((r["macs"]["net0"][0].as_str(), r["macs"]["net0"][1].as_str()), (Some(LEGACY_MAC), Some(mac.as_str())), "{r}");
     let steps = r["repair"]["steps"].as_array().unwrap();
     let step = |n: &str| steps.iter().find(|s| s["step"] == n).unwrap_or_else(|| panic!("no step {n}: {r}"));
     assert_eq!(step("fstab")["outcome"], "changed", "{r}");
     assert!(step("fstab")["details"][0].as_str().unwrap().contains("/dev/sda1 -> UUID=11feb0a7-0000-4000-8000-000000000002"), "{r}");
     assert_eq!(step("bootloader")["outcome"], "changed", "{r}");
+    assert_eq!(step("network")["outcome"], "changed", "{r}");
+    let net = step("network")["details"].to_string();
+    assert!(net.contains(&format!("/etc/systemd/network/10-lan0.link: MAC {LEGACY_MAC} -> {mac}")), "the network step did not move lan0's .link file to the new MAC: {r}");
+    assert!(net.contains(&format!("interface lan0 pinned to MAC {mac}")), "{r}");
     assert_eq!(step("initramfs")["outcome"], "changed", "{r}");
     assert!(step("initramfs")["details"].to_string().contains("holds virtio_pci, virtio_blk, virtio_net"), "{r}");
     // The report is in the output directory too.
     let saved: Value = serde_json::from_slice(&std::fs::read(fixed.join("restore-report.json")).unwrap()).unwrap();
     assert_eq!(saved["repair"]["steps"], r["repair"]["steps"]);
     assert_eq!(saved["source"]["disks"][0]["bus"], "ide");
-    let conv: Value = serde_json::from_slice(&std::fs::read(fixed.join("vm.json")).unwrap()).unwrap();
-    let mac = conv["nics"][0]["mac"].as_str().unwrap().to_string();
-    assert_ne!(mac, "52:54:00:0e:10:00");
     let img = fixed.join(format!("{id}.qcow2"));
     qemu_img_check(&img, "qcow2");
     let t2 = Instant::now();
@@ -370,27 +476,64 @@ fn an_ide_guest_restored_for_kvm_boots_on_virtio_only_when_repaired() {
     assert!(beat.is_some(), "the repaired guest sent no heartbeat\n{}", vm.console());
     let pinged = wait_until(Duration::from_secs(120), || ns.ping("10.0.2.15"));
     assert!(pinged, "the repaired guest does not answer ping on its new NIC ({mac})\n{}", vm.console());
-    eprintln!("repaired guest: heartbeat and ping after {:.0} s on virtio-blk + virtio-net ({mac})", t2.elapsed().as_secs_f64());
+    assert_lan0_on(&guest_interfaces(&vm.sock("qga.sock"), Duration::from_secs(60)), &mac);
+    eprintln!("repaired guest: heartbeat, ping and lan0 after {:.0} s on virtio-blk + virtio-net ({mac})", t2.elapsed().as_secs_f64());
     drop(vm);
 
     // Instant restore with the same mapping: repaired inside the
-    // overlays, booted straight from the snapshot on virtio, up to its
-    // login prompt; the datastore is not written.
+    // overlays, booted straight from the snapshot on virtio with its NIC
+    // on the namespace's tap; heartbeat and ping on the new MAC, and the
+    // datastore is not written (every file as before, byte for byte).
+    let before = datastore_digest(&ds.path);
     let work = t.path().join("instant");
+    let (hb_sock, qga_sock) = (work.join("hb.sock"), work.join("qga.sock"));
     let t3 = Instant::now();
-    let mut c = lb_cmd();
-    c.args(["vm", "instant-restore", "--datastore"]).arg(&ds.path).arg(&snap).args(["--target", "kvm", "--map", "mac=new", "--net", "none", "--accel", "tcg", "--workdir"]).arg(&work);
+    let mut c = tool("ip");
+    c.args(["netns", "exec", &ns.name]).arg(bin()).stdin(Stdio::null()).env_remove("LIFEBOAT_DATASTORE").env_remove("LIFEBOAT_FAILPOINTS");
+    c.args(["vm", "instant-restore", "--datastore"]).arg(&ds.path).arg(&snap).args(["--target", "kvm", "--map", "mac=new", "--net", "tap:tap0", "--accel", "tcg", "--workdir"]).arg(&work);
+    for a in [
+        "-device".to_string(),
+        "virtio-serial-pci,id=vser0".into(),
+        "-chardev".into(),
+        format!("socket,id=hb,path={},server=on,wait=off", hb_sock.display()),
+        "-device".into(),
+        "virtserialport,bus=vser0.0,chardev=hb,name=org.lifeboat.heartbeat".into(),
+        "-chardev".into(),
+        format!("socket,id=qga,path={},server=on,wait=off", qga_sock.display()),
+        "-device".into(),
+        "virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0".into(),
+    ] {
+        c.arg(format!("--qemu-arg={a}"));
+    }
     let mut inst = ChildGuard::spawn(c);
     let serial = work.join("serial.log");
-    let console = || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
-    let up = wait_until(Duration::from_secs(420), || !inst.running() || console().contains("login:") || console().contains("ALERT!"));
-    let seen = console();
-    assert!(up && seen.contains("lifeboat-debian login:"), "the instant VM mapped for kvm did not come up:\n{seen}");
-    assert!(!seen.contains("ALERT!"), "{seen}");
-    eprintln!("instant restore for kvm: repaired in the overlays and at its login prompt after {:.0} s", t3.elapsed().as_secs_f64());
+    // The repair runs before QEMU starts and makes the sockets.
+    let started = wait_until(Duration::from_secs(420), || hb_sock.exists() || !inst.running());
+    if !inst.running() {
+        panic!("instant-restore --target kvm stopped before its VM ran: {}", inst.wait());
+    }
+    assert!(started, "the instant VM mapped for kvm did not start within 420 s");
+    let repaired_after = t3.elapsed();
+    let beat = heartbeat_on(&hb_sock, Duration::from_secs(300), || inst.running(), || console_of(&serial));
+    assert!(beat.is_some(), "the instant VM mapped for kvm sent no heartbeat\n{}", console_of(&serial));
+    let pinged = wait_until(Duration::from_secs(120), || ns.ping("10.0.2.15"));
+    assert!(pinged, "the instant VM does not answer ping on its new NIC\n{}", console_of(&serial));
+    // The NIC QEMU runs: virtio-net with a new MAC, which lan0 has.
+    let mut q = Qmp::connect(&work.join("qmp.sock"));
+    let model = q.cmd("qom-get", serde_json::json!({"path": "/machine/peripheral/net0", "property": "type"}));
+    let imac = q.cmd("qom-get", serde_json::json!({"path": "/machine/peripheral/net0", "property": "mac"})).as_str().unwrap().to_string();
+    drop(q); // one QMP client at a time: instant-restore asks when stopped
+    assert_eq!(model.as_str(), Some("virtio-net-pci"));
+    assert!(imac.starts_with("52:54:00:") && imac != LEGACY_MAC, "{imac}");
+    assert_lan0_on(&guest_interfaces(&qga_sock, Duration::from_secs(60)), &imac);
+    eprintln!("instant restore for kvm: repaired in the overlays after {:.0} s; heartbeat, ping and lan0 on {imac} after {:.0} s", repaired_after.as_secs_f64(), t3.elapsed().as_secs_f64());
     inst.signal(libc::SIGINT);
     let o = inst.wait();
     assert_eq!(o.code(), Some(0), "{o}");
     assert!(o.stdout.contains("guest repaired in its overlays"), "{o}");
+    assert!(o.stdout.contains(&format!("NIC net0: MAC {LEGACY_MAC} -> {imac}")), "{o}");
+    assert!(o.stderr.contains(&format!("/etc/systemd/network/10-lan0.link: MAC {LEGACY_MAC} -> {imac}")), "the repair log names no MAC change of lan0's .link file: {o}");
+    assert!(!console_of(&serial).contains("ALERT!"));
+    assert_eq!(datastore_digest(&ds.path), before, "the instant restore's repair changed the datastore");
     ds.assert_check_clean();
 }

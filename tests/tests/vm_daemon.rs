@@ -413,3 +413,90 @@ fn instant_restore_jobs_migrate_back_and_cleanup() {
     Qmp::connect(&mig_qmp).cmd("quit", json!({}));
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
+
+/// A `vm-instant-restore` job with a target platform: a guestless backup
+/// of an IDE + e1000 VM boots (paused) with kvm's hardware, the guest
+/// not repaired (`no_repair`: no guest to repair, and no libguestfs run).
+/// The job's result names the mapping and the MAC change, `/api/vms`
+/// lists it as instant-restored from that job, and the QEMU the job
+/// started has a virtio-blk disk and a virtio-net NIC with the new MAC
+/// (QMP `qom-get`). A vmware mapping runs as pc with pvscsi and vmxnet3;
+/// Hyper-V's NIC, which QEMU lacks, is refused, nothing started.
+#[test]
+fn instant_restore_job_boots_with_a_target_platforms_hardware() {
+    require_root();
+    let t = scratch("vm-instant-target");
+    let disk = t.path().join("blank.raw");
+    {
+        let f = std::fs::File::create(&disk).unwrap();
+        f.set_len(16 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&Rng::new(33).bytes(1 << 20), 0).unwrap();
+    }
+    let state = t.path().join("state");
+    let d = Daemon::start(&state, None, &[]);
+    let ds = Ds::at(state.join("datastores/default"));
+    let old_mac = "52:54:00:0e:20:00";
+    back_up_paused_as(&ds, &disk, "inst-ide", &t.path().join("q"), &PausedHardware { mem: "256", mac: old_mac, drive: "if=ide,index=0,media=disk", nic: "e1000" });
+
+    let spec = json!({ "kind": "vm-instant-restore", "datastore": "default", "snapshot": "vm:inst-ide", "name": "as-kvm", "paused": true, "platform": "kvm", "map": ["mac=new"], "no_repair": true });
+    let j = d.admin_ok("POST", "/api/jobs", Some(&spec));
+    let job = j["id"].as_str().unwrap().to_string();
+    let r = succeeded(&d, &job);
+    assert_eq!((r["vm"].as_str(), r["target"]["platform"].as_str()), (Some("as-kvm"), Some("kvm")), "{r:#}");
+    assert!(r["target"]["repair"].is_null(), "no_repair, yet a repair report: {r:#}");
+    let new_mac = r["target"]["macs"]["net0"][1].as_str().unwrap_or_else(|| panic!("no MAC change in {r:#}")).to_string();
+    assert_eq!(r["target"]["macs"]["net0"][0].as_str(), Some(old_mac), "{r:#}");
+    assert!(new_mac.starts_with("52:54:00:") && new_mac != old_mac, "{r:#}");
+    let pid = r["pid"].as_u64().unwrap();
+    assert!(pid_alive(pid));
+
+    // Listed as an instant VM of this job, paused, with the backed-up disk.
+    let v = instant_vm(&d.admin_ok("GET", "/api/vms", None), "as-kvm").expect("the retargeted instant VM is listed");
+    assert_eq!((v["status"].as_str(), v["instant"]["job"].as_str(), v["instant"]["pid"].as_u64()), (Some("paused"), Some(job.as_str()), Some(pid)), "{v:#}");
+    assert_eq!(v["disks"].as_array().map(|d| d.len()), Some(1), "{v:#}");
+    assert_eq!(v["disks"][0]["size"].as_u64(), Some(16 << 20), "{v:#}");
+    let disk_id = v["disks"][0]["id"].as_str().unwrap().to_string();
+
+    // The QEMU it runs: kvm's devices, not the backup's IDE and e1000.
+    let mut q = Qmp::connect(Path::new(r["qmp"].as_str().unwrap()));
+    let qom = |q: &mut Qmp, dev: &str, prop: &str| q.cmd("qom-get", json!({ "path": format!("/machine/peripheral/{dev}"), "property": prop }));
+    assert_eq!(qom(&mut q, &disk_id, "type").as_str(), Some("virtio-blk-pci"), "disk {disk_id}");
+    assert_eq!(qom(&mut q, "net0", "type").as_str(), Some("virtio-net-pci"));
+    assert_eq!(qom(&mut q, "net0", "mac").as_str(), Some(new_mac.as_str()));
+    drop(q);
+
+    // vmware: its hardware version (vmx-14) names no QEMU machine; the
+    // VM runs as pc with VMware's devices, which QEMU has.
+    let j = d.admin_ok(
+        "POST",
+        "/api/jobs",
+        Some(&json!({ "kind": "vm-instant-restore", "datastore": "default", "snapshot": "vm:inst-ide", "name": "as-vmware", "paused": true, "platform": "vmware", "no_repair": true })),
+    );
+    let r = succeeded(&d, j["id"].as_str().unwrap());
+    let mut q = Qmp::connect(Path::new(r["qmp"].as_str().unwrap()));
+    assert_eq!(qom(&mut q, &disk_id, "type").as_str(), Some("scsi-hd"), "disk {disk_id}");
+    assert_eq!(qom(&mut q, "net0", "type").as_str(), Some("vmxnet3"));
+    let machine = q.cmd("qom-get", json!({ "path": "/machine", "property": "type" }));
+    assert!(machine.as_str().is_some_and(|m| m.starts_with("pc-i440fx")), "{machine}");
+    drop(q);
+    assert_eq!(d.call("DELETE", "/api/vms/as-vmware", Some(&d.admin), None).status, 204);
+
+    // Hyper-V's synthetic NIC does not run under QEMU: refused before
+    // anything starts, naming the way out.
+    let j = d.admin_ok(
+        "POST",
+        "/api/jobs",
+        Some(&json!({ "kind": "vm-instant-restore", "datastore": "default", "snapshot": "vm:inst-ide", "name": "as-hyperv", "paused": true, "platform": "hyperv", "no_repair": true })),
+    );
+    let f = d.wait_job(j["id"].as_str().unwrap(), Duration::from_secs(120));
+    assert_eq!(f["state"], "failed", "{f:#}");
+    assert!(f["error"].as_str().unwrap_or("").contains("QEMU has no hv-netvsc NIC"), "{f:#}");
+    assert!(instant_vm(&d.admin_ok("GET", "/api/vms", None), "as-hyperv").is_none());
+    assert!(!state.join("instant").join("as-hyperv").exists(), "the refused VM left its work directory");
+
+    assert_eq!(d.call("DELETE", "/api/vms/as-kvm", Some(&d.admin), None).status, 204);
+    assert!(wait_until(Duration::from_secs(30), || !pid_alive(pid)), "DELETE /api/vms left the instant QEMU running");
+    let out = d.stop();
+    assert!(out.status.success() && !out.stderr.contains("panicked"), "{out}");
+}

@@ -13,8 +13,8 @@
 //!   ntfs-3g and hivex;
 //! - two targets at once (kvm and hyperv) are repaired side by side,
 //!   each its own way;
-//! - a vm-restore job through the daemon takes the same driver tree
-//!   from the `windows_drivers` setting.
+//! - a vm-restore job and a vm-instant-restore job for kvm through the
+//!   daemon take the same driver tree from the `windows_drivers` setting.
 
 mod common;
 
@@ -222,5 +222,17 @@ fn a_windows_guest_from_vmware_is_repaired_for_kvm() {
     let m = NtfsMount::new(&out.join("disk0.raw"), &t.path().join("check-job"), false, false);
     assert_eq!(std::fs::read_to_string(m.dir.join("Windows/System32/drivers/viostor.sys")).unwrap(), "viostor for 2019");
     drop(m);
+    // So does a vm-instant-restore job for kvm (repaired in its overlays;
+    // without a driver source its repair fails as the first restore above
+    // did). Paused: the phony disk boots nothing.
+    let j = d.admin_ok("POST", "/api/jobs", Some(&serde_json::json!({ "kind": "vm-instant-restore", "datastore": "win", "snapshot": snap, "name": "win-kvm", "platform": "kvm", "paused": true })));
+    let j = d.wait_job(j["id"].as_str().unwrap(), std::time::Duration::from_secs(600));
+    assert_eq!(j["state"], "succeeded", "{j:#}");
+    let steps = j["result"]["target"]["repair"]["steps"].as_array().unwrap_or_else(|| panic!("no repair report: {j:#}")).clone();
+    let drivers = steps.iter().find(|s| s["step"] == "drivers").unwrap_or_else(|| panic!("no drivers step: {j:#}"));
+    assert_eq!(drivers["outcome"], "changed", "{j:#}");
+    let from = format!("viostor.sys: from {}", vw.join("viostor/2k19/amd64/viostor.sys").display());
+    assert!(drivers["details"].as_array().unwrap().iter().any(|l| l.as_str().is_some_and(|l| l.contains(&from))), "the instant job did not take viostor.sys from windows_drivers: {j:#}");
+    assert_eq!(d.call("DELETE", "/api/vms/win-kvm", Some(&d.admin), None).status, 204);
     d.stop();
 }

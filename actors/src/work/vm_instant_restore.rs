@@ -33,6 +33,8 @@ pub struct Target<'a> {
     pub platform: &'a str,
     pub map: &'a [String],
     pub repair: bool,
+    /// Windows driver source (`windows_drivers`), as for `vm-restore`.
+    pub drivers: Option<&'a std::path::Path>,
 }
 
 /// A name for `/api/vms`: letters, digits, `-`, `_`.
@@ -71,7 +73,7 @@ pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &
     let mut retargeted = serde_json::Value::Null;
     if let (Some(t), Some(platform)) = (&r.target, platform) {
         h.set_phase(if t.repair { "repairing the guest in its overlays" } else { "mapping the hardware" });
-        let repair = t.repair.then(|| lifeboat_convert::GuestRepair { tcg: accel.accel != lifeboat_qemu::Accel::Kvm, drivers: None, scratch: workdir.join("repair") });
+        let repair = t.repair.then(|| lifeboat_convert::GuestRepair { tcg: accel.accel != lifeboat_qemu::Accel::Kvm, drivers: t.drivers.map(|d| d.to_path_buf()), scratch: workdir.join("repair") });
         let log = |l: &str| h.log(l);
         match lifeboat_convert::retarget_instant(&mut vm, platform, t.map, repair.as_ref(), &log) {
             Ok(done) => retargeted = serde_json::json!({ "platform": platform.as_str(), "macs": done.macs, "repair": done.repair }),

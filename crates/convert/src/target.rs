@@ -370,7 +370,7 @@ pub fn linux_drivers(md: &VmMetadata) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use lifeboat_vm::{Disk, METADATA_VERSION};
 

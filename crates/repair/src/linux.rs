@@ -476,6 +476,18 @@ mod tests {
     }
 
     #[test]
+    fn link_files_follow_the_new_mac_and_name_their_interface() {
+        // A guest that names its NIC by MAC (tests/guest/build.sh's
+        // debian-ide): the network step reads its .link files...
+        assert!(NET_FILES.contains(&"/etc/systemd/network/*.link"));
+        let link = "# The NIC of the old platform, named by its MAC.\n[Match]\nMACAddress=52:54:00:0e:10:00\n\n[Link]\nName=lan0\n";
+        // ... moves the match to the new MAC, and keeps the name it gives.
+        let (new, n) = replace_mac(link, "52:54:00:0e:10:00", "52:54:00:ab:cd:ef");
+        assert_eq!((n, new.as_str()), (1, "# The NIC of the old platform, named by its MAC.\n[Match]\nMACAddress=52:54:00:ab:cd:ef\n\n[Link]\nName=lan0\n"));
+        assert_eq!(configured_names(&new), vec!["lan0".to_string()]);
+    }
+
+    #[test]
     fn kernel_disk_names() {
         assert_eq!(kernel_disk_name("/dev/sda1"), Some("a1"));
         assert_eq!(kernel_disk_name("/dev/xvdb"), Some("b"));
