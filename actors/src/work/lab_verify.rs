@@ -57,7 +57,7 @@ pub fn run(ds: &Arc<Datastore>, r: &Request, h: &JobHandle) -> JobResult {
     ds.refresh_index()?;
     let mut lab_vms = Vec::new();
     for v in vms {
-        lab_vms.push(LabVm { snapshot: super::resolve_vm_snapshot(ds, &v.snapshot)?, ip: v.ip.clone(), delay: Duration::from_secs(v.delay) });
+        lab_vms.push(LabVm { snapshot: ds.resolve_snapshot(&v.snapshot)?.0.to_hex(), ip: v.ip.clone(), delay: Duration::from_secs(v.delay) });
     }
     let id = format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), &lifeboat_store::PackId::random().to_hex()[..6]);
     let report_dir = ds.root().join("lab-reports").join(&id);

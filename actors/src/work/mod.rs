@@ -96,18 +96,3 @@ pub type JobResult = Result<JobOutput, JobFailure>;
 pub(crate) fn err(e: impl std::fmt::Display) -> JobFailure {
     JobFailure::failed(e)
 }
-
-/// `vm:NAME` is the newest VM snapshot of that VM; anything else is a
-/// snapshot id, prefix or `latest` (resolved by the caller).
-pub(crate) fn resolve_vm_snapshot(ds: &lifeboat_store::Datastore, query: &str) -> Result<String, JobFailure> {
-    match query.strip_prefix("vm:") {
-        Some(name) => ds
-            .snapshots()?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.vm_name() == Some(name) && s.paths.len() == 1)
-            .map(|(id, _)| id.to_hex())
-            .ok_or_else(|| JobFailure::NotFound(format!("no backup of VM {name} in this datastore"))),
-        None => Ok(query.to_string()),
-    }
-}

@@ -50,8 +50,7 @@ pub fn run(ds: &Arc<Datastore>, me: Addr<DatastoreActor>, reg: &VmRegistry, r: &
     let platform: Option<lifeboat_convert::Platform> = r.target.as_ref().map(|t| t.platform.parse()).transpose().map_err(JobFailure::Invalid)?;
     // The newest backup may come from another process (the CLI, an agent).
     ds.refresh_index()?;
-    let query = super::resolve_vm_snapshot(ds, r.snapshot)?;
-    let (sid, snap) = ds.resolve_snapshot(&query)?;
+    let (sid, snap) = ds.resolve_snapshot(r.snapshot)?;
     let md = lifeboat_qemu::load_vm(ds, &snap)?.md;
     let name = r.name.map(String::from).unwrap_or_else(|| format!("{}-instant", md.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect::<String>()));
     check_name(&name)?;

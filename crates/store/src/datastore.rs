@@ -490,11 +490,16 @@ impl Datastore {
         Ok(out)
     }
 
-    /// Finds a snapshot by `latest` or a unique id prefix.
+    /// Finds a snapshot by `latest`, `vm:NAME` (the newest backup of that
+    /// VM) or a unique id prefix.
     pub fn resolve_snapshot(&self, query: &str) -> Result<(BlobId, Snapshot)> {
         let mut all = self.snapshots()?;
         if query == "latest" {
             return all.pop().ok_or(StoreError::NoSnapshots);
+        }
+        if let Some(name) = query.strip_prefix("vm:") {
+            // The newest backup of that VM (snapshots are in time order).
+            return all.into_iter().rev().find(|(_, s)| s.vm_name() == Some(name) && s.paths.len() == 1).ok_or_else(|| StoreError::NoSuchSnapshot { query: query.to_string() });
         }
         let q = query.to_ascii_lowercase();
         let hits: Vec<_> = if q.is_empty() || !q.bytes().all(|b| b.is_ascii_hexdigit()) { Vec::new() } else { all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&q)).collect() };
@@ -581,10 +586,36 @@ mod tests {
     use super::*;
     use crate::blob::BlobKind;
     use crate::sink::BlobSink;
-    use crate::snapshot::Snapshot;
+    use crate::snapshot::{Snapshot, SnapshotKind};
     use std::os::unix::fs::FileExt;
 
     use crate::testutil::noise;
+
+    #[test]
+    fn snapshots_resolve_by_latest_vm_name_and_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Arc::new(Datastore::init(&dir.path().join("ds")).unwrap());
+        let t0 = chrono::Utc::now();
+        let mut ids = Vec::new();
+        for (i, (kind, path)) in [(SnapshotKind::Vm, "vm:web"), (SnapshotKind::Vm, "vm:db"), (SnapshotKind::Vm, "vm:web"), (SnapshotKind::Files, "vm:web")].into_iter().enumerate() {
+            let sink = BlobSink::new(ds.clone()).unwrap();
+            let tree = sink.put(BlobKind::Tree, &crate::Tree { nodes: vec![] }.encode()).unwrap().id;
+            let mut s = Snapshot::for_test(tree);
+            s.time = t0 + chrono::Duration::seconds(i as i64);
+            s.kind = kind;
+            s.paths = vec![path.into()];
+            ids.push(sink.commit_snapshot(s.encode()).unwrap());
+        }
+        ds.refresh_index().unwrap();
+        // The newest backup of the VM, not a files snapshot of a path that
+        // looks like one.
+        assert_eq!(ds.resolve_snapshot("vm:web").unwrap().0, ids[2]);
+        assert_eq!(ds.resolve_snapshot("vm:db").unwrap().0, ids[1]);
+        assert_eq!(ds.resolve_snapshot("latest").unwrap().0, ids[3]);
+        assert_eq!(ds.resolve_snapshot(&ids[0].to_hex()[..12]).unwrap().0, ids[0]);
+        let e = ds.resolve_snapshot("vm:nope").unwrap_err();
+        assert!(matches!(e, StoreError::NoSuchSnapshot { .. }) && e.to_string().contains("vm:nope"), "{e}");
+    }
 
     #[test]
     fn encrypted_round_trip_wrong_key_and_tamper() {
