@@ -1,0 +1,87 @@
+//! Continuous data protection (CDP): every write of a protected volume
+//! is journaled, and the volume can be read as it was at any moment.
+//!
+//! - `record`: the journal's on-disk record (time, offset, length, data,
+//!   CRC), appended to segment files.
+//! - [`Journal`]: one protected volume. Writes are appended with a
+//!   strictly increasing timestamp (nanoseconds since the Unix epoch);
+//!   a RocksDB index keyed by (4 KiB block, time) finds, for any byte
+//!   and any moment, the newest write at or before it. The index is
+//!   derived data: it is rebuilt from the segments when it is behind or
+//!   lost, and a torn record at the end of the last segment (a crash
+//!   mid-append) is cut off at open.
+//! - [`JournalTarget`] and [`PointInTime`]: the journal as NBD block
+//!   devices. The first is the writable target a hypervisor mirrors a
+//!   disk into (QEMU's `blockdev-mirror` to an NBD node); the second is
+//!   a read-only view of one moment, to export, boot or restore.
+//!
+//! No actix here; the daemon's `Replica` actor and the CLI drive it.
+#![warn(missing_docs)]
+
+mod device;
+mod index;
+mod journal;
+mod record;
+
+pub use device::{JournalTarget, PointInTime, SyncPolicy};
+pub use journal::{Journal, JournalMeta, JournalOptions, BLOCK};
+
+/// What can go wrong with a journal; each names the file or the request.
+#[derive(Debug, thiserror::Error)]
+pub enum CdpError {
+    /// Reading or writing a journal file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The journal's index (RocksDB) failed.
+    #[error("journal index {path}: {message}")]
+    Index {
+        /// The index directory.
+        path: String,
+        /// RocksDB's message.
+        message: String,
+    },
+    /// A record in the middle of the journal is damaged: data written
+    /// after it cannot be trusted to be in order.
+    #[error("journal segment {segment} is damaged at byte {pos}: {reason}; the journal is readable up to there only")]
+    Damaged {
+        /// The segment file.
+        segment: String,
+        /// Byte offset of the damaged record.
+        pos: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The directory holds no journal, or one this version cannot read.
+    #[error("{path}: {reason}")]
+    NotAJournal {
+        /// The directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A request outside the volume or otherwise malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Results of this crate.
+pub type Result<T> = std::result::Result<T, CdpError>;
+
+pub(crate) fn io_err(path: &std::path::Path, source: std::io::Error) -> CdpError {
+    CdpError::Io { path: path.display().to_string(), source }
+}
+
+/// Nanoseconds since the Unix epoch, as a time in UTC.
+pub fn time_of(ns: u64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32).unwrap_or_default()
+}
+
+/// A time in UTC as nanoseconds since the Unix epoch (0 before 1970).
+pub fn ns_of(t: chrono::DateTime<chrono::Utc>) -> u64 {
+    t.timestamp_nanos_opt().map(|n| n.max(0) as u64).unwrap_or(0)
+}
