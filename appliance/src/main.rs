@@ -79,6 +79,12 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::lab::LabCmd,
     },
+    /// Continuous data protection: journal every write of a running VM's
+    /// disks, and read, export or bookmark any moment of them
+    Cdp {
+        #[command(subcommand)]
+        cmd: commands::cdp::CdpCmd,
+    },
     /// Remove snapshots by keep rules (restic semantics) or by id
     Forget(commands::forget::ForgetArgs),
     /// Reclaim space: delete packs no snapshot needs, repack mostly-dead
@@ -152,6 +158,7 @@ fn main() -> ExitCode {
         Command::Forget(a) => commands::forget::run(a),
         Command::Vm { cmd } => commands::vm::run(cmd),
         Command::Lab { cmd } => commands::lab::run(cmd),
+        Command::Cdp { cmd } => commands::cdp::run(cmd),
         Command::Gc(a) => commands::gc::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Admin { cmd } => commands::admin::run(cmd),

@@ -1,6 +1,7 @@
 pub mod admin;
 pub mod agent;
 pub mod backup;
+pub mod cdp;
 pub mod check;
 pub mod console;
 pub mod datastore;

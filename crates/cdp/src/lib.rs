@@ -15,16 +15,24 @@
 //!   disk into (QEMU's `blockdev-mirror` to an NBD node); the second is
 //!   a read-only view of one moment, to export, boot or restore.
 //!
+//! - [`ProtectedVm`]: a protected VM's journals, protection sessions and
+//!   bookmarks under `<datastore>/cdp/<vm>/`.
+//! - [`capture`]: a running QEMU's disk mirrored into a journal target
+//!   (`blockdev-mirror`, write-blocking for sync mode).
+//!
 //! No actix here; the daemon's `Replica` actor and the CLI drive it.
 #![warn(missing_docs)]
 
+pub mod capture;
 mod device;
 mod index;
 mod journal;
+mod protected;
 mod record;
 
 pub use device::{JournalTarget, PointInTime, SyncPolicy};
 pub use journal::{Journal, JournalMeta, JournalOptions, BLOCK};
+pub use protected::{Bookmark, ProtectedVm, Session};
 
 /// What can go wrong with a journal; each names the file or the request.
 #[derive(Debug, thiserror::Error)]
