@@ -144,6 +144,36 @@ fn a_protected_vm_reads_back_at_any_moment_and_at_its_bookmarks() {
         let (ok, out) = qemu_io_read(uri, &["read -P 0x22 1M 32k", "read -P 0x33 8M 4k", "read -P 0x44 12M 4k"]);
         assert!(ok, "{out}");
     });
+    // SIGKILL of the protecting process: a write QEMU reported done is in
+    // the journal (its index, kept without a WAL, is rebuilt from the
+    // segments at the next open).
+    let mut protect = lb_cmd();
+    protect.args(["cdp", "protect", "--datastore"]).arg(&ds.path).arg("--qmp").arg(&q1);
+    let mut protect = ChildGuard::spawn(protect);
+    assert!(wait_until(Duration::from_secs(120), || std::fs::read_to_string(&sessions).unwrap_or_default().matches("ready").count() == 3), "the third session never began");
+    hmp(&q2, "qemu-io drv0 \"write -P 0x55 16M 64k\"");
+    protect.signal(libc::SIGKILL);
+    let _ = protect.wait();
+    let p = lb(args!["cdp", "points", "--datastore", &ds.path, "cdp-vm", "--json"]).json();
+    assert!(p["disks"][0]["sessions"][2]["ended"].is_null(), "{p:#}");
+    let last = p["disks"][0]["last_write"].as_str().unwrap().to_string();
+    with_export(&ds, &last, |uri| {
+        let (ok, out) = qemu_io_read(uri, &["read -P 0x55 16M 64k", "read -P 0x44 12M 4k"]);
+        assert!(ok, "{out}");
+    });
+    // The killed capture's target node is still in QEMU; the next
+    // protection clears it and starts.
+    let mut q = lifeboat_qemu::Qmp::connect(&q2).unwrap();
+    let nodes = q.execute("query-named-block-nodes", json!({})).unwrap().to_string();
+    drop(q);
+    assert!(nodes.contains("lbcdp-disk0"), "{nodes}");
+    let mut protect = lb_cmd();
+    protect.args(["cdp", "protect", "--datastore"]).arg(&ds.path).arg("--qmp").arg(&q1);
+    let mut protect = ChildGuard::spawn(protect);
+    assert!(wait_until(Duration::from_secs(120), || std::fs::read_to_string(&sessions).unwrap_or_default().matches("ready").count() == 4), "no protection after a killed one");
+    protect.signal(libc::SIGTERM);
+    protect.wait().expect_ok();
+
     let gap = chrono::DateTime::parse_from_rfc3339(&stopped).unwrap() + chrono::Duration::milliseconds(1);
     let o = lb(args!["cdp", "export", "--datastore", &ds.path, "cdp-vm", "--at", gap.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)]);
     o.expect_code(1);

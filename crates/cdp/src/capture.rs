@@ -115,6 +115,11 @@ impl Capture {
         .ok_or_else(|| CaptureError::NoDisk { wanted: device.unwrap_or("(the only one)").to_string(), have: if have.is_empty() { "none".into() } else { have } })?;
         let node = format!("lbcdp-{}", disk.device);
         let job = node.clone();
+        // A capture that was killed leaves its failed job and its target
+        // node in the VM; both would clash with this one's names.
+        let _ = self.qmp.execute("block-job-cancel", json!({ "device": job, "force": true }));
+        let _ = self.qmp.execute("job-dismiss", json!({ "id": job }));
+        let _ = self.qmp.execute("blockdev-del", json!({ "node-name": node }));
         self.qmp.execute("blockdev-add", json!({ "driver": "nbd", "node-name": node, "server": { "type": "unix", "path": socket.display().to_string() }, "export": export }))?;
         let copy_mode = match mode {
             MirrorMode::Sync => "write-blocking",
