@@ -238,16 +238,7 @@ fn protect(ds: &DatastoreArg, qmp: &Path, wanted: &[String], mode: MirrorMode, c
         server.add_export(Export::new(d.device.clone(), Arc::new(JournalTarget::new(j.clone(), policy))));
         journals.push((d.device.clone(), j));
     }
-    let s = server.clone();
-    let listen_on = sock.clone();
-    let rt = serve(|rt| {
-        let l = {
-            let _g = rt.enter();
-            tokio::net::UnixListener::bind(&listen_on).with_context(|| format!("binding {}", listen_on.display()))?
-        };
-        rt.spawn(async move { s.serve_unix(l).await });
-        Ok(())
-    })?;
+    let rt = serve(|rt| server.spawn_unix(rt, &sock).with_context(|| format!("binding {}", sock.display())))?;
     let cancel = Arc::new(AtomicBool::new(false));
     ui::install_cancel_handler(&cancel);
     let mut sessions = Vec::new();

@@ -40,12 +40,7 @@ fn a_qemu_disk_is_copied_then_every_write_is_journaled_before_it_completes() {
     server.add_export(Export::new("target", Arc::new(JournalTarget::new(journal.clone(), SyncPolicy::EveryWrite))));
     let sock = d.path().join("nbd.sock");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let listener = {
-        let _g = rt.enter();
-        tokio::net::UnixListener::bind(&sock).unwrap()
-    };
-    let s = server.clone();
-    rt.spawn(async move { s.serve_unix(listener).await });
+    server.spawn_unix(&rt, &sock).unwrap();
 
     let qmp = d.path().join("qmp.sock");
     let mut c = Command::new("qemu-system-x86_64");

@@ -31,12 +31,7 @@ fn qemu_writes_through_the_target_and_reads_every_moment_back() {
     server.add_export(Export::new("target", Arc::new(JournalTarget::new(journal.clone(), SyncPolicy::EveryWrite))));
     let sock = d.path().join("nbd.sock");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let listener = {
-        let _g = rt.enter();
-        tokio::net::UnixListener::bind(&sock).unwrap()
-    };
-    let s = server.clone();
-    rt.spawn(async move { s.serve_unix(listener).await });
+    server.spawn_unix(&rt, &sock).unwrap();
 
     // Three moments: a 64 KiB pattern, another over its second half and
     // beyond, then zeroes in the middle.

@@ -339,12 +339,7 @@ fn run(ds: Arc<Datastore>, vm: &LoadedVm, targets: &[Planned], log: &(dyn Fn(&st
     // directory of its own.
     let sockdir = lifeboat_qemu::SocketDir::create("r").map_err(io("a directory for the NBD socket"))?;
     let sock = sockdir.path().join("nbd.sock");
-    let listener = {
-        let _g = rt.enter();
-        tokio::net::UnixListener::bind(&sock).map_err(io(&format!("NBD socket {}", sock.display())))?
-    };
-    let srv = server.clone();
-    rt.spawn(async move { srv.serve_unix(listener).await });
+    server.spawn_unix(&rt, &sock).map_err(io(&format!("NBD socket {}", sock.display())))?;
 
     // 2. Guest repairs on the overlays, side by side.
     let repairs: Vec<Result<Option<RepairReport>, TargetRestoreError>> = std::thread::scope(|sc| {

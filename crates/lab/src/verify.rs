@@ -339,11 +339,7 @@ fn boot(ds: &Arc<Datastore>, rt: &tokio::runtime::Runtime, lab: &mut LabNetwork,
     // The disks: our NBD server on a unix socket, an overlay per disk.
     let server = lifeboat_qemu::instant_vm::serve_overlays(ds, &loaded, &dir).map_err(|e| LabError::Net(e.to_string()))?;
     let sock = socks.join("nbd.sock");
-    let listener = {
-        let _g = rt.enter();
-        tokio::net::UnixListener::bind(&sock).map_err(|e| LabError::Net(format!("NBD socket {}: {e}", sock.display())))?
-    };
-    rt.spawn(async move { server.serve_unix(listener).await });
+    server.spawn_unix(rt, &sock).map_err(|e| LabError::Net(format!("NBD socket {}: {e}", sock.display())))?;
     let mut taps = Vec::new();
     for j in 0..md.nics.len() {
         taps.push(lab.add_tap_named(&format!("v{i}n{j}"))?);

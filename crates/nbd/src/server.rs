@@ -137,6 +137,18 @@ impl Server {
         }
     }
 
+    /// Binds a unix socket at `path` and serves it on `rt` until the
+    /// runtime ends (what a process serving its own exports wants).
+    pub fn spawn_unix(&self, rt: &tokio::runtime::Runtime, path: &std::path::Path) -> io::Result<()> {
+        let listener = {
+            let _g = rt.enter();
+            tokio::net::UnixListener::bind(path)?
+        };
+        let me = self.clone();
+        rt.spawn(async move { me.serve_unix(listener).await });
+        Ok(())
+    }
+
     /// Accept unix-socket connections forever, one task each.
     pub async fn serve_unix(&self, listener: tokio::net::UnixListener) -> io::Result<()> {
         loop {

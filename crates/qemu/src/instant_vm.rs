@@ -131,11 +131,7 @@ impl InstantVm {
             NbdListen::Unix => {
                 let path = workdir.join("nbd.sock");
                 let _ = std::fs::remove_file(&path);
-                let l = {
-                    let _g = rt.enter();
-                    tokio::net::UnixListener::bind(&path).map_err(host(&format!("NBD socket {}", path.display())))?
-                };
-                rt.spawn(async move { server.serve_unix(l).await });
+                server.spawn_unix(&rt, &path).map_err(host(&format!("NBD socket {}", path.display())))?;
                 DiskSource::NbdUnix { path }
             }
         };
