@@ -28,8 +28,10 @@ pub enum CdpCmd {
         /// A disk to protect (its device id; repeat; default: every disk)
         #[arg(long = "disk", value_name = "ID")]
         disks: Vec<String>,
-        /// sync: a guest write completes only once the journal has it on
-        /// disk; async: the guest does not wait, dirty blocks follow
+        /// sync: a guest write completes only once the journal has it (so
+        /// the protected host's death loses nothing the guest saw
+        /// complete); async: the guest does not wait, dirty blocks follow.
+        /// The journal is made durable when the guest flushes
         #[arg(long, default_value = "sync")]
         mode: MirrorMode,
         /// Seconds the initial copy of each disk may take
@@ -214,10 +216,11 @@ fn protect(ds: &DatastoreArg, qmp: &Path, wanted: &[String], mode: MirrorMode, c
         anyhow::bail!("the VM {name} has no disk to protect");
     }
     let pvm = ProtectedVm::at(&store.root().join("cdp"), &name)?;
-    let policy = match mode {
-        MirrorMode::Sync => SyncPolicy::EveryWrite,
-        MirrorMode::Async => SyncPolicy::OnFlush,
-    };
+    // Sync and async differ in what the protected host's death can lose
+    // (nothing of what the guest saw completed, or the writes still in
+    // flight). The journal's own durability follows the guest's flushes,
+    // as a disk's does: QEMU forwards them through the mirror.
+    let policy = SyncPolicy::OnFlush;
     let sockets = lifeboat_qemu::SocketDir::create("lbcdp").context("a directory for the journal's socket")?;
     let sock = sockets.path().join("nbd.sock");
     let server = Server::new(ServerConfig::default());
