@@ -20,7 +20,7 @@ truncate -s 256M "$W/data.raw"
 Q1=$W/q1.sock Q2=$W/q2.sock QGA=$W/qga.sock
 rm -f "$Q1" "$Q2" "$QGA"
 qemu-system-x86_64 -accel tcg -display none -nodefaults -machine pc -m 768 -name bench-cdp \
-  -drive "file=$debian,format=raw,if=virtio,snapshot=on" \
+  -drive "file=$debian,format=raw,if=none,id=root,snapshot=on" -device virtio-blk-pci,drive=root,bootindex=0 \
   -drive "file=$W/data.raw,format=raw,if=none,id=drvdata,cache=none,aio=native" -device virtio-blk-pci,drive=drvdata,id=data \
   -device virtio-serial-pci -chardev "socket,id=qga,path=$QGA,server=on,wait=off" -device virtserialport,chardev=qga,name=org.qemu.guest_agent.0 \
   -qmp "unix:$Q1,server=on,wait=off" -qmp "unix:$Q2,server=on,wait=off" >/dev/null 2>&1 &
@@ -52,10 +52,10 @@ PY
 }
 
 # The guest agent answers once the guest is up.
-for _ in $(seq 300); do python3 -c "
+for _ in $(seq 150); do python3 -c "
 import socket,json,sys
 s=socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect('$QGA')
-s.sendall(b'{\"execute\":\"guest-ping\"}\n'); sys.exit(0 if b'return' in s.recv(100) else 1)" 2>/dev/null && break; sleep 1; done
+s.sendall(b'{\"execute\":\"guest-ping\"}\n'); sys.exit(0 if b'return' in s.recv(100) else 1)" 2>/dev/null && break; sleep 2; done
 
 measure() { # LABEL
   read -r lat_s _ < <(guest_dd 4k 2000)
