@@ -176,7 +176,9 @@ impl Journal {
         let Some(&last) = segs.last() else { return Err(CdpError::NotAJournal { path: dir.display().to_string(), reason: "no segments".into() }) };
         // Every segment but the last must be whole; the last may end in a
         // record a crash cut short, which is dropped.
-        let (synced_seg, synced_pos) = read_synced(dir).unwrap_or((segs[0], 0));
+        // A mark naming a segment that is not there (or past the end of
+        // its segment) is not trusted: everything is checked then.
+        let (synced_seg, synced_pos) = read_synced(dir).filter(|(s, p)| segs.contains(s) && std::fs::metadata(segment_path(dir, *s)).is_ok_and(|m| *p <= m.len())).unwrap_or((segs[0], 0));
         let mut end = 0;
         let mut last_time = 0;
         for &n in segs.iter().filter(|&&n| n >= synced_seg) {
@@ -561,6 +563,9 @@ mod tests {
         f.write_all_at(&[b[0] ^ 0x40], 100).unwrap();
         let e = Journal::open_with(d.path(), opts).err().expect("damage refused");
         assert!(matches!(e, CdpError::Damaged { .. }) && e.to_string().contains("00000000.seg"), "{e}");
+        // A synced mark past the end of the journal is not believed either.
+        std::fs::write(d.path().join("synced"), "99 16\n").unwrap();
+        assert!(matches!(Journal::open_with(d.path(), opts), Err(CdpError::Damaged { .. })));
     }
 
     #[test]
