@@ -70,7 +70,7 @@ pub fn run(ds: &Arc<Datastore>, r: &Request, h: &JobHandle) -> JobResult {
             datastore: r.datastore.to_string(),
             lab: r.lab.map(str::to_string),
             vms: vms.iter().map(|v| v.snapshot.clone()).collect(),
-            netns: format!("{}{id}", lifeboat_lab::net::NETNS_PREFIX),
+            netns: lifeboat_lab::net::netns_name(&id),
             started: chrono::Utc::now(),
         };
         runs.register(info, h.progress.cancel.clone())

@@ -125,7 +125,7 @@ impl LabNetwork {
         if id.is_empty() || id.len() > 24 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(LabError::Invalid(format!("lab id {id:?}: 1-24 letters, digits or '-'")));
         }
-        let netns = format!("{NETNS_PREFIX}{id}");
+        let netns = netns_name(id);
         std::fs::create_dir_all(markers).map_err(|e| LabError::Net(format!("creating {}: {e}", markers.display())))?;
         let marker = markers.join(&netns);
         std::fs::write(&marker, format!("{}\n", std::process::id())).map_err(|e| LabError::Net(format!("writing {}: {e}", marker.display())))?;
@@ -484,6 +484,11 @@ fn is_zombie(pid: i32) -> bool {
 
 fn netns_exists(netns: &str) -> bool {
     Path::new("/run/netns").join(netns).exists()
+}
+
+/// The network namespace of the lab run `id`.
+pub fn netns_name(id: &str) -> String {
+    format!("{NETNS_PREFIX}{id}")
 }
 
 /// The directory of the unix sockets of the run in namespace `netns`

@@ -277,7 +277,7 @@ pub fn verify(ds: Arc<Datastore>, o: &VerifyOptions) -> Result<LabReport, LabErr
 /// inside a deeply placed datastore does not; the sweep of a killed run
 /// removes this directory with the namespace.
 fn socket_dir(o: &VerifyOptions) -> PathBuf {
-    crate::net::socket_dir(&o.markers, &format!("{}{}", crate::net::NETNS_PREFIX, o.lab_id))
+    crate::net::socket_dir(&o.markers, &crate::net::netns_name(&o.lab_id))
 }
 
 /// The report of a VM a cancelled run never booted.
