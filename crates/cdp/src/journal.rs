@@ -49,6 +49,9 @@ struct Writer {
     segment: u32,
     file: File,
     pos: u64,
+    /// The first and the newest journaled write's time; `None` before
+    /// the first.
+    first_time: Option<u64>,
     last_time: u64,
 }
 
@@ -61,7 +64,6 @@ pub struct Journal {
     index: BlockIndex,
     writer: Mutex<Writer>,
     readers: RwLock<HashMap<u32, Arc<File>>>,
-    first_time: Mutex<Option<u64>>,
 }
 
 fn segment_path(dir: &Path, n: u32) -> PathBuf {
@@ -149,10 +151,7 @@ impl Journal {
         std::fs::create_dir_all(&segs).map_err(|e| io_err(&segs, e))?;
         let meta = JournalMeta { version: 1, size, created: chrono::Utc::now() };
         new_segment(dir, 0)?.sync_all().map_err(|e| io_err(&segment_path(dir, 0), e))?;
-        let tmp = dir.join(format!("{META}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&meta).expect("journal meta serializes")).map_err(|e| io_err(&tmp, e))?;
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io_err(&tmp, e))?;
-        std::fs::rename(&tmp, dir.join(META)).map_err(|e| io_err(dir, e))?;
+        crate::write_atomic(&dir.join(META), &serde_json::to_vec_pretty(&meta).expect("journal meta serializes"))?;
         Self::open_with(dir, opts)
     }
 
@@ -237,15 +236,7 @@ impl Journal {
         let p = segment_path(dir, last);
         let file = OpenOptions::new().read(true).write(true).open(&p).map_err(|e| io_err(&p, e))?;
         let first_time = first_record_time(dir, &segs)?;
-        let j = Journal {
-            dir: dir.to_path_buf(),
-            meta,
-            opts,
-            index,
-            writer: Mutex::new(Writer { segment: last, file, pos: end, last_time }),
-            readers: RwLock::new(HashMap::new()),
-            first_time: Mutex::new(first_time),
-        };
+        let j = Journal { dir: dir.to_path_buf(), meta, opts, index, writer: Mutex::new(Writer { segment: last, file, pos: end, first_time, last_time }), readers: RwLock::new(HashMap::new()) };
         Ok(j)
     }
 
@@ -262,8 +253,8 @@ impl Journal {
     /// The times of the first and the last journaled write (ns since the
     /// epoch), or `None` before the first write.
     pub fn range(&self) -> Option<(u64, u64)> {
-        let first = (*self.first_time.lock())?;
-        Some((first, self.writer.lock().last_time))
+        let w = self.writer.lock();
+        Some((w.first_time?, w.last_time))
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
@@ -305,8 +296,7 @@ impl Journal {
         w.pos += rec.len() as u64;
         self.index.add(&[entry_of(&s, w.segment)], (w.segment, w.pos))?;
         w.last_time = time;
-        drop(w);
-        self.first_time.lock().get_or_insert(time);
+        w.first_time.get_or_insert(time);
         Ok(time)
     }
 
@@ -320,7 +310,7 @@ impl Journal {
         f.sync_data().map_err(|e| io_err(&segment_path(&self.dir, next), e))?;
         sync_dir(&self.dir.join("segments"))?;
         write_synced(&self.dir, (next, SEGMENT_HEADER as u64))?;
-        *w = Writer { segment: next, file: f, pos: SEGMENT_HEADER as u64, last_time: w.last_time };
+        *w = Writer { segment: next, file: f, pos: SEGMENT_HEADER as u64, first_time: w.first_time, last_time: w.last_time };
         Ok(())
     }
 
@@ -450,10 +440,7 @@ fn read_synced(dir: &Path) -> Option<(u32, u64)> {
 }
 
 fn write_synced(dir: &Path, (seg, pos): (u32, u64)) -> Result<()> {
-    let tmp = dir.join("synced.tmp");
-    std::fs::write(&tmp, format!("{seg} {pos}\n")).map_err(|e| io_err(&tmp, e))?;
-    File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, dir.join("synced")).map_err(|e| io_err(dir, e))
+    crate::write_atomic(&dir.join("synced"), format!("{seg} {pos}\n").as_bytes())
 }
 
 #[cfg(test)]

@@ -84,6 +84,17 @@ pub(crate) fn io_err(path: &std::path::Path, source: std::io::Error) -> CdpError
     CdpError::Io { path: path.display().to_string(), source }
 }
 
+/// Replaces the file at `p` with `bytes` as one step: written beside it
+/// as `<name>.tmp`, made durable, renamed over it.
+pub(crate) fn write_atomic(p: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let mut name = p.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = p.with_file_name(name);
+    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, p).map_err(|e| io_err(p, e))
+}
+
 /// Nanoseconds since the Unix epoch, as a time in UTC.
 pub fn time_of(ns: u64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32).unwrap_or_default()

@@ -57,10 +57,7 @@ fn read_json<T: for<'a> Deserialize<'a> + Default>(p: &Path) -> Result<T> {
 }
 
 fn write_json<T: Serialize>(p: &Path, v: &T) -> Result<()> {
-    let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(v).expect("serializes")).map_err(|e| io_err(&tmp, e))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, p).map_err(|e| io_err(p, e))
+    crate::write_atomic(p, &serde_json::to_vec_pretty(v).expect("serializes"))
 }
 
 impl ProtectedVm {
