@@ -31,7 +31,7 @@ pub use connector::{ConnectorActor, VmRegistry};
 pub use datastore::{DatastoreActor, ListSnapshots, RunBackup};
 pub use events::EventsActor;
 pub use export::ExportActor;
-pub use health::{GetHealth, HealthActor, WatchDatastore};
+pub use health::{GetHealth, GetHealthHistory, HealthActor, WatchDatastore};
 pub use ingest::IngestActor;
 pub use jobs::JobsActor;
 pub use lab::LabActor;

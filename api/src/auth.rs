@@ -2,6 +2,13 @@
 //! first among its arguments, so a missing or wrong token is refused
 //! (401) and a token whose role lacks the permission the handler names
 //! (403) before anything else of the request is looked at.
+//!
+//! Two ways in: an `Authorization: Bearer` header (CLI, agents,
+//! scripts), or the web console's HttpOnly session cookie. A browser
+//! sends cookies on requests other sites make it send, so a request the
+//! cookie authenticates that changes something must also carry the
+//! session's CSRF token in `X-CSRF-Token`, which only a page of ours can
+//! have read (from `GET /api/session`).
 
 use crate::error::ApiErr;
 use crate::ApiState;
@@ -46,10 +53,25 @@ pub mod perm {
     }
 }
 
+/// The session cookie of the web console.
+pub const SESSION_COOKIE: &str = "lifeboat_session";
+/// The header a cookie-authenticated change must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
 pub struct Auth<N: perm::Need = perm::Any> {
     pub principal: Principal,
     pub bearer: String,
+    /// The bearer came from the session cookie, not a header.
+    pub by_cookie: bool,
     _need: std::marker::PhantomData<N>,
+}
+
+/// The CSRF token of a session: derived from its secret bearer, so it
+/// needs no storage, and useless without the cookie.
+pub fn csrf_token(bearer: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::new().chain_update(b"lifeboat-csrf\0").chain_update(bearer.as_bytes()).finalize();
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl<N: perm::Need> Auth<N> {
@@ -106,12 +128,22 @@ fn drain(mut body: Payload) {
 
 fn authenticate<N: perm::Need>(req: &HttpRequest) -> Result<Auth<N>, ApiErr> {
     let st = req.app_data::<web::Data<ApiState>>().ok_or_else(|| ApiErr::internal("no API state"))?;
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiErr::Unauthorized("authentication required: send `Authorization: Bearer <token>` (POST /api/login gives one)".into()))?;
-    let bearer = header.strip_prefix("Bearer ").map(str::trim).ok_or_else(|| ApiErr::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
-    let principal = st.auth.authenticate(bearer).ok_or_else(|| ApiErr::Unauthorized("the token is invalid, revoked or expired: log in again or create a new API token".into()))?;
-    Ok(Auth { principal, bearer: bearer.to_string(), _need: std::marker::PhantomData })
+    let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let (bearer, by_cookie) = match (header, req.cookie(SESSION_COOKIE)) {
+        (Some(h), _) => (h.strip_prefix("Bearer ").map(str::trim).ok_or_else(|| ApiErr::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?.to_string(), false),
+        (None, Some(c)) => (c.value().to_string(), true),
+        (None, None) => return Err(ApiErr::Unauthorized("authentication required: send `Authorization: Bearer <token>` (POST /api/login gives one)".into())),
+    };
+    let principal = st.auth.authenticate(&bearer).ok_or_else(|| ApiErr::Unauthorized("the token is invalid, revoked or expired: log in again or create a new API token".into()))?;
+    if by_cookie && !req.method().is_safe() {
+        let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !constant_time_eq(sent.as_bytes(), csrf_token(&bearer).as_bytes()) {
+            return Err(ApiErr::Forbidden("this request changes something and came with the session cookie but without its X-CSRF-Token header (GET /api/session gives it): reload the page".into()));
+        }
+    }
+    Ok(Auth { principal, bearer, by_cookie, _need: std::marker::PhantomData })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

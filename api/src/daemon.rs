@@ -8,7 +8,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::{Context, Result};
 use lifeboat_actors::{ConnectorActor, DatastoreActor, Datastores, EventsActor, ExportActor, HealthActor, IngestActor, JobsActor, LabActor, NotifierActor, SchedulerActor, VmRegistry};
 use lifeboat_state::{AuthStore, Config, Confinement, DatastoreEntry, JobStore, ScheduleStore, SettingsStore, VmStore};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What the daemon tells its starter once it listens.
@@ -27,26 +27,66 @@ const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Opens (or, for a new or empty directory, creates) a datastore and
 /// starts its actor.
 pub async fn open_datastore(entry: &DatastoreEntry, tz: chrono_tz::Tz) -> Result<actix::Addr<DatastoreActor>, String> {
-    let e = entry.clone();
+    prepare_datastore(entry.clone(), NewDatastore::default(), tz).await
+}
+
+/// How `POST /api/datastores` makes a datastore that is not there yet.
+#[derive(Default)]
+pub struct NewDatastore {
+    /// Refuse forget, snapshot deletion and gc from the start.
+    pub append_only: bool,
+    /// Encrypt it: the password opens one key slot; a random key file
+    /// (`entry.key_file`, made here) opens another, which the daemon uses.
+    pub password: Option<String>,
+}
+
+/// Opens the datastore of `entry`, or makes it (as `new` says) where its
+/// directory is missing or empty.
+pub async fn prepare_datastore(entry: DatastoreEntry, new: NewDatastore, tz: chrono_tz::Tz) -> Result<actix::Addr<DatastoreActor>, String> {
+    let name = entry.name.clone();
     let ds = lifeboat_actors::datastore::blocking(move || -> Result<lifeboat_store::Datastore, String> {
+        let e = entry;
         let empty = match std::fs::read_dir(&e.path) {
             Ok(mut rd) => rd.next().is_none(),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
             Err(err) => return Err(format!("{}: {err}", e.path.display())),
         };
         let key = e.key_file.clone().map(lifeboat_store::KeySource::KeyFile);
+        let password = new.password.map(lifeboat_store::KeySource::passphrase);
         let r = if empty {
-            if key.is_some() {
-                return Err(format!("{}: no datastore there to unlock with the key file", e.path.display()));
+            let config = lifeboat_store::DatastoreConfig { append_only: new.append_only, ..Default::default() };
+            match (&password, &key) {
+                (Some(pw), Some(k)) => lifeboat_store::Datastore::init_encrypted(&e.path, config, pw).and_then(|_| {
+                    lifeboat_store::Datastore::add_key(&e.path, pw, k)?;
+                    lifeboat_store::Datastore::open_with_key(&e.path, k)
+                }),
+                (None, Some(_)) => return Err(format!("{}: no datastore there to unlock with the key file", e.path.display())),
+                (_, None) => lifeboat_store::Datastore::init_with(&e.path, config),
             }
-            lifeboat_store::Datastore::init(&e.path)
         } else {
+            if new.append_only || password.is_some() {
+                return Err(format!("{} holds a datastore already: append-only and encryption are chosen when a datastore is made (add it without them)", e.path.display()));
+            }
             lifeboat_store::Datastore::open_with(&e.path, key.as_ref())
         };
         r.map_err(|err| format!("datastore {:?}: {err}", e.name))
     })
     .await??;
-    Ok(DatastoreActor::named(&entry.name, Arc::new(ds), tz).start())
+    Ok(DatastoreActor::named(&name, Arc::new(ds), tz).start())
+}
+
+/// Writes a random key file for the datastore `name` into
+/// `<state_dir>/keys/` (root only) and returns its path.
+pub fn new_key_file(state_dir: &Path, name: &str) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = state_dir.join("keys");
+    ensure_private_dir(&dir)?;
+    let path = dir.join(format!("{name}.key"));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| format!("creating the key file {}", path.display()))?;
+    f.write_all(lifeboat_state::random_hex(32).as_bytes())?;
+    f.sync_all()?;
+    Ok(path)
 }
 
 fn ensure_private_dir(p: &Path) -> Result<()> {
@@ -154,6 +194,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
         state_dir: state_dir.clone(),
         confine,
         tz,
+        tls_fingerprint: cert.fingerprint.clone(),
         datastore_create: tokio::sync::Mutex::new(()),
     });
     let app_state = state.clone();
@@ -162,7 +203,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
             .app_data(app_state.clone())
             .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").exclude("/api/health"))
             .configure(crate::configure)
-            .default_service(web::to(crate::not_found))
+            .default_service(web::to(crate::routes::page::fallback))
     })
     .workers(2)
     // Agents make many small requests (missing-blob queries, parent trees):

@@ -42,6 +42,8 @@ pub struct ApiState {
     /// roots, protected trees): checked here before a job exists.
     pub confine: lifeboat_state::confine::SharedConfinement,
     pub tz: chrono_tz::Tz,
+    /// SHA-256 of the API's TLS certificate (`GET /api/settings/tls`).
+    pub tls_fingerprint: String,
     /// Serializes datastore creation (check-then-insert).
     pub datastore_create: tokio::sync::Mutex<()>,
 }

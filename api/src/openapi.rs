@@ -13,11 +13,11 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Lifeboat API", description = "Backup and disaster-recovery appliance. Authenticate with `Authorization: Bearer <token>`: a session token from POST /api/login or an API token."),
     paths(
-        routes::session::login, routes::session::logout, routes::session::change_password,
-        routes::health::health, routes::health::details,
+        routes::session::login, routes::session::logout, routes::session::change_password, routes::session::open, routes::session::current, routes::session::close,
+        routes::health::health, routes::health::details, routes::health::history, routes::settings::tls,
         routes::settings::get_smtp, routes::settings::put_smtp, routes::settings::delete_smtp, routes::settings::test_smtp,
         routes::datastores::list, routes::datastores::create, routes::datastores::get,
-        routes::snapshots::list, routes::snapshots::delete, routes::snapshots::restore, routes::snapshots::vm_files, routes::snapshots::vm_file_download, routes::snapshots::vm_files_archive, routes::snapshots::vm_restore_files, routes::snapshots::lab_reports, routes::snapshots::lab_report_file,
+        routes::snapshots::list, routes::snapshots::delete, routes::browse::tree, routes::browse::download, routes::snapshots::forget_preview, routes::snapshots::restore, routes::snapshots::vm_files, routes::snapshots::vm_file_download, routes::snapshots::vm_files_archive, routes::snapshots::vm_restore_files, routes::snapshots::lab_reports, routes::snapshots::lab_report_file,
         routes::jobs::list, routes::jobs::start, routes::jobs::get, routes::jobs::cancel, routes::jobs::log,
         routes::schedules::list, routes::schedules::create, routes::schedules::get, routes::schedules::update,
         routes::schedules::delete, routes::schedules::run_now,

@@ -50,8 +50,25 @@ pub async fn create(auth: Auth<perm::Admin>, st: web::Data<ApiState>, body: web:
     // datastore; no symlink on the way (an admin may name any other
     // directory: there is no root for datastores).
     st.confine.read().check_resolved(&b.path, PathUse::Datastore, auth.principal.grant()).map_err(crate::routes::jobs::confine_err)?;
-    let entry = DatastoreEntry { name: b.name.clone(), path: b.path.clone().into(), key_file: None };
-    let addr = crate::daemon::open_datastore(&entry, st.tz).await.map_err(ApiErr::BadRequest)?;
+    let mut entry = DatastoreEntry { name: b.name.clone(), path: b.path.clone().into(), key_file: None };
+    if let Some(pw) = &b.encryption_password {
+        lifeboat_state::auth::check_password_strength(pw).map_err(|e| ApiErr::BadRequest(format!("the encryption password: {e}")))?;
+        let (dir, name) = (st.state_dir.clone(), b.name.clone());
+        // A key file left by an earlier attempt under this name is replaced.
+        let _ = std::fs::remove_file(dir.join("keys").join(format!("{name}.key")));
+        entry.key_file = Some(web::block(move || crate::daemon::new_key_file(&dir, &name)).await.map_err(ApiErr::internal)?.map_err(ApiErr::internal)?);
+    }
+    let new = crate::daemon::NewDatastore { append_only: b.append_only, password: b.encryption_password.clone() };
+    let opened = crate::daemon::prepare_datastore(entry.clone(), new, st.tz).await;
+    let addr = match opened {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some(k) = &entry.key_file {
+                let _ = std::fs::remove_file(k);
+            }
+            return Err(ApiErr::BadRequest(e));
+        }
+    };
     let state_dir = st.state_dir.clone();
     let e2 = entry.clone();
     web::block(move || {

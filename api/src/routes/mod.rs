@@ -2,12 +2,14 @@
 //! and health) and names its permission.
 
 pub mod agent;
+pub mod browse;
 pub mod datastores;
 pub mod events;
 pub mod exports;
 pub mod health;
 pub mod jobs;
 pub mod labs;
+pub mod page;
 pub mod schedules;
 pub mod session;
 pub mod settings;
@@ -20,6 +22,14 @@ use actix_web::web;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(session::login)
         .service(session::logout)
+        .service(session::open)
+        .service(session::current)
+        .service(session::close)
+        .service(health::history)
+        .service(settings::tls)
+        .service(browse::tree)
+        .service(browse::download)
+        .service(snapshots::forget_preview)
         .service(session::change_password)
         .service(health::health)
         .service(health::details)

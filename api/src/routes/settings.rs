@@ -1,12 +1,13 @@
-//! Appliance settings: the SMTP relay for report mails. Admin only; the
-//! relay password is write-only (GET shows it masked).
+//! Appliance settings, admin only: the SMTP relay for report mails (the
+//! relay password is write-only, GET shows it masked) and the TLS
+//! certificate's fingerprint.
 
 use crate::auth::{perm, Auth};
 use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{delete, get, post, put, web, HttpResponse};
 use lifeboat_actors::{SendTestMail, SetSmtpSettings};
-use lifeboat_api_types::{ApiError, SmtpSettings};
+use lifeboat_api_types::{ApiError, SmtpSettings, TlsInfo};
 use lifeboat_notify::{Mailer, NotifyError};
 
 /// The SMTP relay for report mails, password masked.
@@ -62,4 +63,13 @@ pub async fn test_smtp(_auth: Auth<perm::Admin>, st: web::Data<ApiState>) -> Res
         Err(e @ (NotifyError::Invalid(_) | NotifyError::CaFile { .. })) => Err(ApiErr::BadRequest(e.to_string())),
         Err(e) => Err(ApiErr::BadGateway(e.to_string())),
     }
+}
+
+/// The certificate the API serves: its SHA-256 fingerprint, to compare
+/// with what a browser or `lifeboat remote` shows before trusting it.
+#[utoipa::path(tag = "settings", security(("bearer" = [])),
+    responses((status = 200, body = TlsInfo), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+#[get("/api/settings/tls")]
+pub async fn tls(_auth: Auth<perm::Admin>, st: web::Data<ApiState>) -> web::Json<TlsInfo> {
+    web::Json(TlsInfo { fingerprint: st.tls_fingerprint.clone() })
 }

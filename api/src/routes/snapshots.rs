@@ -3,9 +3,11 @@ use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::{delete, get, post, web, HttpResponse};
 use lifeboat_actors::jobs::StartJob;
-use lifeboat_api_types::{ApiError, JobInfo, JobSpec, LabReportInfo, RestoreRequest, SnapshotInfo, VmFileEntry, VmFilesListing, VmFilesQuery, VmPartitionInfo, VmRestoreFilesRequest};
+use lifeboat_api_types::{
+    ApiError, ForgetPreview, JobInfo, JobSpec, KeepRules, LabReportInfo, RestoreRequest, SnapshotInfo, VmFileEntry, VmFilesListing, VmFilesQuery, VmPartitionInfo, VmRestoreFilesRequest,
+};
 
-fn datastore(st: &ApiState, name: &str) -> Result<actix::Addr<lifeboat_actors::DatastoreActor>, ApiErr> {
+pub(crate) fn datastore(st: &ApiState, name: &str) -> Result<actix::Addr<lifeboat_actors::DatastoreActor>, ApiErr> {
     st.datastores.get(name).ok_or_else(|| ApiErr::NotFound(format!("datastore {name:?} does not exist")))
 }
 
@@ -109,7 +111,7 @@ async fn lab_reports_dir(st: &ApiState, name: &str) -> Result<std::path::PathBuf
 
 /// The daemon's datastore and the snapshot `id` in it (404 when either
 /// is missing).
-async fn vm_snapshot(st: &ApiState, name: &str, id: &str) -> Result<(std::sync::Arc<lifeboat_store::Datastore>, lifeboat_store::Snapshot), ApiErr> {
+pub(crate) async fn find_snapshot(st: &ApiState, name: &str, id: &str) -> Result<(std::sync::Arc<lifeboat_store::Datastore>, lifeboat_store::Snapshot), ApiErr> {
     let ds = datastore(st, name)?.send(lifeboat_actors::datastore::DatastoreHandle).await?;
     let (d2, id2) = (ds.clone(), id.to_string());
     // Seen as the index is now: the CLI or an agent may just have written
@@ -146,7 +148,7 @@ fn vm_files_err(e: lifeboat_vmfiles::VmFilesError) -> ApiErr {
 #[get("/api/datastores/{name}/snapshots/{id}/vm-files")]
 pub async fn vm_files(_auth: Auth<perm::Read>, st: web::Data<ApiState>, path: web::Path<(String, String)>, q: web::Query<VmFilesQuery>) -> Result<web::Json<VmFilesListing>, ApiErr> {
     let (name, id) = path.into_inner();
-    let (ds, snap) = vm_snapshot(&st, &name, &id).await?;
+    let (ds, snap) = find_snapshot(&st, &name, &id).await?;
     let q = q.into_inner();
     let listing = lifeboat_actors::datastore::blocking(move || -> Result<VmFilesListing, lifeboat_vmfiles::VmFilesError> {
         let disk = lifeboat_vmfiles::SnapshotDisk::open(&ds, &snap, q.disk.as_deref())?;
@@ -221,7 +223,7 @@ where
     I: Send + 'static,
     S: Send + 'static,
 {
-    let (ds, snap) = vm_snapshot(st, name, id).await?;
+    let (ds, snap) = find_snapshot(st, name, id).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<I, ApiErr>>();
     std::thread::spawn(move || {
@@ -253,7 +255,7 @@ where
 }
 
 /// Only a plain name goes into a header.
-fn header_name(name: &str) -> String {
+pub(crate) fn header_name(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.+".contains(c) { c } else { '_' }).collect()
 }
 
@@ -324,10 +326,40 @@ pub async fn vm_restore_files(auth: Auth<perm::Operate>, st: web::Data<ApiState>
     if b.paths.is_empty() {
         return Err(ApiErr::BadRequest("name at least one guest path in `paths`".into()));
     }
-    vm_snapshot(&st, &name, &id).await?;
+    find_snapshot(&st, &name, &id).await?;
     let spec = JobSpec::VmRestoreFiles { datastore: name, snapshot: id, paths: b.paths, target: b.target, disk: b.disk, partition: b.partition };
     let grant = auth.principal.grant();
     crate::routes::jobs::validate(&st, &spec, grant)?;
     let job = st.jobs.send(StartJob::now(spec, grant)).await??;
     Ok(HttpResponse::Accepted().json(job))
+}
+
+/// What keep rules would remove now, without removing anything: the
+/// preview before a `forget` job (each group of the same host and paths
+/// on its own, as the job applies them). Operator or admin, like the job.
+#[utoipa::path(tag = "snapshots", security(("bearer" = [])), params(("name" = String, Path)), request_body = KeepRules,
+    responses((status = 200, body = ForgetPreview), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+#[post("/api/datastores/{name}/forget-preview")]
+pub async fn forget_preview(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, name: web::Path<String>, body: web::Json<KeepRules>) -> Result<web::Json<ForgetPreview>, ApiErr> {
+    let policy = lifeboat_actors::work::forget::policy(&body);
+    if policy.is_empty() {
+        return Err(ApiErr::BadRequest("the keep rules are empty, so nothing would be kept: set at least one of last/hourly/daily/weekly/monthly/yearly".into()));
+    }
+    let addr = datastore(&st, &name)?;
+    let infos = addr.send(lifeboat_actors::datastore::SnapshotInfos).await?.map_err(ApiErr::Internal)?;
+    let snaps = addr.send(lifeboat_actors::datastore::ListSnapshots).await?.map_err(ApiErr::internal)?;
+    let tz = st.tz;
+    let decisions = lifeboat_actors::datastore::blocking(move || {
+        let mut keep = std::collections::HashMap::new();
+        for (_, group) in lifeboat_store::group_by_source(&snaps) {
+            for d in policy.apply(&group, &tz) {
+                keep.insert(d.id.to_hex(), d.keep);
+            }
+        }
+        keep
+    })
+    .await
+    .map_err(ApiErr::Internal)?;
+    let (keep, remove) = infos.into_iter().partition(|i| decisions.get(&i.id).copied().unwrap_or(true));
+    Ok(web::Json(ForgetPreview { keep, remove }))
 }

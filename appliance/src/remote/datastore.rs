@@ -35,7 +35,7 @@ pub fn run(c: &ApiClient, cmd: DatastoreCmd) -> anyhow::Result<u8> {
             }
         }
         DatastoreCmd::Create { name, path } => {
-            let d: DatastoreInfo = c.post("/api/datastores", &DatastoreCreate { name, path })?;
+            let d: DatastoreInfo = c.post("/api/datastores", &DatastoreCreate { name, path, append_only: false, encryption_password: None })?;
             println!("datastore {} at {}", d.name, d.path);
         }
     }

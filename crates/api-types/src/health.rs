@@ -89,3 +89,47 @@ pub struct DatastoreSpace {
     /// Why the numbers are missing (path gone, not mounted...), if they are.
     pub error: Option<String>,
 }
+
+/// One point of `GET /api/health/history`: what the dashboard's charts
+/// draw over time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthSample {
+    /// When it was sampled (RFC 3339, UTC).
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// The one-minute load average.
+    pub load_one: f64,
+    /// Memory that can be allocated without swapping, in bytes.
+    pub memory_available_bytes: u64,
+    /// Space used on each datastore's file system.
+    pub datastores: Vec<DatastoreUsageSample>,
+}
+
+/// A datastore's file system at one point of the health history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DatastoreUsageSample {
+    /// The datastore's name.
+    pub name: String,
+    /// Bytes in use on its file system (size minus what unprivileged
+    /// writers could still use).
+    pub used_bytes: u64,
+    /// Size of its file system in bytes.
+    pub total_bytes: u64,
+}
+
+impl HealthSample {
+    /// The history point of a full report (datastores that could not be
+    /// measured are left out).
+    pub fn of(r: &HealthReport) -> HealthSample {
+        HealthSample {
+            time: chrono::DateTime::from_timestamp(r.sampled_at as i64, 0).unwrap_or_default(),
+            load_one: r.load.one,
+            memory_available_bytes: r.memory.available_bytes,
+            datastores: r
+                .datastores
+                .iter()
+                .filter(|d| d.error.is_none())
+                .map(|d| DatastoreUsageSample { name: d.name.clone(), used_bytes: d.total_bytes.saturating_sub(d.available_bytes), total_bytes: d.total_bytes })
+                .collect(),
+        }
+    }
+}

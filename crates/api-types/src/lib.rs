@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 mod health;
 mod smtp;
 mod vm;
-pub use health::{DatastoreSpace, DiskIo, HealthReport, LoadAverages, Memory};
+pub use health::{DatastoreSpace, DatastoreUsageSample, DiskIo, HealthReport, HealthSample, LoadAverages, Memory};
 pub use smtp::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
 pub use vm::{ExportCreate, ExportInfo, ExportProtocol, InstantVmInfo, VmDiskInfo, VmInfo, VmRegister, VmSource, VmStatus};
 
@@ -130,6 +130,51 @@ pub struct LoginResponse {
     pub role: Role,
 }
 
+/// Body of `POST /api/session`: the web console's sign-in, either as the
+/// admin (`username` + `password`) or with an API token (`token`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionLogin {
+    /// `admin`, with `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The admin password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// An API token (`<id>.<secret>`) instead of the admin password: the
+    /// session gets the token's role and ends when the token is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A browser session (`POST /api/session`, `GET /api/session`). The
+/// session itself travels in the HttpOnly cookie `lifeboat_session`,
+/// never in this document, so no script on the page can read it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    /// `admin`, or `token:<name>` for a session opened with an API token.
+    pub user: String,
+    /// What the session may do.
+    pub role: Role,
+    /// The permissions of that role: `read`, `operate`, `backup`,
+    /// `admin` (what the page shows buttons for).
+    pub permissions: Vec<String>,
+    /// When the session ends (RFC 3339, UTC); `null` for a bearer token
+    /// that does not expire.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Send it as the `X-CSRF-Token` header with every request that
+    /// changes something when the session cookie authenticates it; such
+    /// a request without it is refused (403).
+    pub csrf_token: String,
+}
+
+/// `GET /api/settings/tls`: the certificate the API serves.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TlsInfo {
+    /// SHA-256 of the certificate (DER), colon-separated hex, as
+    /// `lifeboat remote --fingerprint` pins it.
+    pub fingerprint: String,
+}
+
 /// Body of `PUT /api/password`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PasswordChange {
@@ -194,6 +239,16 @@ pub struct DatastoreCreate {
     pub name: String,
     /// Absolute directory on the appliance; created if absent.
     pub path: String,
+    /// Refuse everything that removes data (forget, deleting snapshots,
+    /// gc) from the start.
+    #[serde(default)]
+    pub append_only: bool,
+    /// Encrypt the new datastore with a key unlocked by this password
+    /// (at least 8 characters). The daemon keeps it in a root-only key
+    /// file in its state directory to open the datastore at start; keep
+    /// a copy elsewhere: without it the backups cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_password: Option<String>,
 }
 
 /// A datastore with its usage, as `GET /api/datastores` lists it.
@@ -247,6 +302,54 @@ pub struct SnapshotInfo {
     pub bytes: u64,
     /// Some of its data was lost (see `datastore repair`).
     pub damaged: bool,
+}
+
+/// One entry of a directory in a file snapshot
+/// (`GET /api/datastores/{name}/snapshots/{id}/tree`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotEntry {
+    /// The entry's name in its directory (not valid UTF-8: shown lossily).
+    pub name: String,
+    /// `file`, `dir`, `symlink` or `other` (device, FIFO, socket).
+    pub kind: String,
+    /// Size in bytes (files; 0 otherwise).
+    pub size: u64,
+    /// Permission bits and set-ID/sticky bits (e.g. 420 = 0644).
+    pub mode: u32,
+    /// Modification time (RFC 3339, UTC).
+    pub mtime: DateTime<Utc>,
+    /// A symlink's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// A directory of a file snapshot, as the web console browses it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotDirListing {
+    /// The directory's path in the snapshot; `/` is the snapshot's root,
+    /// as `lifeboat ls` shows it (the backed-up directory itself when one
+    /// path was backed up).
+    pub path: String,
+    /// Its entries, sorted by name.
+    pub entries: Vec<SnapshotEntry>,
+}
+
+/// Query of a snapshot's `tree` and `download`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct SnapshotPathQuery {
+    /// A path in the snapshot; default `/`.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// What keep rules would do (`POST /api/datastores/{name}/forget-preview`),
+/// before a `forget` job does it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ForgetPreview {
+    /// Snapshots the rules keep.
+    pub keep: Vec<SnapshotInfo>,
+    /// Snapshots a `forget` job with these rules would remove now.
+    pub remove: Vec<SnapshotInfo>,
 }
 
 /// Body of `POST /api/datastores/{name}/snapshots/{id}/restore`.

@@ -72,6 +72,9 @@ impl Principal {
 
 struct Session {
     expires: DateTime<Utc>,
+    /// A browser session opened with an API token: it acts with that
+    /// token's role and ends when the token is revoked. `None`: the admin.
+    token_id: Option<String>,
 }
 
 /// The admin password, API tokens and login sessions. Password and
@@ -141,13 +144,37 @@ impl AuthStore {
         if !self.verify_admin_password(username, password) {
             return None;
         }
+        Some(self.open_session(None))
+    }
+
+    /// Opens a session that acts as the API token `bearer` (a read-only
+    /// or operator user signing in to the web console): the session ends
+    /// at its expiry, at logout or when the token is revoked, and logout
+    /// leaves the token itself valid. Returns the session's bearer, its
+    /// expiry and who it is.
+    pub fn login_with_token(&self, bearer: &str) -> Option<(String, DateTime<Utc>, Principal)> {
+        if bearer.starts_with("s.") {
+            return None;
+        }
+        let principal = self.authenticate(bearer)?;
+        let id = principal.token_id.clone()?;
+        let (token, expires) = self.open_session(Some(id));
+        Some((token, expires, principal))
+    }
+
+    fn open_session(&self, token_id: Option<String>) -> (String, DateTime<Utc>) {
         let token = format!("s.{}", random_hex(32));
         let expires = Utc::now() + self.session_len;
         let mut s = self.sessions.lock();
         let now = Utc::now();
         s.retain(|_, v| v.expires > now);
-        s.insert(token.clone(), Session { expires });
-        Some((token, expires))
+        s.insert(token.clone(), Session { expires, token_id });
+        (token, expires)
+    }
+
+    /// When the session of `bearer` ends, if it is a live session.
+    pub fn session_expiry(&self, bearer: &str) -> Option<DateTime<Utc>> {
+        self.sessions.lock().get(bearer).map(|s| s.expires).filter(|e| *e > Utc::now())
     }
 
     /// Ends the session of that bearer token (no-op if unknown).
@@ -177,9 +204,15 @@ impl AuthStore {
             if sess.expires <= Utc::now() {
                 return None;
             }
-            // A session is not "original location": that capability is
-            // given deliberately, to a token.
-            return Some(Principal { name: ADMIN_USER.into(), role: Role::Admin, token_id: None, original_location: false });
+            let Some(id) = &sess.token_id else {
+                // A session is not "original location": that capability is
+                // given deliberately, to a token.
+                return Some(Principal { name: ADMIN_USER.into(), role: Role::Admin, token_id: None, original_location: false });
+            };
+            let f = self.file.lock();
+            // A revoked token ends the sessions opened with it.
+            let t = f.tokens.iter().find(|t| &t.id == id)?;
+            return Some(Principal { name: format!("token:{}", t.name), role: t.role, token_id: Some(t.id.clone()), original_location: t.original_location });
         }
         let (id, secret) = bearer.split_once('.')?;
         let f = self.file.lock();
