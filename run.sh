@@ -25,6 +25,7 @@ if [[ -f $STATE/initial-admin-password ]]; then
   TOKEN=$(curl -sf -H 'Content-Type: application/json' \
     --data-binary "{\"username\":\"admin\",\"password\":\"$(cat "$STATE/initial-admin-password")\"}" \
     http://127.0.0.1:8008/api/login | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+  echo "run.sh: web console at https://$(hostname -f 2>/dev/null || hostname):8007/ (and http://127.0.0.1:8008/): user admin, password in $STATE/initial-admin-password"
   echo "run.sh: try   LIFEBOAT_TOKEN=$TOKEN $LB --server http://127.0.0.1:8008 snapshots"
   if [[ -n ${1:-} ]]; then
     "$LB" --server http://127.0.0.1:8008 --token "$TOKEN" backup "$(realpath "$1")" || true

@@ -99,6 +99,20 @@ if ! python3 -c 'import kconfiglib' 2>/dev/null; then
   python3 -m pip install -q kconfiglib 2>/dev/null || python3 -m pip install -q --break-system-packages kconfiglib
 fi
 
+# The web console (web/app) is built with Node.js and npm at build time
+# (web/build.rs): machines of this kind carry Node 20; elsewhere Debian's
+# nodejs and npm. Its packages come pinned by the lockfile; the browser
+# tests drive the chromium installed above.
+if ! command -v npm >/dev/null; then
+  echo "setup: installing nodejs npm" >&2
+  "${APT[@]}" install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+APP="$(dirname "$0")/../web/app"
+if [[ -f $APP/package-lock.json ]] && { [[ ! -f $APP/node_modules/.package-lock.json ]] || [[ $APP/package-lock.json -nt $APP/node_modules/.package-lock.json ]]; }; then
+  echo "setup: npm ci in web/app" >&2
+  (cd "$APP" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2
   exit 1
