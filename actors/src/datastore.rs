@@ -225,6 +225,8 @@ pub struct Execute {
     pub guests: crate::jobs::GuestSettings,
     /// The `Lab` actor's live runs, where a lab run lists itself.
     pub lab_runs: Option<crate::lab::LabRuns>,
+    /// The live CDP protections, where a protection lists itself.
+    pub replicas: Option<crate::cdp::Replicas>,
 }
 
 impl Handler<Execute> for DatastoreActor {
@@ -287,6 +289,13 @@ impl Handler<Execute> for DatastoreActor {
                         let r = work::vm_restore_files::Request { snapshot, paths, target, disk: disk.as_deref(), partition: partition.as_deref() };
                         work::vm_restore_files::run(&ds, &r, &msg.confine, msg.grant, h)
                     }
+                    JobSpec::CdpProtect { disks, mode, .. } => match &msg.vm {
+                        Some((vm, _busy)) => {
+                            let r = work::cdp_protect::Request { job: &msg.job, datastore: &name, disks, mode, copy_timeout: std::time::Duration::from_secs(3600), replicas: msg.replicas.as_ref() };
+                            work::cdp_protect::run(&ds, vm, &r, h)
+                        }
+                        None => Err(JobFailure::Failed("internal error: a CDP protection without its VM".into())),
+                    },
                     JobSpec::VmMigrateBack { vm, target, format, .. } => match (&msg.vms, &msg.vm) {
                         (Some(reg), Some(_busy)) => work::vm_migrate_back::run(reg, vm, target, format, &msg.confine, msg.grant, h),
                         _ => Err(JobFailure::Failed("internal error: a migration back without its VM".into())),

@@ -92,7 +92,8 @@ impl BlockDevice for Gated {
 struct Live {
     info: ExportInfo,
     device: Arc<Gated>,
-    snapshot: BlobId,
+    /// The snapshot it pins; `None` for a CDP point in time.
+    snapshot: Option<BlobId>,
     /// Its index in the NFS registry, for NFS exports.
     nfs: Option<u64>,
 }
@@ -361,7 +362,7 @@ impl Handler<CreateExport> for ExportActor {
                 clients: clients.iter().map(|c| c.to_string()).collect(),
             };
             tracing::info!(export = %info.id, uri = %info.uri, writable = info.writable, "export created");
-            act.exports.insert(id, Live { info: info.clone(), device, snapshot: sid, nfs });
+            act.exports.insert(id, Live { info: info.clone(), device, snapshot: Some(sid), nfs });
             Ok(info)
         }))
     }
@@ -379,6 +380,47 @@ pub fn nfs_metadata_files(md: &lifeboat_vm::VmMetadata, d: &NfsDisk) -> Result<V
         file_bytes: d.vmdk_descriptor().len() as u64,
     };
     lifeboat_convert::writers::nfs_export_files(md, &[vmdk])
+}
+
+/// Serves a device that is not a snapshot's disk (a CDP point in time)
+/// read-only over NBD, listed and closed like any export.
+#[derive(Message)]
+#[rtype(result = "Result<ExportInfo, ExportError>")]
+pub struct ExportDevice {
+    /// The datastore it is read from.
+    pub datastore: String,
+    /// What it shows, in `ExportInfo.snapshot` (e.g. `cdp:web1@<time>`).
+    pub source: String,
+    /// The disk's id.
+    pub disk: String,
+    /// The device.
+    pub device: Arc<dyn BlockDevice>,
+}
+
+impl Handler<ExportDevice> for ExportActor {
+    type Result = Result<ExportInfo, ExportError>;
+    fn handle(&mut self, msg: ExportDevice, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.ensure_listening()?;
+        let id = lifeboat_state::random_hex(4);
+        let device = Arc::new(Gated { inner: msg.device, open: AtomicBool::new(true) });
+        self.server.add_export(Export::new(id.clone(), device.clone()).with_description(format!("{} disk {}", msg.source, msg.disk)));
+        let info = ExportInfo {
+            id: id.clone(),
+            datastore: msg.datastore,
+            snapshot: msg.source,
+            disk: msg.disk,
+            writable: false,
+            size: device.size(),
+            uri: Self::uri(addr, &id),
+            name: id.clone(),
+            created: Utc::now(),
+            protocol: ExportProtocol::Nbd,
+            clients: Vec::new(),
+        };
+        tracing::info!(export = %info.id, uri = %info.uri, source = %info.snapshot, "export created");
+        self.exports.insert(id, Live { info: info.clone(), device, snapshot: None, nfs: None });
+        Ok(info)
+    }
 }
 
 #[derive(Message)]
@@ -412,8 +454,8 @@ impl Handler<DeleteExport> for ExportActor {
             }
         }
         live.device.open.store(false, Ordering::Release);
-        if let Some(ds) = self.datastores.get(&live.info.datastore) {
-            ds.do_send(PinSnapshot { id: live.snapshot, pin: false });
+        if let (Some(ds), Some(id)) = (self.datastores.get(&live.info.datastore), live.snapshot) {
+            ds.do_send(PinSnapshot { id, pin: false });
         }
         let dir = self.dir.join(&live.info.id);
         actix::spawn(async move {

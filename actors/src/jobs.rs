@@ -60,6 +60,7 @@ pub struct JobsActor {
     labs: Option<Arc<lifeboat_state::LabStore>>,
     /// The `Lab` actor's live runs, handed to lab-verify jobs.
     lab_runs: Option<crate::lab::LabRuns>,
+    replicas: Option<crate::cdp::Replicas>,
 }
 
 /// What lab runs need of the config.
@@ -89,7 +90,21 @@ impl JobsActor {
             tracing::warn!("job history: {p}");
         }
         let history = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
-        Ok(JobsActor { store, keep_history, history, running: HashMap::new(), datastores, events, notifier: None, vms: None, confine, guests: GuestSettings::default(), labs: None, lab_runs: None })
+        Ok(JobsActor {
+            store,
+            keep_history,
+            history,
+            running: HashMap::new(),
+            datastores,
+            events,
+            notifier: None,
+            vms: None,
+            confine,
+            guests: GuestSettings::default(),
+            labs: None,
+            lab_runs: None,
+            replicas: None,
+        })
     }
 
     /// Each schedule's newest run in the history (schedule id -> job
@@ -169,6 +184,12 @@ impl JobsActor {
     }
 
     /// Lab-verify jobs list their runs with the `Lab` actor's registry.
+    /// Where `cdp-protect` jobs list their live protections.
+    pub fn with_replicas(mut self, replicas: crate::cdp::Replicas) -> Self {
+        self.replicas = Some(replicas);
+        self
+    }
+
     pub fn with_lab_runs(mut self, runs: crate::lab::LabRuns) -> Self {
         self.lab_runs = Some(runs);
         self
@@ -305,7 +326,7 @@ impl Handler<StartJob> for JobsActor {
         // A VM job names a registered VM and holds it for its duration
         // (one backup per VM at a time: QMP serves one client).
         let vm = match &msg.spec {
-            JobSpec::VmBackup { vm, .. } | JobSpec::VmMigrateBack { vm, .. } => {
+            JobSpec::VmBackup { vm, .. } | JobSpec::VmMigrateBack { vm, .. } | JobSpec::CdpProtect { vm, .. } => {
                 let reg = self.vms.as_ref().ok_or_else(|| JobError::Invalid("this daemon has no VM connector".into()))?;
                 let entry = reg.get(vm).ok_or_else(|| JobError::UnknownVm(vm.clone()))?;
                 if let JobSpec::VmMigrateBack { datastore, .. } = &msg.spec {
@@ -328,8 +349,19 @@ impl Handler<StartJob> for JobsActor {
         let me = ctx.address();
         let id = job.id.clone();
         let confine = self.confine.read().clone();
-        let exec =
-            Execute { job: id.clone(), spec: msg.spec, keep: msg.keep, handle, vm, vms: self.vms.clone(), confine, grant: msg.grant, guests: self.guests.clone(), lab_runs: self.lab_runs.clone() };
+        let exec = Execute {
+            job: id.clone(),
+            spec: msg.spec,
+            keep: msg.keep,
+            handle,
+            vm,
+            vms: self.vms.clone(),
+            confine,
+            grant: msg.grant,
+            guests: self.guests.clone(),
+            lab_runs: self.lab_runs.clone(),
+            replicas: self.replicas.clone(),
+        };
         actix::spawn(async move {
             let result = ds.send(exec).await.unwrap_or_else(|e| Err(JobFailure::Failed(format!("the datastore actor is gone: {e}"))));
             me.do_send(Finished { id, result });

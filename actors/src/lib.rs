@@ -12,8 +12,10 @@
 //! registered VMs and their inventory (QMP) with the VMs running from
 //! backups (`instant`); `Export` the NBD exports of backed-up disks;
 //! `Lab` the verification lab's runs (listed while they run, stopped
-//! cleanly with the daemon, swept after a crash).
+//! cleanly with the daemon, swept after a crash); `cdp::Replicas` the
+//! CDP protections running as jobs (their live journals for the API).
 
+pub mod cdp;
 pub mod connector;
 pub mod datastore;
 pub mod events;

@@ -57,6 +57,7 @@ pub fn job_report(job: &JobInfo, appliance: &str) -> JobReport {
         JobSpec::VmInstantRestore { datastore, snapshot, .. } => format!("instant restore of VM {datastore}/{snapshot}"),
         JobSpec::VmMigrateBack { vm, target, .. } => format!("migration of VM {vm} back to {target}"),
         JobSpec::VmRestoreFiles { datastore, snapshot, paths, target, .. } => format!("{} of VM {datastore}/{snapshot} to {target}", paths.join(", ")),
+        JobSpec::CdpProtect { datastore, vm, mode, .. } => format!("CDP protection ({mode}) of VM {vm} into {datastore}"),
     };
     let mut summary = String::new();
     let p = &job.progress;

@@ -148,7 +148,12 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let lab_runs = lab_actor.runs();
     let lab = lab_actor.start();
     let labs = Arc::new(lifeboat_state::LabStore::open(&state_dir)?);
-    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?.with_guests(guests).with_labs(labs.clone()).with_lab_runs(lab_runs);
+    let replicas = lifeboat_actors::cdp::Replicas::default();
+    let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?
+        .with_guests(guests)
+        .with_labs(labs.clone())
+        .with_lab_runs(lab_runs)
+        .with_replicas(replicas.clone());
     let last_jobs = jobs.last_job_per_schedule();
     let jobs = jobs.start();
     let schedules = Arc::new(ScheduleStore::open(&state_dir)?);
@@ -191,6 +196,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
         settings,
         labs,
         lab: lab.clone(),
+        replicas: replicas.clone(),
         state_dir: state_dir.clone(),
         confine,
         tz,
@@ -230,6 +236,12 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     access.write(&state_dir).context("writing the console's access file")?;
     on_ready(&started);
     let res = server.run().await.context("the API server failed");
+    // CDP protections end their sessions and close their journals; the
+    // VMs go on with their own disks.
+    let stopped = lifeboat_actors::datastore::blocking(move || replicas.stop_all(std::time::Duration::from_secs(30))).await.unwrap_or(0);
+    if stopped > 0 {
+        tracing::info!("stopped {stopped} CDP protection(s)");
+    }
     // Lab runs power their VMs off and remove their networks; what does
     // not end in time is swept at the next start.
     let _ = lab.send(lifeboat_actors::lab::StopLabs { wait: std::time::Duration::from_secs(60) }).await;

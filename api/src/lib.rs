@@ -37,6 +37,8 @@ pub struct ApiState {
     pub labs: Arc<lifeboat_state::LabStore>,
     /// The lab runs in progress.
     pub lab: Addr<lifeboat_actors::LabActor>,
+    /// The CDP protections running now (their live journals).
+    pub replicas: lifeboat_actors::cdp::Replicas,
     pub state_dir: PathBuf,
     /// Where jobs may read and write on the appliance (lifeboat.toml's
     /// roots, protected trees): checked here before a job exists.

@@ -27,6 +27,7 @@ use utoipa::{Modify, OpenApi};
         routes::labs::list, routes::labs::create, routes::labs::get, routes::labs::update, routes::labs::delete, routes::labs::run, routes::labs::runs, routes::labs::running,
         routes::vms::list, routes::vms::register, routes::vms::unregister,
         routes::exports::list, routes::exports::create, routes::exports::delete,
+        routes::cdp::list, routes::cdp::get, routes::cdp::bookmark, routes::cdp::export,
         routes::events::stream,
         serve_spec,
     ),

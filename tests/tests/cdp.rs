@@ -28,10 +28,14 @@ fn qemu_io_read(uri: &str, cmds: &[&str]) -> (bool, String) {
     (o.status.success() && !text.contains("fail") && !text.contains("error"), text)
 }
 
-/// `cdp export` of `at`, then `f` with the disk's nbd:// URI.
+/// `cdp export` of `at` of the VM `cdp-vm`, then `f` with the disk's nbd:// URI.
 fn with_export(ds: &Ds, at: &str, f: impl FnOnce(&str)) {
+    with_export_of(ds, "cdp-vm", at, f)
+}
+
+fn with_export_of(ds: &Ds, vm: &str, at: &str, f: impl FnOnce(&str)) {
     let mut c = lb_cmd();
-    c.args(["cdp", "export", "--datastore"]).arg(&ds.path).args(["cdp-vm", "--at", at, "--listen", "127.0.0.1:0"]);
+    c.args(["cdp", "export", "--datastore"]).arg(&ds.path).args([vm, "--at", at, "--listen", "127.0.0.1:0"]);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -178,4 +182,122 @@ fn a_protected_vm_reads_back_at_any_moment_and_at_its_bookmarks() {
     let o = lb(args!["cdp", "export", "--datastore", &ds.path, "cdp-vm", "--at", gap.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)]);
     o.expect_code(1);
     assert!(o.stderr.contains("outside the protected time"), "{o}");
+}
+
+/// The daemon's side: a registered VM protected by a `cdp-protect` job,
+/// moments and bookmarks through the API, a moment exported over NBD
+/// while the protection runs, cancel and a daemon stop end the session
+/// cleanly.
+#[test]
+fn the_daemon_protects_a_registered_vm_as_a_job() {
+    use common::daemon::Daemon;
+    let t = scratch("cdp-daemon");
+    const SIZE: u64 = 16 << 20;
+    let disk = t.path().join("disk.raw");
+    std::fs::File::create(&disk).unwrap().set_len(SIZE).unwrap();
+    let (q1, q2) = (t.path().join("q1.sock"), t.path().join("q2.sock"));
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", "64", "-name", "cdp-dvm"]);
+    c.arg("-drive").arg(format!("file={},format=raw,if=none,id=drv0", disk.display()));
+    c.args(["-device", "virtio-blk-pci,drive=drv0,id=disk0"]);
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q1.display()));
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q2.display()));
+    let _qemu = ChildGuard::spawn(c);
+    assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&q2).is_ok()));
+    let state = t.path().join("state");
+    let d = Daemon::start(&state, Some("nbd_listen = \"127.0.0.1:0\"\n"), &[]);
+    d.admin_ok("POST", "/api/vms", Some(&json!({ "name": "dvm", "source": { "kind": "qmp", "qmp": q1 } })));
+    assert_eq!(d.admin_ok("GET", "/api/cdp", None), json!([]));
+
+    let start = |mode: &str| {
+        let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "cdp-protect", "datastore": "default", "vm": "dvm", "mode": mode })));
+        assert_eq!(r.status, 202, "{r:?}");
+        r.json()["id"].as_str().unwrap().to_string()
+    };
+    let protecting = |job: &str| {
+        wait_until(Duration::from_secs(120), || {
+            let l = d.admin_ok("GET", "/api/cdp", None);
+            l[0]["protecting"] == true && l[0]["job"] == job && l[0]["disks"][0]["sessions"].as_array().is_some_and(|s| s.last().is_some_and(|s| s.get("ended").is_none()))
+        })
+    };
+    let job = start("sync");
+    assert!(protecting(&job), "the protection never became ready: {}", d.admin_ok("GET", &format!("/api/jobs/{job}"), None));
+    let j = d.admin_ok("GET", &format!("/api/jobs/{job}"), None);
+    assert_eq!(j["state"], "running");
+    assert!(j["progress"]["phase"].as_str().unwrap().contains("protecting cdp-dvm (sync mode)"), "{j}");
+    // The monitor is the protection's: a backup of the VM meanwhile is refused.
+    let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "vm-backup", "datastore": "default", "vm": "dvm" })));
+    assert_eq!(r.status, 409, "{r:?}");
+
+    hmp(&q2, "qemu-io drv0 \"write -P 0x11 1M 64k\"");
+    std::thread::sleep(Duration::from_millis(20));
+    let t1 = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    std::thread::sleep(Duration::from_millis(20));
+    hmp(&q2, "qemu-io drv0 \"write -P 0x22 1M 32k\"");
+    let b = d.call("POST", "/api/datastores/default/cdp/cdp-dvm/bookmarks", Some(&d.admin), Some(&json!({ "name": "after-22" })));
+    assert_eq!(b.status, 201, "{b:?}");
+    assert_eq!(b.json()["kind"], "manual");
+    let again = d.call("POST", "/api/datastores/default/cdp/cdp-dvm/bookmarks", Some(&d.admin), Some(&json!({ "name": "after-22" })));
+    assert_eq!(again.status, 400, "{again:?}");
+    hmp(&q2, "qemu-io drv0 \"write -P 0x33 8M 4k\"");
+
+    // Moments of the live journal, over the daemon's NBD server.
+    let export = |at: &str| -> String {
+        let e = d.admin_ok("POST", "/api/datastores/default/cdp/cdp-dvm/exports", Some(&json!({ "at": at })));
+        assert_eq!(e.as_array().unwrap().len(), 1, "{e}");
+        assert_eq!(e[0]["writable"], false);
+        assert!(e[0]["snapshot"].as_str().unwrap().starts_with("cdp:cdp-dvm@"), "{e}");
+        e[0]["uri"].as_str().unwrap().to_string()
+    };
+    let u1 = export(&t1);
+    let (ok, out) = qemu_io_read(&u1, &["read -P 0x11 1M 64k", "read -P 0 8M 4k"]);
+    assert!(ok, "the moment before 0x22: {out}");
+    let u2 = export("after-22");
+    let (ok, out) = qemu_io_read(&u2, &["read -P 0x22 1M 32k", "read -P 0x11 1056k 32k", "read -P 0 8M 4k"]);
+    assert!(ok, "the bookmark: {out}");
+    let r = d.call("POST", "/api/datastores/default/cdp/cdp-dvm/exports", Some(&d.admin), Some(&json!({ "at": "2020-01-01T00:00:00Z" })));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.json()["message"].as_str().unwrap().contains("outside the protected time"), "{r:?}");
+    let r = d.call("POST", "/api/datastores/default/cdp/nope/exports", Some(&d.admin), Some(&json!({ "at": t1 })));
+    assert_eq!(r.status, 404, "{r:?}");
+    let info = d.admin_ok("GET", "/api/datastores/default/cdp/cdp-dvm", None);
+    assert_eq!(info["bookmarks"][0]["name"], "after-22", "{info}");
+    assert!(info["disks"][0]["last_write"].is_string() && info["disks"][0]["size"] == SIZE, "{info}");
+    // A read-only token sees it and may not change it.
+    let ro = d.token("viewer", "read-only");
+    assert_eq!(d.call("GET", "/api/cdp", Some(&ro), None).status, 200);
+    assert_eq!(d.call("POST", "/api/datastores/default/cdp/cdp-dvm/bookmarks", Some(&ro), Some(&json!({ "name": "x" }))).status, 403);
+
+    // Cancel ends the protection cleanly: the session has its end, the VM runs on.
+    d.admin_ok("POST", &format!("/api/jobs/{job}/cancel"), None);
+    let j = d.wait_job(&job, Duration::from_secs(60));
+    assert_eq!(j["state"], "cancelled", "{j}");
+    let info = d.admin_ok("GET", "/api/datastores/default/cdp/cdp-dvm", None);
+    assert_eq!(info["protecting"], false);
+    assert!(info["disks"][0]["sessions"][0]["ended"].is_string(), "{info}");
+    // The exports made during the protection still read their moments.
+    assert!(qemu_io_read(&u2, &["read -P 0x22 1M 32k"]).0);
+    hmp(&q2, "qemu-io drv0 \"write -P 0x44 12M 4k\"");
+    for e in d.admin_ok("GET", "/api/exports", None).as_array().unwrap() {
+        d.admin_ok("DELETE", &format!("/api/exports/{}", e["id"].as_str().unwrap()), None);
+    }
+
+    // Protected again (async), then the daemon stops: the session ends with it.
+    let job2 = start("async");
+    assert!(protecting(&job2), "the second protection never became ready");
+    let log = d.stop().stderr;
+    assert!(log.contains("stopped 1 CDP protection(s)"), "{log}");
+    let sessions: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("datastores/default/cdp/cdp-dvm/disks/disk0/sessions.json")).unwrap()).unwrap();
+    assert_eq!(sessions.as_array().unwrap().len(), 2, "{sessions}");
+    assert!(sessions[1]["ended"].is_string(), "{sessions}");
+    // The CLI reads the journal the daemon left: the end of the second
+    // session has everything (its initial copy brought 0x44, written
+    // between the sessions).
+    let p = lb(args!["cdp", "points", "--datastore", state.join("datastores/default"), "cdp-dvm", "--json"]).json();
+    let last = p["disks"][0]["sessions"][1]["ended"].as_str().unwrap().to_string();
+    let ds = Ds { path: state.join("datastores/default"), password: None };
+    with_export_of(&ds, "cdp-dvm", &last, |uri| {
+        let (ok, out) = qemu_io_read(uri, &["read -P 0x22 1M 32k", "read -P 0x33 8M 4k", "read -P 0x44 12M 4k"]);
+        assert!(ok, "the last moment: {out}");
+    });
 }

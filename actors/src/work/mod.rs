@@ -3,6 +3,7 @@
 //! they call the crates and report through a `JobHandle`.
 
 pub mod backup;
+pub mod cdp_protect;
 pub mod failure;
 pub mod forget;
 pub mod gc;

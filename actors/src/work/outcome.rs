@@ -113,6 +113,16 @@ pub struct VmMigrateBackJobOutcome {
     pub qmp: String,
 }
 
+/// A CDP protection that ended without failing (the ones a cancel ends
+/// keep this as their record too: see the job's log).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CdpProtectJobOutcome {
+    /// The VM's name (its journals' directory).
+    pub vm: String,
+    /// The disks protected.
+    pub disks: Vec<String>,
+}
+
 /// A restore of files out of a VM backup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmRestoreFilesJobOutcome {

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod browse;
+pub mod cdp;
 pub mod datastores;
 pub mod events;
 pub mod exports;
@@ -30,6 +31,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(browse::tree)
         .service(browse::download)
         .service(snapshots::forget_preview)
+        .service(cdp::list)
+        .service(cdp::get)
+        .service(cdp::bookmark)
+        .service(cdp::export)
         .service(session::change_password)
         .service(health::health)
         .service(health::details)

@@ -3,7 +3,7 @@ use crate::error::ApiErr;
 use crate::ApiState;
 use actix_web::cookie::{time::Duration, Cookie, SameSite};
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
-use lifeboat_api_types::{ApiError, LoginRequest, LoginResponse, PasswordChange, Permission, Role, SessionInfo, SessionLogin};
+use lifeboat_api_types::{ApiError, LoginRequest, LoginResponse, PasswordChange, Permission, Role, WebLogin, WebSession};
 
 /// Log in as the admin; returns a session token.
 #[utoipa::path(tag = "session", request_body = LoginRequest,
@@ -51,7 +51,7 @@ pub async fn change_password(_auth: Auth<perm::Admin>, st: web::Data<ApiState>, 
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The permissions a role has, as `SessionInfo` lists them.
+/// The permissions a role has, as `WebSession` lists them.
 fn permissions(role: Role) -> Vec<String> {
     [(Permission::Read, "read"), (Permission::Operate, "operate"), (Permission::Backup, "backup"), (Permission::Admin, "admin")]
         .into_iter()
@@ -60,14 +60,8 @@ fn permissions(role: Role) -> Vec<String> {
         .collect()
 }
 
-fn session_info(st: &ApiState, principal: &lifeboat_state::Principal, bearer: &str) -> SessionInfo {
-    SessionInfo {
-        user: principal.name.clone(),
-        role: principal.role,
-        permissions: permissions(principal.role),
-        expires_at: st.auth.session_expiry(bearer),
-        csrf_token: crate::auth::csrf_token(bearer),
-    }
+fn session_info(st: &ApiState, principal: &lifeboat_state::Principal, bearer: &str) -> WebSession {
+    WebSession { user: principal.name.clone(), role: principal.role, permissions: permissions(principal.role), expires_at: st.auth.session_expiry(bearer), csrf_token: crate::auth::csrf_token(bearer) }
 }
 
 fn session_cookie(req: &HttpRequest, value: &str, max_age: Duration) -> Cookie<'static> {
@@ -83,10 +77,10 @@ fn session_cookie(req: &HttpRequest, value: &str, max_age: Duration) -> Cookie<'
 /// session is set as the HttpOnly cookie `lifeboat_session`; requests
 /// that change something must carry the answer's `csrf_token` as
 /// `X-CSRF-Token`.
-#[utoipa::path(tag = "session", request_body = SessionLogin,
-    responses((status = 200, body = SessionInfo), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+#[utoipa::path(tag = "session", request_body = WebLogin,
+    responses((status = 200, body = WebSession), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
 #[post("/api/session")]
-pub async fn open(req: HttpRequest, st: web::Data<ApiState>, body: web::Json<SessionLogin>) -> Result<HttpResponse, ApiErr> {
+pub async fn open(req: HttpRequest, st: web::Data<ApiState>, body: web::Json<WebLogin>) -> Result<HttpResponse, ApiErr> {
     let auth = st.auth.clone();
     let b = body.into_inner();
     let opened = match (b.username, b.password, b.token) {
@@ -107,9 +101,9 @@ pub async fn open(req: HttpRequest, st: web::Data<ApiState>, body: web::Json<Ses
 
 /// Who this session (cookie) or token is, and its CSRF token.
 #[utoipa::path(tag = "session", security(("bearer" = [])),
-    responses((status = 200, body = SessionInfo), (status = 401, body = ApiError)))]
+    responses((status = 200, body = WebSession), (status = 401, body = ApiError)))]
 #[get("/api/session")]
-pub async fn current(auth: Auth<perm::Any>, st: web::Data<ApiState>) -> web::Json<SessionInfo> {
+pub async fn current(auth: Auth<perm::Any>, st: web::Data<ApiState>) -> web::Json<WebSession> {
     web::Json(session_info(&st, &auth.principal, &auth.bearer))
 }
 

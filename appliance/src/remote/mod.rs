@@ -274,6 +274,7 @@ fn print_result(job: &JobInfo) {
         JobSpec::VmRestoreFiles { paths, target, .. } => {
             from_value::<VmRestoreFilesJobOutcome>(r.clone()).map(|x| println!("copied {} from partition {} of disk {} to {target}", paths.join(", "), x.partition, x.disk)).is_ok()
         }
+        JobSpec::CdpProtect { .. } => from_value::<CdpProtectJobOutcome>(r.clone()).map(|x| println!("the protection of VM {} ({}) ended", x.vm, x.disks.join(", "))).is_ok(),
     };
     if !shown {
         println!("job {} ({}): {}", job.id, job.spec.kind(), format!("{:?}", job.state).to_lowercase());

@@ -77,3 +77,14 @@ pub struct CdpBookmarkCreate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<DateTime<Utc>>,
 }
+
+/// Body of `POST /api/datastores/{name}/cdp/{vm}/exports`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CdpExportCreate {
+    /// The moment: RFC 3339 with fractions of a second, or a bookmark's
+    /// name.
+    pub at: String,
+    /// One disk; default: every protected disk (one export each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+}

@@ -14,7 +14,7 @@ mod cdp;
 mod health;
 mod smtp;
 mod vm;
-pub use cdp::{CdpBookmark, CdpBookmarkCreate, CdpDiskInfo, CdpSession, CdpVmInfo};
+pub use cdp::{CdpBookmark, CdpBookmarkCreate, CdpDiskInfo, CdpExportCreate, CdpSession, CdpVmInfo};
 pub use health::{DatastoreSpace, DatastoreUsageSample, DiskIo, HealthReport, HealthSample, LoadAverages, Memory};
 pub use smtp::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
 pub use vm::{ExportCreate, ExportInfo, ExportProtocol, InstantVmInfo, VmDiskInfo, VmInfo, VmRegister, VmSource, VmStatus};
@@ -135,7 +135,7 @@ pub struct LoginResponse {
 /// Body of `POST /api/session`: the web console's sign-in, either as the
 /// admin (`username` + `password`) or with an API token (`token`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SessionLogin {
+pub struct WebLogin {
     /// `admin`, with `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -152,7 +152,7 @@ pub struct SessionLogin {
 /// session itself travels in the HttpOnly cookie `lifeboat_session`,
 /// never in this document, so no script on the page can read it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SessionInfo {
+pub struct WebSession {
     /// `admin`, or `token:<name>` for a session opened with an API token.
     pub user: String,
     /// What the session may do.
@@ -737,6 +737,31 @@ pub enum JobSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         partition: Option<String>,
     },
+    /// Protect a registered QMP VM continuously (CDP): each disk is
+    /// copied into a journal in the datastore, then every write it makes
+    /// is journaled, so any moment can be read back (`/api/cdp`). Runs
+    /// until cancelled (`POST /api/jobs/{id}/cancel` stops the protection:
+    /// state `cancelled`) or the daemon stops; it fails when the VM's
+    /// mirror ends (the VM stopped, or QEMU failed it). While it runs the
+    /// VM's monitor is held: no `vm-backup` of the VM meanwhile.
+    CdpProtect {
+        /// The datastore for the journals (`<datastore>/cdp/<vm>/`).
+        datastore: String,
+        /// The VM's registered name (`/api/vms`); QMP VMs only.
+        vm: String,
+        /// Device ids of the disks to protect; default: every disk.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        disks: Vec<String>,
+        /// `sync` (default: a guest write completes only once the journal
+        /// has it) or `async` (the guest does not wait; dirty blocks
+        /// follow behind).
+        #[serde(default = "default_cdp_mode")]
+        mode: String,
+    },
+}
+
+fn default_cdp_mode() -> String {
+    "sync".into()
 }
 
 fn default_instant_net() -> String {
@@ -880,7 +905,8 @@ impl JobSpec {
             | JobSpec::LabVerify { datastore, .. }
             | JobSpec::VmInstantRestore { datastore, .. }
             | JobSpec::VmMigrateBack { datastore, .. }
-            | JobSpec::VmRestoreFiles { datastore, .. } => datastore,
+            | JobSpec::VmRestoreFiles { datastore, .. }
+            | JobSpec::CdpProtect { datastore, .. } => datastore,
         }
     }
 
@@ -900,6 +926,7 @@ impl JobSpec {
             JobSpec::VmInstantRestore { .. } => "vm-instant-restore",
             JobSpec::VmMigrateBack { .. } => "vm-migrate-back",
             JobSpec::VmRestoreFiles { .. } => "vm-restore-files",
+            JobSpec::CdpProtect { .. } => "cdp-protect",
         }
     }
 }

@@ -170,7 +170,7 @@ pub struct ExportInfo {
     pub id: String,
     /// The datastore the disk is read from.
     pub datastore: String,
-    /// Full snapshot id.
+    /// Full snapshot id; for a CDP point in time `cdp:<vm>@<time>`.
     pub snapshot: String,
     /// The disk's id in the VM snapshot.
     pub disk: String,

@@ -245,6 +245,11 @@ impl Journal {
         &self.meta
     }
 
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The volume's size in bytes.
     pub fn size(&self) -> u64 {
         self.meta.size

@@ -37,6 +37,9 @@ pub struct Replica {
     _sockets: lifeboat_qemu::SocketDir,
 }
 
+/// A disk's id and its journal's first and last write (ns), if any.
+pub type DiskRange = (String, Option<(u64, u64)>);
+
 /// A journal another process holds (a running protection) says so.
 pub fn open_journal(dir: &Path, vm: &str) -> Result<Journal> {
     Journal::open(dir).map_err(|e| match e {
@@ -144,7 +147,7 @@ impl Replica {
     /// sessions end now, the journals are made durable and closed (or,
     /// while a reader of a moment still holds one, made durable and left
     /// to close with it). Returns each disk's journal range (ns).
-    pub fn stop(self) -> Result<Vec<(String, Option<(u64, u64)>)>> {
+    pub fn stop(self) -> Result<Vec<DiskRange>> {
         let Replica { pvm, capture, journals, sessions, mut rt, _sockets, .. } = self;
         let stopped = capture.stop();
         drop(rt.take());

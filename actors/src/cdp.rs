@@ -1,0 +1,123 @@
+//! CDP in the daemon: the protections running now. Each is a
+//! `cdp-protect` job whose work (`work::cdp_protect`, over
+//! `lifeboat_cdp::Replica`) runs on the blocking pool for as long as the
+//! protection lasts; while it runs it is registered here with its
+//! journals and its cancel flag. The API reads a live journal through
+//! this registry (RocksDB allows one opener: the protection's), and at
+//! shutdown the daemon stops every protection so its sessions end
+//! cleanly.
+
+use lifeboat_api_types::CdpVmInfo;
+use lifeboat_cdp::{open_journal, Journal, ProtectedVm};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+struct LiveReplica {
+    job: String,
+    journals: Vec<(String, Arc<Journal>)>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// The protections in progress, by (datastore, VM), shared by their jobs
+/// and the API; and the journals readers hold open (exports of a moment).
+#[derive(Clone, Default)]
+pub struct Replicas(Arc<Mutex<BTreeMap<(String, String), LiveReplica>>>, Arc<Mutex<HashMap<PathBuf, Weak<Journal>>>>);
+
+/// A protection's place in [`Replicas`]; dropping it takes it off.
+pub struct ReplicaGuard {
+    replicas: Replicas,
+    key: (String, String),
+}
+
+impl Drop for ReplicaGuard {
+    fn drop(&mut self) {
+        self.replicas.0.lock().remove(&self.key);
+    }
+}
+
+impl Replicas {
+    /// Lists the protection of `vm` in `datastore` by `job` until the
+    /// guard is dropped; `cancel` is the job's flag, set at shutdown.
+    pub fn register(&self, datastore: &str, vm: &str, job: &str, journals: Vec<(String, Arc<Journal>)>, cancel: Arc<AtomicBool>) -> ReplicaGuard {
+        let key = (datastore.to_string(), vm.to_string());
+        // An export of a moment may outlive the protection; it keeps the
+        // journal open, and later readers share it (RocksDB allows one opener).
+        let mut readers = self.1.lock();
+        for (_, j) in &journals {
+            readers.insert(j.dir().to_path_buf(), Arc::downgrade(j));
+        }
+        drop(readers);
+        self.0.lock().insert(key.clone(), LiveReplica { job: job.to_string(), journals, cancel });
+        ReplicaGuard { replicas: self.clone(), key }
+    }
+
+    /// The live journal of `disk` of `vm`, if a protection of it runs.
+    pub fn journal(&self, datastore: &str, vm: &str, disk: &str) -> Option<Arc<Journal>> {
+        let live = self.0.lock();
+        let r = live.get(&(datastore.to_string(), vm.to_string()))?;
+        r.journals.iter().find(|(d, _)| d == disk).map(|(_, j)| j.clone())
+    }
+
+    /// The job protecting `vm`, if one runs.
+    pub fn job(&self, datastore: &str, vm: &str) -> Option<String> {
+        self.0.lock().get(&(datastore.to_string(), vm.to_string())).map(|r| r.job.clone())
+    }
+
+    /// A disk's journal: the protection's own while one runs, else the
+    /// one a reader holds open, else opened from its directory (closed
+    /// when the last reader drops it).
+    pub fn open(&self, datastore: &str, vm: &str, disk: &str, dir: &Path) -> lifeboat_cdp::Result<Arc<Journal>> {
+        if let Some(j) = self.journal(datastore, vm, disk) {
+            return Ok(j);
+        }
+        let mut readers = self.1.lock();
+        readers.retain(|_, w| w.strong_count() > 0);
+        if let Some(j) = readers.get(dir).and_then(Weak::upgrade) {
+            return Ok(j);
+        }
+        let j = Arc::new(open_journal(dir, vm)?);
+        readers.insert(dir.to_path_buf(), Arc::downgrade(&j));
+        Ok(j)
+    }
+
+    /// The protected VMs of a datastore (its `cdp/` directory), with what
+    /// runs now; a VM whose files cannot be read is left out, with a warning.
+    pub fn infos(&self, datastore: &str, root: &Path) -> Vec<CdpVmInfo> {
+        let cdp = root.join("cdp");
+        let mut out = Vec::new();
+        for name in ProtectedVm::list(&cdp) {
+            let info = ProtectedVm::at(&cdp, &name).and_then(|pvm| pvm.info(datastore, &|disk, dir| self.open(datastore, &name, disk, dir)));
+            match info {
+                Ok(mut i) => {
+                    i.job = self.job(datastore, &name);
+                    i.protecting = i.job.is_some();
+                    out.push(i);
+                }
+                Err(e) => tracing::warn!(datastore, vm = %name, "reading the CDP files: {e}"),
+            }
+        }
+        out
+    }
+
+    /// Stops every protection and waits (up to `wait`) until each has
+    /// ended its sessions and closed its journals; returns how many ran.
+    /// Blocks: call it off the async runtime.
+    pub fn stop_all(&self, wait: Duration) -> usize {
+        let n = {
+            let live = self.0.lock();
+            for r in live.values() {
+                r.cancel.store(true, Ordering::Relaxed);
+            }
+            live.len()
+        };
+        let end = Instant::now() + wait;
+        while !self.0.lock().is_empty() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        n
+    }
+}
