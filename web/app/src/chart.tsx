@@ -7,7 +7,7 @@ const COLORS = ['#2563eb', '#16a34a', '#dc2626', '#9333ea', '#ea580c', '#0891b2'
 
 /** A chart.js chart on a canvas (no inline styles; chart.js sizes the
  * canvas through the CSSOM). */
-export function ChartBox({ type, labels, datasets, label, yTitle }: { type: 'line' | 'bar'; labels: string[]; datasets: { label: string; data: number[] }[]; label: string; yTitle?: string }) {
+export function ChartBox({ type, labels, datasets, label, yTitle }: { type: 'line' | 'bar'; labels: string[]; datasets: { label: string; data: (number | null)[] }[]; label: string; yTitle?: string }) {
   const ref = useRef<HTMLCanvasElement>(null);
   const chart = useRef<Chart | null>(null);
   useEffect(() => {
@@ -37,7 +37,8 @@ export function ChartBox({ type, labels, datasets, label, yTitle }: { type: 'lin
       borderColor: COLORS[i % COLORS.length],
       backgroundColor: COLORS[i % COLORS.length] + (type === 'bar' ? 'cc' : '33'),
       pointRadius: 0,
-      tension: 0.2,
+      tension: 0,
+      spanGaps: true,
     })) as ChartDataset<'line' | 'bar'>[] as never;
     c.update('none');
   }, [labels, datasets, type]);

@@ -21,7 +21,7 @@ export function Dashboard() {
     const names = Array.from(new Set(samples.flatMap((s) => s.datastores.map((d) => d.name))));
     return {
       labels: samples.map((s) => fmtTime(new Date(s.time))),
-      datasets: names.map((n) => ({ label: n, data: samples.map((s) => (s.datastores.find((d) => d.name === n)?.used_bytes ?? 0) / 2 ** 30) })),
+      datasets: names.map((n) => ({ label: n, data: samples.map((s) => { const d = s.datastores.find((x) => x.name === n); return d ? d.used_bytes / 2 ** 30 : null; }) })),
     };
   }, [history.data]);
   const durations = useMemo(() => {

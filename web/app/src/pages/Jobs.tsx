@@ -100,7 +100,7 @@ export function BackupDialog({ onClose, datastore }: { onClose: () => void; data
           {job ? (
             <>
               <p>
-                <StateBadge state={job.state} /> {job.progress.phase}
+                <StateBadge state={job.state} /> {job.state === 'running' ? job.progress.phase : ''}
               </p>
               <Progress job={job} />
               <p className="muted">
