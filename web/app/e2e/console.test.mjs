@@ -199,6 +199,17 @@ test('the other pages render: VMs, lab, settings with the TLS fingerprint', asyn
   assert.match(fp, /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/i);
   await page.getByRole('heading', { name: 'API tokens' }).waitFor();
   await shot(page, '10-settings');
+  // A new token's secret is shown once, in a dialog, and the token works.
+  await page.getByLabel('Token name').fill(SCHEDULE + '-op');
+  await page.getByLabel('Role').selectOption('operator');
+  await page.getByRole('button', { name: 'Create token' }).click();
+  const secret = await page.getByTestId('new-token').inputValue({ timeout: T });
+  assert.match(secret, /^[0-9a-f]{16}\.[0-9a-f]+$/);
+  await page.getByRole('dialog').getByRole('button', { name: 'Copy' }).waitFor();
+  await page.getByRole('dialog').getByRole('button', { name: 'Close' }).last().click();
+  await page.getByRole('cell', { name: SCHEDULE + '-op' }).waitFor({ timeout: T });
+  const role = await page.evaluate(async (tok) => (await (await fetch('/api/session', { headers: { Authorization: `Bearer ${tok}` } })).json()).role, secret);
+  assert.equal(role, 'operator');
   noErrors();
 });
 

@@ -359,6 +359,7 @@ function Smtp() {
           act.run(async () => {
             const body = { ...s, to: splitList(to), port: s.port ? Number(s.port) : null, username: s.username || null };
             setS(await api<SmtpSettings>('PUT', '/api/settings/smtp', body));
+            cur.reload();
             setMsg(t('saved'));
           });
         }}
