@@ -56,7 +56,7 @@ export function App() {
       .catch(() => signedOut(false));
   }, [signedOut]);
 
-  const feed = useJobsFeed(!!session);
+  const feed = useJobsFeed(!!session && session.permissions.includes('read'));
 
   useEffect(() => {
     document.title = session ? 'Lifeboat' : `${t('sign_in')} · Lifeboat`;
@@ -129,13 +129,19 @@ function Shell({ session, onLogout }: { session: WebSession; onLogout: () => voi
         </ul>
       </nav>
       <main id="main" tabIndex={-1}>
-        {page.path === '/' && <Dashboard />}
-        {page.path === '/jobs' && <Jobs />}
-        {page.path === '/snapshots' && <Snapshots />}
-        {page.path === '/schedules' && <Schedules />}
-        {page.path === '/vms' && <Vms />}
-        {page.path === '/labs' && <Labs />}
-        {page.path === '/settings' && <Settings />}
+        {!session.permissions.includes('read') ? (
+          <>
+            <h1>{t(page.key)}</h1>
+            <p className="notice">{t('no_read_permission')}</p>
+          </>
+        ) : null}
+        {session.permissions.includes('read') && page.path === '/' && <Dashboard />}
+        {session.permissions.includes('read') && page.path === '/jobs' && <Jobs />}
+        {session.permissions.includes('read') && page.path === '/snapshots' && <Snapshots />}
+        {session.permissions.includes('read') && page.path === '/schedules' && <Schedules />}
+        {session.permissions.includes('read') && page.path === '/vms' && <Vms />}
+        {session.permissions.includes('read') && page.path === '/labs' && <Labs />}
+        {session.permissions.includes('read') && page.path === '/settings' && <Settings />}
       </main>
     </div>
   );

@@ -2,7 +2,7 @@
 export const en = {
   actions: 'Actions',
   add_datastore: 'Add datastore',
-  admin_only_settings: 'API tokens, agents, mail and the admin password are managed by the admin.',
+  admin_only_settings: 'The TLS certificate, API tokens, agents, mail and the admin password are managed by the admin.',
   after_backup: 'Verify after every backup of one of its VMs',
   agent: 'agent',
   agent_name: 'Agent name (host name)',
@@ -136,6 +136,7 @@ export const en = {
   no_jobs: 'No jobs yet.',
   no_lab_runs: 'No lab runs in progress.',
   no_labs: 'No lab definitions.',
+  no_read_permission: 'This role may only upload backups through the agent API; it cannot see the appliance here.',
   no_reports: 'No reports in this datastore.',
   no_running_jobs: 'No job is running.',
   no_schedules: 'No schedules yet.',

@@ -4,7 +4,7 @@ import type { en } from './en';
 export const zh: Record<keyof typeof en, string> = {
   actions: '操作',
   add_datastore: '添加数据存储',
-  admin_only_settings: 'API 令牌、代理、邮件和管理员密码只能由管理员管理。',
+  admin_only_settings: 'TLS 证书、API 令牌、代理、邮件和管理员密码只能由管理员管理。',
   after_backup: '其中任一虚拟机每次备份后进行验证',
   agent: '代理',
   agent_name: '代理名称（主机名）',
@@ -138,6 +138,7 @@ export const zh: Record<keyof typeof en, string> = {
   no_jobs: '还没有任务。',
   no_lab_runs: '没有正在运行的实验室。',
   no_labs: '没有实验室定义。',
+  no_read_permission: '此角色只能通过代理 API 上传备份，无法在此查看设备。',
   no_reports: '此数据存储中没有报告。',
   no_running_jobs: '没有正在运行的任务。',
   no_schedules: '还没有计划。',

@@ -18,7 +18,7 @@ export function Jobs() {
     <>
       <h1>{t('nav_jobs')}</h1>
       <div className="toolbar">
-        {can('backup') && (
+        {can('operate') && (
           <button type="button" className="primary" onClick={() => setBackup(true)}>
             {t('backup_now')}
           </button>

@@ -11,9 +11,9 @@ export function Settings() {
     <>
       <h1>{t('nav_settings')}</h1>
       <Datastores />
-      <Tls />
       {admin ? (
         <>
+          <Tls />
           <Tokens />
           <Agents />
           <Smtp />

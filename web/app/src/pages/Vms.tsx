@@ -74,7 +74,7 @@ export function Vms() {
                 </td>
                 <td className="wrap">{(v.disks ?? []).map((d) => `${d.id} ${fmtBytes(d.size)} ${d.format}`).join(', ')}</td>
                 <td className="actions">
-                  {can('backup') && !v.instant && (
+                  {can('operate') && !v.instant && (
                     <button
                       type="button"
                       disabled={act.busy || !store}
