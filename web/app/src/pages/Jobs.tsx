@@ -176,7 +176,7 @@ function JobDetail({ id }: { id: string }) {
             </dd>
             <dt>{t('progress')}</dt>
             <dd>
-              <Progress job={job} /> {job.progress.phase}
+              <Progress job={job} /> {job.state === 'running' ? job.progress.phase : ''}
             </dd>
             <dt>{t('started')}</dt>
             <dd>
