@@ -7,8 +7,8 @@ use crate::{ui, DatastoreArg};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
-use lifeboat_cdp::capture::{Capture, MirrorMode};
-use lifeboat_cdp::{ns_of, time_of, CdpError, Journal, JournalOptions, JournalTarget, PointInTime, ProtectedVm, SyncPolicy};
+use lifeboat_cdp::capture::MirrorMode;
+use lifeboat_cdp::{open_journal, time_of, ProtectedVm, Replica, ReplicaOptions};
 use lifeboat_nbd::{Export, Server, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,14 +85,6 @@ fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
     Ok(DateTime::parse_from_rfc3339(s).with_context(|| format!("{s:?}: give a time in RFC 3339, e.g. 2026-12-05T10:30:00.250Z"))?.with_timezone(&Utc))
 }
 
-/// A journal another process holds (a running `cdp protect`) says so.
-fn open_journal(dir: &Path, vm: &str) -> anyhow::Result<Journal> {
-    Journal::open(dir).map_err(|e| match e {
-        CdpError::Index { message, .. } if message.contains("lock") => anyhow::anyhow!("the journal of {vm} ({}) is in use: a `lifeboat cdp protect` of it is running; stop it first", dir.display()),
-        e => e.into(),
-    })
-}
-
 fn serve<F: FnOnce(&tokio::runtime::Runtime) -> anyhow::Result<()>>(f: F) -> anyhow::Result<tokio::runtime::Runtime> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     f(&rt)?;
@@ -108,37 +100,28 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
             if !pvm.exists() {
                 anyhow::bail!("VM {vm} is not protected in {}: start `lifeboat cdp protect`", ds.datastore.display());
             }
-            let mut out = Vec::new();
-            for d in pvm.disks() {
-                let (range, size, note) = match open_journal(&pvm.journal_dir(&d)?, &vm) {
-                    Ok(j) => (j.range().map(|(a, b)| (time_of(a), time_of(b))), Some(j.size()), None),
-                    Err(e) => (None, None, Some(e.to_string())),
-                };
-                out.push(serde_json::json!({ "disk": d, "size": size, "first_write": range.map(|r| stamp(r.0)), "last_write": range.map(|r| stamp(r.1)),
-                    "sessions": pvm.sessions(&d)?, "note": note }));
-            }
-            let bookmarks = pvm.bookmarks()?;
+            let info = pvm.info(&ds.datastore.display().to_string(), &|_, dir| open_journal(dir, &vm).map(Arc::new))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "vm": vm, "disks": out, "bookmarks": bookmarks }))?);
+                println!("{}", serde_json::to_string_pretty(&info)?);
                 return Ok(0);
             }
             println!("VM {vm}");
-            for d in &out {
+            for d in &info.disks {
                 println!(
                     "  disk {}: {}, journal {} .. {}",
-                    d["disk"].as_str().unwrap_or(""),
-                    d["size"].as_u64().map(ui::bytes).unwrap_or_else(|| "?".into()),
-                    d["first_write"].as_str().unwrap_or("-"),
-                    d["last_write"].as_str().unwrap_or("-")
+                    d.disk,
+                    d.size.map(ui::bytes).unwrap_or_else(|| "?".into()),
+                    d.first_write.map(stamp).unwrap_or("-".into()),
+                    d.last_write.map(stamp).unwrap_or("-".into())
                 );
-                if let Some(n) = d["note"].as_str() {
+                if let Some(n) = &d.note {
                     println!("    {n}");
                 }
-                for s in d["sessions"].as_array().into_iter().flatten() {
-                    println!("    protected from {} to {}", s["ready"].as_str().unwrap_or("?"), s["ended"].as_str().unwrap_or("(running, or killed: up to the last write)"));
+                for s in &d.sessions {
+                    println!("    protected from {} to {}", stamp(s.ready), s.ended.map(stamp).unwrap_or_else(|| "(running, or killed: up to the last write)".into()));
                 }
             }
-            for b in &bookmarks {
+            for b in &info.bookmarks {
                 println!("  bookmark {} at {} ({})", b.name, stamp(b.time), b.kind);
             }
             Ok(0)
@@ -157,22 +140,11 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
             if !pvm.exists() {
                 anyhow::bail!("VM {vm} is not protected in {}", ds.datastore.display());
             }
-            let t = match parse_time(&at) {
-                Ok(t) => t,
-                Err(e) => match pvm.bookmarks()?.into_iter().find(|b| b.name == at) {
-                    Some(b) => b.time,
-                    None => return Err(e.context(format!("and {vm} has no bookmark {at:?} (see `lifeboat cdp points`)"))),
-                },
-            };
+            let t = pvm.resolve_time(&at)?;
             let server = Server::new(ServerConfig::default());
             for d in pvm.disks() {
                 let j = Arc::new(open_journal(&pvm.journal_dir(&d)?, &vm)?);
-                let last = j.range().map(|r| time_of(r.1));
-                if !pvm.covers(&d, t, last)? {
-                    let sessions: Vec<String> = pvm.sessions(&d)?.iter().map(|s| format!("{} .. {}", stamp(s.ready), s.ended.or(last).map(stamp).unwrap_or_else(|| "?".into()))).collect();
-                    anyhow::bail!("{} is outside the protected time of disk {d} of {vm} (protected: {})", stamp(t), if sessions.is_empty() { "never".into() } else { sessions.join(", ") });
-                }
-                server.add_export(Export::new(d.clone(), Arc::new(PointInTime::new(j, ns_of(t)))).with_description(format!("{vm} disk {d} at {}", stamp(t))));
+                server.add_export(Export::new(d.clone(), Arc::new(pvm.point(&d, j, t)?)).with_description(format!("{vm} disk {d} at {}", stamp(t))));
             }
             let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
             listener.set_nonblocking(true)?;
@@ -200,88 +172,39 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
     }
 }
 
-fn protect(ds: &DatastoreArg, qmp: &Path, wanted: &[String], mode: MirrorMode, copy_timeout: Duration) -> anyhow::Result<u8> {
+fn protect(ds: &DatastoreArg, qmp: &Path, disks: &[String], mode: MirrorMode, copy_timeout: Duration) -> anyhow::Result<u8> {
     let store = open_datastore(ds)?;
-    let mut cap = Capture::connect(qmp)?;
-    let name = cap.vm_name()?;
-    if name.is_empty() {
-        anyhow::bail!("the VM behind {} has no name (-name): CDP files its journals by VM name", qmp.display());
-    }
-    let all = cap.disks()?;
-    let disks: Vec<_> = if wanted.is_empty() { all.clone() } else { all.iter().filter(|d| wanted.contains(&d.device)).cloned().collect() };
-    if let Some(w) = wanted.iter().find(|w| !all.iter().any(|d| &d.device == *w)) {
-        anyhow::bail!("the VM {name} has no disk {w:?} (its disks: {})", all.iter().map(|d| d.device.as_str()).collect::<Vec<_>>().join(", "));
-    }
-    if disks.is_empty() {
-        anyhow::bail!("the VM {name} has no disk to protect");
-    }
-    let pvm = ProtectedVm::at(&store.root().join("cdp"), &name)?;
-    // Sync and async differ in what the protected host's death can lose
-    // (nothing of what the guest saw completed, or the writes still in
-    // flight). The journal's own durability follows the guest's flushes,
-    // as a disk's does: QEMU forwards them through the mirror.
-    let policy = SyncPolicy::OnFlush;
-    let sockets = lifeboat_qemu::SocketDir::create("lbcdp").context("a directory for the journal's socket")?;
-    let sock = sockets.path().join("nbd.sock");
-    let server = Server::new(ServerConfig::default());
-    let mut journals = Vec::new();
-    for d in &disks {
-        let dir = pvm.journal_dir(&d.device)?;
-        let j = if dir.join("journal.json").exists() {
-            let j = open_journal(&dir, &name)?;
-            if j.size() != d.size {
-                anyhow::bail!("disk {} of {name} is {} bytes, its journal {} bytes: it was resized; move {} away to protect it anew", d.device, d.size, j.size(), dir.display());
-            }
-            j
-        } else {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            Journal::create(&dir, d.size, JournalOptions::default())?
-        };
-        let j = Arc::new(j);
-        server.add_export(Export::new(d.device.clone(), Arc::new(JournalTarget::new(j.clone(), policy))));
-        journals.push((d.device.clone(), j));
-    }
-    let rt = serve(|rt| server.spawn_unix(rt, &sock).with_context(|| format!("binding {}", sock.display())))?;
     let cancel = Arc::new(AtomicBool::new(false));
     ui::install_cancel_handler(&cancel);
-    let mut sessions = Vec::new();
-    for (id, _) in &journals {
-        eprintln!("copying disk {id} of {name} into its journal...");
-        cap.add(Some(id), &sock, id, mode, copy_timeout)?;
-        sessions.push((id.clone(), pvm.begin_session(id, Utc::now())?));
-    }
-    println!("protecting {name}: {} ({} mode); Ctrl-C to stop", journals.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "), if mode == MirrorMode::Sync { "sync" } else { "async" });
+    let opts = ReplicaOptions { disks: disks.to_vec(), mode, copy_timeout };
+    let mut replica = Replica::start(&store.root().join("cdp"), qmp, &opts, &|m| eprintln!("{m}..."))?;
+    let name = replica.vm().name.clone();
+    println!(
+        "protecting {name}: {} ({} mode); Ctrl-C to stop",
+        replica.journals().iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "),
+        if mode == MirrorMode::Sync { "sync" } else { "async" }
+    );
     let mut failed = None;
     let mut ticks = 0u32;
     while !cancel.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         ticks += 1;
         if ticks.is_multiple_of(10) {
-            if let Err(e) = cap.check() {
+            if let Err(e) = replica.check() {
                 failed = Some(e);
                 break;
             }
         }
     }
-    let stopped = cap.stop();
-    drop(rt);
-    let ended = Utc::now();
-    for (id, n) in &sessions {
-        pvm.end_session(id, *n, ended)?;
+    let ranges = replica.stop();
+    if let Some(e) = failed {
+        anyhow::bail!("protection of {name} stopped: {e}");
     }
-    drop(server);
-    for (id, j) in journals {
-        let j = Arc::try_unwrap(j).map_err(|_| anyhow::anyhow!("the journal of disk {id} is still in use"))?;
-        let range = j.range();
-        j.close()?;
+    for (id, range) in ranges? {
         if let Some((a, b)) = range {
             println!("disk {id}: journal {} .. {}", stamp(time_of(a)), stamp(time_of(b)));
         }
     }
-    if let Some(e) = failed {
-        anyhow::bail!("protection of {name} stopped: {e}");
-    }
-    stopped?;
-    println!("stopped protecting {name} at {}", stamp(ended));
+    println!("stopped protecting {name} at {}", stamp(Utc::now()));
     Ok(0)
 }

@@ -10,9 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod cdp;
 mod health;
 mod smtp;
 mod vm;
+pub use cdp::{CdpBookmark, CdpBookmarkCreate, CdpDiskInfo, CdpSession, CdpVmInfo};
 pub use health::{DatastoreSpace, DatastoreUsageSample, DiskIo, HealthReport, HealthSample, LoadAverages, Memory};
 pub use smtp::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
 pub use vm::{ExportCreate, ExportInfo, ExportProtocol, InstantVmInfo, VmDiskInfo, VmInfo, VmRegister, VmSource, VmStatus};

@@ -19,8 +19,11 @@
 //!   bookmarks under `<datastore>/cdp/<vm>/`.
 //! - [`capture`]: a running QEMU's disk mirrored into a journal target
 //!   (`blockdev-mirror`, write-blocking for sync mode).
+//! - [`Replica`]: one protection run of a VM (capture + journals + the
+//!   NBD targets), what the CLI's `cdp protect` and the daemon's
+//!   `cdp-protect` job both run.
 //!
-//! No actix here; the daemon's `Replica` actor and the CLI drive it.
+//! No actix here; the daemon's actors and the CLI drive it.
 #![warn(missing_docs)]
 
 pub mod capture;
@@ -29,10 +32,12 @@ mod index;
 mod journal;
 mod protected;
 mod record;
+mod replica;
 
 pub use device::{JournalTarget, PointInTime, SyncPolicy};
 pub use journal::{Journal, JournalMeta, JournalOptions, BLOCK};
 pub use protected::{Bookmark, ProtectedVm, Session};
+pub use replica::{open_journal, Replica, ReplicaOptions};
 
 /// What can go wrong with a journal; each names the file or the request.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +80,9 @@ pub enum CdpError {
     /// A request outside the volume or otherwise malformed.
     #[error("{0}")]
     Invalid(String),
+    /// Attaching to or detaching from the VM failed.
+    #[error("{0}")]
+    Capture(#[from] capture::CaptureError),
 }
 
 /// Results of this crate.

@@ -5,34 +5,16 @@
 //! trustworthy only inside a session: between a stop and the next start
 //! nothing saw the VM's writes.
 
-use crate::{io_err, CdpError, Result};
+use crate::{io_err, time_of, CdpError, Journal, Result};
 use chrono::{DateTime, Utc};
+use lifeboat_api_types::{CdpDiskInfo, CdpVmInfo};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// One stretch of protection of a disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
-    /// The initial copy was complete: from here every moment is in the
-    /// journal.
-    pub ready: DateTime<Utc>,
-    /// The protection stopped cleanly; `None` while it runs, or when it
-    /// was killed (then the journal's last write bounds it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended: Option<DateTime<Utc>>,
-}
-
-/// A named moment on the VM's time axis.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bookmark {
-    /// Unique per VM.
-    pub name: String,
-    /// The moment.
-    pub time: DateTime<Utc>,
-    /// How it was made: `manual`, or by policy, log analysis, or an
-    /// application-consistent freeze (later).
-    pub kind: String,
-}
+/// A named moment on the VM's time axis (the API's type).
+pub use lifeboat_api_types::CdpBookmark as Bookmark;
+/// One stretch of protection of a disk (the API's type).
+pub use lifeboat_api_types::CdpSession as Session;
 
 /// A protected VM's directory (see the module doc).
 pub struct ProtectedVm {
@@ -145,6 +127,51 @@ impl ProtectedVm {
         b.sort_by_key(|x| x.time);
         write_json(&p, &b)?;
         Ok(new)
+    }
+
+    /// What `cdp points` and `GET /api/cdp` show of this VM: each disk's
+    /// journal range and sessions, and the bookmarks. `open` gives a
+    /// disk's journal: the protection's own while one runs (its index is
+    /// locked to anyone else), else opened from its directory.
+    pub fn info(&self, datastore: &str, open: &dyn Fn(&str, &Path) -> Result<std::sync::Arc<Journal>>) -> Result<CdpVmInfo> {
+        let mut disks = Vec::new();
+        for d in self.disks() {
+            let (range, size, note) = match open(&d, &self.journal_dir(&d)?) {
+                Ok(j) => (j.range().map(|(a, b)| (time_of(a), time_of(b))), Some(j.size()), None),
+                Err(e) => (None, None, Some(e.to_string())),
+            };
+            disks.push(CdpDiskInfo { disk: d.clone(), size, first_write: range.map(|r| r.0), last_write: range.map(|r| r.1), sessions: self.sessions(&d)?, note });
+        }
+        Ok(CdpVmInfo { datastore: datastore.to_string(), vm: self.name.clone(), protecting: false, job: None, disks, bookmarks: self.bookmarks()? })
+    }
+
+    /// The moment `at` names: RFC 3339 (fractions of a second allowed) or
+    /// a bookmark's name.
+    pub fn resolve_time(&self, at: &str) -> Result<DateTime<Utc>> {
+        if let Ok(t) = DateTime::parse_from_rfc3339(at) {
+            return Ok(t.with_timezone(&Utc));
+        }
+        match self.bookmarks()?.into_iter().find(|b| b.name == at) {
+            Some(b) => Ok(b.time),
+            None => Err(CdpError::Invalid(format!("{} has no bookmark {at:?}, and it is not a time in RFC 3339 either (e.g. 2026-12-05T10:30:00.250Z); see `lifeboat cdp points`", self.name))),
+        }
+    }
+
+    /// Disk `id` as it was at `t`, read from journal `j`; refused (naming
+    /// the protected stretches) when `t` is outside every session.
+    pub fn point(&self, id: &str, j: std::sync::Arc<Journal>, t: DateTime<Utc>) -> Result<crate::PointInTime> {
+        let last = j.range().map(|r| time_of(r.1));
+        if !self.covers(id, t, last)? {
+            let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            let spans: Vec<String> = self.sessions(id)?.iter().map(|s| format!("{} .. {}", stamp(s.ready), s.ended.or(last).map(stamp).unwrap_or_else(|| "?".into()))).collect();
+            return Err(CdpError::Invalid(format!(
+                "{} is outside the protected time of disk {id} of {} (protected: {})",
+                stamp(t),
+                self.name,
+                if spans.is_empty() { "never".into() } else { spans.join(", ") }
+            )));
+        }
+        Ok(crate::PointInTime::new(j, crate::ns_of(t)))
     }
 
     /// Whether moment `t` of disk `id` is known: inside a session, whose
