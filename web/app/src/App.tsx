@@ -56,6 +56,17 @@ export function App() {
       .catch(() => signedOut(false));
   }, [signedOut]);
 
+  // At the session's end, ask again: a 401 then shows the sign-in page.
+  useEffect(() => {
+    if (!session?.expires_at) return;
+    const ms = new Date(session.expires_at).getTime() - Date.now() + 1000;
+    if (!(ms > 0) || ms > 2 ** 31 - 1) return;
+    const h = setTimeout(() => {
+      api('GET', '/api/session').catch(() => {});
+    }, ms);
+    return () => clearTimeout(h);
+  }, [session]);
+
   const feed = useJobsFeed(!!session && session.permissions.includes('read'));
 
   useEffect(() => {

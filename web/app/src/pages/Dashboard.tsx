@@ -131,7 +131,7 @@ export function JobTable({ jobs }: { jobs: JobInfo[] }) {
       <tbody>
         {jobs.map((j) => (
           <tr key={j.id} data-job={j.id}>
-            <td>
+            <td className="nowrap">
               <a
                 href={`/jobs/${j.id}`}
                 onClick={(e) => {
