@@ -268,5 +268,9 @@ export const en = {
   writable: 'writable',
   writable_overlay: 'Writable (into a throw-away overlay)',
   write_per_s: 'Write',
+  verify_datastore: 'Verify',
+  verify_help: 'Check the index, pack headers and snapshot trees of {ds}.',
+  gc_datastore: 'Reclaim space',
+  gc_help: 'Remove data of {ds} that no snapshot uses any more.',
   yes: 'yes',
 };

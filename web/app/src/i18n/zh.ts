@@ -270,5 +270,9 @@ export const zh: Record<keyof typeof en, string> = {
   writable: '可写',
   writable_overlay: '可写（写入临时覆盖层）',
   write_per_s: '写入',
+  verify_datastore: '校验',
+  verify_help: '检查 {ds} 的索引、数据包头和快照树。',
+  gc_datastore: '回收空间',
+  gc_help: '删除 {ds} 中不再被任何快照使用的数据。',
   yes: '是',
 };

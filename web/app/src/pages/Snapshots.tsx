@@ -27,6 +27,7 @@ export function Snapshots() {
   const [open, setOpen] = useState<SnapshotInfo | null>(null);
   const [forget, setForget] = useState(false);
   const [del, setDel] = useState<SnapshotInfo | null>(null);
+  const [maint, setMaint] = useState<'verify' | 'gc' | null>(null);
   const can = useCan();
   const store = stores.data?.find((d) => d.name === ds);
   const list = [...(snaps.data ?? [])].sort((a, b) => (a.time < b.time ? 1 : -1));
@@ -58,7 +59,18 @@ export function Snapshots() {
             {t('forget_by_rules')}
           </button>
         )}
+        {can('operate') && ds && (
+          <button type="button" onClick={() => setMaint('verify')}>
+            {t('verify_datastore')}
+          </button>
+        )}
+        {can('operate') && ds && !store?.append_only && (
+          <button type="button" onClick={() => setMaint('gc')}>
+            {t('gc_datastore')}
+          </button>
+        )}
       </div>
+      {maint && ds && <MaintenanceDialog ds={ds} kind={maint} onClose={() => setMaint(null)} />}
       <ErrorBox error={stores.error ?? snaps.error} />
       {stores.data && stores.data.length === 0 && <p className="muted">{t('no_datastores')}</p>}
       {snaps.data && list.length === 0 && <p className="muted">{t('no_snapshots')}</p>}
@@ -580,6 +592,46 @@ function ForgetDialog({ ds, onClose, onDone }: { ds: string; onClose: () => void
               </button>
             </div>
           )}
+        </form>
+      )}
+    </Dialog>
+  );
+}
+
+/** Check (`verify`, optionally reading all data) or reclaim space (`gc`). */
+function MaintenanceDialog({ ds, kind, onClose }: { ds: string; kind: 'verify' | 'gc'; onClose: () => void }) {
+  const [readData, setReadData] = useState(false);
+  const [job, setJob] = useState<string | null>(null);
+  const act = useAction();
+  const { upsert } = useJobs();
+  return (
+    <Dialog title={kind === 'verify' ? t('verify_datastore') : t('gc_datastore')} onClose={onClose}>
+      {job ? (
+        <JobWatch id={job} />
+      ) : (
+        <form
+          className="form"
+          onSubmit={(e) => {
+            e.preventDefault();
+            act.run(async () => {
+              const j = await api<JobInfo>('POST', '/api/jobs', kind === 'verify' ? { kind, datastore: ds, read_data: readData } : { kind, datastore: ds });
+              upsert(j);
+              setJob(j.id);
+            });
+          }}
+        >
+          <p>{kind === 'verify' ? t('verify_help', { ds }) : t('gc_help', { ds })}</p>
+          {kind === 'verify' && (
+            <label className="check">
+              <input type="checkbox" checked={readData} onChange={(e) => setReadData(e.target.checked)} /> {t('read_data')}
+            </label>
+          )}
+          <ErrorBox error={act.error} />
+          <div className="buttons">
+            <button type="submit" className="primary" disabled={act.busy}>
+              {t('start')}
+            </button>
+          </div>
         </form>
       )}
     </Dialog>
