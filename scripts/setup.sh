@@ -30,7 +30,8 @@ fi
 # dosfstools), openssl for the image test; genimage and (pip) kconfiglib
 # for buildroot/lint.sh; nftables: the agent test cuts a link with it, and
 # the verification lab builds its firewall with it; chromium (headless)
-# renders the lab's HTML report in tests/tests/lab.rs; dnsmasq-base
+# renders the lab's HTML report in tests/tests/lab.rs and drives the web
+# console's tests (fonts-wqy-zenhei: its Chinese pages in their screenshots); dnsmasq-base
 # serves DNS and DHCP inside labs; acl (setfacl, getfacl) and attr
 # (getfattr) for tests/tests/fidelity.rs; libguestfs (guestfish),
 # guestfs-tools, virt-v2v and hivex (hivexregedit: libwin-hivex-perl) repair guests in a cross-platform
@@ -41,7 +42,7 @@ for pkg in librocksdb-dev libclang-dev pkg-config clang fuse3 rsync time \
            mmdebstrap busybox-static linux-image-amd64 extlinux syslinux-common e2fsprogs fdisk \
            iputils-ping iproute2 kmod cpio python3-aiosmtpd systemd curl python3-venv \
            libblkid-dev tmux xfsprogs xorriso isolinux squashfs-tools grub-efi-amd64-bin mtools \
-           dosfstools openssl genimage python3-pip nftables chromium dnsmasq-base acl attr \
+           dosfstools openssl genimage python3-pip nftables chromium fonts-wqy-zenhei dnsmasq-base acl attr \
            libguestfs-tools guestfs-tools virt-v2v libhivex-bin libwin-hivex-perl ntfs-3g libnfs-utils gdisk lvm2; do
   installed "$pkg" || plain+=("$pkg")
 done

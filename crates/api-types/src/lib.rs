@@ -338,6 +338,7 @@ pub struct SnapshotDirListing {
 
 /// Query of a snapshot's `tree` and `download`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SnapshotPathQuery {
     /// A path in the snapshot; default `/`.
     #[serde(default)]
@@ -367,6 +368,7 @@ pub struct RestoreRequest {
 /// Which guest file system of a VM snapshot: query parameters of the
 /// `vm-files` endpoints.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VmFilesQuery {
     /// The disk's id; default: the VM's only disk.
     #[serde(default)]

@@ -1,6 +1,6 @@
 // The only way the page talks to the appliance: same-origin fetch to the
-// documented REST API (docs/openapi.json, types generated into schema.d.ts).
-import type { components } from './schema';
+// documented REST API (docs/openapi.json, types generated into types/schema.d.ts).
+import type { components } from '../../types/schema';
 
 export type S = components['schemas'];
 export type JobInfo = S['JobInfo'];
@@ -31,17 +31,9 @@ export type ApiEvent = S['Event'];
 
 export type Permission = 'read' | 'operate' | 'backup' | 'admin';
 
-/** What `GET/POST /api/session` answer. (docs/openapi.json names this
- * schema `SessionInfo`, which collides with the agent API's
- * `SessionInfo`; the generated type is the agent's, so it is spelled out
- * here from the contract.) */
-export interface WebSession {
-  user: string;
-  role: Role;
-  expires_at: string | null;
-  csrf_token: string;
-  permissions: Permission[];
-}
+/** What `GET/POST /api/session` answer (`permissions` narrowed to the
+ * four names the API uses). */
+export type WebSession = Omit<S['WebSession'], 'permissions'> & { permissions: Permission[] };
 
 export class ApiFailure extends Error {
   constructor(public status: number, public kind: string, message: string) {
