@@ -69,7 +69,7 @@ fn a_protected_vm_reads_back_at_any_moment_and_at_its_bookmarks() {
     c.args(["-device", "virtio-blk-pci,drive=drv0,id=disk0"]);
     c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q1.display()));
     c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q2.display()));
-    let _qemu = ChildGuard::spawn(c);
+    let mut qemu = ChildGuard::spawn(c);
     assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&q2).is_ok()));
 
     // Nothing protected yet: named.
@@ -182,6 +182,51 @@ fn a_protected_vm_reads_back_at_any_moment_and_at_its_bookmarks() {
     let o = lb(args!["cdp", "export", "--datastore", &ds.path, "cdp-vm", "--at", gap.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)]);
     o.expect_code(1);
     assert!(o.stderr.contains("outside the protected time"), "{o}");
+
+    // Restore a moment as a new qcow2 image: exactly that moment.
+    let out = t.path().join("restored");
+    let o = lb(args!["cdp", "restore", "--datastore", &ds.path, "cdp-vm", "--at", "after-22", &out, "--format", "qcow2"]);
+    o.expect_ok();
+    let img = out.join("disk0.qcow2");
+    let mut c = Command::new("qemu-io");
+    c.args(["-r", "-f", "qcow2"]).arg(&img);
+    for cmd in ["read -P 0x22 1M 32k", "read -P 0x11 1056k 32k", "read -P 0x5a 0 1M", "read -P 0 8M 4k", "read -P 0 16M 64k"] {
+        c.args(["-c", cmd]);
+    }
+    let r = c.output().unwrap();
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success() && !text.contains("fail"), "the restored image: {text}");
+    let o = lb(args!["cdp", "restore", "--datastore", &ds.path, "cdp-vm", "--at", "after-22", &out, "--format", "qcow2"]);
+    o.expect_code(1);
+    assert!(o.stderr.contains("exists already"), "{o}");
+
+    // Roll the VM's own disk back: refused while QEMU holds it, then done
+    // in place once the VM is stopped.
+    let spec = format!("disk0={}", disk.display());
+    let o = lb(args!["cdp", "rollback", "--datastore", &ds.path, "cdp-vm", "--at", "after-22", "--disk", &spec]);
+    o.expect_code(1);
+    assert!(o.stderr.contains("in use") && o.stderr.contains("stop the VM"), "{o}");
+    let o = lb(args!["cdp", "rollback", "--datastore", &ds.path, "cdp-vm", "--at", "after-22", "--disk", "disk9=/nope"]);
+    o.expect_code(1);
+    assert!(o.stderr.contains("no protected disk \"disk9\""), "{o}");
+    qemu.signal(libc::SIGKILL);
+    let _ = qemu.wait();
+    let o = lb(args!["cdp", "rollback", "--datastore", &ds.path, "cdp-vm", "--at", "after-22", "--disk", &spec]);
+    o.expect_ok();
+    assert!(o.stdout.contains("disk disk0:") && o.stdout.contains("is as it was at"), "{o}");
+    let f = std::fs::File::open(&disk).unwrap();
+    let at = |off: u64, len: usize| {
+        let mut b = vec![0u8; len];
+        f.read_exact_at(&mut b, off).unwrap();
+        b
+    };
+    assert!(at(1 << 20, 32 << 10).iter().all(|&b| b == 0x22), "0x22 at 1 MiB");
+    assert!(at((1 << 20) + (32 << 10), 32 << 10).iter().all(|&b| b == 0x11), "0x11 after it");
+    assert!(at(0, 4096).iter().all(|&b| b == 0x5a), "the first bytes as they were");
+    for off in [8u64 << 20, 12 << 20, 16 << 20] {
+        assert!(at(off, 4096).iter().all(|&b| b == 0), "the later write at {off} is undone");
+    }
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), SIZE);
 }
 
 /// The daemon's side: a registered VM protected by a `cdp-protect` job,

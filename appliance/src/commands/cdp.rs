@@ -1,6 +1,7 @@
 //! `lifeboat cdp ...`: continuous data protection of a running QEMU VM's
 //! disks into journals in a datastore (`<datastore>/cdp/<vm>/`), and any
-//! moment of them read back.
+//! moment of them read back: served over NBD, restored as new images, or
+//! rolled back onto the VM's own disks.
 
 use crate::commands::open_datastore;
 use crate::{ui, DatastoreArg};
@@ -8,6 +9,7 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
 use lifeboat_cdp::capture::MirrorMode;
+use lifeboat_cdp::restore::{copy_point, image_format, CopyMode};
 use lifeboat_cdp::{open_journal, time_of, ProtectedVm, Replica, ReplicaOptions};
 use lifeboat_nbd::{Export, Server, ServerConfig};
 use std::path::{Path, PathBuf};
@@ -75,6 +77,36 @@ pub enum CdpCmd {
         #[arg(long, default_value = "127.0.0.1:10809")]
         listen: String,
     },
+    /// Write a protected VM's disks as they were at a moment into new
+    /// image files `DIR/<disk>.<format>`
+    Restore {
+        #[command(flatten)]
+        ds: DatastoreArg,
+        /// The VM's name
+        vm: String,
+        /// The moment: RFC 3339 with fractions of a second, or a bookmark
+        #[arg(long, value_name = "TIME|BOOKMARK")]
+        at: String,
+        /// Directory for the images (made if missing)
+        dir: PathBuf,
+        /// raw or qcow2
+        #[arg(long, default_value = "raw")]
+        format: String,
+    },
+    /// Rewind a protected VM's own disks to a moment, in place. The VM
+    /// must be stopped (its image lock is checked) and its protection too
+    Rollback {
+        #[command(flatten)]
+        ds: DatastoreArg,
+        /// The VM's name
+        vm: String,
+        /// The moment: RFC 3339 with fractions of a second, or a bookmark
+        #[arg(long, value_name = "TIME|BOOKMARK")]
+        at: String,
+        /// A disk and its image file, ID=PATH (repeat for each disk to rewind)
+        #[arg(long = "disk", value_name = "ID=PATH", required = true)]
+        disks: Vec<String>,
+    },
 }
 
 fn stamp(t: DateTime<Utc>) -> String {
@@ -89,6 +121,14 @@ fn serve<F: FnOnce(&tokio::runtime::Runtime) -> anyhow::Result<()>>(f: F) -> any
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     f(&rt)?;
     Ok(rt)
+}
+
+fn protected_vm(store: &lifeboat_store::Datastore, ds: &DatastoreArg, vm: &str) -> anyhow::Result<ProtectedVm> {
+    let pvm = ProtectedVm::at(&store.root().join("cdp"), vm)?;
+    if !pvm.exists() {
+        anyhow::bail!("VM {vm} is not protected in {}", ds.datastore.display());
+    }
+    Ok(pvm)
 }
 
 pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
@@ -134,12 +174,50 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
             println!("bookmark {} of {vm} at {}", b.name, stamp(b.time));
             Ok(0)
         }
+        CdpCmd::Restore { ds, vm, at, dir, format } => {
+            if !["raw", "qcow2"].contains(&format.as_str()) {
+                anyhow::bail!("--format {format}: use raw or qcow2");
+            }
+            let store = open_datastore(&ds)?;
+            let pvm = protected_vm(&store, &ds, &vm)?;
+            let t = pvm.resolve_time(&at)?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for d in pvm.disks() {
+                let j = Arc::new(open_journal(&pvm.journal_dir(&d)?, &vm)?);
+                let point = pvm.point(&d, j, t)?;
+                let out = dir.join(format!("{d}.{format}"));
+                eprintln!("writing disk {d} as it was at {} to {}...", stamp(t), out.display());
+                copy_point(point, &d, &out, &format, CopyMode::Create)?;
+                println!("{}", out.display());
+            }
+            Ok(0)
+        }
+        CdpCmd::Rollback { ds, vm, at, disks } => {
+            let store = open_datastore(&ds)?;
+            let pvm = protected_vm(&store, &ds, &vm)?;
+            let t = pvm.resolve_time(&at)?;
+            let protected = pvm.disks();
+            let mut plan = Vec::new();
+            for spec in &disks {
+                let (id, path) = spec.split_once('=').with_context(|| format!("--disk {spec}: give ID=PATH"))?;
+                if !protected.iter().any(|d| d == id) {
+                    anyhow::bail!("{vm} has no protected disk {id:?} (its disks: {})", protected.join(", "));
+                }
+                // Every moment is checked before any disk is touched.
+                let j = Arc::new(open_journal(&pvm.journal_dir(id)?, &vm)?);
+                plan.push((id.to_string(), PathBuf::from(path), pvm.point(id, j, t)?));
+            }
+            for (id, path, point) in plan {
+                let format = image_format(&path)?;
+                eprintln!("rewinding disk {id} ({}, {format}) to {}...", path.display(), stamp(t));
+                copy_point(point, &id, &path, &format, CopyMode::Overwrite)?;
+                println!("disk {id}: {} is as it was at {}", path.display(), stamp(t));
+            }
+            Ok(0)
+        }
         CdpCmd::Export { ds, vm, at, listen } => {
             let store = open_datastore(&ds)?;
-            let pvm = ProtectedVm::at(&store.root().join("cdp"), &vm)?;
-            if !pvm.exists() {
-                anyhow::bail!("VM {vm} is not protected in {}", ds.datastore.display());
-            }
+            let pvm = protected_vm(&store, &ds, &vm)?;
             let t = pvm.resolve_time(&at)?;
             let server = Server::new(ServerConfig::default());
             for d in pvm.disks() {

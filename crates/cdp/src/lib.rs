@@ -22,6 +22,8 @@
 //! - [`Replica`]: one protection run of a VM (capture + journals + the
 //!   NBD targets), what the CLI's `cdp protect` and the daemon's
 //!   `cdp-protect` job both run.
+//! - [`restore`]: a moment written out as new images, or over the VM's
+//!   own disk (rollback), through qemu-img.
 //!
 //! No actix here; the daemon's actors and the CLI drive it.
 #![warn(missing_docs)]
@@ -33,6 +35,7 @@ mod journal;
 mod protected;
 mod record;
 mod replica;
+pub mod restore;
 
 pub use device::{JournalTarget, PointInTime, SyncPolicy};
 pub use journal::{Journal, JournalMeta, JournalOptions, BLOCK};
