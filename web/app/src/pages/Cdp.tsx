@@ -257,7 +257,7 @@ function BookmarkForm({ base, id, onAdded }: { base: string; id: string; onAdded
       <strong id={`${id}-bm`}>{t('cdp_add_bookmark')}</strong>
       <label>
         {t('cdp_bookmark_name')}
-        <input value={name} onChange={(e) => setName(e.target.value)} required pattern="[A-Za-z0-9_.\-]+" />
+        <input value={name} onChange={(e) => setName(e.target.value)} required />
       </label>
       <label>
         {t('cdp_bookmark_time')}
