@@ -292,13 +292,42 @@ fn the_console_page_is_served_with_a_strict_policy() {
 
 /// The console in Debian's headless Chromium (web/app/e2e/*.test.mjs,
 /// Playwright): sign in, back up with live progress, browse, download,
-/// restore, schedule, a read-only user, Chinese, no console errors,
+/// restore, schedule, continuous protection of a guestless QEMU VM
+/// (bookmark, export a moment), a read-only user, Chinese, no console errors,
 /// accessibility; screenshots of each page in
 /// target/web-console-screenshots.
 #[test]
 fn the_console_in_chromium() {
     let dir = scratch("web-chromium");
-    let d = Daemon::start(&dir.path().join("state"), None, &[]);
+    // A tiny guestless VM under continuous protection, for the CDP page
+    // (as tests/tests/cdp.rs does it). Declared before the daemon, so it is
+    // killed after it.
+    let disk = dir.path().join("cdp-disk.raw");
+    std::fs::File::create(&disk).unwrap().set_len(16 << 20).unwrap();
+    let qmp = dir.path().join("cdp-qmp.sock");
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", "64", "-name", "cdp-web"]);
+    c.arg("-drive").arg(format!("file={},format=raw,if=none,id=drv0", disk.display()));
+    c.args(["-device", "virtio-blk-pci,drive=drv0,id=disk0"]);
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    let qmp2 = dir.path().join("cdp-qmp2.sock");
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp2.display()));
+    let _qemu = ChildGuard::spawn(c);
+    assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&qmp).is_ok()), "QEMU's monitor never came up");
+    let d = Daemon::start(&dir.path().join("state"), Some("nbd_listen = \"127.0.0.1:0\"\n"), &[]);
+    d.admin_ok("POST", "/api/vms", Some(&json!({ "name": "cdpweb", "source": { "kind": "qmp", "qmp": qmp } })));
+    let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "cdp-protect", "datastore": "default", "vm": "cdpweb", "mode": "sync" })));
+    assert_eq!(r.status, 202, "{r:?}");
+    let cdp_job = r.json()["id"].as_str().unwrap().to_string();
+    // The job opens the journal first (asking /api/cdp meanwhile can race
+    // it for the journal's lock), then the list shows its session.
+    let phase = |d: &Daemon| d.admin_ok("GET", &format!("/api/jobs/{cdp_job}"), None)["progress"]["phase"].as_str().unwrap_or("").to_string();
+    assert!(wait_until(Duration::from_secs(120), || phase(&d).contains("protecting")), "the protection never started: {}", phase(&d));
+    let protecting = wait_until(Duration::from_secs(120), || {
+        let l = d.admin_ok("GET", "/api/cdp", None);
+        l[0]["protecting"] == true && l[0]["job"] == cdp_job.as_str() && l[0]["disks"][0]["sessions"].as_array().is_some_and(|s| s.last().is_some_and(|s| s.get("ended").is_none()))
+    });
+    assert!(protecting, "the protection never became ready: {}", d.admin_ok("GET", &format!("/api/jobs/{cdp_job}"), None));
     let src = dir.path().join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("hello.txt"), b"hello from the console test\n").unwrap();
@@ -310,6 +339,23 @@ fn the_console_in_chromium() {
     let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/app");
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-console-screenshots");
     std::fs::create_dir_all(&artifacts).unwrap();
+    // An open session can be read back up to its last write: the VM keeps
+    // writing while the page runs, so the page's bookmark (made "now") is
+    // inside the protected time by the time it is exported.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (writing, qmp2) = (writing.clone(), qmp2.clone());
+        std::thread::spawn(move || {
+            let mut q = lifeboat_qemu::Qmp::connect(&qmp2).unwrap();
+            let mut n = 0u32;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let line = format!("qemu-io drv0 \"write -P 0x{:02x} {}k 4k\"", n % 200 + 1, (n % 1000) * 4);
+                q.execute("human-monitor-command", json!({ "command-line": line })).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
     let o = Command::new("node")
         .arg("--test")
         .arg("--test-reporter=spec")
@@ -322,8 +368,13 @@ fn the_console_in_chromium() {
         .env("LIFEBOAT_SOURCE", &src)
         .env("LIFEBOAT_RESTORE_TARGET", dir.path().join("restored"))
         .env("LIFEBOAT_ARTIFACTS", &artifacts)
+        .env("LIFEBOAT_CDP_VM", "cdp-web")
+        .env("LIFEBOAT_CDP_DATASTORE", "default")
+        .env("LIFEBOAT_CDP_JOB", &cdp_job)
         .output()
         .expect("node runs (scripts/setup.sh installs it)");
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
     let out = format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "the browser tests failed:\n{out}\n--- daemon log ---\n{}", d.log_text());
     // The run really tested something (node --test passes on zero tests).
@@ -336,6 +387,10 @@ fn the_console_in_chromium() {
     let restored = walk_files(&dir.path().join("restored"));
     assert!(restored.iter().any(|p| p.ends_with("sub/data.bin") && std::fs::read(p).unwrap() == data), "the page's restore: {restored:?}");
     assert!(!d.admin_ok("GET", "/api/schedules", None).as_array().unwrap().is_empty(), "the page's schedule");
+    // The bookmark made on the CDP page, and the protection still running.
+    let info = d.admin_ok("GET", "/api/datastores/default/cdp/cdp-web", None);
+    assert!(info["bookmarks"].as_array().unwrap().iter().any(|b| b["name"] == "e2e-mark"), "the page's bookmark: {info}");
+    assert_eq!(info["protecting"], true, "{info}");
     let shots = std::fs::read_dir(&artifacts).unwrap().count();
     assert!(shots >= 5, "only {shots} screenshots");
 }

@@ -10,6 +10,7 @@ import { Schedules } from './pages/Schedules';
 import { Vms } from './pages/Vms';
 import { Settings } from './pages/Settings';
 import { Labs } from './pages/Labs';
+import { Cdp } from './pages/Cdp';
 
 const PAGES: { path: string; key: Key }[] = [
   { path: '/', key: 'nav_dashboard' },
@@ -17,6 +18,7 @@ const PAGES: { path: string; key: Key }[] = [
   { path: '/snapshots', key: 'nav_snapshots' },
   { path: '/schedules', key: 'nav_schedules' },
   { path: '/vms', key: 'nav_vms' },
+  { path: '/cdp', key: 'nav_cdp' },
   { path: '/labs', key: 'nav_labs' },
   { path: '/settings', key: 'nav_settings' },
 ];
@@ -151,6 +153,7 @@ function Shell({ session, onLogout }: { session: WebSession; onLogout: () => voi
         {session.permissions.includes('read') && page.path === '/snapshots' && <Snapshots />}
         {session.permissions.includes('read') && page.path === '/schedules' && <Schedules />}
         {session.permissions.includes('read') && page.path === '/vms' && <Vms />}
+        {session.permissions.includes('read') && page.path === '/cdp' && <Cdp />}
         {session.permissions.includes('read') && page.path === '/labs' && <Labs />}
         {session.permissions.includes('read') && page.path === '/settings' && <Settings />}
       </main>
