@@ -103,6 +103,21 @@ impl Replicas {
         out
     }
 
+    /// Opens or creates a journal for a protection that starts, sharing
+    /// one a reader holds open (RocksDB allows one opener per journal),
+    /// and lists it for later readers, so a request reading the journal
+    /// while the protection starts cannot lock it out.
+    pub fn open_or_create(&self, dir: &Path, vm: &str, size: u64) -> lifeboat_cdp::Result<Arc<Journal>> {
+        let mut readers = self.1.lock();
+        readers.retain(|_, w| w.strong_count() > 0);
+        if let Some(j) = readers.get(dir).and_then(Weak::upgrade) {
+            return Ok(j);
+        }
+        let j = lifeboat_cdp::open_or_create(dir, vm, size)?;
+        readers.insert(dir.to_path_buf(), Arc::downgrade(&j));
+        Ok(j)
+    }
+
     /// Stops every protection and waits (up to `wait`) until each has
     /// ended its sessions and closed its journals; returns how many ran.
     /// Blocks: call it off the async runtime.

@@ -44,7 +44,11 @@ pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, r: &Request, h: &JobHandle) -> Job
     };
     h.set_phase("copying disks into their journals");
     let opts = ReplicaOptions { disks: r.disks.to_vec(), mode, copy_timeout: r.copy_timeout };
-    let mut replica = Replica::start(&ds.root().join("cdp"), std::path::Path::new(qmp), &opts, &|m| h.log(m)).map_err(|e| cdp_err(e).context(format!("VM {}", vm.name)))?;
+    let open = |dir: &std::path::Path, vm: &str, size: u64| match r.replicas {
+        Some(reg) => reg.open_or_create(dir, vm, size),
+        None => lifeboat_cdp::open_or_create(dir, vm, size),
+    };
+    let mut replica = Replica::start(&ds.root().join("cdp"), std::path::Path::new(qmp), &opts, &open, &|m| h.log(m)).map_err(|e| cdp_err(e).context(format!("VM {}", vm.name)))?;
     let name = replica.vm().name.clone();
     let disks: Vec<String> = replica.journals().iter().map(|(d, _)| d.clone()).collect();
     let p = &h.progress;

@@ -99,10 +99,11 @@ pub async fn export(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, path: w
             Some(d) => return Err(CdpError::Invalid(format!("VM {} has no protected disk {d:?} (its disks: {})", pvm.name, disks.join(", ")))),
             None => disks,
         };
+        let live = replicas.job(&ds, &pvm.name).is_some();
         let mut out = Vec::new();
         for d in chosen {
             let j = replicas.open(&ds, &pvm.name, &d, &pvm.journal_dir(&d)?)?;
-            out.push((d.clone(), pvm.point(&d, j, t)?));
+            out.push((d.clone(), pvm.point(&d, j, t, live)?));
         }
         Ok((pvm.name.clone(), t, out))
     })

@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
 use lifeboat_cdp::capture::MirrorMode;
 use lifeboat_cdp::restore::{copy_point, image_format, CopyMode};
-use lifeboat_cdp::{open_journal, time_of, ProtectedVm, Replica, ReplicaOptions};
+use lifeboat_cdp::{open_journal, open_or_create, time_of, ProtectedVm, Replica, ReplicaOptions};
 use lifeboat_nbd::{Export, Server, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -184,7 +184,7 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             for d in pvm.disks() {
                 let j = Arc::new(open_journal(&pvm.journal_dir(&d)?, &vm)?);
-                let point = pvm.point(&d, j, t)?;
+                let point = pvm.point(&d, j, t, false)?;
                 let out = dir.join(format!("{d}.{format}"));
                 eprintln!("writing disk {d} as it was at {} to {}...", stamp(t), out.display());
                 copy_point(point, &d, &out, &format, CopyMode::Create)?;
@@ -205,7 +205,7 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
                 }
                 // Every moment is checked before any disk is touched.
                 let j = Arc::new(open_journal(&pvm.journal_dir(id)?, &vm)?);
-                plan.push((id.to_string(), PathBuf::from(path), pvm.point(id, j, t)?));
+                plan.push((id.to_string(), PathBuf::from(path), pvm.point(id, j, t, false)?));
             }
             for (id, path, point) in plan {
                 let format = image_format(&path)?;
@@ -222,7 +222,7 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
             let server = Server::new(ServerConfig::default());
             for d in pvm.disks() {
                 let j = Arc::new(open_journal(&pvm.journal_dir(&d)?, &vm)?);
-                server.add_export(Export::new(d.clone(), Arc::new(pvm.point(&d, j, t)?)).with_description(format!("{vm} disk {d} at {}", stamp(t))));
+                server.add_export(Export::new(d.clone(), Arc::new(pvm.point(&d, j, t, false)?)).with_description(format!("{vm} disk {d} at {}", stamp(t))));
             }
             let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
             listener.set_nonblocking(true)?;
@@ -255,7 +255,7 @@ fn protect(ds: &DatastoreArg, qmp: &Path, disks: &[String], mode: MirrorMode, co
     let cancel = Arc::new(AtomicBool::new(false));
     ui::install_cancel_handler(&cancel);
     let opts = ReplicaOptions { disks: disks.to_vec(), mode, copy_timeout };
-    let mut replica = Replica::start(&store.root().join("cdp"), qmp, &opts, &|m| eprintln!("{m}..."))?;
+    let mut replica = Replica::start(&store.root().join("cdp"), qmp, &opts, &open_or_create, &|m| eprintln!("{m}..."))?;
     let name = replica.vm().name.clone();
     println!(
         "protecting {name}: {} ({} mode); Ctrl-C to stop",

@@ -40,7 +40,7 @@ pub mod restore;
 pub use device::{JournalTarget, PointInTime, SyncPolicy};
 pub use journal::{Journal, JournalMeta, JournalOptions, BLOCK};
 pub use protected::{Bookmark, ProtectedVm, Session};
-pub use replica::{open_journal, Replica, ReplicaOptions};
+pub use replica::{open_journal, open_or_create, JournalOpener, Replica, ReplicaOptions};
 
 /// What can go wrong with a journal; each names the file or the request.
 #[derive(Debug, thiserror::Error)]

@@ -158,9 +158,12 @@ impl ProtectedVm {
     }
 
     /// Disk `id` as it was at `t`, read from journal `j`; refused (naming
-    /// the protected stretches) when `t` is outside every session.
-    pub fn point(&self, id: &str, j: std::sync::Arc<Journal>, t: DateTime<Utc>) -> Result<crate::PointInTime> {
-        let last = j.range().map(|r| time_of(r.1));
+    /// the protected stretches) when `t` is outside every session. With
+    /// `live` (a protection writes the journal now) the open session
+    /// reaches up to now, not just to its last write: nothing was written
+    /// since, so the disk is still as it was then.
+    pub fn point(&self, id: &str, j: std::sync::Arc<Journal>, t: DateTime<Utc>, live: bool) -> Result<crate::PointInTime> {
+        let last = if live { Some(Utc::now()) } else { j.range().map(|r| time_of(r.1)) };
         if !self.covers(id, t, last)? {
             let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
             let spans: Vec<String> = self.sessions(id)?.iter().map(|s| format!("{} .. {}", stamp(s.ready), s.ended.or(last).map(stamp).unwrap_or_else(|| "?".into()))).collect();
@@ -211,5 +214,23 @@ mod tests {
         assert!(vm.add_bookmark("after", s(9), "manual").is_err());
         let b: Vec<String> = vm.bookmarks().unwrap().into_iter().map(|b| b.name).collect();
         assert_eq!(b, ["before", "after"]);
+    }
+
+    #[test]
+    fn a_live_session_covers_up_to_now_an_ended_one_to_its_last_write() {
+        let d = tempfile::tempdir().unwrap();
+        let vm = ProtectedVm::at(d.path(), "idle").unwrap();
+        let dir = vm.journal_dir("disk0").unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let j = std::sync::Arc::new(Journal::create(&dir, 1 << 20, crate::JournalOptions::default()).unwrap());
+        let start = Utc::now() - chrono::Duration::seconds(60);
+        vm.begin_session("disk0", start).unwrap();
+        // Nothing was written: a session that is not live knows no moment
+        // after its start, a live one knows every moment up to now.
+        let now = Utc::now();
+        let err = vm.point("disk0", j.clone(), now, false).err().expect("not live: no write, no coverage").to_string();
+        assert!(err.contains("disk0"), "{err}");
+        assert!(vm.point("disk0", j.clone(), now, true).is_ok());
+        assert!(vm.point("disk0", j, start - chrono::Duration::seconds(1), true).is_err(), "before the session");
     }
 }

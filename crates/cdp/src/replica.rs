@@ -50,13 +50,30 @@ pub fn open_journal(dir: &Path, vm: &str) -> Result<Journal> {
     })
 }
 
+/// Opens or creates a disk's journal: (directory, VM name, disk size).
+pub type JournalOpener<'a> = &'a dyn Fn(&Path, &str, u64) -> Result<Arc<Journal>>;
+
+/// The journal in `dir`, or a new one for a disk of `size` bytes.
+pub fn open_or_create(dir: &Path, vm: &str, size: u64) -> Result<Arc<Journal>> {
+    if dir.join("journal.json").exists() {
+        return open_journal(dir, vm).map(Arc::new);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| crate::io_err(dir, e))?;
+    Journal::create(dir, size, JournalOptions::default()).map(Arc::new)
+}
+
 impl Replica {
     /// Connects to the VM behind `qmp`, opens (or creates) a journal per
     /// disk under `cdp_root/<vm>/`, serves them as NBD targets on a unix
     /// socket, and mirrors each disk into its target; returns once every
     /// initial copy is done and the sessions have begun. `say` hears what
     /// it is doing.
-    pub fn start(cdp_root: &Path, qmp: &Path, opts: &ReplicaOptions, say: &dyn Fn(&str)) -> Result<Replica> {
+    ///
+    /// `open` opens or creates a disk's journal (directory, VM name, disk
+    /// size): [`open_or_create`] in a process of its own; the daemon
+    /// passes one that shares a journal its readers hold open, since
+    /// RocksDB lets a journal be opened once.
+    pub fn start(cdp_root: &Path, qmp: &Path, opts: &ReplicaOptions, open: JournalOpener<'_>, say: &dyn Fn(&str)) -> Result<Replica> {
         let mut capture = Capture::connect(qmp)?;
         let name = capture.vm_name()?;
         if name.is_empty() {
@@ -83,23 +100,16 @@ impl Replica {
         let mut journals = Vec::new();
         for d in &disks {
             let dir = pvm.journal_dir(&d.device)?;
-            let j = if dir.join("journal.json").exists() {
-                let j = open_journal(&dir, &name)?;
-                if j.size() != d.size {
-                    return Err(CdpError::Invalid(format!(
-                        "disk {} of {name} is {} bytes, its journal {} bytes: it was resized; move {} away to protect it anew",
-                        d.device,
-                        d.size,
-                        j.size(),
-                        dir.display()
-                    )));
-                }
-                j
-            } else {
-                std::fs::create_dir_all(&dir).map_err(|e| crate::io_err(&dir, e))?;
-                Journal::create(&dir, d.size, JournalOptions::default())?
-            };
-            let j = Arc::new(j);
+            let j = open(&dir, &name, d.size)?;
+            if j.size() != d.size {
+                return Err(CdpError::Invalid(format!(
+                    "disk {} of {name} is {} bytes, its journal {} bytes: it was resized; move {} away to protect it anew",
+                    d.device,
+                    d.size,
+                    j.size(),
+                    dir.display()
+                )));
+            }
             server.add_export(Export::new(d.device.clone(), Arc::new(JournalTarget::new(j.clone(), policy))));
             journals.push((d.device.clone(), j));
         }
