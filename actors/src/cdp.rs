@@ -7,7 +7,9 @@
 //! shutdown the daemon stops every protection so its sessions end
 //! cleanly.
 
-use lifeboat_api_types::CdpVmInfo;
+use crate::events::Publish;
+use actix::Recipient;
+use lifeboat_api_types::{CdpBookmark, CdpVmInfo, Event};
 use lifeboat_cdp::{open_journal, Journal, ProtectedVm};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +27,7 @@ struct LiveReplica {
 /// The protections in progress, by (datastore, VM), shared by their jobs
 /// and the API; and the journals readers hold open (exports of a moment).
 #[derive(Clone, Default)]
-pub struct Replicas(Arc<Mutex<BTreeMap<(String, String), LiveReplica>>>, Arc<Mutex<HashMap<PathBuf, Weak<Journal>>>>);
+pub struct Replicas(Arc<Mutex<BTreeMap<(String, String), LiveReplica>>>, Arc<Mutex<HashMap<PathBuf, Weak<Journal>>>>, Arc<Mutex<Option<Recipient<Publish>>>>);
 
 /// A protection's place in [`Replicas`]; dropping it takes it off.
 pub struct ReplicaGuard {
@@ -40,6 +42,19 @@ impl Drop for ReplicaGuard {
 }
 
 impl Replicas {
+    /// Where bookmarks are announced (the daemon's event stream).
+    pub fn with_events(self, events: Recipient<Publish>) -> Self {
+        *self.2.lock() = Some(events);
+        self
+    }
+
+    /// Announces a bookmark of `vm` on the event stream.
+    pub fn bookmarked(&self, datastore: &str, vm: &str, bookmark: &CdpBookmark) {
+        if let Some(ev) = self.2.lock().as_ref() {
+            ev.do_send(Publish(Event::CdpBookmark { datastore: datastore.to_string(), vm: vm.to_string(), bookmark: bookmark.clone() }));
+        }
+    }
+
     /// Lists the protection of `vm` in `datastore` by `job` until the
     /// guard is dropped; `cancel` is the job's flag, set at shutdown.
     pub fn register(&self, datastore: &str, vm: &str, job: &str, journals: Vec<(String, Arc<Journal>)>, cancel: Arc<AtomicBool>) -> ReplicaGuard {

@@ -289,9 +289,17 @@ impl Handler<Execute> for DatastoreActor {
                         let r = work::vm_restore_files::Request { snapshot, paths, target, disk: disk.as_deref(), partition: partition.as_deref() };
                         work::vm_restore_files::run(&ds, &r, &msg.confine, msg.grant, h)
                     }
-                    JobSpec::CdpProtect { disks, mode, .. } => match &msg.vm {
+                    JobSpec::CdpProtect { disks, mode, bookmarks, .. } => match &msg.vm {
                         Some((vm, _busy)) => {
-                            let r = work::cdp_protect::Request { job: &msg.job, datastore: &name, disks, mode, copy_timeout: std::time::Duration::from_secs(3600), replicas: msg.replicas.as_ref() };
+                            let r = work::cdp_protect::Request {
+                                job: &msg.job,
+                                datastore: &name,
+                                disks,
+                                mode,
+                                copy_timeout: std::time::Duration::from_secs(3600),
+                                replicas: msg.replicas.as_ref(),
+                                bookmarks,
+                            };
                             work::cdp_protect::run(&ds, vm, &r, h)
                         }
                         None => Err(JobFailure::Failed("internal error: a CDP protection without its VM".into())),

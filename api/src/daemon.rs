@@ -148,7 +148,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Started)) -> Result<()> 
     let lab_runs = lab_actor.runs();
     let lab = lab_actor.start();
     let labs = Arc::new(lifeboat_state::LabStore::open(&state_dir)?);
-    let replicas = lifeboat_actors::cdp::Replicas::default();
+    let replicas = lifeboat_actors::cdp::Replicas::default().with_events(events.clone().recipient());
     let jobs = JobsActor::new(job_store, config.job_history, datastores.clone(), events.clone(), confine.clone())?
         .with_guests(guests)
         .with_labs(labs.clone())

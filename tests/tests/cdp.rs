@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -327,13 +328,59 @@ fn the_daemon_protects_a_registered_vm_as_a_job() {
         d.admin_ok("DELETE", &format!("/api/exports/{}", e["id"].as_str().unwrap()), None);
     }
 
-    // Protected again (async), then the daemon stops: the session ends with it.
-    let job2 = start("async");
+    // A policy that cannot work is refused before anything starts.
+    for (bad, why) in [
+        (json!({ "every_seconds": 0 }), "at least 1"),
+        (json!({ "log_file": t.path().join("app.log"), "log_regex": "(" }), "log_regex"),
+        (json!({ "consistent": true }), "every_seconds"),
+        (json!({ "log_file": "/etc/shadow", "log_regex": "root" }), "/etc"),
+    ] {
+        let r = d.call("POST", "/api/jobs", Some(&d.admin), Some(&json!({ "kind": "cdp-protect", "datastore": "default", "vm": "dvm", "bookmarks": bad })));
+        assert_eq!(r.status / 100, 4, "{bad}: {r:?}");
+        assert!(r.json()["message"].as_str().unwrap_or("").contains(why), "{bad}: {r:?}");
+    }
+
+    // Protected again (async) with bookmarks of its own: every second, and
+    // one per matching line of a watched log. Asked to be
+    // application-consistent, but this VM has no guest agent: the points
+    // are still made, and say why they are only crash-consistent.
+    let events = common::daemon::EventTap::start(&d);
+    let app_log = t.path().join("app.log");
+    std::fs::write(&app_log, "checkpoint complete (before the protection)\n").unwrap();
+    let r = d.call(
+        "POST",
+        "/api/jobs",
+        Some(&d.admin),
+        Some(&json!({ "kind": "cdp-protect", "datastore": "default", "vm": "dvm", "mode": "async",
+            "bookmarks": { "every_seconds": 1, "log_file": app_log, "log_regex": "checkpoint (complete|done)", "consistent": true } })),
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    let job2 = r.json()["id"].as_str().unwrap().to_string();
     assert!(protecting(&job2), "the second protection never became ready");
+    std::fs::OpenOptions::new().append(true).open(&app_log).unwrap().write_all(b"noise\ncheckpoint done lsn=77\n").unwrap();
+    let ev = events.wait_for("a log bookmark", |e| e["type"] == "cdp-bookmark" && e["bookmark"]["kind"] == "log");
+    assert_eq!(ev["vm"], "cdp-dvm", "{ev}");
+    assert!(ev["bookmark"]["detail"].as_str().unwrap().starts_with("checkpoint done lsn=77 (not application-consistent"), "{ev}");
+    events.wait_for("a periodic bookmark", |e| e["type"] == "cdp-bookmark" && e["bookmark"]["kind"] == "every");
+    let info = d.admin_ok("GET", "/api/datastores/default/cdp/cdp-dvm", None);
+    let marks = info["bookmarks"].as_array().unwrap();
+    let log_marks: Vec<_> = marks.iter().filter(|b| b["kind"] == "log").collect();
+    assert_eq!(log_marks.len(), 1, "only the line appended during the protection: {info}");
+    let every = marks.iter().find(|b| b["kind"] == "every").expect("a periodic bookmark");
+    assert!(every.get("consistent").is_none(), "no agent, no freeze: {every}");
+    assert!(every["detail"].as_str().unwrap().contains("not application-consistent") && every["detail"].as_str().unwrap().contains("agent"), "{every}");
+    assert_eq!(info["disks"][0]["sessions"][1]["mode"], "async", "{info}");
+    assert_eq!(info["disks"][0]["sessions"][0]["mode"], "sync", "{info}");
+    // A policy bookmark names a moment like any other.
+    let u = export(every["name"].as_str().unwrap());
+    let (ok, out) = qemu_io_read(&u, &["read -P 0x44 12M 4k"]);
+    assert!(ok, "the periodic bookmark: {out}");
     let log = d.stop().stderr;
     assert!(log.contains("stopped 1 CDP protection(s)"), "{log}");
     let sessions: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("datastores/default/cdp/cdp-dvm/disks/disk0/sessions.json")).unwrap()).unwrap();
     assert_eq!(sessions.as_array().unwrap().len(), 2, "{sessions}");
+    let text = lb(args!["cdp", "points", "--datastore", state.join("datastores/default"), "cdp-dvm"]).stdout;
+    assert!(text.contains("(log): checkpoint done lsn=77") && text.contains("(async)"), "{text}");
     assert!(sessions[1]["ended"].is_string(), "{sessions}");
     // The CLI reads the journal the daemon left: the end of the second
     // session has everything (its initial copy brought 0x44, written

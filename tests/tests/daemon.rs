@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::daemon::{curl, Daemon};
+use common::daemon::{curl, Daemon, EventTap};
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -158,49 +157,6 @@ fn openapi_document_matches_docs() {
     let a: Value = serde_json::from_str(&committed).unwrap();
     let b: Value = served.json();
     assert!(a == b, "docs/openapi.json is out of date: rerun this test with UPDATE_OPENAPI=1 and commit the file");
-}
-
-/// Reads the event stream in the background (curl -N), collecting events.
-struct EventTap {
-    child: std::process::Child,
-    events: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
-}
-
-impl EventTap {
-    fn start(d: &Daemon) -> EventTap {
-        let mut child =
-            std::process::Command::new("curl").args(["-sN", "-H", &format!("Authorization: Bearer {}", d.admin), &format!("{}/api/events", d.http)]).stdout(Stdio::piped()).spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let e2 = events.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(data) = line.strip_prefix("data: ") {
-                    e2.lock().unwrap().push(serde_json::from_str(data).unwrap());
-                }
-            }
-        });
-        std::thread::sleep(Duration::from_millis(500));
-        EventTap { child, events }
-    }
-
-    fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(v) = self.events.lock().unwrap().iter().find(|e| f(e)) {
-                return v.clone();
-            }
-            assert!(Instant::now() < end, "no event {what}; got {:?}", self.events.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for EventTap {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_job(d: &Daemon, spec: Value) -> String {

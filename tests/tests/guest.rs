@@ -358,6 +358,35 @@ fn debian_guest_boots_to_qemu_guest_agent() {
     assert!(out.contains(&want), "the first {MIB} MiB the guest read over NFS differ from the restored disk (sha256 {want}): {out}");
     drop(export);
 
+    // CDP with application-consistent bookmarks: `cdp protect` freezes
+    // the guest's file systems through qemu-ga for each periodic
+    // bookmark (the mirrors caught up meanwhile) and thaws them.
+    drop(qga);
+    let mut c = lb_cmd();
+    c.args(["cdp", "protect", "--datastore"]).arg(&ds.path).arg("--qmp").arg(run.join("lb-qmp.sock"));
+    c.arg("--agent").arg(vm.sock("qga.sock")).args(["--consistent", "--bookmark-every", "2", "--mode", "async"]);
+    let mut protect = ChildGuard::spawn(c);
+    let consistent_mark = || -> Option<Value> {
+        let dir = std::fs::read_dir(ds.path.join("cdp")).ok()?;
+        dir.flatten().find_map(|vm| {
+            let b: Value = serde_json::from_slice(&std::fs::read(vm.path().join("bookmarks.json")).ok()?).ok()?;
+            b.as_array()?.iter().find(|b| b["consistent"] == true).cloned()
+        })
+    };
+    assert!(wait_until(Duration::from_secs(600), || consistent_mark().is_some()), "no application-consistent CDP bookmark within 600 s");
+    protect.signal(libc::SIGTERM);
+    let o = protect.wait();
+    o.expect_ok();
+    assert!(o.stdout.contains("(application-consistent)"), "{o}");
+    assert_eq!(consistent_mark().unwrap()["kind"], "every");
+    let mut qga = Lines::connect(&vm.sock("qga.sock"), Duration::from_secs(30));
+    qga.send(&json!({"execute": "guest-sync-delimited", "arguments": {"id": 4343}}).to_string());
+    assert!(wait_until(Duration::from_secs(30), || qga.line(Duration::from_secs(5)).is_some_and(|l| l.contains("4343"))), "qemu-guest-agent does not answer after CDP");
+    qga.send(&json!({"execute": "guest-fsfreeze-status"}).to_string());
+    let st = qga.line(Duration::from_secs(30)).unwrap_or_default();
+    assert!(st.contains("thawed"), "CDP left the guest frozen: {st}");
+    assert_heartbeats(&mut hb, 2, Duration::from_secs(60));
+
     // guest-shutdown sends no answer on success.
     qga.send(r#"{"execute":"guest-shutdown"}"#);
     let t = Instant::now();

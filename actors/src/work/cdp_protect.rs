@@ -4,9 +4,9 @@
 
 use super::{err, JobFailure, JobHandle, JobOutput, JobResult};
 use crate::cdp::Replicas;
-use lifeboat_api_types::VmSource;
+use lifeboat_api_types::{CdpBookmarkPolicy, VmSource};
 use lifeboat_cdp::capture::MirrorMode;
-use lifeboat_cdp::{time_of, CdpError, Replica, ReplicaOptions};
+use lifeboat_cdp::{time_of, BookmarkClock, CdpError, Replica, ReplicaOptions};
 use lifeboat_state::VmEntry;
 use lifeboat_store::Datastore;
 use std::sync::atomic::Ordering;
@@ -27,6 +27,8 @@ pub struct Request<'a> {
     pub copy_timeout: Duration,
     /// The daemon's live protections, where this one lists itself.
     pub replicas: Option<&'a Replicas>,
+    /// The bookmarks it makes by itself.
+    pub bookmarks: &'a CdpBookmarkPolicy,
 }
 
 fn cdp_err(e: CdpError) -> JobFailure {
@@ -38,8 +40,9 @@ fn cdp_err(e: CdpError) -> JobFailure {
 
 pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, r: &Request, h: &JobHandle) -> JobResult {
     let mode: MirrorMode = r.mode.parse().map_err(JobFailure::Invalid)?;
-    let qmp = match &vm.source {
-        VmSource::Qmp { qmp, .. } => qmp,
+    let mut clock = BookmarkClock::new(r.bookmarks, chrono::Utc::now()).map_err(cdp_err)?;
+    let (qmp, agent) = match &vm.source {
+        VmSource::Qmp { qmp, agent } => (qmp, agent.as_deref().map(std::path::Path::new)),
         VmSource::Libvirt { .. } => return Err(JobFailure::Invalid(format!("VM {}: CDP protects VMs registered by their QMP socket; libvirt domains are not supported yet", vm.name))),
     };
     h.set_phase("copying disks into their journals");
@@ -62,6 +65,14 @@ pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, r: &Request, h: &JobHandle) -> Job
     while !p.cancelled() {
         std::thread::sleep(Duration::from_millis(200));
         ticks += 1;
+        if !clock.is_idle() && ticks.is_multiple_of(5) {
+            for b in replica.tick(&mut clock, agent, &|m| h.log(m)) {
+                h.log(&format!("bookmark {} ({}{})", b.name, b.kind, if b.consistent { ", application-consistent" } else { "" }));
+                if let Some(reg) = r.replicas {
+                    reg.bookmarked(r.datastore, &name, &b);
+                }
+            }
+        }
         if ticks.is_multiple_of(10) {
             if let Err(e) = replica.check() {
                 failed = Some(e);

@@ -74,7 +74,8 @@ pub async fn bookmark(_auth: Auth<perm::Operate>, st: web::Data<ApiState>, path:
     let (name, vm) = path.into_inner();
     let (_, pvm) = protected(&st, &name, &vm).await?;
     let b = body.into_inner();
-    let made = blocking(move || pvm.add_bookmark(&b.name, b.at.unwrap_or_else(chrono::Utc::now), "manual")).await.map_err(ApiErr::Internal)?.map_err(cdp_err)?;
+    let made = blocking(move || pvm.add_bookmark(&b.name, b.at.unwrap_or_else(chrono::Utc::now))).await.map_err(ApiErr::Internal)?.map_err(cdp_err)?;
+    st.replicas.bookmarked(&name, &vm, &made);
     Ok(HttpResponse::Created().json(made))
 }
 

@@ -67,6 +67,13 @@ pub fn validate(st: &ApiState, spec: &JobSpec, grant: Grant) -> Result<(), ApiEr
             paths.iter().try_for_each(|p| check(p, PathUse::BackupSource))
         }
         JobSpec::Restore { target, .. } | JobSpec::VmRestore { target, .. } | JobSpec::VmMigrateBack { target, .. } | JobSpec::VmRestoreFiles { target, .. } => check(target, PathUse::RestoreTarget),
+        JobSpec::CdpProtect { mode, bookmarks, .. } => {
+            mode.parse::<lifeboat_cdp::capture::MirrorMode>().map_err(ApiErr::BadRequest)?;
+            lifeboat_cdp::check_policy(bookmarks).map_err(|e| ApiErr::BadRequest(e.to_string()))?;
+            // The daemon reads the watched log: only a file a backup of
+            // this caller could read.
+            bookmarks.log_file.as_deref().map_or(Ok(()), |f| check(f, PathUse::BackupSource))
+        }
         JobSpec::VmInstantRestore { net, .. } => net.parse::<lifeboat_qemu::NetMode>().map(|_| ()).map_err(ApiErr::BadRequest),
         JobSpec::LabVerify { lab: Some(name), vms, .. } if vms.is_empty() => match st.labs.get(name) {
             Some(_) => Ok(()),

@@ -8,9 +8,10 @@ use crate::{ui, DatastoreArg};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
+use lifeboat_api_types::CdpBookmarkPolicy;
 use lifeboat_cdp::capture::MirrorMode;
 use lifeboat_cdp::restore::{copy_point, image_format, CopyMode};
-use lifeboat_cdp::{open_journal, open_or_create, time_of, ProtectedVm, Replica, ReplicaOptions};
+use lifeboat_cdp::{open_journal, open_or_create, time_of, BookmarkClock, ProtectedVm, Replica, ReplicaOptions};
 use lifeboat_nbd::{Export, Server, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,8 @@ pub enum CdpCmd {
         /// Seconds the initial copy of each disk may take
         #[arg(long, default_value_t = 3600)]
         copy_timeout: u64,
+        #[command(flatten)]
+        bookmarks: BookmarkArgs,
     },
     /// A protected VM's disks: the journal's time range, the protection
     /// sessions (where every moment is known) and the bookmarks
@@ -109,6 +112,43 @@ pub enum CdpCmd {
     },
 }
 
+/// The bookmarks `cdp protect` makes by itself.
+#[derive(clap::Args)]
+pub struct BookmarkArgs {
+    /// Bookmark every N seconds
+    #[arg(long, value_name = "SECS")]
+    bookmark_every: Option<u64>,
+    /// Bookmark each day at HH:MM, UTC (repeat for several)
+    #[arg(long, value_name = "HH:MM")]
+    bookmark_daily: Vec<String>,
+    /// Watch this log file: a bookmark for each line appended to it that
+    /// matches --bookmark-regex (e.g. a database's checkpoint line)
+    #[arg(long, value_name = "FILE", requires = "bookmark_regex")]
+    bookmark_log: Option<PathBuf>,
+    /// The regular expression for --bookmark-log's lines
+    #[arg(long, value_name = "REGEX", requires = "bookmark_log")]
+    bookmark_regex: Option<String>,
+    /// Freeze the guest's file systems through its agent for each of
+    /// these bookmarks (application-consistent points); needs --agent
+    #[arg(long, requires = "agent")]
+    consistent: bool,
+    /// The guest agent's (qemu-ga) socket of the VM
+    #[arg(long, value_name = "SOCK")]
+    agent: Option<PathBuf>,
+}
+
+impl BookmarkArgs {
+    fn policy(&self) -> CdpBookmarkPolicy {
+        CdpBookmarkPolicy {
+            every_seconds: self.bookmark_every,
+            daily: self.bookmark_daily.clone(),
+            log_file: self.bookmark_log.as_ref().map(|p| p.display().to_string()),
+            log_regex: self.bookmark_regex.clone(),
+            consistent: self.consistent,
+        }
+    }
+}
+
 fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
@@ -133,7 +173,7 @@ fn protected_vm(store: &lifeboat_store::Datastore, ds: &DatastoreArg, vm: &str) 
 
 pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
     match cmd {
-        CdpCmd::Protect { ds, qmp, disks, mode, copy_timeout } => protect(&ds, &qmp, &disks, mode, Duration::from_secs(copy_timeout)),
+        CdpCmd::Protect { ds, qmp, disks, mode, copy_timeout, bookmarks } => protect(&ds, &qmp, &disks, mode, Duration::from_secs(copy_timeout), &bookmarks),
         CdpCmd::Points { ds, vm, json } => {
             let store = open_datastore(&ds)?;
             let pvm = ProtectedVm::at(&store.root().join("cdp"), &vm)?;
@@ -158,11 +198,14 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
                     println!("    {n}");
                 }
                 for s in &d.sessions {
-                    println!("    protected from {} to {}", stamp(s.ready), s.ended.map(stamp).unwrap_or_else(|| "(running, or killed: up to the last write)".into()));
+                    let mode = s.mode.as_deref().map(|m| format!(" ({m})")).unwrap_or_default();
+                    println!("    protected from {} to {}{mode}", stamp(s.ready), s.ended.map(stamp).unwrap_or_else(|| "(running, or killed: up to the last write)".into()));
                 }
             }
             for b in &info.bookmarks {
-                println!("  bookmark {} at {} ({})", b.name, stamp(b.time), b.kind);
+                let consistent = if b.consistent { ", application-consistent" } else { "" };
+                let detail = b.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+                println!("  bookmark {} at {} ({}{consistent}){detail}", b.name, stamp(b.time), b.kind);
             }
             Ok(0)
         }
@@ -170,7 +213,7 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
             let store = open_datastore(&ds)?;
             let pvm = ProtectedVm::at(&store.root().join("cdp"), &vm)?;
             let t = at.as_deref().map(parse_time).transpose()?.unwrap_or_else(Utc::now);
-            let b = pvm.add_bookmark(&name, t, "manual")?;
+            let b = pvm.add_bookmark(&name, t)?;
             println!("bookmark {} of {vm} at {}", b.name, stamp(b.time));
             Ok(0)
         }
@@ -250,7 +293,9 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
     }
 }
 
-fn protect(ds: &DatastoreArg, qmp: &Path, disks: &[String], mode: MirrorMode, copy_timeout: Duration) -> anyhow::Result<u8> {
+fn protect(ds: &DatastoreArg, qmp: &Path, disks: &[String], mode: MirrorMode, copy_timeout: Duration, bookmarks: &BookmarkArgs) -> anyhow::Result<u8> {
+    // A policy that cannot work is refused before the VM is touched.
+    let mut clock = BookmarkClock::new(&bookmarks.policy(), Utc::now())?;
     let store = open_datastore(ds)?;
     let cancel = Arc::new(AtomicBool::new(false));
     ui::install_cancel_handler(&cancel);
@@ -267,6 +312,11 @@ fn protect(ds: &DatastoreArg, qmp: &Path, disks: &[String], mode: MirrorMode, co
     while !cancel.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         ticks += 1;
+        if !clock.is_idle() && ticks.is_multiple_of(5) {
+            for b in replica.tick(&mut clock, bookmarks.agent.as_deref(), &|m| eprintln!("{m}")) {
+                println!("bookmark {} at {}{}", b.name, stamp(b.time), if b.consistent { " (application-consistent)" } else { "" });
+            }
+        }
         if ticks.is_multiple_of(10) {
             if let Err(e) = replica.check() {
                 failed = Some(e);

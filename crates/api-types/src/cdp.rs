@@ -16,6 +16,9 @@ pub struct CdpSession {
     /// was killed (then the journal's last write bounds it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<DateTime<Utc>>,
+    /// `sync` or `async` (absent in sessions recorded before the mode was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// A named moment on a protected VM's time axis.
@@ -25,8 +28,52 @@ pub struct CdpBookmark {
     pub name: String,
     /// The moment (RFC 3339, UTC, to the nanosecond).
     pub time: DateTime<Utc>,
-    /// How it was made: `manual` (CLI, API, web console).
+    /// How it was made: `manual` (CLI, API, web console), `every` (a
+    /// protection's periodic bookmark), `daily`, or `log` (a line of a
+    /// watched log matched).
     pub kind: String,
+    /// The guest's file systems were frozen through its agent (qemu-ga)
+    /// at this moment: application-consistent, not just crash-consistent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub consistent: bool,
+    /// What made it, for people: the matched log text, or why a point
+    /// asked to be application-consistent is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// When a protection names moments by itself (bookmarks of kinds
+/// `every`, `daily` and `log`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CdpBookmarkPolicy {
+    /// A bookmark every this many seconds (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_seconds: Option<u64>,
+    /// A bookmark each day at these times, `HH:MM` in UTC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub daily: Vec<String>,
+    /// A log file on the appliance to watch (inside the backup roots):
+    /// each line appended while the protection runs that matches
+    /// `log_regex` makes a bookmark, e.g. a database's checkpoint line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<String>,
+    /// The regular expression (Rust `regex` syntax) for `log_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_regex: Option<String>,
+    /// Make these bookmarks application-consistent: freeze the guest's
+    /// file systems through its agent (the VM's registered `agent`
+    /// socket) at the moment, thaw right after. A point that cannot be
+    /// frozen is still bookmarked, with `consistent` false and the reason
+    /// in `detail`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub consistent: bool,
+}
+
+impl CdpBookmarkPolicy {
+    /// Whether it makes no bookmarks at all.
+    pub fn is_empty(&self) -> bool {
+        self.every_seconds.is_none() && self.daily.is_empty() && self.log_file.is_none()
+    }
 }
 
 /// One protected disk of a VM.

@@ -14,7 +14,7 @@ mod cdp;
 mod health;
 mod smtp;
 mod vm;
-pub use cdp::{CdpBookmark, CdpBookmarkCreate, CdpDiskInfo, CdpExportCreate, CdpSession, CdpVmInfo};
+pub use cdp::{CdpBookmark, CdpBookmarkCreate, CdpBookmarkPolicy, CdpDiskInfo, CdpExportCreate, CdpSession, CdpVmInfo};
 pub use health::{DatastoreSpace, DatastoreUsageSample, DiskIo, HealthReport, HealthSample, LoadAverages, Memory};
 pub use smtp::{SmtpSecurity, SmtpSettings, PASSWORD_MASK};
 pub use vm::{ExportCreate, ExportInfo, ExportProtocol, InstantVmInfo, VmDiskInfo, VmInfo, VmRegister, VmSource, VmStatus};
@@ -759,6 +759,10 @@ pub enum JobSpec {
         /// follow behind).
         #[serde(default = "default_cdp_mode")]
         mode: String,
+        /// Bookmarks the protection makes by itself (periodic, daily,
+        /// from a log), optionally application-consistent.
+        #[serde(default, skip_serializing_if = "CdpBookmarkPolicy::is_empty")]
+        bookmarks: CdpBookmarkPolicy,
     },
 }
 
@@ -1138,6 +1142,16 @@ pub enum Event {
         schedule: String,
         /// The id of its previous run's job, still running.
         running_job: String,
+    },
+    /// A moment of a protected VM was bookmarked (by hand or by the
+    /// protection's policy).
+    CdpBookmark {
+        /// The datastore holding the VM's journals.
+        datastore: String,
+        /// The VM's name.
+        vm: String,
+        /// The bookmark.
+        bookmark: CdpBookmark,
     },
     /// Anything else an admin should see in the audit trail.
     Notice {

@@ -35,6 +35,15 @@ impl std::str::FromStr for MirrorMode {
     }
 }
 
+impl std::fmt::Display for MirrorMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MirrorMode::Sync => "sync",
+            MirrorMode::Async => "async",
+        })
+    }
+}
+
 /// What went wrong starting or stopping a capture.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -150,6 +159,28 @@ impl Capture {
             }
         }
         Ok(())
+    }
+
+    /// Waits until every mirror has copied all it knows dirty (QEMU's
+    /// `offset` caught up with `len`): with the guest frozen, the
+    /// journals then hold every write made before the freeze, in async
+    /// mode too. Fails after `timeout` naming the disk still behind.
+    pub fn wait_synced(&mut self, timeout: Duration) -> Result<(), CaptureError> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let jobs = self.qmp.execute("query-block-jobs", json!({}))?;
+            let behind = self
+                .mirrors
+                .iter()
+                .find(|m| jobs.as_array().and_then(|a| a.iter().find(|j| j["device"] == m.job.as_str())).is_none_or(|j| j["offset"].as_u64() != j["len"].as_u64() || j["busy"] == true));
+            match behind {
+                None => return Ok(()),
+                Some(m) if std::time::Instant::now() > end => {
+                    return Err(CaptureError::Mirror { disk: m.disk.device.clone(), reason: format!("its mirror did not catch up within {} s", timeout.as_secs()) })
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 
     /// The VM's monitor, which this capture holds: for bookmarks, freezes

@@ -32,6 +32,7 @@ pub mod capture;
 mod device;
 mod index;
 mod journal;
+pub mod policy;
 mod protected;
 mod record;
 mod replica;
@@ -39,6 +40,7 @@ pub mod restore;
 
 pub use device::{JournalTarget, PointInTime, SyncPolicy};
 pub use journal::{Journal, JournalMeta, JournalOptions, BLOCK};
+pub use policy::{check_policy, BookmarkClock};
 pub use protected::{Bookmark, ProtectedVm, Session};
 pub use replica::{open_journal, open_or_create, JournalOpener, Replica, ReplicaOptions};
 

@@ -88,10 +88,10 @@ impl ProtectedVm {
 
     /// Records that disk `id`'s initial copy completed at `ready`; returns
     /// the session's number for [`ProtectedVm::end_session`].
-    pub fn begin_session(&self, id: &str, ready: DateTime<Utc>) -> Result<usize> {
+    pub fn begin_session(&self, id: &str, ready: DateTime<Utc>, mode: &str) -> Result<usize> {
         let p = self.sessions_path(id)?;
         let mut s: Vec<Session> = read_json(&p)?;
-        s.push(Session { ready, ended: None });
+        s.push(Session { ready, ended: None, mode: Some(mode.to_string()) });
         write_json(&p, &s)?;
         Ok(s.len() - 1)
     }
@@ -111,18 +111,27 @@ impl ProtectedVm {
         read_json(&self.dir.join("bookmarks.json"))
     }
 
-    /// Adds a bookmark; a name used already is refused.
-    pub fn add_bookmark(&self, name: &str, time: DateTime<Utc>, kind: &str) -> Result<Bookmark> {
-        check_name("bookmark", name)?;
+    /// Adds a manual bookmark; a name used already is refused.
+    pub fn add_bookmark(&self, name: &str, time: DateTime<Utc>) -> Result<Bookmark> {
+        self.record_bookmark(Bookmark { name: name.to_string(), time, kind: "manual".into(), consistent: false, detail: None })
+    }
+
+    /// Adds bookmark `new`; a name used already is refused. Writers in
+    /// other processes (the CLI beside the daemon's protection) take turns
+    /// through a lock on the file, so none is lost.
+    pub fn record_bookmark(&self, new: Bookmark) -> Result<Bookmark> {
+        check_name("bookmark", &new.name)?;
         if !self.exists() {
             return Err(CdpError::Invalid(format!("VM {} is not protected here: start `lifeboat cdp protect` first", self.name)));
         }
+        let lock_path = self.dir.join("bookmarks.lock");
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| io_err(&lock_path, e))?;
+        lock.lock().map_err(|e| io_err(&lock_path, e))?;
         let p = self.dir.join("bookmarks.json");
         let mut b: Vec<Bookmark> = read_json(&p)?;
-        if b.iter().any(|x| x.name == name) {
-            return Err(CdpError::Invalid(format!("VM {} has a bookmark {name:?} already", self.name)));
+        if b.iter().any(|x| x.name == new.name) {
+            return Err(CdpError::Invalid(format!("VM {} has a bookmark {:?} already", self.name, new.name)));
         }
-        let new = Bookmark { name: name.to_string(), time, kind: kind.to_string() };
         b.push(new.clone());
         b.sort_by_key(|x| x.time);
         write_json(&p, &b)?;
@@ -194,13 +203,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let vm = ProtectedVm::at(d.path(), "web-1").unwrap();
         assert!(ProtectedVm::at(d.path(), "../x").is_err());
-        assert!(vm.add_bookmark("b", Utc::now(), "manual").is_err(), "not protected yet");
+        assert!(vm.add_bookmark("b", Utc::now()).is_err(), "not protected yet");
         let t0 = Utc::now();
         let s = |secs: i64| t0 + chrono::Duration::seconds(secs);
         std::fs::create_dir_all(vm.journal_dir("disk0").unwrap()).unwrap();
-        let n = vm.begin_session("disk0", s(0)).unwrap();
+        let n = vm.begin_session("disk0", s(0), "sync").unwrap();
         vm.end_session("disk0", n, s(10)).unwrap();
-        let n2 = vm.begin_session("disk0", s(20)).unwrap();
+        let n2 = vm.begin_session("disk0", s(20), "sync").unwrap();
         assert_eq!(n2, 1);
         assert_eq!(ProtectedVm::list(d.path()), ["web-1"]);
         assert_eq!(vm.disks(), ["disk0"]);
@@ -209,9 +218,9 @@ mod tests {
         assert!(vm.covers("disk0", s(25), Some(s(30))).unwrap(), "a running session, up to the last write");
         assert!(!vm.covers("disk0", s(35), Some(s(30))).unwrap());
         assert!(!vm.covers("disk0", s(-1), None).unwrap());
-        vm.add_bookmark("after", s(8), "manual").unwrap();
-        vm.add_bookmark("before", s(2), "manual").unwrap();
-        assert!(vm.add_bookmark("after", s(9), "manual").is_err());
+        vm.add_bookmark("after", s(8)).unwrap();
+        vm.add_bookmark("before", s(2)).unwrap();
+        assert!(vm.add_bookmark("after", s(9)).is_err());
         let b: Vec<String> = vm.bookmarks().unwrap().into_iter().map(|b| b.name).collect();
         assert_eq!(b, ["before", "after"]);
     }
@@ -224,7 +233,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let j = std::sync::Arc::new(Journal::create(&dir, 1 << 20, crate::JournalOptions::default()).unwrap());
         let start = Utc::now() - chrono::Duration::seconds(60);
-        vm.begin_session("disk0", start).unwrap();
+        vm.begin_session("disk0", start, "async").unwrap();
         // Nothing was written: a session that is not live knows no moment
         // after its start, a live one knows every moment up to now.
         let now = Utc::now();

@@ -3,7 +3,8 @@
 //! `cdp-protect` job are both this, so they cannot drift apart.
 
 use crate::capture::{Capture, MirrorMode};
-use crate::{CdpError, Journal, JournalOptions, JournalTarget, ProtectedVm, Result, SyncPolicy};
+use crate::policy::BookmarkClock;
+use crate::{Bookmark, CdpError, Journal, JournalOptions, JournalTarget, ProtectedVm, Result, SyncPolicy};
 use chrono::Utc;
 use lifeboat_nbd::{Export, Server, ServerConfig};
 use std::path::Path;
@@ -119,7 +120,8 @@ impl Replica {
         let ids: Vec<String> = me.journals.iter().map(|(id, _)| id.clone()).collect();
         for id in ids {
             say(&format!("copying disk {id} of {name} into its journal"));
-            let added = me.capture.add(Some(&id), &sock, &id, opts.mode, opts.copy_timeout).map(|_| ()).map_err(CdpError::from).and_then(|_| me.pvm.begin_session(&id, Utc::now()));
+            let added =
+                me.capture.add(Some(&id), &sock, &id, opts.mode, opts.copy_timeout).map(|_| ()).map_err(CdpError::from).and_then(|_| me.pvm.begin_session(&id, Utc::now(), &opts.mode.to_string()));
             match added {
                 Ok(n) => me.sessions.push((id, n)),
                 Err(e) => {
@@ -145,6 +147,71 @@ impl Replica {
     /// The journals being written, by disk id.
     pub fn journals(&self) -> &[(String, Arc<Journal>)] {
         &self.journals
+    }
+
+    /// Takes the bookmarks `clock` says are due. With `clock.consistent`
+    /// each is taken with the guest's file systems frozen through its
+    /// agent at `agent`; when that fails the bookmark is still made
+    /// (crash-consistent) and its detail says why, and `say` hears it.
+    /// Returns the bookmarks made.
+    pub fn tick(&mut self, clock: &mut BookmarkClock, agent: Option<&Path>, say: &dyn Fn(&str)) -> Vec<Bookmark> {
+        let due = match clock.due(Utc::now()) {
+            Ok(d) => d,
+            Err(e) => {
+                say(&format!("bookmark policy: {e}"));
+                return Vec::new();
+            }
+        };
+        let mut made = Vec::new();
+        for d in due {
+            match self.take_bookmark(&d.name, d.kind, d.detail, clock.consistent, agent) {
+                Ok(b) => {
+                    if clock.consistent && !b.consistent {
+                        say(&format!("bookmark {} is only crash-consistent: {}", b.name, b.detail.as_deref().unwrap_or("")));
+                    }
+                    made.push(b);
+                }
+                Err(e) => say(&format!("bookmark {}: {e}", d.name)),
+            }
+        }
+        made
+    }
+
+    /// Bookmarks this moment as `name`. With `consistent`, the guest's
+    /// file systems are frozen through its agent first and the mirrors
+    /// caught up, so the moment holds everything the guest had written;
+    /// the guest is thawed right after, also when something failed.
+    pub fn take_bookmark(&mut self, name: &str, kind: &str, detail: Option<String>, consistent: bool, agent: Option<&Path>) -> Result<Bookmark> {
+        let mut b = Bookmark { name: name.to_string(), time: Utc::now(), kind: kind.to_string(), consistent: false, detail };
+        if consistent {
+            match self.frozen_moment(agent) {
+                Ok(t) => {
+                    b.time = t;
+                    b.consistent = true;
+                }
+                Err(why) => {
+                    b.time = Utc::now();
+                    b.detail = Some(match b.detail.take() {
+                        Some(d) => format!("{d} (not application-consistent: {why})"),
+                        None => format!("not application-consistent: {why}"),
+                    });
+                }
+            }
+        }
+        self.pvm.record_bookmark(b)
+    }
+
+    /// Freezes the guest, waits for the mirrors, notes the moment, thaws.
+    fn frozen_moment(&mut self, agent: Option<&Path>) -> std::result::Result<chrono::DateTime<Utc>, String> {
+        let Some(agent) = agent else { return Err("no guest agent socket is known for this VM (register it with its agent, or give --agent)".into()) };
+        let mut ga = lifeboat_qemu::qga::GuestAgent::connect(agent, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        ga.freeze().map_err(|e| e.to_string())?;
+        let synced = self.capture.wait_synced(Duration::from_secs(30)).map_err(|e| e.to_string());
+        let t = Utc::now();
+        let thawed = ga.thaw().map_err(|e| format!("the guest's file systems could not be thawed: {e}"));
+        synced?;
+        thawed?;
+        Ok(t)
     }
 
     /// Whether every mirror still runs: an error names the disk whose

@@ -242,3 +242,46 @@ pub fn curl(base: &str, method: &str, path: &str, token: Option<&str>, body: Opt
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     Resp { status: code.trim().parse().unwrap_or(0), body: body.to_string() }
 }
+
+/// Reads the event stream in the background (curl -N), collecting events.
+pub struct EventTap {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl EventTap {
+    pub fn start(d: &Daemon) -> EventTap {
+        let mut child = Command::new("curl").args(["-sN", "-H", &format!("Authorization: Bearer {}", d.admin), &format!("{}/api/events", d.http)]).stdout(Stdio::piped()).spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let e2 = events.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    e2.lock().unwrap().push(serde_json::from_str(data).unwrap());
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        EventTap { child, events }
+    }
+
+    /// The first event `f` accepts, waiting up to a minute for it.
+    pub fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = self.events.lock().unwrap().iter().find(|e| f(e)) {
+                return v.clone();
+            }
+            assert!(Instant::now() < end, "no event {what}; got {:?}", self.events.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for EventTap {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

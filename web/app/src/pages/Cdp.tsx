@@ -36,6 +36,8 @@ function ProtectForm({ onStarted }: { onStarted: () => void }) {
   const [vm, setVm] = useState('');
   const [ds, setDs] = useState('');
   const [mode, setMode] = useState<'sync' | 'async'>('sync');
+  const [every, setEvery] = useState('');
+  const [consistent, setConsistent] = useState(false);
   const [msg, setMsg] = useState<string | null>(null);
   const act = useAction();
   const { upsert } = useJobs();
@@ -45,7 +47,8 @@ function ProtectForm({ onStarted }: { onStarted: () => void }) {
     e.preventDefault();
     setMsg(null);
     act.run(async () => {
-      const j = await api<JobInfo>('POST', '/api/jobs', { kind: 'cdp-protect', datastore: theDs, vm: theVm, mode });
+      const bookmarks = every ? { every_seconds: Number(every), consistent } : {};
+      const j = await api<JobInfo>('POST', '/api/jobs', { kind: 'cdp-protect', datastore: theDs, vm: theVm, mode, bookmarks });
       upsert(j);
       setMsg(t('started_job', { id: j.id }));
       onStarted();
@@ -80,6 +83,14 @@ function ProtectForm({ onStarted }: { onStarted: () => void }) {
               <option value="sync">{t('cdp_mode_sync')}</option>
               <option value="async">{t('cdp_mode_async')}</option>
             </select>
+          </label>
+          <label>
+            {t('cdp_bookmark_every')}
+            <input type="number" min={1} value={every} onChange={(e) => setEvery(e.target.value)} placeholder={t('cdp_bookmark_every_none')} />
+          </label>
+          <label>
+            <input type="checkbox" checked={consistent} disabled={!every} onChange={(e) => setConsistent(e.target.checked)} />
+            {t('cdp_consistent')}
           </label>
           <button type="submit" className="primary" disabled={act.busy || !theVm || !theDs}>
             {t('cdp_start')}
@@ -204,7 +215,13 @@ function TimeAxis({ info }: { info: CdpVmInfo }) {
           />
         ))}
         {info.bookmarks.map((b) => (
-          <span key={b.name} className="cdp-bookmark" style={{ left: pos(ms(b.time)) }} title={`${b.name} · ${fmtDate(b.time)}`} data-testid="cdp-bookmark">
+          <span
+            key={b.name}
+            className={`cdp-bookmark${b.consistent ? ' consistent' : ''}`}
+            style={{ left: pos(ms(b.time)) }}
+            title={`${b.name} · ${fmtDate(b.time)} · ${b.kind}${b.consistent ? ' · ' + t('cdp_consistent') : ''}${b.detail ? ' · ' + b.detail : ''}`}
+            data-testid="cdp-bookmark"
+          >
             <span className="cdp-bookmark-label">{b.name}</span>
           </span>
         ))}
