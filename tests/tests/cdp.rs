@@ -420,7 +420,7 @@ fn killing_the_protected_vm_keeps_every_acknowledged_record() {
         assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&q2).is_ok()));
         let mut protect = lb_cmd();
         protect.args(["cdp", "protect", "--datastore"]).arg(&ds.path).arg("--qmp").arg(&q1).args(["--mode", mode]);
-        let mut protect = ChildGuard::spawn(protect);
+        let protect = ChildGuard::spawn(protect);
         let sessions = ds.path.join("cdp/cdp-kill/disks/disk0/sessions.json");
         assert!(wait_until(Duration::from_secs(120), || sessions.exists()), "{mode}: the initial copy never finished");
 
