@@ -31,7 +31,9 @@ struct Live {
 
 impl Live {
     fn unpin(&self, vm: &InstantVm) {
-        self.datastore.do_send(PinSnapshot { id: vm.snapshot, pin: false });
+        if let Some(id) = vm.snapshot {
+            self.datastore.do_send(PinSnapshot { id, pin: false });
+        }
     }
 }
 
@@ -69,7 +71,9 @@ impl InstantVms {
         if live.contains_key(name) {
             return Err((Box::new(vm), format!("an instant-restored VM named {name:?} runs already")));
         }
-        datastore.do_send(PinSnapshot { id: vm.snapshot, pin: true });
+        if let Some(id) = vm.snapshot {
+            datastore.do_send(PinSnapshot { id, pin: true });
+        }
         let entry = VmEntry { name: name.to_string(), source: VmSource::Qmp { qmp: vm.qmp.display().to_string(), agent: None }, registered: info.started };
         live.insert(name.to_string(), Live { entry, info, vm: Some(vm), datastore });
         Ok(())

@@ -73,7 +73,7 @@ pub enum CdpCmd {
         ds: DatastoreArg,
         /// The VM's name
         vm: String,
-        /// The moment: RFC 3339 with fractions of a second, or a bookmark
+        /// The moment: RFC 3339 with fractions of a second, a bookmark, or "latest"
         #[arg(long, value_name = "TIME|BOOKMARK")]
         at: String,
         /// Address to listen on
@@ -87,7 +87,7 @@ pub enum CdpCmd {
         ds: DatastoreArg,
         /// The VM's name
         vm: String,
-        /// The moment: RFC 3339 with fractions of a second, or a bookmark
+        /// The moment: RFC 3339 with fractions of a second, a bookmark, or "latest"
         #[arg(long, value_name = "TIME|BOOKMARK")]
         at: String,
         /// Directory for the images (made if missing)
@@ -96,6 +96,36 @@ pub enum CdpCmd {
         #[arg(long, default_value = "raw")]
         format: String,
     },
+    /// Boot a protected VM as it was at a moment (take over for a VM that
+    /// died, or try a point out): its disks are served from the journal
+    /// through copy-on-write overlays (the journal is never written) and
+    /// QEMU starts with the hardware the protection recorded. Runs until
+    /// Ctrl-C or until the VM stops
+    Boot {
+        #[command(flatten)]
+        ds: DatastoreArg,
+        /// The VM's name
+        vm: String,
+        /// The moment: RFC 3339 with fractions of a second, a bookmark, or
+        /// "latest" (the last moment every disk is known at)
+        #[arg(long, value_name = "TIME|BOOKMARK|latest", default_value = "latest")]
+        at: String,
+        /// Where overlays, QMP socket and serial log go (default: under the datastore's tmp/)
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
+        /// NICs: "user" (QEMU user networking), "none", or "tap:IFNAME"
+        #[arg(long, default_value = "none")]
+        net: String,
+        /// Accelerator: auto, kvm or tcg
+        #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]
+        accel: lifeboat_qemu::Accel,
+        /// Start the VM with its CPUs stopped (resume it over QMP with `cont`)
+        #[arg(long)]
+        paused: bool,
+        /// Extra QEMU arguments (repeatable)
+        #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+        qemu_args: Vec<String>,
+    },
     /// Rewind a protected VM's own disks to a moment, in place. The VM
     /// must be stopped (its image lock is checked) and its protection too
     Rollback {
@@ -103,7 +133,7 @@ pub enum CdpCmd {
         ds: DatastoreArg,
         /// The VM's name
         vm: String,
-        /// The moment: RFC 3339 with fractions of a second, or a bookmark
+        /// The moment: RFC 3339 with fractions of a second, a bookmark, or "latest"
         #[arg(long, value_name = "TIME|BOOKMARK")]
         at: String,
         /// A disk and its image file, ID=PATH (repeat for each disk to rewind)
@@ -223,7 +253,7 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
             }
             let store = open_datastore(&ds)?;
             let pvm = protected_vm(&store, &ds, &vm)?;
-            let t = pvm.resolve_time(&at)?;
+            let t = moment(&pvm, &at)?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             for d in pvm.disks() {
                 let j = Arc::new(open_journal(&pvm.journal_dir(&d)?, &vm)?);
@@ -238,7 +268,7 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
         CdpCmd::Rollback { ds, vm, at, disks } => {
             let store = open_datastore(&ds)?;
             let pvm = protected_vm(&store, &ds, &vm)?;
-            let t = pvm.resolve_time(&at)?;
+            let t = moment(&pvm, &at)?;
             let protected = pvm.disks();
             let mut plan = Vec::new();
             for spec in &disks {
@@ -258,10 +288,16 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        CdpCmd::Boot { ds, vm, at, workdir, net, accel, paused, qemu_args } => {
+            let net: lifeboat_qemu::NetMode = net.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let store = open_datastore(&ds)?;
+            let pvm = protected_vm(&store, &ds, &vm)?;
+            boot_moment(&store, &pvm, &at, workdir, net, accel, paused, qemu_args)
+        }
         CdpCmd::Export { ds, vm, at, listen } => {
             let store = open_datastore(&ds)?;
             let pvm = protected_vm(&store, &ds, &vm)?;
-            let t = pvm.resolve_time(&at)?;
+            let t = moment(&pvm, &at)?;
             let server = Server::new(ServerConfig::default());
             for d in pvm.disks() {
                 let j = Arc::new(open_journal(&pvm.journal_dir(&d)?, &vm)?);
@@ -290,6 +326,68 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+    }
+}
+
+/// The moment `at` names, `latest` included (from the journals).
+fn moment(pvm: &ProtectedVm, at: &str) -> anyhow::Result<DateTime<Utc>> {
+    if at != "latest" {
+        return Ok(pvm.resolve_time(at)?);
+    }
+    let last_write = |d: &str| -> Option<DateTime<Utc>> { open_journal(&pvm.journal_dir(d).ok()?, &pvm.name).ok()?.range().map(|r| time_of(r.1)) };
+    Ok(pvm.latest(&last_write)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn boot_moment(
+    store: &lifeboat_store::Datastore,
+    pvm: &ProtectedVm,
+    at: &str,
+    workdir: Option<PathBuf>,
+    net: lifeboat_qemu::NetMode,
+    accel: lifeboat_qemu::Accel,
+    paused: bool,
+    qemu_args: Vec<String>,
+) -> anyhow::Result<u8> {
+    use lifeboat_qemu::{BootOptions, InstantVm, NbdListen};
+    let md = pvm.hardware()?;
+    let t = moment(pvm, at)?;
+    let protected = pvm.disks();
+    if let Some(d) = md.disks.iter().find(|d| !protected.contains(&d.id)) {
+        anyhow::bail!("disk {} of {} is not protected: booting a moment needs every disk (protect them all: `cdp protect` without --disk)", d.id, pvm.name);
+    }
+    let work = workdir.unwrap_or_else(|| store.root().join("tmp").join(format!("cdp-boot-{}-{}", pvm.name, t.format("%Y%m%dT%H%M%S%.3fZ"))));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let server = Server::new(ServerConfig::default());
+    for d in &md.disks {
+        let j = Arc::new(open_journal(&pvm.journal_dir(&d.id)?, &pvm.name)?);
+        let point = pvm.point(&d.id, j, t, false)?;
+        let p = work.join(format!("{}.overlay", d.id));
+        let overlay = lifeboat_nbd::CowOverlay::open(point, &p).with_context(|| format!("overlay {} for disk {}", p.display(), d.id))?;
+        server.add_export(Export::new(d.id.clone(), Arc::new(overlay)));
+    }
+    let mut vm = InstantVm::serve(md, server, &NbdListen::Unix, &work)?;
+    let accel = lifeboat_qemu::accel::choose(accel);
+    eprintln!("accelerator: {}", accel.reason);
+    let name = format!("{}-at-{}", pvm.name, t.format("%Y%m%dT%H%M%S%.3fZ"));
+    vm.boot(&BootOptions { name, accel, net, paused, video: false, extra_args: qemu_args })?;
+    println!("VM {} booting as it was at {}: QMP {}, serial log {}", pvm.name, stamp(t), vm.qmp.display(), vm.serial.display());
+    let cancel = Arc::new(AtomicBool::new(false));
+    ui::install_cancel_handler(&cancel);
+    loop {
+        if let Some((st, last)) = vm.exited() {
+            if !st.success() {
+                anyhow::bail!("QEMU exited ({st}): {last}; the overlays stay in {}; QEMU's output: {}", work.display(), work.join("qemu.log").display());
+            }
+            eprintln!("VM stopped ({st}); the overlays stay in {}", work.display());
+            return Ok(0);
+        }
+        if cancel.load(Ordering::Relaxed) {
+            vm.stop();
+            eprintln!("stopped the VM; the overlays stay in {}", work.display());
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -154,8 +154,41 @@ impl ProtectedVm {
         Ok(CdpVmInfo { datastore: datastore.to_string(), vm: self.name.clone(), protecting: false, job: None, disks, bookmarks: self.bookmarks()? })
     }
 
+    /// Records the VM's hardware as its protection found it
+    /// (`vm.json`): what booting one of its moments gives the VM.
+    pub fn save_hardware(&self, md: &lifeboat_vm::VmMetadata) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        write_json(&self.dir.join("vm.json"), md)
+    }
+
+    /// The VM's hardware, as its last protection found it.
+    pub fn hardware(&self) -> Result<lifeboat_vm::VmMetadata> {
+        let p = self.dir.join("vm.json");
+        let b = std::fs::read(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => CdpError::Invalid(format!("{} has no recorded hardware ({}): protect it once more with this version to boot its moments", self.name, p.display())),
+            _ => io_err(&p, e),
+        })?;
+        serde_json::from_slice(&b).map_err(|e| CdpError::NotAJournal { path: p.display().to_string(), reason: e.to_string() })
+    }
+
+    /// The latest moment known of every disk: the end of each disk's
+    /// last session, or its journal's last write if that session was cut
+    /// off (`last_write` gives it per disk); the earliest of those, so
+    /// every disk is known there.
+    pub fn latest(&self, last_write: &dyn Fn(&str) -> Option<DateTime<Utc>>) -> Result<DateTime<Utc>> {
+        let mut out: Option<DateTime<Utc>> = None;
+        for d in self.disks() {
+            let s = self.sessions(&d)?;
+            let Some(last) = s.last() else { continue };
+            let end = last.ended.or_else(|| last_write(&d)).unwrap_or(last.ready).max(last.ready);
+            out = Some(out.map_or(end, |o| o.min(end)));
+        }
+        out.ok_or_else(|| CdpError::Invalid(format!("{} has no protected moment yet", self.name)))
+    }
+
     /// The moment `at` names: RFC 3339 (fractions of a second allowed) or
-    /// a bookmark's name.
+    /// a bookmark's name. `latest` is resolved by the caller (it needs the
+    /// journals, see [`ProtectedVm::latest`]).
     pub fn resolve_time(&self, at: &str) -> Result<DateTime<Utc>> {
         if let Ok(t) = DateTime::parse_from_rfc3339(at) {
             return Ok(t.with_timezone(&Utc));

@@ -89,6 +89,9 @@ impl Replica {
             return Err(CdpError::Invalid(format!("the VM {name} has no disk to protect")));
         }
         let pvm = ProtectedVm::at(cdp_root, &name)?;
+        // The hardware, so that a moment can be booted as this VM.
+        let (md, _) = lifeboat_qemu::inventory::capture(capture.monitor()).map_err(crate::capture::CaptureError::from)?;
+        pvm.save_hardware(&md)?;
         // Sync and async differ in what the protected host's death can
         // lose (nothing of what the guest saw completed, or the writes
         // still in flight). The journal's own durability follows the

@@ -92,8 +92,8 @@ pub fn serve_overlays(ds: &Arc<Datastore>, vm: &LoadedVm, dir: &Path) -> std::io
 pub struct InstantVm {
     /// The VM's hardware as recorded in the snapshot (after repairs).
     pub md: VmMetadata,
-    /// Id of the snapshot being served.
-    pub snapshot: BlobId,
+    /// Id of the snapshot being served (none for disks of another kind).
+    pub snapshot: Option<BlobId>,
     /// What reading the description upgraded or repaired.
     pub warnings: Vec<String>,
     /// Work directory: overlays, sockets, logs, pid file. The caller
@@ -120,6 +120,17 @@ impl InstantVm {
         let vm = load_vm(&ds, &snap).map_err(|e| InstantError::Snapshot(format!("snapshot {}: {e}", sid.short())))?;
         std::fs::create_dir_all(workdir).map_err(host(&format!("creating {}", workdir.display())))?;
         let server = serve_overlays(&ds, &vm, workdir).map_err(|e| InstantError::Host(e.to_string()))?;
+        let mut me = InstantVm::serve(vm.md, server, listen, workdir)?;
+        me.snapshot = Some(sid);
+        me.warnings = vm.warnings;
+        Ok(me)
+    }
+
+    /// Serves the exports of `server` (one per disk of `md`, named by the
+    /// disk's id) for a VM with hardware `md`: the way to boot disks that
+    /// are not a snapshot's (a moment of a CDP journal).
+    pub fn serve(md: VmMetadata, server: Server, listen: &NbdListen, workdir: &Path) -> Result<InstantVm, InstantError> {
+        std::fs::create_dir_all(workdir).map_err(host(&format!("creating {}", workdir.display())))?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("instant-nbd").enable_all().build().map_err(host("starting the NBD runtime"))?;
         let source = match listen {
             NbdListen::Tcp(addr) => {
@@ -135,17 +146,7 @@ impl InstantVm {
                 DiskSource::NbdUnix { path }
             }
         };
-        Ok(InstantVm {
-            md: vm.md,
-            snapshot: sid,
-            warnings: vm.warnings,
-            workdir: workdir.to_path_buf(),
-            qmp: workdir.join("qmp.sock"),
-            serial: workdir.join("serial.log"),
-            source,
-            rt: Some(rt),
-            child: None,
-        })
+        Ok(InstantVm { md, snapshot: None, warnings: Vec::new(), workdir: workdir.to_path_buf(), qmp: workdir.join("qmp.sock"), serial: workdir.join("serial.log"), source, rt: Some(rt), child: None })
     }
 
     /// Starts QEMU on the exports, in its own process group (a Ctrl-C
