@@ -191,7 +191,7 @@ function CdpVm({ info, reload }: { info: CdpVmInfo; reload: () => void }) {
 function TimeAxis({ info }: { info: CdpVmInfo }) {
   const now = Date.now();
   const sessions = info.disks.flatMap((d) =>
-    d.sessions.map((s) => ({ disk: d.disk, from: ms(s.ready), to: s.ended ? ms(s.ended) : info.protecting ? now : ms(d.last_write) || ms(s.ready), open: !s.ended && info.protecting })),
+    d.sessions.map((s) => ({ disk: d.disk, mode: s.mode, from: ms(s.ready), to: s.ended ? ms(s.ended) : info.protecting ? now : ms(d.last_write) || ms(s.ready), open: !s.ended && info.protecting })),
   );
   const starts = [...sessions.map((s) => s.from), ...info.bookmarks.map((b) => ms(b.time))].filter((x) => isFinite(x));
   if (starts.length === 0) return <p className="muted">{t('cdp_no_sessions')}</p>;
@@ -210,7 +210,7 @@ function TimeAxis({ info }: { info: CdpVmInfo }) {
             key={i}
             className={`cdp-session${s.open ? ' open' : ''}`}
             style={{ left: pos(s.from), width: width(s.from, s.to) }}
-            title={`${s.disk}: ${fmtDate(new Date(s.from).toISOString())} – ${s.open ? t('cdp_now') : fmtDate(new Date(s.to).toISOString())}`}
+            title={`${s.disk}${s.mode ? ` (${s.mode})` : ''}: ${fmtDate(new Date(s.from).toISOString())} – ${s.open ? t('cdp_now') : fmtDate(new Date(s.to).toISOString())}`}
             data-testid="cdp-session"
           />
         ))}
