@@ -26,6 +26,9 @@ struct LiveReplica {
 
 /// The protections in progress, by (datastore, VM), shared by their jobs
 /// and the API; and the journals readers hold open (exports of a moment).
+/// The journals map keeps an entry after its journal is closed: it marks
+/// the journal as one this daemon held (see `until_closed`); there is one
+/// per protected disk at most.
 #[derive(Clone, Default)]
 pub struct Replicas(Arc<Mutex<BTreeMap<(String, String), LiveReplica>>>, Arc<Mutex<HashMap<PathBuf, Weak<Journal>>>>, Arc<Mutex<Option<Recipient<Publish>>>>);
 
@@ -38,6 +41,22 @@ pub struct ReplicaGuard {
 impl Drop for ReplicaGuard {
     fn drop(&mut self) {
         self.replicas.0.lock().remove(&self.key);
+    }
+}
+
+/// Opens with `open`; for a journal this daemon held before (`ours`),
+/// waits (up to 10 s) while it is in use. Every opener in the daemon goes
+/// through [`Replicas`], which shares an open journal, so "in use" for
+/// one of ours means its last holder let go and is still closing it (an
+/// export was just dropped): RocksDB keeps its lock until then. A journal
+/// another process holds is reported at once.
+fn until_closed<T>(ours: bool, open: impl Fn() -> lifeboat_cdp::Result<T>) -> lifeboat_cdp::Result<T> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(lifeboat_cdp::CdpError::InUse(_)) if ours && Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+            r => return r,
+        }
     }
 }
 
@@ -90,11 +109,10 @@ impl Replicas {
             return Ok(j);
         }
         let mut readers = self.1.lock();
-        readers.retain(|_, w| w.strong_count() > 0);
         if let Some(j) = readers.get(dir).and_then(Weak::upgrade) {
             return Ok(j);
         }
-        let j = Arc::new(open_journal(dir, vm)?);
+        let j = Arc::new(until_closed(readers.contains_key(dir), || open_journal(dir, vm))?);
         readers.insert(dir.to_path_buf(), Arc::downgrade(&j));
         Ok(j)
     }
@@ -124,11 +142,10 @@ impl Replicas {
     /// while the protection starts cannot lock it out.
     pub fn open_or_create(&self, dir: &Path, vm: &str, size: u64) -> lifeboat_cdp::Result<Arc<Journal>> {
         let mut readers = self.1.lock();
-        readers.retain(|_, w| w.strong_count() > 0);
         if let Some(j) = readers.get(dir).and_then(Weak::upgrade) {
             return Ok(j);
         }
-        let j = lifeboat_cdp::open_or_create(dir, vm, size)?;
+        let j = until_closed(readers.contains_key(dir), || lifeboat_cdp::open_or_create(dir, vm, size))?;
         readers.insert(dir.to_path_buf(), Arc::downgrade(&j));
         Ok(j)
     }

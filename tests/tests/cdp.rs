@@ -29,6 +29,22 @@ fn qemu_io_read(uri: &str, cmds: &[&str]) -> (bool, String) {
     (o.status.success() && !text.contains("fail") && !text.contains("error"), text)
 }
 
+/// A QEMU VM without a guest (CPUs stopped) named `name`, its raw `disk`
+/// as virtio disk `disk0` (block node `drv0`), with two QMP monitors in
+/// `dir`: one for lifeboat, one for the test's writes (`hmp`).
+fn guestless_vm(dir: &Path, name: &str, disk: &Path) -> (ChildGuard, std::path::PathBuf, std::path::PathBuf) {
+    let (q1, q2) = (dir.join("q1.sock"), dir.join("q2.sock"));
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", "64", "-name", name]);
+    c.arg("-drive").arg(format!("file={},format=raw,if=none,id=drv0", disk.display()));
+    c.args(["-device", "virtio-blk-pci,drive=drv0,id=disk0"]);
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q1.display()));
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q2.display()));
+    let qemu = ChildGuard::spawn(c);
+    assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&q2).is_ok()));
+    (qemu, q1, q2)
+}
+
 /// `cdp export` of `at` of the VM `cdp-vm`, then `f` with the disk's nbd:// URI.
 fn with_export(ds: &Ds, at: &str, f: impl FnOnce(&str)) {
     with_export_of(ds, "cdp-vm", at, f)
@@ -63,15 +79,7 @@ fn a_protected_vm_reads_back_at_any_moment_and_at_its_bookmarks() {
     f.write_all_at(&vec![0x5a; 4 << 20], 0).unwrap();
     drop(f);
     // Two monitors: one for `cdp protect`, one for the test's writes.
-    let (q1, q2) = (t.path().join("q1.sock"), t.path().join("q2.sock"));
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", "64", "-name", "cdp-vm"]);
-    c.arg("-drive").arg(format!("file={},format=raw,if=none,id=drv0", disk.display()));
-    c.args(["-device", "virtio-blk-pci,drive=drv0,id=disk0"]);
-    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q1.display()));
-    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q2.display()));
-    let mut qemu = ChildGuard::spawn(c);
-    assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&q2).is_ok()));
+    let (mut qemu, q1, q2) = guestless_vm(t.path(), "cdp-vm", &disk);
 
     // Nothing protected yet: named.
     let o = lb(args!["cdp", "points", "--datastore", &ds.path, "cdp-vm"]);
@@ -241,15 +249,7 @@ fn the_daemon_protects_a_registered_vm_as_a_job() {
     const SIZE: u64 = 16 << 20;
     let disk = t.path().join("disk.raw");
     std::fs::File::create(&disk).unwrap().set_len(SIZE).unwrap();
-    let (q1, q2) = (t.path().join("q1.sock"), t.path().join("q2.sock"));
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", "64", "-name", "cdp-dvm"]);
-    c.arg("-drive").arg(format!("file={},format=raw,if=none,id=drv0", disk.display()));
-    c.args(["-device", "virtio-blk-pci,drive=drv0,id=disk0"]);
-    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q1.display()));
-    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q2.display()));
-    let _qemu = ChildGuard::spawn(c);
-    assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&q2).is_ok()));
+    let (_qemu, q1, q2) = guestless_vm(t.path(), "cdp-dvm", &disk);
     let state = t.path().join("state");
     let d = Daemon::start(&state, Some("nbd_listen = \"127.0.0.1:0\"\n"), &[]);
     d.admin_ok("POST", "/api/vms", Some(&json!({ "name": "dvm", "source": { "kind": "qmp", "qmp": q1 } })));
@@ -356,7 +356,7 @@ fn the_daemon_protects_a_registered_vm_as_a_job() {
     );
     assert_eq!(r.status, 202, "{r:?}");
     let job2 = r.json()["id"].as_str().unwrap().to_string();
-    assert!(protecting(&job2), "the second protection never became ready");
+    assert!(protecting(&job2), "the second protection never became ready: {} {}", d.admin_ok("GET", &format!("/api/jobs/{job2}"), None), d.admin_ok("GET", "/api/cdp", None));
     std::fs::OpenOptions::new().append(true).open(&app_log).unwrap().write_all(b"noise\ncheckpoint done lsn=77\n").unwrap();
     let ev = events.wait_for("a log bookmark", |e| e["type"] == "cdp-bookmark" && e["bookmark"]["kind"] == "log");
     assert_eq!(ev["vm"], "cdp-dvm", "{ev}");
@@ -409,15 +409,7 @@ fn killing_the_protected_vm_keeps_every_acknowledged_record() {
         const REC: u64 = 256 << 10;
         let disk = t.path().join("disk.raw");
         std::fs::File::create(&disk).unwrap().set_len(SIZE).unwrap();
-        let (q1, q2) = (t.path().join("q1.sock"), t.path().join("q2.sock"));
-        let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-m", "64", "-name", "cdp-kill"]);
-        c.arg("-drive").arg(format!("file={},format=raw,if=none,id=drv0", disk.display()));
-        c.args(["-device", "virtio-blk-pci,drive=drv0,id=disk0"]);
-        c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q1.display()));
-        c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q2.display()));
-        let mut qemu = ChildGuard::spawn(c);
-        assert!(wait_until(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(&q2).is_ok()));
+        let (mut qemu, q1, q2) = guestless_vm(t.path(), "cdp-kill", &disk);
         let mut protect = lb_cmd();
         protect.args(["cdp", "protect", "--datastore"]).arg(&ds.path).arg("--qmp").arg(&q1).args(["--mode", mode]);
         let protect = ChildGuard::spawn(protect);
@@ -527,18 +519,7 @@ fn the_latest_moment_of_a_killed_vm_boots_and_holds_every_acknowledged_file() {
     let (hb_sock, ctl_sock) = (work.join("hb.sock"), work.join("ctl.sock"));
     let mut c = lb_cmd();
     c.args(["cdp", "boot", "--datastore"]).arg(&ds.path).args(["lifeboat-test-guest", "--at", "latest", "--accel", "tcg", "--workdir"]).arg(&work);
-    for a in [
-        "-device".to_string(),
-        "virtio-serial-pci,id=vser0".into(),
-        "-chardev".into(),
-        format!("socket,id=hb,path={},server=on,wait=off", hb_sock.display()),
-        "-device".into(),
-        "virtserialport,bus=vser0.0,chardev=hb,name=org.lifeboat.heartbeat".into(),
-        "-chardev".into(),
-        format!("socket,id=ctl,path={},server=on,wait=off", ctl_sock.display()),
-        "-device".into(),
-        "virtserialport,bus=vser0.0,chardev=ctl,name=org.lifeboat.control".into(),
-    ] {
+    for a in serial_port_args(&[("hb", &hb_sock, "org.lifeboat.heartbeat"), ("ctl", &ctl_sock, "org.lifeboat.control")]) {
         c.arg(format!("--qemu-arg={a}"));
     }
     let started = std::time::Instant::now();

@@ -491,18 +491,7 @@ fn an_ide_guest_restored_for_kvm_boots_on_virtio_only_when_repaired() {
     let mut c = tool("ip");
     c.args(["netns", "exec", &ns.name]).arg(bin()).stdin(Stdio::null()).env_remove("LIFEBOAT_DATASTORE").env_remove("LIFEBOAT_FAILPOINTS");
     c.args(["vm", "instant-restore", "--datastore"]).arg(&ds.path).arg(&snap).args(["--target", "kvm", "--map", "mac=new", "--net", "tap:tap0", "--accel", "tcg", "--workdir"]).arg(&work);
-    for a in [
-        "-device".to_string(),
-        "virtio-serial-pci,id=vser0".into(),
-        "-chardev".into(),
-        format!("socket,id=hb,path={},server=on,wait=off", hb_sock.display()),
-        "-device".into(),
-        "virtserialport,bus=vser0.0,chardev=hb,name=org.lifeboat.heartbeat".into(),
-        "-chardev".into(),
-        format!("socket,id=qga,path={},server=on,wait=off", qga_sock.display()),
-        "-device".into(),
-        "virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0".into(),
-    ] {
+    for a in serial_port_args(&[("hb", &hb_sock, "org.lifeboat.heartbeat"), ("qga", &qga_sock, "org.qemu.guest_agent.0")]) {
         c.arg(format!("--qemu-arg={a}"));
     }
     let mut inst = ChildGuard::spawn(c);

@@ -130,18 +130,7 @@ fn vm_backup_incremental_restore_and_instant_restore() {
     c.args(["vm", "instant-restore", "--datastore"]).arg(&ds.path).arg(&id2).arg("--workdir").arg(&work);
     // No accelerator given: the product's default (auto) must find one
     // that boots here, as it must for every user.
-    for a in [
-        "-device".to_string(),
-        "virtio-serial-pci,id=vser0".into(),
-        "-chardev".into(),
-        format!("socket,id=hb,path={},server=on,wait=off", hb_sock.display()),
-        "-device".into(),
-        "virtserialport,bus=vser0.0,chardev=hb,name=org.lifeboat.heartbeat".into(),
-        "-chardev".into(),
-        format!("socket,id=ctl,path={},server=on,wait=off", ctl_sock.display()),
-        "-device".into(),
-        "virtserialport,bus=vser0.0,chardev=ctl,name=org.lifeboat.control".into(),
-    ] {
+    for a in serial_port_args(&[("hb", &hb_sock, "org.lifeboat.heartbeat"), ("ctl", &ctl_sock, "org.lifeboat.control")]) {
         c.arg(format!("--qemu-arg={a}"));
     }
     let started = Instant::now();

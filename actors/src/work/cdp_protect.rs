@@ -33,7 +33,7 @@ pub struct Request<'a> {
 
 fn cdp_err(e: CdpError) -> JobFailure {
     match e {
-        CdpError::Invalid(m) => JobFailure::Invalid(m),
+        CdpError::Invalid(m) | CdpError::InUse(m) => JobFailure::Invalid(m),
         e => err(e),
     }
 }

@@ -14,7 +14,7 @@ use lifeboat_cdp::{CdpError, ProtectedVm};
 
 fn cdp_err(e: CdpError) -> ApiErr {
     match e {
-        CdpError::Invalid(m) => ApiErr::BadRequest(m),
+        CdpError::Invalid(m) | CdpError::InUse(m) => ApiErr::BadRequest(m),
         e => ApiErr::Internal(e.to_string()),
     }
 }

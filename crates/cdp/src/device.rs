@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 fn io(e: crate::CdpError) -> io::Error {
     match e {
-        crate::CdpError::Invalid(m) => io::Error::new(io::ErrorKind::InvalidInput, m),
+        crate::CdpError::Invalid(m) | crate::CdpError::InUse(m) => io::Error::new(io::ErrorKind::InvalidInput, m),
         e => io::Error::other(e.to_string()),
     }
 }

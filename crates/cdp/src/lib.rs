@@ -85,6 +85,10 @@ pub enum CdpError {
     /// A request outside the volume or otherwise malformed.
     #[error("{0}")]
     Invalid(String),
+    /// The journal is open elsewhere (a protection runs; RocksDB lets a
+    /// journal be opened once).
+    #[error("{0}")]
+    InUse(String),
     /// Attaching to or detaching from the VM failed.
     #[error("{0}")]
     Capture(#[from] capture::CaptureError),

@@ -45,7 +45,7 @@ pub type DiskRange = (String, Option<(u64, u64)>);
 pub fn open_journal(dir: &Path, vm: &str) -> Result<Journal> {
     Journal::open(dir).map_err(|e| match e {
         CdpError::Index { message, .. } if message.contains("lock") => {
-            CdpError::Invalid(format!("the journal of {vm} ({}) is in use: a protection of it is running (`lifeboat cdp protect` or the daemon's cdp-protect job); stop it first", dir.display()))
+            CdpError::InUse(format!("the journal of {vm} ({}) is in use: a protection of it is running (`lifeboat cdp protect` or the daemon's cdp-protect job); stop it first", dir.display()))
         }
         e => e,
     })

@@ -219,6 +219,17 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// QEMU arguments giving a VM started by lifeboat (instant restore, a
+/// CDP boot) the virtio-serial ports the test guests' services use: one
+/// socket server per `(chardev id, socket path, port name)`.
+pub fn serial_port_args(ports: &[(&str, &Path, &str)]) -> Vec<String> {
+    let mut a = vec!["-device".to_string(), "virtio-serial-pci,id=vser0".into()];
+    for (id, path, name) in ports {
+        a.extend(["-chardev".into(), format!("socket,id={id},path={},server=on,wait=off", path.display()), "-device".into(), format!("virtserialport,bus=vser0.0,chardev={id},name={name}")]);
+    }
+    a
+}
+
 /// QEMU arguments for a second QMP monitor at RUN/lb-qmp.sock, for
 /// lifeboat, while the test keeps the first.
 pub fn lifeboat_qmp_args(run: &Path) -> Vec<String> {
