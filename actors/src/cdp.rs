@@ -108,13 +108,7 @@ impl Replicas {
         if let Some(j) = self.journal(datastore, vm, disk) {
             return Ok(j);
         }
-        let mut readers = self.1.lock();
-        if let Some(j) = readers.get(dir).and_then(Weak::upgrade) {
-            return Ok(j);
-        }
-        let j = Arc::new(until_closed(readers.contains_key(dir), || open_journal(dir, vm))?);
-        readers.insert(dir.to_path_buf(), Arc::downgrade(&j));
-        Ok(j)
+        self.shared(dir, || open_journal(dir, vm).map(Arc::new))
     }
 
     /// The protected VMs of a datastore (its `cdp/` directory), with what
@@ -141,11 +135,17 @@ impl Replicas {
     /// and lists it for later readers, so a request reading the journal
     /// while the protection starts cannot lock it out.
     pub fn open_or_create(&self, dir: &Path, vm: &str, size: u64) -> lifeboat_cdp::Result<Arc<Journal>> {
+        self.shared(dir, || lifeboat_cdp::open_or_create(dir, vm, size))
+    }
+
+    /// The journal in `dir` a reader holds open, else the one `open`
+    /// gives (listed for later readers).
+    fn shared(&self, dir: &Path, open: impl Fn() -> lifeboat_cdp::Result<Arc<Journal>>) -> lifeboat_cdp::Result<Arc<Journal>> {
         let mut readers = self.1.lock();
         if let Some(j) = readers.get(dir).and_then(Weak::upgrade) {
             return Ok(j);
         }
-        let j = until_closed(readers.contains_key(dir), || lifeboat_cdp::open_or_create(dir, vm, size))?;
+        let j = until_closed(readers.contains_key(dir), open)?;
         readers.insert(dir.to_path_buf(), Arc::downgrade(&j));
         Ok(j)
     }

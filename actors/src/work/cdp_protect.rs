@@ -60,26 +60,14 @@ pub fn run(ds: &Arc<Datastore>, vm: &VmEntry, r: &Request, h: &JobHandle) -> Job
     p.scan_done.store(true, Ordering::Relaxed);
     let guard = r.replicas.map(|reg| reg.register(r.datastore, &name, r.job, replica.journals().to_vec(), p.cancel.clone()));
     h.set_phase(&format!("protecting {name} ({} mode)", r.mode));
-    let mut failed = None;
-    let mut ticks = 0u32;
-    while !p.cancelled() {
-        std::thread::sleep(Duration::from_millis(200));
-        ticks += 1;
-        if !clock.is_idle() && ticks.is_multiple_of(5) {
-            for b in replica.tick(&mut clock, agent, &|m| h.log(m)) {
-                h.log(&format!("bookmark {} ({}{})", b.name, b.kind, if b.consistent { ", application-consistent" } else { "" }));
-                if let Some(reg) = r.replicas {
-                    reg.bookmarked(r.datastore, &name, &b);
-                }
+    let failed = replica
+        .watch(&p.cancel, &mut clock, agent, &|m| h.log(m), &mut |b| {
+            h.log(&format!("bookmark {} ({}{})", b.name, b.kind, if b.consistent { ", application-consistent" } else { "" }));
+            if let Some(reg) = r.replicas {
+                reg.bookmarked(r.datastore, &name, b);
             }
-        }
-        if ticks.is_multiple_of(10) {
-            if let Err(e) = replica.check() {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
+        })
+        .err();
     drop(guard);
     h.set_phase("stopping the protection");
     let ranges = replica.stop();

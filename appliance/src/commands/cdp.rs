@@ -11,7 +11,7 @@ use clap::Subcommand;
 use lifeboat_api_types::CdpBookmarkPolicy;
 use lifeboat_cdp::capture::MirrorMode;
 use lifeboat_cdp::restore::{copy_point, image_format, CopyMode};
-use lifeboat_cdp::{open_journal, open_or_create, time_of, BookmarkClock, ProtectedVm, Replica, ReplicaOptions};
+use lifeboat_cdp::{open_journal, open_or_create, time_of, BookmarkClock, Journal, ProtectedVm, Replica, ReplicaOptions};
 use lifeboat_nbd::{Export, Server, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -253,10 +253,10 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
             }
             let store = open_datastore(&ds)?;
             let pvm = protected_vm(&store, &ds, &vm)?;
-            let t = moment(&pvm, &at)?;
+            let journals = open_journals(&pvm)?;
+            let t = moment(&pvm, &at, &journals)?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            for d in pvm.disks() {
-                let j = Arc::new(open_journal(&pvm.journal_dir(&d)?, &vm)?);
+            for (d, j) in journals {
                 let point = pvm.point(&d, j, t, false)?;
                 let out = dir.join(format!("{d}.{format}"));
                 eprintln!("writing disk {d} as it was at {} to {}...", stamp(t), out.display());
@@ -268,16 +268,16 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
         CdpCmd::Rollback { ds, vm, at, disks } => {
             let store = open_datastore(&ds)?;
             let pvm = protected_vm(&store, &ds, &vm)?;
-            let t = moment(&pvm, &at)?;
-            let protected = pvm.disks();
+            let journals = open_journals(&pvm)?;
+            let t = moment(&pvm, &at, &journals)?;
             let mut plan = Vec::new();
             for spec in &disks {
                 let (id, path) = spec.split_once('=').with_context(|| format!("--disk {spec}: give ID=PATH"))?;
-                if !protected.iter().any(|d| d == id) {
-                    anyhow::bail!("{vm} has no protected disk {id:?} (its disks: {})", protected.join(", "));
-                }
+                let Some((_, j)) = journals.iter().find(|(d, _)| d == id) else {
+                    anyhow::bail!("{vm} has no protected disk {id:?} (its disks: {})", pvm.disks().join(", "));
+                };
                 // Every moment is checked before any disk is touched.
-                let j = Arc::new(open_journal(&pvm.journal_dir(id)?, &vm)?);
+                let j = j.clone();
                 plan.push((id.to_string(), PathBuf::from(path), pvm.point(id, j, t, false)?));
             }
             for (id, path, point) in plan {
@@ -297,10 +297,10 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
         CdpCmd::Export { ds, vm, at, listen } => {
             let store = open_datastore(&ds)?;
             let pvm = protected_vm(&store, &ds, &vm)?;
-            let t = moment(&pvm, &at)?;
+            let journals = open_journals(&pvm)?;
+            let t = moment(&pvm, &at, &journals)?;
             let server = Server::new(ServerConfig::default());
-            for d in pvm.disks() {
-                let j = Arc::new(open_journal(&pvm.journal_dir(&d)?, &vm)?);
+            for (d, j) in journals {
                 server.add_export(Export::new(d.clone(), Arc::new(pvm.point(&d, j, t, false)?)).with_description(format!("{vm} disk {d} at {}", stamp(t))));
             }
             let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
@@ -329,12 +329,17 @@ pub fn run(cmd: CdpCmd) -> anyhow::Result<u8> {
     }
 }
 
-/// The moment `at` names, `latest` included (from the journals).
-fn moment(pvm: &ProtectedVm, at: &str) -> anyhow::Result<DateTime<Utc>> {
+/// Every protected disk's journal, by disk id.
+fn open_journals(pvm: &ProtectedVm) -> anyhow::Result<Vec<(String, Arc<Journal>)>> {
+    pvm.disks().into_iter().map(|d| Ok((d.clone(), Arc::new(open_journal(&pvm.journal_dir(&d)?, &pvm.name)?)))).collect()
+}
+
+/// The moment `at` names, `latest` included (from `journals`).
+fn moment(pvm: &ProtectedVm, at: &str, journals: &[(String, Arc<Journal>)]) -> anyhow::Result<DateTime<Utc>> {
     if at != "latest" {
         return Ok(pvm.resolve_time(at)?);
     }
-    let last_write = |d: &str| -> Option<DateTime<Utc>> { open_journal(&pvm.journal_dir(d).ok()?, &pvm.name).ok()?.range().map(|r| time_of(r.1)) };
+    let last_write = |d: &str| journals.iter().find(|(id, _)| id == d).and_then(|(_, j)| j.range()).map(|r| time_of(r.1));
     Ok(pvm.latest(&last_write)?)
 }
 
@@ -351,16 +356,16 @@ fn boot_moment(
 ) -> anyhow::Result<u8> {
     use lifeboat_qemu::{BootOptions, InstantVm, NbdListen};
     let md = pvm.hardware()?;
-    let t = moment(pvm, at)?;
-    let protected = pvm.disks();
-    if let Some(d) = md.disks.iter().find(|d| !protected.contains(&d.id)) {
+    let mut journals = open_journals(pvm)?;
+    let t = moment(pvm, at, &journals)?;
+    if let Some(d) = md.disks.iter().find(|d| !journals.iter().any(|(id, _)| *id == d.id)) {
         anyhow::bail!("disk {} of {} is not protected: booting a moment needs every disk (protect them all: `cdp protect` without --disk)", d.id, pvm.name);
     }
     let work = workdir.unwrap_or_else(|| store.root().join("tmp").join(format!("cdp-boot-{}-{}", pvm.name, t.format("%Y%m%dT%H%M%S%.3fZ"))));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let server = Server::new(ServerConfig::default());
     for d in &md.disks {
-        let j = Arc::new(open_journal(&pvm.journal_dir(&d.id)?, &pvm.name)?);
+        let j = journals.remove(journals.iter().position(|(id, _)| *id == d.id).expect("checked above")).1;
         let point = pvm.point(&d.id, j, t, false)?;
         let p = work.join(format!("{}.overlay", d.id));
         let overlay = lifeboat_nbd::CowOverlay::open(point, &p).with_context(|| format!("overlay {} for disk {}", p.display(), d.id))?;
@@ -405,23 +410,11 @@ fn protect(ds: &DatastoreArg, qmp: &Path, disks: &[String], mode: MirrorMode, co
         replica.journals().iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "),
         if mode == MirrorMode::Sync { "sync" } else { "async" }
     );
-    let mut failed = None;
-    let mut ticks = 0u32;
-    while !cancel.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-        ticks += 1;
-        if !clock.is_idle() && ticks.is_multiple_of(5) {
-            for b in replica.tick(&mut clock, bookmarks.agent.as_deref(), &|m| eprintln!("{m}")) {
-                println!("bookmark {} at {}{}", b.name, stamp(b.time), if b.consistent { " (application-consistent)" } else { "" });
-            }
-        }
-        if ticks.is_multiple_of(10) {
-            if let Err(e) = replica.check() {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
+    let failed = replica
+        .watch(&cancel, &mut clock, bookmarks.agent.as_deref(), &|m| eprintln!("{m}"), &mut |b| {
+            println!("bookmark {} at {}{}", b.name, stamp(b.time), if b.consistent { " (application-consistent)" } else { "" })
+        })
+        .err();
     let ranges = replica.stop();
     if let Some(e) = failed {
         anyhow::bail!("protection of {name} stopped: {e}");

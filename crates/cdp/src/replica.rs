@@ -8,6 +8,7 @@ use crate::{Bookmark, CdpError, Journal, JournalOptions, JournalTarget, Protecte
 use chrono::Utc;
 use lifeboat_nbd::{Export, Server, ServerConfig};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,6 +151,28 @@ impl Replica {
     /// The journals being written, by disk id.
     pub fn journals(&self) -> &[(String, Arc<Journal>)] {
         &self.journals
+    }
+
+    /// Runs the protection until `stop` is set (Ok) or a mirror ends
+    /// (Err, naming the disk): checks the mirrors every two seconds and
+    /// takes the bookmarks `clock` says are due every second, handing
+    /// each one made to `made`. The CLI's `protect` and the daemon's job
+    /// both wait here.
+    pub fn watch(&mut self, stop: &AtomicBool, clock: &mut BookmarkClock, agent: Option<&Path>, say: &dyn Fn(&str), made: &mut dyn FnMut(&Bookmark)) -> Result<()> {
+        let mut ticks = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            ticks += 1;
+            if !clock.is_idle() && ticks.is_multiple_of(5) {
+                for b in self.tick(clock, agent, say) {
+                    made(&b);
+                }
+            }
+            if ticks.is_multiple_of(10) {
+                self.check()?;
+            }
+        }
+        Ok(())
     }
 
     /// Takes the bookmarks `clock` says are due. With `clock.consistent`
