@@ -518,7 +518,7 @@ fn the_latest_moment_of_a_killed_vm_boots_and_holds_every_acknowledged_file() {
     let work = t.path().join("takeover");
     let (hb_sock, ctl_sock) = (work.join("hb.sock"), work.join("ctl.sock"));
     let mut c = lb_cmd();
-    c.args(["cdp", "boot", "--datastore"]).arg(&ds.path).args(["lifeboat-test-guest", "--at", "latest", "--accel", "tcg", "--workdir"]).arg(&work);
+    c.args(["cdp", "boot", "--datastore"]).arg(&ds.path).args(["lifeboat-test-guest", "--at", "latest", "--workdir"]).arg(&work);
     for a in serial_port_args(&[("hb", &hb_sock, "org.lifeboat.heartbeat"), ("ctl", &ctl_sock, "org.lifeboat.control")]) {
         c.arg(format!("--qemu-arg={a}"));
     }
